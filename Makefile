@@ -1,0 +1,45 @@
+# Two commands set up a fresh machine: `make demo` and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+TRAIN_STAMP := $(VENV)/.installed-train
+
+.PHONY: demo test lint bench train evaluate synth clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,synth]'
+	touch $@
+
+$(TRAIN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,train]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/screening demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check screening firmware_bridge models tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+synth: $(STAMP)
+	$(BIN)/python -m models.synth --out models/data $(SYNTH_ARGS)
+
+train: $(TRAIN_STAMP)
+	$(BIN)/python -m models.train $(TRAIN_ARGS)
+
+evaluate: $(TRAIN_STAMP)
+	$(BIN)/python -m models.evaluate $(EVAL_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Firmware bridge: scanner line-scan protocol, parcel image assembly, store-and-forward uplink."""
