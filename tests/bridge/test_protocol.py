@@ -1,0 +1,122 @@
+"""Link state machine: ACK/NAK, retransmission, gaps, silence; no I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware_bridge.errors import LocalProtocolError
+from firmware_bridge.frames import (
+    HEADER_SIZE,
+    Barcode,
+    BeltStop,
+    FrameDecoder,
+    Heartbeat,
+    Hello,
+    Hold,
+    Line,
+    NakReason,
+    decode,
+    encode,
+)
+from firmware_bridge.protocol import (
+    Acknowledged,
+    DeliveryFailed,
+    FrameDropped,
+    GarbageSkipped,
+    LinkProtocol,
+    LinkSilent,
+    PeerRejected,
+    Role,
+    SequenceGap,
+    UnexpectedMessage,
+)
+
+HELLO = Hello("XR-1", "sim", "1", 2, 16, 800, 250_000, 2, 7)
+
+
+def pair() -> tuple[LinkProtocol, LinkProtocol]:
+    return LinkProtocol(Role.BRIDGE), LinkProtocol(Role.SCANNER)
+
+
+def test_hello_is_delivered_acked_and_remembered() -> None:
+    bridge, scanner = pair()
+    events = bridge.receive_data(scanner.send(HELLO, 0.0), 0.0)
+    assert events == [HELLO]
+    assert bridge.peer_hello == HELLO
+    assert scanner.receive_data(bridge.data_to_send(), 0.1) == [Acknowledged(HELLO)]
+    assert scanner.awaiting_ack == 0
+
+
+def test_command_is_retransmitted_until_acked_and_delivered_once() -> None:
+    bridge, scanner = pair()
+    first = bridge.send(BeltStop("hold"), 0.0)
+    del first  # lost on the wire
+    assert bridge.tick(0.6) == []
+    retransmit = bridge.data_to_send()
+    assert decode(retransmit).message == BeltStop("hold")
+    assert scanner.receive_data(retransmit, 0.6) == [BeltStop("hold")]
+    # the ACK is lost too; the next retransmission must not deliver the command twice
+    scanner.data_to_send()
+    bridge.tick(2.0)
+    again = bridge.data_to_send()
+    assert scanner.receive_data(again, 2.0) == []
+    assert bridge.receive_data(scanner.data_to_send(), 2.1) == [Acknowledged(BeltStop("hold"))]
+
+
+def test_unacked_command_fails_after_max_attempts() -> None:
+    bridge = LinkProtocol(Role.BRIDGE, max_attempts=2)
+    bridge.send(Hold("SF1", "h1"), 0.0)
+    bridge.tick(1.0)
+    assert bridge.tick(10.0) == [DeliveryFailed(Hold("SF1", "h1"))]
+
+
+def test_corrupt_frame_is_dropped_and_naked_with_its_seq() -> None:
+    bridge, scanner = pair()
+    bad = bytearray(scanner.send(Line(1, 0, b"\x01\x00" * 2, b"\x02\x00" * 2), 0.0))
+    bad[HEADER_SIZE + 1] ^= 0xFF
+    events = bridge.receive_data(bytes(bad), 0.0)
+    assert events == [FrameDropped(0, 0x02, NakReason.CRC)]
+    assert scanner.receive_data(bridge.data_to_send(), 0.0) == [PeerRejected(0, NakReason.CRC, None)]
+
+
+def test_sequence_gap_is_reported() -> None:
+    bridge, scanner = pair()
+    bridge.receive_data(scanner.send(Heartbeat(0, 0), 0.0), 0.0)
+    scanner.send(Heartbeat(1, 0), 0.0)  # lost
+    scanner.send(Heartbeat(2, 0), 0.0)  # lost
+    events = bridge.receive_data(scanner.send(Heartbeat(3, 0), 0.0), 0.0)
+    assert events == [SequenceGap(1, 3), Heartbeat(3, 0)]
+    assert bridge.stats.missing_frames == 2
+
+
+def test_garbage_between_frames_is_reported_once_per_run() -> None:
+    bridge, scanner = pair()
+    data = b"\x00" * 10 + scanner.send(Heartbeat(0, 0), 0.0) + b"\xff" * 3
+    events = bridge.receive_data(data, 0.0)
+    assert events == [GarbageSkipped(10), Heartbeat(0, 0), GarbageSkipped(3)]
+
+
+def test_role_violations() -> None:
+    bridge, scanner = pair()
+    with pytest.raises(LocalProtocolError):
+        bridge.send(Heartbeat(0, 0), 0.0)
+    forged = encode(Hold("x", "y"), 0)
+    assert bridge.receive_data(forged, 0.0) == [UnexpectedMessage(Hold("x", "y"))]
+
+
+def test_silence_is_reported_once() -> None:
+    bridge, _ = pair()
+    bridge.started(0.0)
+    assert bridge.tick(2.9) == []
+    assert bridge.tick(3.5) == [LinkSilent(3.5)]
+    assert bridge.tick(4.0) == []
+
+
+def test_barcode_byte_by_byte_through_the_protocol() -> None:
+    bridge, scanner = pair()
+    data = scanner.send(Barcode(10, 1, "SF9"), 0.0)
+    events = []
+    for i in range(len(data)):
+        events += bridge.receive_data(data[i : i + 1], 0.0)
+    assert events == [Barcode(10, 1, "SF9")]
+    assert FrameDecoder().feed(bridge.data_to_send())
