@@ -522,9 +522,7 @@ MESSAGE_CLASSES: Final[dict[MessageType, type[Message]]] = {
 SCANNER_MESSAGES: Final = frozenset(
     {Hello, Line, Barcode, BeltState, Heartbeat, Fault, Calibration, Ack, Nak}
 )
-BRIDGE_MESSAGES: Final = frozenset(
-    {Ack, Nak, BeltStop, BeltStart, Hold, RequestCalibration}
-)
+BRIDGE_MESSAGES: Final = frozenset({Ack, Nak, BeltStop, BeltStart, Hold, RequestCalibration})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,7 +76,9 @@ def test_corrupt_frame_is_dropped_and_naked_with_its_seq() -> None:
     bad[HEADER_SIZE + 1] ^= 0xFF
     events = bridge.receive_data(bytes(bad), 0.0)
     assert events == [FrameDropped(0, 0x02, NakReason.CRC)]
-    assert scanner.receive_data(bridge.data_to_send(), 0.0) == [PeerRejected(0, NakReason.CRC, None)]
+    assert scanner.receive_data(bridge.data_to_send(), 0.0) == [
+        PeerRejected(0, NakReason.CRC, None)
+    ]
 
 
 def test_sequence_gap_is_reported() -> None:
@@ -97,7 +99,7 @@ def test_garbage_between_frames_is_reported_once_per_run() -> None:
 
 
 def test_role_violations() -> None:
-    bridge, scanner = pair()
+    bridge, _scanner = pair()
     with pytest.raises(LocalProtocolError):
         bridge.send(Heartbeat(0, 0), 0.0)
     forged = encode(Hold("x", "y"), 0)
