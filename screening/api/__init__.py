@@ -1,1 +1,1 @@
-"""api package."""
+"""HTTP/WebSocket edge: routes, wire schemas, authentication and the problem+json error mapping."""

@@ -1,0 +1,66 @@
+"""Typed application state shared by the handlers (aiohttp AppKeys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from screening.protection import PersonalDataVault
+from screening.services.access import KeyAuthenticator
+from screening.services.ingest import GroupCommitWriter
+from screening.settings import Settings
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events = Counter(
+            "screening_events_total", "Events by ingest outcome", ["type", "result"], registry=r
+        )
+        self.requests = Histogram(
+            "screening_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.commit_size = Histogram(
+            "screening_group_commit_events",
+            "Events per group commit",
+            registry=r,
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+        )
+        self.commit_seconds = Histogram(
+            "screening_group_commit_seconds", "Group commit transaction time", registry=r
+        )
+        self.writer_depth = Gauge(
+            "screening_ingest_queue_depth", "Submissions waiting for the writer", registry=r
+        )
+        self.station_streams = Gauge(
+            "screening_station_streams", "Open station WebSockets", registry=r
+        )
+
+
+@dataclass
+class Gateway:
+    """Everything a handler needs, built once in create_app."""
+
+    settings: Settings
+    pool: asyncpg.Pool[Any]
+    vault: PersonalDataVault
+    writer: GroupCommitWriter
+    authenticator: KeyAuthenticator
+    metrics: Metrics
+    known_sites: set[str] = field(default_factory=set)
+    # Open station WebSockets per site; hold orders (a later feature) are pushed down these.
+    station_streams: dict[str, set[web.WebSocketResponse]] = field(default_factory=dict)
+
+
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)

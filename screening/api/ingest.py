@@ -1,0 +1,190 @@
+"""POST /v1/events and the station WebSocket: validate, authorise, then group-commit."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from screening.api.auth import principal_of
+from screening.api.context import GATEWAY, Gateway
+from screening.api.problems import field_errors
+from screening.api.schemas import EVENT_ADAPTER, EventResultOut, FieldErrorOut, IngestResponse
+from screening.domain.access import Permission, Principal
+from screening.domain.records import PreparedEvent
+from screening.errors import (
+    BadRequestError,
+    ConflictError,
+    FieldError,
+    ForbiddenError,
+    InvalidEventError,
+    PayloadTooLargeError,
+)
+from screening.services.ingest import prepare
+from screening.storage import sites as site_store
+from screening.storage.errors import DatabaseUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+async def _site_known(gw: Gateway, site_id: str) -> bool:
+    if site_id in gw.known_sites:
+        return True
+    async with gw.pool.acquire() as conn:
+        found = await site_store.get_sites(conn, [site_id])
+    gw.known_sites.update(found)
+    return site_id in found
+
+
+def _event_id_of(item: Any) -> str | None:
+    if isinstance(item, dict):
+        value = item.get("event_id")
+        return value if isinstance(value, str) and len(value) <= 64 else None
+    return None
+
+
+def _rejected(index: int, item: Any, errors: list[FieldError]) -> EventResultOut:
+    return EventResultOut(
+        index=index,
+        event_id=_event_id_of(item),
+        result="rejected",
+        code=errors[0].code,
+        errors=[FieldErrorOut(**e.as_dict()) for e in errors],
+    )
+
+
+async def ingest_items(
+    gw: Gateway, principal: Principal, items: list[Any], now: datetime
+) -> list[EventResultOut]:
+    """Validate and commit a list of raw JSON events; one result per item, in order."""
+    context = {"now": now, "max_future_skew_s": gw.settings.max_future_skew_s}
+    results: list[EventResultOut | None] = [None] * len(items)
+    ready: list[tuple[int, PreparedEvent]] = []
+    for i, item in enumerate(items):
+        try:
+            event = EVENT_ADAPTER.validate_python(item, context=context)
+        except ValidationError as exc:
+            results[i] = _rejected(i, item, field_errors(exc))
+            continue
+        if not principal.covers(event.site_id):
+            results[i] = _rejected(
+                i, item, [FieldError("forbidden_site", "site_id", "this key may not write here")]
+            )
+            continue
+        if not await _site_known(gw, event.site_id):
+            results[i] = _rejected(i, item, [FieldError("unknown_site", "site_id", "no such site")])
+            continue
+        ready.append((i, prepare(event, gw.vault, now)))
+
+    outcomes = await gw.writer.submit([p for _, p in ready]) if ready else []
+    for (i, p), outcome in zip(ready, outcomes, strict=True):
+        results[i] = EventResultOut(index=i, event_id=str(p.event_id), result=outcome.value)
+        gw.metrics.events.labels(p.event_type.value, outcome.value).inc()
+    final = [r for r in results if r is not None]
+    for r in final:
+        if r.result == "rejected":
+            gw.metrics.events.labels("unknown", "rejected").inc()
+    return final
+
+
+def _summary(results: list[EventResultOut]) -> IngestResponse:
+    counts = {
+        k: sum(1 for r in results if r.result == k)
+        for k in ("accepted", "duplicate", "conflict", "rejected")
+    }
+    return IngestResponse(results=results, **counts)
+
+
+async def post_events(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    principal = await principal_of(request, Permission.WRITE_EVENTS)
+    if request.content_length is not None and request.content_length > gw.settings.max_body_bytes:
+        raise PayloadTooLargeError(
+            f"body exceeds {gw.settings.max_body_bytes} bytes", code="body_too_large"
+        )
+    raw = await request.read()  # aiohttp enforces client_max_size while reading
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
+    single = isinstance(body, dict)
+    if single:
+        items = [body]
+    elif isinstance(body, list):
+        items = body
+    else:
+        raise BadRequestError("send one event object or an array of them", code="invalid_body")
+    if not items:
+        raise BadRequestError("the batch is empty", code="empty_batch")
+    if len(items) > gw.settings.max_batch_events:
+        raise PayloadTooLargeError(
+            f"at most {gw.settings.max_batch_events} events per request", code="too_many_events"
+        )
+    results = await ingest_items(gw, principal, items, datetime.now(UTC))
+    summary = _summary(results)
+    if single:
+        only = results[0]
+        if only.result == "rejected":
+            errors = [FieldError(e.code, e.path, e.message) for e in only.errors]
+            if only.code == "forbidden_site":
+                raise ForbiddenError(
+                    "this key may not write events for that site", code="forbidden_site"
+                )
+            raise InvalidEventError("the event is invalid", errors)
+        if only.result == "conflict":
+            raise ConflictError(
+                "an event with this event_id and a different payload was already accepted",
+                code="conflict",
+                event_id=only.event_id,
+            )
+        status = 201 if only.result == "accepted" else 200
+        return web.json_response(summary.model_dump(mode="json"), status=status)
+    return web.json_response(summary.model_dump(mode="json"))
+
+
+async def station_stream(request: web.Request) -> web.WebSocketResponse:
+    """WebSocket for stations: send events (object or array), get one ack per event back."""
+    gw = request.app[GATEWAY]
+    principal = await principal_of(request, Permission.WRITE_EVENTS)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=gw.settings.max_body_bytes)
+    await ws.prepare(request)
+    sites = sorted(principal.sites or [])
+    for site in sites:
+        gw.station_streams.setdefault(site, set()).add(ws)
+    gw.metrics.station_streams.inc()
+    try:
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                if msg.type is WSMsgType.BINARY:
+                    await ws.send_json({"type": "error", "code": "text_frames_only"})
+                continue
+            try:
+                body = json.loads(msg.data)
+            except json.JSONDecodeError:
+                await ws.send_json({"type": "error", "code": "malformed_json"})
+                continue
+            if isinstance(body, dict) and body.get("type") in {"hold.ack", "ping"}:
+                continue  # control messages (hold acks come with a later feature)
+            items = body if isinstance(body, list) else [body]
+            if not items or len(items) > gw.settings.max_batch_events:
+                await ws.send_json({"type": "error", "code": "invalid_batch_size"})
+                continue
+            try:
+                results = await ingest_items(gw, principal, items, datetime.now(UTC))
+            except DatabaseUnavailableError as exc:
+                log.warning("station stream ingest failed: %s", exc)
+                await ws.send_json(
+                    {"type": "error", "code": "unavailable", "detail": "nothing committed; retry"}
+                )
+                continue
+            for r in results:
+                await ws.send_json({"type": "ack", **r.model_dump(mode="json")})
+    finally:
+        for site in sites:
+            gw.station_streams.get(site, set()).discard(ws)
+        gw.metrics.station_streams.dec()
+    return ws

@@ -1,0 +1,150 @@
+"""Error middleware: every failure leaves as application/problem+json with a stable code."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from pydantic import ValidationError
+
+from screening.errors import FieldError, InvalidEventError, ScreeningError, ServiceUnavailableError
+from screening.storage.errors import DatabaseUnavailableError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+# pydantic error types -> our stable codes; anything else keeps pydantic's own type name, which
+# is itself stable across pydantic 2.x releases.
+_PYDANTIC_CODES = {
+    "missing": "missing_field",
+    "extra_forbidden": "unknown_field",
+    "timezone_aware": "naive_timestamp",
+    "datetime_parsing": "invalid_timestamp",
+    "datetime_from_date_parsing": "invalid_timestamp",
+    "datetime_type": "invalid_timestamp",
+    "union_tag_invalid": "unknown_event_type",
+    "union_tag_not_found": "missing_event_type",
+    "model_attributes_type": "wrong_type",
+    "model_type": "wrong_type",
+    "string_type": "wrong_type",
+    "int_type": "wrong_type",
+    "int_parsing": "wrong_type",
+    "float_type": "wrong_type",
+    "float_parsing": "wrong_type",
+    "bool_type": "wrong_type",
+    "list_type": "wrong_type",
+    "tuple_type": "wrong_type",
+    "uuid_parsing": "invalid_uuid",
+    "uuid_type": "invalid_uuid",
+    "enum": "invalid_value",
+    "literal_error": "invalid_value",
+    "string_pattern_mismatch": "invalid_format",
+    "string_too_long": "too_long",
+    "string_too_short": "too_short",
+}
+
+
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    """Flatten pydantic errors into (code, dotted path, message); never echoes input values."""
+    out: list[FieldError] = []
+    for err in exc.errors(include_input=False, include_url=False):
+        kind = str(err["type"])
+        loc = [str(p) for p in err["loc"]]
+        # Discriminated unions put the tag name in the path; it is noise for the client.
+        if loc and loc[0] in {
+            "parcel.received",
+            "realname.registered",
+            "inspection.completed",
+            "parcel.sealed",
+            "xray.scanned",
+            "parcel.dispatched",
+        }:
+            loc = loc[1:]
+        path = ".".join(loc) or ("type" if kind.startswith("union_tag") else "")
+        out.append(FieldError(_PYDANTIC_CODES.get(kind, kind), path, str(err["msg"])))
+    return out
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {
+        "type": f"https://errors.screening.invalid/{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = [e.as_dict() for e in errors]
+    if extra:
+        body.update(extra)
+    return web.Response(
+        status=status,
+        text=json.dumps(body, ensure_ascii=False),
+        content_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def from_error(exc: ScreeningError) -> web.Response:
+    headers = None
+    if isinstance(exc, ServiceUnavailableError):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    errors = exc.errors if isinstance(exc, InvalidEventError) else None
+    return problem_response(
+        exc.status,
+        exc.code,
+        exc.title,
+        exc.detail,
+        errors=errors,
+        headers=headers,
+        extra=exc.extra or None,
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ScreeningError as exc:
+        return from_error(exc)
+    except DatabaseUnavailableError as exc:
+        return from_error(ServiceUnavailableError(str(exc), code="database_unavailable"))
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError) as exc:
+        log.exception("database unreachable while serving %s", request.path, exc_info=exc)
+        return from_error(
+            ServiceUnavailableError("the database is unreachable", code="database_unavailable")
+        )
+    except web.HTTPRequestEntityTooLarge as exc:
+        return problem_response(413, "body_too_large", "Payload too large", exc.text or "")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
+        return problem_response(exc.status, code, exc.reason, exc.reason)

@@ -1,0 +1,178 @@
+"""Read endpoints: parcel status, site rates, violations; and the operational endpoints."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from screening.api.auth import principal_of
+from screening.api.context import GATEWAY
+from screening.api.schemas import (
+    HealthOut,
+    ParcelOut,
+    RateOut,
+    RatesOut,
+    RuleStateOut,
+    ViolationOut,
+    ViolationsOut,
+)
+from screening.domain.access import Permission
+from screening.domain.compliance import DEFAULT_TIMEZONE
+from screening.domain.rates import RateCounts
+from screening.errors import BadRequestError
+from screening.services import queries
+
+
+def _date_param(request: web.Request, name: str) -> date | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"{name} must be a date (YYYY-MM-DD)", code="invalid_query") from exc
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"{name} must be an integer", code="invalid_query") from exc
+
+
+def _today(tz: str = DEFAULT_TIMEZONE) -> date:
+    return datetime.now(ZoneInfo(tz)).date()
+
+
+async def get_parcel(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    principal = await principal_of(request, Permission.READ_PARCELS)
+    view = await queries.parcel_status(
+        gw.pool, principal, request.match_info["waybill_no"], request.query.get("site_id")
+    )
+    dispatched = view.dispatched_at is not None
+    out = ParcelOut(
+        site_id=view.site_id,
+        waybill_no=view.waybill_no,
+        flow=view.flow,
+        carrier=view.carrier,
+        xray_required=view.xray_required,
+        dispatched=dispatched,
+        dispatched_at=view.dispatched_at,
+        compliant=(not view.problems) if dispatched else None,
+        rules={k: RuleStateOut(ok=ok, reasons=reasons) for k, (ok, reasons) in view.rules.items()},
+        violations=list(view.problems) if dispatched else [],
+        missing_before_dispatch=[] if dispatched else list(view.problems),
+        events=view.timeline,
+    )
+    return web.json_response(out.model_dump(mode="json"))
+
+
+def _rate(counts: RateCounts, day: date | None = None, flow: str | None = None) -> RateOut:
+    return RateOut(
+        day=day,
+        flow=flow,
+        dispatched=counts.dispatched,
+        realname_rate=counts.rate("realname_ok"),
+        inspection_rate=counts.rate("inspection_ok"),
+        xray_rate=counts.rate("xray_ok"),
+        three_100_rate=counts.rate("all_ok"),
+    )
+
+
+async def get_rates(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    principal = await principal_of(request, Permission.READ_RATES)
+    view = await queries.site_rates(
+        gw.pool,
+        principal,
+        request.match_info["site_id"],
+        _date_param(request, "from"),
+        _date_param(request, "to"),
+        request.query.get("group_by", "day"),
+        _today(),
+    )
+    out = RatesOut(
+        site_id=view.site.site_id,
+        timezone=view.site.policy.timezone,
+        from_day=view.first,
+        to_day=view.last,
+        group_by="day" if view.group_by == "day" else "flow",
+        total=_rate(view.total),
+        rows=[_rate(r.counts, r.day, r.flow) for r in view.rows],
+    )
+    return web.json_response(out.model_dump(mode="json", by_alias=True))
+
+
+async def get_violations(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    principal = await principal_of(request, Permission.READ_VIOLATIONS)
+    site_id = request.match_info["site_id"]
+    rows, cursor = await queries.site_violations(
+        gw.pool,
+        principal,
+        site_id,
+        first=_date_param(request, "from"),
+        last=_date_param(request, "to"),
+        reason=request.query.get("reason"),
+        rule=request.query.get("rule"),
+        flow=request.query.get("flow"),
+        cursor=request.query.get("cursor"),
+        limit=_int_param(request, "limit", 100),
+        today=_today(),
+    )
+    out = ViolationsOut(
+        site_id=site_id,
+        items=[
+            ViolationOut(
+                waybill_no=r.waybill_no,
+                reason=r.reason,
+                rule=r.rule,
+                flow=r.flow,
+                dispatch_day=r.dispatch_day,
+                dispatched_at=r.dispatched_at,
+                detected_at=r.detected_at,
+            )
+            for r in rows
+        ],
+        next_cursor=cursor,
+    )
+    return web.json_response(out.model_dump(mode="json"))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process serves requests."""
+    return web.json_response(HealthOut(status="ok").model_dump())
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the database answers and the writer is running."""
+    gw = request.app[GATEWAY]
+    checks: dict[str, str] = {}
+    try:
+        async with gw.pool.acquire(timeout=2.0) as conn:
+            await conn.fetchval("SELECT 1")
+        checks["database"] = "ok"
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    checks["writer"] = "ok" if gw.writer.running else "stopped"
+    ok = all(v == "ok" for v in checks.values())
+    body = HealthOut(status="ok" if ok else "unavailable", checks=checks)
+    return web.json_response(body.model_dump(), status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    gw.metrics.writer_depth.set(gw.writer.depth)
+    body = generate_latest(gw.metrics.registry)
+    resp = web.Response(body=body)
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    resp.charset = "utf-8"
+    return resp

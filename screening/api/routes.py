@@ -1,0 +1,128 @@
+"""The route table: every endpoint in one place, with what the OpenAPI document says about it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from screening.api import ingest, reads
+from screening.api.schemas import (
+    EventIn,
+    HealthOut,
+    IngestResponse,
+    ParcelOut,
+    Problem,
+    RatesOut,
+    ViolationsOut,
+)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "path" or "query"
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    roles: tuple[str, ...] = ()
+    body: Any = None  # pydantic model or annotated type
+    response: type[BaseModel] | None = None
+    params: tuple[Param, ...] = ()
+    websocket: bool = False
+    raw_response: str | None = None  # content type of a non-JSON response
+
+
+_DATE = {"type": "string", "format": "date"}
+_PERIOD = (
+    Param("from", "query", "First day (site time zone); default 29 days before `to`", _DATE),
+    Param("to", "query", "Last day (site time zone); default today", _DATE),
+)
+_SITE = Param("site_id", "path", "Site id", required=True)
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/v1/events",
+        ingest.post_events,
+        "Ingest one event or an array of events; one result per event, accepted = committed",
+        roles=("station", "admin"),
+        body=EventIn | list[EventIn],
+        response=IngestResponse,
+    ),
+    Route(
+        "GET",
+        "/v1/stations/stream",
+        ingest.station_stream,
+        "Station WebSocket: send events as JSON text frames, receive one ack per event",
+        roles=("station", "admin"),
+        websocket=True,
+    ),
+    Route(
+        "GET",
+        "/v1/parcels/{waybill_no}",
+        reads.get_parcel,
+        "A parcel's three-100% status, violations, what is missing before dispatch, timeline",
+        roles=("station", "reviewer", "supervisor", "police", "admin"),
+        response=ParcelOut,
+        params=(
+            Param("waybill_no", "path", "Waybill number", required=True),
+            Param("site_id", "query", "Site, when the waybill is known at several of yours"),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/sites/{site_id}/rates",
+        reads.get_rates,
+        "Compliance rates per rule and for all three, per day or per flow",
+        roles=("station", "supervisor", "police", "admin"),
+        response=RatesOut,
+        params=(
+            _SITE,
+            *_PERIOD,
+            Param("group_by", "query", "day or flow", {"type": "string", "enum": ["day", "flow"]}),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/sites/{site_id}/violations",
+        reads.get_violations,
+        "Violations of dispatched parcels, filtered and paged (keyset cursor)",
+        roles=("station", "supervisor", "police", "admin"),
+        response=ViolationsOut,
+        params=(
+            _SITE,
+            *_PERIOD,
+            Param("reason", "query", "Reason code"),
+            Param("rule", "query", "realname, inspection or xray"),
+            Param("flow", "query", "Flow bucket"),
+            Param("cursor", "query", "next_cursor of the previous page"),
+            Param("limit", "query", "Page size, 1-1000", {"type": "integer", "default": 100}),
+        ),
+    ),
+    Route("GET", "/healthz", reads.healthz, "Liveness", response=HealthOut),
+    Route("GET", "/readyz", reads.readyz, "Readiness (database and writer)", response=HealthOut),
+    Route("GET", "/metrics", reads.metrics, "Prometheus metrics", raw_response="text/plain"),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    from screening.api.openapi import openapi_handler
+
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    app.router.add_get("/v1/openapi.json", openapi_handler)
+
+
+__all__ = ["ROUTES", "Param", "Problem", "Route", "add_routes"]

@@ -1,0 +1,250 @@
+"""Wire schemas (pydantic v2) for the HTTP and WebSocket edge; unknown fields are refused."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from screening.domain.events import Flow, InspectionResult, ScanVerdict
+from screening.domain.identity import (
+    DocumentType,
+    IdentityDocumentError,
+    validate_document,
+    validate_mobile,
+)
+
+SiteId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", examples=["WH-001"])]
+WaybillNo = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{5,39}$", examples=["SF1234567890"])
+]
+ShortText = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EventBase(Wire):
+    event_id: UUID = Field(description="The station's own UUID for this event (idempotency key)")
+    site_id: SiteId
+    waybill_no: WaybillNo
+    occurred_at: AwareDatetime = Field(description="Station clock, with time zone")
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _not_in_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        context = info.context or {}
+        now: datetime | None = context.get("now")
+        skew: float = context.get("max_future_skew_s", 300.0)
+        if now is not None and value - now > timedelta(seconds=skew):
+            raise PydanticCustomError(
+                "future_timestamp",
+                "occurred_at is {ahead:.0f} s in the future (tolerance {skew:.0f} s)",
+                {"ahead": (value - now).total_seconds(), "skew": skew},
+            )
+        return value
+
+
+class ParcelReceivedIn(EventBase):
+    type: Literal["parcel.received"]
+    carrier: ShortText
+    flow: Flow
+    declared_contents: str = Field(default="", max_length=500)
+    weight_g: int | None = Field(default=None, gt=0, le=1_000_000)
+
+
+class Sender(Wire):
+    document_type: DocumentType
+    document_number: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64)
+    phone: str | None = Field(default=None, max_length=32)
+
+    @model_validator(mode="after")
+    def _check_document(self) -> Sender:
+        try:
+            number = validate_document(self.document_type, self.document_number)
+            phone = validate_mobile(self.phone) if self.phone is not None else None
+        except IdentityDocumentError as exc:
+            raise PydanticCustomError(exc.code, exc.message) from None
+        object.__setattr__(self, "document_number", number)
+        object.__setattr__(self, "phone", phone)
+        return self
+
+
+class RealnameRegisteredIn(EventBase):
+    type: Literal["realname.registered"]
+    sender: Sender | None = None
+    contract_customer_ref: str | None = Field(default=None, min_length=1, max_length=64)
+    document_expires_on: date | None = None
+    verification: Literal["passed", "failed"] = Field(
+        default="passed", description="Result of checking the document against its holder"
+    )
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> RealnameRegisteredIn:
+        if (self.sender is None) == (self.contract_customer_ref is None):
+            raise PydanticCustomError(
+                "sender_or_contract_required",
+                "give exactly one of sender or contract_customer_ref",
+            )
+        return self
+
+
+class InspectionCompletedIn(EventBase):
+    type: Literal["inspection.completed"]
+    clerk_id: ShortText
+    result: InspectionResult
+    note: str = Field(default="", max_length=500)
+
+
+class ParcelSealedIn(EventBase):
+    type: Literal["parcel.sealed"]
+    clerk_id: ShortText
+
+
+class DetectionIn(Wire):
+    class_name: ShortText
+    category: str | None = Field(default=None, max_length=64)
+    score: float = Field(ge=0.0, le=1.0)
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in image pixels")
+
+
+class XrayScannedIn(EventBase):
+    type: Literal["xray.scanned"]
+    scanner_id: ShortText
+    verdict: ScanVerdict
+    image_ref: str | None = Field(default=None, max_length=256)
+    detections: list[DetectionIn] = Field(default_factory=list, max_length=300)
+    model_version: str | None = Field(default=None, max_length=64)
+
+
+class ParcelDispatchedIn(EventBase):
+    type: Literal["parcel.dispatched"]
+    carrier: str | None = Field(default=None, max_length=64)
+
+
+EventIn = Annotated[
+    ParcelReceivedIn
+    | RealnameRegisteredIn
+    | InspectionCompletedIn
+    | ParcelSealedIn
+    | XrayScannedIn
+    | ParcelDispatchedIn,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[EventIn] = TypeAdapter(EventIn)
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+EventOutcome = Literal["accepted", "duplicate", "conflict", "rejected"]
+
+
+class FieldErrorOut(Wire):
+    code: str
+    path: str
+    message: str
+
+
+class EventResultOut(Wire):
+    index: int
+    event_id: str | None
+    result: EventOutcome
+    code: str | None = None
+    errors: list[FieldErrorOut] = Field(default_factory=list)
+
+
+class IngestResponse(Wire):
+    results: list[EventResultOut]
+    accepted: int
+    duplicate: int
+    conflict: int
+    rejected: int
+
+
+class Problem(Wire):
+    """RFC 9457 problem details, with a stable ``code``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str = "about:blank"
+    title: str
+    status: int
+    code: str
+    detail: str
+    errors: list[FieldErrorOut] | None = None
+
+
+class RuleStateOut(Wire):
+    ok: bool
+    reasons: list[str]
+
+
+class ParcelOut(Wire):
+    site_id: str
+    waybill_no: str
+    flow: str | None
+    carrier: str | None
+    xray_required: bool
+    dispatched: bool
+    dispatched_at: datetime | None
+    compliant: bool | None = Field(description="Null until dispatched")
+    rules: dict[str, RuleStateOut]
+    violations: list[str]
+    missing_before_dispatch: list[str]
+    events: list[dict[str, Any]]
+
+
+class RateOut(Wire):
+    day: date | None = None
+    flow: str | None = None
+    dispatched: int
+    realname_rate: float | None
+    inspection_rate: float | None
+    xray_rate: float | None
+    three_100_rate: float | None
+
+
+class RatesOut(Wire):
+    site_id: str
+    timezone: str
+    from_day: date = Field(alias="from")
+    to_day: date = Field(alias="to")
+    group_by: Literal["day", "flow"]
+    total: RateOut
+    rows: list[RateOut]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ViolationOut(Wire):
+    waybill_no: str
+    reason: str
+    rule: str
+    flow: str
+    dispatch_day: date
+    dispatched_at: datetime
+    detected_at: datetime
+
+
+class ViolationsOut(Wire):
+    site_id: str
+    items: list[ViolationOut]
+    next_cursor: str | None
+
+
+class HealthOut(Wire):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

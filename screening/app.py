@@ -1,0 +1,130 @@
+"""create_app: wires settings, database, vault, writer and routes (the only module knowing all)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from screening.api.context import GATEWAY, Gateway, Metrics
+from screening.api.problems import problem_middleware
+from screening.api.routes import add_routes
+from screening.protection import PersonalDataVault
+from screening.services.access import KeyAuthenticator
+from screening.services.ingest import CommitReport, GroupCommitWriter
+from screening.settings import Settings
+from screening.storage.database import create_pool, migrate
+
+log = logging.getLogger(__name__)
+
+
+def load_vault(settings: Settings) -> PersonalDataVault:
+    """Key material from settings, else from (or newly into) the data dir's key file."""
+    if settings.pii_keys_json is not None:
+        return PersonalDataVault.from_json_dict(
+            json.loads(settings.pii_keys_json.get_secret_value())
+        )
+    path = settings.pii_key_file
+    if path.exists():
+        return PersonalDataVault.from_json_dict(json.loads(path.read_text()))
+    vault = PersonalDataVault.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(vault.to_json_dict(), fh)
+    log.warning("generated development PII keys", extra={"path": str(path)})
+    return vault
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _metrics_middleware(metrics: Metrics) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            metrics.requests.labels(request.method, route, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+    return middleware
+
+
+def create_app(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool[Any] | None = None,
+    vault: PersonalDataVault | None = None,
+    run_migrations: bool = True,
+) -> web.Application:
+    """The gateway application. Without ``pool`` it connects to ``settings.database_url``."""
+    metrics = Metrics()
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[_metrics_middleware(metrics), problem_middleware],
+    )
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        own_pool = pool is None
+        if pool is None:
+            if settings.database_url is None:
+                raise RuntimeError("no database: set SCREENING_DATABASE_URL or use the CLI")
+            the_pool = await create_pool(
+                settings.database_url.get_secret_value(),
+                min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size,
+            )
+        else:
+            the_pool = pool
+        if run_migrations:
+            async with the_pool.acquire() as conn:
+                await migrate(conn)
+        writer = GroupCommitWriter(
+            the_pool,
+            max_events=settings.group_commit_max_events,
+            max_wait_s=settings.group_commit_max_wait_ms / 1000.0,
+            queue_size=settings.ingest_queue_size,
+        )
+
+        def observe(report: CommitReport, size: int) -> None:
+            metrics.commit_size.observe(size)
+            metrics.commit_seconds.observe(report.seconds)
+
+        writer.on_commit.append(observe)
+        await writer.start()
+        app[GATEWAY] = Gateway(
+            settings=settings,
+            pool=the_pool,
+            vault=vault or load_vault(settings),
+            writer=writer,
+            authenticator=KeyAuthenticator(the_pool, settings.api_key_cache_s),
+            metrics=metrics,
+        )
+        try:
+            yield
+        finally:
+            gw = app[GATEWAY]
+            for sockets in gw.station_streams.values():
+                for ws in list(sockets):
+                    await ws.close(code=1001, message=b"gateway shutting down")
+            await writer.close()
+            if own_pool:
+                await the_pool.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    add_routes(app)
+    return app

@@ -1,0 +1,172 @@
+"""Command line: serve, migrate, sites, keys and demo (console script ``screening``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from screening import logs
+from screening.app import create_app
+from screening.domain.access import Role
+from screening.errors import ScreeningError
+from screening.services import access
+from screening.settings import Settings
+from screening.storage.database import create_pool, embedded_postgres, migrate
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The configured PostgreSQL, or an embedded one kept under the data dir."""
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    with embedded_postgres(settings.pgdata) as dsn:
+        yield dsn
+
+
+async def _with_pool(dsn: str, action: Callable[[asyncpg.Pool[Any]], Awaitable[int]]) -> int:
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        return await action(pool)
+    finally:
+        await pool.close()
+
+
+async def serve(settings: Settings, dsn: str) -> None:
+    pool = await create_pool(dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+    try:
+        app = create_app(settings, pool=pool)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        print(f"gateway listening on http://{settings.host}:{settings.port}", file=sys.stderr)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+    finally:
+        await pool.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="screening", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the gateway")
+    sub.add_parser("migrate", help="apply database migrations")
+
+    sites = sub.add_parser("sites", help="manage sites").add_subparsers(
+        dest="action", required=True
+    )
+    add = sites.add_parser("add", help="add or update a site")
+    add.add_argument("site_id")
+    add.add_argument("--name", required=True)
+    add.add_argument("--timezone", default="Asia/Shanghai")
+    add.add_argument(
+        "--xray-flows", help="comma-separated flows that must be X-rayed (default all)"
+    )
+    sites.add_parser("list", help="list sites")
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = keys.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--site", action="append", default=[], help="site in scope (repeat)")
+    create.add_argument("--label", default="")
+    keys.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = keys.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+
+    demo = sub.add_parser("demo", help="gateway + embedded PostgreSQL + simulated stations")
+    demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    demo.add_argument("--sites", type=int, default=4)
+    demo.add_argument("--rate", type=float, default=5.0, help="parcels per second per site")
+    demo.add_argument(
+        "--break-share", type=float, default=0.08, help="share of parcels with a rule break"
+    )
+    demo.add_argument("--port", type=int, default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    logs.configure(settings.log_level, json_lines=settings.log_json and args.command != "demo")
+    try:
+        return _run(args, settings)
+    except ScreeningError as exc:
+        print(f"error: {exc.detail} ({exc.code})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "demo":
+        from screening.demo import run_demo
+
+        if args.port is not None:
+            settings = settings.model_copy(update={"port": args.port})
+        return run_demo(settings, args)
+
+    with database(settings) as dsn:
+        if args.command == "serve":
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(serve(settings, dsn))
+            return 0
+        if args.command == "migrate":
+
+            async def do_migrate(pool: asyncpg.Pool[Any]) -> int:
+                return 0
+
+            asyncio.run(_with_pool(dsn, do_migrate))
+            print("migrations applied")
+            return 0
+        if args.command == "sites":
+            return asyncio.run(_with_pool(dsn, lambda pool: _sites(pool, args)))
+        if args.command == "keys":
+            return asyncio.run(_with_pool(dsn, lambda pool: _keys(pool, args)))
+    return 2
+
+
+async def _sites(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:
+    if args.action == "add":
+        flows = args.xray_flows.split(",") if args.xray_flows else None
+        await access.add_site(
+            pool, args.site_id, args.name, timezone=args.timezone, xray_flows=flows
+        )
+        print(f"site {args.site_id} saved")
+    else:
+        for site in await access.list_sites(pool):
+            flows = ",".join(sorted(site.policy.xray_flows))
+            print(f"{site.site_id}\t{site.name}\t{site.policy.timezone}\txray:{flows}")
+    return 0
+
+
+async def _keys(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:
+    if args.action == "create":
+        key_id, key = await access.create_key(pool, Role(args.role), args.site, args.label)
+        print(f"key id: {key_id}\nkey (shown once, store it now): {key}")
+    elif args.action == "list":
+        for k in await access.list_keys(pool):
+            state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+            scope = ",".join(k.site_ids) or "*"
+            print(f"{k.key_id}\t{k.role}\t{scope}\t{state}\t{k.label}")
+    else:
+        await access.revoke_key(pool, args.key_id)
+        print(f"key {args.key_id} revoked")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Who may do what: roles, a principal's site scope, and the permission table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    STATION = "station"
+    REVIEWER = "reviewer"
+    SUPERVISOR = "supervisor"
+    POLICE = "police"
+    ADMIN = "admin"
+
+
+class Permission(StrEnum):
+    WRITE_EVENTS = "write_events"
+    READ_PARCELS = "read_parcels"
+    READ_RATES = "read_rates"
+    READ_VIOLATIONS = "read_violations"
+
+
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.STATION: frozenset(
+        {
+            Permission.WRITE_EVENTS,
+            Permission.READ_PARCELS,
+            Permission.READ_RATES,
+            Permission.READ_VIOLATIONS,
+        }
+    ),
+    Role.REVIEWER: frozenset({Permission.READ_PARCELS}),
+    Role.SUPERVISOR: frozenset(
+        {Permission.READ_PARCELS, Permission.READ_RATES, Permission.READ_VIOLATIONS}
+    ),
+    Role.POLICE: frozenset(
+        {Permission.READ_PARCELS, Permission.READ_RATES, Permission.READ_VIOLATIONS}
+    ),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated API key: its role and the sites it may act on (None: every site)."""
+
+    key_id: str
+    role: Role
+    sites: frozenset[str] | None
+
+    def may(self, permission: Permission) -> bool:
+        return permission in GRANTS[self.role]
+
+    def covers(self, site_id: str) -> bool:
+        return self.sites is None or site_id in self.sites

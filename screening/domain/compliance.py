@@ -1,0 +1,201 @@
+"""Three-100% compliance of one parcel, derived from its events in any arrival order.
+
+Pure: no I/O. The rules follow design.md §2: a parcel is judged at its (earliest) dispatch.
+Before dispatch the same rules tell the station what is still missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from screening.domain.events import (
+    ALL_FLOWS,
+    UNKNOWN_FLOW,
+    Flow,
+    InspectionCompleted,
+    InspectionResult,
+    ParcelDispatched,
+    ParcelEvent,
+    ParcelReceived,
+    ParcelSealed,
+    RealnameRegistered,
+    ReviewOutcome,
+    ScanVerdict,
+    XrayScanned,
+)
+
+
+class Rule(StrEnum):
+    REALNAME = "realname"
+    INSPECTION = "inspection"
+    XRAY = "xray"
+
+
+class Reason(StrEnum):
+    """Stable violation reason codes (they appear in the API, the database and reports)."""
+
+    NO_REALNAME = "no_realname"
+    INVALID_ID_DOCUMENT = "invalid_id_document"
+    REALNAME_AFTER_DISPATCH = "realname_after_dispatch"
+    NO_INSPECTION = "no_inspection"
+    INSPECTION_NOT_PASSED = "inspection_not_passed"
+    SEALED_BEFORE_INSPECTION = "sealed_before_inspection"
+    NOT_SEALED = "not_sealed"
+    NO_XRAY = "no_xray"
+    XRAY_AFTER_DISPATCH = "xray_after_dispatch"
+    DISPATCHED_WHILE_FLAGGED = "dispatched_while_flagged"
+
+
+RULE_OF: dict[Reason, Rule] = {
+    Reason.NO_REALNAME: Rule.REALNAME,
+    Reason.INVALID_ID_DOCUMENT: Rule.REALNAME,
+    Reason.REALNAME_AFTER_DISPATCH: Rule.REALNAME,
+    Reason.NO_INSPECTION: Rule.INSPECTION,
+    Reason.INSPECTION_NOT_PASSED: Rule.INSPECTION,
+    Reason.SEALED_BEFORE_INSPECTION: Rule.INSPECTION,
+    Reason.NOT_SEALED: Rule.INSPECTION,
+    Reason.NO_XRAY: Rule.XRAY,
+    Reason.XRAY_AFTER_DISPATCH: Rule.XRAY,
+    Reason.DISPATCHED_WHILE_FLAGGED: Rule.XRAY,
+}
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+@dataclass(frozen=True, slots=True)
+class SitePolicy:
+    """Which flows a site must X-ray (default: every flow) and the time zone its days are cut in."""
+
+    xray_flows: frozenset[Flow] = ALL_FLOWS
+    timezone: str = DEFAULT_TIMEZONE
+
+    def xray_required(self, flow: Flow | None) -> bool:
+        # A parcel whose flow is unknown (no parcel.received yet) is held to the strictest rule.
+        return flow is None or flow in self.xray_flows
+
+
+@dataclass(frozen=True, slots=True)
+class ParcelStatus:
+    """What holds for one parcel.
+
+    ``problems`` lists reason codes: violations once the parcel is dispatched, otherwise what
+    would be a violation if it were dispatched now (i.e. what is still missing).
+    """
+
+    waybill_no: str
+    flow: Flow | None
+    xray_required: bool
+    dispatched_at: datetime | None
+    dispatch_day: date | None
+    problems: tuple[Reason, ...]
+    rules_ok: dict[Rule, bool] = field(default_factory=dict)
+
+    @property
+    def dispatched(self) -> bool:
+        return self.dispatched_at is not None
+
+    @property
+    def compliant(self) -> bool:
+        return not self.problems
+
+    @property
+    def violations(self) -> tuple[Reason, ...]:
+        return self.problems if self.dispatched else ()
+
+    @property
+    def rate_bucket(self) -> str:
+        return self.flow.value if self.flow is not None else UNKNOWN_FLOW
+
+
+def _canonical(events: Iterable[ParcelEvent]) -> list[ParcelEvent]:
+    """Deduplicate by event id and order by (occurred_at, event_id): arrival order never matters."""
+    unique = {e.header.event_id: e for e in events}
+    return sorted(unique.values(), key=lambda e: (e.header.occurred_at, e.header.event_id))
+
+
+def _realname_problems(events: list[ParcelEvent], cutoff: datetime | None) -> list[Reason]:
+    records = [e for e in events if isinstance(e, RealnameRegistered)]
+    in_time = [e for e in records if cutoff is None or e.header.occurred_at <= cutoff]
+    if any(e.contract_customer or e.document_valid for e in in_time):
+        return []
+    if in_time:
+        return [Reason.INVALID_ID_DOCUMENT]
+    if any(e.contract_customer or e.document_valid for e in records):
+        return [Reason.REALNAME_AFTER_DISPATCH]
+    if records:
+        return [Reason.INVALID_ID_DOCUMENT]
+    return [Reason.NO_REALNAME]
+
+
+def _inspection_problems(events: list[ParcelEvent], cutoff: datetime | None) -> list[Reason]:
+    seals = [
+        e
+        for e in events
+        if isinstance(e, ParcelSealed) and (cutoff is None or e.header.occurred_at <= cutoff)
+    ]
+    inspections = [e for e in events if isinstance(e, InspectionCompleted)]
+    problems: list[Reason] = []
+    if seals:
+        seal_at = seals[0].header.occurred_at  # the first seal closes the box
+        judged = [e for e in inspections if e.header.occurred_at <= seal_at]
+        if not judged:
+            problems.append(
+                Reason.SEALED_BEFORE_INSPECTION if inspections else Reason.NO_INSPECTION
+            )
+        elif judged[-1].result is not InspectionResult.PASS:
+            # The last look inside before sealing is what counts.
+            problems.append(Reason.INSPECTION_NOT_PASSED)
+    else:
+        problems.append(Reason.NOT_SEALED)
+        judged = [e for e in inspections if cutoff is None or e.header.occurred_at <= cutoff]
+        if not judged:
+            problems.append(Reason.NO_INSPECTION)
+        elif judged[-1].result is not InspectionResult.PASS:
+            problems.append(Reason.INSPECTION_NOT_PASSED)
+    return problems
+
+
+def _xray_problems(events: list[ParcelEvent], cutoff: datetime | None) -> list[Reason]:
+    scans = [e for e in events if isinstance(e, XrayScanned)]
+    in_time = [e for e in scans if cutoff is None or e.header.occurred_at <= cutoff]
+    if not in_time:
+        return [Reason.XRAY_AFTER_DISPATCH] if scans else [Reason.NO_XRAY]
+    last = in_time[-1]  # a rescan supersedes earlier ones
+    if last.verdict is ScanVerdict.FLAGGED and last.review is not ReviewOutcome.CLEARED:
+        return [Reason.DISPATCHED_WHILE_FLAGGED]
+    return []
+
+
+def evaluate_parcel(
+    waybill_no: str, events: Iterable[ParcelEvent], policy: SitePolicy
+) -> ParcelStatus:
+    """Derive the parcel's status from all its known events."""
+    ordered = _canonical(events)
+    received = [e for e in ordered if isinstance(e, ParcelReceived)]
+    flow = received[-1].flow if received else None
+    dispatches = [e for e in ordered if isinstance(e, ParcelDispatched)]
+    dispatched_at = dispatches[0].header.occurred_at if dispatches else None
+    dispatch_day = (
+        dispatched_at.astimezone(ZoneInfo(policy.timezone)).date() if dispatched_at else None
+    )
+    xray_required = policy.xray_required(flow)
+
+    by_rule: dict[Rule, list[Reason]] = {
+        Rule.REALNAME: _realname_problems(ordered, dispatched_at),
+        Rule.INSPECTION: _inspection_problems(ordered, dispatched_at),
+        Rule.XRAY: _xray_problems(ordered, dispatched_at) if xray_required else [],
+    }
+    problems = tuple(reason for rule in Rule for reason in by_rule[rule])
+    return ParcelStatus(
+        waybill_no=waybill_no,
+        flow=flow,
+        xray_required=xray_required,
+        dispatched_at=dispatched_at,
+        dispatch_day=dispatch_day,
+        problems=problems,
+        rules_ok={rule: not reasons for rule, reasons in by_rule.items()},
+    )

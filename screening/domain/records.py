@@ -1,0 +1,117 @@
+"""Stored event records: the redacted payload kept in the event log, and the domain event it means.
+
+An accepted event is kept as its wire payload with personal data replaced by masked forms; the
+document number, name and phone live encrypted in the real-name record. This module turns such a
+payload back into a domain event, so compliance can be recomputed from the log at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from screening.domain.events import (
+    EventHeader,
+    EventType,
+    Flow,
+    InspectionCompleted,
+    InspectionResult,
+    ParcelDispatched,
+    ParcelEvent,
+    ParcelReceived,
+    ParcelSealed,
+    RealnameRegistered,
+    ReviewOutcome,
+    ScanVerdict,
+    XrayScanned,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedPersonalData:
+    """Encrypted sender identity for a real-name record (AES-GCM, see screening.protection)."""
+
+    key_id: str
+    document_type: str
+    document_masked: str
+    document_hmac: bytes
+    document_sealed: bytes
+    name_masked: str
+    name_sealed: bytes
+    phone_masked: str | None
+    phone_sealed: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """A validated event ready to be written: redacted payload, digest, and its domain meaning."""
+
+    event_type: EventType
+    site_id: str
+    event_id: UUID
+    waybill_no: str
+    occurred_at: datetime
+    received_at: datetime
+    payload: Mapping[str, Any]  # redacted wire payload (JSON-compatible)
+    digest: bytes  # keyed HMAC of the full canonical payload
+    event: ParcelEvent
+    personal_data: SealedPersonalData | None = None
+
+    @property
+    def key(self) -> tuple[str, UUID]:
+        return (self.site_id, self.event_id)
+
+    @property
+    def parcel_key(self) -> tuple[str, str]:
+        return (self.site_id, self.waybill_no)
+
+
+def realname_valid(payload: Mapping[str, Any], occurred_at: datetime) -> tuple[bool, str | None]:
+    """Whether a real-name record proves identity: contract customers always do; a document only
+    when it was checked against its holder and had not expired on the day of the event."""
+    if payload.get("contract_customer_ref"):
+        return True, None
+    if payload.get("verification", "passed") != "passed":
+        return False, "verification_failed"
+    expires = payload.get("document_expires_on")
+    if expires is not None and date.fromisoformat(str(expires)) < occurred_at.date():
+        return False, "document_expired"
+    return True, None
+
+
+def event_from_payload(
+    event_type: str,
+    event_id: UUID,
+    site_id: str,
+    waybill_no: str,
+    occurred_at: datetime,
+    payload: Mapping[str, Any],
+) -> ParcelEvent:
+    """The domain event a stored (redacted) payload stands for."""
+    header = EventHeader(event_id, site_id, waybill_no, occurred_at)
+    kind = EventType(event_type)
+    if kind is EventType.PARCEL_RECEIVED:
+        return ParcelReceived(header, carrier=str(payload["carrier"]), flow=Flow(payload["flow"]))
+    if kind is EventType.REALNAME_REGISTERED:
+        valid, reason = realname_valid(payload, occurred_at)
+        return RealnameRegistered(
+            header,
+            contract_customer=bool(payload.get("contract_customer_ref")),
+            document_valid=valid,
+            invalid_reason=reason,
+        )
+    if kind is EventType.INSPECTION_COMPLETED:
+        return InspectionCompleted(header, result=InspectionResult(payload["result"]))
+    if kind is EventType.PARCEL_SEALED:
+        return ParcelSealed(header)
+    if kind is EventType.XRAY_SCANNED:
+        review = payload.get("review")
+        return XrayScanned(
+            header,
+            verdict=ScanVerdict(payload["verdict"]),
+            review=ReviewOutcome(review) if review else None,
+        )
+    return ParcelDispatched(header)

@@ -1,0 +1,138 @@
+"""API keys and sites: create, list, revoke, and authenticate a bearer key."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+
+from screening.domain.access import Principal, Role
+from screening.domain.compliance import SitePolicy
+from screening.domain.events import ALL_FLOWS, Flow
+from screening.errors import AuthenticationError, BadRequestError, NotFoundError
+from screening.storage import keys as key_store
+from screening.storage import sites as site_store
+from screening.storage.keys import StoredKey
+from screening.storage.sites import Site
+
+# scr_<role>_<key id>_<secret>: the typed prefix lets secret scanners and people recognise a key
+# and its role at a glance; only SHA-256(key) is stored (keys are 256-bit random, so a fast hash
+# is enough: there is nothing to brute-force).
+_KEY_FORMAT = re.compile(
+    r"^scr_(station|reviewer|supervisor|police|admin)_([a-z0-9]{10})_([A-Za-z0-9_-]{43})$"
+)
+_SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_key(role: Role) -> tuple[str, str]:
+    """A fresh key and its id: (key_id, full key)."""
+    key_id = base64.b32encode(secrets.token_bytes(10)).decode().lower()[:10]
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    return key_id, f"scr_{role.value}_{key_id}_{secret}"
+
+
+async def create_key(
+    pool: asyncpg.Pool[Any], role: Role, site_ids: Sequence[str], label: str = ""
+) -> tuple[str, str]:
+    """Create a key; returns (key_id, key). The key is not stored and cannot be shown again."""
+    sites = sorted(set(site_ids))
+    if role is Role.STATION and len(sites) != 1:
+        raise BadRequestError("a station key belongs to exactly one site", code="invalid_scope")
+    if role is not Role.ADMIN and not sites:
+        raise BadRequestError(f"a {role.value} key needs at least one site", code="invalid_scope")
+    async with pool.acquire() as conn:
+        known = await site_store.get_sites(conn, sites)
+        missing = [s for s in sites if s not in known]
+        if missing:
+            raise NotFoundError(f"unknown site(s): {', '.join(missing)}", code="unknown_site")
+        key_id, key = new_key(role)
+        await key_store.insert_key(conn, key_id, hash_key(key), role.value, sites, label)
+    return key_id, key
+
+
+async def list_keys(pool: asyncpg.Pool[Any]) -> list[StoredKey]:
+    async with pool.acquire() as conn:
+        return await key_store.list_keys(conn)
+
+
+async def revoke_key(pool: asyncpg.Pool[Any], key_id: str) -> None:
+    async with pool.acquire() as conn:
+        if not await key_store.revoke_key(conn, key_id):
+            raise NotFoundError(f"no active key {key_id!r}", code="unknown_key")
+
+
+async def add_site(
+    pool: asyncpg.Pool[Any],
+    site_id: str,
+    name: str,
+    *,
+    timezone: str = "Asia/Shanghai",
+    xray_flows: Sequence[str] | None = None,
+) -> None:
+    if not _SITE_ID.match(site_id):
+        raise BadRequestError(f"invalid site id {site_id!r}", code="invalid_site_id")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BadRequestError(f"unknown time zone {timezone!r}", code="invalid_timezone") from exc
+    try:
+        flows = ALL_FLOWS if xray_flows is None else frozenset(Flow(f) for f in xray_flows)
+    except ValueError as exc:
+        raise BadRequestError(str(exc), code="invalid_flow") from exc
+    async with pool.acquire() as conn:
+        await site_store.upsert_site(conn, site_id, name, SitePolicy(flows, timezone))
+
+
+async def list_sites(pool: asyncpg.Pool[Any]) -> list[Site]:
+    async with pool.acquire() as conn:
+        return await site_store.list_sites(conn)
+
+
+class KeyAuthenticator:
+    """Resolves bearer keys to principals, caching lookups briefly (revocation lag <= cache_s)."""
+
+    def __init__(self, pool: asyncpg.Pool[Any], cache_s: float = 5.0) -> None:
+        self._pool = pool
+        self._cache_s = cache_s
+        self._cache: dict[bytes, tuple[float, Principal | None]] = {}
+
+    async def authenticate(self, key: str) -> Principal:
+        match = _KEY_FORMAT.match(key)
+        if match is None:
+            raise AuthenticationError("malformed API key", code="invalid_api_key")
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[0] < self._cache_s:
+            principal = cached[1]
+        else:
+            async with self._pool.acquire() as conn:
+                stored = await key_store.find_by_hash(conn, digest)
+            principal = None
+            if stored is not None and stored.revoked_at is None:
+                role = Role(stored.role)
+                principal = Principal(
+                    key_id=stored.key_id,
+                    role=role,
+                    sites=None
+                    if role is Role.ADMIN and not stored.site_ids
+                    else frozenset(stored.site_ids),
+                )
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now, principal)
+        if principal is None or not hmac.compare_digest(match.group(1), principal.role.value):
+            raise AuthenticationError("unknown or revoked API key", code="invalid_api_key")
+        return principal

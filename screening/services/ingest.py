@@ -1,0 +1,269 @@
+"""Event ingest: turn validated wire events into prepared records and commit them in groups.
+
+Group commit: request handlers hand their events to one writer task per process, which takes
+everything queued (up to a limit, waiting a moment for company) and commits it in a single
+transaction; every waiting request learns its per-event outcome only after that commit. So many
+single-event POSTs share one fsync, and "accepted" always means committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+
+from screening.api.schemas import EventIn, RealnameRegisteredIn
+from screening.domain.compliance import ParcelStatus, SitePolicy, evaluate_parcel
+from screening.domain.events import EventType, ParcelEvent, ParcelReceived
+from screening.domain.identity import mask_document, mask_name, mask_phone
+from screening.domain.rates import RateCounts, RateKey, contribution, rollup_delta
+from screening.domain.records import PreparedEvent, SealedPersonalData, event_from_payload
+from screening.protection import PersonalDataVault, associated_data
+from screening.storage import Conn
+from screening.storage import events as event_store
+from screening.storage import parcels as parcel_store
+from screening.storage import sites as site_store
+from screening.storage.errors import DatabaseUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def prepare(event: EventIn, vault: PersonalDataVault, received_at: datetime) -> PreparedEvent:
+    """Redact, seal and digest one validated event. Pure apart from the vault's random nonces."""
+    full = event.model_dump(mode="json")
+    digest = vault.digest("event", canonical_json(full).decode())
+    payload = dict(full)
+    personal: SealedPersonalData | None = None
+    if isinstance(event, RealnameRegisteredIn) and event.sender is not None:
+        sender = event.sender
+        aad = associated_data(event.site_id, str(event.event_id))
+        document = vault.seal(sender.document_number, aad=aad)
+        name = vault.seal(sender.name, aad=aad)
+        phone = vault.seal(sender.phone, aad=aad) if sender.phone else None
+        personal = SealedPersonalData(
+            key_id=document.key_id,
+            document_type=sender.document_type.value,
+            document_masked=mask_document(sender.document_number),
+            document_hmac=vault.digest("document", sender.document_number),
+            document_sealed=document.blob,
+            name_masked=mask_name(sender.name),
+            name_sealed=name.blob,
+            phone_masked=mask_phone(sender.phone) if sender.phone else None,
+            phone_sealed=phone.blob if phone else None,
+        )
+        payload["sender"] = {
+            "document_type": personal.document_type,
+            "document_masked": personal.document_masked,
+            "name_masked": personal.name_masked,
+            "phone_masked": personal.phone_masked,
+        }
+    domain = event_from_payload(
+        event.type, event.event_id, event.site_id, event.waybill_no, event.occurred_at, payload
+    )
+    return PreparedEvent(
+        event_type=EventType(event.type),
+        site_id=event.site_id,
+        event_id=event.event_id,
+        waybill_no=event.waybill_no,
+        occurred_at=event.occurred_at,
+        received_at=received_at,
+        payload=payload,
+        digest=digest,
+        event=domain,
+        personal_data=personal,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommitReport:
+    """What one group commit did (for metrics and for callers that want to push updates)."""
+
+    events: int
+    statuses: dict[tuple[str, str], ParcelStatus]
+    seconds: float
+
+
+async def commit_events(
+    conn: Conn, prepared: Sequence[PreparedEvent], now: datetime
+) -> tuple[list[Outcome], CommitReport]:
+    """Write a group of events and everything derived from them in the caller's transaction."""
+    started = time.perf_counter()
+    outcomes: list[Outcome | None] = [None] * len(prepared)
+    first_index: dict[tuple[str, Any], int] = {}
+    unique: list[PreparedEvent] = []
+    for i, p in enumerate(prepared):
+        j = first_index.get(p.key)
+        if j is None:
+            first_index[p.key] = i
+            unique.append(p)
+        else:  # the same event twice in one group: judge against the first copy
+            outcomes[i] = Outcome.DUPLICATE if prepared[j].digest == p.digest else Outcome.CONFLICT
+
+    # Lock the affected parcels first, so a concurrent gateway cannot interleave recomputation.
+    await parcel_store.lock_parcels(conn, {p.parcel_key for p in unique})
+    inserted = await event_store.insert_events(conn, unique)
+    existing = await event_store.fetch_digests(
+        conn, [p.key for p in unique if p.key not in inserted]
+    )
+    for p in unique:
+        i = first_index[p.key]
+        if p.key in inserted:
+            outcomes[i] = Outcome.ACCEPTED
+        else:
+            outcomes[i] = Outcome.DUPLICATE if existing.get(p.key) == p.digest else Outcome.CONFLICT
+    new = [p for p in unique if p.key in inserted]
+    await event_store.insert_details(conn, new)
+
+    statuses: dict[tuple[str, str], ParcelStatus] = {}
+    parcel_keys = sorted({p.parcel_key for p in new})
+    if parcel_keys:
+        sites = await site_store.get_sites(conn, {k[0] for k in parcel_keys})
+        history = await event_store.load_parcel_events(conn, parcel_keys)
+        stored = await parcel_store.load_parcels(conn, parcel_keys)
+        carriers: dict[tuple[str, str], str | None] = {}
+        changes: dict[str, list[Any]] = {}
+        for key in parcel_keys:
+            policy = sites[key[0]].policy if key[0] in sites else SitePolicy()
+            status = evaluate_parcel(key[1], history[key], policy)
+            statuses[key] = status
+            carriers[key] = _carrier(history[key])
+            old = stored[key].contribution if key in stored else None
+            changes.setdefault(key[0], []).append((old, contribution(status)))
+        deltas: dict[tuple[str, RateKey], RateCounts] = {}
+        for site_id, pairs in changes.items():
+            for rate_key, counts in rollup_delta(pairs).items():
+                deltas[(site_id, rate_key)] = counts
+        await parcel_store.save_parcels(conn, statuses, carriers, now)
+        await parcel_store.apply_rollup(conn, deltas)
+    final = [o if o is not None else Outcome.CONFLICT for o in outcomes]
+    return final, CommitReport(len(new), statuses, time.perf_counter() - started)
+
+
+def _carrier(events: list[ParcelEvent]) -> str | None:
+    received = [e for e in events if isinstance(e, ParcelReceived)]
+    return received[-1].carrier if received else None
+
+
+@dataclass
+class _Submission:
+    events: Sequence[PreparedEvent]
+    future: asyncio.Future[list[Outcome]]
+
+
+@dataclass
+class GroupCommitWriter:
+    """One writer task per process: batches queued submissions into single transactions."""
+
+    pool: asyncpg.Pool[Any]
+    max_events: int = 2000
+    max_wait_s: float = 0.002
+    queue_size: int = 20000
+    on_commit: list[Any] = field(default_factory=list)  # callables(CommitReport, batch_size)
+    _queue: asyncio.Queue[_Submission] = field(init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._queue = asyncio.Queue(maxsize=self.queue_size)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-commit-writer")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            sub = self._queue.get_nowait()
+            if not sub.future.done():
+                sub.future.set_exception(
+                    DatabaseUnavailableError("the gateway is shutting down; nothing committed")
+                )
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, events: Sequence[PreparedEvent]) -> list[Outcome]:
+        """Queue events for the next group commit and wait until it is committed (or failed)."""
+        if not events:
+            return []
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Submission(events, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            group = [await self._queue.get()]
+            total = len(group[0].events)
+            deadline = loop.time() + self.max_wait_s
+            while total < self.max_events:
+                try:
+                    sub = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        sub = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                group.append(sub)
+                total += len(sub.events)
+            try:
+                await self._commit(group)
+            except asyncio.CancelledError:
+                # Shutting down mid-commit: the transaction is rolled back (or its commit is in
+                # doubt); either way the caller must not hear "accepted", so it will retry and
+                # get "duplicate" if the commit did land.
+                self._fail(group, "the gateway is shutting down; retry")
+                raise
+
+    @staticmethod
+    def _fail(group: list[_Submission], reason: str) -> None:
+        for sub in group:
+            if not sub.future.done():
+                sub.future.set_exception(DatabaseUnavailableError(reason))
+
+    async def _commit(self, group: list[_Submission]) -> None:
+        flat = [p for sub in group for p in sub.events]
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                outcomes, report = await commit_events(conn, flat, datetime.now(UTC))
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.exception("group commit failed; nothing in it was committed", exc_info=exc)
+            self._fail(group, "the database failed; no event was committed")
+            return
+        offset = 0
+        for sub in group:
+            n = len(sub.events)
+            if not sub.future.done():
+                sub.future.set_result(outcomes[offset : offset + n])
+            offset += n
+        for callback in self.on_commit:
+            callback(report, len(flat))

@@ -1,0 +1,188 @@
+"""Read side: a parcel's status and timeline, site rates, and the violations list."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from screening.domain.access import Principal
+from screening.domain.compliance import RULE_OF, Reason, Rule, evaluate_parcel
+from screening.domain.rates import RateCounts
+from screening.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+from screening.storage import Conn
+from screening.storage import events as event_store
+from screening.storage import parcels as parcel_store
+from screening.storage import sites as site_store
+from screening.storage.parcels import RateRow, ViolationRow
+from screening.storage.sites import Site
+
+MAX_RATE_DAYS = 400  # a rates query spans at most about 13 months
+
+
+@dataclass(frozen=True, slots=True)
+class ParcelView:
+    site_id: str
+    waybill_no: str
+    flow: str | None
+    carrier: str | None
+    xray_required: bool
+    dispatched_at: datetime | None
+    problems: tuple[str, ...]
+    rules: dict[str, tuple[bool, list[str]]]
+    timeline: list[dict[str, Any]]
+
+
+async def parcel_status(
+    pool: asyncpg.Pool[Any], principal: Principal, waybill_no: str, site_id: str | None
+) -> ParcelView:
+    if site_id is not None and not principal.covers(site_id):
+        raise ForbiddenError("this key does not cover that site", code="forbidden_site")
+    scope: list[str] | None
+    if site_id is not None:
+        scope = [site_id]
+    else:
+        scope = None if principal.sites is None else sorted(principal.sites)
+    async with pool.acquire() as conn:
+        found = await parcel_store.find_parcels(conn, waybill_no, scope)
+        if not found:
+            raise NotFoundError(f"no parcel {waybill_no!r} in your sites", code="unknown_parcel")
+        if len(found) > 1:
+            raise ConflictError(
+                "this waybill number is known at several of your sites; pass site_id",
+                code="ambiguous_waybill",
+            )
+        row = found[0]
+        sites = await site_store.get_sites(conn, [row.site_id])
+        history = await event_store.load_parcel_events(conn, [(row.site_id, row.waybill_no)])
+        timeline = await event_store.parcel_timeline(conn, row.site_id, row.waybill_no)
+    # Recompute from the log (cheap for one parcel) so the answer is exactly the pure rules'.
+    status = evaluate_parcel(
+        row.waybill_no, history[(row.site_id, row.waybill_no)], sites[row.site_id].policy
+    )
+    rules = {
+        rule.value: (
+            status.rules_ok[rule],
+            [r.value for r in status.problems if RULE_OF[r] is rule],
+        )
+        for rule in Rule
+    }
+    return ParcelView(
+        site_id=row.site_id,
+        waybill_no=row.waybill_no,
+        flow=status.flow.value if status.flow else None,
+        carrier=row.carrier,
+        xray_required=status.xray_required,
+        dispatched_at=status.dispatched_at,
+        problems=tuple(r.value for r in status.problems),
+        rules=rules,
+        timeline=timeline,
+    )
+
+
+def _period(first: date | None, last: date | None, today: date) -> tuple[date, date]:
+    last = last or today
+    first = first or (last - timedelta(days=29))
+    if first > last:
+        raise BadRequestError("from is after to", code="invalid_period")
+    if (last - first).days >= MAX_RATE_DAYS:
+        raise BadRequestError(f"a period spans at most {MAX_RATE_DAYS} days", code="invalid_period")
+    return first, last
+
+
+async def _readable_site(conn: Conn, principal: Principal, site_id: str) -> Site:
+    if not principal.covers(site_id):
+        raise ForbiddenError("this key does not cover that site", code="forbidden_site")
+    sites = await site_store.get_sites(conn, [site_id])
+    if site_id not in sites:
+        raise NotFoundError(f"unknown site {site_id!r}", code="unknown_site")
+    return sites[site_id]
+
+
+@dataclass(frozen=True, slots=True)
+class RatesView:
+    site: Site
+    first: date
+    last: date
+    group_by: str
+    total: RateCounts
+    rows: list[RateRow]
+
+
+async def site_rates(
+    pool: asyncpg.Pool[Any],
+    principal: Principal,
+    site_id: str,
+    first: date | None,
+    last: date | None,
+    group_by: str,
+    today: date,
+) -> RatesView:
+    if group_by not in ("day", "flow"):
+        raise BadRequestError("group_by is day or flow", code="invalid_query")
+    first, last = _period(first, last, today)
+    async with pool.acquire() as conn:
+        site = await _readable_site(conn, principal, site_id)
+        rows = await parcel_store.site_rates(conn, site_id, first, last, group_by)
+    total = RateCounts()
+    for row in rows:
+        total = total + row.counts
+    return RatesView(site, first, last, group_by, total, rows)
+
+
+def encode_cursor(row: ViolationRow) -> str:
+    raw = json.dumps([row.dispatched_at.isoformat(), row.waybill_no, row.reason])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, waybill, reason = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(at), str(waybill), str(reason)
+    except (ValueError, TypeError) as exc:
+        raise BadRequestError("invalid cursor", code="invalid_cursor") from exc
+
+
+async def site_violations(
+    pool: asyncpg.Pool[Any],
+    principal: Principal,
+    site_id: str,
+    *,
+    first: date | None,
+    last: date | None,
+    reason: str | None,
+    rule: str | None,
+    flow: str | None,
+    cursor: str | None,
+    limit: int,
+    today: date,
+) -> tuple[list[ViolationRow], str | None]:
+    if reason is not None and reason not in {r.value for r in Reason}:
+        raise BadRequestError(f"unknown reason {reason!r}", code="invalid_query")
+    if rule is not None and rule not in {r.value for r in Rule}:
+        raise BadRequestError(f"unknown rule {rule!r}", code="invalid_query")
+    if not 1 <= limit <= 1000:
+        raise BadRequestError("limit is between 1 and 1000", code="invalid_query")
+    first, last = _period(first, last, today)
+    after = decode_cursor(cursor) if cursor else None
+    async with pool.acquire() as conn:
+        await _readable_site(conn, principal, site_id)
+        rows = await parcel_store.list_violations(
+            conn,
+            site_id,
+            first,
+            last,
+            reason=reason,
+            rule=rule,
+            flow=flow,
+            after=after,
+            limit=limit + 1,
+        )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1]) if more and rows else None)

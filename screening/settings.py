@@ -1,0 +1,53 @@
+"""One Settings object read once from SCREENING_* variables: the only reader of the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Gateway configuration.
+
+    Without ``database_url`` the gateway starts an embedded PostgreSQL whose data lives under
+    ``data_dir`` and is kept between runs.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SCREENING_", env_file=None, extra="ignore")
+
+    database_url: SecretStr | None = None
+    data_dir: Path = Path("./var")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    pool_min_size: int = Field(default=2, ge=1)
+    pool_max_size: int = Field(default=10, ge=1)
+
+    # Ingest limits.
+    max_batch_events: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # bytes
+    max_future_skew_s: float = Field(default=300.0, ge=0)  # station clocks drift; 5 min tolerated
+    # Group commit: the writer takes up to this many events per transaction, waiting at most
+    # this long for company after the first one arrives.
+    group_commit_max_events: int = Field(default=2000, ge=1)
+    group_commit_max_wait_ms: float = Field(default=2.0, ge=0)
+    ingest_queue_size: int = Field(default=20000, ge=1)
+
+    # Personal-data protection. Key material as the JSON produced by PersonalDataVault; when
+    # unset a key file is created under data_dir (fine for development, not for production).
+    pii_keys_json: SecretStr | None = None
+
+    # API keys are cached this long after lookup; revocation takes effect within it.
+    api_key_cache_s: float = Field(default=5.0, ge=0)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def pii_key_file(self) -> Path:
+        return self.data_dir / "pii-keys.json"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"

@@ -1,0 +1,18 @@
+"""Storage errors.
+
+StorageError
+├── MigrationError         the schema could not be brought up to date
+└── DatabaseUnavailableError  the database failed mid-operation; nothing was committed
+"""
+
+
+class StorageError(Exception):
+    """Base of storage failures."""
+
+
+class MigrationError(StorageError):
+    """Migrations are inconsistent or could not be applied."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database failed; the operation was rolled back."""

@@ -1,0 +1,346 @@
+"""SQL for parcels, their violations and the per-site daily rate rollup."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from screening.domain.compliance import RULE_OF, ParcelStatus, Rule
+from screening.domain.rates import RateCounts, RateKey
+from screening.storage import Conn
+
+ParcelKey = tuple[str, str]
+
+# Transaction-scoped locks per parcel, taken in one sorted order so that two gateway processes
+# updating overlapping parcels cannot deadlock; they serialise recomputation of one parcel.
+LOCK_PARCELS = """
+SELECT pg_advisory_xact_lock(hashtextextended(k, 7)) FROM unnest($1::text[]) AS k
+"""
+
+SELECT_PARCELS = """
+SELECT p.site_id, p.waybill_no, p.dispatch_day, p.rate_flow, p.xray_required, p.realname_ok,
+       p.inspection_ok, p.xray_ok, p.compliant, p.problems
+FROM parcels p
+JOIN unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
+  ON p.site_id = k.site_id AND p.waybill_no = k.waybill_no
+"""
+
+UPSERT_PARCELS = """
+INSERT INTO parcels AS p (site_id, waybill_no, flow, carrier, first_seen_at, updated_at,
+    dispatched_at, dispatch_day, rate_flow, xray_required, realname_ok, inspection_ok, xray_ok,
+    compliant, problems)
+SELECT k.site_id, k.waybill_no, k.flow, k.carrier, k.now, k.now, k.dispatched_at,
+       k.dispatch_day, k.rate_flow, k.xray_required, k.realname_ok, k.inspection_ok, k.xray_ok,
+       k.compliant, string_to_array(k.problems, ',')
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+            $6::timestamptz[], $7::date[], $8::text[], $9::bool[], $10::bool[], $11::bool[],
+            $12::bool[], $13::bool[], $14::text[])
+     AS k(site_id, waybill_no, flow, carrier, now, dispatched_at, dispatch_day, rate_flow,
+          xray_required, realname_ok, inspection_ok, xray_ok, compliant, problems)
+ON CONFLICT (site_id, waybill_no) DO UPDATE SET
+    flow = EXCLUDED.flow, carrier = COALESCE(EXCLUDED.carrier, p.carrier),
+    updated_at = EXCLUDED.updated_at, dispatched_at = EXCLUDED.dispatched_at,
+    dispatch_day = EXCLUDED.dispatch_day, rate_flow = EXCLUDED.rate_flow,
+    xray_required = EXCLUDED.xray_required, realname_ok = EXCLUDED.realname_ok,
+    inspection_ok = EXCLUDED.inspection_ok, xray_ok = EXCLUDED.xray_ok,
+    compliant = EXCLUDED.compliant, problems = EXCLUDED.problems
+"""
+
+DELETE_VIOLATIONS = """
+DELETE FROM violations v
+USING unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
+WHERE v.site_id = k.site_id AND v.waybill_no = k.waybill_no
+"""
+
+INSERT_VIOLATIONS = """
+INSERT INTO violations (site_id, waybill_no, reason, rule, dispatch_day, flow, dispatched_at,
+                        detected_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[], $6::text[],
+                     $7::timestamptz[], $8::timestamptz[])
+ON CONFLICT (site_id, waybill_no, reason) DO NOTHING
+"""
+
+SELECT_VIOLATION_DETECTED = """
+SELECT v.site_id, v.waybill_no, v.reason, v.detected_at FROM violations v
+JOIN unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
+  ON v.site_id = k.site_id AND v.waybill_no = k.waybill_no
+"""
+
+APPLY_ROLLUP = """
+INSERT INTO site_daily_rates AS r (site_id, day, flow, dispatched, realname_ok, inspection_ok,
+                                   xray_ok, all_ok, xray_required)
+SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+ON CONFLICT (site_id, day, flow) DO UPDATE SET
+    dispatched = r.dispatched + EXCLUDED.dispatched,
+    realname_ok = r.realname_ok + EXCLUDED.realname_ok,
+    inspection_ok = r.inspection_ok + EXCLUDED.inspection_ok,
+    xray_ok = r.xray_ok + EXCLUDED.xray_ok,
+    all_ok = r.all_ok + EXCLUDED.all_ok,
+    xray_required = r.xray_required + EXCLUDED.xray_required
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredParcel:
+    """What the parcels row says the parcel currently contributes to the rollup."""
+
+    contribution: tuple[RateKey, RateCounts] | None
+    problems: tuple[str, ...]
+
+
+async def lock_parcels(conn: Conn, keys: Iterable[ParcelKey]) -> None:
+    names = sorted({f"{site}\x1f{waybill}" for site, waybill in keys})
+    if names:
+        await conn.execute(LOCK_PARCELS, names)
+
+
+async def load_parcels(conn: Conn, keys: Sequence[ParcelKey]) -> dict[ParcelKey, StoredParcel]:
+    if not keys:
+        return {}
+    rows = await conn.fetch(SELECT_PARCELS, [k[0] for k in keys], [k[1] for k in keys])
+    out: dict[ParcelKey, StoredParcel] = {}
+    for r in rows:
+        contribution = None
+        if r["dispatch_day"] is not None:
+            contribution = (
+                RateKey(r["dispatch_day"], r["rate_flow"]),
+                RateCounts(
+                    dispatched=1,
+                    realname_ok=int(r["realname_ok"]),
+                    inspection_ok=int(r["inspection_ok"]),
+                    xray_ok=int(r["xray_ok"]),
+                    all_ok=int(r["compliant"]),
+                    xray_required=int(r["xray_required"]),
+                ),
+            )
+        out[(r["site_id"], r["waybill_no"])] = StoredParcel(contribution, tuple(r["problems"]))
+    return out
+
+
+async def save_parcels(
+    conn: Conn,
+    statuses: Mapping[ParcelKey, ParcelStatus],
+    carriers: Mapping[ParcelKey, str | None],
+    now: datetime,
+) -> None:
+    """Upsert parcel rows and rewrite the violations of the given (changed) parcels."""
+    if not statuses:
+        return
+    keys = sorted(statuses)
+    st = [statuses[k] for k in keys]
+    await conn.execute(
+        UPSERT_PARCELS,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [s.flow.value if s.flow else None for s in st],
+        [carriers.get(k) for k in keys],
+        [now] * len(keys),
+        [s.dispatched_at for s in st],
+        [s.dispatch_day for s in st],
+        [s.rate_bucket if s.dispatched else None for s in st],
+        [s.xray_required for s in st],
+        [s.rules_ok[Rule.REALNAME] for s in st],
+        [s.rules_ok[Rule.INSPECTION] for s in st],
+        [s.rules_ok[Rule.XRAY] for s in st],
+        [s.compliant for s in st],
+        [",".join(s.problems) for s in st],
+    )
+    # Keep when a violation was first detected across rewrites.
+    detected: dict[tuple[str, str, str], datetime] = {
+        (r["site_id"], r["waybill_no"], r["reason"]): r["detected_at"]
+        for r in await conn.fetch(
+            SELECT_VIOLATION_DETECTED, [k[0] for k in keys], [k[1] for k in keys]
+        )
+    }
+    await conn.execute(DELETE_VIOLATIONS, [k[0] for k in keys], [k[1] for k in keys])
+    rows = [
+        (k, s, reason)
+        for k, s in zip(keys, st, strict=True)
+        if s.dispatched_at is not None and s.dispatch_day is not None
+        for reason in s.violations
+    ]
+    if rows:
+        await conn.execute(
+            INSERT_VIOLATIONS,
+            [k[0] for k, _, _ in rows],
+            [k[1] for k, _, _ in rows],
+            [reason.value for _, _, reason in rows],
+            [RULE_OF[reason].value for _, _, reason in rows],
+            [s.dispatch_day for _, s, _ in rows],
+            [s.rate_bucket for _, s, _ in rows],
+            [s.dispatched_at for _, s, _ in rows],
+            [detected.get((k[0], k[1], reason.value), now) for k, _, reason in rows],
+        )
+
+
+async def apply_rollup(conn: Conn, deltas: Mapping[tuple[str, RateKey], RateCounts]) -> None:
+    """Add counter deltas to the rollup, in key order (no deadlocks between gateways)."""
+    if not deltas:
+        return
+    keys = sorted(deltas, key=lambda k: (k[0], k[1].day, k[1].flow))
+    counts = [deltas[k] for k in keys]
+    await conn.execute(
+        APPLY_ROLLUP,
+        [k[0] for k in keys],
+        [k[1].day for k in keys],
+        [k[1].flow for k in keys],
+        [c.dispatched for c in counts],
+        [c.realname_ok for c in counts],
+        [c.inspection_ok for c in counts],
+        [c.xray_ok for c in counts],
+        [c.all_ok for c in counts],
+        [c.xray_required for c in counts],
+    )
+
+
+# --- read side ----------------------------------------------------------------------------------
+
+SELECT_PARCEL_BY_WAYBILL = """
+SELECT site_id, waybill_no, flow, carrier, dispatched_at, xray_required, realname_ok,
+       inspection_ok, xray_ok, compliant, problems
+FROM parcels WHERE waybill_no = $1 AND ($2::text[] IS NULL OR site_id = ANY($2::text[]))
+ORDER BY updated_at DESC
+LIMIT 2
+"""
+
+SELECT_RATES_BY_DAY = """
+SELECT day, NULL::text AS flow, sum(dispatched)::bigint AS dispatched,
+       sum(realname_ok)::bigint AS realname_ok, sum(inspection_ok)::bigint AS inspection_ok,
+       sum(xray_ok)::bigint AS xray_ok, sum(all_ok)::bigint AS all_ok,
+       sum(xray_required)::bigint AS xray_required
+FROM site_daily_rates WHERE site_id = $1 AND day BETWEEN $2 AND $3
+GROUP BY day ORDER BY day
+"""
+
+SELECT_RATES_BY_FLOW = """
+SELECT NULL::date AS day, flow, sum(dispatched)::bigint AS dispatched,
+       sum(realname_ok)::bigint AS realname_ok, sum(inspection_ok)::bigint AS inspection_ok,
+       sum(xray_ok)::bigint AS xray_ok, sum(all_ok)::bigint AS all_ok,
+       sum(xray_required)::bigint AS xray_required
+FROM site_daily_rates WHERE site_id = $1 AND day BETWEEN $2 AND $3
+GROUP BY flow ORDER BY flow
+"""
+
+SELECT_VIOLATIONS_PAGE = """
+SELECT waybill_no, reason, rule, flow, dispatch_day, dispatched_at, detected_at
+FROM violations
+WHERE site_id = $1
+  AND dispatch_day BETWEEN $2 AND $3
+  AND ($4::text IS NULL OR reason = $4)
+  AND ($5::text IS NULL OR rule = $5)
+  AND ($6::text IS NULL OR flow = $6)
+  AND ($7::timestamptz IS NULL OR (dispatched_at, waybill_no, reason) > ($7, $8, $9))
+ORDER BY dispatched_at, waybill_no, reason
+LIMIT $10
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ParcelRow:
+    site_id: str
+    waybill_no: str
+    flow: str | None
+    carrier: str | None
+    dispatched_at: datetime | None
+    xray_required: bool
+    realname_ok: bool
+    inspection_ok: bool
+    xray_ok: bool
+    compliant: bool
+    problems: tuple[str, ...]
+
+
+async def find_parcels(
+    conn: Conn, waybill_no: str, site_ids: Sequence[str] | None
+) -> list[ParcelRow]:
+    """Up to two parcels with this waybill number within the given sites (None: all sites)."""
+    rows = await conn.fetch(
+        SELECT_PARCEL_BY_WAYBILL, waybill_no, list(site_ids) if site_ids is not None else None
+    )
+    return [
+        ParcelRow(
+            site_id=r["site_id"],
+            waybill_no=r["waybill_no"],
+            flow=r["flow"],
+            carrier=r["carrier"],
+            dispatched_at=r["dispatched_at"],
+            xray_required=r["xray_required"],
+            realname_ok=r["realname_ok"],
+            inspection_ok=r["inspection_ok"],
+            xray_ok=r["xray_ok"],
+            compliant=r["compliant"],
+            problems=tuple(r["problems"]),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class RateRow:
+    day: date | None
+    flow: str | None
+    counts: RateCounts
+
+
+async def site_rates(
+    conn: Conn, site_id: str, first: date, last: date, group_by: str
+) -> list[RateRow]:
+    query = SELECT_RATES_BY_DAY if group_by == "day" else SELECT_RATES_BY_FLOW
+    rows = await conn.fetch(query, site_id, first, last)
+    return [
+        RateRow(
+            day=r["day"],
+            flow=r["flow"],
+            counts=RateCounts(
+                dispatched=r["dispatched"],
+                realname_ok=r["realname_ok"],
+                inspection_ok=r["inspection_ok"],
+                xray_ok=r["xray_ok"],
+                all_ok=r["all_ok"],
+                xray_required=r["xray_required"],
+            ),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ViolationRow:
+    waybill_no: str
+    reason: str
+    rule: str
+    flow: str
+    dispatch_day: date
+    dispatched_at: datetime
+    detected_at: datetime
+
+
+async def list_violations(
+    conn: Conn,
+    site_id: str,
+    first: date,
+    last: date,
+    *,
+    reason: str | None,
+    rule: str | None,
+    flow: str | None,
+    after: tuple[datetime, str, str] | None,
+    limit: int,
+) -> list[ViolationRow]:
+    """A page of violations in (dispatched_at, waybill_no, reason) order; keyset pagination."""
+    rows = await conn.fetch(
+        SELECT_VIOLATIONS_PAGE,
+        site_id,
+        first,
+        last,
+        reason,
+        rule,
+        flow,
+        after[0] if after else None,
+        after[1] if after else None,
+        after[2] if after else None,
+        limit,
+    )
+    return [ViolationRow(**dict(r)) for r in rows]

@@ -1,0 +1,56 @@
+"""SQL for sites and their X-ray policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import asyncpg
+
+from screening.domain.compliance import SitePolicy
+from screening.domain.events import Flow
+from screening.storage import Conn
+
+INSERT_SITE = """
+INSERT INTO sites (site_id, name, timezone, xray_flows) VALUES ($1, $2, $3, $4)
+ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezone,
+    xray_flows = EXCLUDED.xray_flows
+"""
+SELECT_SITES = "SELECT site_id, name, timezone, xray_flows FROM sites ORDER BY site_id"
+SELECT_SOME_SITES = """
+SELECT site_id, name, timezone, xray_flows FROM sites WHERE site_id = ANY($1::text[])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    site_id: str
+    name: str
+    policy: SitePolicy
+
+
+def _site(r: asyncpg.Record) -> Site:
+    return Site(
+        site_id=r["site_id"],
+        name=r["name"],
+        policy=SitePolicy(
+            xray_flows=frozenset(Flow(f) for f in r["xray_flows"]), timezone=r["timezone"]
+        ),
+    )
+
+
+async def upsert_site(conn: Conn, site_id: str, name: str, policy: SitePolicy) -> None:
+    await conn.execute(
+        INSERT_SITE, site_id, name, policy.timezone, sorted(f.value for f in policy.xray_flows)
+    )
+
+
+async def list_sites(conn: Conn) -> list[Site]:
+    return [_site(r) for r in await conn.fetch(SELECT_SITES)]
+
+
+async def get_sites(conn: Conn, site_ids: Iterable[str]) -> dict[str, Site]:
+    ids = sorted(set(site_ids))
+    if not ids:
+        return {}
+    return {r["site_id"]: _site(r) for r in await conn.fetch(SELECT_SOME_SITES, ids)}

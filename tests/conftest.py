@@ -1,0 +1,142 @@
+"""Shared fixtures: a real PostgreSQL (embedded unless SCREENING_TEST_DATABASE_URL is set) and a
+real gateway served on loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from screening.app import create_app
+from screening.domain.access import Role
+from screening.protection import PersonalDataVault
+from screening.services import access
+from screening.settings import Settings
+from screening.storage.database import create_pool, embedded_postgres, migrate
+
+
+def with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("SCREENING_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    with embedded_postgres(Path(tmp_path_factory.mktemp("pg")) / "data") as dsn:
+        yield dsn
+
+
+async def make_database(server_dsn: str) -> str:
+    """A fresh, empty database on the test server; returns its DSN."""
+    name = f"screening_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(server_dsn, name)
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_dsn: str) -> str:
+    dsn = await make_database(server_dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return dsn
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
+    p = await create_pool(database_url, min_size=1, max_size=8)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+def vault() -> PersonalDataVault:
+    return PersonalDataVault.generate()
+
+
+@dataclass
+class Keys:
+    """API keys for one test site and a second site (to test scope)."""
+
+    site: str
+    other_site: str
+    by_role: dict[str, str] = field(default_factory=dict)
+    other_by_role: dict[str, str] = field(default_factory=dict)
+    admin: str = ""
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    http: aiohttp.ClientSession
+    pool: asyncpg.Pool[Any]
+    app: web.Application
+    keys: Keys
+
+    def auth(self, role: str = "station", *, other: bool = False) -> dict[str, str]:
+        if role == "admin":
+            return {"Authorization": f"Bearer {self.keys.admin}"}
+        table = self.keys.other_by_role if other else self.keys.by_role
+        return {"Authorization": f"Bearer {table[role]}"}
+
+
+async def make_keys(pool: asyncpg.Pool[Any], *, timezone: str = "Asia/Shanghai") -> Keys:
+    suffix = uuid.uuid4().hex[:8]
+    keys = Keys(site=f"T-{suffix}", other_site=f"O-{suffix}")
+    for site in (keys.site, keys.other_site):
+        await access.add_site(pool, site, f"test site {site}", timezone=timezone)
+    for role in ("station", "reviewer", "supervisor", "police"):
+        keys.by_role[role] = (await access.create_key(pool, Role(role), [keys.site]))[1]
+        keys.other_by_role[role] = (await access.create_key(pool, Role(role), [keys.other_site]))[1]
+    keys.admin = (await access.create_key(pool, Role.ADMIN, []))[1]
+    return keys
+
+
+async def start_gateway(
+    settings: Settings, pool: asyncpg.Pool[Any], vault: PersonalDataVault, keys: Keys
+) -> tuple[RunningGateway, web.AppRunner]:
+    app = create_app(settings, pool=pool, vault=vault)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    http = aiohttp.ClientSession()
+    return RunningGateway(f"http://127.0.0.1:{port}", http, pool, app, keys), runner
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, api_key_cache_s=0.0)
+
+
+@pytest.fixture
+async def gateway(
+    settings: Settings, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> AsyncIterator[RunningGateway]:
+    keys = await make_keys(pool)
+    gw, runner = await start_gateway(settings, pool, vault, keys)
+    try:
+        yield gw
+    finally:
+        await gw.http.close()
+        await runner.cleanup()
