@@ -1,0 +1,223 @@
+"""The three-100% rules on one parcel, from its events in any order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from screening.domain.compliance import Reason, Rule, SitePolicy, evaluate_parcel
+from screening.domain.events import (
+    EventHeader,
+    Flow,
+    InspectionCompleted,
+    InspectionResult,
+    ParcelDispatched,
+    ParcelEvent,
+    ParcelReceived,
+    ParcelSealed,
+    RealnameRegistered,
+    ReviewOutcome,
+    ScanVerdict,
+    XrayScanned,
+)
+from screening.domain.rates import RateCounts, RateKey, contribution, rollup_delta
+
+T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+WAYBILL = "SF0000000001"
+
+
+def h(minute: int) -> EventHeader:
+    return EventHeader(uuid.uuid4(), "S1", WAYBILL, T0 + timedelta(minutes=minute))
+
+
+def received(m: int = 0, flow: Flow = Flow.INTER_PROVINCE) -> ParcelReceived:
+    return ParcelReceived(h(m), carrier="SF", flow=flow)
+
+
+def realname(m: int = 1, *, valid: bool = True, contract: bool = False) -> RealnameRegistered:
+    return RealnameRegistered(h(m), contract_customer=contract, document_valid=valid)
+
+
+def inspection(m: int = 2, result: InspectionResult = InspectionResult.PASS) -> InspectionCompleted:
+    return InspectionCompleted(h(m), result=result)
+
+
+def seal(m: int = 3) -> ParcelSealed:
+    return ParcelSealed(h(m))
+
+
+def scan(
+    m: int = 4, verdict: ScanVerdict = ScanVerdict.CLEAR, review: ReviewOutcome | None = None
+) -> XrayScanned:
+    return XrayScanned(h(m), verdict=verdict, review=review)
+
+
+def dispatch(m: int = 5) -> ParcelDispatched:
+    return ParcelDispatched(h(m))
+
+
+def complete() -> list[ParcelEvent]:
+    return [received(), realname(), inspection(), seal(), scan(), dispatch()]
+
+
+def judge(events: list[ParcelEvent], policy: SitePolicy | None = None) -> tuple[Reason, ...]:
+    return evaluate_parcel(WAYBILL, events, policy or SitePolicy()).violations
+
+
+def replace(events: list[ParcelEvent], kind: type, *new: ParcelEvent) -> list[ParcelEvent]:
+    return [e for e in events if not isinstance(e, kind)] + list(new)
+
+
+def test_a_complete_parcel_is_compliant() -> None:
+    status = evaluate_parcel(WAYBILL, complete(), SitePolicy())
+    assert status.dispatched and status.compliant
+    assert status.rules_ok == {Rule.REALNAME: True, Rule.INSPECTION: True, Rule.XRAY: True}
+
+
+def test_missing_realname_is_no_realname() -> None:
+    assert judge(replace(complete(), RealnameRegistered)) == (Reason.NO_REALNAME,)
+
+
+def test_contract_customer_satisfies_realname() -> None:
+    assert judge(replace(complete(), RealnameRegistered, realname(contract=True))) == ()
+
+
+def test_only_invalid_documents_is_invalid_id_document() -> None:
+    events = replace(complete(), RealnameRegistered, realname(valid=False))
+    assert judge(events) == (Reason.INVALID_ID_DOCUMENT,)
+
+
+def test_realname_recorded_after_dispatch_is_a_violation() -> None:
+    events = replace(complete(), RealnameRegistered, realname(m=9))
+    assert judge(events) == (Reason.REALNAME_AFTER_DISPATCH,)
+
+
+def test_missing_inspection_is_no_inspection() -> None:
+    assert judge(replace(complete(), InspectionCompleted)) == (Reason.NO_INSPECTION,)
+
+
+def test_seal_before_inspection_is_a_violation() -> None:
+    events = replace(complete(), InspectionCompleted, inspection(m=3, result=InspectionResult.PASS))
+    events = replace(events, ParcelSealed, seal(m=2))
+    assert judge(events) == (Reason.SEALED_BEFORE_INSPECTION,)
+
+
+def test_inspection_at_the_same_instant_as_the_seal_counts() -> None:
+    events = replace(complete(), ParcelSealed, seal(m=2))
+    assert judge(events) == ()
+
+
+def test_refused_or_prohibited_inspection_is_inspection_not_passed() -> None:
+    for result in (InspectionResult.REFUSED, InspectionResult.PROHIBITED_FOUND):
+        events = replace(complete(), InspectionCompleted, inspection(result=result))
+        assert judge(events) == (Reason.INSPECTION_NOT_PASSED,)
+
+
+def test_the_last_inspection_before_the_seal_decides() -> None:
+    events = replace(
+        complete(),
+        InspectionCompleted,
+        inspection(m=1, result=InspectionResult.REFUSED),
+        inspection(m=2, result=InspectionResult.PASS),
+    )
+    assert judge(events) == ()
+
+
+def test_dispatch_without_seal_is_not_sealed() -> None:
+    assert judge(replace(complete(), ParcelSealed)) == (Reason.NOT_SEALED,)
+
+
+def test_missing_scan_is_no_xray() -> None:
+    assert judge(replace(complete(), XrayScanned)) == (Reason.NO_XRAY,)
+
+
+def test_scan_after_dispatch_is_xray_after_dispatch() -> None:
+    assert judge(replace(complete(), XrayScanned, scan(m=8))) == (Reason.XRAY_AFTER_DISPATCH,)
+
+
+def test_flagged_scan_not_cleared_is_dispatched_while_flagged() -> None:
+    events = replace(complete(), XrayScanned, scan(verdict=ScanVerdict.FLAGGED))
+    assert judge(events) == (Reason.DISPATCHED_WHILE_FLAGGED,)
+
+
+def test_flagged_scan_cleared_by_a_reviewer_is_compliant() -> None:
+    cleared = scan(verdict=ScanVerdict.FLAGGED, review=ReviewOutcome.CLEARED)
+    assert judge(replace(complete(), XrayScanned, cleared)) == ()
+
+
+def test_flows_outside_the_xray_policy_need_no_scan() -> None:
+    policy = SitePolicy(xray_flows=frozenset({Flow.AIR}))
+    assert judge(replace(complete(), XrayScanned), policy) == ()
+    air = replace(complete(), ParcelReceived, received(flow=Flow.AIR))
+    assert judge(replace(air, XrayScanned), policy) == (Reason.NO_XRAY,)
+
+
+def test_unknown_flow_is_held_to_the_xray_rule() -> None:
+    policy = SitePolicy(xray_flows=frozenset({Flow.AIR}))
+    events = replace(replace(complete(), ParcelReceived), XrayScanned)
+    assert judge(events, policy) == (Reason.NO_XRAY,)
+
+
+def test_undispatched_parcel_lists_what_is_missing_but_has_no_violations() -> None:
+    status = evaluate_parcel(WAYBILL, [received(), realname()], SitePolicy())
+    assert not status.dispatched
+    assert status.violations == ()
+    assert set(status.problems) == {Reason.NOT_SEALED, Reason.NO_INSPECTION, Reason.NO_XRAY}
+
+
+def test_a_late_earlier_dispatch_moves_the_cutoff() -> None:
+    events = [*complete(), ParcelDispatched(h(3))]  # dispatched before the scan, reported late
+    assert Reason.XRAY_AFTER_DISPATCH in judge(events)
+
+
+def test_dispatch_day_is_cut_in_the_site_time_zone() -> None:
+    late_evening = [
+        *replace(complete(), ParcelDispatched),
+        ParcelDispatched(
+            EventHeader(uuid.uuid4(), "S1", WAYBILL, datetime(2026, 11, 20, 16, 30, tzinfo=UTC))
+        ),
+    ]
+    shanghai = evaluate_parcel(WAYBILL, late_evening, SitePolicy())
+    utc = evaluate_parcel(WAYBILL, late_evening, SitePolicy(timezone="UTC"))
+    assert shanghai.dispatch_day == date(2026, 11, 21)
+    assert utc.dispatch_day == date(2026, 11, 20)
+
+
+@st.composite
+def parcel_histories(draw: st.DrawFn) -> list[ParcelEvent]:
+    makers = [
+        lambda m: received(m, draw(st.sampled_from(list(Flow)))),
+        lambda m: realname(m, valid=draw(st.booleans()), contract=draw(st.booleans())),
+        lambda m: inspection(m, draw(st.sampled_from(list(InspectionResult)))),
+        seal,
+        lambda m: scan(m, draw(st.sampled_from(list(ScanVerdict)))),
+        dispatch,
+    ]
+    n = draw(st.integers(min_value=0, max_value=10))
+    return [draw(st.sampled_from(makers))(draw(st.integers(0, 12))) for _ in range(n)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=parcel_histories(), data=st.data())
+def test_any_permutation_or_duplication_yields_the_same_status(
+    history: list[ParcelEvent], data: st.DataObject
+) -> None:
+    policy = SitePolicy(xray_flows=frozenset({Flow.AIR, Flow.INTER_PROVINCE}))
+    reference = evaluate_parcel(WAYBILL, history, policy)
+    duplicated = (
+        history + data.draw(st.lists(st.sampled_from(history), max_size=5)) if history else []
+    )
+    shuffled = data.draw(st.permutations(duplicated))
+    assert evaluate_parcel(WAYBILL, shuffled, policy) == reference
+
+
+def test_rollup_delta_moves_a_parcel_between_days() -> None:
+    before = evaluate_parcel(WAYBILL, [*replace(complete(), XrayScanned)], SitePolicy())
+    after = evaluate_parcel(WAYBILL, complete(), SitePolicy())
+    delta = rollup_delta([(contribution(before), contribution(after))])
+    key = RateKey(day=date(2026, 11, 20), flow="inter_province")
+    assert delta == {key: RateCounts(xray_ok=1, all_ok=1)}
+    assert rollup_delta([(None, contribution(after)), (contribution(after), None)]) == {}

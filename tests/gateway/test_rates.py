@@ -1,0 +1,141 @@
+"""Site rates from the rollup, late events correcting past days, and the violations list."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from tests.conftest import RunningGateway
+from tests.gateway.events import BASE, event, parcel_flow
+
+
+async def post(gw: RunningGateway, events: list[dict[str, Any]]) -> dict[str, Any]:
+    async with gw.http.post(f"{gw.url}/v1/events", json=events, headers=gw.auth()) as resp:
+        body: dict[str, Any] = await resp.json()
+        assert resp.status == 200, body
+        return body
+
+
+async def get(gw: RunningGateway, path: str, role: str = "supervisor") -> dict[str, Any]:
+    async with gw.http.get(f"{gw.url}{path}", headers=gw.auth(role)) as resp:
+        body: dict[str, Any] = await resp.json()
+        assert resp.status == 200, body
+        return body
+
+
+async def test_rates_per_day_and_per_flow(gateway: RunningGateway) -> None:
+    site = gateway.keys.site
+    day2 = BASE + timedelta(days=1)
+    events = [
+        *parcel_flow(site, "RT0000000001"),
+        *parcel_flow(site, "RT0000000002", skip=frozenset({"xray"})),
+        *parcel_flow(site, "RT0000000003", flow="same_city", seal_first=True),
+        *parcel_flow(site, "RT0000000004", start=day2, skip=frozenset({"realname"})),
+        *parcel_flow(site, "RT0000000005", skip=frozenset({"dispatch"})),  # not counted
+    ]
+    assert (await post(gateway, events))["accepted"] == len(events)
+
+    by_day = await get(gateway, f"/v1/sites/{site}/rates?from=2026-11-01&to=2026-11-30")
+    assert by_day["total"]["dispatched"] == 4
+    assert by_day["total"]["three_100_rate"] == 0.25
+    rows = {r["day"]: r for r in by_day["rows"]}
+    assert rows["2026-11-20"]["dispatched"] == 3
+    assert rows["2026-11-20"]["xray_rate"] == 2 / 3
+    assert rows["2026-11-20"]["inspection_rate"] == 2 / 3
+    assert rows["2026-11-21"]["realname_rate"] == 0.0
+
+    by_flow = await get(
+        gateway, f"/v1/sites/{site}/rates?from=2026-11-01&to=2026-11-30&group_by=flow"
+    )
+    flows = {r["flow"]: r for r in by_flow["rows"]}
+    assert flows["same_city"]["dispatched"] == 1
+    assert flows["same_city"]["three_100_rate"] == 0.0
+    assert flows["inter_province"]["dispatched"] == 3
+
+
+async def test_a_late_event_corrects_a_past_days_rate(gateway: RunningGateway) -> None:
+    site = gateway.keys.site
+    flow = parcel_flow(site, "LT0000000001", skip=frozenset({"xray"}))
+    await post(gateway, flow)
+    path = f"/v1/sites/{site}/rates?from=2026-11-20&to=2026-11-20"
+    assert (await get(gateway, path))["total"]["xray_rate"] == 0.0
+    # The scan happened before dispatch but the scanner was offline: it arrives days later.
+    late_scan = event(
+        "xray.scanned",
+        site,
+        "LT0000000001",
+        BASE + timedelta(minutes=4),
+        scanner_id="x1",
+        verdict="clear",
+    )
+    await post(gateway, [late_scan])
+    corrected = await get(gateway, path)
+    assert corrected["total"]["xray_rate"] == 1.0
+    assert corrected["total"]["three_100_rate"] == 1.0
+    violations = await get(gateway, f"/v1/sites/{site}/violations?from=2026-11-20&to=2026-11-20")
+    assert violations["items"] == []
+
+
+async def test_a_late_earlier_dispatch_moves_the_parcel_to_its_real_day(
+    gateway: RunningGateway,
+) -> None:
+    site = gateway.keys.site
+    flow = parcel_flow(site, "MV0000000001", start=BASE + timedelta(days=2))
+    await post(gateway, flow)
+    early = event("parcel.dispatched", site, "MV0000000001", BASE)  # two days earlier
+    await post(gateway, [early])
+    rows = {
+        r["day"]: r["dispatched"]
+        for r in (await get(gateway, f"/v1/sites/{site}/rates?from=2026-11-19&to=2026-11-23"))[
+            "rows"
+        ]
+    }
+    assert rows.get("2026-11-22", 0) == 0
+    assert rows["2026-11-20"] == 1
+
+
+async def test_events_in_reverse_order_give_the_same_status(gateway: RunningGateway) -> None:
+    site = gateway.keys.site
+    for e in reversed(parcel_flow(site, "RV0000000001", seal_first=True)):
+        await post(gateway, [e])
+    parcel = await get(gateway, "/v1/parcels/RV0000000001")
+    assert parcel["violations"] == ["sealed_before_inspection"]
+    assert parcel["rules"]["inspection"] == {"ok": False, "reasons": ["sealed_before_inspection"]}
+
+
+async def test_undispatched_parcel_shows_what_is_missing(gateway: RunningGateway) -> None:
+    site = gateway.keys.site
+    flow = parcel_flow(site, "MS0000000001", skip=frozenset({"xray", "dispatch", "seal"}))
+    await post(gateway, flow)
+    parcel = await get(gateway, "/v1/parcels/MS0000000001", role="station")
+    assert parcel["dispatched"] is False
+    assert parcel["compliant"] is None
+    assert set(parcel["missing_before_dispatch"]) == {"not_sealed", "no_xray"}
+
+
+async def test_violations_are_filtered_and_paged(gateway: RunningGateway) -> None:
+    site = gateway.keys.site
+    events: list[dict[str, Any]] = []
+    for i in range(7):
+        events += parcel_flow(
+            site,
+            f"VP00000000{i:02d}",
+            start=BASE + timedelta(minutes=10 * i),
+            skip=frozenset({"xray"}) if i % 2 == 0 else frozenset({"realname"}),
+        )
+    await post(gateway, events)
+    base = f"/v1/sites/{site}/violations?from=2026-11-20&to=2026-11-20"
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await get(gateway, base + "&limit=3" + (f"&cursor={cursor}" if cursor else ""))
+        seen += [v["waybill_no"] for v in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 7 and len(set(seen)) == 7
+    xray_only = await get(gateway, base + "&rule=xray")
+    assert {v["reason"] for v in xray_only["items"]} == {"no_xray"}
+    assert len(xray_only["items"]) == 4
+    by_reason = await get(gateway, base + "&reason=no_realname")
+    assert len(by_reason["items"]) == 3

@@ -1,0 +1,77 @@
+"""Migrations under concurrent starts, and nothing half-written when the database fails."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from screening.protection import PersonalDataVault
+from screening.settings import Settings
+from screening.storage.database import create_pool, load_migrations, migrate
+from tests.conftest import make_database, make_keys, start_gateway
+from tests.gateway.events import parcel_flow
+
+
+async def test_two_gateways_migrating_at_once_apply_each_migration_once(server_dsn: str) -> None:
+    dsn = await make_database(server_dsn)
+    conns = [await asyncpg.connect(dsn) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+        applied = [name for names in results for name in names]
+        assert sorted(applied) == sorted(m.name for m in load_migrations())
+        rows = await conns[0].fetch("SELECT version FROM schema_migrations")
+        assert len(rows) == len(load_migrations())
+        assert await migrate(conns[0]) == []  # idempotent
+    finally:
+        for c in conns:
+            await c.close()
+
+
+FAIL_ON_PARCEL = """
+CREATE FUNCTION fail_on_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.waybill_no LIKE 'BOOM%' THEN
+        RAISE EXCEPTION 'disk full (simulated)';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER boom BEFORE INSERT ON parcels FOR EACH ROW EXECUTE FUNCTION fail_on_boom();
+"""
+
+
+async def test_a_database_failure_mid_batch_reports_nothing_accepted_and_writes_nothing(
+    server_dsn: str, vault: PersonalDataVault, settings: Settings
+) -> None:
+    dsn = await make_database(server_dsn)
+    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=1, max_size=4)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            await conn.execute(FAIL_ON_PARCEL)
+        keys = await make_keys(pool)
+        gw, runner = await start_gateway(settings, pool, vault, keys)
+        try:
+            # The failure strikes after the events were inserted, inside the same transaction.
+            batch = parcel_flow(keys.site, "OK0000000001") + parcel_flow(keys.site, "BOOM000001")
+            async with gw.http.post(f"{gw.url}/v1/events", json=batch, headers=gw.auth()) as r:
+                body = await r.json()
+                assert r.status == 503, body
+                assert r.headers["Content-Type"].startswith("application/problem+json")
+                assert body["code"] == "database_unavailable"
+                assert "Retry-After" in r.headers
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SELECT count(*) FROM events") == 0
+                assert await conn.fetchval("SELECT count(*) FROM parcels") == 0
+                assert await conn.fetchval("SELECT count(*) FROM realname_records") == 0
+            # The gateway keeps serving, and the good parcel goes through on its own.
+            ok = parcel_flow(keys.site, "OK0000000002")
+            async with gw.http.post(f"{gw.url}/v1/events", json=ok, headers=gw.auth()) as r:
+                assert r.status == 200
+                assert (await r.json())["accepted"] == len(ok)
+        finally:
+            await gw.http.close()
+            await runner.cleanup()
+    finally:
+        await pool.close()
