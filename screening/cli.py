@@ -117,7 +117,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         if args.port is not None:
             settings = settings.model_copy(update={"port": args.port})
-        return run_demo(settings, args)
+        status: int = run_demo(settings, args)
+        return status
 
     with database(settings) as dsn:
         if args.command == "serve":

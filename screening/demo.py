@@ -1,0 +1,279 @@
+"""`screening demo`: embedded PostgreSQL, the gateway, and simulated courier stations.
+
+Stations post realistic parcel lives over HTTP with real API keys; a configurable share of
+parcels breaks a rule. The terminal shows each site's live rates, read back through the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import signal
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from stdnum.iso7064 import mod_11_2
+
+from screening.app import create_app
+from screening.cli import database
+from screening.domain.access import Role
+from screening.domain.events import Flow
+from screening.services import access
+from screening.settings import Settings
+from screening.storage.database import create_pool, migrate
+
+CARRIERS = ("SF", "ZTO", "YTO", "STO", "YD", "JD", "EMS")
+FLOW_WEIGHTS = {
+    Flow.INTER_PROVINCE: 45,
+    Flow.INTRA_PROVINCE: 25,
+    Flow.SAME_CITY: 15,
+    Flow.AIR: 8,
+    Flow.RAIL: 4,
+    Flow.INTERNATIONAL: 3,
+}
+BREAKS = ("skip_inspection", "seal_before_inspection", "invalid_id", "no_xray", "no_realname")
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
+REGIONS = ("110105", "310115", "420106", "440305", "330106", "510107", "320102", "500103")
+
+
+def resident_id(rng: random.Random) -> str:
+    birth = datetime(1950, 1, 1) + timedelta(days=rng.randrange(0, 365 * 55))  # noqa: DTZ001
+    body = f"{rng.choice(REGIONS)}{birth:%Y%m%d}{rng.randrange(0, 1000):03d}"
+    return body + mod_11_2.calc_check_digit(body)
+
+
+@dataclass
+class StationStats:
+    parcels: int = 0
+    events: int = 0
+    rejected: int = 0
+    breaks: dict[str, int] = field(default_factory=dict)
+
+
+def parcel_events(
+    rng: random.Random, site: str, waybill: str, now: datetime, break_share: float
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One parcel's life, possibly with a rule break; the events are timestamped in the past."""
+    brk = rng.choice(BREAKS) if rng.random() < break_share else None
+    flow = rng.choices(list(FLOW_WEIGHTS), weights=list(FLOW_WEIGHTS.values()))[0]
+    start = now - timedelta(seconds=rng.uniform(60, 120))
+    t = [start + timedelta(seconds=10 * i + rng.uniform(0, 5)) for i in range(6)]
+
+    def ev(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "event_id": str(uuid.uuid4()),
+            "site_id": site,
+            "waybill_no": waybill,
+            "occurred_at": at.isoformat(),
+            **fields,
+        }
+
+    events = [
+        ev(
+            "parcel.received",
+            t[0],
+            carrier=rng.choice(CARRIERS),
+            flow=flow.value,
+            declared_contents=rng.choice(["衣物", "书籍", "电子产品", "食品", "文件"]),
+            weight_g=rng.randrange(100, 20000),
+        ),
+    ]
+    if brk != "no_realname":
+        if rng.random() < 0.1:
+            events.append(
+                ev(
+                    "realname.registered",
+                    t[1],
+                    contract_customer_ref=f"C{rng.randrange(10**6):06d}",
+                )
+            )
+        else:
+            sender = {
+                "document_type": "resident_id",
+                "document_number": resident_id(rng),
+                "name": rng.choice(SURNAMES) + rng.choice(SURNAMES),
+                "phone": f"1{rng.choice('3578')}{rng.randrange(10**9):09d}",
+            }
+            extra: dict[str, Any] = {}
+            if brk == "invalid_id":
+                extra = {"verification": "failed"}
+            events.append(ev("realname.registered", t[1], sender=sender, **extra))
+    clerk = f"clerk-{rng.randrange(1, 6)}"
+    if brk != "skip_inspection":
+        at = t[3] if brk == "seal_before_inspection" else t[2]
+        events.append(ev("inspection.completed", at, clerk_id=clerk, result="pass"))
+    seal_at = t[2] if brk == "seal_before_inspection" else t[3]
+    events.append(ev("parcel.sealed", seal_at, clerk_id=clerk))
+    if brk != "no_xray":
+        events.append(ev("xray.scanned", t[4], scanner_id=f"{site}-XR1", verdict="clear"))
+    events.append(ev("parcel.dispatched", t[5]))
+    return events, brk
+
+
+def with_typo(event: dict[str, Any]) -> dict[str, Any]:
+    """The same registration with the ID's check character mistyped."""
+    number = event["sender"]["document_number"]
+    wrong = "0" if number[-1] != "0" else "1"
+    sender = {**event["sender"], "document_number": number[:-1] + wrong}
+    return {**event, "event_id": str(uuid.uuid4()), "sender": sender}
+
+
+async def post_typo(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], events: list[dict[str, Any]]
+) -> int:
+    registrations = [e for e in events if e["type"] == "realname.registered" and "sender" in e]
+    if not registrations:
+        return 0
+    async with http.post(
+        f"{url}/v1/events", json=with_typo(registrations[0]), headers=headers
+    ) as r:
+        return 1 if r.status == 422 else 0
+
+
+async def run_station(
+    http: aiohttp.ClientSession,
+    url: str,
+    key: str,
+    site: str,
+    rate: float,
+    break_share: float,
+    stats: StationStats,
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    headers = {"Authorization": f"Bearer {key}"}
+    n = 0
+    while True:
+        await asyncio.sleep(rng.expovariate(rate))
+        n += 1
+        waybill = f"{site.replace('-', '')}{seed % 100:02d}{n:08d}"
+        events, brk = parcel_events(rng, site, waybill, datetime.now(UTC), break_share)
+        if brk:
+            stats.breaks[brk] = stats.breaks.get(brk, 0) + 1
+        if rng.random() < 0.05:  # a clerk typo in an ID number: rejected, then fixed
+            stats.rejected += await post_typo(http, url, headers, events)
+        if rng.random() < 0.1:  # an offline terminal uploads its backlog in any order
+            rng.shuffle(events)
+        async with http.post(f"{url}/v1/events", json=events, headers=headers) as resp:
+            body = await resp.json()
+            if resp.status == 200:
+                stats.events += body["accepted"]
+                stats.rejected += body["rejected"]
+        stats.parcels += 1
+
+
+def _pct(value: float | None) -> str:
+    return "   -  " if value is None else f"{100 * value:5.1f}%"
+
+
+async def render(
+    http: aiohttp.ClientSession,
+    url: str,
+    key: str,
+    sites: list[str],
+    stats: dict[str, StationStats],
+) -> str:
+    headers = {"Authorization": f"Bearer {key}"}
+    lines = [
+        f"{'site':<8} {'parcels':>7} {'dispatched':>10} {'realname':>8} {'inspect':>8} "
+        f"{'x-ray':>8} {'3x100%':>8} {'violations':>10}",
+    ]
+    for site in sites:
+        async with http.get(f"{url}/v1/sites/{site}/rates?group_by=day", headers=headers) as r:
+            rates = await r.json()
+        async with http.get(f"{url}/v1/sites/{site}/violations?limit=1000", headers=headers) as r:
+            violations = await r.json()
+        total = rates["total"]
+        lines.append(
+            f"{site:<8} {stats[site].parcels:>7} {total['dispatched']:>10} "
+            f"{_pct(total['realname_rate']):>8} {_pct(total['inspection_rate']):>8} "
+            f"{_pct(total['xray_rate']):>8} {_pct(total['three_100_rate']):>8} "
+            f"{len(violations['items']):>10}"
+        )
+    return "\n".join(lines)
+
+
+async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
+    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=2, max_size=settings.pool_max_size)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    sites = [f"WH-{i + 1:03d}" for i in range(args.sites)]
+    for i, site in enumerate(sites):
+        await access.add_site(pool, site, f"武汉寄递网点 {i + 1}")
+    station_keys = {
+        s: (await access.create_key(pool, Role.STATION, [s], "demo station"))[1] for s in sites
+    }
+    _, supervisor_key = await access.create_key(pool, Role.SUPERVISOR, sites, "demo supervisor")
+    _, admin_key = await access.create_key(pool, Role.ADMIN, [], "demo admin")
+
+    app = create_app(settings, pool=pool)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    listener = web.TCPSite(runner, settings.host, settings.port)
+    await listener.start()
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"gateway: {url}   (OpenAPI: {url}/v1/openapi.json, metrics: {url}/metrics)")
+    print(f"supervisor key: {supervisor_key}")
+    print(f"admin key:      {admin_key}")
+    for s, k in station_keys.items():
+        print(f"station {s}:  {k}")
+    print(
+        f"example: curl -H 'Authorization: Bearer {supervisor_key}' "
+        f"{url}/v1/sites/{sites[0]}/rates\n"
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    stats = {s: StationStats() for s in sites}
+    async with aiohttp.ClientSession() as http:
+        tasks = [
+            asyncio.create_task(
+                run_station(
+                    http, url, station_keys[s], s, args.rate, args.break_share, stats[s], seed=i + 1
+                )
+            )
+            for i, s in enumerate(sites)
+        ]
+        started = loop.time()
+        shown = 0
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=2.0)
+                table = await render(http, url, supervisor_key, sites, stats)
+                if shown and sys.stdout.isatty():
+                    print(f"\x1b[{shown}F", end="")
+                print(table, flush=True)
+                shown = table.count("\n") + 1
+                if args.duration is not None and loop.time() - started >= args.duration:
+                    break
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.cleanup()
+    await pool.close()
+    breaks = {k: sum(s.breaks.get(k, 0) for s in stats.values()) for k in BREAKS}
+    print(
+        f"\nstopped. parcels: {sum(s.parcels for s in stats.values())}, "
+        f"events accepted: {sum(s.events for s in stats.values())}, "
+        f"rejected (typos): {sum(s.rejected for s in stats.values())}, rule breaks: {breaks}"
+    )
+    return 0
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    with database(settings) as dsn:
+        return asyncio.run(_demo(settings, args, dsn))
