@@ -89,6 +89,7 @@ class OrphanBarcode:
 class FragmentDiscarded:
     first_line: int
     object_lines: int
+    replayed: bool = False  # the scanner is replaying these lines; the parcel will be rebuilt
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +182,8 @@ class Assembler:
         self._update_threshold()
 
     def on_barcode(self, barcode: Barcode) -> None:
-        self._barcodes.append(barcode)
+        if barcode not in self._barcodes:  # a replay re-sends the same read
+            self._barcodes.append(barcode)
 
     def _update_threshold(self) -> None:
         t = self.config.air_transmission
@@ -204,8 +206,12 @@ class Assembler:
         index = line.line_index
         last = self._last_index
         if last is not None and index != last + 1:
-            if index <= last or index - last > self.config.gap_lines:
-                # restart, rewind, or a long hole: whatever is open cannot be trusted as one image
+            if index <= last:
+                # The scanner replays from its ring buffer after a reconnect: the open parcel
+                # will be rebuilt from the same line indices, so with the same scan id.
+                out += self._abandon_open(replay=True)
+            elif index - last > self.config.gap_lines:
+                # a long hole: what is open cannot be trusted as one image
                 out += self._close(now, cut=False)
                 self._recent.clear()
                 self._air_run = 0
@@ -261,16 +267,22 @@ class Assembler:
         """Close whatever is open (belt emptied for good, or shutdown with the belt stopped)."""
         return self._close(now, cut=False)
 
-    def _abandon(self) -> list[Output]:
-        """The scanner rebooted: a half parcel from the old boot is reported, not imaged."""
+    def _abandon_open(self, *, replay: bool) -> list[Output]:
         out: list[Output] = []
         if self._parcel is not None:
             self.stats.fragments += 1
-            out.append(FragmentDiscarded(self._parcel.indices[0], self._parcel.object_lines))
+            parcel = self._parcel
+            out.append(FragmentDiscarded(parcel.indices[0], parcel.object_lines, replay))
         self._parcel = None
         self._last_index = None
         self._recent.clear()
+        self._air_run = 0
         self._carry_waybill = None
+        return out
+
+    def _abandon(self) -> list[Output]:
+        """The scanner rebooted: a half parcel from the old boot is reported, not imaged."""
+        out = self._abandon_open(replay=False)
         for bc in self._barcodes:
             self.stats.orphan_barcodes += 1
             out.append(OrphanBarcode(bc))

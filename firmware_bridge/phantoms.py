@@ -141,12 +141,29 @@ class SynthSource:
 
     def parcel(self, seed: int, pixels: int) -> Phantom:
         p = self._generate(seed, pixels_per_line=pixels)
-        air_h = np.maximum(np.asarray(p.air_high, dtype=np.float32), 1.0)
-        air_l = np.maximum(np.asarray(p.air_low, dtype=np.float32), 1.0)
-        t_h = np.clip(np.asarray(p.high, dtype=np.float32) / air_h, 0.0, 1.0)
-        t_l = np.clip(np.asarray(p.low, dtype=np.float32) / air_l, 0.0, 1.0)
-        labels = tuple(str(getattr(lbl, "name", lbl)) for lbl in getattr(p, "labels", ()))
-        return Phantom(t_h.astype(np.float32), t_l.astype(np.float32), labels)
+
+        def transmission(counts: Any, dark: Any, air: Any) -> F32Array:
+            d = np.asarray(dark, dtype=np.float32)
+            span = np.maximum(np.asarray(air, dtype=np.float32) - d, 1.0)
+            t: F32Array = np.clip((np.asarray(counts, dtype=np.float32) - d) / span, 0.0, 1.0)
+            return t
+
+        t_h = transmission(p.high, getattr(p, "dark_high", 0), p.air_high)
+        t_l = transmission(p.low, getattr(p, "dark_low", 0), p.air_low)
+        # The generator's air level is one number per channel, while its leading empty-belt lines
+        # show fixed structure (belt rails, detector-card joints). A scanner's per-pixel air
+        # calibration removes exactly that, so normalise by those lines here.
+        t_h, t_l = _flat_field(t_h), _flat_field(t_l)
+        labels = tuple(str(getattr(lbl, "cls", lbl)) for lbl in getattr(p, "labels", ()))
+        return Phantom(t_h, t_l, labels)
+
+
+def _flat_field(t: F32Array, lines: int = 8) -> F32Array:
+    profile = np.median(t[:lines], axis=0) if t.shape[0] > 2 * lines else np.ones(t.shape[1])
+    dead = profile < 0.05
+    out: F32Array = np.clip(t / np.where(dead, 1.0, profile), 0.0, 1.0).astype(np.float32)
+    out[:, dead] = 1.0
+    return out
 
 
 def synth_available() -> bool:

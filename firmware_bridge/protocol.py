@@ -239,6 +239,8 @@ class LinkProtocol:
             return
         if isinstance(message, Nak):
             pending = self._pending.get(message.seq)
+            if pending is not None:
+                pending.deadline = 0.0  # retransmit at the next tick
             events.append(
                 PeerRejected(message.seq, message.reason, pending.message if pending else None)
             )
@@ -277,6 +279,10 @@ class LinkProtocol:
         out = bytes(self._out)
         self._out.clear()
         return out
+
+    def unacknowledged(self) -> list[Message]:
+        """Frames still waiting for their ACK, oldest first (to re-send on a new link)."""
+        return [p.message for _, p in sorted(self._pending.items())]
 
     @property
     def awaiting_ack(self) -> int:

@@ -1,0 +1,363 @@
+"""The bridge process: wires scanner link, assembler, spool, forwarder, hold stream and status.
+
+The only module that knows every part. Data path::
+
+    ScannerLink --events--> Assembler --ParcelScan--> encode (thread) --> Spool --> Forwarder
+    HoldListener --hold--> ScannerLink (BELT_STOP + HOLD) --> hold.ack
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .assembler import (
+    Assembler,
+    AssemblerConfig,
+    FragmentDiscarded,
+    LinesUncalibrated,
+    OrphanBarcode,
+    Output,
+    ParcelScan,
+)
+from .connection import ScannerLink
+from .errors import SpoolFullError
+from .frames import (
+    Barcode,
+    BeltStart,
+    BeltState,
+    BeltStop,
+    Calibration,
+    Fault,
+    FaultSeverity,
+    Hello,
+    Hold,
+    Line,
+    RequestCalibration,
+)
+from .protocol import Event, FrameDropped, SequenceGap
+from .spool import Spool, SpoolRecord
+from .uplink import Forwarder, GatewayClient, HoldListener, HoldOrder, spool_record
+
+log = logging.getLogger("firmware_bridge")
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    scanner: str  # tcp://host:port or serial:///dev/ttyUSB0
+    gateway: str
+    key: str
+    site_id: str
+    spool_path: Path = Path("var/bridge/spool.sqlite3")
+    scanner_id: str | None = None  # default: the device id from the scanner's HELLO
+    status_interval: float = 30.0  # s between status log lines; 0 = none
+    status_port: int | None = None  # serve GET /status on 127.0.0.1:port
+    status_host: str = "127.0.0.1"
+    max_spool_scans: int = 20_000
+    max_spool_bytes: int = 4 << 30
+    upload_backoff_initial: float = 1.0
+    upload_backoff_max: float = 300.0
+    link_backoff_max: float = 10.0
+    holds: bool = True  # keep the hold-order WebSocket
+    assembler: AssemblerConfig = field(default_factory=AssemblerConfig)
+
+
+@dataclass(slots=True)
+class BridgeStats:
+    lines: int = 0
+    scans: int = 0
+    unbound: int = 0
+    replays_skipped: int = 0
+    orphan_barcodes: int = 0
+    faults: int = 0
+    last_fault: str | None = None
+    sequence_gaps: int = 0
+    frames_dropped: int = 0
+    holds: int = 0
+    belt: str = "unknown"
+    spool_full: bool = False
+    lines_per_s: float = 0.0
+
+
+class Bridge:
+    """One scanner, one gateway. ``start()`` then ``stop()``; ``status()`` at any time."""
+
+    def __init__(self, config: BridgeConfig, *, session: aiohttp.ClientSession | None = None):
+        self.config = config
+        self.stats = BridgeStats()
+        self.assembler = Assembler(config.assembler)
+        self.spool = Spool(
+            config.spool_path, max_scans=config.max_spool_scans, max_bytes=config.max_spool_bytes
+        )
+        self.link = ScannerLink(config.scanner, self._on_event, backoff_max=config.link_backoff_max)
+        self._own_session = session is None
+        self._session = session
+        self.forwarder: Forwarder | None = None
+        self.holds: HoldListener | None = None
+        self._persist: asyncio.Queue[ParcelScan] = asyncio.Queue()
+        self._overflow: list[SpoolRecord] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._runner: web.AppRunner | None = None
+        self._calibration_requested = False
+        self._stopped_for_spool = False
+        self._rate_mark = (time.monotonic(), 0)
+        self.status_url: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        client = GatewayClient(self._session, cfg.gateway, cfg.key)
+        self.forwarder = Forwarder(
+            self.spool,
+            client,
+            backoff_initial=cfg.upload_backoff_initial,
+            backoff_max=cfg.upload_backoff_max,
+        )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.link.run(), name="scanner-link"),
+            loop.create_task(self._persist_loop(), name="persist"),
+            loop.create_task(self.forwarder.run(), name="forwarder"),
+            loop.create_task(self._status_loop(), name="status"),
+        ]
+        if cfg.holds:
+            self.holds = HoldListener(self._session, cfg.gateway, cfg.key, self._on_hold)
+            self._tasks.append(loop.create_task(self.holds.run(), name="holds"))
+        if cfg.status_port is not None:
+            await self._start_status_server()
+        depth = await asyncio.to_thread(self.spool.depth)
+        log.info(
+            "bridge started: scanner %s gateway %s site %s spool %s (%d pending, %d dead)",
+            cfg.scanner,
+            cfg.gateway,
+            cfg.site_id,
+            cfg.spool_path,
+            depth.pending,
+            depth.dead,
+        )
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop reading the scanner, persist every assembled scan, then stop the rest."""
+        await self.link.close()
+        link_task = self._tasks[0] if self._tasks else None
+        if link_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(link_task), grace_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._persist.join(), grace_s)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self.spool.close()
+        if self._overflow:
+            log.critical("ALARM %d scans not in the spool at shutdown", len(self._overflow))
+
+    # -- scanner events ------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Line):
+            self.stats.lines += 1
+            outputs = self.assembler.on_line(event, datetime.now(UTC))
+            if outputs:
+                self._on_outputs(outputs)
+        elif isinstance(event, Barcode):
+            self.assembler.on_barcode(event)
+        elif isinstance(event, Hello):
+            log.info(
+                "scanner %s (%s %s): %d px, %.0f lines/s, boot %08x",
+                event.device_id,
+                event.vendor,
+                event.firmware,
+                event.pixels_per_line,
+                event.line_rate_hz,
+                event.boot_id,
+            )
+            self._calibration_requested = False
+            self._on_outputs(self.assembler.on_hello(event))
+        elif isinstance(event, Calibration):
+            self.assembler.on_calibration(event)
+        elif isinstance(event, BeltState):
+            self.stats.belt = f"{event.state.name.lower()} ({event.reason.name.lower()})"
+            log.info("belt %s", self.stats.belt)
+        elif isinstance(event, Fault):
+            self.stats.faults += 1
+            self.stats.last_fault = f"{event.code:#06x} {event.severity.name} {event.text}"
+            level = logging.WARNING if event.severity <= FaultSeverity.WARNING else logging.ERROR
+            log.log(level, "scanner fault %s", self.stats.last_fault)
+        elif isinstance(event, SequenceGap):
+            self.stats.sequence_gaps += 1
+            log.warning(
+                "scanner link: %d frames missing before seq %d", event.missing, event.received
+            )
+        elif isinstance(event, FrameDropped):
+            self.stats.frames_dropped += 1
+            log.warning("scanner link: frame %d dropped (%s)", event.seq, event.reason.name)
+
+    def _on_outputs(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, ParcelScan):
+                self.stats.scans += 1
+                if out.unbound:
+                    self.stats.unbound += 1
+                    log.warning(
+                        "UNBOUND scan %s: no waybill read for lines %d..%d",
+                        out.scan_id,
+                        out.first_line,
+                        out.last_line,
+                    )
+                self._persist.put_nowait(out)
+            elif isinstance(out, OrphanBarcode):
+                self.stats.orphan_barcodes += 1
+                log.warning("waybill %s read but no image followed", out.barcode.waybill_no)
+            elif isinstance(out, LinesUncalibrated):
+                if not self._calibration_requested:
+                    self._calibration_requested = True
+                    self.link.send(RequestCalibration())
+            elif isinstance(out, FragmentDiscarded) and out.replayed:
+                self.stats.replays_skipped += 1
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    async def _persist_loop(self) -> None:
+        cfg = self.config
+        while True:
+            scan = await self._persist.get()
+            try:
+                record = await asyncio.to_thread(
+                    spool_record, scan, site_id=cfg.site_id, scanner_id=cfg.scanner_id
+                )
+                await self._store(record)
+            finally:
+                self._persist.task_done()
+
+    async def _store(self, record: SpoolRecord) -> None:
+        self._overflow.append(record)
+        while self._overflow:
+            head = self._overflow[0]
+            try:
+                fresh = await asyncio.to_thread(self.spool.put, head, time.time())
+            except SpoolFullError as exc:
+                if not self.stats.spool_full:
+                    log.critical("ALARM %s: stopping the belt until the gateway catches up", exc)
+                    self.stats.spool_full = True
+                    self._stopped_for_spool = True
+                    self.link.send(BeltStop("bridge spool full"))
+                await asyncio.sleep(1.0)
+                continue
+            self._overflow.pop(0)
+            if not fresh:
+                log.info("scan %s already spooled (scanner replay)", head.scan_id)
+            elif self.forwarder is not None:
+                self.forwarder.wake()
+        if self._stopped_for_spool:
+            self._stopped_for_spool = False
+            self.stats.spool_full = False
+            log.warning("spool has room again: restarting the belt")
+            self.link.send(BeltStart())
+
+    # -- holds ---------------------------------------------------------------------------------
+
+    async def _on_hold(self, order: HoldOrder) -> None:
+        self.stats.holds += 1
+        log.warning("HOLD %s for waybill %s: %s", order.hold_id, order.waybill_no, order.reason)
+        self.link.send(BeltStop(f"hold {order.hold_id}"[:255]))
+        self.link.send(Hold(order.waybill_no, order.hold_id))
+
+    # -- status --------------------------------------------------------------------------------
+
+    def _lines_per_s(self) -> float:
+        t0, n0 = self._rate_mark
+        t1, n1 = time.monotonic(), self.stats.lines
+        if t1 - t0 >= 1.0:
+            self.stats.lines_per_s = (n1 - n0) / (t1 - t0)
+            self._rate_mark = (t1, n1)
+        return self.stats.lines_per_s
+
+    async def status(self) -> dict[str, Any]:
+        depth = await asyncio.to_thread(self.spool.depth)
+        fwd = self.forwarder.stats if self.forwarder else None
+        last = fwd.last_upload_at.isoformat() if fwd and fwd.last_upload_at else None
+        hello = self.assembler.hello
+        return {
+            "scanner": self.config.scanner,
+            "device_id": hello.device_id if hello else None,
+            "link": self.link.state.value,
+            "belt": self.stats.belt,
+            "lines_per_s": round(self._lines_per_s(), 1),
+            "lines": self.stats.lines,
+            "scans": self.stats.scans,
+            "unbound_scans": self.stats.unbound,
+            "orphan_barcodes": self.stats.orphan_barcodes,
+            "spool": {
+                "pending": depth.pending,
+                "dead": depth.dead,
+                "sent": depth.sent,
+                "bytes": depth.bytes,
+                "full": self.stats.spool_full,
+            },
+            "uploads": fwd.uploaded if fwd else 0,
+            "duplicates": fwd.duplicates if fwd else 0,
+            "last_upload_at": last,
+            "last_upload_error": fwd.last_error if fwd else None,
+            "hold_stream": bool(self.holds and self.holds.connected),
+            "holds": self.stats.holds,
+            "faults": self.stats.faults,
+            "last_fault": self.stats.last_fault,
+            "link_gaps": self.stats.sequence_gaps,
+            "frames_dropped": self.stats.frames_dropped,
+        }
+
+    async def _status_loop(self) -> None:
+        interval = self.config.status_interval
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            s = await self.status()
+            log.info(
+                "status link=%s belt=%s lines/s=%.0f scans=%d unbound=%d spool=%d pending/%d dead "
+                "last_upload=%s holds=%s",
+                s["link"],
+                s["belt"],
+                s["lines_per_s"],
+                s["scans"],
+                s["unbound_scans"],
+                s["spool"]["pending"],
+                s["spool"]["dead"],
+                s["last_upload_at"] or "never",
+                "up" if s["hold_stream"] else "down",
+            )
+
+    async def _start_status_server(self) -> None:
+        async def handle(_request: web.Request) -> web.Response:
+            return web.json_response(await self.status(), dumps=lambda v: json.dumps(v, indent=1))
+
+        app = web.Application()
+        app.router.add_get("/status", handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.status_host, self.config.status_port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.status_url = f"http://{self.config.status_host}:{port}/status"
+        log.info("status endpoint %s", self.status_url)

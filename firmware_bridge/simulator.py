@@ -1,0 +1,481 @@
+"""A virtual line-scan X-ray scanner speaking the link protocol over TCP or a pty (serial).
+
+``python -m firmware_bridge.simulator --port 7070 [--pty] [--rate 250] [--pixels 750]``
+
+Behaviour of the simulated firmware:
+
+* on connect: HELLO, CALIBRATION, BELT_STATE(running); a HEARTBEAT every second;
+* lines at the configured rate (sent in small batches on a 10 ms tick), parcels separated by air
+  gaps; a BARCODE for each parcel at the line where its leading edge passes the reader (a few
+  percent are missed on purpose, so unbound scans appear); occasional FAULT warnings and, if asked,
+  corrupted frames and line noise on the wire;
+* BELT_STOP / HOLD stop the belt (HOLD records the waybill) until BELT_START;
+* no bridge connected stops the belt (interlock); after a reconnect the scanner replays the
+  current parcel from its ring buffer with the original line indices, so a parcel the bridge was
+  assembling when it went away comes out again with the same scan id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from .frames import (
+    Barcode,
+    BeltReason,
+    BeltRunState,
+    BeltStart,
+    BeltState,
+    BeltStop,
+    Calibration,
+    Fault,
+    FaultSeverity,
+    Heartbeat,
+    Hello,
+    Hold,
+    Line,
+    RequestCalibration,
+)
+from .phantoms import DetectorModel, ParcelSource, make_source
+from .protocol import LinkProtocol, Role
+
+log = logging.getLogger("firmware_bridge.simulator")
+
+_TICK = 0.01  # s
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    device_id: str = "SIM-0001"
+    vendor: str = "virtual"
+    firmware: str = "sim-1.0"
+    pixels: int = 750
+    line_rate: float = 250.0  # lines/s
+    pixel_pitch_um: int = 1500
+    belt_speed_mm_s: int = 250
+    lead_gap_lines: tuple[int, int] = (40, 120)  # air before each parcel, uniform range
+    trail_gap_lines: int = 30  # air after each parcel, part of its replayable tape
+    parcels: int | None = None  # stop feeding after this many (the belt keeps running empty)
+    source: str = "auto"  # 'procedural', 'synth' or 'auto'
+    seed: int = 0
+    barcode_miss_rate: float = 0.03
+    fault_interval_s: float | None = 45.0  # mean time between FAULT warnings
+    corrupt_rate: float = 0.0  # probability a frame is corrupted on the wire
+    garbage_rate: float = 0.0  # probability of line noise bytes before a frame
+    boot_id: int | None = None
+
+
+@dataclass(slots=True)
+class _Tape:
+    """One parcel's stretch of belt: lead air, the parcel, trailing air."""
+
+    number: int
+    base_index: int
+    high: npt.NDArray[np.uint16]
+    low: npt.NDArray[np.uint16]
+    parcel_start: int  # row of the first parcel line
+    parcel_end: int
+    waybill_no: str | None
+    pos: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedParcel:
+    number: int
+    waybill_no: str | None
+    first_line: int
+    last_line: int
+
+
+@dataclass(slots=True)
+class SimulatorState:
+    lines_sent: int = 0
+    parcels_done: list[ScannedParcel] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
+    belt_running: bool = False
+    commanded_stop: bool = False
+    connected: bool = False
+    sessions: int = 0
+    replays: int = 0
+    stops: int = 0
+
+
+class VirtualScanner:
+    """The simulated scanner; serve it with ``serve_tcp`` and/or ``serve_pty``."""
+
+    def __init__(self, config: SimulatorConfig | None = None, source: ParcelSource | None = None):
+        self.config = config or SimulatorConfig()
+        cfg = self.config
+        self.source = source or make_source(cfg.source)
+        self.detector = DetectorModel.create(cfg.pixels, cfg.seed)
+        self.boot_id = cfg.boot_id if cfg.boot_id is not None else random.getrandbits(32)
+        self.state = SimulatorState()
+        self._rng = np.random.default_rng(cfg.seed)
+        self._prng = random.Random(cfg.seed)
+        self._next_index = 0
+        self._parcel_no = 0
+        self._tape: _Tape | None = None
+        self._prefetch: asyncio.Task[_Tape] | None = None
+        self._session_lock = asyncio.Lock()
+        self._started = time.monotonic()
+        self._changed = asyncio.Event()
+        self.hello = Hello(
+            cfg.device_id,
+            cfg.vendor,
+            cfg.firmware,
+            cfg.pixels,
+            16,
+            cfg.pixel_pitch_um,
+            round(cfg.line_rate * 1000),
+            2,
+            self.boot_id,
+        )
+
+    # -- the belt ----------------------------------------------------------------------------
+
+    def _make_tape(self, number: int) -> _Tape:
+        cfg = self.config
+        rng = np.random.default_rng((cfg.seed, number))
+        lead = int(rng.integers(cfg.lead_gap_lines[0], cfg.lead_gap_lines[1] + 1))
+        if cfg.parcels is not None and number >= cfg.parcels:
+            ones = np.ones((lead, cfg.pixels), dtype=np.float32)
+            h, lo = self.detector.expose(ones, ones, rng)
+            return _Tape(number, 0, h, lo, lead, lead, None)
+        phantom = self.source.parcel(cfg.seed * 100_003 + number, cfg.pixels)
+        n = phantom.t_high.shape[0]
+        air = np.ones((lead, cfg.pixels), dtype=np.float32)
+        trail = np.ones((cfg.trail_gap_lines, cfg.pixels), dtype=np.float32)
+        t_h = np.vstack([air, phantom.t_high, trail])
+        t_l = np.vstack([air, phantom.t_low, trail])
+        h, lo = self.detector.expose(t_h, t_l, rng)
+        missed = float(rng.random()) < cfg.barcode_miss_rate
+        waybill = None if missed else f"SF{cfg.seed % 1000:03d}{number:09d}"
+        return _Tape(number, 0, h, lo, lead, lead + n, waybill)
+
+    async def _next_tape(self) -> _Tape:
+        number = self._parcel_no
+        self._parcel_no += 1
+        task = self._prefetch
+        tape = await task if task is not None else await asyncio.to_thread(self._make_tape, number)
+        self._prefetch = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self._make_tape, number + 1)
+        )
+        tape.base_index = self._next_index
+        self._next_index += tape.high.shape[0]
+        return tape
+
+    # -- one bridge session ------------------------------------------------------------------
+
+    async def session(
+        self,
+        reader: asyncio.StreamReader,
+        write: Callable[[bytes], None],
+        drain: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Talk to one bridge until it goes away."""
+        if self._session_lock.locked():
+            log.warning("second bridge connection refused")
+            return
+        async with self._session_lock:
+            await self._run_session(reader, write, drain)
+
+    async def _run_session(
+        self,
+        reader: asyncio.StreamReader,
+        write: Callable[[bytes], None],
+        drain: Callable[[], Awaitable[None]],
+    ) -> None:
+        cfg = self.config
+        st = self.state
+        st.sessions += 1
+        st.connected = True
+        proto = LinkProtocol(Role.SCANNER)
+        now = time.monotonic
+        wire = _Wire(write, cfg, self._prng)
+        wire(proto.send(self.hello, now()))
+        wire(proto.send(self._calibration(), now()))
+        tape = self._tape
+        if tape is not None and tape.pos > 0:
+            log.info("replaying parcel %d from line %d", tape.number, tape.base_index)
+            tape.pos = 0
+            st.replays += 1
+        self._set_belt(proto, wire, running=not st.commanded_stop, reason=BeltReason.INTERLOCK)
+        reading = asyncio.get_running_loop().create_task(self._read(reader, proto, wire))
+        t_run = now()
+        sent_since = 0
+        last_beat = 0.0
+        next_fault = self._next_fault(now())
+        try:
+            while not reading.done():
+                t = now()
+                if st.belt_running:
+                    due = int((t - t_run) * cfg.line_rate) - sent_since
+                    if due > 0:
+                        sent_since += due
+                        await self._feed(proto, wire, due)
+                else:
+                    t_run, sent_since = t, 0
+                if t - last_beat >= 1.0:
+                    last_beat = t
+                    uptime = int((t - self._started) * 1000)
+                    wire(proto.send(Heartbeat(uptime, max(self._next_index - 1, 0)), t))
+                if next_fault is not None and t >= next_fault:
+                    wire(
+                        proto.send(Fault(0x0201, FaultSeverity.WARNING, "tube temperature high"), t)
+                    )
+                    next_fault = self._next_fault(t)
+                proto.tick(t)
+                wire(proto.data_to_send())
+                await drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), _TICK)
+                self._changed.clear()
+        except (ConnectionError, OSError) as exc:
+            log.info("bridge link lost: %s", exc)
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
+                await reading
+            st.connected = False
+            st.belt_running = False  # interlock: nobody records the images
+
+    def _next_fault(self, now: float) -> float | None:
+        interval = self.config.fault_interval_s
+        return None if interval is None else now + self._prng.expovariate(1.0 / interval)
+
+    def _calibration(self) -> Calibration:
+        d = self.detector
+        return Calibration(
+            d.dark_high.astype("<u2").tobytes(),
+            d.air_high.astype("<u2").tobytes(),
+            d.dark_low.astype("<u2").tobytes(),
+            d.air_low.astype("<u2").tobytes(),
+        )
+
+    def _set_belt(
+        self, proto: LinkProtocol, wire: _Wire, *, running: bool, reason: BeltReason
+    ) -> None:
+        self.state.belt_running = running
+        state = BeltRunState.RUNNING if running else BeltRunState.STOPPED
+        speed = self.config.belt_speed_mm_s if running else 0
+        wire(proto.send(BeltState(state, speed, reason), time.monotonic()))
+
+    async def _read(self, reader: asyncio.StreamReader, proto: LinkProtocol, wire: _Wire) -> None:
+        st = self.state
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            for event in proto.receive_data(data, time.monotonic()):
+                if isinstance(event, BeltStop):
+                    log.info("BELT_STOP: %s", event.reason)
+                    st.commanded_stop = True
+                    st.stops += 1
+                    self._set_belt(proto, wire, running=False, reason=BeltReason.COMMAND)
+                elif isinstance(event, Hold):
+                    log.warning("HOLD waybill %s (hold %s)", event.waybill_no, event.hold_id)
+                    st.holds.append(event)
+                    st.commanded_stop = True
+                    self._set_belt(proto, wire, running=False, reason=BeltReason.HOLD)
+                elif isinstance(event, BeltStart):
+                    st.commanded_stop = False
+                    self._set_belt(proto, wire, running=True, reason=BeltReason.COMMAND)
+                elif isinstance(event, RequestCalibration):
+                    wire(proto.send(self._calibration(), time.monotonic()))
+            wire(proto.data_to_send())
+            self._changed.set()
+
+    async def _feed(self, proto: LinkProtocol, wire: _Wire, count: int) -> None:
+        now = time.monotonic()
+        chunks: list[bytes] = []
+        pitch_um = self.config.pixel_pitch_um
+        for _ in range(count):
+            tape = self._tape
+            if tape is None or tape.pos >= tape.high.shape[0]:
+                if tape is not None and tape.parcel_end > tape.parcel_start:
+                    self.state.parcels_done.append(
+                        ScannedParcel(
+                            tape.number,
+                            tape.waybill_no,
+                            tape.base_index + tape.parcel_start,
+                            tape.base_index + tape.parcel_end - 1,
+                        )
+                    )
+                if chunks:
+                    wire(b"".join(chunks))
+                    chunks = []
+                tape = self._tape = await self._next_tape()
+            row = tape.pos
+            index = tape.base_index + row
+            if row == tape.parcel_start and tape.waybill_no is not None:
+                chunks.append(proto.send(Barcode(index, 1, tape.waybill_no), now))
+            chunks.append(
+                proto.send(
+                    Line(
+                        index, index * pitch_um, tape.high[row].tobytes(), tape.low[row].tobytes()
+                    ),
+                    now,
+                )
+            )
+            tape.pos += 1
+            self.state.lines_sent += 1
+        if chunks:
+            wire(b"".join(chunks))
+
+    # -- transports ----------------------------------------------------------------------------
+
+    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peer = writer.get_extra_info("peername")
+            log.info("bridge connected from %s", peer)
+            try:
+                await self.session(reader, writer.write, writer.drain)
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError, OSError):
+                    await writer.wait_closed()
+                log.info("bridge %s disconnected", peer)
+
+        return await asyncio.start_server(handle, host, port)
+
+    async def serve_pty(self) -> tuple[str, asyncio.Task[None]]:
+        """Open a pseudo-terminal; the bridge connects to ``serial://<returned path>``."""
+        import tty
+
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        path = os.ttyname(slave)
+        loop = asyncio.get_running_loop()
+
+        async def run() -> None:
+            try:
+                while True:
+                    reader = asyncio.StreamReader()
+                    protocol = asyncio.StreamReaderProtocol(reader)
+                    read_file = os.fdopen(os.dup(master), "rb", buffering=0)
+                    transport, _ = await loop.connect_read_pipe(
+                        functools.partial(_same, protocol), read_file
+                    )
+
+                    def write(data: bytes) -> None:
+                        view = memoryview(data)
+                        while view:
+                            try:
+                                n = os.write(master, view)
+                            except BlockingIOError:
+                                continue
+                            view = view[n:]
+
+                    async def drain() -> None:
+                        return None
+
+                    try:
+                        await self.session(reader, write, drain)
+                    finally:
+                        transport.close()
+                    await asyncio.sleep(0.2)  # EIO while no one has the slave open
+            finally:
+                os.close(master)
+                os.close(slave)
+
+        return path, loop.create_task(run())
+
+
+def _same(protocol: asyncio.StreamReaderProtocol) -> asyncio.StreamReaderProtocol:
+    return protocol
+
+
+class _Wire:
+    """Writes frames, optionally damaging some on the way (to exercise resync and NAK)."""
+
+    def __init__(self, write: Callable[[bytes], None], cfg: SimulatorConfig, rng: random.Random):
+        self._write = write
+        self._cfg = cfg
+        self._rng = rng
+
+    def __call__(self, data: bytes) -> None:
+        if not data:
+            return
+        cfg = self._cfg
+        if cfg.garbage_rate and self._rng.random() < cfg.garbage_rate:
+            self._write(self._rng.randbytes(self._rng.randint(1, 40)))
+        if cfg.corrupt_rate and self._rng.random() < cfg.corrupt_rate:
+            damaged = bytearray(data)
+            damaged[self._rng.randrange(len(damaged))] ^= 1 << self._rng.randrange(8)
+            data = bytes(damaged)
+        self._write(data)
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m firmware_bridge.simulator", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7070, help="TCP port (0 = any)")
+    p.add_argument("--pty", action="store_true", help="also serve on a pseudo-terminal")
+    p.add_argument("--rate", type=float, default=250.0, help="lines per second")
+    p.add_argument("--pixels", type=int, default=750)
+    p.add_argument("--parcels", type=int, default=None, help="stop after N parcels")
+    p.add_argument("--source", choices=["auto", "synth", "procedural"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device-id", default="SIM-0001")
+    p.add_argument("--corrupt-rate", type=float, default=0.0)
+    p.add_argument("--garbage-rate", type=float, default=0.0)
+    p.add_argument(
+        "--render-video", metavar="PATH", help="write a scrolling-display video and exit"
+    )
+    return p.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    scanner = VirtualScanner(
+        SimulatorConfig(
+            device_id=args.device_id,
+            pixels=args.pixels,
+            line_rate=args.rate,
+            parcels=args.parcels,
+            source=args.source,
+            seed=args.seed,
+            corrupt_rate=args.corrupt_rate,
+            garbage_rate=args.garbage_rate,
+        )
+    )
+    server = await scanner.serve_tcp(args.host, args.port)
+    addr = server.sockets[0].getsockname()
+    print(f"virtual scanner {args.device_id}: tcp://{addr[0]}:{addr[1]}", flush=True)
+    if args.pty:
+        path, _task = await scanner.serve_pty()
+        print(f"virtual scanner {args.device_id}: serial://{path}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.render_video:
+        from .display import render_video
+
+        n = render_video(
+            args.render_video, parcels=args.parcels or 5, seed=args.seed, source=args.source
+        )
+        print(f"wrote {args.render_video}: {n} parcels", flush=True)
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""Store-and-forward to the gateway: scans out (``POST /v1/scans``), hold orders in (WebSocket).
+
+Contract (see PROTOCOL.md, "Gateway"):
+
+* ``POST {gateway}/v1/scans``, ``Authorization: Bearer <key>``, multipart parts ``metadata``
+  (JSON), ``image`` (PNG RGB), ``high`` / ``low`` (PNG 16-bit attenuation).
+  201 accepted, 200 duplicate -> done; 409 conflict and other 4xx -> dead + alarm;
+  503 -> retry after ``Retry-After``; other 5xx and connection errors -> retry with backoff.
+* ``GET {gateway}/v1/stations/stream`` (WebSocket): ``{"type": "hold", ...}`` in,
+  ``{"type": "hold.ack", "hold_id": ...}`` out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import cv2
+import numpy as np
+
+from .assembler import ParcelScan
+from .errors import FileImportError, PermanentUploadError, SpoolError, TransientUploadError
+from .spool import Spool, SpoolRecord
+
+log = logging.getLogger("firmware_bridge.uplink")
+
+
+def _png(image: np.ndarray[Any, Any]) -> bytes:
+    # level 1: PNG size within ~10% of level 6 at a fraction of the CPU on a small bridge box
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise FileImportError("PNG encoding failed")
+    return bytes(buf.tobytes())
+
+
+def scan_metadata(
+    scan: ParcelScan, *, site_id: str, scanner_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "scan_id": scan.scan_id,
+        "site_id": site_id,
+        "scanner_id": scanner_id or scan.device_id,
+        "waybill_no": scan.waybill_no,
+        "occurred_at": scan.occurred_at.isoformat(),
+        "line_count": scan.line_count,
+        "pixels_per_line": scan.pixels_per_line,
+    }
+
+
+def spool_record(scan: ParcelScan, *, site_id: str, scanner_id: str | None = None) -> SpoolRecord:
+    """Encode a scan for the spool and the wire (CPU-bound: call it off the event loop)."""
+    return SpoolRecord(
+        scan_id=scan.scan_id,
+        metadata=scan_metadata(scan, site_id=site_id, scanner_id=scanner_id),
+        image=_png(cv2.cvtColor(scan.image, cv2.COLOR_RGB2BGR)),
+        high=_png(scan.high),
+        low=_png(scan.low),
+    )
+
+
+class GatewayClient:
+    """One upload = one POST; maps the gateway's answers onto the error tree."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, gateway: str, key: str, *, timeout: float = 30.0
+    ) -> None:
+        self._session = session
+        self.gateway = gateway.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {key}"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def upload(self, record: SpoolRecord) -> dict[str, Any]:
+        form = aiohttp.FormData()
+        form.add_field("metadata", json.dumps(record.metadata), content_type="application/json")
+        form.add_field("image", record.image, content_type="image/png", filename="image.png")
+        if record.high is not None:
+            form.add_field("high", record.high, content_type="image/png", filename="high.png")
+        if record.low is not None:
+            form.add_field("low", record.low, content_type="image/png", filename="low.png")
+        try:
+            async with self._session.post(
+                f"{self.gateway}/v1/scans", data=form, headers=self._headers, timeout=self._timeout
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientUploadError(f"gateway unreachable: {exc!r}") from exc
+        body = _json_or_text(text)
+        if status in (200, 201):
+            return body
+        code = str(body.get("code")) if "code" in body else None
+        if status == 503:
+            raise TransientUploadError(
+                f"gateway overloaded: {body}", retry_after=_seconds(retry_after)
+            )
+        if status == 409 or (400 <= status < 500 and status not in (408, 429)):
+            raise PermanentUploadError(
+                f"gateway rejected scan: {status} {body}", status=status, code=code
+            )
+        raise TransientUploadError(
+            f"gateway error {status}: {body}", retry_after=_seconds(retry_after)
+        )
+
+
+def _json_or_text(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"detail": text[:500]}
+    return value if isinstance(value, dict) else {"detail": value}
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class UplinkStats:
+    uploaded: int = 0
+    duplicates: int = 0
+    retries: int = 0
+    dead: int = 0
+    last_upload_at: datetime | None = None
+    last_error: str | None = None
+
+
+class Forwarder:
+    """Sends due spool entries one at a time (in order), retrying with capped jittered backoff."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        client: GatewayClient,
+        *,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 300.0,
+        on_dead: Callable[[str, str], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.spool = spool
+        self.client = client
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.stats = UplinkStats()
+        self._on_dead = on_dead
+        self._clock = wall_clock
+        self._now = now or (lambda: datetime.now().astimezone())
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """A new scan is in the spool."""
+        self._wake.set()
+
+    def _backoff(self, attempts: int) -> float:
+        # "full jitter" (uniform 0.5..1 of the cap) keeps many bridges from retrying in step
+        cap = min(self.backoff_max, self.backoff_initial * 2 ** min(attempts, 20))
+        return float(cap * random.uniform(0.5, 1.0))
+
+    async def run(self) -> None:
+        while True:
+            record = await asyncio.to_thread(self.spool.next_due, self._clock())
+            if record is None:
+                due = await asyncio.to_thread(self.spool.next_due_at)
+                wait = 3600.0 if due is None else max(0.0, due - self._clock())
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 3600.0))
+                continue
+            await self._send(record)
+
+    async def _send(self, record: SpoolRecord) -> None:
+        try:
+            result = await self.client.upload(record)
+        except TransientUploadError as exc:
+            delay = (
+                exc.retry_after if exc.retry_after is not None else self._backoff(record.attempts)
+            )
+            self.stats.retries += 1
+            self.stats.last_error = str(exc)
+            log.warning("scan %s: %s; retry in %.1f s", record.scan_id, exc, delay)
+            await asyncio.to_thread(
+                self.spool.mark_retry, record.scan_id, str(exc), self._clock() + delay
+            )
+        except PermanentUploadError as exc:
+            self.stats.dead += 1
+            self.stats.last_error = str(exc)
+            log.critical("ALARM scan %s rejected by the gateway: %s", record.scan_id, exc)
+            await asyncio.to_thread(self.spool.mark_dead, record.scan_id, str(exc), self._clock())
+            if self._on_dead is not None:
+                self._on_dead(record.scan_id, str(exc))
+        else:
+            if result.get("result") == "duplicate":
+                self.stats.duplicates += 1
+            else:
+                self.stats.uploaded += 1
+            self.stats.last_upload_at = self._now()
+            await asyncio.to_thread(self.spool.mark_sent, record.scan_id, result, self._clock())
+
+
+# -- hold orders ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HoldOrder:
+    hold_id: str
+    waybill_no: str
+    reason: str
+
+
+class HoldListener:
+    """Keeps the station WebSocket open; each hold is handed to ``on_hold`` and then acked."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        gateway: str,
+        key: str,
+        on_hold: Callable[[HoldOrder], Awaitable[None]],
+        *,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self._session = session
+        self.url = gateway.rstrip("/") + "/v1/stations/stream"
+        self._headers = {"Authorization": f"Bearer {key}"}
+        self._on_hold = on_hold
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.connected = False
+        self.holds_received = 0
+
+    async def run(self) -> None:
+        delay = self.backoff_initial
+        while True:
+            try:
+                async with self._session.ws_connect(
+                    self.url, headers=self._headers, heartbeat=20.0
+                ) as ws:
+                    self.connected = True
+                    delay = self.backoff_initial
+                    log.info("hold stream connected: %s", self.url)
+                    async for msg in ws:
+                        if msg.type is not aiohttp.WSMsgType.TEXT:
+                            continue
+                        await self._handle(ws, msg.data)
+            except (aiohttp.ClientError, TimeoutError, SpoolError) as exc:
+                log.warning("hold stream %s: %r", self.url, exc)
+            finally:
+                self.connected = False
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.backoff_max)
+
+    async def _handle(self, ws: aiohttp.ClientWebSocketResponse, data: str) -> None:
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            log.warning("hold stream: not JSON: %.200s", data)
+            return
+        if not isinstance(msg, dict) or msg.get("type") != "hold":
+            return
+        hold_id, waybill = msg.get("hold_id"), msg.get("waybill_no")
+        if not isinstance(hold_id, str) or not isinstance(waybill, str):
+            log.error("hold stream: malformed hold %.200s", data)
+            return
+        self.holds_received += 1
+        await self._on_hold(HoldOrder(hold_id, waybill, str(msg.get("reason", ""))))
+        await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": hold_id}))

@@ -1,0 +1,168 @@
+"""Virtual scanner <-> bridge over real TCP (and a pty), with a real fake gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import cv2
+import numpy as np
+
+from firmware_bridge.app import Bridge
+from firmware_bridge.colour import from_u16
+
+from .conftest import PIXELS, bridge_config, fast_scanner, wait_until
+from .fake_gateway import FakeGateway
+
+
+async def test_parcels_flow_from_scanner_lines_to_gateway_scans(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    scanner = fast_scanner(parcels=4)
+    server = await scanner.serve_tcp()
+    port = server.sockets[0].getsockname()[1]
+    bridge = Bridge(
+        bridge_config(f"tcp://127.0.0.1:{port}", gateway.url, tmp_path / "spool.db", status_port=0)
+    )
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(gateway.scans) == 4)
+        sent = {p.waybill_no for p in scanner.state.parcels_done}
+        got = {m["waybill_no"] for m in gateway.scans.values()}
+        assert got == sent
+        meta = next(iter(gateway.scans.values()))
+        assert meta["pixels_per_line"] == PIXELS
+        assert meta["scanner_id"] == "SIM-0001"
+        assert meta["occurred_at"].endswith("+00:00")
+        images = next(iter(gateway.images.values()))
+        rgb = cv2.imdecode(np.frombuffer(images["image"], np.uint8), cv2.IMREAD_UNCHANGED)
+        high = cv2.imdecode(np.frombuffer(images["high"], np.uint8), cv2.IMREAD_UNCHANGED)
+        assert rgb.shape == (meta["line_count"], PIXELS, 3)
+        assert high.dtype == np.uint16
+        assert from_u16(high).max() > 0.5  # the box walls attenuate
+        assert bridge.status_url is not None
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(bridge.status_url) as resp,
+        ):
+            status = await resp.json()
+        assert status["link"] == "up"
+        assert status["scans"] == 4
+        assert status["last_upload_at"] is not None
+        assert status["spool"]["pending"] == 0
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_outage_and_bridge_restart_deliver_each_parcel_exactly_once(
+    tmp_path: Path,
+) -> None:
+    n = 6
+    gateway = FakeGateway()
+    await gateway.start()
+    gw_port = gateway.port
+    await gateway.stop()  # the gateway is down while the parcels pass
+    scanner = fast_scanner(parcels=n, rate=1500.0)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    spool = tmp_path / "spool.db"
+    config = bridge_config(url, f"http://127.0.0.1:{gw_port}", spool, holds=False)
+    bridge = Bridge(config)
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(scanner.state.parcels_done) >= 2)
+        # restart mid-stream: whatever was being assembled is replayed by the scanner
+        await bridge.stop()
+        await asyncio.sleep(0.05)
+        bridge = Bridge(config)
+        await bridge.start()
+        await wait_until(lambda: len(scanner.state.parcels_done) == n)
+        await wait_until(lambda: bridge.spool.depth().pending == n)
+        assert bridge.forwarder is not None
+        assert bridge.forwarder.stats.retries > 0
+        await gateway.start(gw_port)
+        await wait_until(lambda: bridge.spool.depth().pending == 0)
+        assert len(gateway.scans) == n
+        assert gateway.conflicts == 0
+        assert {m["waybill_no"] for m in gateway.scans.values()} == {
+            p.waybill_no for p in scanner.state.parcels_done
+        }
+        assert scanner.state.sessions == 2
+    finally:
+        await bridge.stop()
+        await gateway.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_hold_order_stops_the_belt_and_is_acknowledged(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    scanner = fast_scanner(parcels=50, rate=500.0)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "spool.db"))
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(gateway.sockets) == 1 and scanner.state.belt_running)
+        await gateway.push_hold("hold-7", "SF001000000003")
+        await wait_until(lambda: bool(scanner.state.holds) and gateway.acks == ["hold-7"])
+        assert scanner.state.holds[0].waybill_no == "SF001000000003"
+        assert not scanner.state.belt_running
+        sent = scanner.state.lines_sent
+        await asyncio.sleep(0.1)
+        assert scanner.state.lines_sent == sent  # the belt really stopped
+        assert "stopped" in (await bridge.status())["belt"]
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_gateway_overload_and_rejection(gateway: FakeGateway, tmp_path: Path) -> None:
+    gateway.overload_next = 2
+    scanner = fast_scanner(parcels=2)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "a.db", holds=False))
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(gateway.scans) == 2)
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+    # a site the key is not bound to: 403 problem+json -> dead, kept, never retried
+    scanner = fast_scanner(parcels=2, seed=2)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(
+        bridge_config(url, gateway.url, tmp_path / "b.db", site_id="other", holds=False)
+    )
+    await bridge.start()
+    try:
+        await wait_until(lambda: bridge.spool.depth().dead == 2)
+        assert all("403" in error for _, error in bridge.spool.dead())
+        posts = gateway.posts
+        await asyncio.sleep(0.3)
+        assert gateway.posts == posts
+        assert bridge.spool.depth().pending == 0
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_serial_link_over_a_pty(gateway: FakeGateway, tmp_path: Path) -> None:
+    scanner = fast_scanner(parcels=2)
+    path, task = await scanner.serve_pty()
+    bridge = Bridge(bridge_config(f"serial://{path}", gateway.url, tmp_path / "s.db", holds=False))
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(gateway.scans) == 2)
+    finally:
+        await bridge.stop()
+        task.cancel()
