@@ -144,6 +144,14 @@ class VirtualScanner:
 
     # -- the belt ----------------------------------------------------------------------------
 
+    @property
+    def inside_parcel(self) -> int | None:
+        """The number of the parcel under the curtain right now, if any."""
+        tape = self._tape
+        if tape is not None and tape.parcel_start < tape.pos <= tape.parcel_end:
+            return tape.number
+        return None
+
     def _make_tape(self, number: int) -> _Tape:
         cfg = self.config
         rng = np.random.default_rng((cfg.seed, number))

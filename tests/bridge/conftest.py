@@ -50,9 +50,10 @@ def bridge_config(scanner_url: str, gateway_url: str, spool: Path, **kw: object)
     return BridgeConfig(**params)  # type: ignore[arg-type]
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def wait_until(predicate: Callable[[], bool], within: float = 15.0) -> None:
+    """Poll state owned by other tasks (scanner, bridge, gateway), bounded by ``within`` s."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - the state has no event to wait on
             await asyncio.sleep(0.02)
 
 

@@ -73,8 +73,8 @@ async def test_outage_and_bridge_restart_deliver_each_parcel_exactly_once(
     bridge = Bridge(config)
     await bridge.start()
     try:
-        await wait_until(lambda: len(scanner.state.parcels_done) >= 2)
-        # restart mid-stream: whatever was being assembled is replayed by the scanner
+        await wait_until(lambda: scanner.inside_parcel == 2)
+        # restart mid-parcel: the scanner replays that parcel with its original line indices
         await bridge.stop()
         await asyncio.sleep(0.05)
         bridge = Bridge(config)
@@ -91,6 +91,7 @@ async def test_outage_and_bridge_restart_deliver_each_parcel_exactly_once(
             p.waybill_no for p in scanner.state.parcels_done
         }
         assert scanner.state.sessions == 2
+        assert scanner.state.replays == 1
     finally:
         await bridge.stop()
         await gateway.stop()

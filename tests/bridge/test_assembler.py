@@ -1,0 +1,225 @@
+"""Line stream -> parcel images: calibration, segmentation, waybill binding, colour."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from firmware_bridge.assembler import (
+    Assembler,
+    AssemblerConfig,
+    FragmentDiscarded,
+    LinesUncalibrated,
+    OrphanBarcode,
+    ParcelScan,
+    scan_id_for,
+)
+from firmware_bridge.colour import (
+    attenuation,
+    from_u16,
+    material_class,
+    pseudo_colour,
+    to_u16,
+)
+from firmware_bridge.frames import Barcode, Calibration, Hello, Line
+from firmware_bridge.phantoms import MATERIALS, DetectorModel
+
+W = 96
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+class Belt:
+    """Turns transmission rows into LINE messages from a simulated detector."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.det = DetectorModel.create(W, seed)
+        self.rng = np.random.default_rng(seed)
+        self.index = 0
+
+    def hello(self) -> Hello:
+        return Hello("DEV", "v", "f", W, 16, 1000, 250_000, 2, 99)
+
+    def calibration(self) -> Calibration:
+        d = self.det
+        return Calibration(
+            d.dark_high.tobytes(), d.air_high.tobytes(), d.dark_low.tobytes(), d.air_low.tobytes()
+        )
+
+    def lines(self, t_high: np.ndarray, t_low: np.ndarray | None = None) -> list[Line]:
+        h, lo = self.det.expose(
+            t_high.astype(np.float32),
+            (t_high if t_low is None else t_low).astype(np.float32),
+            self.rng,
+        )
+        out = []
+        for i in range(h.shape[0]):
+            out.append(Line(self.index, self.index * 1000, h[i].tobytes(), lo[i].tobytes()))
+            self.index += 1
+        return out
+
+    def air(self, n: int) -> list[Line]:
+        return self.lines(np.ones((n, W)))
+
+    def slab(self, n: int, material: str, mm: float, x0: int = 20, x1: int = 70) -> list[Line]:
+        mu_h, mu_l = MATERIALS[material]
+        t_h, t_l = np.ones((n, W)), np.ones((n, W))
+        t_h[:, x0:x1] = np.exp(-mu_h * mm)
+        t_l[:, x0:x1] = np.exp(-mu_l * mm)
+        return self.lines(t_h, t_l)
+
+
+def ready(config: AssemblerConfig | None = None, seed: int = 0) -> tuple[Assembler, Belt]:
+    belt = Belt(seed)
+    asm = Assembler(config)
+    asm.on_hello(belt.hello())
+    asm.on_calibration(belt.calibration())
+    return asm, belt
+
+
+def feed(asm: Assembler, lines: list[Line]) -> list[object]:
+    out: list[object] = []
+    for line in lines:
+        out += asm.on_line(line, NOW)
+    return out
+
+
+def scans(outputs: list[object]) -> list[ParcelScan]:
+    return [o for o in outputs if isinstance(o, ParcelScan)]
+
+
+def test_parcels_are_cut_at_air_gaps_with_margins() -> None:
+    asm, belt = ready()
+    lines = belt.air(30) + belt.slab(50, "organic", 80) + belt.air(30) + belt.slab(40, "steel", 5)
+    lines += belt.air(30)
+    got = scans(feed(asm, lines))
+    assert [(s.first_line, s.line_count) for s in got] == [(26, 58), (106, 48)]
+    assert all(s.occurred_at == NOW for s in got)
+    assert got[0].scan_id == scan_id_for("DEV", 99, 26)
+
+
+def test_short_air_pocket_inside_a_parcel_does_not_split_it() -> None:
+    asm, belt = ready()
+    lines = belt.air(30) + belt.slab(20, "organic", 80) + belt.air(5) + belt.slab(20, "organic", 80)
+    got = scans(feed(asm, [*lines, *belt.air(30)]))
+    assert len(got) == 1
+    assert got[0].line_count == 4 + 45 + 4
+
+
+def test_calibration_gives_true_attenuation_and_material_colour() -> None:
+    asm, belt = ready()
+    lines = belt.air(30) + belt.slab(40, "organic", 60) + belt.air(20) + belt.slab(40, "steel", 4)
+    got = scans(feed(asm, [*lines, *belt.air(30)]))
+    cases = [("organic", 60, "organic"), ("steel", 4, "metal")]
+    for scan, (material, mm, expected) in zip(got, cases, strict=True):
+        mu_h, mu_l = MATERIALS[material]
+        a_h = from_u16(scan.high[10:-10, 30:60]).mean()
+        a_l = from_u16(scan.low[10:-10, 30:60]).mean()
+        assert a_h == pytest.approx(mu_h * mm, rel=0.05)
+        assert a_l == pytest.approx(mu_l * mm, rel=0.05)
+        assert material_class(a_h, a_l) == expected
+        assert from_u16(scan.high[:, :10]).mean() < 0.02  # air beside the object is ~0
+    organic_rgb = got[0].image[20, 45].astype(int)
+    steel_rgb = got[1].image[20, 45].astype(int)
+    assert organic_rgb[0] > organic_rgb[2]  # orange: red over blue
+    assert steel_rgb[2] > steel_rgb[0]  # blue
+    assert (got[0].image[:, :10] > 235).all()  # air is white
+
+
+def test_waybill_is_bound_by_line_index_and_missing_read_is_reported_unbound() -> None:
+    asm, belt = ready()
+    out = feed(asm, belt.air(30))
+    asm.on_barcode(Barcode(belt.index, 1, "SF0001"))
+    out += feed(asm, belt.slab(30, "organic", 50) + belt.air(30))
+    out += feed(asm, belt.slab(30, "organic", 50) + belt.air(30))  # no barcode read
+    got = scans(out)
+    assert [s.waybill_no for s in got] == ["SF0001", None]
+    assert got[1].unbound
+    assert asm.stats.unbound_scans == 1
+
+
+def test_barcode_without_image_is_orphaned() -> None:
+    asm, belt = ready(AssemblerConfig(barcode_horizon_lines=100))
+    asm.on_barcode(Barcode(0, 1, "SF-GHOST"))
+    out = feed(asm, belt.air(150))
+    assert OrphanBarcode(Barcode(0, 1, "SF-GHOST")) in out
+
+
+def test_long_object_is_cut_at_max_length_and_keeps_its_waybill() -> None:
+    asm, belt = ready(AssemblerConfig(max_lines=100))
+    feed(asm, belt.air(30))
+    asm.on_barcode(Barcode(belt.index, 1, "SF-LONG"))
+    got = scans(feed(asm, belt.slab(250, "organic", 50) + belt.air(30)))
+    assert [s.line_count for s in got][:2] == [100, 100]
+    assert [s.truncated for s in got] == [True, True, False]
+    assert [s.continuation for s in got] == [False, True, True]
+    assert {s.waybill_no for s in got} == {"SF-LONG"}
+    assert len({s.scan_id for s in got}) == 3
+
+
+def test_lost_lines_are_filled_and_counted() -> None:
+    asm, belt = ready()
+    lines = belt.air(30) + belt.slab(40, "organic", 50) + belt.air(30)
+    del lines[50:53]
+    got = scans(feed(asm, lines))
+    assert got[0].missing_lines == 3
+    assert got[0].line_count == 48
+
+
+def test_dust_is_discarded_and_reported() -> None:
+    asm, belt = ready()
+    out = feed(asm, belt.air(30) + belt.slab(1, "steel", 5) + belt.air(30))
+    assert not scans(out)
+    assert any(isinstance(o, FragmentDiscarded) for o in out)
+
+
+def test_air_is_reacquired_while_the_belt_is_empty() -> None:
+    asm, belt = ready()
+    feed(asm, belt.air(30))
+    # the tube ages: open-beam counts drop 8 %, which alone would read as a thin object
+    belt.det = DetectorModel(
+        belt.det.dark_high,
+        belt.det.dark_low,
+        (belt.det.dark_high + (belt.det.air_high - belt.det.dark_high) * 0.92).astype(np.uint16),
+        (belt.det.dark_low + (belt.det.air_low - belt.det.dark_low) * 0.92).astype(np.uint16),
+    )
+    feed(asm, belt.air(400))
+    got = scans(feed(asm, belt.slab(30, "organic", 50) + belt.air(30)))
+    assert len(got) == 1
+    assert from_u16(got[0].high[:, :10]).mean() < 0.02
+    assert asm.stats.air_updates > 300
+
+
+def test_replayed_lines_rebuild_the_same_scan() -> None:
+    asm, belt = ready()
+    lines = belt.air(30) + belt.slab(40, "organic", 50) + belt.air(30)
+    first = feed(asm, lines[:50])  # the link drops mid-parcel; the scanner replays from line 0
+    assert not scans(first)
+    out = feed(asm, lines)
+    assert any(isinstance(o, FragmentDiscarded) and o.replayed for o in out)
+    again = Assembler()
+    again.on_hello(belt.hello())
+    again.on_calibration(belt.calibration())
+    assert [s.scan_id for s in scans(out)] == [s.scan_id for s in scans(feed(again, lines))]
+
+
+def test_lines_before_calibration_are_reported() -> None:
+    belt = Belt()
+    asm = Assembler()
+    asm.on_hello(belt.hello())
+    assert feed(asm, belt.air(2)) == [LinesUncalibrated(1), LinesUncalibrated(1)]
+
+
+def test_attenuation_round_trips_through_u16() -> None:
+    raw = np.array([[1000, 26000, 51000, 900]], dtype=np.uint16)
+    dark = np.full(4, 1000, np.float32)
+    air = np.full(4, 51000, np.float32)
+    a = attenuation(raw, dark, air)
+    assert a[0, 0] == pytest.approx(-np.log(1e-5), rel=1e-3)
+    assert a[0, 1] == pytest.approx(-np.log(0.5), rel=1e-3)
+    assert a[0, 2] == 0.0
+    np.testing.assert_allclose(from_u16(to_u16(a)), a, atol=1 / 4096)
+    rgb = pseudo_colour(a, a * 1.2)
+    assert rgb.shape == (1, 4, 3)
+    assert rgb.dtype == np.uint8
