@@ -51,7 +51,7 @@ def test_full_spool_raises_and_keeps_everything(tmp_path: Path) -> None:
 
 
 def test_byte_bound(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "s.db", max_bytes=250)
+    spool = Spool(tmp_path / "s.db", max_bytes=150)
     spool.put(record(1), 0.0)
     with pytest.raises(SpoolFullError):
         spool.put(record(2), 0.0)
