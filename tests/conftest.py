@@ -4,6 +4,8 @@ real gateway served on loopback."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -30,13 +32,19 @@ def with_database(dsn: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_dsn() -> Iterator[str]:
     external = os.environ.get("SCREENING_TEST_DATABASE_URL")
     if external:
         yield external
         return
-    with embedded_postgres(Path(tmp_path_factory.mktemp("pg")) / "data") as dsn:
-        yield dsn
+    # Not under pytest's basetemp: pytest prunes old basetemps, which would pull the data
+    # directory from under a server that another concurrent test run still uses.
+    root = Path(tempfile.mkdtemp(prefix="screening-test-pg-"))
+    try:
+        with embedded_postgres(root / "data") as dsn:
+            yield dsn
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def make_database(server_dsn: str) -> str:

@@ -64,14 +64,12 @@ def build_openapi() -> dict[str, Any]:
         if route.websocket:
             op["responses"]["101"] = {"description": "Switching protocols (WebSocket)"}
         elif route.response is not None:
-            op["responses"]["200"] = {
-                "description": "OK",
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": REF.format(model=route.response.__name__)}
-                    }
-                },
-            }
+            ref = {"$ref": REF.format(model=route.response.__name__)}
+            for status, text in route.success:
+                op["responses"][status] = {
+                    "description": text,
+                    "content": {"application/json": {"schema": ref}},
+                }
         else:
             op["responses"]["200"] = {
                 "description": "OK",

@@ -11,7 +11,13 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
-from screening.errors import FieldError, InvalidEventError, ScreeningError, ServiceUnavailableError
+from screening.errors import (
+    AuthenticationError,
+    FieldError,
+    InvalidEventError,
+    ScreeningError,
+    ServiceUnavailableError,
+)
 from screening.storage.errors import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
@@ -113,6 +119,9 @@ def from_error(exc: ScreeningError) -> web.Response:
     headers = None
     if isinstance(exc, ServiceUnavailableError):
         headers = {"Retry-After": str(exc.retry_after_s)}
+    elif isinstance(exc, AuthenticationError):
+        # RFC 9110 §11.6.1: a 401 carries the challenge.
+        headers = {"WWW-Authenticate": 'Bearer realm="screening"'}
     errors = exc.errors if isinstance(exc, InvalidEventError) else None
     return problem_response(
         exc.status,

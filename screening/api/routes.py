@@ -42,6 +42,7 @@ class Route:
     params: tuple[Param, ...] = ()
     websocket: bool = False
     raw_response: str | None = None  # content type of a non-JSON response
+    success: tuple[tuple[str, str], ...] = (("200", "OK"),)
 
 
 _DATE = {"type": "string", "format": "date"}
@@ -60,6 +61,7 @@ ROUTES: tuple[Route, ...] = (
         roles=("station", "admin"),
         body=EventIn | list[EventIn],
         response=IngestResponse,
+        success=(("200", "A batch, or a duplicate single event"), ("201", "One event accepted")),
     ),
     Route(
         "GET",

@@ -50,10 +50,10 @@ class EventBase(Wire):
         now: datetime | None = context.get("now")
         skew: float = context.get("max_future_skew_s", 300.0)
         if now is not None and value - now > timedelta(seconds=skew):
+            ahead = (value - now).total_seconds()
             raise PydanticCustomError(
                 "future_timestamp",
-                "occurred_at is {ahead:.0f} s in the future (tolerance {skew:.0f} s)",
-                {"ahead": (value - now).total_seconds(), "skew": skew},
+                f"occurred_at is {ahead:.0f} s in the future (tolerance {skew:.0f} s)",
             )
         return value
 
@@ -72,16 +72,26 @@ class Sender(Wire):
     name: str = Field(min_length=1, max_length=64)
     phone: str | None = Field(default=None, max_length=32)
 
-    @model_validator(mode="after")
-    def _check_document(self) -> Sender:
+    @field_validator("document_number")
+    @classmethod
+    def _check_document(cls, value: str, info: ValidationInfo) -> str:
+        doc_type = info.data.get("document_type")
+        if doc_type is None:  # the type itself was invalid; that error is reported already
+            return value
         try:
-            number = validate_document(self.document_type, self.document_number)
-            phone = validate_mobile(self.phone) if self.phone is not None else None
+            return validate_document(doc_type, value)
         except IdentityDocumentError as exc:
             raise PydanticCustomError(exc.code, exc.message) from None
-        object.__setattr__(self, "document_number", number)
-        object.__setattr__(self, "phone", phone)
-        return self
+
+    @field_validator("phone")
+    @classmethod
+    def _check_phone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return validate_mobile(value)
+        except IdentityDocumentError as exc:
+            raise PydanticCustomError(exc.code, exc.message) from None
 
 
 class RealnameRegisteredIn(EventBase):

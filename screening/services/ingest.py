@@ -137,8 +137,15 @@ async def commit_events(
     parcel_keys = sorted({p.parcel_key for p in new})
     if parcel_keys:
         sites = await site_store.get_sites(conn, {k[0] for k in parcel_keys})
-        history = await event_store.load_parcel_events(conn, parcel_keys)
         stored = await parcel_store.load_parcels(conn, parcel_keys)
+        # A parcel row exists iff the parcel had events before this group (both are written in
+        # one transaction), so only known parcels need their history read back.
+        history = await event_store.load_parcel_events(
+            conn, [k for k in parcel_keys if k in stored]
+        )
+        for p in new:
+            if p.parcel_key not in stored:
+                history.setdefault(p.parcel_key, []).append(p.event)
         carriers: dict[tuple[str, str], str | None] = {}
         changes: dict[str, list[Any]] = {}
         for key in parcel_keys:
@@ -152,7 +159,7 @@ async def commit_events(
         for site_id, pairs in changes.items():
             for rate_key, counts in rollup_delta(pairs).items():
                 deltas[(site_id, rate_key)] = counts
-        await parcel_store.save_parcels(conn, statuses, carriers, now)
+        await parcel_store.save_parcels(conn, statuses, carriers, now, stored)
         await parcel_store.apply_rollup(conn, deltas)
     final = [o if o is not None else Outcome.CONFLICT for o in outcomes]
     return final, CommitReport(len(new), statuses, time.perf_counter() - started)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from screening.domain.compliance import RULE_OF, ParcelStatus, Rule
-from screening.domain.rates import RateCounts, RateKey
+from screening.domain.rates import RateCounts, RateKey, contribution
 from screening.storage import Conn
 
 ParcelKey = tuple[str, str]
@@ -89,6 +89,10 @@ class StoredParcel:
     contribution: tuple[RateKey, RateCounts] | None
     problems: tuple[str, ...]
 
+    @property
+    def violations(self) -> tuple[str, ...]:
+        return self.problems if self.contribution is not None else ()
+
 
 async def lock_parcels(conn: Conn, keys: Iterable[ParcelKey]) -> None:
     names = sorted({f"{site}\x1f{waybill}" for site, waybill in keys})
@@ -119,13 +123,20 @@ async def load_parcels(conn: Conn, keys: Sequence[ParcelKey]) -> dict[ParcelKey,
     return out
 
 
+def _violations_moved(old: StoredParcel, new: ParcelStatus) -> bool:
+    return old.contribution != contribution(new) or old.violations != tuple(
+        r.value for r in new.violations
+    )
+
+
 async def save_parcels(
     conn: Conn,
     statuses: Mapping[ParcelKey, ParcelStatus],
     carriers: Mapping[ParcelKey, str | None],
     now: datetime,
+    previous: Mapping[ParcelKey, StoredParcel],
 ) -> None:
-    """Upsert parcel rows and rewrite the violations of the given (changed) parcels."""
+    """Upsert parcel rows; rewrite the violations of parcels whose violations changed."""
     if not statuses:
         return
     keys = sorted(statuses)
@@ -147,18 +158,24 @@ async def save_parcels(
         [s.compliant for s in st],
         [",".join(s.problems) for s in st],
     )
-    # Keep when a violation was first detected across rewrites.
-    detected: dict[tuple[str, str, str], datetime] = {
-        (r["site_id"], r["waybill_no"], r["reason"]): r["detected_at"]
-        for r in await conn.fetch(
-            SELECT_VIOLATION_DETECTED, [k[0] for k in keys], [k[1] for k in keys]
-        )
-    }
-    await conn.execute(DELETE_VIOLATIONS, [k[0] for k in keys], [k[1] for k in keys])
+    # Violations rows carry the dispatch day and flow, so rewrite them whenever the parcel's
+    # contribution changed; untouched parcels (the common case) cost nothing here.
+    rewrite = [k for k in keys if k in previous and _violations_moved(previous[k], statuses[k])]
+    detected: dict[tuple[str, str, str], datetime] = {}
+    if rewrite:
+        # Keep when a violation was first detected across rewrites.
+        detected = {
+            (r["site_id"], r["waybill_no"], r["reason"]): r["detected_at"]
+            for r in await conn.fetch(
+                SELECT_VIOLATION_DETECTED, [k[0] for k in rewrite], [k[1] for k in rewrite]
+            )
+        }
+        await conn.execute(DELETE_VIOLATIONS, [k[0] for k in rewrite], [k[1] for k in rewrite])
+    targets = set(rewrite) | {k for k in keys if k not in previous}
     rows = [
         (k, s, reason)
         for k, s in zip(keys, st, strict=True)
-        if s.dispatched_at is not None and s.dispatch_day is not None
+        if k in targets and s.dispatched_at is not None and s.dispatch_day is not None
         for reason in s.violations
     ]
     if rows:

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its measurement as a ratio against the physical limit on this machine."""

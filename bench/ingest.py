@@ -1,0 +1,253 @@
+"""Ingest benchmark (issue: gateway foundation), each figure a ratio against this machine's ceiling.
+
+(a) durable single-event POSTs/s from a separate load process, against an aiohttp handler that
+    does the same parsing, validation and sealing but no database (the HTTP ceiling);
+(b) events/s in batches of 500 through the API, against raw asyncpg COPY of the same rows into
+    the same events table in 500-row transactions (the database ceiling);
+(c) p95 latency of a one-month rates query for a site with one million dispatched parcels.
+
+Usage: python -m bench.ingest [--duration S] [--parcels N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from pydantic import ValidationError
+
+from bench.load import make_events
+from screening.api.schemas import EVENT_ADAPTER
+from screening.app import create_app
+from screening.domain.access import Role
+from screening.protection import PersonalDataVault
+from screening.services import access
+from screening.services.ingest import prepare
+from screening.settings import Settings
+from screening.storage.database import create_pool, embedded_postgres, migrate
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/v1/events"
+
+
+def ceiling_app(vault: PersonalDataVault) -> web.Application:
+    """Same request parsing, validation and sealing as the gateway; no database, no auth."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        items = body if isinstance(body, list) else [body]
+        now = datetime.now(UTC)
+        results = []
+        for i, item in enumerate(items):
+            try:
+                event = EVENT_ADAPTER.validate_python(item, context={"now": now})
+            except ValidationError:
+                results.append({"index": i, "result": "rejected"})
+                continue
+            prepare(event, vault, now)
+            results.append({"index": i, "event_id": str(event.event_id), "result": "accepted"})
+        return web.json_response({"results": results}, status=201 if len(items) == 1 else 200)
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_post("/v1/events", handler)
+    return app
+
+
+async def load(url: str, key: str, site: str, batch: int, conc: int, dur: float) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.load",
+        "--url",
+        url,
+        "--key",
+        key,
+        "--site",
+        site,
+        "--batch",
+        str(batch),
+        "--concurrency",
+        str(conc),
+        "--duration",
+        str(dur),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def copy_ceiling(
+    pool: asyncpg.Pool[Any], vault: PersonalDataVault, site: str, n: int
+) -> float:
+    """Events/s for raw COPY of the rows our ingest writes to `events`, 500 rows a transaction."""
+    now = datetime.now(UTC)
+    rows = []
+    for item in make_events(site, n, 999_999):
+        p = prepare(EVENT_ADAPTER.validate_python(item), vault, now)
+        rows.append(
+            (
+                p.site_id,
+                p.event_id,
+                p.event_type.value,
+                p.waybill_no,
+                p.occurred_at,
+                p.received_at,
+                json.dumps(p.payload),
+                p.digest,
+            )
+        )
+    cols = [
+        "site_id",
+        "event_id",
+        "event_type",
+        "waybill_no",
+        "occurred_at",
+        "received_at",
+        "payload",
+        "payload_digest",
+    ]
+    started = time.perf_counter()
+    async with pool.acquire() as conn:
+        for i in range(0, n, 500):
+            async with conn.transaction():
+                await conn.copy_records_to_table("events", records=rows[i : i + 500], columns=cols)
+    return n / (time.perf_counter() - started)
+
+
+FILL_PARCELS = """
+INSERT INTO parcels (site_id, waybill_no, flow, carrier, first_seen_at, updated_at,
+    dispatched_at, dispatch_day, rate_flow, xray_required, realname_ok, inspection_ok, xray_ok,
+    compliant, problems)
+SELECT $1, 'BIG' || lpad(g::text, 9, '0'), f, 'SF', t, t, t,
+       (t AT TIME ZONE 'Asia/Shanghai')::date, f, true, r, i, x, r AND i AND x, '{}'
+FROM (
+    SELECT g,
+           (ARRAY['air', 'rail', 'international', 'inter_province', 'intra_province',
+                  'same_city'])[1 + g % 6] AS f,
+           timestamptz '2026-10-01 00:00+08' + (g % (30 * 86400)) * interval '1 second' AS t,
+           g % 50 <> 0 AS r, g % 40 <> 0 AS i, g % 30 <> 0 AS x
+    FROM generate_series(1, $2) AS g
+) s
+"""
+FILL_ROLLUP = """
+INSERT INTO site_daily_rates (site_id, day, flow, dispatched, realname_ok, inspection_ok, xray_ok,
+                              all_ok, xray_required)
+SELECT site_id, dispatch_day, rate_flow, count(*), count(*) FILTER (WHERE realname_ok),
+       count(*) FILTER (WHERE inspection_ok), count(*) FILTER (WHERE xray_ok),
+       count(*) FILTER (WHERE compliant), count(*) FILTER (WHERE xray_required)
+FROM parcels WHERE site_id = $1 GROUP BY site_id, dispatch_day, rate_flow
+"""
+
+
+async def rates_latency(
+    pool: asyncpg.Pool[Any], http: aiohttp.ClientSession, base: str, key: str, parcels: int
+) -> tuple[float, float, int]:
+    site = f"BIG-{uuid.uuid4().hex[:6]}"
+    await access.add_site(pool, site, "busy site")
+    async with pool.acquire() as conn:
+        await conn.execute(FILL_PARCELS, site, parcels)
+        # The same counters the ingest path maintains incrementally, built in one pass here.
+        await conn.execute(FILL_ROLLUP, site)
+        await conn.execute("ANALYZE site_daily_rates")
+    _, admin = await access.create_key(pool, Role.ADMIN, [])
+    url = f"{base}/v1/sites/{site}/rates?from=2026-10-01&to=2026-10-31&group_by=day"
+    headers = {"Authorization": f"Bearer {admin}"}
+    times = []
+    for _ in range(300):
+        t0 = time.perf_counter()
+        async with http.get(url, headers=headers) as resp:
+            body = await resp.json()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return (
+        times[int(0.95 * (len(times) - 1))] * 1000,
+        statistics.median(times) * 1000,
+        body["total"]["dispatched"],
+    )
+
+
+async def run(args: argparse.Namespace, dsn: str) -> None:
+    pool = await create_pool(dsn, min_size=2, max_size=10)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    site = f"BN-{uuid.uuid4().hex[:6]}"
+    await access.add_site(pool, site, "bench site")
+    _, key = await access.create_key(pool, Role.STATION, [site])
+    vault = PersonalDataVault.generate()
+    settings = Settings(data_dir=Path(tempfile.mkdtemp()))
+    gateway, gw_url = await _serve(create_app(settings, pool=pool, vault=vault))
+    ceiling, ceil_url = await _serve(ceiling_app(vault))
+    try:
+        d = args.duration
+        print(f"(a) single-event POSTs, 64 concurrent, {d:.0f} s each", flush=True)
+        ceil_a = await load(ceil_url, key, site, 1, 64, d)
+        real_a = await load(gw_url, key, site, 1, 64, d)
+        print(f"    HTTP ceiling (no DB):  {ceil_a['events_per_s']:8.0f} events/s")
+        print(
+            f"    gateway, durable:      {real_a['events_per_s']:8.0f} events/s  "
+            f"p50 {real_a['p50_ms']:.1f} ms, p99 {real_a['p99_ms']:.1f} ms, "
+            f"errors {real_a['errors']}"
+        )
+        print(f"    ratio: {real_a['events_per_s'] / ceil_a['events_per_s']:.2f}  (target >= 0.6)")
+
+        print(f"(b) batches of 500 events, 4 concurrent, {d:.0f} s", flush=True)
+        real_b = await load(gw_url, key, site, 500, 4, d)
+        copy_b = await copy_ceiling(pool, vault, site, 50_000)
+        print(f"    raw COPY ceiling:      {copy_b:8.0f} events/s")
+        print(
+            f"    gateway, durable:      {real_b['events_per_s']:8.0f} events/s  "
+            f"p50 {real_b['p50_ms']:.0f} ms per batch, errors {real_b['errors']}"
+        )
+        print(f"    ratio: {real_b['events_per_s'] / copy_b:.2f}  (target >= 0.4)")
+
+        print(
+            f"(c) one-month rates query, site with {args.parcels:,} dispatched parcels", flush=True
+        )
+        async with aiohttp.ClientSession() as http:
+            p95, p50, total = await rates_latency(
+                pool, http, gw_url.rsplit("/v1", 1)[0], key, args.parcels
+            )
+        print(
+            f"    {total:,} parcels in range; p50 {p50:.1f} ms, p95 {p95:.1f} ms  (target < 50 ms)"
+        )
+    finally:
+        await gateway.cleanup()
+        await ceiling.cleanup()
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.ingest")
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--parcels", type=int, default=1_000_000)
+    args = ap.parse_args(argv if argv is not None else [])
+    settings = Settings()
+    if settings.database_url is not None:
+        asyncio.run(run(args, settings.database_url.get_secret_value()))
+        return 0
+    with tempfile.TemporaryDirectory() as tmp, embedded_postgres(Path(tmp) / "pg") as dsn:
+        asyncio.run(run(args, dsn))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
