@@ -64,15 +64,16 @@ def _strip(
         a_l = -np.log(np.clip(phantom.t_low, 1e-5, 1.0)).astype(np.float32)
         rgb = pseudo_colour(a_h, a_l)  # (lines, pixels, 3)
         # along the belt = display columns; across the belt = display rows
-        img = cv2.resize(
+        resized = cv2.resize(
             np.ascontiguousarray(rgb.transpose(1, 0, 2)),
             (rgb.shape[0], rows),
             interpolation=cv2.INTER_AREA,
         )
+        img: RGBArray = np.asarray(resized, dtype=np.uint8)
         # trim the phantom's own air so the truth is the object's extent
-        dark = (img < 235).any(axis=(0, 2))
+        dark: npt.NDArray[np.bool_] = np.asarray((img < 235).any(axis=(0, 2)))
         if dark.any():
-            lo, hi = int(np.argmax(dark)), int(len(dark) - np.argmax(dark[::-1]))
+            lo, hi = int(np.argmax(dark)), int(dark.shape[0] - np.argmax(dark[::-1]))
             img = img[:, lo:hi]
         columns.append(img)
         truth.append(RenderedParcel(pos, pos + img.shape[1] - 1, phantom.labels))

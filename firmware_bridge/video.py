@@ -15,6 +15,7 @@ the capture.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -97,7 +98,7 @@ def find_scroll_region(frames: list[BGR], config: VideoConfig) -> tuple[int, int
     explained = np.zeros((h, w), np.int32)
     unexplained = np.zeros((h, w), np.int32)
     moving = 0
-    for prev, cur in zip(grays, grays[1:], strict=False):
+    for prev, cur in itertools.pairwise(grays):
         s, n = _best_shift(prev, cur, config.max_shift, config.diff_threshold)
         if s == 0 or n < 50:
             continue
@@ -180,8 +181,8 @@ class ScrollTracker:
         self.shifts.append(s)
         if s == 0:
             return np.empty((bottom - top, 0, 3), np.uint8)
-        out: RGBArray = cv2.cvtColor(np.ascontiguousarray(view[:, -s:]), cv2.COLOR_BGR2RGB)
-        return out
+        out = cv2.cvtColor(np.ascontiguousarray(view[:, -s:]), cv2.COLOR_BGR2RGB)
+        return np.asarray(out, dtype=np.uint8)
 
 
 @dataclass(slots=True)

@@ -37,7 +37,7 @@ def test_video_source_recovers_each_parcel_and_masks_the_ui(
     scans = list(source.scans())
     lay = DisplayLayout()
     assert source.roi is not None
-    top, bottom, left, right = source.roi
+    top, bottom, _left, right = source.roi
     # inside the belt image: clear of the clock bar, the logo bar and the side panel
     assert lay.top_bar <= top <= lay.top_bar + 3
     assert lay.height - lay.bottom_bar - 3 <= bottom <= lay.height - lay.bottom_bar
