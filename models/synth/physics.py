@@ -56,7 +56,7 @@ def random_scanner(rng: np.random.Generator, *, pitch_mm: float | None = None) -
         read_noise_adc=float(rng.uniform(5.0, 30.0)),
         gain_spread=float(rng.uniform(0.002, 0.03)),
         gain_drift=float(rng.uniform(0.0, 0.01)),
-        dead_channels=int(rng.choice([0, 0, 1, 2, 3])),
+        dead_channels=int(rng.choice([0, 0, 0, 1, 2])),
         afterglow=float(rng.uniform(0.0, 0.08)),
         blur_px=float(rng.uniform(0.3, 0.9)),
     )

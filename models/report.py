@@ -1,0 +1,315 @@
+"""The model card (REPORT.md) and its figures, from the evaluation results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from models.metrics import GroundTruth, Prediction, average_precision
+from models.taxonomy import CLASSES
+
+TARGETS = {"map50": 0.85, "parcel_detection": 0.95, "parcel_false_alarm": 0.02,
+           "cross_vendor_map50": 0.75}
+
+
+def figures(samples: Sequence[tuple[np.ndarray, list[GroundTruth], str]],
+            preds: list[list[Prediction]], thresholds: dict[str, float], out: Path
+            ) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    gts = [s[1] for s in samples]
+    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=90)
+    for c, name in enumerate(CLASSES):
+        ap, rec, prec = average_precision(gts, preds, c, 0.5)
+        if len(rec):
+            ax.plot(rec, prec, label=f"{name} (AP50 {ap:.2f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Precision-recall at IoU 0.5, held-out test parcels")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "pr_curves.png")
+    plt.close(fig)
+
+    # Parcel-level ROC: alarm rate on parcels with class c vs false alarms on clean parcels.
+    clean = np.array([max((p.score for p in pr), default=0.0)
+                      for s, pr in zip(samples, preds, strict=True) if not s[1]])
+    thr_grid = np.unique(np.r_[clean, np.linspace(0, 1, 201)])
+    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=90)
+    fa = np.array([(clean >= t).mean() for t in thr_grid])
+    for c, name in enumerate(CLASSES):
+        sc = np.array([max((p.score for p in pr), default=0.0)
+                       for s, pr in zip(samples, preds, strict=True)
+                       if any(g.cls == c for g in s[1])])
+        pd = np.array([(sc >= t).mean() for t in thr_grid])
+        ax.plot(fa, pd, label=name)
+    ax.axvline(0.02, color="grey", ls=":", lw=1)
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("false-alarm rate on clean parcels")
+    ax.set_ylabel("parcel detection (alarm) rate")
+    ax.set_title("Parcel-level ROC")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "parcel_roc.png")
+    plt.close(fig)
+
+    tiles = []
+    picks = [i for i, s in enumerate(samples) if s[1]][:9] + \
+        [i for i, s in enumerate(samples) if not s[1]][:3]
+    for i in picks:
+        img = samples[i][0][..., ::-1].copy()
+        for g in samples[i][1]:
+            x0, y0, x1, y1 = (int(v) for v in g.box)
+            cv2.rectangle(img, (x0, y0), (x1, y1), (0, 200, 0), 1)
+        for p in preds[i]:
+            if p.score >= thresholds[CLASSES[p.cls]]:
+                x0, y0, x1, y1 = (int(v) for v in p.box)
+                cv2.rectangle(img, (x0, y0), (x1, y1), (0, 0, 255), 2)
+                cv2.putText(img, f"{CLASSES[p.cls][:10]} {p.score:.2f}", (x0, max(y0 - 3, 10)),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 255), 1)
+        h, w = img.shape[:2]
+        k = 260 / max(h, w)
+        img = cv2.resize(img, (int(w * k), int(h * k)))
+        tile = np.full((264, 264, 3), 255, np.uint8)
+        tile[:img.shape[0], :img.shape[1]] = img
+        tiles.append(tile)
+    while len(tiles) % 6:
+        tiles.append(np.full((264, 264, 3), 255, np.uint8))
+    rows = [np.concatenate(tiles[k:k + 6], 1) for k in range(0, len(tiles), 6)]
+    cv2.imwrite(str(out / "samples.png"), np.concatenate(rows, 0))
+    _styles_figure(out / "vendor_styles.png")
+    return {"pr": "report/pr_curves.png", "roc": "report/parcel_roc.png",
+            "samples": "report/samples.png", "styles": "report/vendor_styles.png"}
+
+
+def _styles_figure(path: Path) -> None:
+    from models.synth.colour import STYLES, colourise, grey
+    from models.synth.physics import calibrate
+    from models.synth.scene import render
+
+    p = render(2_000_001, pixels_per_line=None, pitch_mm=1.5)
+    pl = -np.log(calibrate(p.low, p.dark_low))
+    ph = -np.log(calibrate(p.high, p.dark_high))
+    rng = np.random.default_rng(0)
+    views = [np.repeat(grey(pl)[..., None], 3, 2), np.repeat(grey(ph)[..., None], 3, 2)]
+    views += [colourise(pl, ph, p.scanner, STYLES[k].randomised(rng)) for k in "ABC"]
+    strip = np.concatenate([np.pad(v, ((0, 0), (0, 6), (0, 0)), constant_values=255)
+                            for v in views], 1)
+    cv2.imwrite(str(path), strip[..., ::-1])
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
+    m = doc["metrics"]
+    t = m["test"]
+    tr = doc["training"]
+    lines = [
+        "# X-ray threat detector: model card",
+        "",
+        f"Model `{doc['file']}` version {doc['version']}, sha256 `{doc['sha256']}`; generator "
+        f"{doc['generator']['version']}. Written by `python -m models.evaluate` "
+        f"({doc['created']}); the numbers below are measured, not targets.",
+        "",
+        "**Trained on synthetic data only.** No real X-ray images exist in this project yet; the "
+        "figures show how well the model learnt our physics simulation, not how it will do on a "
+        "real scanner. Expect a drop on real images (the literature reports about 10 points of "
+        "mAP from synthetic-only training, Bhowmik et al. 2019) and re-measure on real, labelled "
+        "station images before relying on any threshold.",
+        "",
+        "## Summary against the targets (issue 3)",
+        "",
+        "| measure | target | measured |",
+        "|---|---|---|",
+        f"| mAP50, held-out test parcels | ≥ {TARGETS['map50']} | {_f(t['map50'])} |",
+        f"| mAP50:95 | — | {_f(t['map50_95'])} |",
+    ]
+    at2 = m["parcel_level"]["at"].get("0.02", {})
+    for name in ("firearm", "knife", "organic_mass"):
+        r = at2.get(name, {})
+        lines.append(f"| parcel detection, {name}, at 2% false alarms | ≥ 0.95 | "
+                     f"{_f(r.get('alarm'))} alarm / {_f(r.get('localised'))} localised |")
+    xv = m.get("cross_vendor")
+    if xv:
+        lines.append(f"| cross-vendor mAP50 (train A+B, test C) | ≥ 0.75 | "
+                     f"{_f(xv['test_style_C']['map50'])} (reduced run, see below) |")
+    else:
+        lines.append("| cross-vendor mAP50 (train A+B, test C) | ≥ 0.75 | not run |")
+    lines += [
+        "",
+        "## Intended use",
+        "",
+        "Screening aid in the gateway: every parcel image is scored and parcels at or above a "
+        "class threshold are `flagged` for a human image reviewer (判图员); `clear` parcels are "
+        "still sampled for retrospective audit. The model never identifies a drug: the "
+        "`organic_mass` class means *suspicious organic mass* (dual-energy X-ray cannot tell "
+        "cocaine from sugar by material; both sit at Zeff 6–9).",
+        "",
+        "## Classes and catalogue categories",
+        "",
+        "| id | class | category | 目录 | alert wording | threshold |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, name in enumerate(doc["classes"]):
+        c = doc["categories"][name]
+        no = c["catalogue_no"] if c["catalogue_no"] is not None else "—"
+        lines.append(f"| {i} | {name} | {c['category']} | {no}. {c['zh']} | {c['alert']} | "
+                     f"{doc['thresholds']['per_class'].get(name, '—')} |")
+    lines += [
+        "",
+        f"Thresholds: {doc['thresholds']['how']}. A site's policy can override them per class.",
+        "",
+        "## Input and output",
+        "",
+        f"Input `images` [B, 3, {doc['input']['size'][0]}, {doc['input']['size'][1]}] float32 "
+        "RGB scaled 0..1 (no mean/std), letterboxed (aspect kept, centred, grey 114) after "
+        "cropping the frame to its non-air content plus 20 px (`crop_to_content`, so a full "
+        "belt-width frame and a parcel crop look alike). Output `output0` [B, 12, N] in the "
+        "YOLOv8 layout: cx, cy, w, h in input pixels, then 8 per-class sigmoid scores; "
+        "class-aware NMS outside the graph. ONNX opset 17, metadata `names`, `imgsz`, `stride`.",
+        "",
+        "## Data: physics-based synthetic dual-energy parcels (`models/synth`)",
+        "",
+        "- Tube: tungsten spectrum from spekpy at 140–160 kVp, 0.8 mm Be window, 1–3 mm added Al.",
+        "- Detector: sandwich; low = front CsI 0.2–0.5 mm, high = behind 0.3–0.8 mm Cu, CsI "
+        "2–4 mm; energy-integrating (weight ∝ E).",
+        "- Attenuation: xraydb (Elam) for 23 materials (cardboard, paper, cloth, PE, PET, water, "
+        "ethanol, butane, sugar, drug-like and explosive-like organics, ammonium nitrate, rubber, "
+        "FR-4, glass, ZrO₂, Al, steel, Cu, brass, Pb, Li-ion jelly roll, PVC belt), precomputed "
+        "into `models/synth/tables.npz` (4 keV bins).",
+        "- Geometry: boxes, ellipsoids, cylinders and extruded polygons in random 3-D poses, "
+        "ray-cast to per-material path lengths (a blade edge-on is a line); hollow walls; "
+        "liquids settle along gravity; fan-beam magnification by height; pitch 1.2–2.0 mm, "
+        "belt-speed aspect ±10 %.",
+        "- Detector effects: Poisson quanta (3e3–4e4 per pixel through air), read noise, "
+        "per-channel gain and drift (streaks), dead channels, afterglow, blur, 16-bit ADC "
+        "saturation; calibration from leading air lines.",
+        "- Contents: carton or poly bag, clothes, books, shoes, empty bottles, food cans, food, "
+        "laptops and phones (with internal cells), chargers, cables, keys and coins, tools, metal "
+        "trays. Threats: the 8 classes above with several variants each; 35 % are concealed "
+        "under laptops, metal trays, books or clothes. Occlusion per label = share of the "
+        "footprint behind background with μt ≥ 1 at 70 keV; levels 1 (< 0.25), 2, 3 (≥ 0.6).",
+        "- Colour: Zeff from per-scanner (p_H, R) step-wedge curves (sugar, Al, steel), then one "
+        "of three vendor colour tables (A classic, B amber/teal/violet, C brown/green/cyan with "
+        "grey background and edge enhancement), each randomised per image; 30 % JPEG.",
+        "",
+        f"![raw low, raw high, styles A, B, C]({figs['styles']})",
+        "",
+        "## Training",
+        "",
+        f"From scratch on CPU: {tr.get('images')} images (seeds {doc['generator']['train_seeds']}"
+        f"), {tr.get('epochs')} epochs, batch {tr.get('batch')}, {tr.get('imgsz')} px, AdamW "
+        f"lr {tr.get('lr')}, cosine, EMA; {tr.get('threads')} threads. Network: CSP-style "
+        f"backbone, FPN+PAN neck, anchor-free head at strides 8/16/32 (~1.0 M parameters). Loss: "
+        "quality focal loss (IoU as the soft target) + GIoU, FCOS centre-sampling assignment. "
+        f"**Training wall time: {tr.get('train_wall_s', 0) / 60:.0f} min** on a shared 2-core "
+        "VM (`nice -n 19`).",
+        "",
+        "## Results on held-out parcels",
+        "",
+        f"{t['images']} test images (seeds {doc['generator']['test_seeds_start']}+, half of "
+        "the parcels clean, all three vendor styles), through the serving path "
+        "(`screening.inference`).",
+        "",
+        f"**mAP50 {_f(t['map50'])}, mAP50:95 {_f(t['map50_95'])}.**",
+        "",
+        "| class | objects | AP50 | AP50:95 |",
+        "|---|---|---|---|",
+    ]
+    for name, r in t["per_class"].items():
+        lines.append(f"| {name} | {r['objects']} | {_f(r['ap50'])} | {_f(r['ap50_95'])} |")
+    lines += ["", "AP by occlusion level (mAP over classes; other levels ignored as in COCO "
+              "area ranges):", "", "| level | objects | mAP50 | mAP50:95 |", "|---|---|---|---|"]
+    for lv, r in t["by_occlusion_level"].items():
+        name = {"1": "1 (clear)", "2": "2 (partly hidden)", "3": "3 (hidden)"}[lv]
+        lines.append(f"| {name} | {r['objects']} | {_f(r['map50'])} | {_f(r['map50_95'])} |")
+    pl = m["parcel_level"]
+    lines += ["", f"Parcel level ({pl['clean_parcels']} clean parcels): the alarm threshold on "
+              "the parcel's highest score is set for a false-alarm rate on clean parcels; "
+              "*alarm* = the parcel alarms, *localised* = a box of the right class (IoU ≥ 0.3) "
+              "is at or above the threshold.", "",
+              "| false alarms | threshold | " + " | ".join(CLASSES) + " | any threat |",
+              "|---|---|" + "---|" * (len(CLASSES) + 1)]
+    for rate, row in pl["at"].items():
+        cells = [f"{_f(row[n]['alarm'])} / {_f(row[n]['localised'])}" if n in row else "n/a"
+                 for n in CLASSES]
+        lines.append(f"| {_pct(row['measured_false_alarm'])} (target {float(rate):.0%}) | "
+                     f"{row['threshold']:.3f} | " + " | ".join(cells)
+                     + f" | {_f(row['any_threat']['alarm'])} |")
+    vr = m["at_manifest_thresholds"]
+    lines += ["", f"With the manifest's per-class thresholds: {_pct(vr['false_alarm'])} of clean "
+              "test parcels are flagged; flagged / localised rate per class: "
+              + ", ".join(f"{n} {_f(vr[n]['flagged'])}/{_f(vr[n]['localised'])}"
+                          for n in CLASSES) + ".", "",
+              f"![PR curves]({figs['pr']}) ![parcel ROC]({figs['roc']})", "",
+              "Test parcels (green: ground truth; red: detections at the manifest thresholds; "
+              "last three are clean):", "", f"![samples]({figs['samples']})", ""]
+    if xv:
+        c, ab, mc = xv["test_style_C"], xv["test_styles_AB"], xv["main_model_style_C"]
+        lines += [
+            "## Cross-vendor",
+            "",
+            f"A separate, **reduced** run trained on styles {xv['train_styles']} only "
+            f"({xv['train_images']} images, {xv['epochs']} epochs, "
+            f"{(xv['train_wall_s'] or 0) / 60:.0f} min; the full run did not fit the CPU "
+            "budget twice) and tested on the same held-out seeds rendered in style C:",
+            "",
+            "| model / test set | images | mAP50 | mAP50:95 |",
+            "|---|---|---|---|",
+            f"| A+B model on A+B test images | {ab['images']} | {_f(ab['map50'])} | "
+            f"{_f(ab['map50_95'])} |",
+            f"| A+B model on style C (unseen vendor) | {c['images']} | {_f(c['map50'])} | "
+            f"{_f(c['map50_95'])} |",
+            f"| shipped model (A+B+C) on style C | {mc['images']} | {_f(mc['map50'])} | "
+            f"{_f(mc['map50_95'])} |",
+            "",
+        ]
+    lat = m.get("latency_ms", {})
+    lines += [
+        "## Latency (session.run only, this VM, median)",
+        "",
+        "| threads | batch 1 | batch 4 (per batch) |",
+        "|---|---|---|",
+    ] + [f"| {th} | {lat.get(f'batch1_threads{th}', 'n/a')} ms | "
+         f"{lat.get(f'batch4_threads{th}', 'n/a')} ms |" for th in (1, 2)] + [
+        "",
+        "## Limitations",
+        "",
+        "- Synthetic only; object shapes are simple primitives, clutter is sparser than real "
+        "parcels, and real vendor colour tables differ from ours. Treat the numbers as an upper "
+        "bound for real images.",
+        "- `liquid_container` means a *filled* sealed container; empty bottles are benign "
+        "contents. `lithium_battery` means a loose pack, cells or power bank; cells inside "
+        "laptops and phones are not labelled.",
+        "- Small objects (single cartridges) are near the limit of a "
+        f"{doc['input']['size'][0]} px input; hidden (level 3) objects score lowest.",
+        "- Images must be parcel-scale pseudo-colour frames; raw high/low pairs must first be "
+        "coloured (the firmware bridge's colouriser) before inference.",
+        "",
+        "## Reproduce",
+        "",
+        "`make train` (= `python -m models.train`): generates the dataset (`models/data`, "
+        "seeds fixed), trains, exports, runs the reduced cross-vendor training and "
+        "`python -m models.evaluate`, which rewrites this card and `xray-detector.json`. "
+        "Training is deterministic given the seeds up to floating-point non-determinism of "
+        "multi-threaded CPU kernels.",
+        "",
+    ]
+    return "\n".join(lines)

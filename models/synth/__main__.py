@@ -1,0 +1,46 @@
+"""`python -m models.synth --out DIR`: write a YOLO-format synthetic dataset (train/val/test)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from models.synth.dataset import (
+    TEST_SEEDS_START,
+    TRAIN_SEEDS_START,
+    VAL_SEEDS_START,
+    Split,
+    write_yolo,
+)
+
+DEFAULT_TRAIN = 6000
+DEFAULT_VAL = 400
+DEFAULT_TEST = 800
+
+
+def splits(n_train: int, n_val: int, n_test: int, styles: tuple[str, ...]) -> list[Split]:
+    out = [
+        Split("train", range(TRAIN_SEEDS_START, TRAIN_SEEDS_START + n_train), styles, 0.8),
+        Split("val", range(VAL_SEEDS_START, VAL_SEEDS_START + n_val), styles, 0.8),
+    ]
+    if n_test:
+        # Half the held-out parcels are clean, for false-alarm rates on clean parcels.
+        test = range(TEST_SEEDS_START, TEST_SEEDS_START + n_test)
+        out.append(Split("test", test, ("A", "B", "C"), 0.5))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=Path("models/data"))
+    ap.add_argument("--train", type=int, default=DEFAULT_TRAIN)
+    ap.add_argument("--val", type=int, default=DEFAULT_VAL)
+    ap.add_argument("--test", type=int, default=DEFAULT_TEST)
+    ap.add_argument("--styles", default="A,B,C", help="vendor styles for train/val")
+    ap.add_argument("--workers", type=int, default=2)
+    a = ap.parse_args(argv)
+    write_yolo(a.out, splits(a.train, a.val, a.test, tuple(a.styles.split(","))), a.workers)
+
+
+if __name__ == "__main__":
+    main()

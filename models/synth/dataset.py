@@ -1,0 +1,126 @@
+"""Dataset rendering: a parcel seed -> pseudo-colour image + YOLO labels, and the YOLO writer.
+
+Images are what a station display or the bridge's colouriser shows: the scan calibrated against
+its leading air lines, cropped across the belt to the parcel plus a random margin, coloured by one
+vendor style (randomised per image), sometimes JPEG-compressed as a screen capture would be.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from models.synth import GENERATOR_VERSION
+from models.synth.colour import STYLES, colourise
+from models.synth.physics import calibrate
+from models.synth.scene import Label, render
+from models.taxonomy import CLASSES
+
+U8 = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class Split:
+    """A named range of seeds rendered with some vendor styles."""
+
+    name: str
+    seeds: range
+    styles: tuple[str, ...]
+    threat_rate: float
+
+
+# Seed ranges never overlap, so held-out evaluation seeds are never seen in training.
+TRAIN_SEEDS_START = 1
+VAL_SEEDS_START = 1_000_000
+TEST_SEEDS_START = 2_000_000
+
+
+@dataclass(frozen=True)
+class Sample:
+    seed: int
+    image: U8  # RGB
+    labels: tuple[Label, ...]
+    style: str
+
+
+def render_sample(seed: int, styles: Sequence[str], threat_rate: float) -> Sample:
+    """One training/evaluation image from a seed (deterministic)."""
+    parcel = render(seed, pixels_per_line=None, pitch_mm=None, threat_rate=threat_rate)
+    rng = np.random.default_rng((seed, 7))  # independent of the scene's stream
+    style_name = styles[int(rng.integers(len(styles)))]
+    style = STYLES[style_name].randomised(rng)
+    p_low = -np.log(calibrate(parcel.low, parcel.dark_low))
+    p_high = -np.log(calibrate(parcel.high, parcel.dark_high))
+    rgb = colourise(p_low, p_high, parcel.scanner, style)
+    if rng.random() < 0.3:  # screen capture / JPEG export
+        ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY,
+                                                      int(rng.integers(60, 95))])
+        if ok:
+            rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
+    return Sample(seed, rgb, parcel.labels, style_name)
+
+
+def yolo_lines(labels: Iterable[Label], width: int, height: int) -> list[str]:
+    out = []
+    for lab in labels:
+        x0, y0, x1, y1 = lab.box
+        out.append(
+            f"{lab.class_id} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
+            f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}"
+        )
+    return out
+
+
+def _write_one(args: tuple[Path, str, int, tuple[str, ...], float]) -> dict[str, object]:
+    out, split, seed, styles, threat_rate = args
+    s = render_sample(seed, styles, threat_rate)
+    h, w = s.image.shape[:2]
+    name = f"{seed:08d}"
+    cv2.imwrite(str(out / "images" / split / f"{name}.png"), s.image[..., ::-1])
+    (out / "labels" / split / f"{name}.txt").write_text("\n".join(yolo_lines(s.labels, w, h)))
+    return {"seed": seed, "file": f"images/{split}/{name}.png", "style": s.style,
+            "width": w, "height": h, "labels": [asdict(lab) for lab in s.labels]}
+
+
+def write_yolo(out: Path, splits: Sequence[Split], workers: int = 1,
+               progress: bool = True) -> None:
+    """Write images/<split>, labels/<split>, meta/<split>.jsonl and data.yaml under `out`."""
+    from tqdm import tqdm
+
+    for split in splits:
+        for sub in ("images", "labels"):
+            (out / sub / split.name).mkdir(parents=True, exist_ok=True)
+        (out / "meta").mkdir(parents=True, exist_ok=True)
+        jobs = [(out, split.name, s, split.styles, split.threat_rate) for s in split.seeds]
+        pool_cm = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _Serial()
+        with pool_cm as pool:
+            rows = list(tqdm(pool.imap(_write_one, jobs, chunksize=8), total=len(jobs),
+                             desc=split.name, disable=not progress))
+        with (out / "meta" / f"{split.name}.jsonl").open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    names = "\n".join(f"  {i}: {c}" for i, c in enumerate(CLASSES))
+    lines = [f"# synthetic dual-energy X-ray parcels, generator {GENERATOR_VERSION}",
+             f"path: {out.resolve()}"]
+    lines += [f"{s.name}: images/{s.name}" for s in splits]
+    (out / "data.yaml").write_text("\n".join(lines) + f"\nnames:\n{names}\n")
+
+
+class _Serial:
+    """Pool stand-in for workers=1 (keeps tracebacks simple)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def imap(self, fn, it, chunksize: int = 1):  # type: ignore[no-untyped-def]
+        return map(fn, it)
