@@ -73,7 +73,8 @@ def replace(events: list[ParcelEvent], kind: type, *new: ParcelEvent) -> list[Pa
 
 def test_a_complete_parcel_is_compliant() -> None:
     status = evaluate_parcel(WAYBILL, complete(), SitePolicy())
-    assert status.dispatched and status.compliant
+    assert status.dispatched
+    assert status.compliant
     assert status.rules_ok == {Rule.REALNAME: True, Rule.INSPECTION: True, Rule.XRAY: True}
 
 

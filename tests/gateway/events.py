@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from screening.domain.identity import DocumentType
 from stdnum.iso7064 import mod_11_2
+
+from screening.domain.identity import DocumentType
 
 BASE = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
 

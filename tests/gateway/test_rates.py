@@ -133,7 +133,8 @@ async def test_violations_are_filtered_and_paged(gateway: RunningGateway) -> Non
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert len(seen) == 7 and len(set(seen)) == 7
+    assert len(seen) == 7
+    assert len(set(seen)) == 7
     xray_only = await get(gateway, base + "&rule=xray")
     assert {v["reason"] for v in xray_only["items"]} == {"no_xray"}
     assert len(xray_only["items"]) == 4
