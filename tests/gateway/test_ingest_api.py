@@ -1,0 +1,671 @@
+"""POST /v1/events and the station WebSocket against a real gateway and a real PostgreSQL:
+idempotency, per-event results, every bad input the issue names, and personal data kept out of
+responses, logs and clear-text columns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from screening.domain.identity import mask_document
+from screening.protection import PersonalDataVault, SealedValue, associated_data
+from screening.settings import Settings
+from tests.conftest import RunningGateway, make_keys, start_gateway
+from tests.gateway.events import event, parcel_flow, resident_id
+
+PROBLEM_JSON = "application/problem+json"
+DOCUMENT = resident_id()  # 11010519491231002X, valid under GB 11643 MOD 11-2
+WRONG_CHECK = DOCUMENT[:-1] + ("0" if DOCUMENT[-1] != "0" else "1")
+
+
+def waybill() -> str:
+    return "SF" + uuid.uuid4().hex[:12].upper()
+
+
+def received(site: str, waybill_no: str | None = None, **fields: Any) -> dict[str, Any]:
+    return event(
+        "parcel.received",
+        site,
+        waybill_no or waybill(),
+        **({"carrier": "SF", "flow": "air"} | fields),
+    )
+
+
+async def post(
+    gw: RunningGateway,
+    body: Any = None,
+    *,
+    role: str = "station",
+    data: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str, Any]:
+    """POST /v1/events; returns (status, content type, decoded JSON body)."""
+    hdrs = gw.auth(role) | (headers or {})
+    if data is None:
+        data = json.dumps(body, ensure_ascii=False).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    async with gw.http.post(f"{gw.url}/v1/events", data=data, headers=hdrs) as resp:
+        return resp.status, resp.content_type, await resp.json(content_type=None)
+
+
+def assert_problem(status: int, content_type: str, body: Any, want_status: int, code: str) -> None:
+    assert status == want_status, body
+    assert content_type == PROBLEM_JSON
+    assert body["code"] == code, body
+    assert body["status"] == want_status
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+
+
+async def assert_still_serves(gw: RunningGateway) -> None:
+    status, _, body = await post(gw, received(gw.keys.site))
+    assert status == 201, body
+    assert body["accepted"] == 1
+
+
+async def get_parcel(gw: RunningGateway, waybill_no: str, role: str = "admin") -> tuple[int, str]:
+    async with gw.http.get(f"{gw.url}/v1/parcels/{waybill_no}", headers=gw.auth(role)) as resp:
+        return resp.status, await resp.text()
+
+
+async def timeline_ids(gw: RunningGateway, waybill_no: str) -> set[str]:
+    status, text = await get_parcel(gw, waybill_no)
+    assert status == 200, text
+    return {e["event_id"] for e in json.loads(text)["events"]}
+
+
+# --- idempotency -------------------------------------------------------------------------------
+
+
+async def test_single_event_is_201_accepted_then_200_duplicate_then_409_conflict(
+    gateway: RunningGateway,
+) -> None:
+    item = received(gateway.keys.site)
+
+    status, ctype, body = await post(gateway, item)
+    assert status == 201, body
+    assert ctype == "application/json"
+    assert body["results"] == [
+        {"index": 0, "event_id": item["event_id"], "result": "accepted", "code": None, "errors": []}
+    ]
+    assert (body["accepted"], body["duplicate"], body["conflict"], body["rejected"]) == (1, 0, 0, 0)
+
+    status, _, body = await post(gateway, item)
+    assert status == 200, body
+    assert body["results"][0]["result"] == "duplicate"
+    assert body["duplicate"] == 1
+
+    status, ctype, body = await post(gateway, item | {"carrier": "EMS"})
+    assert_problem(status, ctype, body, 409, "conflict")
+
+
+async def test_a_conflicting_retry_leaves_the_first_payload_in_place(
+    gateway: RunningGateway,
+) -> None:
+    site, wb = gateway.keys.site, waybill()
+    first = event("inspection.completed", site, wb, clerk_id="clerk-a", result="pass")
+    assert (await post(gateway, [first]))[0] == 200
+    status, _, body = await post(gateway, [first | {"clerk_id": "clerk-b", "result": "refused"}])
+    assert status == 200, body
+    assert body["results"][0]["result"] == "conflict"
+    assert body["conflict"] == 1
+
+    status, text = await get_parcel(gateway, wb)
+    assert status == 200, text
+    [stored] = json.loads(text)["events"]
+    assert stored["event_id"] == first["event_id"]
+    assert stored["payload"]["clerk_id"] == "clerk-a"
+    assert stored["payload"]["result"] == "pass"
+
+
+async def test_the_same_event_twice_in_one_batch_is_accepted_then_duplicate(
+    gateway: RunningGateway,
+) -> None:
+    item = received(gateway.keys.site)
+    status, _, body = await post(gateway, [item, item])
+    assert status == 200, body
+    assert [r["result"] for r in body["results"]] == ["accepted", "duplicate"]
+    assert [r["event_id"] for r in body["results"]] == [item["event_id"]] * 2
+
+
+async def test_one_event_id_with_two_payloads_in_one_batch_is_accepted_then_conflict(
+    gateway: RunningGateway,
+) -> None:
+    item = received(gateway.keys.site)
+    status, _, body = await post(gateway, [item, item | {"flow": "rail"}])
+    assert status == 200, body
+    assert [r["result"] for r in body["results"]] == ["accepted", "conflict"]
+    assert (body["accepted"], body["conflict"]) == (1, 1)
+
+
+async def test_a_retried_batch_accepts_only_the_new_events(gateway: RunningGateway) -> None:
+    site = gateway.keys.site
+    old = [received(site), received(site)]
+    assert (await post(gateway, old))[2]["accepted"] == 2
+    new = received(site)
+    status, _, body = await post(gateway, [*old, new])
+    assert status == 200, body
+    assert [r["result"] for r in body["results"]] == ["duplicate", "duplicate", "accepted"]
+
+
+async def test_a_retried_realname_event_is_a_duplicate_although_sealing_is_randomised(
+    gateway: RunningGateway,
+) -> None:
+    realname = parcel_flow(gateway.keys.site, waybill())[1]
+    assert realname["type"] == "realname.registered"
+    assert (await post(gateway, realname))[0] == 201
+    status, _, body = await post(gateway, realname)
+    assert status == 200, body
+    assert body["results"][0]["result"] == "duplicate"
+
+
+async def test_a_retried_parcel_flow_is_counted_once_in_the_rates(gateway: RunningGateway) -> None:
+    site = gateway.keys.site
+    flow = parcel_flow(site, waybill())
+    assert (await post(gateway, flow))[2]["accepted"] == 6
+    assert (await post(gateway, flow))[2]["duplicate"] == 6
+    day = flow[0]["occurred_at"][:10]  # 10:00 Asia/Shanghai: the same calendar day
+    async with gateway.http.get(
+        f"{gateway.url}/v1/sites/{site}/rates",
+        params={"from": day, "to": day},
+        headers=gateway.auth("supervisor"),
+    ) as resp:
+        rates = await resp.json()
+        assert resp.status == 200, rates
+    assert rates["total"]["dispatched"] == 1
+    assert rates["total"]["three_100_rate"] == 1.0
+
+
+# --- per-event results -------------------------------------------------------------------------
+
+
+async def test_a_mixed_batch_commits_the_valid_events_and_rejects_the_rest(
+    gateway: RunningGateway,
+) -> None:
+    site, wb = gateway.keys.site, waybill()
+    good_first = received(site, wb)
+    bad_type = received(site, wb, weight_g="heavy")
+    good_second = event("parcel.sealed", site, wb, clerk_id="c1")
+    bad_field = event("parcel.sealed", site, wb, clerk_id="c1", colour="red")
+    items = [good_first, bad_type, good_second, bad_field, 42]
+
+    status, _, body = await post(gateway, items)
+    assert status == 200, body
+    results = body["results"]
+    assert [r["index"] for r in results] == [0, 1, 2, 3, 4]
+    assert [r["result"] for r in results] == [
+        "accepted",
+        "rejected",
+        "accepted",
+        "rejected",
+        "rejected",
+    ]
+    assert (body["accepted"], body["rejected"]) == (2, 3)
+    assert results[1]["event_id"] == bad_type["event_id"]
+    assert results[1]["code"] == "wrong_type"
+    assert [(e["code"], e["path"]) for e in results[1]["errors"]] == [("wrong_type", "weight_g")]
+    assert results[3]["code"] == "unknown_field"
+    assert [(e["code"], e["path"]) for e in results[3]["errors"]] == [("unknown_field", "colour")]
+    assert results[4]["code"] == "wrong_type"
+    assert results[4]["event_id"] is None
+
+    assert await timeline_ids(gateway, wb) == {good_first["event_id"], good_second["event_id"]}
+
+
+async def test_a_station_cannot_write_events_for_another_site(gateway: RunningGateway) -> None:
+    site, other = gateway.keys.site, gateway.keys.other_site
+    foreign_wb = waybill()
+    foreign = received(other, foreign_wb)
+
+    status, ctype, body = await post(gateway, foreign)
+    assert_problem(status, ctype, body, 403, "forbidden_site")
+
+    own = received(site)
+    status, _, body = await post(gateway, [own, foreign])
+    assert status == 200, body
+    assert [r["result"] for r in body["results"]] == ["accepted", "rejected"]
+    assert body["results"][1]["code"] == "forbidden_site"
+    assert body["results"][1]["errors"][0]["path"] == "site_id"
+
+    status, text = await get_parcel(gateway, foreign_wb)
+    assert status == 404, text
+    await assert_still_serves(gateway)
+
+
+async def test_an_event_for_an_unknown_site_is_rejected(gateway: RunningGateway) -> None:
+    item = received(f"NOSUCH-{uuid.uuid4().hex[:8]}")
+    status, ctype, body = await post(gateway, item, role="admin")
+    assert_problem(status, ctype, body, 422, "unknown_site")
+    assert body["errors"][0]["path"] == "site_id"
+
+    status, _, body = await post(gateway, [item], role="admin")
+    assert status == 200, body
+    assert body["results"][0]["code"] == "unknown_site"
+    await assert_still_serves(gateway)
+
+
+# --- invalid events (422 alone, `rejected` in a batch) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class BadEvent:
+    build: Callable[[str], dict[str, Any]]
+    code: str
+    path: str
+
+
+def _with(base: Callable[[str], dict[str, Any]], **changes: Any) -> Callable[[str], dict[str, Any]]:
+    return lambda site: base(site) | changes
+
+
+def _sealed(site: str) -> dict[str, Any]:
+    return event("parcel.sealed", site, waybill(), clerk_id="c1")
+
+
+def _without(field: str) -> Callable[[str], dict[str, Any]]:
+    def build(site: str) -> dict[str, Any]:
+        item = _sealed(site)
+        del item[field]
+        return item
+
+    return build
+
+
+def _realname(number: str) -> Callable[[str], dict[str, Any]]:
+    return lambda site: event(
+        "realname.registered",
+        site,
+        waybill(),
+        sender={"document_type": "resident_id", "document_number": number, "name": "张三"},
+    )
+
+
+def _future(site: str) -> dict[str, Any]:
+    return event(
+        "parcel.sealed", site, waybill(), datetime.now(UTC) + timedelta(hours=1), clerk_id="c1"
+    )
+
+
+BAD_EVENTS = {
+    "wrong type (string for an integer)": BadEvent(
+        lambda site: received(site, weight_g="heavy"), "wrong_type", "weight_g"
+    ),
+    "wrong type (number for a string)": BadEvent(
+        lambda site: received(site, carrier=123), "wrong_type", "carrier"
+    ),
+    "wrong type (nested)": BadEvent(
+        lambda site: event(
+            "xray.scanned",
+            site,
+            waybill(),
+            scanner_id="x1",
+            verdict="clear",
+            detections=[{"class_name": "knife", "score": "high", "box": [0, 0, 1, 1]}],
+        ),
+        "wrong_type",
+        "detections.0.score",
+    ),
+    "unknown field": BadEvent(lambda site: received(site, colour="red"), "unknown_field", "colour"),
+    "missing field": BadEvent(_without("clerk_id"), "missing_field", "clerk_id"),
+    "naive timestamp": BadEvent(
+        _with(_sealed, occurred_at="2026-11-20T10:00:00"), "naive_timestamp", "occurred_at"
+    ),
+    "unparseable timestamp": BadEvent(
+        _with(_sealed, occurred_at="yesterday at ten"), "invalid_timestamp", "occurred_at"
+    ),
+    "future timestamp beyond the skew": BadEvent(_future, "future_timestamp", "occurred_at"),
+    "invalid ID checksum": BadEvent(
+        _realname(WRONG_CHECK), "invalid_checksum", "sender.document_number"
+    ),
+    "unknown event type": BadEvent(
+        _with(_sealed, type="parcel.teleported"), "unknown_event_type", "type"
+    ),
+    "event_id not a UUID": BadEvent(_with(_sealed, event_id="evt-1"), "invalid_uuid", "event_id"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_EVENTS.values(), ids=list(BAD_EVENTS))
+async def test_an_invalid_event_is_rejected_with_a_stable_code_and_path(
+    gateway: RunningGateway, case: BadEvent
+) -> None:
+    item = case.build(gateway.keys.site)
+
+    status, ctype, body = await post(gateway, item)
+    assert_problem(status, ctype, body, 422, case.code)
+    assert [(e["code"], e["path"]) for e in body["errors"]] == [(case.code, case.path)]
+
+    status, _, body = await post(gateway, [item])
+    assert status == 200, body
+    [result] = body["results"]
+    assert result["result"] == "rejected"
+    assert result["code"] == case.code
+    assert [(e["code"], e["path"]) for e in result["errors"]] == [(case.code, case.path)]
+
+    await assert_still_serves(gateway)
+
+
+async def test_a_timestamp_slightly_ahead_within_the_skew_is_accepted(
+    gateway: RunningGateway,
+) -> None:
+    ahead = datetime.now(UTC) + timedelta(seconds=60)
+    status, _, body = await post(
+        gateway, event("parcel.sealed", gateway.keys.site, waybill(), ahead, clerk_id="c1")
+    )
+    assert status == 201, body
+
+
+async def test_error_messages_are_rendered_not_templates(gateway: RunningGateway) -> None:
+    status, _, body = await post(gateway, _future(gateway.keys.site))
+    assert status == 422, body
+    message = body["errors"][0]["message"]
+    assert "{" not in message, message
+    assert "in the future" in message
+
+
+# Values that pass a naive schema but that PostgreSQL cannot store (jsonb refuses non-finite
+# numbers and NUL characters). They must be refused one by one, not fail the group commit they
+# share with other events (which answers 503 to every request in the group).
+
+INFINITE = "__infinite__"
+
+
+def _scan_with_box(corner: Any) -> Callable[[str], dict[str, Any]]:
+    return lambda site: event(
+        "xray.scanned",
+        site,
+        waybill(),
+        scanner_id="x1",
+        verdict="flagged",
+        detections=[{"class_name": "knife", "score": 0.9, "box": [corner, 0, 10, 10]}],
+    )
+
+
+def _inspection(**fields: Any) -> Callable[[str], dict[str, Any]]:
+    return lambda site: event(
+        "inspection.completed", site, waybill(), **({"clerk_id": "c1", "result": "pass"} | fields)
+    )
+
+
+UNSTORABLE = {
+    "infinite box coordinate (1e999)": (_scan_with_box(INFINITE), "detections.0.box.0"),
+    "NUL in a free-text note": (_inspection(note="ok\u0000"), "note"),
+    "NUL in a clerk id": (_inspection(clerk_id="c\u00001"), "clerk_id"),
+}
+
+
+def _raw(items: Any) -> bytes:
+    return json.dumps(items, ensure_ascii=False).replace(f'"{INFINITE}"', "1e999").encode()
+
+
+@pytest.mark.parametrize(("build", "path"), UNSTORABLE.values(), ids=list(UNSTORABLE))
+async def test_a_value_the_database_cannot_store_is_rejected_not_a_503(
+    gateway: RunningGateway, build: Callable[[str], dict[str, Any]], path: str
+) -> None:
+    site = gateway.keys.site
+    status, ctype, body = await post(gateway, data=_raw(build(site)))
+    assert status == 422, body
+    assert ctype == PROBLEM_JSON
+    assert body["errors"][0]["path"] == path
+
+    neighbour = received(site)
+    status, _, body = await post(gateway, data=_raw([neighbour, build(site)]))
+    assert status == 200, body
+    assert [r["result"] for r in body["results"]] == ["accepted", "rejected"]
+    assert body["results"][1]["errors"][0]["path"] == path
+    await assert_still_serves(gateway)
+
+
+async def test_an_unstorable_event_does_not_fail_other_stations_events(
+    gateway: RunningGateway,
+) -> None:
+    site = gateway.keys.site
+    poison = _raw(_inspection(note="ok\u0000")(site))
+
+    async def good() -> int:
+        return (await post(gateway, received(site)))[0]
+
+    async def bad() -> int:
+        return (await post(gateway, data=poison))[0]
+
+    statuses = await asyncio.gather(
+        *(good() for _ in range(20)), bad(), *(good() for _ in range(20))
+    )
+    neighbours = statuses[:20] + statuses[21:]
+    assert neighbours == [201] * 40, f"{neighbours.count(503)} of 40 neighbours got 503"
+    assert statuses[20] == 422
+
+
+async def test_a_nan_literal_is_refused_with_a_4xx(gateway: RunningGateway) -> None:
+    raw = _raw(_scan_with_box(INFINITE)(gateway.keys.site)).replace(b"1e999", b"NaN")
+    status, ctype, body = await post(gateway, data=raw)
+    assert status in (400, 422), body
+    assert ctype == PROBLEM_JSON
+    await assert_still_serves(gateway)
+
+
+# --- malformed requests (whole request refused) ------------------------------------------------
+
+MALFORMED = {
+    "truncated JSON": (b'{"type": "parcel.received", "event_id": ', 400, "malformed_json"),
+    "not UTF-8": (b'\xff\xfe{"a": 1}', 400, "malformed_json"),
+    "empty body": (b"", 400, "malformed_json"),
+    "a number": (b"42", 400, "invalid_body"),
+    "a string": (b'"parcel.received"', 400, "invalid_body"),
+    "null": (b"null", 400, "invalid_body"),
+    "empty batch": (b"[]", 400, "empty_batch"),
+    "1,001 events (default limit 1,000)": (
+        json.dumps([{}] * 1001).encode(),
+        413,
+        "too_many_events",
+    ),
+}
+
+
+@pytest.mark.parametrize(("raw", "status", "code"), MALFORMED.values(), ids=list(MALFORMED))
+async def test_a_malformed_request_is_refused_and_the_server_keeps_serving(
+    gateway: RunningGateway, raw: bytes, status: int, code: str
+) -> None:
+    got, ctype, body = await post(gateway, data=raw, headers={"Content-Type": "application/json"})
+    assert_problem(got, ctype, body, status, code)
+    await assert_still_serves(gateway)
+
+
+@pytest.fixture
+async def small_gateway(
+    tmp_path: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> AsyncIterator[RunningGateway]:
+    """A gateway with tight limits: 2 KiB bodies, 3 events per request."""
+    settings = Settings(
+        data_dir=tmp_path, api_key_cache_s=0.0, max_body_bytes=2048, max_batch_events=3
+    )
+    gw, runner = await start_gateway(settings, pool, vault, await make_keys(pool))
+    try:
+        yield gw
+    finally:
+        await gw.http.close()
+        await runner.cleanup()
+
+
+async def test_a_body_over_the_limit_is_413_body_too_large(small_gateway: RunningGateway) -> None:
+    padding = "x" * 500
+    items = [received(small_gateway.keys.site, declared_contents=padding) for _ in range(3)]
+    raw = json.dumps(items).encode()
+    assert len(raw) > 2048
+    status, ctype, body = await post(small_gateway, data=raw)
+    assert_problem(status, ctype, body, 413, "body_too_large")
+    await assert_still_serves(small_gateway)
+
+
+async def test_a_chunked_body_over_the_limit_is_413_body_too_large(
+    small_gateway: RunningGateway,
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit bites while reading
+        yield b"["
+        for i in range(10):
+            yield (b"," if i else b"") + json.dumps(received(small_gateway.keys.site)).encode()
+        yield b"]"
+
+    status, ctype, body = await post(small_gateway, data=chunks())
+    assert_problem(status, ctype, body, 413, "body_too_large")
+    await assert_still_serves(small_gateway)
+
+
+async def test_more_events_than_the_configured_limit_is_413_too_many_events(
+    small_gateway: RunningGateway,
+) -> None:
+    site = small_gateway.keys.site
+    status, ctype, body = await post(small_gateway, [{"type": "parcel.sealed"}] * 4)
+    assert_problem(status, ctype, body, 413, "too_many_events")
+    status, _, body = await post(small_gateway, [_sealed(site) for _ in range(3)])
+    assert status == 200, body
+    assert body["accepted"] == 3
+
+
+# --- personal data -----------------------------------------------------------------------------
+
+
+def _assert_no_clear_text(row: asyncpg.Record, secrets: list[str]) -> None:
+    for column, value in row.items():
+        haystack = value if isinstance(value, bytes) else str(value).encode()
+        for secret in secrets:
+            assert secret.encode() not in haystack, f"{secret!r} in clear in column {column}"
+
+
+async def test_the_document_number_never_leaves_in_clear(
+    gateway: RunningGateway, vault: PersonalDataVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    site, wb = gateway.keys.site, waybill()
+    flow = parcel_flow(site, wb)
+    realname = flow[1]
+    secrets = [DOCUMENT, "13812345678", "张三"]
+    assert realname["sender"]["document_number"] == DOCUMENT
+
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events", json=flow, headers=gateway.auth()
+    ) as resp:
+        text = await resp.text()
+        assert resp.status == 200, text
+    for secret in secrets:
+        assert secret not in text
+
+    for role in ("station", "reviewer", "supervisor", "police", "admin"):
+        status, text = await get_parcel(gateway, wb, role)
+        assert status == 200, text
+        for secret in secrets:
+            assert secret not in text, f"{role} sees {secret!r}"
+        sender = next(
+            e["payload"]["sender"]
+            for e in json.loads(text)["events"]
+            if e["type"] == realname["type"]
+        )
+        assert sender["document_masked"] == mask_document(DOCUMENT) == "1101**********002X"
+        assert sender["phone_masked"] == "138****5678"
+        assert sender["name_masked"] == "张*"
+
+    async with gateway.pool.acquire() as conn:
+        events = await conn.fetch("SELECT * FROM events WHERE site_id = $1", site)
+        records = await conn.fetch("SELECT * FROM realname_records WHERE site_id = $1", site)
+    assert any(r["waybill_no"] == wb for r in events)
+    for row in [*events, *records]:
+        _assert_no_clear_text(row, secrets)
+
+    [record] = [r for r in records if r["waybill_no"] == wb]
+    assert record["document_masked"] == "1101**********002X"
+    sealed = SealedValue(record["pii_key_id"], record["document_sealed"])
+    aad = associated_data(site, realname["event_id"])
+    assert vault.open(sealed, aad=aad) == DOCUMENT  # ciphertext of the number, bound to its row
+
+    for log_record in caplog.records:
+        line = log_record.getMessage() + repr(log_record.__dict__)
+        for secret in secrets:
+            assert secret not in line, f"{secret!r} logged by {log_record.name}"
+
+
+async def test_a_rejected_document_number_is_not_echoed(gateway: RunningGateway) -> None:
+    status, _, body = await post(gateway, _realname(WRONG_CHECK)(gateway.keys.site))
+    assert status == 422, body
+    assert WRONG_CHECK not in json.dumps(body, ensure_ascii=False)
+
+
+# --- station WebSocket -------------------------------------------------------------------------
+
+
+async def test_the_station_stream_acks_each_event_with_its_result(gateway: RunningGateway) -> None:
+    site, wb = gateway.keys.site, waybill()
+    first = received(site, wb)
+    second = event("parcel.sealed", site, wb, clerk_id="c1")
+    invalid = event("parcel.sealed", site, wb, clerk_id="c1", colour="red")
+    async with gateway.http.ws_connect(
+        f"{gateway.url}/v1/stations/stream", headers=gateway.auth()
+    ) as ws:
+        await ws.send_str(json.dumps(first))
+        ack = await ws.receive_json(timeout=10)
+        assert ack["type"] == "ack"
+        assert (ack["index"], ack["event_id"], ack["result"]) == (0, first["event_id"], "accepted")
+
+        await ws.send_str(json.dumps([first, second, invalid]))
+        acks = [await ws.receive_json(timeout=10) for _ in range(3)]
+        assert [a["type"] for a in acks] == ["ack"] * 3
+        assert [a["index"] for a in acks] == [0, 1, 2]
+        assert [a["event_id"] for a in acks] == [e["event_id"] for e in (first, second, invalid)]
+        assert [a["result"] for a in acks] == ["duplicate", "accepted", "rejected"]
+        assert acks[2]["code"] == "unknown_field"
+        assert acks[2]["errors"][0]["path"] == "colour"
+
+    assert await timeline_ids(gateway, wb) == {first["event_id"], second["event_id"]}
+
+
+async def test_malformed_json_on_the_station_stream_gets_an_error_and_the_socket_stays_open(
+    gateway: RunningGateway,
+) -> None:
+    item = received(gateway.keys.site)
+    async with gateway.http.ws_connect(
+        f"{gateway.url}/v1/stations/stream", headers=gateway.auth()
+    ) as ws:
+        await ws.send_str('{"type": "parcel.received", ')
+        error = await ws.receive_json(timeout=10)
+        assert error["type"] == "error"
+        assert error["code"] == "malformed_json"
+
+        await ws.send_str(json.dumps(item))
+        ack = await ws.receive_json(timeout=10)
+        assert (ack["type"], ack["result"]) == ("ack", "accepted")
+        assert not ws.closed
+
+
+async def test_the_station_stream_refuses_a_connection_without_a_key(
+    gateway: RunningGateway,
+) -> None:
+    url = f"{gateway.url}/v1/stations/stream"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await gateway.http.ws_connect(url)
+    assert refused.value.status == 401
+
+    async with gateway.http.get(url) as resp:
+        assert resp.status == 401
+        assert resp.content_type == PROBLEM_JSON
+        assert (await resp.json(content_type=None))["code"] == "missing_credentials"
+
+
+async def test_the_station_stream_refuses_a_role_that_may_not_write(
+    gateway: RunningGateway,
+) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await gateway.http.ws_connect(
+            f"{gateway.url}/v1/stations/stream", headers=gateway.auth("reviewer")
+        )
+    assert refused.value.status == 403

@@ -1,0 +1,116 @@
+"""The OpenAPI document served at /v1/openapi.json stays true to the routes the app registers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from screening.domain.events import EventType
+from tests.conftest import RunningGateway
+
+OPENAPI_PATH = "/v1/openapi.json"
+SCHEMA_REF = "#/components/schemas/"
+
+
+async def fetch_document(gw: RunningGateway) -> dict[str, Any]:
+    async with gw.http.get(f"{gw.url}{OPENAPI_PATH}") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        document: dict[str, Any] = await resp.json()
+    return document
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from refs(value)
+
+
+def resolve(document: dict[str, Any], ref: str) -> dict[str, Any]:
+    assert ref.startswith(SCHEMA_REF), ref
+    schema: dict[str, Any] = document["components"]["schemas"][ref.removeprefix(SCHEMA_REF)]
+    return schema
+
+
+async def test_the_document_is_openapi_3_1(gateway: RunningGateway) -> None:
+    document = await fetch_document(gateway)
+    assert document["openapi"].startswith("3.1.")
+    assert document["info"]["title"]
+    assert document["info"]["version"]
+
+
+async def test_the_documented_operations_are_exactly_the_registered_routes(
+    gateway: RunningGateway,
+) -> None:
+    registered = {
+        (route.resource.canonical, route.method.lower())
+        for route in gateway.app.router.routes()
+        if route.method != "HEAD"
+        and route.resource is not None
+        and route.resource.canonical != OPENAPI_PATH
+    }
+    document = await fetch_document(gateway)
+    documented = {
+        (path, method) for path, operations in document["paths"].items() for method in operations
+    }
+    assert documented == registered
+
+
+async def test_every_reference_resolves_to_a_component_schema(gateway: RunningGateway) -> None:
+    document = await fetch_document(gateway)
+    found = set(refs(document))
+    assert found, "the document references no schemas at all"
+    schemas = document["components"]["schemas"]
+    dangling = sorted(
+        r
+        for r in found
+        if not r.startswith(SCHEMA_REF) or r.removeprefix(SCHEMA_REF) not in schemas
+    )
+    assert dangling == []
+
+
+async def test_the_events_body_accepts_each_of_the_six_event_types(
+    gateway: RunningGateway,
+) -> None:
+    document = await fetch_document(gateway)
+    body = document["paths"]["/v1/events"]["post"]["requestBody"]
+    assert body["required"] is True
+    schema = body["content"]["application/json"]["schema"]
+    variants = schema["anyOf"]
+    single = next(v for v in variants if "discriminator" in v)
+    batch = next(v for v in variants if v.get("type") == "array")
+    assert batch["items"] == single  # an array of the same events
+
+    discriminator = single["discriminator"]
+    assert discriminator["propertyName"] == "type"
+    kinds = {e.value for e in EventType}
+    assert len(kinds) == 6
+    assert set(discriminator["mapping"]) == kinds
+    assert {o["$ref"] for o in single["oneOf"]} == set(discriminator["mapping"].values())
+    for kind, ref in discriminator["mapping"].items():
+        event_schema = resolve(document, ref)
+        assert event_schema["properties"]["type"]["const"] == kind
+        assert event_schema.get("additionalProperties") is False  # unknown fields are refused
+        assert {"event_id", "site_id", "waybill_no", "occurred_at", "type"} <= set(
+            event_schema["required"]
+        )
+
+
+async def test_the_statuses_the_events_endpoint_answers_are_documented(
+    gateway: RunningGateway,
+) -> None:
+    document = await fetch_document(gateway)
+    responses = document["paths"]["/v1/events"]["post"]["responses"]
+    # 201: one event accepted; 200: a batch or a duplicate; then the problem statuses.
+    for status in ("200", "201", "400", "401", "403", "409", "413", "422"):
+        assert status in responses, status
+    for status in ("400", "401", "403", "409", "413", "422"):
+        content = responses[status]["content"]
+        assert set(content) == {"application/problem+json"}
+        assert content["application/problem+json"]["schema"]["$ref"] == SCHEMA_REF + "Problem"
