@@ -15,11 +15,14 @@ from aiohttp import web
 from screening.api.context import GATEWAY, Gateway, Metrics
 from screening.api.problems import problem_middleware
 from screening.api.routes import add_routes
+from screening.inference import DEFAULT_MODEL_PATH, DetectorConfig
 from screening.protection import PersonalDataVault
 from screening.services.access import KeyAuthenticator
 from screening.services.ingest import CommitReport, GroupCommitWriter
+from screening.services.scans import ScanLimits, ScanService
 from screening.settings import Settings
 from screening.storage.database import create_pool, migrate
+from screening.storage.images import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +109,28 @@ def create_app(
 
         writer.on_commit.append(observe)
         await writer.start()
+        the_vault = vault or load_vault(settings)
+        scans = ScanService(
+            the_pool,
+            the_vault,
+            ImageStore(settings.image_dir),
+            DetectorConfig(
+                model_path=settings.model_path or DEFAULT_MODEL_PATH,
+                intra_op_threads=settings.inference_threads,
+                max_batch=settings.inference_max_batch,
+                max_wait_ms=settings.inference_max_wait_ms,
+                queue_size=settings.inference_queue_size,
+            ),
+            ScanLimits(settings.max_image_bytes, settings.max_image_pixels),
+        )
         app[GATEWAY] = Gateway(
             settings=settings,
             pool=the_pool,
-            vault=vault or load_vault(settings),
+            vault=the_vault,
             writer=writer,
             authenticator=KeyAuthenticator(the_pool, settings.api_key_cache_s),
             metrics=metrics,
+            scans=scans,
         )
         try:
             yield
@@ -122,6 +140,7 @@ def create_app(
                 for ws in list(sockets):
                     await ws.close(code=1001, message=b"gateway shutting down")
             await writer.close()
+            await scans.close()
             if own_pool:
                 await the_pool.close()
 

@@ -41,12 +41,25 @@ class Settings(BaseSettings):
     # API keys are cached this long after lookup; revocation takes effect within it.
     api_key_cache_s: float = Field(default=5.0, ge=0)
 
+    # X-ray detector (screening.inference). The default is the model shipped in models/.
+    model_path: Path | None = None
+    inference_threads: int = Field(default=1, ge=0)  # onnxruntime intra-op threads
+    inference_max_batch: int = Field(default=4, ge=1)
+    inference_max_wait_ms: float = Field(default=5.0, ge=0)
+    inference_queue_size: int = Field(default=32, ge=1)
+    max_image_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # per uploaded part
+    max_image_pixels: int = Field(default=16_000_000, ge=1024)
+
     log_level: str = "INFO"
     log_json: bool = True
 
     @property
     def pii_key_file(self) -> Path:
         return self.data_dir / "pii-keys.json"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data_dir / "images"
 
     @property
     def pgdata(self) -> Path:

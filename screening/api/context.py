@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from screening.protection import PersonalDataVault
 from screening.services.access import KeyAuthenticator
 from screening.services.ingest import GroupCommitWriter
+from screening.services.scans import ScanService
 from screening.settings import Settings
 
 
@@ -43,6 +44,12 @@ class Metrics:
         self.writer_depth = Gauge(
             "screening_ingest_queue_depth", "Submissions waiting for the writer", registry=r
         )
+        self.scans = Counter(
+            "screening_scans_total",
+            "X-ray uploads by outcome and verdict",
+            ["result", "verdict"],
+            registry=r,
+        )
         self.station_streams = Gauge(
             "screening_station_streams", "Open station WebSockets", registry=r
         )
@@ -58,6 +65,7 @@ class Gateway:
     writer: GroupCommitWriter
     authenticator: KeyAuthenticator
     metrics: Metrics
+    scans: ScanService
     known_sites: set[str] = field(default_factory=set)
     # Open station WebSockets per site; hold orders (a later feature) are pushed down these.
     station_streams: dict[str, set[web.WebSocketResponse]] = field(default_factory=dict)

@@ -26,7 +26,7 @@ from screening.errors import (
 )
 from screening.services.ingest import prepare
 from screening.storage import sites as site_store
-from screening.storage.errors import DatabaseUnavailableError
+from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,11 @@ async def ingest_items(
     return final
 
 
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259 §6); Python's parser accepts them unless told."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _summary(results: list[EventResultOut]) -> IngestResponse:
     counts = {
         k: sum(1 for r in results if r.result == k)
@@ -108,8 +113,8 @@ async def post_events(request: web.Request) -> web.Response:
         )
     raw = await request.read()  # aiohttp enforces client_max_size while reading
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequestError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
     single = isinstance(body, dict)
     if single:
@@ -163,8 +168,8 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                     await ws.send_json({"type": "error", "code": "text_frames_only"})
                 continue
             try:
-                body = json.loads(msg.data)
-            except json.JSONDecodeError:
+                body = json.loads(msg.data, parse_constant=_refuse_constant)
+            except ValueError:
                 await ws.send_json({"type": "error", "code": "malformed_json"})
                 continue
             if isinstance(body, dict) and body.get("type") in {"hold.ack", "ping"}:
@@ -175,6 +180,11 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                 continue
             try:
                 results = await ingest_items(gw, principal, items, datetime.now(UTC))
+            except UnstorableEventError:
+                await ws.send_json(
+                    {"type": "error", "code": "unstorable_value", "detail": "nothing committed"}
+                )
+                continue
             except DatabaseUnavailableError as exc:
                 log.warning("station stream ingest failed: %s", exc)
                 await ws.send_json(

@@ -10,7 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from screening import __version__
 from screening.api.routes import ROUTES
-from screening.api.schemas import Problem
+from screening.api.schemas import Problem, ScanMetadataIn
 
 REF = "#/components/schemas/{model}"
 
@@ -61,6 +61,25 @@ def build_openapi() -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": body_schema}},
             }
+        if route.multipart:
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["metadata"],
+                            "properties": {
+                                "metadata": {"$ref": REF.format(model="ScanMetadataIn")},
+                                "image": {"type": "string", "contentMediaType": "image/png"},
+                                "high": {"type": "string", "contentMediaType": "image/png"},
+                                "low": {"type": "string", "contentMediaType": "image/png"},
+                            },
+                        }
+                    }
+                },
+            }
+            schemas["ScanMetadataIn"] = ScanMetadataIn.model_json_schema(ref_template=REF)
         if route.websocket:
             op["responses"]["101"] = {"description": "Switching protocols (WebSocket)"}
         elif route.response is not None:

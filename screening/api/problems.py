@@ -18,7 +18,7 @@ from screening.errors import (
     ScreeningError,
     ServiceUnavailableError,
 )
-from screening.storage.errors import DatabaseUnavailableError
+from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except ScreeningError as exc:
         return from_error(exc)
+    except UnstorableEventError as exc:
+        return problem_response(
+            422, "unstorable_value", "Invalid event", f"the database refused a value: {exc}"
+        )
     except DatabaseUnavailableError as exc:
         return from_error(ServiceUnavailableError(str(exc), code="database_unavailable"))
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError) as exc:

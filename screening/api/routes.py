@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from screening.api import ingest, reads
+from screening.api import ingest, reads, scans
 from screening.api.schemas import (
     EventIn,
     HealthOut,
@@ -17,6 +17,7 @@ from screening.api.schemas import (
     ParcelOut,
     Problem,
     RatesOut,
+    ScanOut,
     ViolationsOut,
 )
 
@@ -43,6 +44,7 @@ class Route:
     websocket: bool = False
     raw_response: str | None = None  # content type of a non-JSON response
     success: tuple[tuple[str, str], ...] = (("200", "OK"),)
+    multipart: bool = False
 
 
 _DATE = {"type": "string", "format": "date"}
@@ -111,6 +113,40 @@ ROUTES: tuple[Route, ...] = (
             Param("flow", "query", "Flow bucket"),
             Param("cursor", "query", "next_cursor of the previous page"),
             Param("limit", "query", "Page size, 1-1000", {"type": "integer", "default": 100}),
+        ),
+    ),
+    Route(
+        "POST",
+        "/v1/scans",
+        scans.post_scan,
+        "Upload an X-ray image (multipart: metadata JSON, image PNG/JPEG or a high/low 16-bit "
+        "pair); the detector's verdict is stored as an xray.scanned event",
+        roles=("station", "admin"),
+        response=ScanOut,
+        multipart=True,
+        success=(("200", "A resend (duplicate)"), ("201", "Scan accepted")),
+    ),
+    Route(
+        "GET",
+        "/v1/scans/{scan_id}",
+        scans.get_scan,
+        "A stored scan and its verdict",
+        roles=("station", "reviewer", "supervisor", "police", "admin"),
+        response=ScanOut,
+        params=(Param("scan_id", "path", "Scan id", {"type": "string", "format": "uuid"}, True),),
+    ),
+    Route(
+        "GET",
+        "/v1/scans/{scan_id}/image",
+        scans.get_scan_image,
+        "The scan's image, optionally with the verdict's boxes drawn (overlay=boxes)",
+        roles=("station", "reviewer", "supervisor", "police", "admin"),
+        raw_response="image/png",
+        params=(
+            Param("scan_id", "path", "Scan id", {"type": "string", "format": "uuid"}, True),
+            Param(
+                "overlay", "query", "boxes or none", {"type": "string", "enum": ["boxes", "none"]}
+            ),
         ),
     ),
     Route("GET", "/healthz", reads.healthz, "Liveness", response=HealthOut),

@@ -34,7 +34,30 @@ ShortText = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN/Infinity (not JSON, and PostgreSQL's jsonb refuses them).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold U+0000; refuse it here, with its field path.
+        if isinstance(value, str) and "\x00" in value:
+            raise PydanticCustomError("nul_character", "text must not contain U+0000")
+        return value
+
+
+def not_in_future(value: datetime, info: ValidationInfo) -> datetime:
+    """Refuse times further ahead of the gateway's clock than the tolerated station skew."""
+    context = info.context or {}
+    now: datetime | None = context.get("now")
+    skew: float = context.get("max_future_skew_s", 300.0)
+    if now is not None and value - now > timedelta(seconds=skew):
+        ahead = (value - now).total_seconds()
+        raise PydanticCustomError(
+            "future_timestamp",
+            f"occurred_at is {ahead:.0f} s in the future (tolerance {skew:.0f} s)",
+        )
+    return value
 
 
 class EventBase(Wire):
@@ -46,16 +69,7 @@ class EventBase(Wire):
     @field_validator("occurred_at")
     @classmethod
     def _not_in_future(cls, value: datetime, info: ValidationInfo) -> datetime:
-        context = info.context or {}
-        now: datetime | None = context.get("now")
-        skew: float = context.get("max_future_skew_s", 300.0)
-        if now is not None and value - now > timedelta(seconds=skew):
-            ahead = (value - now).total_seconds()
-            raise PydanticCustomError(
-                "future_timestamp",
-                f"occurred_at is {ahead:.0f} s in the future (tolerance {skew:.0f} s)",
-            )
-        return value
+        return not_in_future(value, info)
 
 
 class ParcelReceivedIn(EventBase):
@@ -258,3 +272,53 @@ class ViolationsOut(Wire):
 class HealthOut(Wire):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# --- X-ray scans -------------------------------------------------------------------------------
+
+
+class ScanMetadataIn(Wire):
+    """The `metadata` part of POST /v1/scans."""
+
+    scan_id: UUID = Field(description="Client id of this image; a resend is a duplicate")
+    site_id: SiteId
+    scanner_id: ShortText
+    waybill_no: WaybillNo | None = Field(default=None, description="Null: no barcode was read")
+    occurred_at: AwareDatetime
+    line_count: int | None = Field(default=None, ge=1, le=1_000_000)
+    pixels_per_line: int | None = Field(default=None, ge=1, le=100_000)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _not_in_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        return not_in_future(value, info)
+
+
+class FindingOut(Wire):
+    class_name: str
+    category: str
+    alert: str
+    score: float
+    box: list[float]
+    threshold: float
+
+
+class VerdictOut(Wire):
+    result: Literal["clear", "flagged"]
+    findings: list[FindingOut]
+    model_version: str
+    max_scores: dict[str, float]
+
+
+class ScanOut(Wire):
+    scan_id: str
+    site_id: str
+    result: Literal["accepted", "duplicate"]
+    waybill_no: str | None
+    bound: bool = Field(description="False when no waybill was read: kept, reported unbound")
+    event_id: str | None
+    occurred_at: datetime
+    width: int
+    height: int
+    verdict: VerdictOut
+    image_url: str

@@ -72,11 +72,13 @@ def create_session(config: DetectorConfig) -> ort.InferenceSession:
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = config.intra_op_threads
     opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning",
-                                  "1" if config.allow_spinning else "0")
+    opts.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if config.allow_spinning else "0"
+    )
     try:
-        return ort.InferenceSession(str(config.model_path), sess_options=opts,
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            str(config.model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
     except Exception as e:  # onnxruntime raises its own untyped errors
         raise ModelLoadError(f"cannot load {config.model_path}: {e}") from e
 
@@ -184,8 +186,11 @@ class Detector:
             while len(batch) < self._max_batch:
                 remaining = deadline - time.monotonic()
                 try:
-                    nxt = self._queue.get(timeout=max(remaining, 0.0)) if remaining > 0 \
+                    nxt = (
+                        self._queue.get(timeout=max(remaining, 0.0))
+                        if remaining > 0
                         else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if nxt is _STOP:
@@ -202,8 +207,12 @@ class Detector:
         for job in jobs:
             try:
                 rgb = decode_image(job.data)
-                img, lb = prepare(rgb, info.input_size, crop_to_content=info.crop_to_content,
-                                  pad_value=info.letterbox_value)
+                img, lb = prepare(
+                    rgb,
+                    info.input_size,
+                    crop_to_content=info.crop_to_content,
+                    pad_value=info.letterbox_value,
+                )
                 ready.append((job, img, lb))
             except InferenceError as e:
                 _resolve(job, e)
@@ -222,8 +231,9 @@ class Detector:
         for (job, _, lb), b in zip(ready, boxes, strict=True):
             _resolve(job, Detections(tuple(b), lb.width, lb.height, info.version, len(ready), ms))
 
-    def run_prepared(self, images: list[np.ndarray], letterboxes: list[Letterbox]
-                     ) -> tuple[list[list[Box]], float]:
+    def run_prepared(
+        self, images: list[np.ndarray], letterboxes: list[Letterbox]
+    ) -> tuple[list[list[Box]], float]:
         """Synchronous core: letterboxed RGB images -> boxes per image (also for evaluation)."""
         if self._session is None:
             raise DetectorClosedError("detector not started")
@@ -236,8 +246,14 @@ class Detector:
         pred = np.asarray(outputs[0], np.float32)
         if self._layout is None:
             self._layout = detect_layout(tuple(pred.shape), len(info.classes))
-        result = postprocess(pred, letterboxes, self._layout, conf=self.config.conf,
-                             iou=self.config.iou, max_det=self.config.max_det)
+        result = postprocess(
+            pred,
+            letterboxes,
+            self._layout,
+            conf=self.config.conf,
+            iou=self.config.iou,
+            max_det=self.config.max_det,
+        )
         return result, ms
 
     def load_sync(self) -> None:

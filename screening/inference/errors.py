@@ -1,10 +1,10 @@
 """Errors of the inference edge.
 
-    InferenceError
-    ├── ImageDecodeError          the upload is not a decodable image of a supported kind
-    ├── ModelLoadError            the model file or its manifest is unusable
-    ├── OutputLayoutError         the model's output matches no known layout
-    └── InferenceOverloadedError  the bounded queue is full: answer 503 with Retry-After
+InferenceError
+├── ImageDecodeError          the upload is not a decodable image of a supported kind
+├── ModelLoadError            the model file or its manifest is unusable
+├── OutputLayoutError         the model's output matches no known layout
+└── InferenceOverloadedError  the bounded queue is full: answer 503 with Retry-After
 """
 
 from __future__ import annotations

@@ -69,8 +69,9 @@ def parse_manifest(doc: Mapping[str, Any]) -> ModelInfo:
             raise ModelLoadError(f"unknown manifest format {doc.get('format')!r}")
         inp, out = doc["input"], doc["output"]
         cats = {
-            name: Category(c["category"], c.get("zh", ""), c.get("catalogue_no"),
-                           c.get("alert", name))
+            name: Category(
+                c["category"], c.get("zh", ""), c.get("catalogue_no"), c.get("alert", name)
+            )
             for name, c in doc.get("categories", {}).items()
         }
         thr = doc.get("thresholds", {})
@@ -97,8 +98,11 @@ def parse_onnx_metadata(meta: Mapping[str, str], input_shape: list[Any]) -> Mode
         raise ModelLoadError("no manifest and no `names` in the ONNX metadata")
     try:
         names = ast.literal_eval(meta["names"])
-        classes = tuple(str(names[i]) for i in sorted(names)) if isinstance(names, dict) \
+        classes = (
+            tuple(str(names[i]) for i in sorted(names))
+            if isinstance(names, dict)
             else tuple(str(n) for n in names)
+        )
     except (ValueError, SyntaxError, TypeError) as e:
         raise ModelLoadError(f"unreadable `names` metadata: {e}") from e
     size: tuple[int, int] | None = None

@@ -52,8 +52,9 @@ def detect_layout(shape: tuple[int, ...], num_classes: int | None) -> OutputLayo
     raise OutputLayoutError(f"output shape {shape} fits no known layout (nc={num_classes})")
 
 
-def nms(boxes_xyxy: F32, scores: F32, class_ids: npt.NDArray[np.int64], iou: float,
-        max_det: int) -> npt.NDArray[np.int64]:
+def nms(
+    boxes_xyxy: F32, scores: F32, class_ids: npt.NDArray[np.int64], iou: float, max_det: int
+) -> npt.NDArray[np.int64]:
     """Class-aware NMS: indices kept, best first."""
     if len(scores) == 0:
         return np.zeros(0, np.int64)
@@ -66,8 +67,9 @@ def nms(boxes_xyxy: F32, scores: F32, class_ids: npt.NDArray[np.int64], iou: flo
     return idx[np.argsort(-scores[idx], kind="stable")][:max_det]
 
 
-def decode_yolov8(pred: F32, conf: float, iou: float, max_det: int = 300,
-                  max_candidates: int = 3000) -> list[tuple[F32, F32, npt.NDArray[np.int64]]]:
+def decode_yolov8(
+    pred: F32, conf: float, iou: float, max_det: int = 300, max_candidates: int = 3000
+) -> list[tuple[F32, F32, npt.NDArray[np.int64]]]:
     """[B, 4+nc, N] -> per image (boxes x1y1x2y2 in input px, scores, classes) after NMS."""
     out = []
     for p in pred:
@@ -87,20 +89,29 @@ def decode_yolov8(pred: F32, conf: float, iou: float, max_det: int = 300,
     return out
 
 
-def decode_end2end(pred: F32, conf: float, max_det: int = 300
-                   ) -> list[tuple[F32, F32, npt.NDArray[np.int64]]]:
+def decode_end2end(
+    pred: F32, conf: float, max_det: int = 300
+) -> list[tuple[F32, F32, npt.NDArray[np.int64]]]:
     """[B, K, 6] -> per image (boxes, scores, classes); thresholded only (no NMS needed)."""
     out = []
     for p in pred:
         p = p[p[:, 4] >= conf]
         p = p[np.argsort(-p[:, 4], kind="stable")][:max_det]
-        out.append((p[:, :4].astype(np.float32), p[:, 4].astype(np.float32),
-                    p[:, 5].astype(np.int64)))
+        out.append(
+            (p[:, :4].astype(np.float32), p[:, 4].astype(np.float32), p[:, 5].astype(np.int64))
+        )
     return out
 
 
-def postprocess(pred: F32, letterboxes: list[Letterbox], layout: OutputLayout, *, conf: float,
-                iou: float = 0.5, max_det: int = 300) -> list[list[Box]]:
+def postprocess(
+    pred: F32,
+    letterboxes: list[Letterbox],
+    layout: OutputLayout,
+    *,
+    conf: float,
+    iou: float = 0.5,
+    max_det: int = 300,
+) -> list[list[Box]]:
     """Raw output of a batch -> boxes in each image's original pixels."""
     if pred.shape[0] != len(letterboxes):
         raise OutputLayoutError(f"batch of {pred.shape[0]} outputs for {len(letterboxes)} images")
@@ -112,9 +123,11 @@ def postprocess(pred: F32, letterboxes: list[Letterbox], layout: OutputLayout, *
     result = []
     for (boxes, scores, classes), lb in zip(decoded, letterboxes, strict=True):
         mapped = lb.to_original(boxes)
-        result.append([
-            Box(int(c), float(s), float(b[0]), float(b[1]), float(b[2]), float(b[3]))
-            for b, s, c in zip(mapped, scores, classes, strict=True)
-            if b[2] > b[0] and b[3] > b[1]
-        ])
+        result.append(
+            [
+                Box(int(c), float(s), float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+                for b, s, c in zip(mapped, scores, classes, strict=True)
+                if b[2] > b[0] and b[3] > b[1]
+            ]
+        )
     return result

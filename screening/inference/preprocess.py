@@ -65,8 +65,9 @@ def decode_image(data: bytes) -> U8:
     raise ImageDecodeError(f"unsupported channel count {img.shape[2]}")
 
 
-def letterbox(rgb: U8, size: int | tuple[int, int], pad_value: int = LETTERBOX_VALUE
-              ) -> tuple[U8, Letterbox]:
+def letterbox(
+    rgb: U8, size: int | tuple[int, int], pad_value: int = LETTERBOX_VALUE
+) -> tuple[U8, Letterbox]:
     """Resize keeping aspect into (h, w) = size, centred, padded with 114."""
     out_h, out_w = (size, size) if isinstance(size, int) else size
     h, w = rgb.shape[:2]
@@ -95,8 +96,12 @@ def content_box(rgb: U8, margin: int = 20, contrast: int = 25) -> tuple[int, int
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return 0, 0, w, h
-    return (max(int(xs.min()) - margin, 0), max(int(ys.min()) - margin, 0),
-            min(int(xs.max()) + 1 + margin, w), min(int(ys.max()) + 1 + margin, h))
+    return (
+        max(int(xs.min()) - margin, 0),
+        max(int(ys.min()) - margin, 0),
+        min(int(xs.max()) + 1 + margin, w),
+        min(int(ys.max()) + 1 + margin, h),
+    )
 
 
 def to_tensor(images: list[U8], scale: float = 1.0 / 255.0) -> F32:
@@ -105,8 +110,13 @@ def to_tensor(images: list[U8], scale: float = 1.0 / 255.0) -> F32:
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
 
-def prepare(rgb: U8, size: int | tuple[int, int], *, crop_to_content: bool = False,
-            pad_value: int = LETTERBOX_VALUE) -> tuple[U8, Letterbox]:
+def prepare(
+    rgb: U8,
+    size: int | tuple[int, int],
+    *,
+    crop_to_content: bool = False,
+    pad_value: int = LETTERBOX_VALUE,
+) -> tuple[U8, Letterbox]:
     """Optionally crop to the parcel, then letterbox; the transform maps back to `rgb` pixels."""
     if not crop_to_content:
         return letterbox(rgb, size, pad_value)
@@ -116,8 +126,13 @@ def prepare(rgb: U8, size: int | tuple[int, int], *, crop_to_content: bool = Fal
     return img, Letterbox(lb.gain, lb.pad_x, lb.pad_y, w, h, x0, y0)
 
 
-def preprocess(data: bytes, size: int | tuple[int, int], *, crop_to_content: bool = False,
-               scale: float = 1.0 / 255.0) -> tuple[F32, Letterbox]:
+def preprocess(
+    data: bytes,
+    size: int | tuple[int, int],
+    *,
+    crop_to_content: bool = False,
+    scale: float = 1.0 / 255.0,
+) -> tuple[F32, Letterbox]:
     """Bytes -> (1, 3, H, W) float32 input and its letterbox transform."""
     img, lb = prepare(decode_image(data), size, crop_to_content=crop_to_content)
     return to_tensor([img], scale), lb

@@ -32,7 +32,7 @@ from screening.storage import Conn
 from screening.storage import events as event_store
 from screening.storage import parcels as parcel_store
 from screening.storage import sites as site_store
-from screening.storage.errors import DatabaseUnavailableError
+from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
 
 log = logging.getLogger(__name__)
 
@@ -252,16 +252,27 @@ class GroupCommitWriter:
                 raise
 
     @staticmethod
-    def _fail(group: list[_Submission], reason: str) -> None:
+    def _fail(group: list[_Submission], reason: str, error: Exception | None = None) -> None:
         for sub in group:
             if not sub.future.done():
-                sub.future.set_exception(DatabaseUnavailableError(reason))
+                sub.future.set_exception(error or DatabaseUnavailableError(reason))
 
     async def _commit(self, group: list[_Submission]) -> None:
         flat = [p for sub in group for p in sub.events]
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 outcomes, report = await commit_events(conn, flat, datetime.now(UTC))
+        except asyncpg.DataError as exc:
+            # One submission holds a value PostgreSQL refuses. Commit the others on their own
+            # so that a bad request cannot keep failing its neighbours' events.
+            if len(group) > 1:
+                log.warning("group commit refused data; committing its requests one by one")
+                for sub in group:
+                    await self._commit([sub])
+                return
+            log.warning("request refused by the database: %s", exc.__class__.__name__)
+            self._fail(group, "", error=UnstorableEventError(str(exc)))
+            return
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             log.exception("group commit failed; nothing in it was committed", exc_info=exc)
             self._fail(group, "the database failed; no event was committed")

@@ -16,3 +16,7 @@ class MigrationError(StorageError):
 
 class DatabaseUnavailableError(StorageError):
     """The database failed; the operation was rolled back."""
+
+
+class UnstorableEventError(StorageError):
+    """PostgreSQL refused a value of the request (a data error); retrying will not help."""

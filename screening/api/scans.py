@@ -1,0 +1,143 @@
+"""POST /v1/scans (multipart X-ray upload) and GET /v1/scans/{scan_id}/image."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+from aiohttp import BodyPartReader, web
+from pydantic import ValidationError
+
+from screening.api.auth import principal_of
+from screening.api.context import GATEWAY
+from screening.api.problems import field_errors
+from screening.api.schemas import FindingOut, ScanMetadataIn, ScanOut, VerdictOut
+from screening.domain.access import Permission
+from screening.errors import (
+    BadRequestError,
+    InvalidEventError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from screening.services.scans import ScanMetadata, render_overlay
+from screening.storage.errors import StorageError
+from screening.storage.scans import ScanUpload
+
+PARTS = ("metadata", "image", "high", "low")
+
+
+async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+    """Read one part, refusing it as soon as it exceeds ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"part {part.name!r} exceeds {limit} bytes", code="image_too_large"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def scan_out(upload: ScanUpload, result: str, base: str) -> ScanOut:
+    return ScanOut(
+        scan_id=str(upload.scan_id),
+        site_id=upload.site_id,
+        result="accepted" if result == "accepted" else "duplicate",
+        waybill_no=upload.waybill_no,
+        bound=upload.waybill_no is not None,
+        event_id=str(upload.event_id) if upload.event_id else None,
+        occurred_at=upload.occurred_at,
+        width=upload.width,
+        height=upload.height,
+        verdict=VerdictOut(
+            result="flagged" if upload.verdict == "flagged" else "clear",
+            findings=[FindingOut(**f) for f in upload.findings],
+            model_version=upload.model_version,
+            max_scores=upload.max_scores,
+        ),
+        image_url=f"{base}/v1/scans/{upload.scan_id}/image?overlay=boxes",
+    )
+
+
+async def post_scan(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    principal = await principal_of(request, Permission.WRITE_EVENTS)
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequestError("send multipart/form-data", code="not_multipart")
+    reader = await request.multipart()
+    parts: dict[str, bytes] = {}
+    limit = gw.scans.limits.max_image_bytes
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise BadRequestError("nested multipart is not supported", code="invalid_body")
+        if part.name not in PARTS:
+            raise BadRequestError(f"unknown part {part.name!r}", code="unknown_part")
+        if part.name in parts:
+            raise BadRequestError(f"part {part.name!r} sent twice", code="duplicate_part")
+        parts[part.name] = await _read_part(part, 64 * 1024 if part.name == "metadata" else limit)
+    if "metadata" not in parts:
+        raise BadRequestError("the metadata part is missing", code="missing_part")
+    now = datetime.now(UTC)
+    try:
+        raw = json.loads(parts["metadata"])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequestError(f"metadata is not JSON: {exc}", code="malformed_json") from None
+    try:
+        meta = ScanMetadataIn.model_validate(
+            raw, context={"now": now, "max_future_skew_s": gw.settings.max_future_skew_s}
+        )
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        for e in errors:
+            object.__setattr__(e, "path", f"metadata.{e.path}" if e.path else "metadata")
+        raise InvalidEventError("invalid scan metadata", errors) from None
+    outcome, upload = await gw.scans.submit(
+        principal,
+        ScanMetadata(
+            meta.scan_id, meta.site_id, meta.scanner_id, meta.waybill_no, meta.occurred_at
+        ),
+        parts.get("image"),
+        parts.get("high"),
+        parts.get("low"),
+        now,
+    )
+    gw.metrics.scans.labels(outcome.value, upload.verdict).inc()
+    base = f"{request.scheme}://{request.host}"
+    body = scan_out(upload, outcome.value, base)
+    return web.json_response(
+        body.model_dump(mode="json"), status=201 if outcome.value == "accepted" else 200
+    )
+
+
+async def get_scan(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    principal = await principal_of(request, Permission.READ_PARCELS)
+    upload = await gw.scans.find(principal, _scan_id(request))
+    base = f"{request.scheme}://{request.host}"
+    return web.json_response(scan_out(upload, "duplicate", base).model_dump(mode="json"))
+
+
+async def get_scan_image(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    principal = await principal_of(request, Permission.READ_PARCELS)
+    upload = await gw.scans.find(principal, _scan_id(request))
+    overlay = request.query.get("overlay", "")
+    if overlay not in ("", "none", "boxes"):
+        raise BadRequestError("overlay is boxes or none", code="invalid_query")
+    try:
+        data = gw.scans.images.get(upload.image_sha256, upload.image_type)
+    except StorageError as exc:
+        raise NotFoundError(str(exc), code="image_missing") from exc
+    if overlay == "boxes":
+        return web.Response(body=render_overlay(data, upload), content_type="image/png")
+    return web.Response(body=data, content_type=f"image/{upload.image_type}")
+
+
+def _scan_id(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["scan_id"])
+    except ValueError as exc:
+        raise NotFoundError("no such scan", code="unknown_scan") from exc

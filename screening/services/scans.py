@@ -1,0 +1,358 @@
+"""X-ray scan uploads: check the image, run the detector, judge the verdict, store it as an
+``xray.scanned`` event so it counts for compliance — idempotent by the client's scan id."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import struct
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from screening.api.schemas import DetectionIn, XrayScannedIn
+from screening.domain.access import Principal
+from screening.errors import (
+    BadRequestError,
+    ConflictError,
+    FieldError,
+    ForbiddenError,
+    InvalidEventError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+)
+from screening.inference import (
+    Detector,
+    DetectorConfig,
+    ImageDecodeError,
+    InferenceOverloadedError,
+    ModelLoadError,
+    Verdict,
+    judge,
+)
+from screening.protection import PersonalDataVault
+from screening.services.ingest import commit_events, prepare
+from screening.storage import scans as scan_store
+from screening.storage import sites as site_store
+from screening.storage.images import ImageStore
+from screening.storage.scans import ScanUpload
+
+log = logging.getLogger(__name__)
+
+SCAN_EVENT_NAMESPACE = uuid.UUID("6f1c2a5e-3b7d-4c1e-9a57-0d2b8e4f6a13")
+MIN_SIDE = 32  # px; a smaller "parcel image" is a broken upload
+
+
+class ScanOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanLimits:
+    max_image_bytes: int
+    max_image_pixels: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanMetadata:
+    scan_id: uuid.UUID
+    site_id: str
+    scanner_id: str
+    waybill_no: str | None
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    kind: str  # "png" or "jpeg"
+    width: int
+    height: int
+
+
+def _invalid(code: str, path: str, message: str) -> InvalidEventError:
+    return InvalidEventError(message, [FieldError(code, path, message)], code=code)
+
+
+def image_info(data: bytes, part: str) -> ImageInfo:
+    """Type and size from the header alone, before any decoding (no decompression bombs)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if len(data) < 33 or data[12:16] != b"IHDR":
+            raise _invalid("invalid_image", part, "truncated PNG header")
+        width, height = struct.unpack(">II", data[16:24])
+        return ImageInfo("png", width, height)
+    if data.startswith(b"\xff\xd8"):
+        i = 2
+        while i + 9 < len(data):  # walk JPEG segments to the frame header (SOFn)
+            if data[i] != 0xFF:
+                break
+            marker = data[i + 1]
+            length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE):
+                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+                return ImageInfo("jpeg", width, height)
+            i += 2 + length
+        raise _invalid("invalid_image", part, "truncated or malformed JPEG")
+    raise _invalid("unsupported_image_type", part, "expected a PNG or JPEG image")
+
+
+def check_shape(info: ImageInfo, limits: ScanLimits, part: str) -> None:
+    if min(info.width, info.height) < MIN_SIDE:
+        raise _invalid(
+            "invalid_image_shape", part, f"image is {info.width}x{info.height}; min {MIN_SIDE} px"
+        )
+    if info.width * info.height > limits.max_image_pixels:
+        raise PayloadTooLargeError(
+            f"{part} has {info.width}x{info.height} pixels; at most {limits.max_image_pixels}",
+            code="image_too_large",
+        )
+
+
+def colourise_pair(high: bytes, low: bytes) -> bytes:
+    """Pseudo-colour PNG from the bridge's 16-bit attenuation pair (firmware_bridge.colour)."""
+    from firmware_bridge.colour import from_u16, pseudo_colour
+
+    arrays: list[npt.NDArray[np.uint16]] = []
+    for name, data in (("high", high), ("low", low)):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise _invalid("invalid_image", name, f"{name} is not a decodable image")
+        if img.dtype != np.uint16 or img.ndim != 2:
+            raise _invalid("invalid_image_shape", name, f"{name} must be 16-bit single-channel")
+        arrays.append(img.astype(np.uint16, copy=False))
+    if arrays[0].shape != arrays[1].shape:
+        raise _invalid("invalid_image_shape", "low", "high and low images differ in size")
+    rgb = pseudo_colour(from_u16(arrays[0]), from_u16(arrays[1]))
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - encoding a valid array does not fail
+        raise _invalid("invalid_image", "high", "could not colourise the pair")
+    return bytes(encoded.tobytes())
+
+
+def content_digest(meta: ScanMetadata, image: str, high: str | None, low: str | None) -> bytes:
+    doc = {
+        "site_id": meta.site_id,
+        "scanner_id": meta.scanner_id,
+        "waybill_no": meta.waybill_no,
+        "occurred_at": meta.occurred_at.isoformat(),
+        "image": image,
+        "high": high,
+        "low": low,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).digest()
+
+
+def findings_json(verdict: Verdict) -> list[dict[str, Any]]:
+    return [
+        {
+            "class_name": f.class_name,
+            "category": f.category,
+            "alert": f.alert,
+            "score": round(f.score, 4),
+            "box": [round(v, 1) for v in f.box],
+            "threshold": f.threshold,
+        }
+        for f in verdict.findings
+    ]
+
+
+class ScanService:
+    """Owns the detector (started on first use) and the upload transaction."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        vault: PersonalDataVault,
+        images: ImageStore,
+        detector_config: DetectorConfig,
+        limits: ScanLimits,
+    ) -> None:
+        self._pool = pool
+        self._vault = vault
+        self.images = images
+        self._config = detector_config
+        self.limits = limits
+        self._detector: Detector | None = None
+        self._lock = asyncio.Lock()
+
+    async def detector(self) -> Detector:
+        async with self._lock:
+            if self._detector is None:
+                detector = Detector(self._config)
+                try:
+                    await detector.start()
+                except ModelLoadError as exc:
+                    log.exception("X-ray model unavailable")
+                    raise ServiceUnavailableError(
+                        "the X-ray model is not available",
+                        code="model_unavailable",
+                        retry_after_s=30,
+                    ) from exc
+                self._detector = detector
+            return self._detector
+
+    async def close(self) -> None:
+        if self._detector is not None:
+            await self._detector.close()
+            self._detector = None
+
+    async def find(self, principal: Principal, scan_id: uuid.UUID) -> ScanUpload:
+        scope = None if principal.sites is None else sorted(principal.sites)
+        async with self._pool.acquire() as conn:
+            found = await scan_store.find_uploads(conn, scan_id, scope)
+        if not found:
+            raise NotFoundError("no such scan in your sites", code="unknown_scan")
+        return found[0]
+
+    async def submit(
+        self,
+        principal: Principal,
+        meta: ScanMetadata,
+        image: bytes | None,
+        high: bytes | None,
+        low: bytes | None,
+        now: datetime,
+    ) -> tuple[ScanOutcome, ScanUpload]:
+        if not principal.covers(meta.site_id):
+            raise ForbiddenError("this key may not upload for that site", code="forbidden_site")
+        if (high is None) != (low is None):
+            raise BadRequestError("send both high and low, or neither", code="missing_part")
+        if image is None and high is None:
+            raise BadRequestError("send an image, or a high/low pair", code="missing_part")
+        for name, data in (("image", image), ("high", high), ("low", low)):
+            if data is not None:
+                check_shape(image_info(data, name), self.limits, name)
+        if image is None:
+            assert high is not None
+            assert low is not None
+            image = await asyncio.to_thread(colourise_pair, high, low)
+        info = image_info(image, "image")
+
+        image_sha = hashlib.sha256(image).hexdigest()
+        high_sha = hashlib.sha256(high).hexdigest() if high is not None else None
+        low_sha = hashlib.sha256(low).hexdigest() if low is not None else None
+        digest = content_digest(meta, image_sha, high_sha, low_sha)
+
+        async with self._pool.acquire() as conn:
+            sites = await site_store.get_sites(conn, [meta.site_id])
+            if meta.site_id not in sites:
+                raise _invalid("unknown_site", "metadata.site_id", "no such site")
+            existing = await scan_store.find_uploads(conn, meta.scan_id, [meta.site_id])
+            thresholds = await scan_store.site_thresholds(conn, meta.site_id)
+        if existing:  # a resend: answer from the record, no second inference
+            return self._same_or_conflict(existing[0], digest)
+
+        detector = await self.detector()
+        try:
+            detections = await detector.detect(image)
+        except InferenceOverloadedError as exc:
+            raise ServiceUnavailableError(
+                "the X-ray detector is saturated; retry shortly",
+                code="overloaded",
+                retry_after_s=max(1, round(detector.config.retry_after_s)),
+            ) from exc
+        except ImageDecodeError as exc:
+            raise _invalid("invalid_image", "image", str(exc)) from exc
+        verdict = judge(detections.boxes, detector.info, thresholds)
+
+        await asyncio.to_thread(self._store_files, image, info.kind, high, low)
+        event_id = (
+            uuid.uuid5(SCAN_EVENT_NAMESPACE, f"{meta.site_id}/{meta.scan_id}")
+            if meta.waybill_no
+            else None
+        )
+        upload = ScanUpload(
+            site_id=meta.site_id,
+            scan_id=meta.scan_id,
+            event_id=event_id,
+            waybill_no=meta.waybill_no,
+            scanner_id=meta.scanner_id,
+            occurred_at=meta.occurred_at,
+            received_at=now,
+            content_digest=digest,
+            image_sha256=image_sha,
+            image_type=info.kind,
+            high_sha256=high_sha,
+            low_sha256=low_sha,
+            width=detections.width,
+            height=detections.height,
+            verdict=verdict.result.value,
+            findings=findings_json(verdict),
+            max_scores={k: round(v, 4) for k, v in verdict.max_scores.items()},
+            model_version=verdict.model_version,
+            inference_ms=detections.inference_ms,
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await scan_store.insert_upload(conn, upload):
+                # Lost a race with a concurrent resend: judge against the winner.
+                winner = await scan_store.find_uploads(conn, meta.scan_id, [meta.site_id])
+                return self._same_or_conflict(winner[0], digest)
+            if event_id is not None and meta.waybill_no is not None:
+                event = XrayScannedIn(
+                    type="xray.scanned",
+                    event_id=event_id,
+                    site_id=meta.site_id,
+                    waybill_no=meta.waybill_no,
+                    occurred_at=meta.occurred_at,
+                    scanner_id=meta.scanner_id,
+                    verdict=verdict.result.value,
+                    image_ref=f"scans/{meta.scan_id}",
+                    detections=[
+                        DetectionIn(
+                            class_name=f.class_name, category=f.category, score=f.score, box=f.box
+                        )
+                        for f in verdict.findings
+                    ],
+                    model_version=verdict.model_version,
+                )
+                await commit_events(conn, [prepare(event, self._vault, now)], now)
+        return ScanOutcome.ACCEPTED, upload
+
+    def _store_files(self, image: bytes, kind: str, high: bytes | None, low: bytes | None) -> None:
+        self.images.put(image, kind)
+        if high is not None and low is not None:
+            self.images.put(high, "png")
+            self.images.put(low, "png")
+
+    @staticmethod
+    def _same_or_conflict(stored: ScanUpload, digest: bytes) -> tuple[ScanOutcome, ScanUpload]:
+        if stored.content_digest != digest:
+            raise ConflictError(
+                "a different scan was already uploaded under this scan_id", code="conflict"
+            )
+        return ScanOutcome.DUPLICATE, stored
+
+
+def render_overlay(image: bytes, upload: ScanUpload) -> bytes:
+    """The stored image with the verdict's boxes drawn on it, as PNG."""
+    img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:  # pragma: no cover - only stored (already decoded) images get here
+        raise ServiceUnavailableError("stored image unreadable", code="image_unreadable")
+    for f in upload.findings:
+        x1, y1, x2, y2 = (round(v) for v in f["box"])
+        cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 255), 2)
+        label = f"{f['class_name']} {f['score']:.2f}"
+        cv2.putText(
+            img,
+            label,
+            (x1, max(12, y1 - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 255),
+            1,
+            cv2.LINE_AA,
+        )
+    ok, encoded = cv2.imencode(".png", img)
+    if not ok:  # pragma: no cover
+        raise ServiceUnavailableError("could not render", code="image_unreadable")
+    return bytes(encoded.tobytes())
