@@ -141,6 +141,10 @@ class ScannerLink:
         self.connects += 1
         self._set_state(LinkState.UP)
         queued, self._queued = self._queued, []
+        # On a serial line nothing tells the scanner we are here: this first frame opens the
+        # session (the scanner answers with HELLO and CALIBRATION). Harmless over TCP.
+        if not any(isinstance(c, RequestCalibration) for c in queued):
+            queued.insert(0, RequestCalibration())
         for command in queued:
             self._write(proto.send(command, self._clock()))
         ticker = asyncio.get_running_loop().create_task(self._tick(proto))
@@ -148,6 +152,8 @@ class ScannerLink:
             while not self._closing:
                 data = await reader.read(65536)
                 if not data:
+                    if self._closing:
+                        return
                     raise ConnectionResetError("scanner closed the link")
                 for event in proto.receive_data(data, self._clock()):
                     self._on_event(event)

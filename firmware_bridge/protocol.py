@@ -203,10 +203,9 @@ class LinkProtocol:
     def _track_seq(self, seq: int, flags: int, events: list[Event]) -> bool:
         """Update the expected sequence number; False for a retransmitted duplicate."""
         expected = self._rx_expected
-        if flags & FLAG_RETRANSMIT and expected is not None:
-            behind = (expected - 1 - seq) & 0xFFFFFFFF
-            if behind < 0x80000000:  # seq is at or before the newest frame seen
-                return seq not in self._recent_acked
+        if expected is not None and ((expected - 1 - seq) & 0xFFFFFFFF) < 0x80000000:
+            # at or before the newest frame seen: a retransmission, or a late frame
+            return not (flags & FLAG_RETRANSMIT and seq in self._recent_acked)
         if expected is not None and seq != expected:
             gap = SequenceGap(expected, seq)
             if gap.missing < 0x80000000:
@@ -263,6 +262,9 @@ class LinkProtocol:
         seq = self._tx_seq
         needs_ack = isinstance(message, _ACKED[self.role])
         frame = encode(message, seq, FLAG_ACK_REQUEST if needs_ack else 0)
+        if self._out:
+            # ACKs/NAKs already numbered go first, so the wire carries seqs in order
+            frame = self.data_to_send() + frame
         self._tx_seq = (seq + 1) & 0xFFFFFFFF
         self.stats.frames_out += 1
         if needs_ack:

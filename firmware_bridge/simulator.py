@@ -48,7 +48,7 @@ from .frames import (
     RequestCalibration,
 )
 from .phantoms import DetectorModel, ParcelSource, make_source
-from .protocol import LinkProtocol, Role
+from .protocol import DeliveryFailed, LinkProtocol, Role
 
 log = logging.getLogger("firmware_bridge.simulator")
 
@@ -190,19 +190,21 @@ class VirtualScanner:
         reader: asyncio.StreamReader,
         write: Callable[[bytes], None],
         drain: Callable[[], Awaitable[None]],
+        first: bytes = b"",
     ) -> None:
-        """Talk to one bridge until it goes away."""
+        """Talk to one bridge until it goes away (``first``: bytes already read from it)."""
         if self._session_lock.locked():
             log.warning("second bridge connection refused")
             return
         async with self._session_lock:
-            await self._run_session(reader, write, drain)
+            await self._run_session(reader, write, drain, first)
 
     async def _run_session(
         self,
         reader: asyncio.StreamReader,
         write: Callable[[bytes], None],
         drain: Callable[[], Awaitable[None]],
+        first: bytes,
     ) -> None:
         cfg = self.config
         st = self.state
@@ -219,7 +221,7 @@ class VirtualScanner:
             tape.pos = 0
             st.replays += 1
         self._set_belt(proto, wire, running=not st.commanded_stop, reason=BeltReason.INTERLOCK)
-        reading = asyncio.get_running_loop().create_task(self._read(reader, proto, wire))
+        reading = asyncio.get_running_loop().create_task(self._read(reader, proto, wire, first))
         t_run = now()
         sent_since = 0
         last_beat = 0.0
@@ -243,7 +245,9 @@ class VirtualScanner:
                         proto.send(Fault(0x0201, FaultSeverity.WARNING, "tube temperature high"), t)
                     )
                     next_fault = self._next_fault(t)
-                proto.tick(t)
+                if any(isinstance(e, DeliveryFailed) for e in proto.tick(t)):
+                    log.warning("bridge stopped acknowledging: ending the session")
+                    break
                 wire(proto.data_to_send())
                 await drain()
                 with contextlib.suppress(TimeoutError):
@@ -279,10 +283,14 @@ class VirtualScanner:
         speed = self.config.belt_speed_mm_s if running else 0
         wire(proto.send(BeltState(state, speed, reason), time.monotonic()))
 
-    async def _read(self, reader: asyncio.StreamReader, proto: LinkProtocol, wire: _Wire) -> None:
+    async def _read(
+        self, reader: asyncio.StreamReader, proto: LinkProtocol, wire: _Wire, first: bytes
+    ) -> None:
         st = self.state
+        data = first
         while True:
-            data = await reader.read(65536)
+            if not data:
+                data = await reader.read(65536)
             if not data:
                 return
             for event in proto.receive_data(data, time.monotonic()):
@@ -303,6 +311,7 @@ class VirtualScanner:
                     wire(proto.send(self._calibration(), time.monotonic()))
             wire(proto.data_to_send())
             self._changed.set()
+            data = b""
 
     async def _feed(self, proto: LinkProtocol, wire: _Wire, count: int) -> None:
         now = time.monotonic()
@@ -358,11 +367,17 @@ class VirtualScanner:
         return await asyncio.start_server(handle, host, port)
 
     async def serve_pty(self) -> tuple[str, asyncio.Task[None]]:
-        """Open a pseudo-terminal; the bridge connects to ``serial://<returned path>``."""
+        """Open a pseudo-terminal; the bridge connects to ``serial://<returned path>``.
+
+        A serial line has no connect event: a session starts with the bridge's first frame
+        (it sends REQUEST_CALIBRATION when it opens the port) and ends when the bridge stops
+        acknowledging.
+        """
         import tty
 
         master, slave = os.openpty()
         tty.setraw(slave)
+        tty.setraw(master)
         path = os.ttyname(slave)
         loop = asyncio.get_running_loop()
 
@@ -372,32 +387,40 @@ class VirtualScanner:
                     reader = asyncio.StreamReader()
                     protocol = asyncio.StreamReaderProtocol(reader)
                     read_file = os.fdopen(os.dup(master), "rb", buffering=0)
-                    transport, _ = await loop.connect_read_pipe(
+                    write_file = os.fdopen(os.dup(master), "wb", buffering=0)
+                    r_transport, _ = await loop.connect_read_pipe(
                         functools.partial(_same, protocol), read_file
                     )
-
-                    def write(data: bytes) -> None:
-                        view = memoryview(data)
-                        while view:
-                            try:
-                                n = os.write(master, view)
-                            except BlockingIOError:
-                                continue
-                            view = view[n:]
-
-                    async def drain() -> None:
-                        return None
-
+                    w_transport, w_protocol = await loop.connect_write_pipe(
+                        asyncio.Protocol, write_file
+                    )
                     try:
-                        await self.session(reader, write, drain)
+                        first = await reader.read(65536)
+                        if first:
+                            await self.session(
+                                reader, w_transport.write, _drainer(w_transport), first
+                            )
+                    except OSError as exc:
+                        log.info("pty: %s", exc)
                     finally:
-                        transport.close()
+                        r_transport.close()
+                        w_transport.close()
+                    del w_protocol
                     await asyncio.sleep(0.2)  # EIO while no one has the slave open
             finally:
                 os.close(master)
                 os.close(slave)
 
         return path, loop.create_task(run())
+
+
+def _drainer(transport: asyncio.WriteTransport) -> Callable[[], Awaitable[None]]:
+    async def drain() -> None:
+        # back-pressure without StreamWriter: wait while the pty buffer is backed up
+        while transport.get_write_buffer_size() > 1 << 20 and not transport.is_closing():  # noqa: ASYNC110
+            await asyncio.sleep(_TICK)
+
+    return drain
 
 
 def _same(protocol: asyncio.StreamReaderProtocol) -> asyncio.StreamReaderProtocol:
