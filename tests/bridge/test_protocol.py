@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware_bridge.errors import LocalProtocolError
 from firmware_bridge.frames import (
@@ -122,3 +124,51 @@ def test_barcode_byte_by_byte_through_the_protocol() -> None:
         events += bridge.receive_data(data[i : i + 1], 0.0)
     assert events == [Barcode(10, 1, "SF9")]
     assert FrameDecoder().feed(bridge.data_to_send())
+
+
+def test_acks_queued_before_a_send_keep_the_wire_in_seq_order() -> None:
+    bridge, scanner = pair()
+    scanner.receive_data(bridge.send(BeltStop("x"), 0.0), 0.0)  # scanner owes an ACK
+    wire = scanner.send(Heartbeat(0, 0), 0.0)
+    events = bridge.receive_data(wire, 0.0)
+    assert events == [Acknowledged(BeltStop("x")), Heartbeat(0, 0)]
+    assert bridge.stats.gaps == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 10_000), min_size=1, max_size=40),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), max_size=6),
+    st.lists(st.integers(1, 4096), min_size=1, max_size=10),
+)
+def test_damaged_stream_delivers_every_intact_frame_and_nothing_else(
+    values: list[int], flips: list[tuple[int, int]], chunks: list[int]
+) -> None:
+    scanner = LinkProtocol(Role.SCANNER)
+    frames = [
+        scanner.send(Line(i, v, v.to_bytes(2, "little") * 8, b"\x01\x00" * 8), 0.0)
+        for i, v in enumerate(values)
+    ]
+    stream = bytearray(b"".join(frames))
+    damaged: set[int] = set()
+    for pos, bit in flips:
+        pos %= len(stream)
+        stream[pos] ^= 1 << bit
+        offset = 0
+        for n, f in enumerate(frames):
+            if offset <= pos < offset + len(f):
+                damaged.add(n)
+            offset += len(f)
+    bridge = LinkProtocol(Role.BRIDGE)
+    events: list[object] = []
+    start, k = 0, 0
+    while start < len(stream):
+        size = chunks[k % len(chunks)]
+        events += bridge.receive_data(bytes(stream[start : start + size]), 0.0)
+        start += size
+        k += 1
+    delivered = [e.line_index for e in events if isinstance(e, Line)]
+    intact = [i for i in range(len(values)) if i not in damaged]
+    assert set(intact) <= set(delivered)
+    assert delivered == sorted(delivered)
+    assert set(delivered) <= set(range(len(values)))
