@@ -1,0 +1,288 @@
+"""POST /v1/scans: upload -> verdict -> stored xray.scanned event -> compliance; bad uploads."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from screening.protection import PersonalDataVault
+from screening.settings import Settings
+from tests.conftest import RunningGateway, make_keys, start_gateway
+from tests.gateway.events import BASE, parcel_flow
+
+
+def tiny_detector(path: Path) -> Path:
+    """A real ONNX graph in the YOLOv8 layout [1, 4+1, 1]: one centred box whose 'knife' score
+    is 1 - mean brightness, so dark images are flagged and bright ones are clear."""
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 5, 1])
+    box = helper.make_tensor("box", TensorProto.FLOAT, [1, 4, 1], [32.0, 32.0, 20.0, 20.0])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], [1, 1, 1])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])
+    nodes = [
+        helper.make_node("ReduceMean", ["images", "axes"], ["mean"], keepdims=1),
+        helper.make_node("Reshape", ["mean", "shape"], ["mean3"]),
+        helper.make_node("Sub", ["one", "mean3"], ["score"]),
+        helper.make_node("Concat", ["box", "score"], ["output0"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [x], [y], initializer=[box, one, shape, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    for key, value in {"names": "{0: 'knife'}", "imgsz": "[64, 64]", "version": "tiny-1"}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def png(value: int, size: tuple[int, int] = (96, 128), depth: type = np.uint8) -> bytes:
+    img = np.full(size if depth is np.uint16 else (*size, 3), value, dtype=depth)
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    return bytes(buf.tobytes())
+
+
+DARK, BRIGHT = png(20), png(235)
+
+
+@pytest.fixture
+async def scan_gateway(
+    tmp_path: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> AsyncIterator[RunningGateway]:
+    settings = Settings(
+        data_dir=tmp_path,
+        api_key_cache_s=0.0,
+        model_path=tiny_detector(tmp_path / "tiny.onnx"),
+        max_image_bytes=200_000,
+        max_image_pixels=1_000_000,
+    )
+    gw, runner = await start_gateway(settings, pool, vault, await make_keys(pool))
+    try:
+        yield gw
+    finally:
+        await gw.http.close()
+        await runner.cleanup()
+
+
+def metadata(gw: RunningGateway, waybill: str | None, **extra: Any) -> dict[str, Any]:
+    return {
+        "scan_id": str(uuid.uuid4()),
+        "site_id": gw.keys.site,
+        "scanner_id": "XR-1",
+        "waybill_no": waybill,
+        "occurred_at": BASE.replace(minute=4).isoformat(),
+        **extra,
+    }
+
+
+async def upload(
+    gw: RunningGateway,
+    meta: dict[str, Any] | bytes | None,
+    role: str = "station",
+    other: bool = False,
+    **files: bytes,
+) -> tuple[int, dict[str, Any]]:
+    form = aiohttp.FormData()
+    if meta is not None:
+        raw = meta if isinstance(meta, bytes) else __import__("json").dumps(meta).encode()
+        form.add_field("metadata", raw, filename="metadata.json", content_type="application/json")
+    for name, data in files.items():
+        form.add_field(name, data, filename=f"{name}.png", content_type="image/png")
+    async with gw.http.post(
+        f"{gw.url}/v1/scans", data=form, headers=gw.auth(role, other=other)
+    ) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def post_events(gw: RunningGateway, events: list[dict[str, Any]]) -> None:
+    async with gw.http.post(f"{gw.url}/v1/events", json=events, headers=gw.auth()) as resp:
+        assert resp.status == 200
+
+
+async def parcel(gw: RunningGateway, waybill: str) -> dict[str, Any]:
+    async with gw.http.get(f"{gw.url}/v1/parcels/{waybill}", headers=gw.auth()) as resp:
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def test_a_clear_upload_satisfies_the_xray_rule(scan_gateway: RunningGateway) -> None:
+    gw = scan_gateway
+    await post_events(gw, parcel_flow(gw.keys.site, "SC0000000001", skip=frozenset({"xray"})))
+    assert (await parcel(gw, "SC0000000001"))["violations"] == ["no_xray"]
+    status, body = await upload(gw, metadata(gw, "SC0000000001"), image=BRIGHT)
+    assert status == 201, body
+    assert body["result"] == "accepted"
+    assert body["verdict"]["result"] == "clear"
+    assert body["verdict"]["model_version"] == "tiny-1"
+    assert body["bound"] is True
+    after = await parcel(gw, "SC0000000001")
+    assert after["violations"] == []
+    assert after["compliant"] is True
+    assert any(e["type"] == "xray.scanned" for e in after["events"])
+
+
+async def test_a_flagged_upload_makes_dispatch_a_violation(scan_gateway: RunningGateway) -> None:
+    gw = scan_gateway
+    await post_events(gw, parcel_flow(gw.keys.site, "SC0000000002", skip=frozenset({"xray"})))
+    status, body = await upload(gw, metadata(gw, "SC0000000002"), image=DARK)
+    assert status == 201, body
+    assert body["verdict"]["result"] == "flagged"
+    finding = body["verdict"]["findings"][0]
+    assert finding["class_name"] == "knife"
+    assert finding["score"] > 0.5
+    x1, y1, x2, y2 = finding["box"]
+    assert 0 <= x1 < x2 <= 128
+    assert 0 <= y1 < y2 <= 96  # mapped back from the 64x64 letterbox into image pixels
+    assert (await parcel(gw, "SC0000000002"))["violations"] == ["dispatched_while_flagged"]
+
+
+async def test_a_resend_is_a_duplicate_and_a_different_image_a_conflict(
+    scan_gateway: RunningGateway,
+) -> None:
+    gw = scan_gateway
+    meta = metadata(gw, "SC0000000003")
+    assert (await upload(gw, meta, image=BRIGHT))[0] == 201
+    status, body = await upload(gw, meta, image=BRIGHT)
+    assert status == 200
+    assert body["result"] == "duplicate"
+    status, body = await upload(gw, meta, image=DARK)
+    assert status == 409
+    assert body["code"] == "conflict"
+    async with gw.pool.acquire() as conn:
+        n = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE site_id = $1 AND waybill_no = $2",
+            gw.keys.site,
+            "SC0000000003",
+        )
+    assert n == 1
+
+
+async def test_an_unbound_scan_is_kept_without_an_event(scan_gateway: RunningGateway) -> None:
+    gw = scan_gateway
+    meta = metadata(gw, None)
+    status, body = await upload(gw, meta, image=BRIGHT)
+    assert status == 201, body
+    assert body["bound"] is False
+    assert body["event_id"] is None
+    async with gw.http.get(f"{gw.url}/v1/scans/{meta['scan_id']}", headers=gw.auth()) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["bound"] is False
+
+
+async def test_a_raw_high_low_pair_is_colourised_and_judged(scan_gateway: RunningGateway) -> None:
+    gw = scan_gateway
+    high = png(2000, depth=np.uint16)  # attenuation counts (A x 4096): thin material
+    low = png(2600, depth=np.uint16)
+    status, body = await upload(gw, metadata(gw, "SC0000000004"), high=high, low=low)
+    assert status == 201, body
+    assert body["width"] == 128
+    assert body["height"] == 96
+
+
+async def test_the_image_comes_back_with_boxes_drawn(scan_gateway: RunningGateway) -> None:
+    gw = scan_gateway
+    meta = metadata(gw, "SC0000000005")
+    await upload(gw, meta, image=DARK)
+    url = f"{gw.url}/v1/scans/{meta['scan_id']}/image"
+    async with gw.http.get(url, headers=gw.auth("supervisor")) as resp:
+        plain = await resp.read()
+        assert resp.content_type == "image/png"
+    async with gw.http.get(url + "?overlay=boxes", headers=gw.auth("supervisor")) as resp:
+        drawn = cv2.imdecode(np.frombuffer(await resp.read(), np.uint8), cv2.IMREAD_COLOR)
+    original = cv2.imdecode(np.frombuffer(plain, np.uint8), cv2.IMREAD_COLOR)
+    assert drawn.shape == original.shape
+    assert (drawn != original).any()  # the box is drawn
+    async with gw.http.get(url, headers=gw.auth("supervisor", other=True)) as resp:
+        assert resp.status == 404  # another site's supervisor cannot see it
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + b"\x00" * 32
+    )
+
+
+@pytest.mark.parametrize(
+    ("files", "status", "code"),
+    [
+        pytest.param({"image": BRIGHT[: len(BRIGHT) // 2]}, 422, "invalid_image", id="truncated"),
+        pytest.param(
+            {"image": b"GIF89a not an image at all"},
+            422,
+            "unsupported_image_type",
+            id="not an image",
+        ),
+        pytest.param(
+            {"image": png_header_only(20_000, 20_000)},
+            413,
+            "image_too_large",
+            id="decompression bomb header",
+        ),
+        pytest.param({"image": png(128, size=(8, 8))}, 422, "invalid_image_shape", id="tiny"),
+        pytest.param(
+            {"image": b"\x89PNG" + b"\x00" * 300_000}, 413, "image_too_large", id="oversized part"
+        ),
+        pytest.param({"high": png(10, depth=np.uint16)}, 400, "missing_part", id="high only"),
+        pytest.param(
+            {"high": png(10, depth=np.uint16), "low": png(10, size=(64, 64), depth=np.uint16)},
+            422,
+            "invalid_image_shape",
+            id="pair of different sizes",
+        ),
+        pytest.param(
+            {"high": BRIGHT, "low": BRIGHT},
+            422,
+            "invalid_image_shape",
+            id="8-bit colour as a raw pair",
+        ),
+        pytest.param({}, 400, "missing_part", id="no image"),
+    ],
+)
+async def test_a_bad_upload_gets_a_4xx_and_the_server_keeps_serving(
+    scan_gateway: RunningGateway, files: dict[str, bytes], status: int, code: str
+) -> None:
+    got, body = await upload(scan_gateway, metadata(scan_gateway, "SC0000000009"), **files)
+    assert (got, body["code"]) == (status, code), body
+    ok, _ = await upload(scan_gateway, metadata(scan_gateway, "SC0000000010"), image=BRIGHT)
+    assert ok == 201
+
+
+async def test_bad_metadata_and_forms_are_refused(scan_gateway: RunningGateway) -> None:
+    gw = scan_gateway
+    assert (await upload(gw, None, image=BRIGHT))[1]["code"] == "missing_part"
+    assert (await upload(gw, b"{not json", image=BRIGHT))[1]["code"] == "malformed_json"
+    status, body = await upload(gw, metadata(gw, "SC0000000011", colour="red"), image=BRIGHT)
+    assert (status, body["code"]) == (422, "unknown_field")
+    assert body["errors"][0]["path"] == "metadata.colour"
+    status, body = await upload(gw, metadata(gw, "SC0000000012"), other=True, image=BRIGHT)
+    assert (status, body["code"]) == (403, "forbidden_site")
+    status, body = await upload(gw, metadata(gw, "SC0000000013"), role="supervisor", image=BRIGHT)
+    assert (status, body["code"]) == (403, "forbidden_role")
+    async with gw.http.post(f"{gw.url}/v1/scans", json={"a": 1}, headers=gw.auth()) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["code"] == "not_multipart"
+    form = aiohttp.FormData()
+    form.add_field("metadata", b"{}", filename="m.json", content_type="application/json")
+    form.add_field("thumbnail", BRIGHT, filename="t.png")
+    async with gw.http.post(f"{gw.url}/v1/scans", data=form, headers=gw.auth()) as resp:
+        assert (await resp.json())["code"] == "unknown_part"
