@@ -26,6 +26,7 @@ import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
 from models.network import STRIDES, Detector, Exported, decode, grid
+from models.synth.dataset import style_of
 from models.taxonomy import CLASSES
 from screening.inference.preprocess import LETTERBOX_VALUE
 
@@ -39,15 +40,28 @@ SCALE_RANGES = ((0.0, 40.0), (40.0, 90.0), (90.0, 1e5))
 CENTRE_RADIUS = 2.5  # strides
 
 
-def load_split(data: Path, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Images (RGB uint8) and labels (n, 5: class, x1, y1, x2, y2 in pixels) of a split."""
+def load_split(data: Path, split: str, styles: set[str] | None = None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Images (RGB uint8) and labels (n, 5: class, x1, y1, x2, y2 in pixels) of a YOLO-format
+    split (images/<split>/*.png|jpg, labels/<split>/*.txt): any such folder trains the same way.
+    `styles` keeps only our synthetic images of those vendor styles (named by seed)."""
     out = []
-    for line in (data / "meta" / f"{split}.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        img = cv2.imread(str(data / row["file"]), cv2.IMREAD_COLOR)[..., ::-1]
-        boxes = np.array([[CLASSES.index(lab["cls"]), *lab["box"]] for lab in row["labels"]],
+    files = sorted(p for p in (data / "images" / split).iterdir()
+                   if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    for path in files:
+        if styles is not None and style_of(int(path.stem), ("A", "B", "C")) not in styles:
+            continue
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise RuntimeError(f"unreadable image {path}")
+        h, w = img.shape[:2]
+        label = data / "labels" / split / f"{path.stem}.txt"
+        rows = [list(map(float, ln.split())) for ln in label.read_text().splitlines()
+                if ln.strip()] if label.exists() else []
+        boxes = np.array([[c, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w,
+                           (cy + bh / 2) * h] for c, cx, cy, bw, bh in rows],
                          np.float32).reshape(-1, 5)
-        out.append((np.ascontiguousarray(img), boxes))
+        out.append((np.ascontiguousarray(img[..., ::-1]), boxes))
     return out
 
 
@@ -151,7 +165,7 @@ def loss_fn(levels: list[tuple[torch.Tensor, torch.Tensor]], targets: list[torch
 class EMA:
     """Exponential moving average of weights; decay ramps up over the first steps."""
 
-    def __init__(self, model: torch.nn.Module, decay: float = 0.9995) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.model = deepcopy(model).eval()
         self.decay, self.updates = decay, 0
         for p in self.model.parameters():
@@ -159,7 +173,7 @@ class EMA:
 
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
-        d = self.decay * (1 - math.exp(-self.updates / 500))
+        d = self.decay * (1 - math.exp(-self.updates / 100))
         with torch.no_grad():
             msd = model.state_dict()
             for k, v in self.model.state_dict().items():
@@ -190,19 +204,16 @@ def train(args: argparse.Namespace) -> Path:
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
-    data = load_split(args.data, "train")
-    n_total = len(data)
-    if args.styles:
-        keep = set(args.styles.split(","))
-        styles = [json.loads(x)["style"] for x in
-                  (args.data / "meta" / "train.jsonl").read_text().splitlines()]
-        data = [d for d, s in zip(data, styles, strict=True) if s in keep]
+    n_total = len(list((args.data / "images" / "train").iterdir()))
+    data = load_split(args.data, "train", set(args.styles.split(",")) if args.styles else None)
     print(f"{len(data)} training images", file=sys.stderr)
     net = Detector(len(CLASSES))
-    ema = EMA(net)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=5e-4)
     steps_per_epoch = len(data) // args.batch
     total = steps_per_epoch * args.epochs
+    # EMA horizon about a tenth of the run: long enough to smooth, short enough to forget the
+    # untrained start of a short CPU run.
+    ema = EMA(net, decay=min(max(1 - 10 / total, 0.99), 0.998))
     warmup = min(300, total // 10)
 
     def lr_at(step: int) -> float:
@@ -270,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--styles", default="", help="train only on these vendor styles (A,B,...)")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--no-evaluate", action="store_true")
-    ap.add_argument("--xvendor-epochs", type=int, default=4,
+    ap.add_argument("--xvendor-epochs", type=int, default=5,
                     help="reduced cross-vendor run on styles A,B (0: skip)")
     args = ap.parse_args(argv)
     if not (args.data / "meta" / "test.jsonl").exists():

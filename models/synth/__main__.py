@@ -13,16 +13,15 @@ from models.synth.dataset import (
     write_yolo,
 )
 
-DEFAULT_TRAIN = 6000
-DEFAULT_VAL = 400
-DEFAULT_TEST = 800
+DEFAULT_TRAIN = 3000
+DEFAULT_VAL = 0
+DEFAULT_TEST = 600
 
 
 def splits(n_train: int, n_val: int, n_test: int, styles: tuple[str, ...]) -> list[Split]:
-    out = [
-        Split("train", range(TRAIN_SEEDS_START, TRAIN_SEEDS_START + n_train), styles, 0.8),
-        Split("val", range(VAL_SEEDS_START, VAL_SEEDS_START + n_val), styles, 0.8),
-    ]
+    out = [Split("train", range(TRAIN_SEEDS_START, TRAIN_SEEDS_START + n_train), styles, 0.8)]
+    if n_val:  # not used by models.train; for tuning by hand
+        out.append(Split("val", range(VAL_SEEDS_START, VAL_SEEDS_START + n_val), styles, 0.8))
     if n_test:
         # Half the held-out parcels are clean, for false-alarm rates on clean parcels.
         test = range(TEST_SEEDS_START, TEST_SEEDS_START + n_test)

@@ -50,10 +50,19 @@ class Sample:
     style: str
 
 
+def _style_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng((seed, 7))  # independent of the scene's stream
+
+
+def style_of(seed: int, styles: Sequence[str]) -> str:
+    """The vendor style `render_sample` picks for a seed, without rendering."""
+    return styles[int(_style_rng(seed).integers(len(styles)))]
+
+
 def render_sample(seed: int, styles: Sequence[str], threat_rate: float) -> Sample:
     """One training/evaluation image from a seed (deterministic)."""
     parcel = render(seed, pixels_per_line=None, pitch_mm=None, threat_rate=threat_rate)
-    rng = np.random.default_rng((seed, 7))  # independent of the scene's stream
+    rng = _style_rng(seed)
     style_name = styles[int(rng.integers(len(styles)))]
     style = STYLES[style_name].randomised(rng)
     p_low = -np.log(calibrate(parcel.low, parcel.dark_low))
@@ -80,13 +89,18 @@ def yolo_lines(labels: Iterable[Label], width: int, height: int) -> list[str]:
 
 def _write_one(args: tuple[Path, str, int, tuple[str, ...], float]) -> dict[str, object]:
     out, split, seed, styles, threat_rate = args
+    name = f"{seed:08d}"
+    sidecar = out / "meta" / split / f"{name}.json"
+    if sidecar.exists() and (out / "images" / split / f"{name}.png").exists():
+        return dict(json.loads(sidecar.read_text()))  # resumed: already rendered
     s = render_sample(seed, styles, threat_rate)
     h, w = s.image.shape[:2]
-    name = f"{seed:08d}"
     cv2.imwrite(str(out / "images" / split / f"{name}.png"), s.image[..., ::-1])
     (out / "labels" / split / f"{name}.txt").write_text("\n".join(yolo_lines(s.labels, w, h)))
-    return {"seed": seed, "file": f"images/{split}/{name}.png", "style": s.style,
-            "width": w, "height": h, "labels": [asdict(lab) for lab in s.labels]}
+    row = {"seed": seed, "file": f"images/{split}/{name}.png", "style": s.style,
+           "width": w, "height": h, "labels": [asdict(lab) for lab in s.labels]}
+    sidecar.write_text(json.dumps(row))  # written last: its presence means the image is whole
+    return row
 
 
 def write_yolo(out: Path, splits: Sequence[Split], workers: int = 1,
@@ -95,9 +109,8 @@ def write_yolo(out: Path, splits: Sequence[Split], workers: int = 1,
     from tqdm import tqdm
 
     for split in splits:
-        for sub in ("images", "labels"):
+        for sub in ("images", "labels", "meta"):
             (out / sub / split.name).mkdir(parents=True, exist_ok=True)
-        (out / "meta").mkdir(parents=True, exist_ok=True)
         jobs = [(out, split.name, s, split.styles, split.threat_rate) for s in split.seeds]
         pool_cm = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _Serial()
         with pool_cm as pool:
