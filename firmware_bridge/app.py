@@ -30,7 +30,7 @@ from .assembler import (
     Output,
     ParcelScan,
 )
-from .connection import ScannerLink
+from .connection import Command, ScannerLink
 from .errors import SpoolFullError
 from .frames import (
     Barcode,
@@ -47,7 +47,15 @@ from .frames import (
 )
 from .protocol import Event, FrameDropped, SequenceGap
 from .spool import Spool, SpoolRecord
-from .uplink import Forwarder, GatewayClient, HoldListener, HoldOrder, spool_record
+from .uplink import (
+    Forwarder,
+    GatewayClient,
+    HoldListener,
+    HoldOrder,
+    spool_record,
+    video_record,
+)
+from .video import VideoScan, VideoSource
 
 log = logging.getLogger("firmware_bridge")
 
@@ -99,12 +107,22 @@ class Bridge:
         self.spool = Spool(
             config.spool_path, max_scans=config.max_spool_scans, max_bytes=config.max_spool_bytes
         )
-        self.link = ScannerLink(config.scanner, self._on_event, backoff_max=config.link_backoff_max)
+        self.video: VideoSource | None = None
+        self.link: ScannerLink | None = None
+        if config.scanner.startswith("video:"):
+            # a scanner with only a monitor output: video:///path/to/file.avi or video://0
+            target = config.scanner.removeprefix("video://").removeprefix("video:")
+            capture: str | int = int(target) if target.isdigit() else target
+            self.video = VideoSource(capture, source_id=config.scanner_id or config.scanner)
+        else:
+            self.link = ScannerLink(
+                config.scanner, self._on_event, backoff_max=config.link_backoff_max
+            )
         self._own_session = session is None
         self._session = session
         self.forwarder: Forwarder | None = None
         self.holds: HoldListener | None = None
-        self._persist: asyncio.Queue[ParcelScan] = asyncio.Queue()
+        self._persist: asyncio.Queue[ParcelScan | VideoScan] = asyncio.Queue()
         self._overflow: list[SpoolRecord] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
@@ -128,7 +146,7 @@ class Bridge:
         )
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self.link.run(), name="scanner-link"),
+            loop.create_task(self._input(), name="scanner-input"),
             loop.create_task(self._persist_loop(), name="persist"),
             loop.create_task(self.forwarder.run(), name="forwarder"),
             loop.create_task(self._status_loop(), name="status"),
@@ -151,7 +169,8 @@ class Bridge:
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop reading the scanner, persist every assembled scan, then stop the rest."""
-        await self.link.close()
+        if self.link is not None:
+            await self.link.close()
         link_task = self._tasks[0] if self._tasks else None
         if link_task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -171,6 +190,35 @@ class Bridge:
         self.spool.close()
         if self._overflow:
             log.critical("ALARM %d scans not in the spool at shutdown", len(self._overflow))
+
+    # -- scanner input -------------------------------------------------------------------------
+
+    async def _input(self) -> None:
+        if self.link is not None:
+            await self.link.run()
+            return
+        assert self.video is not None
+        loop = asyncio.get_running_loop()
+        video = self.video
+
+        def read() -> None:
+            for scan in video.scans():
+                loop.call_soon_threadsafe(self._on_video_scan, scan)
+
+        await asyncio.to_thread(read)
+        log.info("video source %s ended after %d frames", video.capture, video.frames)
+
+    def _on_video_scan(self, scan: VideoScan) -> None:
+        self.stats.scans += 1
+        self.stats.unbound += 1  # a monitor shows no barcode
+        log.warning("UNBOUND video scan %s (%d lines)", scan.scan_id, scan.line_count)
+        self._persist.put_nowait(scan)
+
+    def _command(self, command: Command) -> None:
+        if self.link is not None:
+            self.link.send(command)
+        else:
+            log.critical("ALARM no scanner link to send %s: operator action needed", command)
 
     # -- scanner events ------------------------------------------------------------------------
 
@@ -232,7 +280,7 @@ class Bridge:
             elif isinstance(out, LinesUncalibrated):
                 if not self._calibration_requested:
                     self._calibration_requested = True
-                    self.link.send(RequestCalibration())
+                    self._command(RequestCalibration())
             elif isinstance(out, FragmentDiscarded) and out.replayed:
                 self.stats.replays_skipped += 1
 
@@ -244,7 +292,7 @@ class Bridge:
             scan = await self._persist.get()
             try:
                 record = await asyncio.to_thread(
-                    spool_record, scan, site_id=cfg.site_id, scanner_id=cfg.scanner_id
+                    _encode, scan, site_id=cfg.site_id, scanner_id=cfg.scanner_id
                 )
                 await self._store(record)
             finally:
@@ -261,7 +309,7 @@ class Bridge:
                     log.critical("ALARM %s: stopping the belt until the gateway catches up", exc)
                     self.stats.spool_full = True
                     self._stopped_for_spool = True
-                    self.link.send(BeltStop("bridge spool full"))
+                    self._command(BeltStop("bridge spool full"))
                 await asyncio.sleep(1.0)
                 continue
             self._overflow.pop(0)
@@ -273,15 +321,15 @@ class Bridge:
             self._stopped_for_spool = False
             self.stats.spool_full = False
             log.warning("spool has room again: restarting the belt")
-            self.link.send(BeltStart())
+            self._command(BeltStart())
 
     # -- holds ---------------------------------------------------------------------------------
 
     async def _on_hold(self, order: HoldOrder) -> None:
         self.stats.holds += 1
         log.warning("HOLD %s for waybill %s: %s", order.hold_id, order.waybill_no, order.reason)
-        self.link.send(BeltStop(f"hold {order.hold_id}"[:255]))
-        self.link.send(Hold(order.waybill_no, order.hold_id))
+        self._command(BeltStop(f"hold {order.hold_id}"[:255]))
+        self._command(Hold(order.waybill_no, order.hold_id))
 
     # -- status --------------------------------------------------------------------------------
 
@@ -301,7 +349,7 @@ class Bridge:
         return {
             "scanner": self.config.scanner,
             "device_id": hello.device_id if hello else None,
-            "link": self.link.state.value,
+            "link": self.link.state.value if self.link else "video",
             "belt": self.stats.belt,
             "lines_per_s": round(self._lines_per_s(), 1),
             "lines": self.stats.lines,
@@ -361,3 +409,9 @@ class Bridge:
         port = self._runner.addresses[0][1]
         self.status_url = f"http://{self.config.status_host}:{port}/status"
         log.info("status endpoint %s", self.status_url)
+
+
+def _encode(scan: ParcelScan | VideoScan, *, site_id: str, scanner_id: str | None) -> SpoolRecord:
+    if isinstance(scan, ParcelScan):
+        return spool_record(scan, site_id=site_id, scanner_id=scanner_id)
+    return video_record(scan, site_id=site_id, scanner_id=scanner_id)

@@ -30,6 +30,7 @@ import numpy as np
 from .assembler import ParcelScan
 from .errors import FileImportError, PermanentUploadError, SpoolError, TransientUploadError
 from .spool import Spool, SpoolRecord
+from .video import VideoScan
 
 log = logging.getLogger("firmware_bridge.uplink")
 
@@ -65,6 +66,21 @@ def spool_record(scan: ParcelScan, *, site_id: str, scanner_id: str | None = Non
         high=_png(scan.high),
         low=_png(scan.low),
     )
+
+
+def video_record(scan: VideoScan, *, site_id: str, scanner_id: str | None = None) -> SpoolRecord:
+    """A parcel cut from a monitor video: pseudo-colour only (no attenuation is available)."""
+    metadata = {
+        "scan_id": scan.scan_id,
+        "site_id": site_id,
+        "scanner_id": scanner_id or scan.source_id,
+        "waybill_no": scan.waybill_no,
+        "occurred_at": scan.occurred_at.isoformat(),
+        "line_count": scan.line_count,
+        "pixels_per_line": int(scan.image.shape[1]),
+    }
+    image = _png(cv2.cvtColor(scan.image, cv2.COLOR_RGB2BGR))
+    return SpoolRecord(scan_id=scan.scan_id, metadata=metadata, image=image)
 
 
 class GatewayClient:

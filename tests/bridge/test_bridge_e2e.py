@@ -27,8 +27,8 @@ async def test_parcels_flow_from_scanner_lines_to_gateway_scans(
     )
     await bridge.start()
     try:
-        await wait_until(lambda: len(gateway.scans) == 4)
-        sent = {p.waybill_no for p in scanner.state.parcels_done}
+        await wait_until(lambda: len(gateway.scans) == 4 and len(scanner.state.parcels_done) >= 4)
+        sent = {p.waybill_no for p in scanner.state.parcels_done[:4]}
         got = {m["waybill_no"] for m in gateway.scans.values()}
         assert got == sent
         meta = next(iter(gateway.scans.values()))

@@ -8,9 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
+from firmware_bridge.app import Bridge
 from firmware_bridge.display import DisplayLayout, render_frames, render_video
 from firmware_bridge.errors import VideoSourceError
 from firmware_bridge.video import VideoSource
+
+from .conftest import bridge_config, wait_until
+from .fake_gateway import FakeGateway
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +72,18 @@ def test_static_screen_never_learns_a_region(tmp_path: Path) -> None:
     writer.release()
     with pytest.raises(VideoSourceError):
         list(VideoSource(str(path)).scans())
+
+
+async def test_bridge_uploads_parcels_from_a_monitor_recording(
+    recording: tuple[Path, list[int]], gateway: FakeGateway, tmp_path: Path
+) -> None:
+    path, widths = recording
+    config = bridge_config(f"video://{path}", gateway.url, tmp_path / "v.db", holds=False)
+    bridge = Bridge(config)
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(gateway.scans) == len(widths))
+        assert {m["waybill_no"] for m in gateway.scans.values()} == {None}
+        assert (await bridge.status())["unbound_scans"] == len(widths)
+    finally:
+        await bridge.stop()
