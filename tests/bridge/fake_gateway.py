@@ -37,6 +37,7 @@ class FakeGateway:
     duplicates: int = 0
     conflicts: int = 0
     overload_next: int = 0  # answer this many POSTs with 503 + Retry-After
+    fail_next: int = 0  # answer this many POSTs with 500
     acks: list[str] = field(default_factory=list)
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     runner: web.AppRunner | None = None
@@ -73,6 +74,9 @@ class FakeGateway:
         self.posts += 1
         if not self._authorised(request):
             return problem(401, "unauthorized", "bad station key")
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return problem(500, "internal", "database unavailable")
         if self.overload_next > 0:
             self.overload_next -= 1
             resp = problem(503, "overloaded", "inference busy")
