@@ -13,7 +13,7 @@ from firmware_bridge.app import Bridge
 from firmware_bridge.colour import from_u16
 
 from .conftest import PIXELS, bridge_config, fast_scanner, wait_until
-from .fake_gateway import FakeGateway
+from .fake_gateway import KEY, FakeGateway
 
 
 async def test_parcels_flow_from_scanner_lines_to_gateway_scans(
@@ -167,3 +167,26 @@ async def test_serial_link_over_a_pty(gateway: FakeGateway, tmp_path: Path) -> N
     finally:
         await bridge.stop()
         task.cancel()
+
+
+async def test_demo_station_runs_scanner_and_bridge_in_process(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    from firmware_bridge.station import start_station
+
+    station = await start_station(
+        "site-1",
+        gateway.url,
+        KEY,
+        workdir=tmp_path,
+        pixels=64,
+        line_rate=3000,
+        source="procedural",
+        parcels=2,
+        status_interval=0,
+    )
+    try:
+        await wait_until(lambda: len(gateway.scans) >= 1)
+        assert station.scanner_url.startswith("tcp://127.0.0.1:")
+    finally:
+        await station.stop()
