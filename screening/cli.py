@@ -90,7 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="gateway + embedded PostgreSQL + simulated stations")
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     demo.add_argument("--sites", type=int, default=4)
-    demo.add_argument("--rate", type=float, default=5.0, help="parcels per second per site")
+    demo.add_argument("--rate", type=float, default=2.0, help="parcels per second per site")
+    demo.add_argument(
+        "--no-xray-images",
+        action="store_true",
+        help="stations report X-ray verdicts as events instead of uploading generated frames",
+    )
     demo.add_argument(
         "--break-share", type=float, default=0.08, help="share of parcels with a rule break"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import signal
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import cv2
 from aiohttp import web
 from stdnum.iso7064 import mod_11_2
 
@@ -26,6 +28,7 @@ from screening.app import create_app
 from screening.cli import database
 from screening.domain.access import Role
 from screening.domain.events import Flow
+from screening.inference import DEFAULT_MODEL_PATH
 from screening.services import access
 from screening.settings import Settings
 from screening.storage.database import create_pool, migrate
@@ -55,6 +58,8 @@ class StationStats:
     parcels: int = 0
     events: int = 0
     rejected: int = 0
+    scans: int = 0
+    flagged: int = 0
     breaks: dict[str, int] = field(default_factory=dict)
 
 
@@ -139,6 +144,45 @@ async def post_typo(
         return 1 if r.status == 422 else 0
 
 
+def prerender_images(count: int) -> list[bytes]:
+    """Synthetic X-ray frames from held-out generator seeds, some with threats (PNG bytes)."""
+    from models.synth.colour import STYLES
+    from models.synth.dataset import TEST_SEEDS_START, render_sample
+
+    images = []
+    for i in range(count):
+        sample = render_sample(TEST_SEEDS_START + 500 + i, list(STYLES), threat_rate=0.25)
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
+        if ok:
+            images.append(bytes(buf.tobytes()))
+    return images
+
+
+async def upload_scan(
+    http: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    event: dict[str, Any],
+    image: bytes,
+) -> str | None:
+    """Upload the parcel's X-ray frame; the gateway judges it. Returns the verdict."""
+    meta = {
+        "scan_id": str(uuid.uuid4()),
+        "site_id": event["site_id"],
+        "scanner_id": event["scanner_id"],
+        "waybill_no": event["waybill_no"],
+        "occurred_at": event["occurred_at"],
+    }
+    form = aiohttp.FormData()
+    form.add_field("metadata", json.dumps(meta), filename="m.json", content_type="application/json")
+    form.add_field("image", image, filename="scan.png", content_type="image/png")
+    async with http.post(f"{url}/v1/scans", data=form, headers=headers) as resp:
+        if resp.status not in (200, 201):
+            return None
+        verdict: str = (await resp.json())["verdict"]["result"]
+        return verdict
+
+
 async def run_station(
     http: aiohttp.ClientSession,
     url: str,
@@ -148,19 +192,25 @@ async def run_station(
     break_share: float,
     stats: StationStats,
     seed: int,
+    images: list[bytes],
 ) -> None:
     rng = random.Random(seed)
     headers = {"Authorization": f"Bearer {key}"}
+    run = datetime.now(UTC).strftime("%y%m%d%H%M")  # waybills stay unique across demo runs
     n = 0
     while True:
         await asyncio.sleep(rng.expovariate(rate))
         n += 1
-        waybill = f"{site.replace('-', '')}{seed % 100:02d}{n:08d}"
+        waybill = f"{site.replace('-', '')}{run}{n:06d}"
         events, brk = parcel_events(rng, site, waybill, datetime.now(UTC), break_share)
         if brk:
             stats.breaks[brk] = stats.breaks.get(brk, 0) + 1
         if rng.random() < 0.05:  # a clerk typo in an ID number: rejected, then fixed
             stats.rejected += await post_typo(http, url, headers, events)
+        scans = [e for e in events if e["type"] == "xray.scanned"]
+        dispatch = [e for e in events if e["type"] == "parcel.dispatched"]
+        if images:  # the X-ray frame goes to the gateway's detector instead of a verdict event
+            events = [e for e in events if e["type"] not in ("xray.scanned", "parcel.dispatched")]
         if rng.random() < 0.1:  # an offline terminal uploads its backlog in any order
             rng.shuffle(events)
         async with http.post(f"{url}/v1/events", json=events, headers=headers) as resp:
@@ -169,6 +219,18 @@ async def run_station(
                 stats.events += body["accepted"]
                 stats.rejected += body["rejected"]
         stats.parcels += 1
+        if not images:
+            continue
+        verdict = "clear"
+        if scans:
+            verdict = await upload_scan(http, url, headers, scans[0], rng.choice(images)) or ""
+            stats.scans += 1
+        if verdict == "flagged":
+            stats.flagged += 1  # held at the station for review, not dispatched
+            continue
+        async with http.post(f"{url}/v1/events", json=dispatch, headers=headers) as resp:
+            if resp.status in (200, 201):
+                stats.events += len(dispatch)
 
 
 def _pct(value: float | None) -> str:
@@ -185,7 +247,7 @@ async def render(
     headers = {"Authorization": f"Bearer {key}"}
     lines = [
         f"{'site':<8} {'parcels':>7} {'dispatched':>10} {'realname':>8} {'inspect':>8} "
-        f"{'x-ray':>8} {'3x100%':>8} {'violations':>10}",
+        f"{'x-ray':>8} {'3x100%':>8} {'violations':>10} {'scans':>6} {'flagged':>7}",
     ]
     for site in sites:
         async with http.get(f"{url}/v1/sites/{site}/rates?group_by=day", headers=headers) as r:
@@ -197,7 +259,7 @@ async def render(
             f"{site:<8} {stats[site].parcels:>7} {total['dispatched']:>10} "
             f"{_pct(total['realname_rate']):>8} {_pct(total['inspection_rate']):>8} "
             f"{_pct(total['xray_rate']):>8} {_pct(total['three_100_rate']):>8} "
-            f"{len(violations['items']):>10}"
+            f"{len(violations['items']):>10} {stats[site].scans:>6} {stats[site].flagged:>7}"
         )
     return "\n".join(lines)
 
@@ -237,11 +299,26 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     stats = {s: StationStats() for s in sites}
+    images: list[bytes] = []
+    model = settings.model_path or DEFAULT_MODEL_PATH
+    if not model.exists():
+        print(f"no X-ray model at {model}: stations report verdict events instead (make train)")
+    elif not args.no_xray_images:
+        print("rendering synthetic X-ray frames for the stations ...", flush=True)
+        images = await asyncio.to_thread(prerender_images, 24)
     async with aiohttp.ClientSession() as http:
         tasks = [
             asyncio.create_task(
                 run_station(
-                    http, url, station_keys[s], s, args.rate, args.break_share, stats[s], seed=i + 1
+                    http,
+                    url,
+                    station_keys[s],
+                    s,
+                    args.rate,
+                    args.break_share,
+                    stats[s],
+                    seed=i + 1,
+                    images=images,
                 )
             )
             for i, s in enumerate(sites)
