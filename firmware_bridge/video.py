@@ -76,14 +76,33 @@ def _gray(frame: BGR) -> Gray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.int16)
 
 
-def _best_shift(prev: Gray, cur: Gray, max_shift: int, threshold: int) -> tuple[int, int]:
-    """The shift that explains most changed pixels, and how many it explains."""
+def _best_shift(
+    prev: Gray, cur: Gray, max_shift: int, threshold: int, near: int = 0
+) -> tuple[int, int]:
+    """The shift that explains most changed pixels, and how many it explains.
+
+    With ``near`` (the last shift), neighbours are tried first and accepted when they explain
+    most of the change: the belt speed is constant, so the full search is rarely needed.
+    """
     changed = np.abs(cur - prev) > threshold
-    if int(changed.sum()) < 20:
+    n_changed = int(changed.sum())
+    if n_changed < 20:
         return 0, 0
+    width = cur.shape[1]
+    if near > 0:
+        candidates = range(max(1, near - 2), min(max_shift, width - 1, near + 2) + 1)
+        s, n = _search(prev, cur, changed, candidates, threshold)
+        if n >= 0.5 * n_changed:
+            return s, n
+    return _search(prev, cur, changed, range(1, min(max_shift, width - 1) + 1), threshold)
+
+
+def _search(
+    prev: Gray, cur: Gray, changed: npt.NDArray[np.bool_], candidates: range, threshold: int
+) -> tuple[int, int]:
     best, best_n = 0, 0
     width = cur.shape[1]
-    for s in range(1, min(max_shift, width - 1) + 1):
+    for s in candidates:
         ok = np.abs(cur[:, : width - s] - prev[:, s:]) <= threshold
         n = int(np.count_nonzero(ok & changed[:, : width - s]))
         if n > best_n:
@@ -171,7 +190,9 @@ class ScrollTracker:
         prev, self._prev = self._prev, gray
         if prev is None:
             return np.empty((bottom - top, 0, 3), np.uint8)
-        s, n = _best_shift(prev, gray, self.config.max_shift, self.config.diff_threshold)
+        s, n = _best_shift(
+            prev, gray, self.config.max_shift, self.config.diff_threshold, self.default_shift
+        )
         if n == 0:
             # nothing changed: an empty (white) belt moving, or the belt stopped. The screen
             # cannot tell; a stopped belt adds air, which only lengthens a gap.
