@@ -75,8 +75,11 @@ async def get_parcel(request: web.Request) -> web.Response:
     return web.json_response(out.model_dump(mode="json"))
 
 
-def _rate(counts: RateCounts, day: date | None = None, flow: str | None = None) -> RateOut:
+def _rate(
+    counts: RateCounts, day: date | None = None, flow: str | None = None, unbound: int = 0
+) -> RateOut:
     return RateOut(
+        unbound_scans=unbound,
         day=day,
         flow=flow,
         dispatched=counts.dispatched,
@@ -105,8 +108,11 @@ async def get_rates(request: web.Request) -> web.Response:
         from_day=view.first,
         to_day=view.last,
         group_by="day" if view.group_by == "day" else "flow",
-        total=_rate(view.total),
-        rows=[_rate(r.counts, r.day, r.flow) for r in view.rows],
+        total=_rate(view.total, unbound=sum(view.unbound_scans.values())),
+        rows=[
+            _rate(r.counts, r.day, r.flow, view.unbound_scans.get(r.day, 0) if r.day else 0)
+            for r in view.rows
+        ],
     )
     return web.json_response(out.model_dump(mode="json", by_alias=True))
 

@@ -239,6 +239,9 @@ class RateOut(Wire):
     inspection_rate: float | None
     xray_rate: float | None
     three_100_rate: float | None
+    unbound_scans: int = Field(
+        default=0, description="X-ray images with no waybill read (kept, bound to no parcel)"
+    )
 
 
 class RatesOut(Wire):

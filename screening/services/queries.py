@@ -17,6 +17,7 @@ from screening.errors import BadRequestError, ConflictError, ForbiddenError, Not
 from screening.storage import Conn
 from screening.storage import events as event_store
 from screening.storage import parcels as parcel_store
+from screening.storage import scans as scan_store
 from screening.storage import sites as site_store
 from screening.storage.parcels import RateRow, ViolationRow
 from screening.storage.sites import Site
@@ -111,6 +112,7 @@ class RatesView:
     group_by: str
     total: RateCounts
     rows: list[RateRow]
+    unbound_scans: dict[date, int]
 
 
 async def site_rates(
@@ -128,10 +130,11 @@ async def site_rates(
     async with pool.acquire() as conn:
         site = await _readable_site(conn, principal, site_id)
         rows = await parcel_store.site_rates(conn, site_id, first, last, group_by)
+        unbound = await scan_store.unbound_per_day(conn, site_id, first, last, site.policy.timezone)
     total = RateCounts()
     for row in rows:
         total = total + row.counts
-    return RatesView(site, first, last, group_by, total, rows)
+    return RatesView(site, first, last, group_by, total, rows, unbound)
 
 
 def encode_cursor(row: ViolationRow) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +24,16 @@ SELECT site_id, scan_id, event_id, waybill_no, scanner_id, occurred_at, received
        findings, max_scores, model_version, inference_ms
 FROM scan_uploads WHERE scan_id = $1 AND ($2::text[] IS NULL OR site_id = ANY($2::text[]))
 LIMIT 2
+"""
+# Scans whose waybill was never read: kept, and reported with the site's rates (a scanner that
+# cannot bind its images to parcels proves nothing about those parcels).
+SELECT_UNBOUND_PER_DAY = """
+SELECT (occurred_at AT TIME ZONE $4)::date AS day, count(*) AS n
+FROM scan_uploads
+WHERE site_id = $1 AND waybill_no IS NULL
+  AND occurred_at >= ($2::date::timestamp AT TIME ZONE $4)
+  AND occurred_at < (($3::date + 1)::timestamp AT TIME ZONE $4)
+GROUP BY 1
 """
 SELECT_THRESHOLDS = "SELECT xray_thresholds FROM sites WHERE site_id = $1"
 
@@ -93,3 +103,10 @@ async def find_uploads(conn: Conn, scan_id: UUID, site_ids: list[str] | None) ->
 async def site_thresholds(conn: Conn, site_id: str) -> dict[str, float]:
     raw = await conn.fetchval(SELECT_THRESHOLDS, site_id)
     return {str(k): float(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+async def unbound_per_day(
+    conn: Conn, site_id: str, first: date, last: date, timezone: str
+) -> dict[date, int]:
+    rows = await conn.fetch(SELECT_UNBOUND_PER_DAY, site_id, first, last, timezone)
+    return {r["day"]: int(r["n"]) for r in rows}

@@ -181,6 +181,9 @@ async def test_an_unbound_scan_is_kept_without_an_event(scan_gateway: RunningGat
     async with gw.http.get(f"{gw.url}/v1/scans/{meta['scan_id']}", headers=gw.auth()) as resp:
         assert resp.status == 200
         assert (await resp.json())["bound"] is False
+    rates_url = f"{gw.url}/v1/sites/{gw.keys.site}/rates?from=2026-11-20&to=2026-11-20"
+    async with gw.http.get(rates_url, headers=gw.auth("supervisor")) as resp:
+        assert (await resp.json())["total"]["unbound_scans"] == 1
 
 
 async def test_a_raw_high_low_pair_is_colourised_and_judged(scan_gateway: RunningGateway) -> None:
