@@ -50,6 +50,12 @@ class Metrics:
             ["result", "verdict"],
             registry=r,
         )
+        self.inference_seconds = Histogram(
+            "screening_inference_seconds",
+            "Detector session.run time of the batch a scan was in",
+            registry=r,
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
+        )
         self.station_streams = Gauge(
             "screening_station_streams", "Open station WebSockets", registry=r
         )

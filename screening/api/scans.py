@@ -105,6 +105,8 @@ async def post_scan(request: web.Request) -> web.Response:
         now,
     )
     gw.metrics.scans.labels(outcome.value, upload.verdict).inc()
+    if outcome.value == "accepted":
+        gw.metrics.inference_seconds.observe(upload.inference_ms / 1000.0)
     base = f"{request.scheme}://{request.host}"
     body = scan_out(upload, outcome.value, base)
     return web.json_response(
