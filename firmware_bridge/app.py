@@ -31,7 +31,7 @@ from .assembler import (
     ParcelScan,
 )
 from .connection import Command, ScannerLink
-from .errors import SpoolFullError
+from .errors import LocalProtocolError, SpoolFullError
 from .frames import (
     Barcode,
     BeltStart,
@@ -328,8 +328,12 @@ class Bridge:
     async def _on_hold(self, order: HoldOrder) -> None:
         self.stats.holds += 1
         log.warning("HOLD %s for waybill %s: %s", order.hold_id, order.waybill_no, order.reason)
-        self._command(BeltStop(f"hold {order.hold_id}"[:255]))
-        self._command(Hold(order.waybill_no, order.hold_id))
+        self._command(BeltStop(f"hold {order.hold_id}"[:200]))
+        try:
+            self._command(Hold(order.waybill_no, order.hold_id))
+        except LocalProtocolError as exc:
+            # the belt is stopped; the operator finds the parcel from the alarm
+            log.critical("ALARM hold %s cannot be sent to the scanner: %s", order.hold_id, exc)
 
     # -- status --------------------------------------------------------------------------------
 

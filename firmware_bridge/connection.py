@@ -94,7 +94,11 @@ class ScannerLink:
                 self._on_state(state)
 
     def send(self, command: Command) -> None:
-        """Send a command now, or as soon as the link is up (commands are acknowledged)."""
+        """Send a command now, or as soon as the link is up (commands are acknowledged).
+
+        Raises LocalProtocolError at once for a command the protocol cannot carry.
+        """
+        command.encode_payload()
         if self.protocol is None or self._writer is None or self.state is not LinkState.UP:
             self._queued.append(command)
             return

@@ -39,6 +39,7 @@ from firmware_bridge.frames import (
     decode_frame,
     encode,
 )
+from firmware_bridge.protocol import LinkProtocol, Role
 
 CASES: dict[str, tuple[Message, int, str]] = {
     "hello": (
@@ -249,6 +250,7 @@ def test_random_bytes_raise_only_protocol_errors(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         decode(data)
     FrameDecoder().feed(data)  # the stream decoder never raises
+    LinkProtocol(Role.BRIDGE).receive_data(data, 0.0)  # nor does the state machine
 
 
 @settings(max_examples=150, deadline=None)
