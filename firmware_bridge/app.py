@@ -95,6 +95,7 @@ class BridgeStats:
     belt: str = "unknown"
     spool_full: bool = False
     lines_per_s: float = 0.0
+    failed_tasks: list[str] = field(default_factory=list)
 
 
 class Bridge:
@@ -154,6 +155,8 @@ class Bridge:
         if cfg.holds:
             self.holds = HoldListener(self._session, cfg.gateway, cfg.key, self._on_hold)
             self._tasks.append(loop.create_task(self.holds.run(), name="holds"))
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
         if cfg.status_port is not None:
             await self._start_status_server()
         depth = await asyncio.to_thread(self.spool.depth)
@@ -190,6 +193,14 @@ class Bridge:
         self.spool.close()
         if self._overflow:
             log.critical("ALARM %d scans not in the spool at shutdown", len(self._overflow))
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.stats.failed_tasks.append(task.get_name())
+            log.critical("ALARM bridge task %s died: %r", task.get_name(), exc, exc_info=exc)
 
     # -- scanner input -------------------------------------------------------------------------
 
@@ -377,6 +388,7 @@ class Bridge:
             "last_fault": self.stats.last_fault,
             "link_gaps": self.stats.sequence_gaps,
             "frames_dropped": self.stats.frames_dropped,
+            "failed_tasks": list(self.stats.failed_tasks),
         }
 
     async def _status_loop(self) -> None:
