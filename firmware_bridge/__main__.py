@@ -19,7 +19,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m firmware_bridge",
         description="Scanner firmware bridge: line-scan link -> parcel images -> gateway.",
     )
-    p.add_argument("--scanner", required=True, help="tcp://HOST:PORT or serial:///dev/ttyUSB0")
+    p.add_argument(
+        "--scanner",
+        required=True,
+        help="tcp://HOST:PORT, serial:///dev/ttyUSB0[?baudrate=N] or video://DEVICE-or-FILE",
+    )
     p.add_argument("--gateway", required=True, help="gateway base URL, e.g. http://127.0.0.1:8080")
     p.add_argument(
         "--key",

@@ -83,6 +83,7 @@ class ScannerLink:
         self._writer: asyncio.StreamWriter | None = None
         self._queued: list[Command] = []
         self._closing = False
+        self._closed = asyncio.Event()
         self.connects = 0
         self.last_error: str | None = None
 
@@ -118,7 +119,7 @@ class ScannerLink:
             except LinkError as exc:
                 self.last_error = str(exc)
                 self._set_state(LinkState.DOWN)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._pause(delay)
                 delay = min(delay * 2, self._backoff_max)
                 continue
             delay = self._backoff_initial
@@ -135,8 +136,13 @@ class ScannerLink:
                     await writer.wait_closed()
             if not self._closing:
                 self._set_state(LinkState.DOWN)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._pause(delay)
         self._set_state(LinkState.CLOSED)
+
+    async def _pause(self, delay: float) -> None:
+        """Back off before reconnecting; ``close()`` cuts it short."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), delay * random.uniform(0.5, 1.0))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         proto = self.protocol = LinkProtocol(Role.BRIDGE)
@@ -186,5 +192,6 @@ class ScannerLink:
 
     async def close(self) -> None:
         self._closing = True
+        self._closed.set()
         if self._writer is not None:
             self._writer.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.app import Bridge, BridgeConfig
+from firmware_bridge.app import BridgeConfig
 from firmware_bridge.phantoms import ProceduralSource
 from firmware_bridge.simulator import SimulatorConfig, VirtualScanner
 
@@ -63,8 +63,3 @@ async def gateway() -> AsyncIterator[FakeGateway]:
     await gw.start()
     yield gw
     await gw.stop()
-
-
-@pytest.fixture
-def make_bridge() -> Callable[[BridgeConfig], Bridge]:
-    return Bridge
