@@ -190,3 +190,32 @@ async def test_demo_station_runs_scanner_and_bridge_in_process(
         assert station.scanner_url.startswith("tcp://127.0.0.1:")
     finally:
         await station.stop()
+
+
+async def test_commands_issued_while_the_scanner_is_away_are_sent_on_reconnect() -> None:
+    import socket
+
+    from firmware_bridge.connection import LinkState, ScannerLink
+    from firmware_bridge.frames import Hold
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    events: list[object] = []
+    link = ScannerLink(f"tcp://127.0.0.1:{port}", events.append, backoff_max=0.1)
+    task = asyncio.get_running_loop().create_task(link.run())
+    scanner = fast_scanner(parcels=1)
+    server = None
+    try:
+        await wait_until(lambda: link.state is LinkState.DOWN)
+        link.send(Hold("SF001000000000", "h-away"))
+        server = await scanner.serve_tcp("127.0.0.1", port)
+        await wait_until(lambda: bool(scanner.state.holds))
+        assert scanner.state.holds[0].hold_id == "h-away"
+        assert not scanner.state.belt_running
+    finally:
+        await link.close()
+        await asyncio.wait_for(task, 5)
+        if server is not None:
+            server.close()
+            await server.wait_closed()
