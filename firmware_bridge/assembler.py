@@ -28,6 +28,9 @@ def scan_id_for(device_id: str, boot_id: int, first_line: int) -> str:
     return str(uuid.uuid5(SCAN_NAMESPACE, f"{device_id}:{boot_id}:{first_line}"))
 
 
+AIR_DRIFT: Final = 0.02  # relative air-level change that re-derives the segmentation threshold
+
+
 @dataclass(frozen=True, slots=True)
 class AssemblerConfig:
     gap_lines: int = 12  # consecutive air lines that end a parcel (~1 cm at 1 mm/line)
@@ -114,6 +117,7 @@ class AssemblerStats:
     missing_lines: int = 0
     uncalibrated_lines: int = 0
     air_updates: int = 0
+    threshold_updates: int = 0
 
 
 @dataclass(slots=True)
@@ -137,6 +141,7 @@ class Assembler:
         self._dark: list[F32Array] = []
         self._air: list[F32Array] = []
         self._threshold: U16Array | None = None
+        self._threshold_air: F32Array = np.zeros(0, np.float32)
         self._max_object_pixels = 0
         self._recent: deque[tuple[int, bytes, bytes]] = deque(maxlen=self.config.margin_lines)
         self._parcel: _Parcel | None = None
@@ -187,8 +192,17 @@ class Assembler:
 
     def _update_threshold(self) -> None:
         t = self.config.air_transmission
+        self._threshold_air = self._air[0].copy()
         thr = self._dark[0] + t * (self._air[0] - self._dark[0])
         self._threshold = np.clip(np.rint(thr), 0, 65535).astype(np.uint16)
+
+    def _air_drifted(self) -> bool:
+        # The segmentation threshold follows the air estimate only in steps, when air has
+        # drifted by more than AIR_DRIFT: noise in the running estimate must never move a
+        # parcel boundary, because a replayed parcel must get the same first line (scan id).
+        span = np.maximum(self._threshold_air - self._dark[0], 1.0)
+        drift = float(np.median(np.abs(self._air[0] - self._threshold_air) / span))
+        return drift > AIR_DRIFT
 
     # -- lines -------------------------------------------------------------------------------
 
@@ -260,8 +274,9 @@ class Assembler:
             self._air[1] *= 1 - w
             self._air[1] += w * np.frombuffer(low, "<u2")
         self.stats.air_updates += 1
-        if self.stats.air_updates % 16 == 0:
+        if self.stats.air_updates % 16 == 0 and self._air_drifted():
             self._update_threshold()
+            self.stats.threshold_updates += 1
 
     def flush(self, now: datetime) -> list[Output]:
         """Close whatever is open (belt emptied for good, or shutdown with the belt stopped)."""

@@ -189,6 +189,14 @@ def test_air_is_reacquired_while_the_belt_is_empty() -> None:
     assert len(got) == 1
     assert from_u16(got[0].high[:, :10]).mean() < 0.02
     assert asm.stats.air_updates > 300
+    assert asm.stats.threshold_updates >= 1
+
+
+def test_air_noise_alone_never_moves_the_segmentation_threshold() -> None:
+    asm, belt = ready()
+    feed(asm, belt.air(2000))
+    assert asm.stats.air_updates > 1900
+    assert asm.stats.threshold_updates == 0
 
 
 def test_replayed_lines_rebuild_the_same_scan() -> None:
