@@ -56,7 +56,15 @@ Node = tuple[
 
 
 class LedgerError(Exception):
-    """Base of ledger failures (bad arguments, malformed proofs, inconsistent stored state)."""
+    """Base of ledger failures.
+
+    LedgerError
+    ├── ProofRequestError        sizes or indexes the tree does not have
+    ├── LedgerCorruptError       stored ledger data inconsistent in itself
+    ├── LedgerInconsistentError  the log does not extend a checkpoint it signed
+    ├── DuplicateEntryError      an event appended twice to its site's log
+    └── LedgerEntryError         an event that cannot become an entry
+    """
 
 
 class ProofRequestError(LedgerError):
@@ -65,6 +73,14 @@ class ProofRequestError(LedgerError):
 
 class LedgerCorruptError(LedgerError):
     """Stored ledger data is internally inconsistent (a missing hash, a frontier of wrong shape)."""
+
+
+class LedgerInconsistentError(LedgerError):
+    """The log no longer extends a tree head it already signed: it must not be signed again."""
+
+
+class DuplicateEntryError(LedgerError):
+    """An event is already in (or twice in one append to) its site's log."""
 
 
 class LedgerEntryError(LedgerError):
@@ -625,7 +641,7 @@ class SiteAudit:
     def finish(
         self, state: CompactRange | None, *, origin_matches: bool = True
     ) -> VerificationReport:
-        """The report; ``state`` is the stored compact range (None if the site has none)."""
+        """The report; ``state`` is the stored compact range (None: unreadable, i.e. corrupt)."""
         complete_through_checkpoint = (
             self._records_complete and self._expected_index >= self.checkpoint_size
         )
@@ -636,7 +652,7 @@ class SiteAudit:
             if i not in explained
         )
         leaves_intact = not self._missing and not self._leaves_malformed
-        state_ok = leaves_intact and (state or CompactRange()) == self._stored
+        state_ok = leaves_intact and state == self._stored
         return VerificationReport(
             site_id=self.site_id,
             checkpoint_size=self.checkpoint_size,

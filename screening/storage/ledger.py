@@ -1,0 +1,416 @@
+"""SQL for the per-site ledger: appends, tree heads, proofs, checkpoints and verification.
+
+Every function takes a connection so the caller owns the transaction: appends belong in the
+ingest transaction that inserts the events, so an event is logged if and only if it is stored.
+
+Costs, for a site whose log has n leaves:
+
+* ``append_entries`` / ``append_events``: one locked state row, one INSERT of the new leaves and
+  of any completed tile nodes, one UPDATE; O(k + log n) hashing for k entries.
+* ``latest_root``: one row, O(1).
+* ``inclusion_proof`` / ``consistency_proof`` / ``root_at``: two indexed reads of at most
+  O(2**8 · log n / 8) stored hashes (tile nodes every 8 levels, see ``domain.ledger``).
+* ``verify_site``: one ordered pass over every leaf of the site joined to its event row (O(n),
+  streamed through a cursor in O(log n) memory) plus an anti-join for events without a leaf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from screening.domain.checkpoint import Checkpoint
+from screening.domain.ledger import (
+    EMPTY_ROOT,
+    CompactRange,
+    DuplicateEntryError,
+    LedgerCorruptError,
+    LedgerEvent,
+    LedgerInconsistentError,
+    Node,
+    ProofPlan,
+    ProofRequestError,
+    SiteAudit,
+    VerificationReport,
+    consistency_ranges,
+    event_entry,
+    inclusion_ranges,
+    leaf_hash,
+)
+from screening.storage import Conn
+
+ENSURE_STATE = """
+INSERT INTO ledger_state (site_id, tree_size, frontier, root_hash) VALUES ($1, 0, '{}', $2)
+ON CONFLICT (site_id) DO NOTHING
+"""
+LOCK_STATE = "SELECT tree_size, frontier FROM ledger_state WHERE site_id = $1 FOR UPDATE"
+SELECT_STATE = "SELECT tree_size, frontier, root_hash FROM ledger_state WHERE site_id = $1"
+UPDATE_STATE = """
+UPDATE ledger_state SET tree_size = $2, frontier = $3, root_hash = $4, updated_at = now()
+WHERE site_id = $1
+"""
+INSERT_LEAVES = """
+INSERT INTO ledger_leaves (site_id, leaf_index, event_id, leaf_hash)
+SELECT $1, * FROM unnest($2::bigint[], $3::uuid[], $4::bytea[])
+"""
+INSERT_NODES = """
+INSERT INTO ledger_nodes (site_id, level, node_index, hash)
+SELECT $1, * FROM unnest($2::smallint[], $3::bigint[], $4::bytea[])
+"""
+SELECT_LEAVES_AT = """
+SELECT leaf_index, leaf_hash FROM ledger_leaves
+WHERE site_id = $1 AND leaf_index = ANY($2::bigint[])
+"""
+SELECT_NODES_AT = """
+SELECT n.level, n.node_index, n.hash
+FROM ledger_nodes n
+JOIN unnest($2::smallint[], $3::bigint[]) AS k(level, node_index)
+  ON n.level = k.level AND n.node_index = k.node_index
+WHERE n.site_id = $1
+"""
+SELECT_LEAF_BY_EVENT = """
+SELECT leaf_index, event_id, leaf_hash FROM ledger_leaves WHERE site_id = $1 AND event_id = $2
+"""
+SELECT_LEAF_BY_INDEX = """
+SELECT leaf_index, event_id, leaf_hash FROM ledger_leaves WHERE site_id = $1 AND leaf_index = $2
+"""
+
+# The columns an entry binds. record_digest is SHA-256 over PostgreSQL's own text form of the
+# stored jsonb payload (jsonb_out is deterministic for a jsonb value: keys sorted, one space
+# after ':' and ','), computed the same way at append and at verification.
+SELECT_LEDGER_EVENTS = """
+SELECT e.event_id, e.event_type, e.waybill_no, e.occurred_at, e.payload_digest,
+       sha256(convert_to(e.payload::text, 'UTF8')) AS record_digest
+FROM events e
+WHERE e.site_id = $1 AND e.event_id = ANY($2::uuid[])
+"""
+SELECT_AUDIT_LEAVES = """
+SELECT l.leaf_index, l.event_id, l.leaf_hash, e.event_id IS NOT NULL AS present,
+       e.event_type, e.waybill_no, e.occurred_at, e.payload_digest,
+       sha256(convert_to(e.payload::text, 'UTF8')) AS record_digest
+FROM ledger_leaves l
+LEFT JOIN events e ON e.site_id = l.site_id AND e.event_id = l.event_id
+WHERE l.site_id = $1
+ORDER BY l.leaf_index
+"""
+UNLOGGED_REPORTED = 10_000  # events without a leaf named in one report, at most
+SELECT_UNLOGGED = """
+SELECT e.event_id, e.event_type, e.waybill_no, e.occurred_at, e.payload_digest,
+       sha256(convert_to(e.payload::text, 'UTF8')) AS record_digest
+FROM events e
+WHERE e.site_id = $1
+  AND NOT EXISTS (SELECT 1 FROM ledger_leaves l
+                  WHERE l.site_id = e.site_id AND l.event_id = e.event_id)
+ORDER BY e.received_at, e.event_id
+LIMIT $2
+"""
+
+INSERT_CHECKPOINT = """
+INSERT INTO ledger_checkpoints (site_id, tree_size, root_hash, note) VALUES ($1, $2, $3, $4)
+ON CONFLICT (site_id, tree_size) DO NOTHING
+"""
+SELECT_CHECKPOINT_AT = """
+SELECT site_id, tree_size, root_hash, note, created_at FROM ledger_checkpoints
+WHERE site_id = $1 AND tree_size = $2
+"""
+SELECT_LATEST_CHECKPOINT = """
+SELECT site_id, tree_size, root_hash, note, created_at FROM ledger_checkpoints
+WHERE site_id = $1 ORDER BY tree_size DESC LIMIT 1
+"""
+
+AUDIT_PREFETCH = 2000  # rows per cursor round trip while verifying
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """A site's log at one size: RFC 9162 root hash of its first ``tree_size`` leaves."""
+
+    tree_size: int
+    root_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an append landed: leaves ``first_index .. tree_size - 1``, and the new root."""
+
+    first_index: int
+    tree_size: int
+    root_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerLeaf:
+    leaf_index: int
+    event_id: UUID
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    site_id: str
+    tree_size: int
+    root_hash: bytes
+    note: str  # the signed note, as published
+    created_at: datetime
+
+
+# --- appends ---------------------------------------------------------------------------
+
+
+async def append_entries(
+    conn: Conn, site_id: str, entries: Sequence[tuple[UUID, bytes]]
+) -> AppendResult:
+    """Append ledger entries (event id, ``canonical_entry`` bytes) to the site's log, in order.
+
+    Locks the site's state row for the rest of the caller's transaction, so appends to one site
+    are serialised and leaf indexes are dense; appends to different sites do not contend.
+    Callers appending to several sites in one transaction must do so in a fixed order (sorted
+    site ids, as ``append_accepted`` does) so that two transactions cannot deadlock.
+    """
+    ids = [event_id for event_id, _ in entries]
+    if len(set(ids)) != len(ids):
+        raise DuplicateEntryError(f"an event appears twice in one append to site {site_id}")
+    # Concurrent first appends: both INSERTs race on the primary key; the loser waits for the
+    # winner's commit and inserts nothing, and then both lock the one row in turn.
+    await conn.execute(ENSURE_STATE, site_id, EMPTY_ROOT)
+    row = await conn.fetchrow(LOCK_STATE, site_id)
+    if row is None:  # pragma: no cover - the row was just ensured
+        raise LedgerCorruptError(f"no ledger state for site {site_id}")
+    state = _compact_range(row)
+    if not entries:
+        return AppendResult(state.size, state.size, state.root())
+    leaves = [leaf_hash(entry) for _, entry in entries]
+    new_state, completed = state.extend(leaves)
+    try:
+        await conn.execute(
+            INSERT_LEAVES,
+            site_id,
+            list(range(state.size, new_state.size)),
+            ids,
+            leaves,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise DuplicateEntryError(f"an event is already in the log of site {site_id}") from exc
+    if completed:
+        await conn.execute(
+            INSERT_NODES,
+            site_id,
+            [level for (level, _), _ in completed],
+            [index for (_, index), _ in completed],
+            [h for _, h in completed],
+        )
+    root = new_state.root()
+    await conn.execute(UPDATE_STATE, site_id, new_state.size, list(new_state.hashes), root)
+    return AppendResult(state.size, new_state.size, root)
+
+
+async def load_ledger_events(
+    conn: Conn, site_id: str, event_ids: Sequence[UUID]
+) -> list[LedgerEvent]:
+    """The stored events' ledger columns, in the order of ``event_ids``."""
+    rows = await conn.fetch(SELECT_LEDGER_EVENTS, site_id, list(event_ids))
+    by_id = {r["event_id"]: _ledger_event(site_id, r["event_id"], r) for r in rows}
+    missing = [str(i) for i in event_ids if i not in by_id]
+    if missing:
+        raise ProofRequestError(f"events not stored for site {site_id}: {', '.join(missing)}")
+    return [by_id[i] for i in event_ids]
+
+
+async def append_events(
+    conn: Conn,
+    site_id: str,
+    event_ids: Sequence[UUID],
+    entry_for_event: Callable[[LedgerEvent], bytes] = event_entry,
+) -> AppendResult:
+    """Append already-inserted events of one site, reading their entries back from ``events``.
+
+    Reading the rows back (in the same transaction) derives each entry exactly as
+    ``verify_site`` will, including the digest of the payload as PostgreSQL stores it.
+    """
+    events = await load_ledger_events(conn, site_id, event_ids)
+    return await append_entries(conn, site_id, [(e.event_id, entry_for_event(e)) for e in events])
+
+
+async def append_accepted(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> dict[str, AppendResult]:
+    """Append newly accepted events, given as (site_id, event_id) in acceptance order.
+
+    The call for ``commit_events``: after ``insert_events``, pass the keys of the new events.
+    Sites are locked in sorted order (no deadlocks between gateways); within a site, the
+    leaves keep the order of ``keys``.
+    """
+    by_site: dict[str, list[UUID]] = {}
+    for site_id, event_id in keys:
+        by_site.setdefault(site_id, []).append(event_id)
+    return {site: await append_events(conn, site, by_site[site]) for site in sorted(by_site)}
+
+
+# --- tree heads and proofs -----------------------------------------------------------------
+
+
+async def ledger_state(conn: Conn, site_id: str) -> CompactRange:
+    row = await conn.fetchrow(SELECT_STATE, site_id)
+    return CompactRange() if row is None else _compact_range(row)
+
+
+async def latest_root(conn: Conn, site_id: str) -> TreeHead:
+    """The site's current tree head (size 0 and SHA-256("") before its first append)."""
+    row = await conn.fetchrow(SELECT_STATE, site_id)
+    if row is None:
+        return TreeHead(0, EMPTY_ROOT)
+    return TreeHead(row["tree_size"], bytes(row["root_hash"]))
+
+
+async def root_at(conn: Conn, site_id: str, tree_size: int) -> bytes:
+    """MTH of the site's first ``tree_size`` leaves, from stored hashes."""
+    await _check_size(conn, site_id, tree_size)
+    if tree_size == 0:
+        return EMPTY_ROOT
+    return (await _resolve(conn, site_id, ProofPlan(((0, tree_size),))))[0]
+
+
+async def inclusion_proof(conn: Conn, site_id: str, leaf_index: int, tree_size: int) -> list[bytes]:
+    """RFC 9162 §2.1.3.1 inclusion proof of leaf ``leaf_index`` in the tree of ``tree_size``."""
+    await _check_size(conn, site_id, tree_size)
+    plan = ProofPlan(tuple(inclusion_ranges(leaf_index, tree_size)))
+    return await _resolve(conn, site_id, plan)
+
+
+async def consistency_proof(conn: Conn, site_id: str, old_size: int, new_size: int) -> list[bytes]:
+    """RFC 9162 §2.1.4.1 consistency proof from the tree of ``old_size`` to ``new_size``."""
+    await _check_size(conn, site_id, new_size)
+    plan = ProofPlan(tuple(consistency_ranges(old_size, new_size)))
+    return await _resolve(conn, site_id, plan)
+
+
+async def find_leaf(conn: Conn, site_id: str, event_id: UUID) -> LedgerLeaf | None:
+    """The leaf of an event (for an inclusion proof by event id), if it was logged."""
+    row = await conn.fetchrow(SELECT_LEAF_BY_EVENT, site_id, event_id)
+    return None if row is None else LedgerLeaf(row[0], row[1], bytes(row[2]))
+
+
+async def leaf_at(conn: Conn, site_id: str, leaf_index: int) -> LedgerLeaf | None:
+    row = await conn.fetchrow(SELECT_LEAF_BY_INDEX, site_id, leaf_index)
+    return None if row is None else LedgerLeaf(row[0], row[1], bytes(row[2]))
+
+
+async def _check_size(conn: Conn, site_id: str, tree_size: int) -> None:
+    current = (await latest_root(conn, site_id)).tree_size
+    if not 0 <= tree_size <= current:
+        raise ProofRequestError(f"the log of site {site_id} has {current} leaves, not {tree_size}")
+
+
+async def _resolve(conn: Conn, site_id: str, plan: ProofPlan) -> list[bytes]:
+    keys = plan.stored_keys()
+    leaf_indexes = sorted(i for level, i in keys if level == 0)
+    nodes = sorted(k for k in keys if k[0] > 0)
+    stored: dict[Node, bytes] = {}
+    if leaf_indexes:
+        for r in await conn.fetch(SELECT_LEAVES_AT, site_id, leaf_indexes):
+            stored[(0, r["leaf_index"])] = bytes(r["leaf_hash"])
+    if nodes:
+        rows = await conn.fetch(
+            SELECT_NODES_AT, site_id, [level for level, _ in nodes], [i for _, i in nodes]
+        )
+        for r in rows:
+            stored[(r["level"], r["node_index"])] = bytes(r["hash"])
+    return plan.resolve(stored)
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+async def save_checkpoint(
+    conn: Conn, site_id: str, checkpoint: Checkpoint, note: str
+) -> StoredCheckpoint:
+    """Store a signed checkpoint; a second one at the same size keeps the first.
+
+    Two different roots at one size would be a split view of the log: refused.
+    """
+    await conn.execute(INSERT_CHECKPOINT, site_id, checkpoint.tree_size, checkpoint.root_hash, note)
+    stored = await checkpoint_at(conn, site_id, checkpoint.tree_size)
+    if stored is None:  # pragma: no cover - inserted or present just above
+        raise LedgerCorruptError("checkpoint vanished after saving")
+    if stored.root_hash != checkpoint.root_hash:
+        raise LedgerInconsistentError(
+            f"site {site_id} already has a checkpoint of size {checkpoint.tree_size} "
+            "with another root"
+        )
+    return stored
+
+
+async def checkpoint_at(conn: Conn, site_id: str, tree_size: int) -> StoredCheckpoint | None:
+    row = await conn.fetchrow(SELECT_CHECKPOINT_AT, site_id, tree_size)
+    return None if row is None else _checkpoint(row)
+
+
+async def latest_checkpoint(conn: Conn, site_id: str) -> StoredCheckpoint | None:
+    row = await conn.fetchrow(SELECT_LATEST_CHECKPOINT, site_id)
+    return None if row is None else _checkpoint(row)
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+async def verify_site(
+    conn: Conn,
+    site_id: str,
+    checkpoint: Checkpoint,
+    entry_for_event: Callable[[LedgerEvent], bytes] = event_entry,
+    *,
+    expected_origin: str | None = None,
+) -> VerificationReport:
+    """Check the site's CURRENT event rows and stored leaves against a trusted checkpoint.
+
+    Each leaf's entry is re-derived from its event row as it is now and compared with the
+    stored leaf hash; the roots over the re-derived entries and over the stored leaves are
+    compared with the checkpoint's root (the only thing trusted). Names altered, removed and
+    reordered records, events without a leaf, and leaves missing or beyond the checkpoint.
+    Run inside a transaction for one consistent snapshot (REPEATABLE READ); without one, this
+    opens a read-only REPEATABLE READ transaction itself.
+    """
+    if not conn.is_in_transaction():
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            return await verify_site(
+                conn, site_id, checkpoint, entry_for_event, expected_origin=expected_origin
+            )
+    audit = SiteAudit(site_id, checkpoint.tree_size, checkpoint.root_hash, entry_for_event)
+    async for r in conn.cursor(SELECT_AUDIT_LEAVES, site_id, prefetch=AUDIT_PREFETCH):
+        event = _ledger_event(site_id, r["event_id"], r) if r["present"] else None
+        audit.add_leaf(r["leaf_index"], r["event_id"], bytes(r["leaf_hash"]), event)
+    for r in await conn.fetch(SELECT_UNLOGGED, site_id, UNLOGGED_REPORTED):
+        audit.add_unlogged(_ledger_event(site_id, r["event_id"], r))
+    try:
+        state: CompactRange | None = await ledger_state(conn, site_id)
+    except LedgerCorruptError:
+        state = None  # a frontier of the wrong shape: reported as not matching the leaves
+    origin_ok = expected_origin is None or checkpoint.origin == expected_origin
+    return audit.finish(state, origin_matches=origin_ok)
+
+
+# --- rows to values --------------------------------------------------------------------------
+
+
+def _compact_range(row: asyncpg.Record) -> CompactRange:
+    return CompactRange(row["tree_size"], tuple(bytes(h) for h in row["frontier"]))
+
+
+def _ledger_event(site_id: str, event_id: UUID, r: asyncpg.Record) -> LedgerEvent:
+    return LedgerEvent(
+        site_id=site_id,
+        event_id=event_id,
+        event_type=r["event_type"],
+        waybill_no=r["waybill_no"],
+        occurred_at=r["occurred_at"],
+        payload_digest=bytes(r["payload_digest"]),
+        record_digest=bytes(r["record_digest"]),
+    )
+
+
+def _checkpoint(r: asyncpg.Record) -> StoredCheckpoint:
+    return StoredCheckpoint(
+        r["site_id"], r["tree_size"], bytes(r["root_hash"]), r["note"], r["created_at"]
+    )
