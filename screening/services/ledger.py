@@ -1,0 +1,170 @@
+"""Ledger use cases: sign a site's checkpoint, verify a site against a saved checkpoint, and the
+log's signing key kept in a file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from screening.domain.checkpoint import (
+    DEFAULT_ORIGIN_PREFIX,
+    Checkpoint,
+    KeyFormatError,
+    NoteSigner,
+    NoteVerifier,
+    parse_and_verify,
+    sign_checkpoint,
+    site_origin,
+)
+from screening.domain.ledger import (
+    LedgerInconsistentError,
+    VerificationReport,
+    verify_consistency,
+)
+from screening.storage import ledger as ledger_store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEY_NAME = "screening.example/ledger"
+
+
+class SignerKeyError(Exception):
+    """The ledger signing key file cannot be read, or holds another key than expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSigner:
+    """The Ed25519 key that signs every site's checkpoints, kept in a 0600 file.
+
+    The file holds one line in the sumdb/note signer-key format
+    (``PRIVATE+KEY+<name>+<hex key ID>+<base64(0x01 || seed)>``); publish ``vkey()``.
+    """
+
+    signer: NoteSigner
+
+    @classmethod
+    def load_or_create(cls, path: Path, name: str = DEFAULT_KEY_NAME) -> LedgerSigner:
+        """Load the key at ``path``, or generate it there (mode 0600) if there is none.
+
+        Creation is atomic (written aside, then hard-linked into place), so two gateways
+        starting together end up with one key.
+        """
+        path = Path(path)
+        if not path.exists():
+            candidate = NoteSigner.generate(name)
+            aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as f:
+                    f.write(candidate.skey() + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                with contextlib.suppress(FileExistsError):  # another process won: use its key
+                    os.link(aside, path)
+            finally:
+                aside.unlink(missing_ok=True)
+        signer = cls.load(path)
+        if signer.name != name:
+            raise SignerKeyError(f"{path} holds the key of {signer.name!r}, not {name!r}")
+        return signer
+
+    @classmethod
+    def load(cls, path: Path) -> LedgerSigner:
+        path = Path(path)
+        try:
+            mode = path.stat().st_mode
+            text = path.read_text("ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SignerKeyError(f"cannot read the ledger key {path}") from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("ledger key file is readable by others", extra={"path": str(path)})
+        try:
+            return cls(NoteSigner.from_skey(text))
+        except KeyFormatError as exc:
+            raise SignerKeyError(f"{path} does not hold an Ed25519 note signer key") from exc
+
+    @property
+    def name(self) -> str:
+        return self.signer.name
+
+    def verifier(self) -> NoteVerifier:
+        return self.signer.verifier()
+
+    def vkey(self) -> str:
+        """The verifier key to publish: ``<name>+<hex key ID>+<base64(0x01 || public key)>``."""
+        return self.signer.vkey()
+
+    def sign(self, checkpoint: Checkpoint) -> str:
+        return sign_checkpoint(checkpoint, self.signer)
+
+
+async def make_checkpoint(
+    pool: asyncpg.Pool[Any],
+    site_id: str,
+    signer: LedgerSigner,
+    *,
+    origin_prefix: str = DEFAULT_ORIGIN_PREFIX,
+) -> str:
+    """Sign the site's current tree head as a checkpoint note, store it and return it.
+
+    C2SP tlog-checkpoint: a log MUST NOT sign a checkpoint inconsistent with one it signed
+    before, so the new head is first proven consistent with the latest stored checkpoint
+    (RFC 9162 §2.1.4) from the stored hashes; a failure raises ``LedgerInconsistentError``.
+    If the tree has not grown, the latest checkpoint is returned as it is.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        head = await ledger_store.latest_root(conn, site_id)
+        previous = await ledger_store.latest_checkpoint(conn, site_id)
+        if previous is not None:
+            if previous.tree_size > head.tree_size:
+                raise LedgerInconsistentError(
+                    f"site {site_id}: the log has {head.tree_size} leaves, but a checkpoint "
+                    f"of {previous.tree_size} was signed"
+                )
+            if previous.tree_size == head.tree_size and previous.root_hash == head.root_hash:
+                return previous.note
+            proof = await ledger_store.consistency_proof(
+                conn, site_id, previous.tree_size, head.tree_size
+            )
+            if not verify_consistency(
+                previous.tree_size, head.tree_size, previous.root_hash, head.root_hash, proof
+            ):
+                raise LedgerInconsistentError(
+                    f"site {site_id}: the log does not extend its checkpoint of size "
+                    f"{previous.tree_size}"
+                )
+        checkpoint = Checkpoint(site_origin(site_id, origin_prefix), head.tree_size, head.root_hash)
+        note = signer.sign(checkpoint)
+        stored = await ledger_store.save_checkpoint(conn, site_id, checkpoint, note)
+        return stored.note
+
+
+async def verify(
+    pool: asyncpg.Pool[Any],
+    site_id: str,
+    checkpoint_note: str | bytes,
+    verifier: NoteVerifier,
+    *,
+    origin_prefix: str = DEFAULT_ORIGIN_PREFIX,
+) -> VerificationReport:
+    """Check the site's stored records against a saved checkpoint note.
+
+    The note's signature is verified first (``UnverifiedNoteError`` / ``MalformedNoteError``
+    otherwise); then the records are read in one read-only REPEATABLE READ snapshot.
+    """
+    checkpoint = parse_and_verify(checkpoint_note, verifier)
+    async with (
+        pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        return await ledger_store.verify_site(
+            conn, site_id, checkpoint, expected_origin=site_origin(site_id, origin_prefix)
+        )
