@@ -1,0 +1,432 @@
+"""The per-site ledger against a real PostgreSQL: appends, proofs, checkpoints, and tampering done
+directly in SQL that verification must name."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from screening.domain.checkpoint import parse_and_verify
+from screening.domain.ledger import (
+    DuplicateEntryError,
+    LedgerInconsistentError,
+    ProofRequestError,
+    Swap,
+    consistency_proof,
+    event_entry,
+    inclusion_proof,
+    leaf_hash,
+    merkle_root,
+    verify_consistency,
+    verify_inclusion,
+)
+from screening.services import ledger as ledger_service
+from screening.services.ledger import LedgerSigner
+from screening.storage import ledger as store
+from screening.storage.database import create_pool, migrate
+from tests.conftest import make_database
+
+SITE = "S-LEDGER"
+OTHER = "S-OTHER"
+T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+TYPES = ["parcel.received", "realname.registered", "inspection.completed", "parcel.sealed"]
+
+INSERT_SITE = "INSERT INTO sites (site_id, name) VALUES ($1, $1)"
+INSERT_EVENT = """
+INSERT INTO events (site_id, event_id, event_type, waybill_no, occurred_at, received_at,
+                    payload, payload_digest)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)
+"""
+
+
+@dataclass
+class Ledger:
+    pool: asyncpg.Pool[Any]
+    signer: LedgerSigner
+    ids: list[uuid.UUID]  # event ids in log order
+
+
+async def insert_events(conn: Any, site: str, count: int, start: int = 0) -> list[uuid.UUID]:
+    ids = []
+    for k in range(start, start + count):
+        event_id = uuid.uuid4()
+        payload = {"waybill_no": f"WB{k // 4:010d}", "result": "pass", "score": 0.00001 * k}
+        await conn.execute(
+            INSERT_EVENT,
+            site,
+            event_id,
+            TYPES[k % 4],
+            f"WB{k // 4:010d}",
+            T0 + timedelta(minutes=k),
+            T0 + timedelta(minutes=k, seconds=3),
+            json.dumps(payload),
+            os.urandom(32),
+        )
+        ids.append(event_id)
+    return ids
+
+
+async def fresh_pool(server_dsn: str) -> asyncpg.Pool[Any]:
+    pool = await create_pool(await make_database(server_dsn), min_size=1, max_size=4)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+        await conn.execute(INSERT_SITE, SITE)
+        await conn.execute(INSERT_SITE, OTHER)
+    return pool
+
+
+async def stored_leaf_hashes(conn: Any, site: str) -> list[bytes]:
+    rows = await conn.fetch(
+        "SELECT leaf_hash FROM ledger_leaves WHERE site_id = $1 ORDER BY leaf_index", site
+    )
+    return [bytes(r[0]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+async def ledger(
+    server_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Ledger]:
+    """A site with 600 logged events (two full 256-leaf tiles) and a checkpoint over them."""
+    pool = await fresh_pool(server_dsn)
+    ids: list[uuid.UUID] = []
+    for batch in (5, 1, 250, 344):  # uneven ingest groups
+        async with pool.acquire() as conn, conn.transaction():
+            new = await insert_events(conn, SITE, batch, start=len(ids))
+            result = await store.append_events(conn, SITE, new)
+            assert result.first_index == len(ids)
+            assert result.tree_size == len(ids) + batch
+        ids += new
+    signer = LedgerSigner.load_or_create(tmp_path_factory.mktemp("key") / "ledger.key")
+    await ledger_service.make_checkpoint(pool, SITE, signer)
+    try:
+        yield Ledger(pool, signer, ids)
+    finally:
+        await pool.close()
+
+
+async def note(ledger: Ledger) -> str:
+    async with ledger.pool.acquire() as conn:
+        stored = await store.latest_checkpoint(conn, SITE)
+    assert stored is not None
+    return stored.note
+
+
+# --- appends, roots and proofs ---------------------------------------------------------------
+
+
+async def test_the_stored_root_is_the_rfc_tree_hash_of_the_events(ledger: Ledger) -> None:
+    async with ledger.pool.acquire() as conn:
+        events = await store.load_ledger_events(conn, SITE, ledger.ids)
+        head = await store.latest_root(conn, SITE)
+        leaves = await stored_leaf_hashes(conn, SITE)
+        nodes = await conn.fetchval("SELECT count(*) FROM ledger_nodes WHERE site_id = $1", SITE)
+        state = await store.ledger_state(conn, SITE)
+    expected = [leaf_hash(event_entry(e)) for e in events]
+    assert leaves == expected
+    assert head.tree_size == 600
+    assert head.root_hash == merkle_root(expected)
+    assert nodes == 2  # the two completed 256-leaf subtrees
+    assert len(state.hashes) == bin(600).count("1")
+
+
+async def test_proofs_from_the_store_are_the_rfc_proofs_and_verify(ledger: Ledger) -> None:
+    async with ledger.pool.acquire() as conn:
+        leaves = await stored_leaf_hashes(conn, SITE)
+        for size in (1, 7, 256, 257, 511, 512, 513, 600):
+            root = await store.root_at(conn, SITE, size)
+            assert root == merkle_root(leaves[:size])
+            for index in {0, size // 3, size - 1}:
+                proof = await store.inclusion_proof(conn, SITE, index, size)
+                assert proof == inclusion_proof(leaves, index, size)
+                assert verify_inclusion(leaves[index], index, size, proof, root)
+            for old in (1, 5, 255, 256, 300):
+                if old <= size:
+                    proof = await store.consistency_proof(conn, SITE, old, size)
+                    assert proof == consistency_proof(leaves, old, size)
+                    old_root = merkle_root(leaves[:old])
+                    assert verify_consistency(old, size, old_root, root, proof)
+        leaf = await store.find_leaf(conn, SITE, ledger.ids[42])
+        assert leaf is not None
+        assert (leaf.leaf_index, leaf.leaf_hash) == (42, leaves[42])
+        with pytest.raises(ProofRequestError):
+            await store.inclusion_proof(conn, SITE, 0, 601)
+        with pytest.raises(ProofRequestError):
+            await store.consistency_proof(conn, SITE, 10, 601)
+
+
+async def test_concurrent_first_appends_to_a_site_serialise(server_dsn: str) -> None:
+    pool = await fresh_pool(server_dsn)
+    try:
+
+        async def append(count: int) -> store.AppendResult:
+            async with pool.acquire() as conn, conn.transaction():
+                ids = await insert_events(conn, OTHER, count, start=count * 100)
+                await asyncio.sleep(0)  # let the other transaction reach its append
+                return await store.append_events(conn, OTHER, ids)
+
+        results = await asyncio.gather(*(append(n) for n in (3, 4, 5, 6)))
+        ranges = sorted((r.first_index, r.tree_size) for r in results)
+        assert [a for a, _ in ranges] == [0, *(b for _, b in ranges[:-1])]  # dense, no overlap
+        async with pool.acquire() as conn:
+            head = await store.latest_root(conn, OTHER)
+            assert head.tree_size == 18
+            assert head.root_hash == merkle_root(await stored_leaf_hashes(conn, OTHER))
+            # An event is logged once: a second append of it fails the transaction.
+            leaf = await store.leaf_at(conn, OTHER, 0)
+            assert leaf is not None
+            with pytest.raises(DuplicateEntryError):
+                async with conn.transaction():
+                    await store.append_events(conn, OTHER, [leaf.event_id])
+            with pytest.raises(DuplicateEntryError):
+                await store.append_entries(
+                    conn, OTHER, [(leaf.event_id, b"x"), (leaf.event_id, b"y")]
+                )
+            assert (await store.latest_root(conn, OTHER)).tree_size == 18
+    finally:
+        await pool.close()
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+async def test_the_fixture_checkpoint_covers_the_whole_log(ledger: Ledger) -> None:
+    checkpoint = parse_and_verify(await note(ledger), ledger.signer.verifier())
+    assert (checkpoint.origin, checkpoint.tree_size) == ("screening.example/sites/S-LEDGER", 600)
+    async with ledger.pool.acquire() as conn:
+        assert checkpoint.root_hash == (await store.latest_root(conn, SITE)).root_hash
+
+
+async def test_checkpoints_only_ever_extend_what_was_signed(
+    server_dsn: str, tmp_path: Path
+) -> None:
+    pool = await fresh_pool(server_dsn)
+    signer = LedgerSigner.load_or_create(tmp_path / "ledger.key")
+    verifier = signer.verifier()
+
+    async def grow(count: int, start: int) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await store.append_events(conn, SITE, await insert_events(conn, SITE, count, start))
+
+    try:
+        empty = await ledger_service.make_checkpoint(pool, SITE, signer)
+        assert parse_and_verify(empty, verifier).tree_size == 0
+        await grow(10, 0)
+        first = await ledger_service.make_checkpoint(pool, SITE, signer)
+        assert parse_and_verify(first, verifier).tree_size == 10
+        # Nothing appended since: the same note comes back.
+        assert await ledger_service.make_checkpoint(pool, SITE, signer) == first
+        await grow(1, 10)
+        second = await ledger_service.make_checkpoint(pool, SITE, signer)
+        assert parse_and_verify(second, verifier).tree_size == 11
+        async with pool.acquire() as conn:
+            assert (await store.latest_checkpoint(conn, SITE)).note == second  # type: ignore[union-attr]
+            # A rewritten leaf below the last checkpoint: the log no longer extends it.
+            await conn.execute(
+                "UPDATE ledger_leaves SET leaf_hash = $2 WHERE site_id = $1 AND leaf_index = 4",
+                SITE,
+                bytes(32),
+            )
+            cp = parse_and_verify(second, verifier)
+            forged = cp.__class__(cp.origin, cp.tree_size, bytes(32))
+            with pytest.raises(LedgerInconsistentError):  # a second root at one size
+                await store.save_checkpoint(conn, SITE, forged, "forged")
+        await grow(5, 11)
+        with pytest.raises(LedgerInconsistentError):
+            await ledger_service.make_checkpoint(pool, SITE, signer)
+    finally:
+        await pool.close()
+
+
+def test_the_signing_key_file_is_private_and_reloaded(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "ledger.key"
+    signer = LedgerSigner.load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert LedgerSigner.load_or_create(path).vkey() == signer.vkey()
+    assert signer.vkey().startswith("screening.example/ledger+")
+
+
+# --- verification and tampering -------------------------------------------------------------
+
+
+async def verify_after(ledger: Ledger, *statements: tuple[str, list[Any]]) -> Any:
+    """Tamper inside a transaction, verify inside it, roll it back."""
+    checkpoint = parse_and_verify(await note(ledger), ledger.signer.verifier())
+    async with ledger.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            for sql, args in statements:
+                await conn.execute(sql, *args)
+            return await store.verify_site(
+                conn, SITE, checkpoint, expected_origin="screening.example/sites/S-LEDGER"
+            )
+        finally:
+            await tx.rollback()
+
+
+async def test_an_untouched_site_verifies_clean(ledger: Ledger) -> None:
+    report = await ledger_service.verify(
+        ledger.pool, SITE, await note(ledger), ledger.signer.verifier()
+    )
+    assert report.ok, report
+    assert report.beyond_checkpoint == 0
+    assert report.short_of_checkpoint == 0
+
+
+async def test_an_altered_digest_or_waybill_is_named(ledger: Ledger) -> None:
+    a, b, c = ledger.ids[3], ledger.ids[300], ledger.ids[599]
+    report = await verify_after(
+        ledger,
+        (
+            "UPDATE events SET payload_digest = $2 WHERE site_id = $1 AND event_id = $3",
+            [SITE, bytes(32), a],
+        ),
+        (
+            "UPDATE events SET waybill_no = 'WB9999999999' WHERE site_id = $1 AND event_id = $2",
+            [SITE, b],
+        ),
+        (
+            "UPDATE events SET payload = jsonb_set(payload, '{result}', '\"refused\"')"
+            " WHERE site_id = $1 AND event_id = $2",
+            [SITE, c],
+        ),
+    )
+    assert {(f.leaf_index, f.event_id) for f in report.altered} == {(3, a), (300, b), (599, c)}
+    assert not report.removed
+    assert not report.reordered
+    assert not report.entries_match_checkpoint
+    assert report.leaves_match_checkpoint  # the ledger's own leaves are intact
+    assert not report.ok
+
+
+async def test_a_removed_record_is_named(ledger: Ledger) -> None:
+    gone = ledger.ids[77]
+    report = await verify_after(
+        ledger, ("DELETE FROM events WHERE site_id = $1 AND event_id = $2", [SITE, gone])
+    )
+    assert [(f.leaf_index, f.event_id) for f in report.removed] == [(77, gone)]
+    assert not report.altered
+    assert not report.entries_match_checkpoint
+    assert not report.ok
+
+
+async def test_swapped_event_times_are_named_as_reordered(ledger: Ledger) -> None:
+    # The classic cover-up: make the seal look earlier than the inspection, or vice versa.
+    inspection, seal = ledger.ids[10], ledger.ids[11]
+    report = await verify_after(
+        ledger,
+        (
+            "UPDATE events e SET occurred_at = o.occurred_at FROM events o"
+            " WHERE e.site_id = $1 AND o.site_id = $1"
+            " AND ((e.event_id = $2 AND o.event_id = $3) OR (e.event_id = $3 AND o.event_id = $2))",
+            [SITE, inspection, seal],
+        ),
+    )
+    assert {(f.leaf_index, f.logged_as, f.swapped) for f in report.reordered} == {
+        (10, 11, Swap.OCCURRED_AT),
+        (11, 10, Swap.OCCURRED_AT),
+    }
+    assert not report.altered
+    assert not report.ok
+
+
+async def test_swapped_event_ids_are_named_as_reordered(ledger: Ledger) -> None:
+    x, y = ledger.ids[20], ledger.ids[400]
+    tmp = uuid.uuid4()
+    sql = "UPDATE events SET event_id = $3 WHERE site_id = $1 AND event_id = $2"
+    report = await verify_after(
+        ledger, (sql, [SITE, x, tmp]), (sql, [SITE, y, x]), (sql, [SITE, tmp, y])
+    )
+    assert {(f.leaf_index, f.event_id, f.logged_as, f.swapped) for f in report.reordered} == {
+        (20, x, 400, Swap.IDENTITY),
+        (400, y, 20, Swap.IDENTITY),
+    }
+    assert not report.altered
+    assert not report.ok
+
+
+async def test_rewritten_leaves_fail_against_the_checkpoint(ledger: Ledger) -> None:
+    # Rewriting a leaf to match an altered record: the records agree with the leaves, but not
+    # with the signed root.
+    target = ledger.ids[5]
+    async with ledger.pool.acquire() as conn:
+        (event,) = await store.load_ledger_events(conn, SITE, [target])
+    forged = leaf_hash(event_entry(event.__class__(**{**_fields(event), "waybill_no": "WBFORGED"})))
+    report = await verify_after(
+        ledger,
+        (
+            "UPDATE events SET waybill_no = 'WBFORGED' WHERE site_id = $1 AND event_id = $2",
+            [SITE, target],
+        ),
+        (
+            "UPDATE ledger_leaves SET leaf_hash = $2 WHERE site_id = $1 AND leaf_index = 5",
+            [SITE, forged],
+        ),
+    )
+    assert not report.altered
+    assert not report.leaves_match_checkpoint
+    assert not report.entries_match_checkpoint
+    assert not report.state_matches_leaves
+    assert not report.ok
+
+
+async def test_reordered_leaves_fail_against_the_checkpoint(ledger: Ledger) -> None:
+    move = "UPDATE ledger_leaves SET leaf_index = $3 WHERE site_id = $1 AND leaf_index = $2"
+    report = await verify_after(
+        ledger, (move, [SITE, 8, 10**6]), (move, [SITE, 9, 8]), (move, [SITE, 10**6, 9])
+    )
+    assert not report.leaves_match_checkpoint
+    assert not report.entries_match_checkpoint
+    assert not report.ok
+
+
+async def test_truncation_and_unlogged_events_are_reported(ledger: Ledger) -> None:
+    stray = uuid.uuid4()
+    report = await verify_after(
+        ledger,
+        ("DELETE FROM ledger_leaves WHERE site_id = $1 AND leaf_index >= 590", [SITE]),
+        (
+            INSERT_EVENT,
+            [SITE, stray, "parcel.sealed", "WBSTRAY", T0, T0, "{}", bytes(32)],
+        ),
+    )
+    assert report.short_of_checkpoint == 10
+    assert {f.event_id for f in report.unlogged} == {stray, *ledger.ids[590:600]}
+    assert not report.ok
+
+
+async def test_leaves_beyond_the_checkpoint_are_counted_and_a_foreign_checkpoint_refused(
+    ledger: Ledger,
+) -> None:
+    checkpoint = parse_and_verify(await note(ledger), ledger.signer.verifier())
+    async with ledger.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            new = await insert_events(conn, SITE, 3, start=20_000)
+            await store.append_events(conn, SITE, new)
+            report = await store.verify_site(conn, SITE, checkpoint)
+            assert report.beyond_checkpoint == 3
+            assert report.ok
+            foreign = await store.verify_site(
+                conn, SITE, checkpoint, expected_origin="screening.example/sites/S-OTHER"
+            )
+            assert not foreign.origin_matches
+            assert not foreign.ok
+        finally:
+            await tx.rollback()
+
+
+def _fields(event: Any) -> dict[str, Any]:
+    return {f: getattr(event, f) for f in event.__slots__}
