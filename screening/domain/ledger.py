@@ -241,6 +241,30 @@ class CompactRange:
         return CompactRange(size, tuple(stack)), completed
 
 
+class _Frontier:
+    """A mutable compact range for streaming many leaves (``SiteAudit``); O(1) amortised push."""
+
+    __slots__ = ("size", "stack")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.stack: list[bytes] = []
+
+    def push(self, h: bytes) -> None:
+        carry = self.size
+        while carry & 1:
+            h = node_hash(self.stack.pop(), h)
+            carry >>= 1
+        self.stack.append(h)
+        self.size += 1
+
+    def root(self) -> bytes:
+        return fold_subtrees(self.stack)
+
+    def snapshot(self) -> CompactRange:
+        return CompactRange(self.size, tuple(self.stack))
+
+
 # --- RFC 9162 §2.1.3 inclusion and §2.1.4 consistency proofs -------------------------------
 
 
@@ -589,8 +613,8 @@ class SiteAudit:
     checkpoint_size: int
     checkpoint_root: bytes
     entry_for_event: Callable[[LedgerEvent], bytes] = event_entry
-    _stored: CompactRange = field(default_factory=CompactRange)
-    _recomputed: CompactRange = field(default_factory=CompactRange)
+    _stored: _Frontier = field(default_factory=_Frontier)
+    _recomputed: _Frontier = field(default_factory=_Frontier)
     _stored_at_checkpoint: bytes | None = None
     _recomputed_at_checkpoint: bytes | None = None
     _records_complete: bool = True  # every leaf below the checkpoint had its event row
@@ -620,7 +644,7 @@ class SiteAudit:
         if len(stored_hash) != HASH_SIZE:  # a rewritten leaf row: no longer a SHA-256 at all
             self._leaves_malformed = True
             stored_hash = bytes(HASH_SIZE)
-        self._stored = self._stored.extend([stored_hash])[0]
+        self._stored.push(stored_hash)
         recomputed = stored_hash
         if event is None:
             self._removed.append(RecordFinding(leaf_index, event_id))
@@ -629,7 +653,7 @@ class SiteAudit:
             recomputed = leaf_hash(self.entry_for_event(event))
             if recomputed != stored_hash:
                 self._mismatched.append((leaf_index, event_id, stored_hash, event))
-        self._recomputed = self._recomputed.extend([recomputed])[0]
+        self._recomputed.push(recomputed)
         if self._stored.size == self.checkpoint_size:
             self._stored_at_checkpoint = self._stored.root()
             self._recomputed_at_checkpoint = self._recomputed.root()
@@ -652,7 +676,7 @@ class SiteAudit:
             if i not in explained
         )
         leaves_intact = not self._missing and not self._leaves_malformed
-        state_ok = leaves_intact and state == self._stored
+        state_ok = leaves_intact and state == self._stored.snapshot()
         return VerificationReport(
             site_id=self.site_id,
             checkpoint_size=self.checkpoint_size,
