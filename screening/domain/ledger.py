@@ -60,6 +60,7 @@ class LedgerError(Exception):
 
     LedgerError
     ├── ProofRequestError        sizes or indexes the tree does not have
+    │   └── LeafNotFoundError    an event that was never logged
     ├── LedgerCorruptError       stored ledger data inconsistent in itself
     ├── LedgerInconsistentError  the log does not extend a checkpoint it signed
     ├── DuplicateEntryError      an event appended twice to its site's log
@@ -69,6 +70,10 @@ class LedgerError(Exception):
 
 class ProofRequestError(LedgerError):
     """A proof or tree head was asked for sizes or indexes the tree does not have."""
+
+
+class LeafNotFoundError(ProofRequestError):
+    """The event asked about has no leaf in the site's log."""
 
 
 class LedgerCorruptError(LedgerError):

@@ -10,6 +10,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -24,7 +25,9 @@ from screening.domain.checkpoint import (
     site_origin,
 )
 from screening.domain.ledger import (
+    LeafNotFoundError,
     LedgerInconsistentError,
+    ProofRequestError,
     VerificationReport,
     verify_consistency,
 )
@@ -168,3 +171,108 @@ async def verify(
         return await ledger_store.verify_site(
             conn, site_id, checkpoint, expected_origin=site_origin(site_id, origin_prefix)
         )
+
+
+async def checkpoint_all(
+    pool: asyncpg.Pool[Any], signer: LedgerSigner, *, origin_prefix: str = DEFAULT_ORIGIN_PREFIX
+) -> dict[str, str]:
+    """Checkpoint every site whose log grew since its last checkpoint (the periodic job).
+
+    Returns the new notes by site. A site whose log fails its consistency check is logged and
+    skipped so that the others are still signed; its error is raised after the loop.
+    """
+    async with pool.acquire() as conn:
+        sites = await ledger_store.sites_to_checkpoint(conn)
+    notes: dict[str, str] = {}
+    failed: list[LedgerInconsistentError] = []
+    for site_id in sites:
+        try:
+            notes[site_id] = await make_checkpoint(
+                pool, site_id, signer, origin_prefix=origin_prefix
+            )
+        except LedgerInconsistentError as exc:
+            log.exception(
+                "ledger of a site no longer extends its checkpoint", extra={"site": site_id}
+            )
+            failed.append(exc)
+    if failed:
+        raise failed[0]
+    return notes
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    """That an event's leaf is in the site's tree of ``tree_size`` (RFC 9162 §2.1.3).
+
+    ``checkpoint`` is the signed note of that size when one exists: a client checks the note's
+    signature, then the proof against the note's root.
+    """
+
+    site_id: str
+    event_id: UUID
+    leaf_index: int
+    tree_size: int
+    leaf_hash: bytes
+    hashes: tuple[bytes, ...]
+    checkpoint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyProof:
+    """That the site's tree of ``new_size`` extends the one of ``old_size`` (RFC 9162 §2.1.4)."""
+
+    site_id: str
+    old_size: int
+    new_size: int
+    hashes: tuple[bytes, ...]
+
+
+async def latest_checkpoint(pool: asyncpg.Pool[Any], site_id: str) -> str | None:
+    """The site's latest signed checkpoint note, if any."""
+    async with pool.acquire() as conn:
+        stored = await ledger_store.latest_checkpoint(conn, site_id)
+    return None if stored is None else stored.note
+
+
+async def prove_inclusion(
+    pool: asyncpg.Pool[Any], site_id: str, event_id: UUID, tree_size: int | None = None
+) -> InclusionProof:
+    """Inclusion proof of an event; by default in the latest checkpoint that covers it.
+
+    Without a covering checkpoint (the event came after the latest one) the current tree size
+    is used and ``checkpoint`` is None. ``LeafNotFoundError`` if the event was never logged.
+    """
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        leaf = await ledger_store.find_leaf(conn, site_id, event_id)
+        if leaf is None:
+            raise LeafNotFoundError(f"event {event_id} is not in the log of site {site_id}")
+        note: str | None = None
+        if tree_size is None:
+            latest = await ledger_store.latest_checkpoint(conn, site_id)
+            if latest is not None and latest.tree_size > leaf.leaf_index:
+                tree_size, note = latest.tree_size, latest.note
+            else:
+                tree_size = (await ledger_store.latest_root(conn, site_id)).tree_size
+        else:
+            at = await ledger_store.checkpoint_at(conn, site_id, tree_size)
+            note = None if at is None else at.note
+        if leaf.leaf_index >= tree_size:
+            raise ProofRequestError(f"event {event_id} was logged after size {tree_size}")
+        hashes = await ledger_store.inclusion_proof(conn, site_id, leaf.leaf_index, tree_size)
+    return InclusionProof(
+        site_id, event_id, leaf.leaf_index, tree_size, leaf.leaf_hash, tuple(hashes), note
+    )
+
+
+async def prove_consistency(
+    pool: asyncpg.Pool[Any], site_id: str, old_size: int, new_size: int | None = None
+) -> ConsistencyProof:
+    """Consistency proof between two sizes; ``new_size`` defaults to the latest checkpoint's."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        if new_size is None:
+            latest = await ledger_store.latest_checkpoint(conn, site_id)
+            if latest is None:
+                raise ProofRequestError(f"site {site_id} has no checkpoint yet")
+            new_size = latest.tree_size
+        hashes = await ledger_store.consistency_proof(conn, site_id, old_size, new_size)
+    return ConsistencyProof(site_id, old_size, new_size, tuple(hashes))

@@ -49,6 +49,12 @@ ON CONFLICT (site_id) DO NOTHING
 """
 LOCK_STATE = "SELECT tree_size, frontier FROM ledger_state WHERE site_id = $1 FOR UPDATE"
 SELECT_STATE = "SELECT tree_size, frontier, root_hash FROM ledger_state WHERE site_id = $1"
+SELECT_UNSIGNED_SITES = """
+SELECT s.site_id FROM ledger_state s
+WHERE s.tree_size > COALESCE(
+    (SELECT max(c.tree_size) FROM ledger_checkpoints c WHERE c.site_id = s.site_id), -1)
+ORDER BY s.site_id
+"""
 UPDATE_STATE = """
 UPDATE ledger_state SET tree_size = $2, frontier = $3, root_hash = $4, updated_at = now()
 WHERE site_id = $1
@@ -174,10 +180,13 @@ async def append_entries(
     ids = [event_id for event_id, _ in entries]
     if len(set(ids)) != len(ids):
         raise DuplicateEntryError(f"an event appears twice in one append to site {site_id}")
-    # Concurrent first appends: both INSERTs race on the primary key; the loser waits for the
-    # winner's commit and inserts nothing, and then both lock the one row in turn.
-    await conn.execute(ENSURE_STATE, site_id, EMPTY_ROOT)
+    # The first append of a site creates its state row. Concurrent first appends both find no
+    # row and both INSERT: the loser waits for the winner's commit and inserts nothing (ON
+    # CONFLICT DO NOTHING), then both lock the one row in turn.
     row = await conn.fetchrow(LOCK_STATE, site_id)
+    if row is None:
+        await conn.execute(ENSURE_STATE, site_id, EMPTY_ROOT)
+        row = await conn.fetchrow(LOCK_STATE, site_id)
     if row is None:  # pragma: no cover - the row was just ensured
         raise LedgerCorruptError(f"no ledger state for site {site_id}")
     state = _compact_range(row)
@@ -262,6 +271,11 @@ async def latest_root(conn: Conn, site_id: str) -> TreeHead:
     if row is None:
         return TreeHead(0, EMPTY_ROOT)
     return TreeHead(row["tree_size"], bytes(row["root_hash"]))
+
+
+async def sites_to_checkpoint(conn: Conn) -> list[str]:
+    """Sites whose log grew since their latest checkpoint (or that have none yet)."""
+    return [r["site_id"] for r in await conn.fetch(SELECT_UNSIGNED_SITES)]
 
 
 async def root_at(conn: Conn, site_id: str, tree_size: int) -> bytes:
