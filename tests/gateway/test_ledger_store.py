@@ -21,6 +21,7 @@ import pytest
 from screening.domain.checkpoint import parse_and_verify
 from screening.domain.ledger import (
     DuplicateEntryError,
+    LeafNotFoundError,
     LedgerInconsistentError,
     ProofRequestError,
     Swap,
@@ -220,6 +221,7 @@ async def test_checkpoints_only_ever_extend_what_was_signed(
             await store.append_events(conn, SITE, await insert_events(conn, SITE, count, start))
 
     try:
+        assert await ledger_service.checkpoint_all(pool, signer) == {}  # no log yet
         empty = await ledger_service.make_checkpoint(pool, SITE, signer)
         assert parse_and_verify(empty, verifier).tree_size == 0
         await grow(10, 0)
@@ -228,7 +230,9 @@ async def test_checkpoints_only_ever_extend_what_was_signed(
         # Nothing appended since: the same note comes back.
         assert await ledger_service.make_checkpoint(pool, SITE, signer) == first
         await grow(1, 10)
-        second = await ledger_service.make_checkpoint(pool, SITE, signer)
+        signed = await ledger_service.checkpoint_all(pool, signer)
+        assert list(signed) == [SITE]
+        second = signed[SITE]
         assert parse_and_verify(second, verifier).tree_size == 11
         async with pool.acquire() as conn:
             assert (await store.latest_checkpoint(conn, SITE)).note == second  # type: ignore[union-attr]
@@ -247,6 +251,32 @@ async def test_checkpoints_only_ever_extend_what_was_signed(
             await ledger_service.make_checkpoint(pool, SITE, signer)
     finally:
         await pool.close()
+
+
+async def test_route_proofs_verify_against_the_signed_checkpoint(ledger: Ledger) -> None:
+    verifier = ledger.signer.verifier()
+    latest = await ledger_service.latest_checkpoint(ledger.pool, SITE)
+    assert latest is not None
+    checkpoint = parse_and_verify(latest, verifier)
+    proof = await ledger_service.prove_inclusion(ledger.pool, SITE, ledger.ids[123])
+    assert proof.checkpoint == latest
+    assert (proof.leaf_index, proof.tree_size) == (123, checkpoint.tree_size)
+    assert verify_inclusion(
+        proof.leaf_hash, proof.leaf_index, proof.tree_size, list(proof.hashes), checkpoint.root_hash
+    )
+    older = await ledger_service.prove_inclusion(ledger.pool, SITE, ledger.ids[3], tree_size=6)
+    assert older.checkpoint is None
+    assert len(older.hashes) == 3
+    with pytest.raises(LeafNotFoundError):
+        await ledger_service.prove_inclusion(ledger.pool, SITE, uuid.uuid4())
+    with pytest.raises(ProofRequestError):
+        await ledger_service.prove_inclusion(ledger.pool, SITE, ledger.ids[300], tree_size=300)
+    consistency = await ledger_service.prove_consistency(ledger.pool, SITE, 100)
+    async with ledger.pool.acquire() as conn:
+        old_root = await store.root_at(conn, SITE, 100)
+    assert verify_consistency(
+        100, consistency.new_size, old_root, checkpoint.root_hash, list(consistency.hashes)
+    )
 
 
 def test_the_signing_key_file_is_private_and_reloaded(tmp_path: Path) -> None:
