@@ -29,6 +29,7 @@ from screening.domain.ledger import (
     CompactRange,
     DuplicateEntryError,
     LedgerCorruptError,
+    LedgerEntryError,
     LedgerEvent,
     LedgerInconsistentError,
     Node,
@@ -225,7 +226,7 @@ async def load_ledger_events(
     by_id = {r["event_id"]: _ledger_event(site_id, r["event_id"], r) for r in rows}
     missing = [str(i) for i in event_ids if i not in by_id]
     if missing:
-        raise ProofRequestError(f"events not stored for site {site_id}: {', '.join(missing)}")
+        raise LedgerEntryError(f"events not stored for site {site_id}: {', '.join(missing)}")
     return [by_id[i] for i in event_ids]
 
 
@@ -249,7 +250,8 @@ async def append_accepted(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> dict[
 
     The call for ``commit_events``: after ``insert_events``, pass the keys of the new events.
     Sites are locked in sorted order (no deadlocks between gateways); within a site, the
-    leaves keep the order of ``keys``.
+    leaves keep the order of ``keys``. The site locks are held until the caller commits, so
+    make this the last write of the transaction: it then serialises only the commit itself.
     """
     by_site: dict[str, list[UUID]] = {}
     for site_id, event_id in keys:
