@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--status-interval", type=float, default=30.0, help="s; 0 disables")
     p.add_argument("--status-port", type=int, default=None, help="serve GET /status on 127.0.0.1")
     p.add_argument("--max-parcel-lines", type=int, default=2000)
-    p.add_argument("--gap-lines", type=int, default=12)
+    p.add_argument("--gap-lines", type=int, default=40)
     p.add_argument("--barcode-offset-lines", type=int, default=0)
     p.add_argument("--no-holds", action="store_true", help="do not open the hold-order stream")
     p.add_argument("--log-level", default="INFO")

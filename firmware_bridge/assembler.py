@@ -33,12 +33,19 @@ AIR_DRIFT: Final = 0.02  # relative air-level change that re-derives the segment
 
 @dataclass(frozen=True, slots=True)
 class AssemblerConfig:
-    gap_lines: int = 12  # consecutive air lines that end a parcel (~1 cm at 1 mm/line)
+    gap_lines: int = 40  # consecutive air lines that end a parcel (6 cm at 1.5 mm/line)
     margin_lines: int = 4  # air kept before and after the object
     max_lines: int = 2000  # a longer object is cut (and continued): 2 m at 1 mm/line
     min_object_lines: int = 3  # fewer object lines is dust/noise, reported and discarded
-    air_transmission: float = 0.90  # a pixel transmitting less than this is "object"
-    air_pixel_fraction: float = 0.002  # a line is air when fewer pixels than this are object
+    # Air test per line, on bins of adjacent pixels (binning divides detector noise by ~3, so
+    # faint cardboard at 3 % attenuation still counts as parcel): a line is air when fewer than
+    # min_object_bins bins transmit less than air_transmission of the line's own air level.
+    air_transmission: float = 0.97
+    bin_pixels: int = 8
+    min_object_bins: int = 2
+    # The line's air level is the 90th percentile bin, so a tube-output dip is not a parcel;
+    # it may lower the reference by at most this much (a belt-wide parcel cannot mask itself).
+    max_line_drift: float = 0.10
     air_settle_lines: int = 24  # consecutive air lines before air is re-acquired
     air_weight: float = 1 / 64  # exponential weight of one empty-belt line in the air reference
     barcode_offset_lines: int = 0  # lines between the barcode reader and the X-ray curtain
@@ -140,9 +147,11 @@ class Assembler:
         self.hello: Hello | None = None
         self._dark: list[F32Array] = []
         self._air: list[F32Array] = []
-        self._threshold: U16Array | None = None
+        self._pixels = 0  # 0 until calibrated
         self._threshold_air: F32Array = np.zeros(0, np.float32)
-        self._max_object_pixels = 0
+        self._bin = 1
+        self._bin_dark: F32Array = np.zeros(0, np.float32)
+        self._bin_span: F32Array = np.zeros(0, np.float32)
         self._recent: deque[tuple[int, bytes, bytes]] = deque(maxlen=self.config.margin_lines)
         self._parcel: _Parcel | None = None
         self._air_run = 0
@@ -154,7 +163,7 @@ class Assembler:
 
     @property
     def calibrated(self) -> bool:
-        return self._threshold is not None
+        return self._pixels > 0
 
     def on_hello(self, hello: Hello) -> list[Output]:
         out: list[Output] = []
@@ -163,13 +172,9 @@ class Assembler:
         ):
             out += self._abandon()
         if self.hello is not None and hello.pixels_per_line != self.hello.pixels_per_line:
-            self._threshold = None
+            self._pixels = 0
             self._dark, self._air = [], []
         self.hello = hello
-        # An object pixel count above this makes a line "object" (at least one pixel).
-        self._max_object_pixels = max(
-            1, int(self.config.air_pixel_fraction * hello.pixels_per_line)
-        )
         return out
 
     def on_calibration(self, cal: Calibration) -> None:
@@ -191,10 +196,25 @@ class Assembler:
             self._barcodes.append(barcode)
 
     def _update_threshold(self) -> None:
-        t = self.config.air_transmission
+        pixels = self._dark[0].shape[0]
+        self._bin = b = max(1, min(self.config.bin_pixels, pixels // 16))
+        n = pixels // b * b
         self._threshold_air = self._air[0].copy()
-        thr = self._dark[0] + t * (self._air[0] - self._dark[0])
-        self._threshold = np.clip(np.rint(thr), 0, 65535).astype(np.uint16)
+        dark = self._dark[0][:n].reshape(-1, b).sum(axis=1, dtype=np.float32)
+        air = self._threshold_air[:n].reshape(-1, b).sum(axis=1, dtype=np.float32)
+        self._bin_dark = dark
+        self._bin_span = np.maximum(air - dark, 1.0).astype(np.float32)
+        self._pixels = pixels
+
+    def _is_air(self, high: npt.NDArray[np.uint16]) -> bool:
+        cfg = self.config
+        nb = self._bin_dark.shape[0]
+        binned = high[: nb * self._bin].reshape(nb, self._bin).sum(axis=1, dtype=np.float32)
+        t = (binned - self._bin_dark) / self._bin_span
+        k = int(0.9 * (nb - 1))
+        reference = min(1.0, max(float(np.partition(t, k)[k]), 1.0 - cfg.max_line_drift))
+        objects = int(np.count_nonzero(t < cfg.air_transmission * reference))
+        return objects < cfg.min_object_bins
 
     def _air_drifted(self) -> bool:
         # The segmentation threshold follows the air estimate only in steps, when air has
@@ -209,13 +229,12 @@ class Assembler:
     def on_line(self, line: Line, now: datetime) -> list[Output]:
         """Account one line; returns any parcel images it completed."""
         self.stats.lines += 1
-        threshold = self._threshold
-        if threshold is None:
+        if not self._pixels:
             self.stats.uncalibrated_lines += 1
             return [LinesUncalibrated(1)]
         high = np.frombuffer(line.high, "<u2")
-        if high.shape != threshold.shape:
-            raise AssemblyError(f"LINE of {high.shape[0]} px, calibrated for {threshold.shape[0]}")
+        if high.shape[0] != self._pixels:
+            raise AssemblyError(f"LINE of {high.shape[0]} px, calibrated for {self._pixels}")
         out: list[Output] = []
         index = line.line_index
         last = self._last_index
@@ -232,7 +251,7 @@ class Assembler:
             else:
                 self.stats.missing_lines += index - last - 1
         self._last_index = index
-        is_air = int(np.count_nonzero(high < threshold)) <= self._max_object_pixels
+        is_air = self._is_air(high)
         parcel = self._parcel
         if is_air:
             self.stats.air_lines += 1

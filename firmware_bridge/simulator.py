@@ -65,7 +65,7 @@ class SimulatorConfig:
     pixel_pitch_um: int = 1500
     belt_speed_mm_s: int = 250
     lead_gap_lines: tuple[int, int] = (40, 120)  # air before each parcel, uniform range
-    trail_gap_lines: int = 30  # air after each parcel, part of its replayable tape
+    trail_gap_lines: int = 50  # air after each parcel (> the bridge's gap_lines)
     parcels: int | None = None  # stop feeding after this many (the belt keeps running empty)
     source: str = "auto"  # 'procedural', 'synth' or 'auto'
     seed: int = 0
@@ -87,6 +87,7 @@ class _Tape:
     parcel_start: int  # row of the first parcel line
     parcel_end: int
     waybill_no: str | None
+    barcode_row: int = 0  # where the leading edge passes the reader
     pos: int = 0
 
 
@@ -126,6 +127,9 @@ class VirtualScanner:
         self._next_index = 0
         self._parcel_no = 0
         self._tape: _Tape | None = None
+        self._previous: _Tape | None = None  # kept for replay after a reconnect
+        self._queued: list[_Tape] = []  # tapes to play again before new ones
+        self._done: set[int] = set()
         self._prefetch: asyncio.Task[_Tape] | None = None
         self._session_lock = asyncio.Lock()
         self._started = time.monotonic()
@@ -169,7 +173,29 @@ class VirtualScanner:
         h, lo = self.detector.expose(t_h, t_l, rng)
         missed = float(rng.random()) < cfg.barcode_miss_rate
         waybill = None if missed else f"SF{cfg.seed % 1000:03d}{number:09d}"
-        return _Tape(number, 0, h, lo, lead, lead + n, waybill)
+        # the reader fires on the parcel's leading edge, not on the generator's own margin
+        edge = np.flatnonzero((phantom.t_high < 0.95).sum(axis=1) >= 2)
+        barcode_row = lead + (int(edge[0]) if edge.size else 0)
+        return _Tape(number, 0, h, lo, lead, lead + n, waybill, barcode_row)
+
+    def _rewind(self) -> None:
+        """After a reconnect, replay what the bridge may not have turned into a scan yet.
+
+        That is the current parcel, or, while still in the air before it, the previous one
+        too (the bridge closes a parcel only after a run of trailing air).
+        """
+        tape = self._tape
+        if tape is None or tape.pos == 0:
+            return
+        replay = [tape]
+        if tape.pos <= tape.parcel_start and self._previous is not None:
+            replay.insert(0, self._previous)
+        for t in replay:
+            t.pos = 0
+        log.info("replaying from line %d", replay[0].base_index)
+        self._tape = replay[0]
+        self._queued = replay[1:] + self._queued
+        self.state.replays += 1
 
     async def _next_tape(self) -> _Tape:
         number = self._parcel_no
@@ -215,11 +241,7 @@ class VirtualScanner:
         wire = _Wire(write, cfg, self._prng)
         wire(proto.send(self.hello, now()))
         wire(proto.send(self._calibration(), now()))
-        tape = self._tape
-        if tape is not None and tape.pos > 0:
-            log.info("replaying parcel %d from line %d", tape.number, tape.base_index)
-            tape.pos = 0
-            st.replays += 1
+        self._rewind()
         self._set_belt(proto, wire, running=not st.commanded_stop, reason=BeltReason.INTERLOCK)
         reading = asyncio.get_running_loop().create_task(self._read(reader, proto, wire, first))
         t_run = now()
@@ -320,7 +342,10 @@ class VirtualScanner:
         for _ in range(count):
             tape = self._tape
             if tape is None or tape.pos >= tape.high.shape[0]:
-                if tape is not None and tape.parcel_end > tape.parcel_start:
+                if tape is None or tape.number in self._done:
+                    pass
+                elif tape.parcel_end > tape.parcel_start:
+                    self._done.add(tape.number)
                     self.state.parcels_done.append(
                         ScannedParcel(
                             tape.number,
@@ -332,10 +357,14 @@ class VirtualScanner:
                 if chunks:
                     wire(b"".join(chunks))
                     chunks = []
-                tape = self._tape = await self._next_tape()
+                self._previous = tape
+                if self._queued:
+                    tape = self._tape = self._queued.pop(0)
+                else:
+                    tape = self._tape = await self._next_tape()
             row = tape.pos
             index = tape.base_index + row
-            if row == tape.parcel_start and tape.waybill_no is not None:
+            if row == tape.barcode_row and tape.waybill_no is not None:
                 chunks.append(proto.send(Barcode(index, 1, tape.waybill_no), now))
             chunks.append(
                 proto.send(

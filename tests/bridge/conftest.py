@@ -23,7 +23,7 @@ def fast_scanner(parcels: int, *, rate: float = 3000.0, seed: int = 1) -> Virtua
         pixels=PIXELS,
         line_rate=rate,
         lead_gap_lines=(20, 30),
-        trail_gap_lines=20,
+        trail_gap_lines=45,
         parcels=parcels,
         source="procedural",
         seed=seed,

@@ -91,26 +91,26 @@ def scans(outputs: list[object]) -> list[ParcelScan]:
 
 def test_parcels_are_cut_at_air_gaps_with_margins() -> None:
     asm, belt = ready()
-    lines = belt.air(30) + belt.slab(50, "organic", 80) + belt.air(30) + belt.slab(40, "steel", 5)
-    lines += belt.air(30)
+    lines = belt.air(50) + belt.slab(50, "organic", 80) + belt.air(50) + belt.slab(40, "steel", 5)
+    lines += belt.air(50)
     got = scans(feed(asm, lines))
-    assert [(s.first_line, s.line_count) for s in got] == [(26, 58), (106, 48)]
+    assert [(s.first_line, s.line_count) for s in got] == [(46, 58), (146, 48)]
     assert all(s.occurred_at == NOW for s in got)
-    assert got[0].scan_id == scan_id_for("DEV", 99, 26)
+    assert got[0].scan_id == scan_id_for("DEV", 99, 46)
 
 
 def test_short_air_pocket_inside_a_parcel_does_not_split_it() -> None:
     asm, belt = ready()
-    lines = belt.air(30) + belt.slab(20, "organic", 80) + belt.air(5) + belt.slab(20, "organic", 80)
-    got = scans(feed(asm, [*lines, *belt.air(30)]))
+    lines = belt.air(50) + belt.slab(20, "organic", 80) + belt.air(5) + belt.slab(20, "organic", 80)
+    got = scans(feed(asm, [*lines, *belt.air(50)]))
     assert len(got) == 1
     assert got[0].line_count == 4 + 45 + 4
 
 
 def test_calibration_gives_true_attenuation_and_material_colour() -> None:
     asm, belt = ready()
-    lines = belt.air(30) + belt.slab(40, "organic", 60) + belt.air(20) + belt.slab(40, "steel", 4)
-    got = scans(feed(asm, [*lines, *belt.air(30)]))
+    lines = belt.air(50) + belt.slab(40, "organic", 60) + belt.air(50) + belt.slab(40, "steel", 4)
+    got = scans(feed(asm, [*lines, *belt.air(50)]))
     cases = [("organic", 60, "organic"), ("steel", 4, "metal")]
     for scan, (material, mm, expected) in zip(got, cases, strict=True):
         mu_h, mu_l = MATERIALS[material]
@@ -129,10 +129,10 @@ def test_calibration_gives_true_attenuation_and_material_colour() -> None:
 
 def test_waybill_is_bound_by_line_index_and_missing_read_is_reported_unbound() -> None:
     asm, belt = ready()
-    out = feed(asm, belt.air(30))
+    out = feed(asm, belt.air(50))
     asm.on_barcode(Barcode(belt.index, 1, "SF0001"))
-    out += feed(asm, belt.slab(30, "organic", 50) + belt.air(30))
-    out += feed(asm, belt.slab(30, "organic", 50) + belt.air(30))  # no barcode read
+    out += feed(asm, belt.slab(30, "organic", 50) + belt.air(50))
+    out += feed(asm, belt.slab(30, "organic", 50) + belt.air(50))  # no barcode read
     got = scans(out)
     assert [s.waybill_no for s in got] == ["SF0001", None]
     assert got[1].unbound
@@ -148,9 +148,9 @@ def test_barcode_without_image_is_orphaned() -> None:
 
 def test_long_object_is_cut_at_max_length_and_keeps_its_waybill() -> None:
     asm, belt = ready(AssemblerConfig(max_lines=100))
-    feed(asm, belt.air(30))
+    feed(asm, belt.air(50))
     asm.on_barcode(Barcode(belt.index, 1, "SF-LONG"))
-    got = scans(feed(asm, belt.slab(250, "organic", 50) + belt.air(30)))
+    got = scans(feed(asm, belt.slab(250, "organic", 50) + belt.air(50)))
     assert [s.line_count for s in got][:2] == [100, 100]
     assert [s.truncated for s in got] == [True, True, False]
     assert [s.continuation for s in got] == [False, True, True]
@@ -160,7 +160,7 @@ def test_long_object_is_cut_at_max_length_and_keeps_its_waybill() -> None:
 
 def test_lost_lines_are_filled_and_counted() -> None:
     asm, belt = ready()
-    lines = belt.air(30) + belt.slab(40, "organic", 50) + belt.air(30)
+    lines = belt.air(50) + belt.slab(40, "organic", 50) + belt.air(50)
     del lines[50:53]
     got = scans(feed(asm, lines))
     assert got[0].missing_lines == 3
@@ -169,14 +169,14 @@ def test_lost_lines_are_filled_and_counted() -> None:
 
 def test_dust_is_discarded_and_reported() -> None:
     asm, belt = ready()
-    out = feed(asm, belt.air(30) + belt.slab(1, "steel", 5) + belt.air(30))
+    out = feed(asm, belt.air(50) + belt.slab(1, "steel", 5) + belt.air(50))
     assert not scans(out)
     assert any(isinstance(o, FragmentDiscarded) for o in out)
 
 
 def test_air_is_reacquired_while_the_belt_is_empty() -> None:
     asm, belt = ready()
-    feed(asm, belt.air(30))
+    feed(asm, belt.air(50))
     # the tube ages: open-beam counts drop 8 %, which alone would read as a thin object
     belt.det = DetectorModel(
         belt.det.dark_high,
@@ -185,7 +185,7 @@ def test_air_is_reacquired_while_the_belt_is_empty() -> None:
         (belt.det.dark_low + (belt.det.air_low - belt.det.dark_low) * 0.92).astype(np.uint16),
     )
     feed(asm, belt.air(400))
-    got = scans(feed(asm, belt.slab(30, "organic", 50) + belt.air(30)))
+    got = scans(feed(asm, belt.slab(30, "organic", 50) + belt.air(50)))
     assert len(got) == 1
     assert from_u16(got[0].high[:, :10]).mean() < 0.02
     assert asm.stats.air_updates > 300
@@ -201,8 +201,8 @@ def test_air_noise_alone_never_moves_the_segmentation_threshold() -> None:
 
 def test_replayed_lines_rebuild_the_same_scan() -> None:
     asm, belt = ready()
-    lines = belt.air(30) + belt.slab(40, "organic", 50) + belt.air(30)
-    first = feed(asm, lines[:50])  # the link drops mid-parcel; the scanner replays from line 0
+    lines = belt.air(50) + belt.slab(40, "organic", 50) + belt.air(50)
+    first = feed(asm, lines[:70])  # the link drops mid-parcel; the scanner replays from line 0
     assert not scans(first)
     out = feed(asm, lines)
     assert any(isinstance(o, FragmentDiscarded) and o.replayed for o in out)

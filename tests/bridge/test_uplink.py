@@ -108,7 +108,9 @@ async def test_full_spool_stops_the_belt_until_the_gateway_catches_up(tmp_path: 
         assert scanner.state.commanded_stop
         assert bridge.spool.depth().pending == 2
         await gateway.start(port)
-        await wait_until(lambda: len(gateway.scans) == 5, within=20)
+        await wait_until(
+            lambda: len(gateway.scans) == 5 and len(scanner.state.parcels_done) == 5, within=20
+        )
         assert not bridge.stats.spool_full
         assert scanner.state.stops >= 1
         assert {m["waybill_no"] for m in gateway.scans.values()} == {
