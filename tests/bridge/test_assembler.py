@@ -231,3 +231,22 @@ def test_attenuation_round_trips_through_u16() -> None:
     rgb = pseudo_colour(a, a * 1.2)
     assert rgb.shape == (1, 4, 3)
     assert rgb.dtype == np.uint8
+
+
+def test_tube_output_dip_is_not_a_parcel_but_a_belt_wide_one_is() -> None:
+    asm, belt = ready()
+    out = feed(asm, belt.air(50) + belt.lines(np.full((30, W), 0.93)) + belt.air(50))
+    assert not scans(out)
+    assert not any(isinstance(o, FragmentDiscarded) for o in out)
+    wide = np.full((30, W), np.exp(-MATERIALS["organic"][0] * 40))  # edge to edge
+    assert len(scans(feed(asm, belt.lines(wide) + belt.air(50)))) == 1
+
+
+def test_faint_cardboard_between_objects_keeps_one_parcel() -> None:
+    asm, belt = ready()
+    t = np.ones((120, W))
+    t[:, 20:70] = np.exp(-MATERIALS["cardboard"][0] * 4)  # ~5 % attenuation: a thin carton
+    t[:20, 30:40] = 0.3
+    t[100:, 30:40] = 0.3
+    got = scans(feed(asm, belt.air(50) + belt.lines(t) + belt.air(50)))
+    assert len(got) == 1
