@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,6 +30,7 @@ from screening.domain.records import PreparedEvent, SealedPersonalData, event_fr
 from screening.protection import PersonalDataVault, associated_data
 from screening.storage import Conn
 from screening.storage import events as event_store
+from screening.storage import ledger as ledger_store
 from screening.storage import parcels as parcel_store
 from screening.storage import sites as site_store
 from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
@@ -102,8 +103,15 @@ class CommitReport:
     seconds: float
 
 
+# Called in the commit's transaction with the newly accepted events (screening.alerts.intake).
+EventsHook = Callable[[Conn, Sequence[PreparedEvent], datetime], Awaitable[None]]
+
+
 async def commit_events(
-    conn: Conn, prepared: Sequence[PreparedEvent], now: datetime
+    conn: Conn,
+    prepared: Sequence[PreparedEvent],
+    now: datetime,
+    on_accepted: EventsHook | None = None,
 ) -> tuple[list[Outcome], CommitReport]:
     """Write a group of events and everything derived from them in the caller's transaction."""
     started = time.perf_counter()
@@ -132,6 +140,9 @@ async def commit_events(
             outcomes[i] = Outcome.DUPLICATE if existing.get(p.key) == p.digest else Outcome.CONFLICT
     new = [p for p in unique if p.key in inserted]
     await event_store.insert_details(conn, new)
+    # Each accepted event becomes a leaf of its site's Merkle log in this same transaction, so
+    # no committed event is ever missing from the ledger (screening.domain.ledger).
+    await ledger_store.append_accepted(conn, [p.key for p in new])
 
     statuses: dict[tuple[str, str], ParcelStatus] = {}
     parcel_keys = sorted({p.parcel_key for p in new})
@@ -161,6 +172,8 @@ async def commit_events(
                 deltas[(site_id, rate_key)] = counts
         await parcel_store.save_parcels(conn, statuses, carriers, now, stored)
         await parcel_store.apply_rollup(conn, deltas)
+    if on_accepted is not None and new:
+        await on_accepted(conn, new, now)
     final = [o if o is not None else Outcome.CONFLICT for o in outcomes]
     return final, CommitReport(len(new), statuses, time.perf_counter() - started)
 
@@ -185,6 +198,7 @@ class GroupCommitWriter:
     max_wait_s: float = 0.002
     queue_size: int = 20000
     on_commit: list[Any] = field(default_factory=list)  # callables(CommitReport, batch_size)
+    on_accepted: EventsHook | None = None  # in the transaction, with the new events
     _queue: asyncio.Queue[_Submission] = field(init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
 
@@ -261,7 +275,9 @@ class GroupCommitWriter:
         flat = [p for sub in group for p in sub.events]
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                outcomes, report = await commit_events(conn, flat, datetime.now(UTC))
+                outcomes, report = await commit_events(
+                    conn, flat, datetime.now(UTC), self.on_accepted
+                )
         except asyncpg.DataError as exc:
             # One submission holds a value PostgreSQL refuses. Commit the others on their own
             # so that a bad request cannot keep failing its neighbours' events.
