@@ -132,6 +132,8 @@ class VirtualScanner:
         self._done: set[int] = set()
         self._prefetch: asyncio.Task[_Tape] | None = None
         self._session_lock = asyncio.Lock()
+        self._end_session = asyncio.Event()
+        self._abort_session: Callable[[], None] | None = None
         self._started = time.monotonic()
         self._changed = asyncio.Event()
         self.hello = Hello(
@@ -217,13 +219,25 @@ class VirtualScanner:
         write: Callable[[bytes], None],
         drain: Callable[[], Awaitable[None]],
         first: bytes = b"",
+        abort: Callable[[], None] | None = None,
     ) -> None:
-        """Talk to one bridge until it goes away (``first``: bytes already read from it)."""
+        """Talk to one bridge until it goes away (``first``: bytes already read from it).
+
+        A new connection takes over from an old one: after a crash or a cable pull the old TCP
+        connection may stay half-open for hours, and the newest bridge is the live one.
+        """
         if self._session_lock.locked():
-            log.warning("second bridge connection refused")
-            return
+            log.warning("new bridge connection: ending the previous session")
+            self._end_session.set()
+            if self._abort_session is not None:
+                self._abort_session()  # also frees a session blocked writing to a dead peer
         async with self._session_lock:
-            await self._run_session(reader, write, drain, first)
+            self._end_session = asyncio.Event()
+            self._abort_session = abort
+            try:
+                await self._run_session(reader, write, drain, first)
+            finally:
+                self._abort_session = None
 
     async def _run_session(
         self,
@@ -249,7 +263,7 @@ class VirtualScanner:
         last_beat = 0.0
         next_fault = self._next_fault(now())
         try:
-            while not reading.done():
+            while not reading.done() and not self._end_session.is_set():
                 t = now()
                 if st.belt_running:
                     due = int((t - t_run) * cfg.line_rate) - sent_since
@@ -386,7 +400,7 @@ class VirtualScanner:
             peer = writer.get_extra_info("peername")
             log.info("bridge connected from %s", peer)
             try:
-                await self.session(reader, writer.write, writer.drain)
+                await self.session(reader, writer.write, writer.drain, abort=writer.transport.abort)
             finally:
                 writer.close()
                 with contextlib.suppress(ConnectionError, OSError):
@@ -427,7 +441,11 @@ class VirtualScanner:
                         first = await reader.read(65536)
                         if first:
                             await self.session(
-                                reader, w_transport.write, _drainer(w_transport), first
+                                reader,
+                                w_transport.write,
+                                _drainer(w_transport),
+                                first,
+                                abort=w_transport.abort,
                             )
                     except OSError as exc:
                         log.info("pty: %s", exc)

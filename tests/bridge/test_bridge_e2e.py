@@ -219,3 +219,23 @@ async def test_commands_issued_while_the_scanner_is_away_are_sent_on_reconnect()
         if server is not None:
             server.close()
             await server.wait_closed()
+
+
+async def test_a_new_bridge_takes_over_from_a_stale_connection(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    scanner = fast_scanner(parcels=2)
+    server = await scanner.serve_tcp()
+    port = server.sockets[0].getsockname()[1]
+    _stale_reader, stale = await asyncio.open_connection("127.0.0.1", port)  # never reads
+    await wait_until(lambda: scanner.state.sessions == 1)
+    bridge = Bridge(bridge_config(f"tcp://127.0.0.1:{port}", gateway.url, tmp_path / "s.db"))
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(gateway.scans) == 2)
+        assert scanner.state.sessions == 2
+    finally:
+        await bridge.stop()
+        stale.close()
+        server.close()
+        await server.wait_closed()
