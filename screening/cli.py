@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,8 +16,11 @@ from aiohttp import web
 from screening import logs
 from screening.app import create_app
 from screening.domain.access import Role
+from screening.domain.checkpoint import CheckpointError, NoteVerifier
 from screening.errors import ScreeningError
 from screening.services import access
+from screening.services import ledger as ledger_service
+from screening.services.ledger import LedgerSigner
 from screening.settings import Settings
 from screening.storage.database import create_pool, embedded_postgres, migrate
 
@@ -87,6 +91,21 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
 
+    verify = sub.add_parser(
+        "verify", help="check a site's stored records against a saved signed checkpoint"
+    )
+    verify.add_argument("--site", required=True)
+    verify.add_argument("--checkpoint", required=True, type=Path, help="checkpoint note file")
+    verify.add_argument("--vkey", help="verifier key (default: the gateway's own signing key file)")
+
+    ledger = sub.add_parser("ledger", help="ledger checkpoints and key").add_subparsers(
+        dest="action", required=True
+    )
+    checkpoint = ledger.add_parser("checkpoint", help="sign a checkpoint now and print it")
+    checkpoint.add_argument("--site", required=True)
+    checkpoint.add_argument("--out", type=Path, help="also write the note to this file")
+    ledger.add_parser("vkey", help="print the verifier key to publish")
+
     demo = sub.add_parser("demo", help="gateway + embedded PostgreSQL + simulated stations")
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     demo.add_argument("--sites", type=int, default=4)
@@ -117,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "ledger" and args.action == "vkey":
+        print(LedgerSigner.load_or_create(settings.ledger_key_path).vkey())
+        return 0
     if args.command == "demo":
         from screening.demo import run_demo
 
@@ -142,6 +164,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(_with_pool(dsn, lambda pool: _sites(pool, args)))
         if args.command == "keys":
             return asyncio.run(_with_pool(dsn, lambda pool: _keys(pool, args)))
+        if args.command == "verify":
+            return asyncio.run(_with_pool(dsn, lambda pool: _verify(pool, args, settings)))
+        if args.command == "ledger":
+            return asyncio.run(_with_pool(dsn, lambda pool: _ledger(pool, args, settings)))
     return 2
 
 
@@ -172,6 +198,58 @@ async def _keys(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:
         await access.revoke_key(pool, args.key_id)
         print(f"key {args.key_id} revoked")
     return 0
+
+
+async def _ledger(pool: asyncpg.Pool[Any], args: argparse.Namespace, settings: Settings) -> int:
+    signer = LedgerSigner.load_or_create(settings.ledger_key_path)
+    note = await ledger_service.make_checkpoint(
+        pool, args.site, signer, origin_prefix=settings.ledger_origin_prefix
+    )
+    if args.out:
+        args.out.write_text(note)
+    print(note, end="")
+    return 0
+
+
+async def _verify(pool: asyncpg.Pool[Any], args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 when every record matches the checkpoint; 1 naming each record that does not."""
+    if args.vkey:
+        verifier = NoteVerifier.from_vkey(args.vkey)
+    else:
+        verifier = LedgerSigner.load(settings.ledger_key_path).verifier()
+    note = args.checkpoint.read_text()
+    try:
+        report = await ledger_service.verify(
+            pool, args.site, note, verifier, origin_prefix=settings.ledger_origin_prefix
+        )
+    except CheckpointError as exc:
+        print(f"checkpoint rejected: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"site {report.site_id}: checkpoint covers {report.checkpoint_size} records, "
+        f"{report.stored_size} stored"
+    )
+    for f in report.altered:
+        print(f"ALTERED   leaf {f.leaf_index}  event {f.event_id}  waybill {f.waybill_no}")
+    for f in report.removed:
+        print(f"REMOVED   leaf {f.leaf_index}  event {f.event_id}")
+    for r in report.reordered:
+        print(
+            f"REORDERED leaf {r.leaf_index}  event {r.event_id} carries the {r.swapped} "
+            f"logged for leaf {r.logged_as} (event {r.logged_event_id})"
+        )
+    for f in report.unlogged:
+        print(f"UNLOGGED  event {f.event_id}  waybill {f.waybill_no}")
+    if report.missing_leaves:
+        print(f"MISSING   ledger leaves {list(report.missing_leaves)[:20]}")
+    if report.short_of_checkpoint:
+        print(f"TRUNCATED {report.short_of_checkpoint} records the checkpoint covers are gone")
+    if not report.leaves_match_checkpoint:
+        print("LEDGER    the stored leaf hashes no longer hash to the checkpoint's root")
+    if not report.origin_matches:
+        print("ORIGIN    the checkpoint was made for another site")
+    print("OK: the records match the checkpoint" if report.ok else "FAILED: records were changed")
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":

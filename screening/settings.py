@@ -50,12 +50,23 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # per uploaded part
     max_image_pixels: int = Field(default=16_000_000, ge=1024)
 
+    # Tamper-evident ledger: the Ed25519 key that signs every site's checkpoints (created on
+    # first start if missing; publish its vkey), the origin prefix of the checkpoint notes, and
+    # how often grown logs are checkpointed.
+    ledger_key_file: Path | None = None
+    ledger_origin_prefix: str = "screening.example/sites"
+    ledger_checkpoint_interval_s: float = Field(default=60.0, gt=0)
+
     log_level: str = "INFO"
     log_json: bool = True
 
     @property
     def pii_key_file(self) -> Path:
         return self.data_dir / "pii-keys.json"
+
+    @property
+    def ledger_key_path(self) -> Path:
+        return self.ledger_key_file or self.data_dir / "ledger-signing.key"
 
     @property
     def image_dir(self) -> Path:
