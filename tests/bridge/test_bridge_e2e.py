@@ -239,3 +239,20 @@ async def test_a_new_bridge_takes_over_from_a_stale_connection(
         stale.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_scanner_keeps_its_line_rate(gateway: FakeGateway, tmp_path: Path) -> None:
+    scanner = fast_scanner(parcels=1000, rate=500.0)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "s.db", holds=False))
+    await bridge.start()
+    try:
+        await wait_until(lambda: bridge.stats.lines > 0)
+        start = bridge.stats.lines
+        await asyncio.sleep(1.0)
+        assert 400 <= bridge.stats.lines - start <= 600
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
