@@ -174,6 +174,8 @@ class Bridge:
         """Stop reading the scanner, persist every assembled scan, then stop the rest."""
         if self.link is not None:
             await self.link.close()
+        if self.video is not None:
+            self.video.stop()
         link_task = self._tasks[0] if self._tasks else None
         if link_task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):

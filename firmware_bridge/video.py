@@ -304,6 +304,11 @@ class VideoSource:
         self.roi: tuple[int, int, int, int] | None = self.config.roi
         self.frames = 0
         self.tracker: ScrollTracker | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Make ``scans()`` return after the current frame (thread-safe)."""
+        self._stopping = True
 
     def _open(self) -> Any:
         cap = cv2.VideoCapture(self.capture)
@@ -319,7 +324,7 @@ class VideoSource:
         segmenter = ColumnSegmenter(cfg, self.source_id, self.session_id)
         pending: list[BGR] = []
         try:
-            while True:
+            while not self._stopping:
                 ok, frame = cap.read()
                 if not ok:
                     break
