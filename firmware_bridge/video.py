@@ -348,7 +348,7 @@ class VideoSource:
                     millis = float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
                     now = start + timedelta(milliseconds=millis)
                     yield from segmenter.push(self.tracker.push(f), now)
-            if self.tracker is None and pending:
+            if self.tracker is None and pending and not self._stopping:
                 raise VideoSourceError("the belt image never scrolled")
             yield from segmenter.flush()
         finally:
