@@ -31,7 +31,7 @@ from .assembler import (
     ParcelScan,
 )
 from .connection import Command, ScannerLink
-from .errors import LocalProtocolError, SpoolFullError
+from .errors import LocalProtocolError, SpoolError, SpoolFullError
 from .frames import (
     Barcode,
     BeltStart,
@@ -193,8 +193,9 @@ class Bridge:
         if self._own_session and self._session is not None:
             await self._session.close()
         self.spool.close()
-        if self._overflow:
-            log.critical("ALARM %d scans not in the spool at shutdown", len(self._overflow))
+        unsaved = len(self._overflow) + self._persist.qsize()
+        if unsaved:
+            log.critical("ALARM %d scans not in the spool at shutdown", unsaved)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
@@ -317,9 +318,11 @@ class Bridge:
             head = self._overflow[0]
             try:
                 fresh = await asyncio.to_thread(self.spool.put, head, time.time())
-            except SpoolFullError as exc:
+            except SpoolError as exc:
+                # full, or the disk failed: either way nothing may pass unrecorded
                 if not self.stats.spool_full:
-                    log.critical("ALARM %s: stopping the belt until the gateway catches up", exc)
+                    why = "until the gateway catches up" if isinstance(exc, SpoolFullError) else ""
+                    log.critical("ALARM %s: stopping the belt %s", exc, why)
                     self.stats.spool_full = True
                     self._stopped_for_spool = True
                     self._command(BeltStop("bridge spool full"))

@@ -15,6 +15,8 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,12 +129,21 @@ class Spool:
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
         self._sent_since_prune = 0
 
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, with SQLite errors translated to SpoolError."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise SpoolError(f"spool {self.path}: {exc}") from exc
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def depth(self) -> SpoolDepth:
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(_DEPTH).fetchall()
         by = {state: (int(n), int(size)) for state, n, size in rows}
         pending, dead, sent = (
@@ -180,7 +191,7 @@ class Spool:
             return cur.rowcount == 1
 
     def next_due(self, now: float) -> SpoolRecord | None:
-        with self._lock:
+        with self._locked():
             row = self._db.execute(_NEXT_DUE, (now,)).fetchone()
         if row is None:
             return None
@@ -188,12 +199,12 @@ class Spool:
         return SpoolRecord(scan_id, json.loads(metadata), image, high, low, attempts)
 
     def next_due_at(self) -> float | None:
-        with self._lock:
+        with self._locked():
             (value,) = self._db.execute(_NEXT_TIME).fetchone()
         return None if value is None else float(value)
 
     def mark_sent(self, scan_id: str, result: dict[str, Any], now: float) -> None:
-        with self._lock:
+        with self._locked():
             self._db.execute(_SENT, (now, json.dumps(result), scan_id))
             self._sent_since_prune += 1
             if self._sent_since_prune >= 500:
@@ -201,19 +212,19 @@ class Spool:
                 self._db.execute(_PRUNE, (self.keep_sent,))
 
     def mark_retry(self, scan_id: str, error: str, next_attempt_at: float) -> None:
-        with self._lock:
+        with self._locked():
             self._db.execute(_RETRY, (next_attempt_at, error, scan_id))
 
     def mark_dead(self, scan_id: str, error: str, now: float) -> None:
         log.critical("scan %s is dead in the spool (needs an operator): %s", scan_id, error)
-        with self._lock:
+        with self._locked():
             self._db.execute(_DEAD, (now, error, scan_id))
 
     def state_of(self, scan_id: str) -> str | None:
-        with self._lock:
+        with self._locked():
             row = self._db.execute(_STATE_OF, (scan_id,)).fetchone()
         return None if row is None else str(row[0])
 
     def dead(self) -> list[tuple[str, str]]:
-        with self._lock:
+        with self._locked():
             return [(str(a), str(b)) for a, b in self._db.execute(_LIST_DEAD).fetchall()]

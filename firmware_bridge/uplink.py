@@ -190,15 +190,26 @@ class Forwarder:
 
     async def run(self) -> None:
         while True:
-            record = await asyncio.to_thread(self.spool.next_due, self._clock())
-            if record is None:
-                due = await asyncio.to_thread(self.spool.next_due_at)
-                wait = 3600.0 if due is None else max(0.0, due - self._clock())
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 3600.0))
-                continue
-            await self._send(record)
+            try:
+                await self._step()
+            except SpoolError as exc:
+                # the scans are still on disk (or the disk is gone): alarm and try again
+                self.stats.last_error = str(exc)
+                log.critical("ALARM forwarder cannot use the spool: %s", exc)
+                await asyncio.sleep(5.0)
+
+    async def _step(self) -> None:
+        """Send the next due scan, or wait until one is due or a new one arrives."""
+        # clear before looking, so a scan spooled while we look still wakes us
+        self._wake.clear()
+        record = await asyncio.to_thread(self.spool.next_due, self._clock())
+        if record is None:
+            due = await asyncio.to_thread(self.spool.next_due_at)
+            wait = 3600.0 if due is None else max(0.0, due - self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 3600.0))
+            return
+        await self._send(record)
 
     async def _send(self, record: SpoolRecord) -> None:
         try:
