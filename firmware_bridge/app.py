@@ -31,7 +31,7 @@ from .assembler import (
     ParcelScan,
 )
 from .connection import Command, ScannerLink
-from .errors import LocalProtocolError, SpoolError, SpoolFullError
+from .errors import AssemblyError, LocalProtocolError, SpoolError, SpoolFullError
 from .frames import (
     Barcode,
     BeltStart,
@@ -96,6 +96,7 @@ class BridgeStats:
     spool_full: bool = False
     lines_per_s: float = 0.0
     failed_tasks: list[str] = field(default_factory=list)
+    assembly_errors: int = 0
 
 
 class Bridge:
@@ -237,6 +238,15 @@ class Bridge:
     # -- scanner events ------------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        try:
+            self._dispatch(event)
+        except AssemblyError as exc:
+            # a scanner contradicting its own HELLO: drop what does not fit, keep the link
+            self.stats.assembly_errors += 1
+            if self.stats.assembly_errors <= 10 or self.stats.assembly_errors % 1000 == 0:
+                log.error("scanner data rejected (%d so far): %s", self.stats.assembly_errors, exc)
+
+    def _dispatch(self, event: Event) -> None:
         if isinstance(event, Line):
             self.stats.lines += 1
             outputs = self.assembler.on_line(event, datetime.now(UTC))
