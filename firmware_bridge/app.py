@@ -244,7 +244,9 @@ class Bridge:
             # a scanner contradicting its own HELLO: drop what does not fit, keep the link
             self.stats.assembly_errors += 1
             if self.stats.assembly_errors <= 10 or self.stats.assembly_errors % 1000 == 0:
-                log.error("scanner data rejected (%d so far): %s", self.stats.assembly_errors, exc)
+                log.warning(
+                    "scanner data rejected (%d so far): %s", self.stats.assembly_errors, exc
+                )
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, Line):
