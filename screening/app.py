@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from screening.alerts import ALERT_OPTIONS, ALERTS, AlertsComponent
 from screening.api.context import GATEWAY, Gateway, Metrics
 from screening.api.problems import problem_middleware
 from screening.api.routes import add_routes
@@ -23,6 +24,7 @@ from screening.services.scans import ScanLimits, ScanService
 from screening.settings import Settings
 from screening.storage.database import create_pool, migrate
 from screening.storage.images import ImageStore
+from screening.web import add_console
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +134,25 @@ def create_app(
             metrics=metrics,
             scans=scans,
         )
+        alerts = AlertsComponent(
+            the_pool,
+            the_vault,
+            scans.images,
+            app[GATEWAY].station_streams,
+            scans=scans,
+            **(
+                {"public_base_url": f"http://{settings.host}:{settings.port}"}
+                | app.get(ALERT_OPTIONS, {})
+            ),
+        )
+        scans.on_verdict = alerts.on_verdict  # in the upload transaction
+        writer.on_accepted = alerts.on_events  # in the ingest transaction
+        app[ALERTS] = alerts
+        await alerts.start()
         try:
             yield
         finally:
+            await alerts.close()
             gw = app[GATEWAY]
             for sockets in gw.station_streams.values():
                 for ws in list(sockets):
@@ -146,4 +164,5 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     add_routes(app)
+    add_console(app)
     return app

@@ -1,12 +1,12 @@
 """Errors of the flagged-parcel features; each maps to an HTTP status through screening.errors.
 
-    ScreeningError
-    ├── InvalidPolicyError        422  invalid_policy
-    ├── ConflictError
-    │   ├── LeaseLostError        409  lease_lost (the review lease expired or is someone else's)
-    │   └── AlertClosedError      409  alert_closed
-    └── NotFoundError
-        └── UnknownAlertError     404  unknown_alert, unknown_review_item, unknown_hold, ...
+ScreeningError
+├── InvalidPolicyError        422  invalid_policy
+├── ConflictError
+│   ├── LeaseLostError        409  lease_lost (the review lease expired or is someone else's)
+│   └── AlertClosedError      409  alert_closed
+└── NotFoundError
+    └── UnknownAlertError     404  unknown_alert, unknown_review_item, unknown_hold, ...
 """
 
 from __future__ import annotations

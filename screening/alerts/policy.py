@@ -71,8 +71,10 @@ class AlertPolicy:
                 top = (score, category)
             if score >= rule.review:
                 needs_review = True
-            if rule.police is not None and score >= rule.police and (
-                police is None or score > police[0]
+            if (
+                rule.police is not None
+                and score >= rule.police
+                and (police is None or score > police[0])
             ):
                 police = (score, category)
         return Assessment(

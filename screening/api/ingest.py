@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
+from screening.alerts import acknowledge_hold
 from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, Gateway
 from screening.api.problems import field_errors
@@ -173,7 +174,9 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                 await ws.send_json({"type": "error", "code": "malformed_json"})
                 continue
             if isinstance(body, dict) and body.get("type") in {"hold.ack", "ping"}:
-                continue  # control messages (hold acks come with a later feature)
+                if body["type"] == "hold.ack":
+                    await acknowledge_hold(request.app, sites, body.get("hold_id"))
+                continue  # control messages
             items = body if isinstance(body, list) else [body]
             if not items or len(items) > gw.settings.max_batch_events:
                 await ws.send_json({"type": "error", "code": "invalid_batch_size"})

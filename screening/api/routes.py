@@ -54,6 +54,9 @@ _PERIOD = (
 )
 _SITE = Param("site_id", "path", "Site id", required=True)
 
+# After Route and Param: these modules build their route tuples from them.
+from screening.api import alerts, review  # noqa: E402
+
 ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
@@ -149,6 +152,8 @@ ROUTES: tuple[Route, ...] = (
             ),
         ),
     ),
+    *alerts.ROUTES,
+    *review.ROUTES,
     Route("GET", "/healthz", reads.healthz, "Liveness", response=HealthOut),
     Route("GET", "/readyz", reads.readyz, "Readiness (database and writer)", response=HealthOut),
     Route("GET", "/metrics", reads.metrics, "Prometheus metrics", raw_response="text/plain"),

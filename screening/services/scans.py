@@ -9,6 +9,7 @@ import json
 import logging
 import struct
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -42,6 +43,7 @@ from screening.inference import (
 )
 from screening.protection import PersonalDataVault
 from screening.services.ingest import commit_events, prepare
+from screening.storage import Conn
 from screening.storage import scans as scan_store
 from screening.storage import sites as site_store
 from screening.storage.images import ImageStore
@@ -166,6 +168,13 @@ def findings_json(verdict: Verdict) -> list[dict[str, Any]]:
     ]
 
 
+VerdictHook = Callable[[Conn, ScanUpload], Awaitable[None]]
+
+
+async def _no_verdict_hook(conn: Conn, upload: ScanUpload) -> None:
+    return None
+
+
 class ScanService:
     """Owns the detector (started on first use) and the upload transaction."""
 
@@ -176,7 +185,9 @@ class ScanService:
         images: ImageStore,
         detector_config: DetectorConfig,
         limits: ScanLimits,
+        on_verdict: VerdictHook | None = None,
     ) -> None:
+        self.on_verdict: VerdictHook = on_verdict or _no_verdict_hook
         self._pool = pool
         self._vault = vault
         self.images = images
@@ -316,6 +327,7 @@ class ScanService:
                     model_version=verdict.model_version,
                 )
                 await commit_events(conn, [prepare(event, self._vault, now)], now)
+            await self.on_verdict(conn, upload)  # review, hold, alert: this same transaction
         return ScanOutcome.ACCEPTED, upload
 
     def _store_files(self, image: bytes, kind: str, high: bytes | None, low: bytes | None) -> None:

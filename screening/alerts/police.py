@@ -1,0 +1,301 @@
+"""The police side: alerts in scope, acknowledge / assign / close with a disposition (every action
+recorded), the sender's identity behind an audited read, the watchlist, webhook endpoints, dead
+letters and the alert policy."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from screening.alerts.errors import AlertClosedError, UnknownAlertError
+from screening.alerts.intake import Clock, PolicyCache, utc_now
+from screening.alerts.outcomes import append_review_event
+from screening.alerts.policy import AlertPolicy
+from screening.alerts.webhooks import new_secret
+from screening.domain.access import Principal, Role
+from screening.errors import BadRequestError, ForbiddenError
+from screening.protection import PersonalDataError, PersonalDataVault, SealedValue, associated_data
+from screening.storage import alerts as store
+from screening.storage import review as review_store
+from screening.storage.alerts import Alert, Hold
+
+DISPOSITIONS = ("seized", "released", "false_alarm")
+MIN_PURPOSE_CHARS = 8  # a case number or a sentence, not "x"
+
+
+@dataclass(frozen=True, slots=True)
+class SenderIdentity:
+    record_event_id: uuid.UUID
+    document_type: str | None
+    document_number: str | None
+    name: str | None
+    phone: str | None
+    contract_customer_ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedSender:
+    document_type: str | None
+    document_masked: str | None
+    name_masked: str | None
+    phone_masked: str | None
+    contract_customer_ref: str | None
+
+
+def scope(principal: Principal) -> list[str] | None:
+    return None if principal.sites is None else sorted(principal.sites)
+
+
+class AlertService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        vault: PersonalDataVault,
+        policies: PolicyCache,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._pool = pool
+        self._vault = vault
+        self._policies = policies
+        self._clock = clock
+
+    async def get(self, principal: Principal, alert_id: uuid.UUID) -> Alert:
+        async with self._pool.acquire() as conn:
+            alert = await store.get_alert(conn, alert_id, scope(principal))
+        if alert is None:
+            raise UnknownAlertError("no such alert in your sites")
+        return alert
+
+    async def details(
+        self, principal: Principal, alert_id: uuid.UUID
+    ) -> tuple[Alert, MaskedSender | None, list[dict[str, Any]]]:
+        async with self._pool.acquire() as conn:
+            alert = await store.get_alert(conn, alert_id, scope(principal))
+            if alert is None:
+                raise UnknownAlertError("no such alert in your sites")
+            row = await store.find_sender(conn, alert.site_id, *_sender_key(alert))
+            actions = await store.list_actions(conn, alert)
+        sender = None
+        if row is not None:
+            sender = MaskedSender(
+                row["document_type"],
+                row["document_masked"],
+                row["name_masked"],
+                row["phone_masked"],
+                row["contract_customer_ref"],
+            )
+        return alert, sender, actions
+
+    async def find(self, principal: Principal, status: str | None, limit: int) -> list[Alert]:
+        async with self._pool.acquire() as conn:
+            return await store.list_alerts(conn, scope(principal), status, limit)
+
+    async def act(
+        self,
+        principal: Principal,
+        alert_id: uuid.UUID,
+        action: str,
+        *,
+        assignee: str | None = None,
+        disposition: str | None = None,
+        note: str = "",
+    ) -> Alert:
+        """acknowledge, assign or close; each is recorded with who and when."""
+        if action == "close" and disposition not in DISPOSITIONS:
+            raise BadRequestError(
+                "disposition is seized, released or false_alarm", code="invalid_disposition"
+            )
+        if action == "assign" and not assignee:
+            raise BadRequestError("assign needs an assignee", code="missing_assignee")
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            alert = await store.get_alert(conn, alert_id, scope(principal), for_update=True)
+            if alert is None:
+                raise UnknownAlertError("no such alert in your sites")
+            if alert.status == "closed":
+                raise AlertClosedError("the alert is closed")
+            detail: dict[str, Any] = {"note": note} if note else {}
+            if action == "acknowledge":
+                status = "acknowledged" if alert.status == "open" else alert.status
+                await store.update_alert_state(conn, alert, status, None, None, None)
+            elif action == "assign":
+                detail["assignee"] = assignee
+                await store.update_alert_state(conn, alert, "assigned", assignee, None, None)
+            else:
+                detail["disposition"] = disposition
+                await store.update_alert_state(conn, alert, "closed", None, disposition, now)
+                await self._settle_parcel(conn, alert, str(disposition), principal.key_id)
+            await store.insert_action(
+                conn, alert, uuid.uuid4(), action, principal.key_id, now, detail
+            )
+            updated = await store.get_alert(conn, alert_id, None)
+        assert updated is not None
+        return updated
+
+    async def _settle_parcel(
+        self, conn: Any, alert: Alert, disposition: str, actor: str
+    ) -> Hold | None:
+        """Closing an alert closes the parcel's hold: seized, or released (which also clears the
+        flag for compliance, so the parcel may leave)."""
+        if alert.waybill_no is None:
+            return None
+        now = self._clock()
+        status = "seized" if disposition == "seized" else "released"
+        hold = await store.close_parcel_hold(
+            conn, alert.site_id, alert.waybill_no, status, now, actor
+        )
+        if status == "released" and alert.scan_id is not None:
+            event_id = await review_store.upload_event_id(conn, alert.site_id, alert.scan_id)
+            if event_id is not None:
+                await append_review_event(
+                    conn,
+                    self._vault,
+                    alert.site_id,
+                    event_id,
+                    "cleared",
+                    actor,
+                    f"alert:{alert.alert_id}",
+                    now,
+                )
+        return hold
+
+    async def identity(
+        self, principal: Principal, alert_id: uuid.UUID, purpose: str
+    ) -> tuple[Alert, SenderIdentity]:
+        """The sender's full identity, for police only; the read is recorded in the same
+        transaction (who, when, which record, the stated purpose) or not made at all."""
+        if principal.role is not Role.POLICE:
+            raise ForbiddenError("only police may read a sender's identity", code="forbidden_role")
+        purpose = purpose.strip()
+        if len(purpose) < MIN_PURPOSE_CHARS:
+            raise BadRequestError(
+                f"state the purpose of this read (at least {MIN_PURPOSE_CHARS} characters)",
+                code="missing_purpose",
+            )
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            alert = await store.get_alert(conn, alert_id, scope(principal))
+            if alert is None:
+                raise UnknownAlertError("no such alert in your sites")
+            row = await store.find_sender(conn, alert.site_id, *_sender_key(alert))
+            if row is None:
+                raise UnknownAlertError("no real-name record for this alert", code="no_sender")
+            aad = associated_data(alert.site_id, str(row["event_id"]))
+
+            def open_(blob: bytes | None) -> str | None:
+                if blob is None or row is None:
+                    return None
+                return self._vault.open(SealedValue(row["pii_key_id"], bytes(blob)), aad=aad)
+
+            try:
+                identity = SenderIdentity(
+                    record_event_id=row["event_id"],
+                    document_type=row["document_type"],
+                    document_number=open_(row["document_sealed"]),
+                    name=open_(row["name_sealed"]),
+                    phone=open_(row["phone_sealed"]),
+                    contract_customer_ref=row["contract_customer_ref"],
+                )
+            except PersonalDataError as exc:
+                raise UnknownAlertError(
+                    "the sealed record cannot be opened", code="record_unreadable"
+                ) from exc
+            await store.record_pii_read(
+                conn, alert, uuid.uuid4(), row["event_id"], principal.key_id, purpose, now
+            )
+        return alert, identity
+
+    async def reads(self, principal: Principal, alert_id: uuid.UUID) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as conn:
+            alert = await store.get_alert(conn, alert_id, scope(principal))
+            if alert is None:
+                raise UnknownAlertError("no such alert in your sites")
+            return await store.list_pii_reads(conn, alert)
+
+    # -- watchlist, endpoints, dead letters, policy --------------------------------------------
+
+    async def add_watchlist(self, principal: Principal, entries: list[tuple[bytes, str]]) -> int:
+        async with self._pool.acquire() as conn:
+            await store.add_watchlist(conn, entries, principal.key_id, self._clock())
+            return await store.watchlist_size(conn)
+
+    async def remove_watchlist(self, digests: list[bytes]) -> int:
+        async with self._pool.acquire() as conn:
+            await store.remove_watchlist(conn, digests)
+            return await store.watchlist_size(conn)
+
+    async def add_endpoint(
+        self, url: str, sites: list[str], secret: str | None
+    ) -> tuple[uuid.UUID, str]:
+        endpoint_id = uuid.uuid4()
+        secret = secret or new_secret()
+        async with self._pool.acquire() as conn:
+            await store.insert_endpoint(conn, endpoint_id, url, secret, sites, self._clock())
+        return endpoint_id, secret
+
+    async def endpoints(self) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as conn:
+            return await store.list_endpoints(conn)
+
+    async def enable_endpoint(self, endpoint_id: uuid.UUID, enabled: bool) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await store.set_endpoint_enabled(
+                conn, endpoint_id, enabled, None if enabled else "disabled by an admin"
+            ):
+                raise UnknownAlertError("no such endpoint", code="unknown_endpoint")
+            await store.notify(conn, store.OUTBOX_CHANNEL, "endpoint")
+
+    async def dead_letters(self, principal: Principal, limit: int) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as conn:
+            return await store.list_dead(conn, scope(principal), limit)
+
+    async def replay(self, alert_ids: list[uuid.UUID] | None, endpoint_id: uuid.UUID | None) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await store.replay_dead(conn, alert_ids, endpoint_id, self._clock())
+
+    async def policy(self) -> AlertPolicy:
+        async with self._pool.acquire() as conn:
+            return await self._policies.get(conn)
+
+    async def set_policy(self, principal: Principal, rules: dict[str, Any]) -> AlertPolicy:
+        AlertPolicy.from_rules_json(0, rules)  # refuse a bad policy before storing it
+        async with self._pool.acquire() as conn, conn.transaction():
+            version = await store.insert_policy(conn, rules, principal.key_id, self._clock())
+        self._policies.invalidate()
+        return AlertPolicy.from_rules_json(version, rules)
+
+    # -- holds -----------------------------------------------------------------------------------
+
+    async def holds(self, principal: Principal, status: str | None, limit: int) -> list[Hold]:
+        async with self._pool.acquire() as conn:
+            return await store.list_holds(conn, scope(principal), status, limit)
+
+    async def close_hold(self, principal: Principal, hold_id: uuid.UUID, status: str) -> Hold:
+        if status not in ("released", "seized"):
+            raise BadRequestError("a hold is released or seized", code="invalid_resolution")
+        async with self._pool.acquire() as conn, conn.transaction():
+            hold = await store.get_hold(conn, hold_id, scope(principal))
+            if hold is None:
+                raise UnknownAlertError("no such hold in your sites", code="unknown_hold")
+            closed = await store.close_hold(
+                conn, hold.site_id, hold_id, status, self._clock(), principal.key_id
+            )
+            if closed is None:
+                raise AlertClosedError("the hold is already closed", code="hold_closed")
+        return closed
+
+    async def ack_hold(self, sites: list[str], hold_id: uuid.UUID) -> bool:
+        async with self._pool.acquire() as conn:
+            return await store.ack_hold(conn, sites, hold_id, self._clock())
+
+
+def _sender_key(alert: Alert) -> tuple[uuid.UUID | None, str | None]:
+    """Which real-name record an alert points at: the matched registration itself, else the
+    parcel's latest one."""
+    if alert.cause == "watchlist":
+        return alert.source_event_id, None
+    return None, alert.waybill_no

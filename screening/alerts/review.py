@@ -1,0 +1,297 @@
+"""The image reviewers' queue: lease the next item, decide (confirm / clear / escalate), sample
+cleared scans for audit, project synthetic threats (TIP) and score each reviewer on them.
+
+Every decision is one transaction: the decision row (reviewer = API key id, time), the item's
+state, and its consequences — a police alert on confirm, the hold released on clear, the review
+outcome appended to the event log for compliance. Projected (TIP) items have no consequences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from screening.alerts.errors import LeaseLostError, UnknownAlertError
+from screening.alerts.intake import Clock, PolicyCache, utc_now
+from screening.alerts.outcomes import append_review_event
+from screening.alerts.tip import TipLibrary
+from screening.domain.access import Principal
+from screening.errors import BadRequestError, ConflictError
+from screening.protection import PersonalDataVault
+from screening.storage import alerts as store
+from screening.storage import review as review_store
+from screening.storage.images import ImageStore
+from screening.storage.review import ReviewItem
+
+DECISIONS = ("confirm", "clear", "escalate")
+# Optional: run the X-ray model over a TIP image so it shows boxes like any flagged scan.
+Detect = Callable[[bytes], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    item_id: uuid.UUID
+    decision: str
+    reviewer: str
+    decided_at: datetime
+    level: int
+    alert_id: uuid.UUID | None = None
+    audit_item_id: uuid.UUID | None = None
+
+
+class ReviewService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        vault: PersonalDataVault,
+        images: ImageStore,
+        policies: PolicyCache,
+        tips: TipLibrary,
+        *,
+        lease_s: float = 120.0,  # a reviewer judges an image in ~10 s; 2 min covers a pause
+        tip_rate: float = 0.02,  # 0..1 of served items that are projected threats
+        cleared_audit_share: float = 0.05,  # 0..1 of reviewer-cleared items re-judged at level 2
+        detect: Detect | None = None,
+        clock: Clock = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._pool = pool
+        self._vault = vault
+        self.images = images
+        self._policies = policies
+        self._tips = tips
+        self.lease = timedelta(seconds=lease_s)
+        self.tip_rate = tip_rate
+        self.cleared_audit_share = cleared_audit_share
+        self._detect = detect
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    @staticmethod
+    def _scope(principal: Principal) -> list[str] | None:
+        return None if principal.sites is None else sorted(principal.sites)
+
+    async def next(self, principal: Principal) -> ReviewItem | None:
+        now = self._clock()
+        sites = self._scope(principal)
+        if sites is not None and self.tip_rate > 0 and self._rng.random() < self.tip_rate:
+            tip = await self._project(principal, sites, now)
+            if tip is not None:
+                return tip
+        async with self._pool.acquire() as conn:
+            level = await review_store.reviewer_level(conn, principal.key_id)
+            return await review_store.lease_next(
+                conn, sites, level, now, principal.key_id, now + self.lease
+            )
+
+    async def _project(
+        self, principal: Principal, sites: list[str], now: datetime
+    ) -> ReviewItem | None:
+        image = self._tips.draw()
+        if image is None or not sites:
+            return None
+        digest = await asyncio.to_thread(self.images.put, image.png, "png")
+        findings = await self._detect(image.png) if self._detect is not None else []
+        item = ReviewItem(
+            site_id=self._rng.choice(sites),
+            item_id=uuid.uuid4(),
+            kind="tip",
+            level=1,
+            status="pending",
+            scan_id=None,
+            event_id=None,
+            waybill_no=None,
+            findings=findings,
+            score=max((float(f["score"]) for f in findings), default=None),
+            category=None,
+            image_sha256=digest,
+            image_type="png",
+            tip_truth=image.truth,
+            occurred_at=now,
+            created_at=now,
+            lease_owner=principal.key_id,
+            lease_until=now + self.lease,
+        )
+        async with self._pool.acquire() as conn:
+            await review_store.insert_item(conn, item)
+        return item
+
+    async def get(self, principal: Principal, item_id: uuid.UUID) -> ReviewItem:
+        async with self._pool.acquire() as conn:
+            item = await review_store.get_item(conn, item_id, self._scope(principal))
+        if item is None:
+            raise UnknownAlertError("no such review item in your sites", code="unknown_review_item")
+        return item
+
+    async def decide(
+        self,
+        principal: Principal,
+        item_id: uuid.UUID,
+        decision: str,
+        category: str | None,
+        note: str,
+    ) -> Decision:
+        if decision not in DECISIONS:
+            raise BadRequestError("decision is confirm, clear or escalate", code="invalid_decision")
+        now = self._clock()
+        reviewer = principal.key_id
+        async with self._pool.acquire() as conn, conn.transaction():
+            item = await review_store.get_item(
+                conn, item_id, self._scope(principal), for_update=True
+            )
+            if item is None:
+                raise UnknownAlertError(
+                    "no such review item in your sites", code="unknown_review_item"
+                )
+            if (
+                item.status != "pending"
+                or item.lease_owner != reviewer
+                or item.lease_until is None
+                or item.lease_until <= now
+            ):
+                raise LeaseLostError("you no longer hold this item's lease; take the next one")
+            if decision == "escalate" and item.level >= 2:
+                raise ConflictError("level 2 is the last level", code="cannot_escalate")
+            await review_store.insert_decision(
+                conn, item, uuid.uuid4(), reviewer, now, decision, category, note
+            )
+            if decision == "escalate":
+                await review_store.escalate_item(conn, item)
+                return Decision(item.item_id, decision, reviewer, now, item.level)
+            chosen = category or item.category
+            await review_store.finish_item(conn, item, decision, reviewer, now, chosen)
+            if item.kind == "tip":
+                return Decision(item.item_id, decision, reviewer, now, item.level)
+            if decision == "confirm":
+                alert_id = await self._confirm(conn, item, chosen, reviewer, now)
+                return Decision(item.item_id, decision, reviewer, now, item.level, alert_id)
+            audit_id = await self._clear(conn, item, reviewer, now)
+            return Decision(
+                item.item_id, decision, reviewer, now, item.level, audit_item_id=audit_id
+            )
+
+    async def _confirm(
+        self, conn: Any, item: ReviewItem, category: str | None, reviewer: str, now: datetime
+    ) -> uuid.UUID:
+        policy = await self._policies.get(conn)
+        alert_id = uuid.uuid4()
+        created = await store.insert_alert(
+            conn,
+            store.NewAlert(
+                site_id=item.site_id,
+                alert_id=alert_id,
+                dedupe_key=f"review:{item.item_id}",
+                cause="review_confirmed",
+                category=category or "unknown",
+                score=item.score,
+                waybill_no=item.waybill_no,
+                scan_id=item.scan_id,
+                source_event_id=item.event_id,
+                policy_version=policy.version,
+                occurred_at=item.occurred_at,
+            ),
+            now,
+        )
+        if item.waybill_no:  # an audit sample that turns out bad is held now
+            await store.insert_hold(
+                conn,
+                item.site_id,
+                uuid.uuid4(),
+                item.waybill_no,
+                f"confirmed: {category or 'unknown'}",
+                item.scan_id,
+                now,
+            )
+        if item.event_id is not None:
+            await append_review_event(
+                conn,
+                self._vault,
+                item.site_id,
+                item.event_id,
+                "confirmed",
+                reviewer,
+                f"review:{item.item_id}",
+                now,
+            )
+        if not created:  # pragma: no cover - one decision per item; kept for idempotency
+            return alert_id
+        return alert_id
+
+    async def _clear(
+        self, conn: Any, item: ReviewItem, reviewer: str, now: datetime
+    ) -> uuid.UUID | None:
+        if item.waybill_no:
+            await store.close_parcel_hold(
+                conn, item.site_id, item.waybill_no, "released", now, reviewer
+            )
+        if item.event_id is not None:
+            await append_review_event(
+                conn,
+                self._vault,
+                item.site_id,
+                item.event_id,
+                "cleared",
+                reviewer,
+                f"review:{item.item_id}",
+                now,
+            )
+        if item.kind == "flagged" and self._rng.random() < self.cleared_audit_share:
+            audit = ReviewItem(
+                site_id=item.site_id,
+                item_id=uuid.uuid4(),
+                kind="audit",
+                level=2,
+                status="pending",
+                scan_id=item.scan_id,
+                event_id=item.event_id,
+                waybill_no=item.waybill_no,
+                findings=item.findings,
+                score=item.score,
+                category=item.category,
+                image_sha256=item.image_sha256,
+                image_type=item.image_type,
+                tip_truth=None,
+                occurred_at=item.occurred_at,
+                created_at=now,
+                lease_owner=None,
+                lease_until=None,
+            )
+            if await review_store.insert_item(conn, audit):
+                return audit.item_id
+        return None
+
+    async def set_level(self, key_id: str, level: int) -> None:
+        if level not in (1, 2):
+            raise BadRequestError("level is 1 or 2", code="invalid_level")
+        async with self._pool.acquire() as conn:
+            await review_store.set_reviewer_level(conn, key_id, level)
+
+    async def stats(self, principal: Principal) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as conn:
+            rows = await review_store.reviewer_stats(conn, self._scope(principal))
+        out = []
+        for r in rows:
+            projected = r["tip_hits"] + r["tip_misses"]
+            out.append(
+                {
+                    "reviewer": r["reviewer"],
+                    "decisions": r["decisions"],
+                    "tip_projected": projected,
+                    "tip_hits": r["tip_hits"],
+                    "tip_misses": r["tip_misses"],
+                    "hit_rate": r["tip_hits"] / projected if projected else None,
+                    "miss_rate": r["tip_misses"] / projected if projected else None,
+                    "false_alarms": r["false_alarms"],
+                    "false_alarm_rate": r["false_alarms"] / r["confirms"]
+                    if r["confirms"]
+                    else None,
+                }
+            )
+        return out

@@ -1,0 +1,150 @@
+"""Standard Webhooks for police endpoints: the payload, the signed headers, the retry schedule, and
+the one HTTP transport the relay sends through."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import aiohttp
+from standardwebhooks import Webhook
+
+from screening.storage.alerts import Alert
+
+# Standard Webhooks' example schedule (seconds before attempt n+1 after n failures): immediately,
+# 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h = 75.5 h in all, so an endpoint down over a
+# long weekend (72 h) still gets every alert. Jitter only lengthens a delay, never shortens it.
+DEFAULT_SCHEDULE: tuple[float, ...] = (
+    0.0,
+    5.0,
+    300.0,
+    1800.0,
+    7200.0,
+    18000.0,
+    36000.0,
+    50400.0,
+    72000.0,
+    86400.0,
+)
+
+
+def new_secret() -> str:
+    """A fresh endpoint secret in the ``whsec_`` form (24 random bytes, base64)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def webhook_id(alert: Alert) -> str:
+    """Stable across retries and endpoints: the receiver's idempotency key."""
+    return f"msg_{alert.alert_id.hex}"
+
+
+def alert_payload(alert: Alert, base_url: str) -> dict[str, Any]:
+    """Thin payload: facts to act on and links to the audited police API for the rest."""
+    base = base_url.rstrip("/")
+    data: dict[str, Any] = {
+        "alert_id": str(alert.alert_id),
+        "category": alert.category,
+        "score": None if alert.score is None else round(float(alert.score), 4),
+        "site_id": alert.site_id,
+        "waybill_no": alert.waybill_no,
+        "cause": alert.cause,
+        "occurred_at": alert.occurred_at.isoformat(),
+        "created_at": alert.created_at.isoformat(),
+        "details_url": f"{base}/v1/alerts/{alert.alert_id}",
+        "image_url": (
+            f"{base}/v1/scans/{alert.scan_id}/image?overlay=boxes" if alert.scan_id else None
+        ),
+    }
+    return {"type": "alert.created", "timestamp": alert.created_at.isoformat(), "data": data}
+
+
+def encode_body(payload: Mapping[str, Any]) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def signed_headers(secret: str, msg_id: str, body: str, now: datetime) -> dict[str, str]:
+    """``webhook-timestamp`` is the attempt's time (receivers reject stale replays by it)."""
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, now, body),
+        "content-type": "application/json",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySchedule:
+    delays_s: Sequence[float] = DEFAULT_SCHEDULE
+    jitter: float = 0.2  # up to +20 %: spreads a recovering endpoint's backlog
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.delays_s)
+
+    def delay_after(self, attempts: int, rng: random.Random, retry_after_s: float = 0.0) -> float:
+        """Seconds to wait after ``attempts`` failed attempts (1-based)."""
+        base = self.delays_s[min(attempts, len(self.delays_s) - 1)]
+        return max(base * (1.0 + rng.uniform(0.0, self.jitter)), retry_after_s)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: int | None  # None: no HTTP answer (refused, reset, timed out)
+    error: str
+    retry_after_s: float = 0.0
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+
+class Transport(Protocol):
+    async def send(self, url: str, headers: Mapping[str, str], body: str) -> SendResult: ...
+
+
+class HttpTransport:
+    """aiohttp client; redirects are failures (Standard Webhooks), nothing is followed."""
+
+    def __init__(self, timeout_s: float = 15.0) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(self, url: str, headers: Mapping[str, str], body: str) -> SendResult:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.post(
+                url, data=body.encode(), headers=dict(headers), allow_redirects=False
+            ) as resp:
+                await resp.read()
+                return SendResult(
+                    resp.status,
+                    "" if resp.status < 300 else f"HTTP {resp.status}",
+                    _retry_after(resp.headers.get("Retry-After")),
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return SendResult(None, f"{exc.__class__.__name__}: {exc}"[:500])
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _retry_after(value: str | None) -> float:
+    if value is None:
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0  # an HTTP-date; the schedule's own delay applies

@@ -1,0 +1,235 @@
+"""SQL for the image reviewers' queue: items, leases, decisions, reviewer levels and TIP stats."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from screening.storage import Conn
+
+INSERT_ITEM = """
+INSERT INTO review_items (site_id, item_id, kind, level, scan_id, event_id, waybill_no, findings,
+    score, category, image_sha256, image_type, tip_truth, occurred_at, created_at, lease_owner,
+    lease_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17)
+ON CONFLICT (site_id, scan_id, kind) WHERE kind <> 'tip' DO NOTHING
+RETURNING item_id
+"""
+# The next item for a reviewer: highest level they may judge first, then oldest; an expired
+# lease makes an item available again. SKIP LOCKED: two reviewers never get the same item.
+NEXT_ITEM = """
+WITH next AS (
+    SELECT site_id, item_id FROM review_items
+    WHERE status = 'pending' AND ($1::text[] IS NULL OR site_id = ANY($1::text[]))
+      AND level <= $2
+      AND (lease_until IS NULL OR lease_until <= $3)
+    ORDER BY level DESC, created_at, item_id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE review_items r SET lease_owner = $4, lease_until = $5
+FROM next WHERE r.site_id = next.site_id AND r.item_id = next.item_id
+RETURNING r.site_id, r.item_id, r.kind, r.level, r.status, r.scan_id, r.event_id, r.waybill_no,
+          r.findings, r.score, r.category, r.image_sha256, r.image_type, r.tip_truth,
+          r.occurred_at, r.created_at, r.lease_owner, r.lease_until
+"""
+SELECT_ITEM = """
+SELECT site_id, item_id, kind, level, status, scan_id, event_id, waybill_no, findings, score,
+       category, image_sha256, image_type, tip_truth, occurred_at, created_at, lease_owner,
+       lease_until
+FROM review_items
+WHERE item_id = $1 AND ($2::text[] IS NULL OR site_id = ANY($2::text[]))
+"""
+SELECT_ITEM_FOR_UPDATE = SELECT_ITEM + " FOR UPDATE"
+FINISH_ITEM = """
+UPDATE review_items
+SET status = 'done', decision = $3, decided_by = $4, decided_at = $5, decided_category = $6,
+    lease_owner = NULL, lease_until = NULL
+WHERE site_id = $1 AND item_id = $2
+"""
+ESCALATE_ITEM = """
+UPDATE review_items SET level = 2, lease_owner = NULL, lease_until = NULL
+WHERE site_id = $1 AND item_id = $2
+"""
+INSERT_DECISION = """
+INSERT INTO review_decisions (site_id, decision_id, item_id, kind, level, reviewer, decided_at,
+                              decision, category, note)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+"""
+SELECT_LEVEL = "SELECT level FROM reviewer_levels WHERE key_id = $1"
+UPSERT_LEVEL = """
+INSERT INTO reviewer_levels (key_id, level) VALUES ($1, $2)
+ON CONFLICT (key_id) DO UPDATE SET level = EXCLUDED.level
+"""
+# Per reviewer: TIP hits (a projected threat confirmed), misses (cleared), and false alarms
+# (a real item confirmed that police later closed as a false alarm).
+REVIEWER_STATS = """
+SELECT d.reviewer,
+       count(*) FILTER (WHERE d.kind <> 'tip' AND d.decision <> 'escalate') AS decisions,
+       count(*) FILTER (WHERE d.kind = 'tip' AND d.decision = 'confirm') AS tip_hits,
+       count(*) FILTER (WHERE d.kind = 'tip' AND d.decision = 'clear') AS tip_misses,
+       count(*) FILTER (WHERE d.kind <> 'tip' AND d.decision = 'confirm') AS confirms,
+       count(*) FILTER (WHERE d.kind <> 'tip' AND d.decision = 'confirm'
+                        AND a.disposition = 'false_alarm') AS false_alarms
+FROM review_decisions d
+LEFT JOIN alerts a ON a.site_id = d.site_id AND a.dedupe_key = 'review:' || d.item_id::text
+WHERE ($1::text[] IS NULL OR d.site_id = ANY($1::text[]))
+GROUP BY d.reviewer
+ORDER BY d.reviewer
+"""
+QUEUE_DEPTH = """
+SELECT count(*) FROM review_items
+WHERE status = 'pending' AND ($1::text[] IS NULL OR site_id = ANY($1::text[]))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    site_id: str
+    item_id: UUID
+    kind: str  # flagged, audit, tip
+    level: int
+    status: str
+    scan_id: UUID | None
+    event_id: UUID | None
+    waybill_no: str | None
+    findings: list[dict[str, Any]]
+    score: float | None
+    category: str | None
+    image_sha256: str
+    image_type: str
+    tip_truth: list[dict[str, Any]] | None
+    occurred_at: datetime
+    created_at: datetime
+    lease_owner: str | None
+    lease_until: datetime | None
+
+
+_FIELDS = tuple(ReviewItem.__dataclass_fields__)
+
+
+def _item(r: asyncpg.Record) -> ReviewItem:
+    d = {k: r[k] for k in _FIELDS}
+    d["findings"] = json.loads(d["findings"])
+    d["tip_truth"] = json.loads(d["tip_truth"]) if d["tip_truth"] is not None else None
+    return ReviewItem(**d)
+
+
+async def insert_item(
+    conn: Conn,
+    item: ReviewItem,
+) -> bool:
+    got = await conn.fetchval(
+        INSERT_ITEM,
+        item.site_id,
+        item.item_id,
+        item.kind,
+        item.level,
+        item.scan_id,
+        item.event_id,
+        item.waybill_no,
+        json.dumps(item.findings),
+        item.score,
+        item.category,
+        item.image_sha256,
+        item.image_type,
+        None if item.tip_truth is None else json.dumps(item.tip_truth),
+        item.occurred_at,
+        item.created_at,
+        item.lease_owner,
+        item.lease_until,
+    )
+    return got is not None
+
+
+async def lease_next(
+    conn: Conn, sites: list[str] | None, max_level: int, now: datetime, owner: str, until: datetime
+) -> ReviewItem | None:
+    row = await conn.fetchrow(NEXT_ITEM, sites, max_level, now, owner, until)
+    return None if row is None else _item(row)
+
+
+async def get_item(
+    conn: Conn, item_id: UUID, sites: list[str] | None, *, for_update: bool = False
+) -> ReviewItem | None:
+    row = await conn.fetchrow(SELECT_ITEM_FOR_UPDATE if for_update else SELECT_ITEM, item_id, sites)
+    return None if row is None else _item(row)
+
+
+async def finish_item(
+    conn: Conn,
+    item: ReviewItem,
+    decision: str,
+    reviewer: str,
+    now: datetime,
+    category: str | None,
+) -> None:
+    await conn.execute(FINISH_ITEM, item.site_id, item.item_id, decision, reviewer, now, category)
+
+
+async def escalate_item(conn: Conn, item: ReviewItem) -> None:
+    await conn.execute(ESCALATE_ITEM, item.site_id, item.item_id)
+
+
+async def insert_decision(
+    conn: Conn,
+    item: ReviewItem,
+    decision_id: UUID,
+    reviewer: str,
+    now: datetime,
+    decision: str,
+    category: str | None,
+    note: str,
+) -> None:
+    await conn.execute(
+        INSERT_DECISION,
+        item.site_id,
+        decision_id,
+        item.item_id,
+        item.kind,
+        item.level,
+        reviewer,
+        now,
+        decision,
+        category,
+        note,
+    )
+
+
+async def reviewer_level(conn: Conn, key_id: str) -> int:
+    level = await conn.fetchval(SELECT_LEVEL, key_id)
+    return 1 if level is None else int(level)
+
+
+async def set_reviewer_level(conn: Conn, key_id: str, level: int) -> None:
+    await conn.execute(UPSERT_LEVEL, key_id, level)
+
+
+async def reviewer_stats(conn: Conn, sites: list[str] | None) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(REVIEWER_STATS, sites)]
+
+
+async def queue_depth(conn: Conn, sites: list[str] | None) -> int:
+    return int(await conn.fetchval(QUEUE_DEPTH, sites))
+
+
+SELECT_SCAN_EVENT = """
+SELECT waybill_no, occurred_at, payload FROM events
+WHERE site_id = $1 AND event_id = $2 AND event_type = 'xray.scanned'
+"""
+SELECT_UPLOAD_EVENT = "SELECT event_id FROM scan_uploads WHERE site_id = $1 AND scan_id = $2"
+
+
+async def scan_event(conn: Conn, site_id: str, event_id: UUID) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(SELECT_SCAN_EVENT, site_id, event_id)
+    return row
+
+
+async def upload_event_id(conn: Conn, site_id: str, scan_id: UUID) -> UUID | None:
+    got: UUID | None = await conn.fetchval(SELECT_UPLOAD_EVENT, site_id, scan_id)
+    return got
