@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware_bridge.assembler import (
     Assembler,
@@ -250,3 +252,27 @@ def test_faint_cardboard_between_objects_keeps_one_parcel() -> None:
     t[100:, 30:40] = 0.3
     got = scans(feed(asm, belt.air(50) + belt.lines(t) + belt.air(50)))
     assert len(got) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(5, 80), st.integers(45, 120), st.booleans()), min_size=1, max_size=5
+    )
+)
+def test_each_parcel_becomes_exactly_one_scan_with_its_waybill(
+    belt_plan: list[tuple[int, int, bool]],
+) -> None:
+    asm, belt = ready()
+    out = feed(asm, belt.air(50))
+    expected = []
+    for n, (length, gap, read) in enumerate(belt_plan):
+        start = belt.index
+        if read:
+            asm.on_barcode(Barcode(start, 1, f"SF{n:08d}"))
+        out += feed(asm, belt.slab(length, "organic", 40) + belt.air(gap))
+        expected.append((start - 4, length + 8, f"SF{n:08d}" if read else None))
+    out += feed(asm, belt.air(50))
+    got = [(s.first_line, s.line_count, s.waybill_no) for s in scans(out)]
+    assert got == expected
+    assert not [o for o in out if isinstance(o, OrphanBarcode)]
