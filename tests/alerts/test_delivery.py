@@ -1,0 +1,181 @@
+"""Police alerts leave through the outbox as signed Standard Webhooks, and none is lost: receiver
+down, relay killed mid-send, two gateway processes, 410 and dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from screening.alerts.relay import OutboxRelay
+from screening.alerts.webhooks import HttpTransport, RetrySchedule
+from screening.protection import PersonalDataVault
+from tests.alerts.conftest import DARK, AlertGateway, Receiver, start_alert_gateway, wait_for
+
+
+def waybill() -> str:
+    return f"AL{uuid.uuid4().hex[:12].upper()}"
+
+
+async def test_a_confident_flag_reaches_police_as_a_signed_webhook(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    await agw.register(receiver)
+    await agw.set_policy(police=0.5)
+    wb = waybill()
+    scan = await agw.upload(DARK, wb)
+    await wait_for(lambda: len(receiver.received) == 1)
+    msg_id, payload = receiver.received[0]
+    assert receiver.bad_signatures == 0
+    data = payload["data"]
+    assert payload["type"] == "alert.created"
+    assert msg_id == f"msg_{uuid.UUID(data['alert_id']).hex}"
+    assert data["site_id"] == agw.site
+    assert data["waybill_no"] == wb
+    assert data["cause"] == "scan_score"
+    assert data["score"] > 0.5
+    assert data["category"]
+    assert data["image_url"].endswith(f"/v1/scans/{scan['scan_id']}/image?overlay=boxes")
+    assert data["details_url"].endswith(f"/v1/alerts/{data['alert_id']}")
+
+
+async def test_alerts_raised_while_the_receiver_is_down_all_arrive_once_it_is_up(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    await agw.register(receiver)
+    await agw.set_policy(police=0.5)
+    await receiver.stop()  # the police endpoint is down: connection refused
+    waybills = [waybill() for _ in range(5)]
+    for wb in waybills:
+        await agw.upload(DARK, wb)
+    relay = agw.alerts.relay
+    assert relay is not None
+    await wait_for(lambda: relay.failed >= 10)  # several rounds of retries went nowhere
+    await receiver.start()  # same port
+    await wait_for(lambda: len(set(receiver.ids)) == 5, within=15.0)
+    assert sorted(p["data"]["waybill_no"] for _, p in receiver.received) == sorted(waybills)
+    assert receiver.bad_signatures == 0
+
+
+async def test_a_relay_killed_mid_delivery_leaves_the_alert_to_another_after_its_lease(
+    tmp_path: Path,
+    pool: asyncpg.Pool[Any],
+    vault: PersonalDataVault,
+    receiver: Receiver,
+) -> None:
+    # A gateway whose relay holds the lease for 1 s, and a receiver that never answers at first.
+    g = await start_alert_gateway(tmp_path, pool, vault, relay_lease_s=1.0)
+    try:
+        await g.register(receiver)
+        await g.set_policy(police=0.5)
+        receiver.hang = asyncio.Event()
+        await g.upload(DARK, waybill())
+        await wait_for(lambda: receiver.hung == 1)
+        relay = g.alerts.relay
+        assert relay is not None
+        await relay.close()  # the process dies mid-send: no outcome recorded
+        receiver.hang.set()  # the receiver works again (the killed send never completes)
+        transport = HttpTransport(5.0)
+        survivor = OutboxRelay(
+            pool,
+            transport,
+            base_url=g.gw.url,
+            schedule=RetrySchedule((0.0, 0.1, 0.2), 0.0),
+            lease_s=1.0,
+            poll_s=0.1,
+        )
+        await survivor.start()
+        try:
+            await wait_for(lambda: len(receiver.received) >= 1, within=10.0)
+        finally:
+            await survivor.close()
+            await transport.close()
+        assert survivor.sent >= 1
+        assert len(set(receiver.ids)) == 1  # the same webhook-id: the receiver de-duplicates
+    finally:
+        await g.close()
+
+
+async def test_two_gateway_processes_send_each_alert_once(
+    tmp_path: Path,
+    pool: asyncpg.Pool[Any],
+    vault: PersonalDataVault,
+    receiver: Receiver,
+) -> None:
+    first = await start_alert_gateway(tmp_path / "a", pool, vault)
+    second = await start_alert_gateway(tmp_path / "b", pool, vault, keys=first.gw.keys)
+    try:
+        await first.register(receiver)
+        await first.set_policy(police=0.5)
+        waybills = [waybill() for _ in range(12)]
+        await asyncio.gather(
+            *(
+                (first if i % 2 else second).upload(DARK, wb)
+                for i, wb in enumerate(waybills)
+            )
+        )
+        await wait_for(lambda: len(receiver.received) >= 12, within=15.0)
+        await asyncio.sleep(0.5)  # any duplicate would arrive by now
+        counts = Counter(receiver.ids)
+        assert len(counts) == 12
+        assert max(counts.values()) == 1
+        relays = [g.alerts.relay for g in (first, second)]
+        assert all(r is not None and r.sent > 0 for r in relays)  # both did work
+    finally:
+        await second.close()
+        await first.close()
+
+
+async def test_a_410_disables_the_endpoint_and_dead_letters_can_be_replayed(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    endpoint_id = await agw.register(receiver)
+    await agw.set_policy(police=0.5)
+    receiver.status = 410
+    await agw.upload(DARK, waybill())
+    status, body = 0, {}
+
+    async def dead() -> bool:
+        nonlocal status, body
+        status, body = await agw.call("GET", "/v1/alerts/dead-letters", role="admin")
+        return any(d["endpoint_id"] == endpoint_id for d in body["dead_letters"])
+
+    await wait_for(dead)
+    status, endpoints = await agw.call("GET", "/v1/webhook-endpoints", role="admin")
+    mine = next(e for e in endpoints["endpoints"] if e["endpoint_id"] == endpoint_id)
+    assert mine["enabled"] is False
+    assert mine["disabled_reason"] == "410 Gone"
+    # Police fix their side; an admin re-enables the endpoint and replays its dead letters.
+    receiver.status = 200
+    status, _ = await agw.call(
+        "POST", f"/v1/webhook-endpoints/{endpoint_id}/enable", role="admin"
+    )
+    assert status == 200
+    status, replay = await agw.call(
+        "POST", "/v1/alerts/dead-letters/replay", role="admin", json={"endpoint_id": endpoint_id}
+    )
+    assert status == 200
+    assert replay["replayed"] == 1
+    await wait_for(lambda: len(receiver.received) == 1)
+
+
+async def test_retries_are_exhausted_into_the_dead_letters(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    endpoint_id = await agw.register(receiver)
+    await agw.set_policy(police=0.5)
+    receiver.status = 500
+    await agw.upload(DARK, waybill())
+
+    async def dead() -> bool:
+        _, body = await agw.call("GET", "/v1/alerts/dead-letters", role="admin")
+        return any(
+            d["endpoint_id"] == endpoint_id and d["attempts"] == 8 for d in body["dead_letters"]
+        )
+
+    await wait_for(dead, within=15.0)
+    assert receiver.received == []
