@@ -113,10 +113,7 @@ async def test_two_gateway_processes_send_each_alert_once(
         await first.set_policy(police=0.5)
         waybills = [waybill() for _ in range(12)]
         await asyncio.gather(
-            *(
-                (first if i % 2 else second).upload(DARK, wb)
-                for i, wb in enumerate(waybills)
-            )
+            *((first if i % 2 else second).upload(DARK, wb) for i, wb in enumerate(waybills))
         )
         await wait_for(lambda: len(receiver.received) >= 12, within=15.0)
         await asyncio.sleep(0.5)  # any duplicate would arrive by now
@@ -151,9 +148,7 @@ async def test_a_410_disables_the_endpoint_and_dead_letters_can_be_replayed(
     assert mine["disabled_reason"] == "410 Gone"
     # Police fix their side; an admin re-enables the endpoint and replays its dead letters.
     receiver.status = 200
-    status, _ = await agw.call(
-        "POST", f"/v1/webhook-endpoints/{endpoint_id}/enable", role="admin"
-    )
+    status, _ = await agw.call("POST", f"/v1/webhook-endpoints/{endpoint_id}/enable", role="admin")
     assert status == 200
     status, replay = await agw.call(
         "POST", "/v1/alerts/dead-letters/replay", role="admin", json={"endpoint_id": endpoint_id}

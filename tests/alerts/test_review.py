@@ -1,0 +1,261 @@
+"""The reviewers' queue: leases that expire, confirm / clear / escalate with their consequences,
+audit samples, and projected threats (TIP) that never reach police or compliance."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from screening.alerts.tip import TipImage, render_synthetic
+from screening.domain.access import Role
+from screening.protection import PersonalDataVault
+from screening.services import access
+from tests.alerts.conftest import (
+    BRIGHT,
+    DARK,
+    AlertGateway,
+    soon,
+    start_alert_gateway,
+)
+from tests.gateway.events import event
+
+
+def waybill() -> str:
+    return f"RV{uuid.uuid4().hex[:12].upper()}"
+
+
+async def next_item(g: AlertGateway, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else g.gw.auth("reviewer")
+    async with g.gw.http.get(f"{g.gw.url}/v1/review/next", headers=headers) as resp:
+        return resp.status, (await resp.json() if resp.status == 200 else None)
+
+
+async def decide(
+    g: AlertGateway, item_id: str, decision: str, token: str | None = None, **extra: Any
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else g.gw.auth("reviewer")
+    async with g.gw.http.post(
+        f"{g.gw.url}/v1/review/items/{item_id}/decision",
+        json={"decision": decision, **extra},
+        headers=headers,
+    ) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def drain(g: AlertGateway) -> None:
+    """Clear whatever earlier tests left in this site's queue (each test has its own site)."""
+    while (await next_item(g))[0] == 200:  # pragma: no cover - sites are fresh per test
+        pass
+
+
+async def open_hold(g: AlertGateway, wb: str) -> dict[str, Any] | None:
+    _, body = await g.call("GET", "/v1/holds", role="police")
+    return next((h for h in body["holds"] if h["waybill_no"] == wb), None)
+
+
+async def test_a_flagged_scan_is_held_and_queued_and_a_lease_expires(
+    tmp_path: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> None:
+    g = await start_alert_gateway(tmp_path, pool, vault, review_lease_s=0.5)
+    try:
+        await g.set_policy(police=None)
+        _, second = await access.create_key(pool, Role.REVIEWER, [g.site])
+        wb = waybill()
+        await g.upload(DARK, wb)
+        hold = await open_hold(g, wb)
+        assert hold is not None
+        assert hold["status"] == "open"
+        status, item = await next_item(g)
+        assert status == 200
+        assert item["findings"][0]["class_name"] == "knife"
+        assert "kind" not in item  # a reviewer never learns whether an item is projected
+        assert (await next_item(g, second))[0] == 204  # leased: nobody else gets it
+        await asyncio.sleep(0.6)
+        status, again = await next_item(g, second)
+        assert status == 200
+        assert again["item_id"] == item["item_id"]  # the lease expired and moved on
+        status, body = await decide(g, item["item_id"], "clear")
+        assert status == 409
+        assert body["code"] == "lease_lost"
+        status, _ = await decide(g, item["item_id"], "clear", token=second)
+        assert status == 200
+    finally:
+        await g.close()
+
+
+async def test_confirm_alerts_police_and_keeps_the_hold_while_clear_releases_it(
+    agw: AlertGateway,
+) -> None:
+    await agw.set_policy(police=None)  # nothing goes to police without a human
+    bad, good = waybill(), waybill()
+    await agw.upload(DARK, bad)
+    await agw.upload(DARK, good)
+    assert await agw.alerts_of_site() == []
+    decided: dict[str, Any] = {}
+    for _ in range(2):
+        status, item = await next_item(agw)
+        assert status == 200
+        image_status, png = await agw.call(
+            "GET", f"/v1/review/items/{item['item_id']}/image", role="reviewer"
+        )
+        assert image_status == 200
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        decided[item["item_id"]] = item
+    items = list(decided)
+    status, d1 = await decide(agw, items[0], "confirm", category="controlled_knives")
+    assert status == 200
+    assert d1["reviewer"]
+    status, _ = await decide(agw, items[1], "clear", note="a pair of scissors")
+    assert status == 200
+    alerts = await agw.alerts_of_site()
+    assert len(alerts) == 1
+    assert alerts[0]["cause"] == "review_confirmed"
+    assert alerts[0]["category"] == "controlled_knives"
+    held = {h["waybill_no"]: h["status"] for h in (await agw.call("GET", "/v1/holds"))[1]["holds"]}
+    assert sorted(held.values()) == ["open", "released"]
+    confirmed_wb = alerts[0]["waybill_no"]
+    assert held[confirmed_wb] == "open"
+
+
+async def test_a_cleared_flag_lets_the_parcel_leave_compliantly(agw: AlertGateway) -> None:
+    await agw.set_policy(police=None)
+    wb = waybill()
+    site = agw.site
+    now = soon()
+    await agw.events(
+        [
+            event("parcel.received", site, wb, now, carrier="SF", flow="same_city"),
+            event("realname.registered", site, wb, now, contract_customer_ref="C-1"),
+            event("inspection.completed", site, wb, now, clerk_id="c1", result="pass"),
+            event("parcel.sealed", site, wb, soon(0.001), clerk_id="c1"),
+        ]
+    )
+    await agw.upload(DARK, wb, occurred_at=soon(0.002))
+    _, item = await next_item(agw)
+    status, _ = await decide(agw, item["item_id"], "clear")
+    assert status == 200
+    await agw.events([event("parcel.dispatched", site, wb, soon(60), carrier="SF")])
+    _, parcel = await agw.call("GET", f"/v1/parcels/{wb}", role="station")
+    assert parcel["violations"] == []
+    reviewed = [e for e in parcel["events"] if e["type"] == "xray.scanned"]
+    assert len(reviewed) == 2  # the scan, and the appended review outcome
+
+
+async def test_a_confirmed_flag_still_makes_dispatch_a_violation(agw: AlertGateway) -> None:
+    await agw.set_policy(police=None)
+    wb = waybill()
+    await agw.upload(DARK, wb)
+    _, item = await next_item(agw)
+    await decide(agw, item["item_id"], "confirm", category="controlled_knives")
+    await agw.events([event("parcel.dispatched", agw.site, wb, soon(60), carrier="SF")])
+    _, parcel = await agw.call("GET", f"/v1/parcels/{wb}", role="station")
+    assert "dispatched_while_flagged" in parcel["violations"]
+    # ... and police hear that a held parcel left.
+    causes = sorted(a["cause"] for a in await agw.alerts_of_site())
+    assert causes == ["dispatched_while_held", "review_confirmed"]
+
+
+async def test_escalation_goes_to_a_level_two_reviewer_and_every_decision_is_recorded(
+    agw: AlertGateway, pool: asyncpg.Pool[Any]
+) -> None:
+    await agw.set_policy(police=None)
+    senior_id, senior = await access.create_key(pool, Role.REVIEWER, [agw.site])
+    status, _ = await agw.call(
+        "PUT", f"/v1/review/reviewers/{senior_id}/level", role="admin", json={"level": 2}
+    )
+    assert status == 200
+    await agw.upload(DARK, waybill())
+    _, item = await next_item(agw)
+    status, body = await decide(agw, item["item_id"], "escalate")
+    assert status == 200
+    assert (await next_item(agw))[0] == 204  # level 1 no longer sees it
+    status, again = await next_item(agw, senior)
+    assert status == 200
+    assert again["level"] == 2
+    status, body = await decide(agw, again["item_id"], "escalate", token=senior)
+    assert status == 409
+    assert body["code"] == "cannot_escalate"
+    status, _ = await decide(agw, again["item_id"], "clear", token=senior)
+    assert status == 200
+    rows = await pool.fetch(
+        "SELECT reviewer, decision, level, decided_at FROM review_decisions"
+        " WHERE site_id = $1 ORDER BY decided_at",
+        agw.site,
+    )
+    assert [(r["decision"], r["level"]) for r in rows] == [("escalate", 1), ("clear", 2)]
+    assert rows[1]["reviewer"] == senior_id
+    assert all(r["decided_at"] is not None for r in rows)
+
+
+async def test_clear_scans_are_sampled_for_audit(
+    tmp_path: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> None:
+    g = await start_alert_gateway(
+        tmp_path, pool, vault, clear_audit_share=1.0, cleared_audit_share=1.0
+    )
+    try:
+        await g.set_policy(police=None)
+        await g.upload(BRIGHT, waybill())  # the model clears it; sampled anyway
+        status, item = await next_item(g)
+        assert status == 200
+        assert await pool.fetchval("SELECT count(*) FROM holds WHERE site_id = $1", g.site) == 0
+        await g.upload(DARK, waybill())
+        _, flagged = await next_item(g)
+        await decide(g, item["item_id"], "clear")
+        await decide(g, flagged["item_id"], "clear")
+        count = await pool.fetchval(
+            "SELECT count(*) FROM review_items WHERE site_id = $1 AND kind = 'audit'", g.site
+        )
+        assert count == 2  # the model-clear sample, and the reviewer-cleared re-check
+    finally:
+        await g.close()
+
+
+def fake_tip(_seed: int) -> TipImage:
+    return TipImage(
+        DARK, [{"class_name": "knife", "category": "controlled_knives", "box": [0, 0, 9, 9]}]
+    )
+
+
+async def test_projected_threats_score_the_reviewer_and_never_reach_police(
+    tmp_path: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> None:
+    g = await start_alert_gateway(
+        tmp_path, pool, vault, tip_rate=1.0, tip_pool_size=2, tip_renderer=fake_tip
+    )
+    try:
+        await g.set_policy(police=0.5)
+        await asyncio.sleep(0.2)  # the pool renders in the background
+        first, second = (await next_item(g))[1], (await next_item(g))[1]
+        assert first["findings"]  # the model's boxes, as on any real item
+        assert (await decide(g, first["item_id"], "confirm", category="controlled_knives"))[
+            0
+        ] == 200
+        assert (await decide(g, second["item_id"], "clear"))[0] == 200
+        assert await g.alerts_of_site() == []
+        assert await pool.fetchval("SELECT count(*) FROM holds WHERE site_id = $1", g.site) == 0
+        assert await pool.fetchval("SELECT count(*) FROM events WHERE site_id = $1", g.site) == 0
+        status, stats = await g.call("GET", "/v1/review/stats", role="supervisor")
+        assert status == 200
+        (mine,) = stats["reviewers"]
+        assert mine["tip_projected"] == 2
+        assert mine["tip_hits"] == 1
+        assert mine["tip_misses"] == 1
+        assert mine["hit_rate"] == 0.5
+    finally:
+        await g.close()
+
+
+def test_the_synthetic_generator_yields_a_threat_image_and_its_truth() -> None:
+    for seed in range(3_000_000, 3_000_010):
+        tip = render_synthetic(seed)
+        if tip is not None:
+            break
+    assert tip is not None
+    assert tip.png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tip.truth
+    assert all(len(t["box"]) == 4 and t["category"] for t in tip.truth)
