@@ -47,7 +47,7 @@ FAST: dict[str, Any] = {
 async def wait_for(predicate: Callable[[], Any], within: float = 10.0, step: float = 0.02) -> None:
     """Poll state owned by other tasks (relays, receivers), bounded by ``within`` s."""
     async with asyncio.timeout(within):
-        while not await _value(predicate()):
+        while not await _value(predicate()):  # noqa: ASYNC110 - state has no event to await
             await asyncio.sleep(step)
 
 
@@ -190,6 +190,12 @@ class AlertGateway:
         await self.runner.cleanup()
 
 
+def _write_model(model: Path) -> None:
+    model.parent.mkdir(parents=True, exist_ok=True)
+    if not model.exists():
+        tiny_detector(model)
+
+
 async def start_alert_gateway(
     tmp_path: Path,
     pool: asyncpg.Pool[Any],
@@ -197,10 +203,8 @@ async def start_alert_gateway(
     keys: Keys | None = None,
     **options: Any,
 ) -> AlertGateway:
-    tmp_path.mkdir(parents=True, exist_ok=True)
     model = tmp_path / "tiny.onnx"
-    if not model.exists():
-        tiny_detector(model)
+    await asyncio.to_thread(_write_model, model)
     settings = Settings(
         data_dir=tmp_path,
         api_key_cache_s=0.0,
