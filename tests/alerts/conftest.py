@@ -170,8 +170,9 @@ class AlertGateway:
     async def call(
         self, method: str, path: str, role: str = "police", **kw: Any
     ) -> tuple[int, Any]:
+        headers = {**self.gw.auth(role), **kw.pop("headers", {})}
         async with self.gw.http.request(
-            method, f"{self.gw.url}{path}", headers=self.gw.auth(role), **kw
+            method, f"{self.gw.url}{path}", headers=headers, **kw
         ) as resp:
             if resp.status == 204:
                 return 204, None

@@ -1,0 +1,195 @@
+"""The police side: causes beyond the X-ray model (prohibited_found, watchlist), the workflow on an
+alert, the audited identity read, and the live feed resumed with Last-Event-ID."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import aiohttp
+import asyncpg
+from stdnum.iso7064 import mod_11_2
+
+from screening.protection import PersonalDataVault
+from tests.alerts.conftest import DARK, AlertGateway, soon
+from tests.gateway.events import event
+
+
+def waybill() -> str:
+    return f"PO{uuid.uuid4().hex[:12].upper()}"
+
+
+def unique_resident_id() -> str:
+    body = "11010519900101" + str(uuid.uuid4().int)[:3]  # a valid birth date, random serial
+    return body + mod_11_2.calc_check_digit(body)
+
+
+def registration(site: str, wb: str, number: str) -> dict[str, Any]:
+    return event(
+        "realname.registered",
+        site,
+        wb,
+        soon(),
+        sender={
+            "document_type": "resident_id",
+            "document_number": number,
+            "name": "张三丰",
+            "phone": "13812345678",
+        },
+    )
+
+
+async def test_a_clerk_finding_a_prohibited_item_alerts_police_and_holds_the_parcel(
+    agw: AlertGateway,
+) -> None:
+    wb = waybill()
+    await agw.events(
+        [
+            event(
+                "inspection.completed",
+                agw.site,
+                wb,
+                soon(),
+                clerk_id="c1",
+                result="prohibited_found",
+            )
+        ]
+    )
+    (alert,) = await agw.alerts_of_site()
+    assert alert["cause"] == "inspection_prohibited"
+    assert alert["waybill_no"] == wb
+    _, holds = await agw.call("GET", "/v1/holds", role="station")
+    assert [h["waybill_no"] for h in holds["holds"]] == [wb]
+
+
+async def test_a_watchlisted_sender_alerts_and_only_police_read_the_identity_with_a_purpose(
+    agw: AlertGateway, vault: PersonalDataVault, pool: asyncpg.Pool[Any]
+) -> None:
+    number = unique_resident_id()
+    digest = vault.digest("document", number).hex()
+    status, _ = await agw.call(
+        "POST", "/v1/watchlist", json={"entries": [{"digest": digest, "label": "case 42"}]}
+    )
+    assert status == 200
+    try:
+        wb = waybill()
+        await agw.events([registration(agw.site, wb, unique_resident_id())])  # not listed
+        await agw.events([registration(agw.site, wb, number)])
+        (alert,) = await agw.alerts_of_site()
+        assert alert["cause"] == "watchlist"
+        path = f"/v1/alerts/{alert['alert_id']}"
+        # Supervisors see the alert, masked; they cannot open the identity.
+        status, masked = await agw.call("GET", path, role="supervisor")
+        assert status == 200
+        assert masked["sender"]["document_masked"].startswith(number[:4])
+        assert number not in json.dumps(masked)
+        status, body = await agw.call(
+            "POST", f"{path}/identity", role="supervisor", json={"purpose": "curious about it"}
+        )
+        assert status == 403
+        assert body["code"] == "forbidden_role"
+        # Police must state a purpose.
+        status, _body = await agw.call("POST", f"{path}/identity", json={})
+        assert status == 422
+        status, who = await agw.call(
+            "POST", f"{path}/identity", json={"purpose": "case 42: identify the sender"}
+        )
+        assert status == 200
+        assert who["document_number"] == number
+        assert who["name"] == "张三丰"
+        status, reads = await agw.call("GET", f"{path}/identity-reads")
+        (read,) = reads["reads"]
+        assert read["purpose"] == "case 42: identify the sender"
+        assert read["reader"]
+        assert read["read_at"]
+        assert read["record_event_id"] == who["record_event_id"]
+        # The watchlist holds no plaintext.
+        stored = await pool.fetch("SELECT document_hmac, label FROM watchlist")
+        assert all(number.encode() not in bytes(r["document_hmac"]) for r in stored)
+    finally:
+        await agw.call("POST", "/v1/watchlist/remove", json={"digests": [digest]})
+
+
+async def test_acknowledge_assign_and_close_are_recorded_and_seizure_closes_the_hold(
+    agw: AlertGateway,
+) -> None:
+    await agw.set_policy(police=0.5)
+    wb = waybill()
+    await agw.upload(DARK, wb)
+    (alert,) = await agw.alerts_of_site()
+    path = f"/v1/alerts/{alert['alert_id']}"
+    assert (await agw.call("POST", f"{path}/acknowledge"))[0] == 200
+    status, body = await agw.call("POST", f"{path}/assign", json={"assignee": "officer-7"})
+    assert body["status"] == "assigned"
+    status, body = await agw.call("POST", f"{path}/close", json={"disposition": "maybe"})
+    assert status == 422
+    status, body = await agw.call(
+        "POST", f"{path}/close", json={"disposition": "seized", "note": "knife in the box"}
+    )
+    assert status == 200
+    assert body["status"] == "closed"
+    assert body["disposition"] == "seized"
+    status, body = await agw.call("POST", f"{path}/acknowledge")
+    assert status == 409
+    _, details = await agw.call("GET", path)
+    assert [a["action"] for a in details["actions"]] == ["acknowledge", "assign", "close"]
+    assert all(a["actor"] and a["at"] for a in details["actions"])
+    _, holds = await agw.call("GET", "/v1/holds")
+    assert [(h["waybill_no"], h["status"]) for h in holds["holds"]] == [(wb, "seized")]
+    # Stations and reviewers cannot act on alerts.
+    assert (await agw.call("POST", f"{path}/acknowledge", role="station"))[0] == 403
+    assert (await agw.call("GET", "/v1/alerts", role="reviewer"))[0] == 403
+
+
+async def read_events(resp: aiohttp.ClientResponse, n: int) -> list[tuple[str, dict[str, Any]]]:
+    """Parse ``n`` SSE events (id, data) off a streaming response."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    current: dict[str, str] = {}
+    async with asyncio.timeout(10):
+        while len(out) < n:
+            line = (await resp.content.readline()).decode().rstrip("\n")
+            if not line:
+                if "data" in current:
+                    out.append((current.get("id", ""), json.loads(current["data"])))
+                current = {}
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            current[name] = value
+    return out
+
+
+async def test_the_live_feed_resumes_after_the_last_event_id(agw: AlertGateway) -> None:
+    await agw.set_policy(police=0.5)
+    url = f"{agw.gw.url}/v1/alerts/stream"
+    async with agw.gw.http.get(url, headers=agw.gw.auth("police")) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        await agw.upload(DARK, "FEED-1")
+        ((first_id, first),) = await read_events(resp, 1)
+    assert first["waybill_no"] == "FEED-1"
+    # The console is gone while two more alerts arrive.
+    await agw.upload(DARK, "FEED-2")
+    await agw.upload(DARK, "FEED-3")
+    headers = {**agw.gw.auth("police"), "Last-Event-ID": first_id}
+    async with agw.gw.http.get(url, headers=headers) as resp:
+        missed = await read_events(resp, 2)
+    assert [d["waybill_no"] for _, d in missed] == ["FEED-2", "FEED-3"]
+    # Another site's police see none of it.
+    other = {**agw.gw.auth("police", other=True), "Last-Event-ID": first_id}
+    async with agw.gw.http.get(url, headers=other) as resp:
+        await agw.upload(DARK, "FEED-4")
+        with_timeout: list[Any] = []
+        try:
+            async with asyncio.timeout(1.5):
+                with_timeout = await read_events(resp, 1)
+        except TimeoutError:
+            pass
+    assert with_timeout == []
+    status, _body = await agw.call(
+        "GET", url.replace(agw.gw.url, ""), headers={"Last-Event-ID": "x"}
+    )
+    assert status == 400
