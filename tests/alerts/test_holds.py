@@ -1,0 +1,91 @@
+"""Hold orders: a flagged parcel's hold goes down the station WebSocket at once, is re-sent until
+acknowledged, and through the firmware bridge stops the scanner's belt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from firmware_bridge.app import Bridge
+from screening.api.context import GATEWAY
+from tests.alerts.conftest import DARK, AlertGateway, wait_for
+from tests.bridge.conftest import bridge_config, fast_scanner, wait_until
+
+
+def waybill() -> str:
+    return f"HD{uuid.uuid4().hex[:12].upper()}"
+
+
+async def test_a_hold_is_pushed_to_the_station_socket_until_acknowledged(
+    agw: AlertGateway, pool: asyncpg.Pool[Any]
+) -> None:
+    await agw.set_policy(police=None)
+    async with agw.gw.http.ws_connect(
+        f"{agw.gw.url}/v1/stations/stream", headers=agw.gw.auth("station")
+    ) as ws:
+        await wait_for(lambda: bool(agw.gw.app[GATEWAY].station_streams.get(agw.site)))
+        wb = waybill()
+        await agw.upload(DARK, wb)
+        async with asyncio.timeout(5):
+            first = json.loads((await ws.receive()).data)
+        assert first["type"] == "hold"
+        assert first["waybill_no"] == wb
+        assert first["site_id"] == agw.site
+        async with asyncio.timeout(5):  # not acknowledged: it comes again
+            again = json.loads((await ws.receive()).data)
+        assert again["hold_id"] == first["hold_id"]
+        await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": first["hold_id"]}))
+
+        async def acked() -> bool:
+            got = await pool.fetchval(
+                "SELECT acked_at FROM holds WHERE site_id = $1 AND hold_id = $2",
+                agw.site,
+                uuid.UUID(first["hold_id"]),
+            )
+            return got is not None
+
+        await wait_for(acked)
+        pushed = agw.alerts.holds.pushed
+        await asyncio.sleep(1.3)  # past the re-push interval
+        assert agw.alerts.holds.pushed == pushed  # acknowledged holds are not sent again
+
+
+async def test_a_flagged_parcel_stops_the_virtual_scanners_belt_through_the_bridge(
+    agw: AlertGateway, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    await agw.set_policy(police=None)
+    scanner = fast_scanner(parcels=50, rate=500.0)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    config = bridge_config(
+        url, agw.gw.url, tmp_path / "spool.db", key=agw.gw.keys.by_role["station"], site_id=agw.site
+    )
+    bridge = Bridge(config)
+    await bridge.start()
+    try:
+        await wait_until(lambda: bool(bridge.holds and bridge.holds.connected))
+        await wait_until(lambda: scanner.state.belt_running)
+        wb = waybill()
+        await agw.upload(DARK, wb)
+        await wait_until(lambda: any(h.waybill_no == wb for h in scanner.state.holds))
+        assert not scanner.state.belt_running
+        hold = next(h for h in scanner.state.holds if h.waybill_no == wb)
+
+        async def acked() -> bool:
+            got = await pool.fetchval(
+                "SELECT acked_at FROM holds WHERE site_id = $1 AND hold_id = $2",
+                agw.site,
+                uuid.UUID(hold.hold_id),
+            )
+            return got is not None
+
+        await wait_for(acked)
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
