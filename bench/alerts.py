@@ -213,7 +213,7 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
                     sent[waybill] = t0
                 await asyncio.sleep(1.0 / args.rate)
             deadline = time.perf_counter() + 10.0
-            while set(sent) - set(received) and time.perf_counter() < deadline:
+            while set(sent) - set(received) and time.perf_counter() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             out, _ = await load.communicate()
             load_stats = json.loads(out)
