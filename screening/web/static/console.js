@@ -280,7 +280,7 @@ async function ranking(from, to) {
       value: r.total?.three_100_rate ?? null,
       note: r.total ? `(${r.total.dispatched})` : "",
       colour: (r.total?.three_100_rate ?? 0) >= 0.95 ? "#059669" : (r.total?.three_100_rate ?? 0) >= 0.8 ? "#d97706" : "#b42318",
-    })), { max: 1, format: pct, cls: "chart-ranking" }));
+    })), { max: 1, format: pct, cls: "chart-ranking", width: 1100 }));
 }
 
 async function viewOverview(query) {
@@ -314,7 +314,7 @@ async function viewOverview(query) {
   const trend = trendBuckets(days.rows, days.from, days.to, gran);
   main.append(h("section", { class: "card", id: "trend" },
     h("h2", {}, `${t("overview.trend")} (${t(`gran.${gran}`)})`),
-    days.total.dispatched ? lineChart(trend.labels, trend.series, { cls: "chart-trend" }) : h("p", { class: "empty" }, t("overview.no_data"))));
+    days.total.dispatched ? lineChart(trend.labels, trend.series, { cls: "chart-trend", width: 1100, height: 300 }) : h("p", { class: "empty" }, t("overview.no_data"))));
   const flowRows = flows.rows.filter((r) => r.dispatched > 0);
   main.append(h("div", { class: "grid2" },
     h("section", { class: "card", id: "by-flow" },
@@ -374,7 +374,7 @@ async function viewViolations(query) {
   let cursor = null;
   const load = async () => {
     const q = new URLSearchParams(params);
-    q.set("limit", "50");
+    q.set("limit", /^\d+$/.test(query.get("limit") || "") ? query.get("limit") : "50");
     if (cursor) q.set("cursor", cursor);
     let page;
     try { page = await api(`/v1/sites/${encodeURIComponent(site)}/violations?${q}`); } catch (err) { main.append(errorBox(err)); return; }

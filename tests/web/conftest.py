@@ -1,0 +1,88 @@
+"""Fixtures for the console's browser tests: Debian's headless Chromium driven by Playwright, and
+gateways with demo data (one shared read-only, one fresh per test that changes state)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from screening.protection import PersonalDataVault
+from tests.web.demo import Demo, seed, start_console_gateway
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture(scope="session")
+async def demo(pool: asyncpg.Pool[Any], vault: PersonalDataVault) -> AsyncIterator[Demo]:
+    """A gateway with two weeks of demo data, shared by the tests that only read."""
+    root = Path(tempfile.mkdtemp(prefix="screening-web-"))
+    gw, runner = await start_console_gateway(root, pool, vault)
+    try:
+        d = await seed(gw)
+        d.runner = runner
+        yield d
+    finally:
+        await gw.http.close()
+        await runner.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def fresh(
+    tmp_path: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> AsyncIterator[Demo]:
+    """A gateway of its own with a little data, for tests that review, alert or sign out."""
+    gw, runner = await start_console_gateway(tmp_path, pool, vault)
+    try:
+        d = await seed(gw, days=2, per_day=3, scans_per_day=1, flagged=2)
+        d.runner = runner
+        yield d
+    finally:
+        await gw.http.close()
+        await runner.cleanup()
+
+
+async def signed_in_page(browser: Any, url: str, key: str, lang: str = "zh-CN") -> Any:
+    """A new browser context signed in through the console's own form."""
+    context = await browser.new_context(viewport={"width": 1360, "height": 900}, locale=lang)
+    await context.add_init_script(f"localStorage.setItem('console.lang', '{lang}')")
+    page = await context.new_page()
+    await page.goto(f"{url}/console/")
+    await page.fill("#api-key", key)
+    await page.click("#signin button[type=submit]")
+    await page.wait_for_selector("main[data-ready]")
+    return page

@@ -1,0 +1,131 @@
+"""Console sign-in: cookie flags, sign-out, revoked keys, CSRF on state-changing requests, login
+from another origin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from screening.services import access
+from tests.web.conftest import needs_chromium, signed_in_page
+from tests.web.demo import Demo
+
+pytestmark = needs_chromium
+
+
+async def sign_in(demo: Demo, key: str) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with http.post(f"{demo.gateway.url}/console/session", json={"api_key": key}) as resp:
+        assert resp.status == 200, await resp.text()
+        return http, await resp.json()
+
+
+async def test_sign_in_sets_strict_httponly_cookies_and_sign_out_ends_the_session(
+    browser: Any, fresh: Demo
+) -> None:
+    gw = fresh.gateway
+    page = await signed_in_page(browser, gw.url, gw.keys.by_role["supervisor"])
+    cookies = {c["name"]: c for c in await page.context.cookies()}
+    session, csrf = cookies["scr_session"], cookies["scr_csrf"]
+    assert session["httpOnly"] is True
+    assert session["sameSite"] == "Strict"
+    assert session["secure"] is False  # plain http on loopback; https sets Secure
+    assert session["expires"] > 0
+    assert len(session["value"]) >= 43  # 256 random bits
+    assert csrf["httpOnly"] is False  # the script echoes it in X-CSRF-Token
+    assert csrf["sameSite"] == "Strict"
+    # The key itself is nowhere in the browser.
+    storage = await page.evaluate("JSON.stringify(localStorage) + document.cookie")
+    assert gw.keys.by_role["supervisor"] not in storage
+    assert await page.text_content("header .role") == "监管人员"
+
+    await page.click("#signout")
+    await page.wait_for_selector("#signin")
+    assert "scr_session" not in {c["name"] for c in await page.context.cookies()}
+    # The old cookie is dead on the server too, not only forgotten by the browser.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{gw.url}/v1/sites/{gw.keys.site}/rates",
+            headers={"Cookie": f"scr_session={session['value']}"},
+        ) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["code"] == "session_expired"
+    await page.context.close()
+
+
+async def test_a_bad_key_is_refused_with_a_message(browser: Any, demo: Demo) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{demo.gateway.url}/console/")
+    await page.fill("#api-key", "scr_supervisor_aaaaaaaaaa_" + "x" * 43)
+    await page.click("#signin button[type=submit]")
+    await page.wait_for_selector("#signin-error:not([hidden])")
+    assert "登录失败" in (await page.text_content("#signin-error") or "")
+    assert await context.cookies() == []
+    await context.close()
+
+
+async def test_a_revoked_key_ends_its_sessions_at_once(fresh: Demo) -> None:
+    gw = fresh.gateway
+    http, body = await sign_in(fresh, gw.keys.by_role["police"])
+    async with http:
+        async with http.get(f"{gw.url}/console/session") as resp:
+            assert resp.status == 200
+        await access.revoke_key(gw.pool, body["key_id"])
+        async with http.get(f"{gw.url}/console/session") as resp:
+            assert resp.status == 401
+
+
+async def test_state_changing_requests_need_the_sessions_csrf_token(fresh: Demo) -> None:
+    gw = fresh.gateway
+    http, body = await sign_in(fresh, gw.keys.by_role["police"])
+    assert body["role"] == "police"
+    assert "handle_alerts" in body["permissions"]
+    target = f"{gw.url}/v1/alerts/00000000-0000-0000-0000-000000000000/acknowledge"
+    async with http:
+        # Reads need no token: the session cookie alone authenticates GETs.
+        async with http.get(f"{gw.url}/v1/alerts") as resp:
+            assert resp.status == 200
+        for headers in ({}, {"X-CSRF-Token": "forged"}):
+            async with http.post(target, json={"note": ""}, headers=headers) as resp:
+                assert resp.status == 403
+                assert (await resp.json())["code"] == "csrf_failed"
+        async with http.post(
+            target, json={"note": ""}, headers={"X-CSRF-Token": body["csrf_token"]}
+        ) as resp:
+            assert resp.status == 404  # past the CSRF check: no such alert
+        # Signing out is state-changing too.
+        async with http.delete(f"{gw.url}/console/session") as resp:
+            assert resp.status == 403
+        async with http.delete(
+            f"{gw.url}/console/session", headers={"X-CSRF-Token": body["csrf_token"]}
+        ) as resp:
+            assert resp.status == 204
+
+
+async def test_sign_in_from_another_origin_or_as_a_form_is_refused(demo: Demo) -> None:
+    gw = demo.gateway
+    key = gw.keys.by_role["supervisor"]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{gw.url}/console/session",
+            json={"api_key": key},
+            headers={"Origin": "https://evil.example"},
+        ) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["code"] == "cross_origin"
+            assert "scr_session" not in resp.cookies
+        async with http.post(f"{gw.url}/console/session", data={"api_key": key}) as resp:
+            assert resp.status == 400
+        async with http.get(f"{gw.url}/console/session") as resp:
+            assert resp.status == 401
+
+
+async def test_the_page_forbids_framing_and_foreign_scripts(demo: Demo) -> None:
+    async with demo.gateway.http.get(f"{demo.gateway.url}/console/") as resp:
+        assert resp.status == 200
+        csp = resp.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert resp.headers["X-Frame-Options"] == "DENY"
