@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -14,12 +16,16 @@ from aiohttp import web
 
 from screening.alerts import ALERT_OPTIONS, ALERTS, AlertsComponent
 from screening.api.context import GATEWAY, Gateway, Metrics
+from screening.api.ledger import LEDGER_SIGNER
 from screening.api.problems import problem_middleware
 from screening.api.routes import add_routes
+from screening.domain.ledger import LedgerInconsistentError
 from screening.inference import DEFAULT_MODEL_PATH, DetectorConfig
 from screening.protection import PersonalDataVault
+from screening.services import ledger as ledger_service
 from screening.services.access import KeyAuthenticator
 from screening.services.ingest import CommitReport, GroupCommitWriter
+from screening.services.ledger import LedgerSigner
 from screening.services.scans import ScanLimits, ScanService
 from screening.settings import Settings
 from screening.storage.database import create_pool, migrate
@@ -48,6 +54,23 @@ def load_vault(settings: Settings) -> PersonalDataVault:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def checkpoint_periodically(
+    pool: asyncpg.Pool[Any], signer: LedgerSigner, settings: Settings
+) -> None:
+    """Sign a checkpoint for every site whose ledger grew, every interval (all gateways may run
+    this: a checkpoint of an unchanged tree is not signed twice)."""
+    while True:
+        await asyncio.sleep(settings.ledger_checkpoint_interval_s)
+        try:
+            await ledger_service.checkpoint_all(
+                pool, signer, origin_prefix=settings.ledger_origin_prefix
+            )
+        except LedgerInconsistentError:
+            log.critical("a site's ledger does not extend its last checkpoint; not signing it")
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("ledger checkpointing failed; will retry: %s", exc)
 
 
 def _metrics_middleware(metrics: Metrics) -> Any:
@@ -149,9 +172,17 @@ def create_app(
         writer.on_accepted = alerts.on_events  # in the ingest transaction
         app[ALERTS] = alerts
         await alerts.start()
+        signer = await asyncio.to_thread(LedgerSigner.load_or_create, settings.ledger_key_path)
+        app[LEDGER_SIGNER] = signer
+        checkpoints = asyncio.create_task(
+            checkpoint_periodically(the_pool, signer, settings), name="ledger-checkpoints"
+        )
         try:
             yield
         finally:
+            checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints
             await alerts.close()
             gw = app[GATEWAY]
             for sockets in gw.station_streams.values():

@@ -16,8 +16,8 @@ from screening.alerts import ALERTS
 from screening.alerts.feed import parse_cursor
 from screening.alerts.police import scope
 from screening.api.auth import principal_of
+from screening.api.endpoints import Param, Route
 from screening.api.problems import field_errors
-from screening.api.routes import Param, Route
 from screening.domain.access import Permission
 from screening.errors import BadRequestError, InvalidEventError, NotFoundError
 from screening.storage import alerts as store

@@ -14,7 +14,7 @@ from pydantic import Field
 from screening.alerts import ALERTS
 from screening.api.alerts import _Body, read_body
 from screening.api.auth import principal_of
-from screening.api.routes import Param, Route
+from screening.api.endpoints import Param, Route
 from screening.domain.access import Permission
 from screening.errors import BadRequestError, NotFoundError
 from screening.services.scans import render_overlay

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
-
 from aiohttp import web
-from pydantic import BaseModel
 
-from screening.api import ingest, reads, scans
+from screening.api import alerts, ingest, ledger, reads, review, scans
+from screening.api.endpoints import Param, Route
 from screening.api.schemas import (
     EventIn,
     HealthOut,
@@ -21,41 +17,12 @@ from screening.api.schemas import (
     ViolationsOut,
 )
 
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    where: str  # "path" or "query"
-    description: str
-    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    summary: str
-    roles: tuple[str, ...] = ()
-    body: Any = None  # pydantic model or annotated type
-    response: type[BaseModel] | None = None
-    params: tuple[Param, ...] = ()
-    websocket: bool = False
-    raw_response: str | None = None  # content type of a non-JSON response
-    success: tuple[tuple[str, str], ...] = (("200", "OK"),)
-    multipart: bool = False
-
-
 _DATE = {"type": "string", "format": "date"}
 _PERIOD = (
     Param("from", "query", "First day (site time zone); default 29 days before `to`", _DATE),
     Param("to", "query", "Last day (site time zone); default today", _DATE),
 )
 _SITE = Param("site_id", "path", "Site id", required=True)
-
-# After Route and Param: these modules build their route tuples from them.
-from screening.api import alerts, review  # noqa: E402
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -154,6 +121,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     *alerts.ROUTES,
     *review.ROUTES,
+    *ledger.ROUTES,
     Route("GET", "/healthz", reads.healthz, "Liveness", response=HealthOut),
     Route("GET", "/readyz", reads.readyz, "Readiness (database and writer)", response=HealthOut),
     Route("GET", "/metrics", reads.metrics, "Prometheus metrics", raw_response="text/plain"),
