@@ -78,8 +78,14 @@ async def fresh(
 
 async def signed_in_page(browser: Any, url: str, key: str, lang: str = "zh-CN") -> Any:
     """A new browser context signed in through the console's own form."""
-    context = await browser.new_context(viewport={"width": 1360, "height": 900}, locale=lang)
-    await context.add_init_script(f"localStorage.setItem('console.lang', '{lang}')")
+    # bypass_csp: Playwright's wait_for_function evaluates strings, which the console's CSP
+    # (script-src 'self') forbids; test_session checks the CSP header itself.
+    context = await browser.new_context(
+        viewport={"width": 1360, "height": 900}, locale=lang, bypass_csp=True
+    )
+    await context.add_init_script(
+        f"localStorage.getItem('console.lang') || localStorage.setItem('console.lang', '{lang}')"
+    )
     page = await context.new_page()
     await page.goto(f"{url}/console/")
     await page.fill("#api-key", key)

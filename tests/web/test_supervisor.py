@@ -1,0 +1,165 @@
+"""The supervisor's views in a real browser: charts drawn from the rates API, filters and paging
+of violations, a parcel's timeline, CSV export, the checkpoint card, language, and site scope."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from tests.web.conftest import needs_chromium, signed_in_page
+from tests.web.demo import Demo
+
+pytestmark = needs_chromium
+
+
+async def api(page: Any, path: str) -> tuple[int, Any]:
+    resp = await page.request.get(page.url.split("/console/")[0] + path)
+    return resp.status, await resp.json()
+
+
+async def test_overview_draws_trend_flow_and_ranking_from_the_rates(
+    browser: Any, demo: Demo
+) -> None:
+    gw = demo.gateway
+    page = await signed_in_page(browser, gw.url, demo.supervisor_both)
+    site = gw.keys.site
+    await page.goto(f"{gw.url}/console/#/overview?site={site}")
+    await page.wait_for_selector("main[data-ready=overview] #ranking")
+    status, rates = await api(page, f"/v1/sites/{site}/rates?group_by=day")
+    assert status == 200
+    days_with_parcels = [r for r in rates["rows"] if r["dispatched"]]
+    assert len(days_with_parcels) >= 10
+    # One point per day with dispatched parcels, on each of the four series.
+    trend = page.locator("svg.chart-trend")
+    assert await trend.locator("g.series").count() == 4
+    assert await trend.locator("polyline").count() >= 4
+    assert await trend.locator("circle.point").count() == 4 * len(days_with_parcels)
+    values = await trend.locator("g.series").nth(3).locator("circle.point").evaluate_all(
+        "els => els.map(e => Number(e.dataset.value))"
+    )
+    expected = [r["three_100_rate"] for r in rates["rows"] if r["dispatched"]]
+    assert values == expected
+    kpi = await page.text_content("#kpis .kpi.main b")
+    assert kpi == f"{rates['total']['three_100_rate'] * 100:.1f}%"
+    # By flow: a bar per flow that had parcels.
+    _, flows = await api(page, f"/v1/sites/{site}/rates?group_by=flow")
+    assert await page.locator("svg.chart-flow rect.bar").count() == len(
+        [r for r in flows["rows"] if r["dispatched"]]
+    )
+    # Ranking: both sites of this key, best first.
+    bars = page.locator("svg.chart-ranking rect.bar")
+    assert await bars.count() == 2
+    ranked = await bars.evaluate_all("els => els.map(e => Number(e.dataset.value))")
+    assert ranked == sorted(ranked, reverse=True)
+    # No checkpoint signed yet.
+    assert await page.text_content("#checkpoint #no-checkpoint") == "尚无检查点。"
+    # Weekly trend: at most three weeks in a two-week window of data.
+    await page.select_option("#gran", "week")
+    await page.wait_for_selector("main[data-ready=overview] #ranking")
+    weekly = await page.locator("svg.chart-trend g.series").nth(0).locator("circle").count()
+    assert 2 <= weekly <= 3
+    await page.context.close()
+
+
+async def test_violation_filters_paging_and_drill_down(browser: Any, demo: Demo) -> None:
+    gw = demo.gateway
+    site = gw.keys.other_site
+    page = await signed_in_page(browser, gw.url, demo.supervisor_both)
+    await page.goto(f"{gw.url}/console/#/violations?site={site}&limit=10")
+    await page.wait_for_selector("main[data-ready=violations]")
+    assert await page.locator("#violations tbody tr").count() == 10
+    await page.click("#more")
+    await page.wait_for_function("document.querySelectorAll('#violations tbody tr').length > 10")
+    # A filter: every row has the chosen reason, and the count is the API's.
+    await page.select_option("#reason", "sealed_before_inspection")
+    await page.click("#apply")
+    await page.wait_for_function("location.hash.includes('reason=sealed_before_inspection')")
+    await page.wait_for_selector("main[data-ready=violations]")
+    _, listed = await api(
+        page, f"/v1/sites/{site}/violations?reason=sealed_before_inspection&limit=1000"
+    )
+    rows = page.locator("#violations tbody tr")
+    assert await rows.count() == len(listed["items"]) > 0
+    reasons = await rows.evaluate_all("els => els.map(e => e.dataset.reason)")
+    assert set(reasons) == {"sealed_before_inspection"}
+    # Drill down: the parcel's timeline lists its events in order.
+    waybill = listed["items"][0]["waybill_no"]
+    await page.click(f"text={waybill}")
+    await page.wait_for_selector("main[data-ready=parcel] #timeline")
+    _, parcel = await api(page, f"/v1/parcels/{waybill}?site_id={site}")
+    types = await page.locator("#timeline li").evaluate_all("els => els.map(e => e.dataset.type)")
+    assert types == [e["type"] for e in parcel["events"]]
+    assert await page.text_content("#parcel-status") == "违规"
+    seal_rule = page.locator("ul.rules li[data-rule=inspection]")
+    assert "先封后验" in (await seal_rule.text_content() or "")
+    await page.context.close()
+
+
+async def test_csv_export_holds_every_filtered_violation(browser: Any, demo: Demo) -> None:
+    gw = demo.gateway
+    site = gw.keys.site
+    page = await signed_in_page(browser, gw.url, demo.supervisor_both)
+    await page.goto(f"{gw.url}/console/#/violations?site={site}&rule=inspection")
+    await page.wait_for_selector("main[data-ready=violations]")
+    href = await page.get_attribute("#export-csv", "href")
+    assert href is not None and "rule=inspection" in href
+    resp = await page.request.get(gw.url + href)
+    assert resp.status == 200
+    assert resp.headers["content-type"].startswith("text/csv")
+    assert "attachment" in resp.headers["content-disposition"]
+    text = (await resp.body()).decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    _, listed = await api(page, f"/v1/sites/{site}/violations?rule=inspection&limit=1000")
+    assert [(r["waybill_no"], r["reason"]) for r in rows] == [
+        (v["waybill_no"], v["reason"]) for v in listed["items"]
+    ]
+    assert rows and {r["rule"] for r in rows} == {"inspection"}
+    assert {r["site_id"] for r in rows} == {site}
+    await page.context.close()
+
+
+async def test_a_supervisor_sees_only_the_own_site(browser: Any, demo: Demo) -> None:
+    gw = demo.gateway
+    page = await signed_in_page(browser, gw.url, gw.keys.by_role["supervisor"])
+    other = gw.keys.other_site
+    await page.goto(f"{gw.url}/console/#/overview?site={other}")
+    await page.wait_for_selector("main[data-ready=overview] #ranking")
+    options = await page.locator("#site option").evaluate_all("els => els.map(e => e.value)")
+    assert options == [gw.keys.site]  # the other site is not offered, nor shown
+    assert other not in (await page.text_content("main h1") or "")
+    assert await page.locator("svg.chart-ranking rect.bar").count() == 1
+    status, sites = await api(page, "/console/sites")
+    assert [s["site_id"] for s in sites["sites"]] == [gw.keys.site]
+    for path in (
+        f"/v1/sites/{other}/rates",
+        f"/v1/sites/{other}/violations",
+        f"/console/export/{other}/violations.csv",
+        f"/console/reports/{other}/2026-11",
+    ):
+        resp = await page.request.get(gw.url + path)
+        assert resp.status == 403, path
+        assert (await resp.json())["code"] == "forbidden_site"
+    other_waybill = demo.waybills[other][0]
+    resp = await page.request.get(f"{gw.url}/v1/parcels/{other_waybill}")
+    assert resp.status == 404
+    await page.context.close()
+
+
+async def test_the_language_toggle_switches_every_string(browser: Any, demo: Demo) -> None:
+    gw = demo.gateway
+    page = await signed_in_page(browser, gw.url, gw.keys.by_role["supervisor"])
+    assert await page.text_content("header nav a[data-view=overview]") == "合规率"
+    await page.click("#lang")
+    await page.wait_for_function(
+        "document.querySelector('header nav a[data-view=overview]')?.textContent === 'Rates'"
+    )
+    await page.wait_for_selector("main[data-ready=overview] #ranking")
+    assert await page.get_attribute("html", "lang") == "en"
+    assert (await page.text_content("main h1") or "").startswith("Compliance rates")
+    assert await page.text_content("#checkpoint #no-checkpoint") == "No checkpoint yet."
+    # The choice sticks across a reload.
+    await page.reload()
+    await page.wait_for_selector("main[data-ready=overview]")
+    assert await page.text_content("header nav a[data-view=overview]") == "Rates"
+    await page.context.close()
