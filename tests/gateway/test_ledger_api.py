@@ -1,0 +1,84 @@
+"""Ledger endpoints: a signed checkpoint, and proofs that verify against it (RFC 9162)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+from screening.api.context import GATEWAY as GATEWAY_KEY
+from screening.domain.checkpoint import NoteVerifier, parse_and_verify
+from screening.domain.ledger import verify_consistency, verify_inclusion
+from screening.services import ledger as ledger_service
+from screening.services.ledger import LedgerSigner
+from tests.conftest import RunningGateway
+from tests.gateway.events import parcel_flow
+
+
+async def get(gw: RunningGateway, path: str, role: str = "supervisor") -> tuple[int, Any]:
+    async with gw.http.get(f"{gw.url}{path}", headers=gw.auth(role)) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def checkpoint_now(gw: RunningGateway) -> None:
+    signer = LedgerSigner.load_or_create(gw.app[GATEWAY_KEY].settings.ledger_key_path)
+    await ledger_service.make_checkpoint(gw.pool, gw.keys.site, signer)
+
+
+async def test_proofs_verify_against_the_signed_checkpoint(gateway: RunningGateway) -> None:
+    site = gateway.keys.site
+    first = parcel_flow(site, "LG0000000001")
+    async with gateway.http.post(f"{gateway.url}/v1/events", json=first, headers=gateway.auth()):
+        pass
+    status, body = await get(gateway, f"/v1/sites/{site}/ledger/checkpoint")
+    assert status == 404
+    assert body["code"] == "no_checkpoint"
+
+    await checkpoint_now(gateway)
+    status, cp = await get(gateway, f"/v1/sites/{site}/ledger/checkpoint")
+    assert status == 200, cp
+    assert cp["tree_size"] == 6
+    verifier = NoteVerifier.from_vkey(cp["vkey"])
+    checkpoint = parse_and_verify(cp["note"], verifier)
+    assert checkpoint.root_hash == base64.b64decode(cp["root_hash"])
+
+    event_id = first[3]["event_id"]
+    status, proof = await get(gateway, f"/v1/sites/{site}/ledger/inclusion?event_id={event_id}")
+    assert status == 200, proof
+    assert verify_inclusion(
+        base64.b64decode(proof["leaf_hash"]),
+        proof["leaf_index"],
+        proof["tree_size"],
+        [base64.b64decode(h) for h in proof["hashes"]],
+        checkpoint.root_hash,
+    )
+
+    second = parcel_flow(site, "LG0000000002")
+    async with gateway.http.post(f"{gateway.url}/v1/events", json=second, headers=gateway.auth()):
+        pass
+    await checkpoint_now(gateway)
+    status, cp2 = await get(gateway, f"/v1/sites/{site}/ledger/checkpoint")
+    assert cp2["tree_size"] == 12
+    new_root = parse_and_verify(cp2["note"], verifier).root_hash
+    status, cons = await get(gateway, f"/v1/sites/{site}/ledger/consistency?old_size=6&new_size=12")
+    assert status == 200, cons
+    assert verify_consistency(
+        6, 12, checkpoint.root_hash, new_root, [base64.b64decode(h) for h in cons["hashes"]]
+    )
+
+
+async def test_ledger_reads_respect_scope_and_input(gateway: RunningGateway) -> None:
+    site = gateway.keys.site
+    status, body = await get(gateway, f"/v1/sites/{site}/ledger/checkpoint", role="reviewer")
+    assert (status, body["code"]) == (403, "forbidden_role")
+    status, body = await get(
+        gateway, f"/v1/sites/{gateway.keys.other_site}/ledger/checkpoint", role="supervisor"
+    )
+    assert (status, body["code"]) == (403, "forbidden_site")
+    status, body = await get(gateway, f"/v1/sites/{site}/ledger/inclusion?event_id=nope")
+    assert (status, body["code"]) == (400, "invalid_query")
+    status, body = await get(gateway, f"/v1/sites/{site}/ledger/inclusion?event_id={uuid.uuid4()}")
+    assert (status, body["code"]) == (404, "not_in_ledger")
+    async with gateway.http.get(f"{gateway.url}/v1/ledger/vkey") as resp:
+        assert resp.status == 200
+        assert (await resp.text()).startswith("screening.example/ledger+")
