@@ -119,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
         "--break-share", type=float, default=0.08, help="share of parcels with a rule break"
     )
     demo.add_argument("--port", type=int, default=None)
+    demo.add_argument(
+        "--scanners",
+        type=int,
+        default=2,
+        help="sites that also run a virtual X-ray scanner and its firmware bridge",
+    )
     return p
 
 

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import signal
 import sys
@@ -24,6 +25,7 @@ import cv2
 from aiohttp import web
 from stdnum.iso7064 import mod_11_2
 
+from firmware_bridge.station import Station, start_station
 from screening.app import create_app
 from screening.cli import database
 from screening.domain.access import Role
@@ -243,6 +245,7 @@ async def render(
     key: str,
     sites: list[str],
     stats: dict[str, StationStats],
+    tunnels: dict[str, Station],
 ) -> str:
     headers = {"Authorization": f"Bearer {key}"}
     lines = [
@@ -260,6 +263,14 @@ async def render(
             f"{_pct(total['realname_rate']):>8} {_pct(total['inspection_rate']):>8} "
             f"{_pct(total['xray_rate']):>8} {_pct(total['three_100_rate']):>8} "
             f"{len(violations['items']):>10} {stats[site].scans:>6} {stats[site].flagged:>7}"
+        )
+    for site, tunnel in tunnels.items():
+        st = await tunnel.bridge.status()
+        lines.append(
+            f"  X-ray tunnel {site}: link {st['link']}, belt {st['belt']}, "
+            f"{st['lines_per_s']:.0f} lines/s, {st['scans']} parcels imaged "
+            f"({st['unbound_scans']} unbound), {st['uploads']} uploaded, "
+            f"spool {st['spool']['pending']} pending"
         )
     return "\n".join(lines)
 
@@ -306,6 +317,17 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
     elif not args.no_xray_images:
         print("rendering synthetic X-ray frames for the stations ...", flush=True)
         images = await asyncio.to_thread(prerender_images, 24)
+    tunnels: dict[str, Station] = {}
+    logging.getLogger("firmware_bridge").setLevel(logging.WARNING)  # the table shows its state
+    if model.exists():
+        # A virtual line-scan X-ray tunnel and its firmware bridge at the first sites: line data
+        # -> calibrated parcel images -> POST /v1/scans -> verdicts, as at a real station.
+        workdir = settings.data_dir / "demo-bridges"
+        workdir.mkdir(parents=True, exist_ok=True)
+        for i, s in enumerate(sites[: args.scanners]):
+            tunnels[s] = await start_station(
+                s, url, station_keys[s], workdir=workdir, seed=i + 1, status_interval=3600
+            )
     async with aiohttp.ClientSession() as http:
         tasks = [
             asyncio.create_task(
@@ -329,7 +351,7 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=2.0)
-                table = await render(http, url, supervisor_key, sites, stats)
+                table = await render(http, url, supervisor_key, sites, stats, tunnels)
                 if shown and sys.stdout.isatty():
                     print(f"\x1b[{shown}F", end="")
                 print(table, flush=True)
@@ -340,6 +362,8 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for tunnel in tunnels.values():
+                await tunnel.stop()
     await runner.cleanup()
     await pool.close()
     breaks = {k: sum(s.breaks.get(k, 0) for s in stats.values()) for k in BREAKS}
