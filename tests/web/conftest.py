@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
-)
+HAVE_CHROMIUM = CHROMIUM.exists()
+SKIP_REASON = "Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM, reason=SKIP_REASON)
 
 
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    if not HAVE_CHROMIUM:
+        pytest.skip(SKIP_REASON)
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -74,6 +74,27 @@ async def fresh(
     finally:
         await gw.http.close()
         await runner.cleanup()
+
+
+OpenConsole = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def open_console(browser: Any) -> AsyncIterator[OpenConsole]:
+    """``await open_console(url, key)``: a signed-in page, its context closed after the test
+    (an open page holds the alerts stream, which would delay the gateway's shutdown)."""
+    pages: list[Any] = []
+
+    async def open_(url: str, key: str, lang: str = "zh-CN") -> Any:
+        page = await signed_in_page(browser, url, key, lang)
+        pages.append(page)
+        return page
+
+    try:
+        yield open_
+    finally:
+        for page in pages:
+            await page.context.close()
 
 
 async def signed_in_page(browser: Any, url: str, key: str, lang: str = "zh-CN") -> Any:

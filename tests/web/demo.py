@@ -71,7 +71,8 @@ async def start_console_gateway(
         from screening.web import add_console
 
         add_console(app)
-    runner = web.AppRunner(app, access_log=None)
+    # Open SSE streams would hold a graceful shutdown for its full default minute.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -91,7 +92,12 @@ async def post_events(gw: RunningGateway, events: list[dict[str, Any]], other: b
 
 
 async def upload_scan(
-    gw: RunningGateway, site: str, waybill: str | None, at: datetime, image: bytes, scanner: str,
+    gw: RunningGateway,
+    site: str,
+    waybill: str | None,
+    at: datetime,
+    image: bytes,
+    scanner: str,
     other: bool = False,
 ) -> dict[str, Any]:
     meta = {
@@ -102,12 +108,11 @@ async def upload_scan(
         "occurred_at": at.isoformat(),
     }
     form = aiohttp.FormData()
-    form.add_field("metadata", json.dumps(meta).encode(), filename="m.json",
-                   content_type="application/json")
+    form.add_field(
+        "metadata", json.dumps(meta).encode(), filename="m.json", content_type="application/json"
+    )
     form.add_field("image", image, filename="x.png", content_type="image/png")
-    async with gw.http.post(
-        f"{gw.url}/v1/scans", data=form, headers=gw.auth(other=other)
-    ) as resp:
+    async with gw.http.post(f"{gw.url}/v1/scans", data=form, headers=gw.auth(other=other)) as resp:
         body: dict[str, Any] = await resp.json()
         assert resp.status == 201, body
         return body
@@ -160,14 +165,21 @@ async def seed(
                 skip = set(kind.pop("skip", frozenset()))
                 if scanned:
                     skip.add("xray")  # the upload makes the xray.scanned event
-                evs = parcel_flow(site, waybill, start=start, flow=flow, skip=frozenset(skip),
-                                  **kind)
+                evs = parcel_flow(
+                    site, waybill, start=start, flow=flow, skip=frozenset(skip), **kind
+                )
                 for e in evs:
                     if e["type"] == "xray.scanned":
                         e["scanner_id"] = rng.choice(SCANNERS)
                 if scanned:
-                    uploads.append((waybill, start + timedelta(minutes=4), BRIGHT,
-                                    SCANNERS[(day + i) % len(SCANNERS)]))
+                    uploads.append(
+                        (
+                            waybill,
+                            start + timedelta(minutes=4),
+                            BRIGHT,
+                            SCANNERS[(day + i) % len(SCANNERS)],
+                        )
+                    )
                 events.extend(evs)
                 waybills.append(waybill)
         await post_events(gw, events, other)
@@ -180,7 +192,13 @@ async def seed(
         start = now - timedelta(hours=2, minutes=10 * k)
         evs = parcel_flow(gw.keys.site, waybill, start=start, skip=frozenset({"xray", "dispatch"}))
         await post_events(gw, evs, False)
-        await upload_scan(gw, gw.keys.site, waybill, start + timedelta(minutes=4), DARK,
-                          SCANNERS[k % len(SCANNERS)])
+        await upload_scan(
+            gw,
+            gw.keys.site,
+            waybill,
+            start + timedelta(minutes=4),
+            DARK,
+            SCANNERS[k % len(SCANNERS)],
+        )
         demo.flagged.append(waybill)
     return demo

@@ -8,10 +8,8 @@ from typing import Any
 import aiohttp
 
 from screening.services import access
-from tests.web.conftest import needs_chromium, signed_in_page
+from tests.web.conftest import OpenConsole
 from tests.web.demo import Demo
-
-pytestmark = needs_chromium
 
 
 async def sign_in(demo: Demo, key: str) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
@@ -22,10 +20,10 @@ async def sign_in(demo: Demo, key: str) -> tuple[aiohttp.ClientSession, dict[str
 
 
 async def test_sign_in_sets_strict_httponly_cookies_and_sign_out_ends_the_session(
-    browser: Any, fresh: Demo
+    open_console: OpenConsole, fresh: Demo
 ) -> None:
     gw = fresh.gateway
-    page = await signed_in_page(browser, gw.url, gw.keys.by_role["supervisor"])
+    page = await open_console(gw.url, gw.keys.by_role["supervisor"])
     cookies = {c["name"]: c for c in await page.context.cookies()}
     session, csrf = cookies["scr_session"], cookies["scr_csrf"]
     assert session["httpOnly"] is True
@@ -44,14 +42,15 @@ async def test_sign_in_sets_strict_httponly_cookies_and_sign_out_ends_the_sessio
     await page.wait_for_selector("#signin")
     assert "scr_session" not in {c["name"] for c in await page.context.cookies()}
     # The old cookie is dead on the server too, not only forgotten by the browser.
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
             f"{gw.url}/v1/sites/{gw.keys.site}/rates",
             headers={"Cookie": f"scr_session={session['value']}"},
-        ) as resp:
-            assert resp.status == 401
-            assert (await resp.json())["code"] == "session_expired"
-    await page.context.close()
+        ) as resp,
+    ):
+        assert resp.status == 401
+        assert (await resp.json())["code"] == "session_expired"
 
 
 async def test_a_bad_key_is_refused_with_a_message(browser: Any, demo: Demo) -> None:

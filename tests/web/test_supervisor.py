@@ -7,10 +7,8 @@ import csv
 import io
 from typing import Any
 
-from tests.web.conftest import needs_chromium, signed_in_page
+from tests.web.conftest import OpenConsole
 from tests.web.demo import Demo
-
-pytestmark = needs_chromium
 
 
 async def api(page: Any, path: str) -> tuple[int, Any]:
@@ -19,10 +17,10 @@ async def api(page: Any, path: str) -> tuple[int, Any]:
 
 
 async def test_overview_draws_trend_flow_and_ranking_from_the_rates(
-    browser: Any, demo: Demo
+    open_console: OpenConsole, demo: Demo
 ) -> None:
     gw = demo.gateway
-    page = await signed_in_page(browser, gw.url, demo.supervisor_both)
+    page = await open_console(gw.url, demo.supervisor_both)
     site = gw.keys.site
     await page.goto(f"{gw.url}/console/#/overview?site={site}")
     await page.wait_for_selector("main[data-ready=overview] #ranking")
@@ -35,8 +33,11 @@ async def test_overview_draws_trend_flow_and_ranking_from_the_rates(
     assert await trend.locator("g.series").count() == 4
     assert await trend.locator("polyline").count() >= 4
     assert await trend.locator("circle.point").count() == 4 * len(days_with_parcels)
-    values = await trend.locator("g.series").nth(3).locator("circle.point").evaluate_all(
-        "els => els.map(e => Number(e.dataset.value))"
+    values = (
+        await trend.locator("g.series")
+        .nth(3)
+        .locator("circle.point")
+        .evaluate_all("els => els.map(e => Number(e.dataset.value))")
     )
     expected = [r["three_100_rate"] for r in rates["rows"] if r["dispatched"]]
     assert values == expected
@@ -59,13 +60,14 @@ async def test_overview_draws_trend_flow_and_ranking_from_the_rates(
     await page.wait_for_selector("main[data-ready=overview] #ranking")
     weekly = await page.locator("svg.chart-trend g.series").nth(0).locator("circle").count()
     assert 2 <= weekly <= 3
-    await page.context.close()
 
 
-async def test_violation_filters_paging_and_drill_down(browser: Any, demo: Demo) -> None:
+async def test_violation_filters_paging_and_drill_down(
+    open_console: OpenConsole, demo: Demo
+) -> None:
     gw = demo.gateway
     site = gw.keys.other_site
-    page = await signed_in_page(browser, gw.url, demo.supervisor_both)
+    page = await open_console(gw.url, demo.supervisor_both)
     await page.goto(f"{gw.url}/console/#/violations?site={site}&limit=10")
     await page.wait_for_selector("main[data-ready=violations]")
     assert await page.locator("#violations tbody tr").count() == 10
@@ -93,17 +95,19 @@ async def test_violation_filters_paging_and_drill_down(browser: Any, demo: Demo)
     assert await page.text_content("#parcel-status") == "违规"
     seal_rule = page.locator("ul.rules li[data-rule=inspection]")
     assert "先封后验" in (await seal_rule.text_content() or "")
-    await page.context.close()
 
 
-async def test_csv_export_holds_every_filtered_violation(browser: Any, demo: Demo) -> None:
+async def test_csv_export_holds_every_filtered_violation(
+    open_console: OpenConsole, demo: Demo
+) -> None:
     gw = demo.gateway
     site = gw.keys.site
-    page = await signed_in_page(browser, gw.url, demo.supervisor_both)
+    page = await open_console(gw.url, demo.supervisor_both)
     await page.goto(f"{gw.url}/console/#/violations?site={site}&rule=inspection")
     await page.wait_for_selector("main[data-ready=violations]")
     href = await page.get_attribute("#export-csv", "href")
-    assert href is not None and "rule=inspection" in href
+    assert href is not None
+    assert "rule=inspection" in href
     resp = await page.request.get(gw.url + href)
     assert resp.status == 200
     assert resp.headers["content-type"].startswith("text/csv")
@@ -114,14 +118,14 @@ async def test_csv_export_holds_every_filtered_violation(browser: Any, demo: Dem
     assert [(r["waybill_no"], r["reason"]) for r in rows] == [
         (v["waybill_no"], v["reason"]) for v in listed["items"]
     ]
-    assert rows and {r["rule"] for r in rows} == {"inspection"}
+    assert rows
+    assert {r["rule"] for r in rows} == {"inspection"}
     assert {r["site_id"] for r in rows} == {site}
-    await page.context.close()
 
 
-async def test_a_supervisor_sees_only_the_own_site(browser: Any, demo: Demo) -> None:
+async def test_a_supervisor_sees_only_the_own_site(open_console: OpenConsole, demo: Demo) -> None:
     gw = demo.gateway
-    page = await signed_in_page(browser, gw.url, gw.keys.by_role["supervisor"])
+    page = await open_console(gw.url, gw.keys.by_role["supervisor"])
     other = gw.keys.other_site
     await page.goto(f"{gw.url}/console/#/overview?site={other}")
     await page.wait_for_selector("main[data-ready=overview] #ranking")
@@ -129,7 +133,7 @@ async def test_a_supervisor_sees_only_the_own_site(browser: Any, demo: Demo) -> 
     assert options == [gw.keys.site]  # the other site is not offered, nor shown
     assert other not in (await page.text_content("main h1") or "")
     assert await page.locator("svg.chart-ranking rect.bar").count() == 1
-    status, sites = await api(page, "/console/sites")
+    _status, sites = await api(page, "/console/sites")
     assert [s["site_id"] for s in sites["sites"]] == [gw.keys.site]
     for path in (
         f"/v1/sites/{other}/rates",
@@ -143,12 +147,13 @@ async def test_a_supervisor_sees_only_the_own_site(browser: Any, demo: Demo) -> 
     other_waybill = demo.waybills[other][0]
     resp = await page.request.get(f"{gw.url}/v1/parcels/{other_waybill}")
     assert resp.status == 404
-    await page.context.close()
 
 
-async def test_the_language_toggle_switches_every_string(browser: Any, demo: Demo) -> None:
+async def test_the_language_toggle_switches_every_string(
+    open_console: OpenConsole, demo: Demo
+) -> None:
     gw = demo.gateway
-    page = await signed_in_page(browser, gw.url, gw.keys.by_role["supervisor"])
+    page = await open_console(gw.url, gw.keys.by_role["supervisor"])
     assert await page.text_content("header nav a[data-view=overview]") == "合规率"
     await page.click("#lang")
     await page.wait_for_function(
@@ -162,4 +167,3 @@ async def test_the_language_toggle_switches_every_string(browser: Any, demo: Dem
     await page.reload()
     await page.wait_for_selector("main[data-ready=overview]")
     assert await page.text_content("header nav a[data-view=overview]") == "Rates"
-    await page.context.close()

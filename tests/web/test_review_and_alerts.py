@@ -1,0 +1,87 @@
+"""The reviewer's queue and the police's live alerts in two real browsers: a reviewer confirms a
+flagged image with the keyboard and the police view receives the alert over SSE, opens it with
+its image, acknowledges and closes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.web.conftest import OpenConsole
+from tests.web.demo import Demo
+
+
+async def image_loaded(page: Any, selector: str) -> bool:
+    await page.wait_for_selector(selector)
+    await page.wait_for_function(
+        f"document.querySelector('{selector}').complete && "
+        f"document.querySelector('{selector}').naturalWidth > 0"
+    )
+    return True
+
+
+async def test_a_reviewer_confirms_and_police_see_the_alert_live(
+    open_console: OpenConsole, fresh: Demo
+) -> None:
+    gw = fresh.gateway
+    police = await open_console(gw.url, gw.keys.by_role["police"])
+    assert police.url.endswith("#/alerts")  # police land on their alerts
+    await police.wait_for_selector("#live.on")  # the SSE stream is open
+    assert await police.locator("#alert-list li.alert").count() == 0
+
+    reviewer = await open_console(gw.url, gw.keys.by_role["reviewer"])
+    assert reviewer.url.endswith("#/review")
+    await reviewer.wait_for_selector("#review-pane [data-item]")
+    assert await image_loaded(reviewer, "#review-image")
+    src = await reviewer.get_attribute("#review-image", "src")
+    assert src is not None
+    assert "/v1/review/items/" in src
+    assert await reviewer.locator("#findings tr").count() >= 1
+    first_item = await reviewer.get_attribute("#review-pane [data-item]", "data-item")
+    # Keyboard: 3 picks the third category, C confirms.
+    options = await reviewer.locator("#category option").evaluate_all(
+        "els => els.map(e => e.value)"
+    )
+    assert "controlled_knives" in options
+    await reviewer.keyboard.press("3")
+    chosen = await reviewer.input_value("#category")
+    assert chosen == options[2]
+    await reviewer.keyboard.press("c")
+    await reviewer.wait_for_selector("#review-status[data-decision=confirm]")
+    # The next flagged item is leased and shown at once; X clears it.
+    await reviewer.wait_for_function(
+        f"document.querySelector('#review-pane [data-item]')?.dataset.item !== '{first_item}'"
+    )
+    await reviewer.keyboard.press("x")
+    await reviewer.wait_for_selector("#review-status[data-decision=clear]")
+    await reviewer.wait_for_selector("#review-empty")
+
+    # Live: the confirmed item arrives on the police page without a reload.
+    alert = police.locator("#alert-list li.alert.fresh")
+    await alert.wait_for(timeout=10_000)
+    assert await alert.count() == 1
+    label = {"controlled_knives": "管制刀具", "ammunition": "弹药"}.get(chosen, chosen)
+    assert label in (await alert.text_content() or "")
+    await alert.locator("a").click()
+    await police.wait_for_selector("#alert-detail #alert-status[data-status=open]")
+    assert await image_loaded(police, "#alert-image")
+    await police.click("#acknowledge")
+    await police.wait_for_selector("#alert-status[data-status=acknowledged]")
+    await police.select_option("#disposition", "seized")
+    await police.click("#close")
+    await police.wait_for_selector("#alert-status[data-status=closed]")
+    assert "查扣" in (await police.text_content("#alert-status") or "")
+    assert await police.locator("#alert-list li.alert[data-status=closed]").count() == 1
+    assert await police.locator(".actions-log li").count() == 2  # acknowledge, close
+
+
+async def test_a_supervisor_reads_alerts_but_cannot_act_or_review(
+    open_console: OpenConsole, fresh: Demo
+) -> None:
+    gw = fresh.gateway
+    page = await open_console(gw.url, gw.keys.by_role["supervisor"])
+    views = await page.locator("header nav a").evaluate_all("els => els.map(e => e.dataset.view)")
+    assert views == ["overview", "violations", "alerts", "report"]
+    await page.goto(f"{gw.url}/console/#/review")
+    await page.wait_for_selector("main[data-ready=overview]")  # not a view of this role
+    resp = await page.request.get(f"{gw.url}/v1/review/next")
+    assert resp.status == 403
