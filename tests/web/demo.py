@@ -63,6 +63,7 @@ async def start_console_gateway(
         model_path=tiny_detector(data_dir / "tiny.onnx"),
         max_image_bytes=200_000,
         max_image_pixels=1_000_000,
+        ledger_checkpoint_interval_s=3600.0,  # tests sign checkpoints themselves
     )
     keys = await make_keys(pool)
     app = create_app(settings, pool=pool, vault=vault)

@@ -248,15 +248,50 @@ function kpis(total) {
     card(t("rate.three_100"), r(total.three_100_rate), "main"));
 }
 
+const b64bytes = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+const hexOf = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+
+// C2SP signed note: "<body>\n\n— <name> <base64(key id(4) || Ed25519 signature(64))>\n", checked
+// against the verifier key "<name>+<hex key id>+<base64(0x01 || public key)>". WebCrypto's
+// Ed25519 needs a secure context (HTTPS or loopback): elsewhere the note is shown unchecked.
+async function verifyNote(note, vkey, expect) {
+  if (!globalThis.crypto?.subtle || !vkey) return "unchecked";
+  const [name, keyId, keyB64] = vkey.split("+");
+  const keyBytes = b64bytes(keyB64 || "");
+  const split = note.indexOf("\n\n");
+  if (keyBytes[0] !== 1 || split < 0) return "bad";
+  const body = note.slice(0, split + 1);
+  const [origin, size, root] = body.split("\n");
+  if (Number(size) !== expect.tree_size || root !== expect.root_hash) return "bad";
+  let key;
+  try {
+    key = await crypto.subtle.importKey("raw", keyBytes.slice(1), { name: "Ed25519" }, false, ["verify"]);
+  } catch { return "unchecked"; } // a browser without Ed25519 in WebCrypto
+  for (const line of note.slice(split + 2).split("\n")) {
+    const m = /^\u2014 (\S+) (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const raw = b64bytes(m[2]);
+    if (hexOf(raw.slice(0, 4)) !== keyId) continue;
+    if (await crypto.subtle.verify({ name: "Ed25519" }, key, raw.slice(4), new TextEncoder().encode(body))) return origin ? "verified" : "bad";
+  }
+  return "bad";
+}
+
 async function checkpointCard(site) {
   const box = h("section", { class: "card", id: "checkpoint" }, h("h2", {}, t("checkpoint.title")));
   try {
     const cp = await api(`/v1/sites/${encodeURIComponent(site)}/ledger/checkpoint`);
+    const verdict = await verifyNote(cp.note || "", cp.vkey, cp);
+    box.dataset.verified = verdict;
     box.append(
+      h("p", { class: `badge ${verdict === "verified" ? "ok" : verdict === "bad" ? "bad" : ""}`, id: "checkpoint-verdict" },
+        t(`checkpoint.${verdict}`)),
       h("dl", {},
         h("dt", {}, t("checkpoint.size")), h("dd", { "data-tree-size": cp.tree_size }, cp.tree_size),
         h("dt", {}, t("checkpoint.root")), h("dd", { class: "mono" }, cp.root_hash),
-        h("dt", {}, t("checkpoint.at")), h("dd", {}, fmtTime(cp.created_at))),
+        cp.origin ? [h("dt", {}, t("checkpoint.origin")), h("dd", { class: "mono" }, cp.origin)] : null,
+        cp.created_at ? [h("dt", {}, t("checkpoint.at")), h("dd", {}, fmtTime(cp.created_at))] : null,
+        cp.vkey ? [h("dt", {}, t("checkpoint.key")), h("dd", { class: "mono" }, cp.vkey)] : null),
       h("details", {}, h("summary", {}, t("checkpoint.note")), h("pre", { class: "mono" }, cp.note || "")));
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) box.append(h("p", { class: "empty", id: "no-checkpoint" }, t("checkpoint.none")));
@@ -651,3 +686,5 @@ async function start() {
 }
 
 start();
+
+export { verifyNote }; // for tests of the checkpoint check
