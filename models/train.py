@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -40,14 +41,14 @@ SCALE_RANGES = ((0.0, 40.0), (40.0, 90.0), (90.0, 1e5))
 CENTRE_RADIUS = 2.5  # strides
 
 
-def load_split(data: Path, split: str, styles: set[str] | None = None
-               ) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_split(data: Path, split: str, styles: set[str] | None = None,
+               limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Images (RGB uint8) and labels (n, 5: class, x1, y1, x2, y2 in pixels) of a YOLO-format
     split (images/<split>/*.png|jpg, labels/<split>/*.txt): any such folder trains the same way.
     `styles` keeps only our synthetic images of those vendor styles (named by seed)."""
     out = []
     files = sorted(p for p in (data / "images" / split).iterdir()
-                   if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+                   if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
     for path in files:
         if styles is not None and style_of(int(path.stem), ("A", "B", "C")) not in styles:
             continue
@@ -199,15 +200,67 @@ def export(net: Detector, path: Path, size: int, meta: dict[str, str]) -> None:
     onnx.save(proto, str(path))
 
 
+def load_onnx_weights(net: Detector, path: Path, size: int) -> None:
+    """Initialise `net` from one of our exports, whose convs carry their folded batch norm.
+
+    Convs are matched by execution order; each BatchNorm becomes identity plus the folded bias
+    (mean 0, var 1 − eps, γ 1, β = bias). Train such a net with `freeze_bn` so batch statistics
+    do not re-normalise the folded scales."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    weights = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    onnx_convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    order: list[torch.nn.Conv2d] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m))
+             for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    net.eval()
+    with torch.no_grad():
+        net(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    bn_after = {}
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.Sequential) and len(mod) == 3 and \
+                isinstance(mod[1], torch.nn.BatchNorm2d):
+            bn_after[id(mod[0])] = mod[1]
+    if len(order) != len(onnx_convs):
+        raise RuntimeError(f"{path}: {len(onnx_convs)} convs, model has {len(order)}")
+    with torch.no_grad():
+        for conv, node in zip(order, onnx_convs, strict=True):
+            w = torch.from_numpy(weights[node.input[1]].copy())
+            b = torch.from_numpy(weights[node.input[2]].copy()) if len(node.input) > 2 else None
+            conv.weight.copy_(w)
+            bn = bn_after.get(id(conv))
+            if bn is None:
+                if b is not None and conv.bias is not None:
+                    conv.bias.copy_(b)
+                continue
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(b if b is not None else torch.zeros_like(bn.bias))
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+
+
+def freeze_bn(net: torch.nn.Module) -> None:
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+
+
 def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
     n_total = len(list((args.data / "images" / "train").iterdir()))
-    data = load_split(args.data, "train", set(args.styles.split(",")) if args.styles else None)
+    data = load_split(args.data, "train", set(args.styles.split(",")) if args.styles else None,
+                      args.limit_images or None)
     print(f"{len(data)} training images", file=sys.stderr)
     net = Detector(len(CLASSES))
+    if args.init:
+        load_onnx_weights(net, args.init, args.imgsz)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=5e-4)
     steps_per_epoch = len(data) // args.batch
     total = steps_per_epoch * args.epochs
@@ -229,6 +282,8 @@ def train(args: argparse.Namespace) -> Path:
         order = list(range(len(data)))
         rng.shuffle(order)
         net.train()
+        if args.init:
+            freeze_bn(net)
         for k in range(steps_per_epoch):
             batch = [augment(*data[j], args.imgsz, rng) for j in
                      order[k * args.batch:(k + 1) * args.batch]]
@@ -263,7 +318,8 @@ def train(args: argparse.Namespace) -> Path:
         {"train_wall_s": round(wall, 1), "epochs": args.epochs, "images": len(data),
          "batch": args.batch, "imgsz": args.imgsz, "seed": args.seed, "lr": args.lr,
          "threads": args.threads, "styles": args.styles or "A,B,C", "version": args.version,
-         "images_total": n_total}, indent=2))
+         "images_total": n_total, "init": str(args.init.name) if args.init else None},
+        indent=2))
     print(f"exported {args.out} after {wall / 60:.1f} min", file=sys.stderr)
     return args.out
 
@@ -272,13 +328,18 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=MODEL_PATH)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=12, help="stage 1: from scratch")
+    ap.add_argument("--limit-images", type=int, default=3000, help="stage 1 uses the first N")
+    ap.add_argument("--finetune-epochs", type=int, default=6,
+                    help="stage 2: continue from stage 1 on all images, BN frozen (0: skip)")
+    ap.add_argument("--finetune-lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--styles", default="", help="train only on these vendor styles (A,B,...)")
+    ap.add_argument("--init", type=Path, default=None, help="start from one of our ONNX exports")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--no-evaluate", action="store_true")
     ap.add_argument("--xvendor-epochs", type=int, default=5,
@@ -287,9 +348,11 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.data / "meta" / "test.jsonl").exists():
         subprocess.run([sys.executable, "-m", "models.synth", "--out", str(args.data)],
                        check=True)
-    train(args)
-    if args.no_evaluate:
+    if args.no_evaluate:  # a single stage, as given (used for experiments)
+        train(args)
         return
+    stage1 = argparse.Namespace(**{**vars(args), "out": RUNS / "stage1.onnx"})
+    train(stage1)
     cmd = [sys.executable, "-m", "models.evaluate", "--model", str(args.out), "--data",
            str(args.data)]
     if args.xvendor_epochs > 0:
@@ -297,7 +360,26 @@ def main(argv: list[str] | None = None) -> None:
                                    "out": RUNS / "xvendor.onnx", "version": "xvendor"})
         train(xv)
         cmd += ["--xvendor-model", str(xv.out)]
+    if args.finetune_epochs > 0:
+        stage2 = argparse.Namespace(**{**vars(args), "init": stage1.out, "limit_images": 0,
+                                       "epochs": args.finetune_epochs, "lr": args.finetune_lr})
+        train(stage2)
+        merge_stages(stage1.out, args.out)
+    else:
+        shutil.copy(stage1.out, args.out)
+        shutil.copy(stage1.out.with_suffix(".train.json"), args.out.with_suffix(".train.json"))
     subprocess.run(cmd, check=True)
+
+
+def merge_stages(stage1: Path, final: Path) -> None:
+    """Record both stages in the final model's training record (wall time is their sum)."""
+    s1 = json.loads(stage1.with_suffix(".train.json").read_text())
+    s2 = json.loads(final.with_suffix(".train.json").read_text())
+    merged = {**s2, "stages": [s1, s2], "train_wall_s": s1["train_wall_s"] + s2["train_wall_s"],
+              "epochs": f"{s1['epochs']} + {s2['epochs']}",
+              "images": f"{s1['images']} then {s2['images']}",
+              "lr": f"{s1['lr']} then {s2['lr']}"}
+    final.with_suffix(".train.json").write_text(json.dumps(merged, indent=2))
 
 
 if __name__ == "__main__":

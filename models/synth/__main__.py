@@ -13,7 +13,7 @@ from models.synth.dataset import (
     write_yolo,
 )
 
-DEFAULT_TRAIN = 3000
+DEFAULT_TRAIN = 6000
 DEFAULT_VAL = 0
 DEFAULT_TEST = 600
 
