@@ -67,6 +67,10 @@ def render(report: MonthlyReport, lang: str) -> str:
     def s(key: str) -> str:
         return escape(t.get(key, key))
 
+    def category(code: str) -> str:
+        # A model without a manifest names its classes, not catalogue categories.
+        return escape(t.get("category." + code) or t.get("class." + code) or code)
+
     site = report.site
     month = report.month.strftime("%Y-%m")
     rate_head = [t["col.dispatched"], *(t[k] for k in RATE_KEYS)]
@@ -170,7 +174,7 @@ def render(report: MonthlyReport, lang: str) -> str:
         if report.alerts:
             kinds = ("seized", "released", "false_alarm")
             rows = [
-                f"<tr><td>{s('category.' + a.category)}</td><td>{a.total}</td><td>{a.open}</td>"
+                f"<tr><td>{category(a.category)}</td><td>{a.total}</td><td>{a.open}</td>"
                 + "".join(f"<td>{a.dispositions.get(k, 0)}</td>" for k in kinds)
                 + "</tr>"
                 for a in report.alerts

@@ -13,19 +13,19 @@ PALETTE = ("#1f6feb", "#d97706", "#059669", "#b42318", "#7c3aed", "#0e7490")
 
 
 def _fmt_pct(v: float) -> str:
-    return f"{v * 100:.0f}%"
+    return f"{v * 100:.1f}".removesuffix(".0") + "%"
 
 
 def line_chart(
     labels: Sequence[str],
     series: Sequence[tuple[str, Sequence[float | None]]],
     *,
-    width: int = 720,
-    height: int = 220,
+    width: int = 900,
+    height: int = 240,
     y_min: float = 0.0,
 ) -> str:
     """Rates (0..1) over ``labels``; a None breaks the line (no parcel that day)."""
-    left, right, top, bottom = 44, 12, 12, 28
+    left, right, top, bottom = 48, 12, 30, 28
     w, h = width - left - right, height - top - bottom
     n = max(len(labels), 1)
     span = 1.0 - y_min or 1.0
@@ -76,9 +76,9 @@ def line_chart(
     for s, (name, _) in enumerate(series):
         lx = left + 8 + s * 150
         out.append(
-            f'<rect x="{lx}" y="{top + 2}" width="10" height="10" '
+            f'<rect x="{lx}" y="6" width="10" height="10" '
             f'fill="{PALETTE[s % len(PALETTE)]}"/>'
-            f'<text x="{lx + 14}" y="{top + 11}" font-size="11" fill="#111827">'
+            f'<text x="{lx + 14}" y="15" font-size="11" fill="#111827">'
             f"{escape(name)}</text>"
         )
     out.append("</svg>")
@@ -86,7 +86,7 @@ def line_chart(
 
 
 def bar_chart(
-    items: Sequence[tuple[str, float]], *, width: int = 720, bar: int = 20, unit: str = ""
+    items: Sequence[tuple[str, float]], *, width: int = 900, bar: int = 20, unit: str = ""
 ) -> str:
     """Horizontal bars, one per (label, value), scaled to the largest value."""
     left, right = 200, 60

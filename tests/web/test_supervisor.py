@@ -3,11 +3,13 @@ of violations, a parcel's timeline, CSV export, the checkpoint card, language, a
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 from typing import Any
 
 from screening.api.ledger import LEDGER_SIGNER
+from screening.domain.checkpoint import Checkpoint, NoteSigner, sign_note
 from screening.services import ledger as ledger_service
 from tests.web.conftest import OpenConsole
 from tests.web.demo import Demo
@@ -195,6 +197,21 @@ async def test_the_latest_signed_checkpoint_is_shown_verified(
         forged,
     )
     assert verdict == "bad"
+    # Keys whose base64 holds "+" (the vkey's field separator) verify too; a wrong key does not.
+    signers = (NoteSigner.generate("screening.example/ledger") for _ in range(200))
+    plus = next(s for s in signers if "+" in s.vkey().split("+", 2)[2])
+    checkpoint = Checkpoint("screening.example/sites/T", 5, bytes(range(32)))
+    note = sign_note(checkpoint.body(), [plus])
+    claimed = {"tree_size": 5, "root_hash": base64.b64encode(bytes(range(32))).decode()}
+    for vkey, expected in ((plus.vkey(), "verified"), (cp["vkey"], "bad")):
+        verdict = await page.evaluate(
+            """async ([note, vkey, cp]) => {
+                const mod = await import('/console/static/console.js');
+                return mod.verifyNote(note, vkey, cp);
+            }""",
+            [note, vkey, claimed],
+        )
+        assert verdict == expected, vkey
 
 
 async def api_json(gw: Any, path: str) -> tuple[int, Any]:

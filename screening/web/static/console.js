@@ -76,6 +76,9 @@ const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString(state.lang, { hour1
 const isoDay = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
 const today = () => isoDay(new Date());
 const daysAgo = (n) => { const d = new Date(); d.setDate(d.getDate() - n); return isoDay(d); };
+// A model without a manifest names classes, not catalogue categories: show either in words.
+const has = (key) => Object.hasOwn(state.strings, key);
+const catLabel = (c) => (has(`category.${c}`) ? t(`category.${c}`) : has(`class.${c}`) ? t(`class.${c}`) : c || "—");
 const may = (perm) => state.session?.permissions.includes(perm);
 const siteName = (id) => state.sites.find((s) => s.site_id === id)?.name || id;
 
@@ -256,7 +259,11 @@ const hexOf = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).
 // Ed25519 needs a secure context (HTTPS or loopback): elsewhere the note is shown unchecked.
 async function verifyNote(note, vkey, expect) {
   if (!globalThis.crypto?.subtle || !vkey) return "unchecked";
-  const [name, keyId, keyB64] = vkey.split("+");
+  // base64 may itself hold "+": only the first two separate the fields.
+  const first = vkey.indexOf("+");
+  const second = vkey.indexOf("+", first + 1);
+  if (first < 0 || second < 0) return "bad";
+  const [name, keyId, keyB64] = [vkey.slice(0, first), vkey.slice(first + 1, second), vkey.slice(second + 1)];
   const keyBytes = b64bytes(keyB64 || "");
   const split = note.indexOf("\n\n");
   if (keyBytes[0] !== 1 || split < 0) return "bad";
@@ -432,10 +439,10 @@ function eventDetail(ev) {
   if (p.flow) bits.push(t(`flow.${p.flow}`));
   if (p.carrier) bits.push(p.carrier);
   if (p.clerk_id) bits.push(p.clerk_id);
-  if (p.result) bits.push(p.result);
+  if (p.result) bits.push(has(`value.${p.result}`) ? t(`value.${p.result}`) : p.result);
   if (p.scanner_id) bits.push(p.scanner_id);
-  if (p.verdict) bits.push(p.verdict);
-  if (p.sender?.document_masked) bits.push(p.sender.document_masked);
+  if (p.verdict) bits.push(has(`value.${p.verdict}`) ? t(`value.${p.verdict}`) : p.verdict);
+  if (p.sender) bits.push([p.sender.name_masked, p.sender.document_masked].filter(Boolean).join(" "));
   if (p.contract_customer_ref) bits.push(p.contract_customer_ref);
   return bits.join(" · ");
 }
@@ -516,10 +523,10 @@ async function viewReview() {
         h("h2", {}, t("review.findings")),
         h("table", { class: "data", id: "findings" },
           h("tbody", {}, item.findings.map((f) => h("tr", {},
-            h("td", {}, t(`category.${f.category}`)), h("td", {}, f.class_name), h("td", {}, pct(f.score)))))),
+            h("td", {}, catLabel(f.category)), h("td", {}, f.class_name), h("td", {}, pct(f.score)))))),
         h("label", {}, t("review.category"),
           h("select", { id: "category" }, cats.map((c, i) =>
-            h("option", { value: c, selected: c === top?.category }, `${i < 9 ? `${i + 1}. ` : ""}${t(`category.${c}`)}`)))),
+            h("option", { value: c, selected: c === top?.category }, `${i < 9 ? `${i + 1}. ` : ""}${catLabel(c)}`)))),
         h("label", {}, t("review.note"), h("input", { id: "note", type: "text", maxlength: 1000 })),
         h("div", { class: "buttons" },
           h("button", { type: "button", id: "confirm", class: "danger", onclick: () => decide("confirm") }, t("review.confirm")),
@@ -559,9 +566,9 @@ async function viewAlerts(query, selected) {
     const li = h("li", { class: `alert ${a.status}${fresh ? " fresh" : ""}${a.alert_id === selected ? " selected" : ""}`, "data-alert": a.alert_id, "data-status": a.status },
       h("a", { href: `#/alerts/${a.alert_id}` },
         fresh ? h("span", { class: "badge new" }, t("alerts.new")) : null,
-        h("b", {}, t(`category.${a.category}`)),
+        h("b", {}, catLabel(a.category)),
         h("span", {}, `${siteName(a.site_id)} · ${a.waybill_no || "—"}`),
-        h("span", { class: "meta" }, `${a.score === null ? "" : pct(a.score)} · ${t(`status.${a.status}`)} · ${fmtTime(a.created_at)}`)));
+        h("span", { class: "meta" }, [a.score === null ? "" : pct(a.score), t(`status.${a.status}`), fmtTime(a.created_at)].filter(Boolean).join(" · "))));
     return li;
   };
   const upsert = (a, fresh) => {
@@ -604,13 +611,13 @@ async function showAlert(id, box, onChange) {
   };
   const s = a.sender;
   box.replaceChildren(
-    h("h2", {}, `${t("alerts.detail")}: ${t(`category.${a.category}`)}`),
+    h("h2", {}, `${t("alerts.detail")}: ${catLabel(a.category)}`),
     a.image_url ? h("img", { id: "alert-image", alt: "X-ray", src: a.image_url }) : null,
     h("dl", { class: "facts" },
       h("dt", {}, t("col.site")), h("dd", {}, siteName(a.site_id)),
       h("dt", {}, t("col.waybill")), h("dd", {}, a.waybill_no || "—"),
       h("dt", {}, t("col.score")), h("dd", {}, a.score === null ? "—" : pct(a.score)),
-      h("dt", {}, t("alerts.cause")), h("dd", {}, a.cause),
+      h("dt", {}, t("alerts.cause")), h("dd", {}, has(`cause.${a.cause}`) ? t(`cause.${a.cause}`) : a.cause),
       h("dt", {}, t("col.time")), h("dd", {}, fmtTime(a.occurred_at)),
       h("dt", {}, t("col.status")), h("dd", { id: "alert-status", "data-status": a.status },
         t(`status.${a.status}`), a.disposition ? ` · ${t(`disposition.${a.disposition}`)}` : ""),
@@ -620,7 +627,7 @@ async function showAlert(id, box, onChange) {
       h("label", {}, t("alerts.disposition"), disposition),
       h("button", { type: "button", id: "close", class: "danger", onclick: () => act("close", { disposition: disposition.value, note: "" }) }, t("alerts.close"))) : null,
     h("h3", {}, t("alerts.actions")),
-    h("ul", { class: "actions-log" }, (a.actions || []).map((x) => h("li", {}, `${fmtTime(x.at)} · ${x.action} · ${x.actor}`))));
+    h("ul", { class: "actions-log" }, (a.actions || []).map((x) => h("li", {}, `${fmtTime(x.at)} · ${has(`action.${x.action}`) ? t(`action.${x.action}`) : x.action} · ${x.actor}${x.detail?.disposition ? ` · ${t(`disposition.${x.detail.disposition}`)}` : ""}${x.detail?.note ? ` · ${x.detail.note}` : ""}`))));
 }
 
 // ---- monthly report -----------------------------------------------------------------------
