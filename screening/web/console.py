@@ -7,9 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from screening.api.auth import principal_of
 from screening.api.context import GATEWAY
 from screening.api.problems import field_errors
-from screening.api.reads import _date_param, _today
 from screening.domain.access import Permission, Principal
+from screening.domain.compliance import DEFAULT_TIMEZONE
 from screening.errors import AuthenticationError, BadRequestError, ForbiddenError, InvalidEventError
 from screening.services import access, queries
 from screening.web import sessions
@@ -44,6 +45,21 @@ NO_STORE = {"Cache-Control": "no-store"}
 class SignInIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     api_key: str = Field(min_length=1, max_length=200)
+
+
+def _date_param(request: web.Request, name: str) -> date | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"{name} must be a date (YYYY-MM-DD)", code="invalid_query") from exc
+
+
+def _today() -> date:
+    # The same default "today" as the JSON API's reads (the default site time zone).
+    return datetime.now(ZoneInfo(DEFAULT_TIMEZONE)).date()
 
 
 def session_json(principal: Principal, csrf: str, expires_at: datetime) -> dict[str, Any]:

@@ -79,6 +79,7 @@ def render(report: MonthlyReport, lang: str) -> str:
         f'<meta charset="utf-8"><title>{s("report.title")} {escape(site.site_id)} {month}</title>'
         f"<style>{CSS}</style></head><body>",
         f"<h1>{s('report.title')} · {escape(site.name)} ({escape(site.site_id)}) · {month}</h1>",
+        f'<div class="toolbar"><a href="?format=pdf&amp;lang={lang}">{s("report.pdf")}</a></div>',
         f'<div class="meta">{s("report.timezone")}: {escape(site.policy.timezone)} · '
         f"{s('report.generated')}: {report.generated_at.strftime('%Y-%m-%d %H:%M UTC')}</div>",
     ]
@@ -213,7 +214,15 @@ async def get_report(request: web.Request) -> web.Response:
         request.app[GATEWAY].pool, principal, site_id, month, datetime.now(UTC)
     )
     page = render(report, lang)
-    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    headers = {
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        # A static page: its own inline styles and SVG, nothing else, never framed.
+        "Content-Security-Policy": (
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        ),
+    }
     if fmt == "pdf":
         pdf = await html_to_pdf(page, request.app[CONSOLE].chromium)
         name = f"report-{site_id}-{month.strftime('%Y-%m')}.pdf"

@@ -3,11 +3,14 @@ from another origin."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 
+from screening.domain.access import Principal, Role
 from screening.services import access
+from screening.web import sessions
 from tests.web.conftest import OpenConsole
 from tests.web.demo import Demo
 
@@ -128,3 +131,18 @@ async def test_the_page_forbids_framing_and_foreign_scripts(demo: Demo) -> None:
         assert "script-src 'self'" in csp
         assert "frame-ancestors 'none'" in csp
         assert resp.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_an_expired_session_is_refused(fresh: Demo) -> None:
+    gw = fresh.gateway
+    signed_in, body = await sign_in(fresh, gw.keys.by_role["supervisor"])
+    await signed_in.close()
+    principal = Principal(body["key_id"], Role.SUPERVISOR, frozenset({gw.keys.site}))
+    long_ago = datetime.now(UTC) - timedelta(hours=9)
+    async with gw.pool.acquire() as conn:
+        cookie, _ = await sessions.create_session(conn, principal, long_ago, 8 * 3600.0)
+    async with aiohttp.ClientSession() as http, http.get(
+        f"{gw.url}/v1/sites/{gw.keys.site}/rates", headers={"Cookie": f"scr_session={cookie}"}
+    ) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["code"] == "session_expired"
