@@ -132,7 +132,6 @@ class AlertsComponent:
     async def start(self) -> None:
         await self.notifications.start()
         await self.holds.start()
-        await self.tips.start()
         if self.relay is not None:
             await self.relay.start()
 

@@ -134,9 +134,32 @@ class Intake:
         ]
         registrations = [p for p in events if p.personal_data is not None]
         dispatches = [p for p in events if p.event_type is EventType.PARCEL_DISPATCHED]
-        if not (prohibited or registrations or dispatches):
+        # A station's own scanner verdict (no image upload here): hold it, and alert on score.
+        flagged = [
+            p
+            for p in events
+            if p.event_type is EventType.XRAY_SCANNED
+            and p.payload.get("verdict") == "flagged"
+            and "review" not in p.payload
+        ]
+        if not (prohibited or registrations or dispatches or flagged):
             return  # the common case: no query at all
         policy = await self._policies.get(conn)
+        for p in flagged:
+            await store.insert_hold(
+                conn, p.site_id, uuid.uuid4(), p.waybill_no, "flagged by the station", None, now
+            )
+            assessment = policy.assess(p.payload.get("detections", []))
+            if assessment.police_category is not None:
+                await self._alert(
+                    conn,
+                    p,
+                    "scan_score",
+                    assessment.police_category,
+                    policy,
+                    now,
+                    score=assessment.police_score,
+                )
         if policy.inspection_prohibited_found:
             for p in prohibited:
                 await store.insert_hold(
@@ -169,6 +192,7 @@ class Intake:
         category: str,
         policy: AlertPolicy,
         now: datetime,
+        score: float | None = None,
     ) -> None:
         await store.insert_alert(
             conn,
@@ -178,7 +202,7 @@ class Intake:
                 dedupe_key=f"{cause}:{p.event_id}",
                 cause=cause,
                 category=category,
-                score=None,
+                score=score,
                 waybill_no=p.waybill_no,
                 scan_id=None,
                 source_event_id=p.event_id,

@@ -1,8 +1,9 @@
 """Threat image projection (TIP): synthetic threat images from ``models.synth`` for the reviewers'
 queue, with the ground truth kept on the gateway side.
 
-Rendering one image takes ~0.1 s of CPU, so a small pool is rendered off the event loop at start
-and topped up in the background; a reviewer never waits for the generator.
+Rendering one image takes ~0.1-0.3 s of CPU, so a small pool is rendered off the event loop, in
+the background, from the first time a reviewer asks for work (a gateway nobody reviews on never
+renders); until it is ready, reviewers simply get real items.
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ class TipLibrary:
         self._task: asyncio.Task[None] | None = None
         self.available = True
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._fill(), name="tip-render")
+    def ensure_started(self) -> None:
+        """Start filling the pool (once; idempotent)."""
+        if self._task is None and self._size > 0:
+            self._task = asyncio.create_task(self._fill(), name="tip-render")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -98,6 +101,7 @@ class TipLibrary:
 
     def draw(self) -> TipImage | None:
         """A random image from the pool (reused: the pool is small and reviewers many)."""
+        self.ensure_started()
         if not self._pool:
             return None
         return self._rng.choice(self._pool)

@@ -13,8 +13,9 @@ import asyncpg
 
 from firmware_bridge.app import Bridge
 from screening.api.context import GATEWAY
-from tests.alerts.conftest import DARK, AlertGateway, wait_for
+from tests.alerts.conftest import DARK, AlertGateway, soon, wait_for
 from tests.bridge.conftest import bridge_config, fast_scanner, wait_until
+from tests.gateway.events import event
 
 
 def waybill() -> str:
@@ -89,3 +90,24 @@ async def test_a_flagged_parcel_stops_the_virtual_scanners_belt_through_the_brid
         await bridge.stop()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_station_reported_flag_holds_the_parcel_and_its_dispatch_alerts_police(
+    agw: AlertGateway,
+) -> None:
+    await agw.set_policy(police=None)
+    wb = waybill()
+    await agw.events(
+        [
+            event(
+                "xray.scanned", agw.site, wb, soon(), scanner_id="own-1", verdict="flagged",
+                detections=[{"class_name": "knife", "score": 0.8, "box": [0, 0, 5, 5]}],
+            )
+        ]
+    )  # fmt: skip
+    _, holds = await agw.call("GET", "/v1/holds", role="station")
+    assert [(h["waybill_no"], h["status"]) for h in holds["holds"]] == [(wb, "open")]
+    assert await agw.alerts_of_site() == []
+    await agw.events([event("parcel.dispatched", agw.site, wb, soon(1), carrier="SF")])
+    (alert,) = await agw.alerts_of_site()
+    assert alert["cause"] == "dispatched_while_held"

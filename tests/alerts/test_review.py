@@ -20,6 +20,7 @@ from tests.alerts.conftest import (
     AlertGateway,
     soon,
     start_alert_gateway,
+    wait_for,
 )
 from tests.gateway.events import event
 
@@ -229,7 +230,7 @@ async def test_projected_threats_score_the_reviewer_and_never_reach_police(
     )
     try:
         await g.set_policy(police=0.5)
-        await asyncio.sleep(0.2)  # the pool renders in the background
+        await wait_for(lambda: g.alerts.tips.draw() is not None)  # rendered in the background
         first, second = (await next_item(g))[1], (await next_item(g))[1]
         assert first["findings"]  # the model's boxes, as on any real item
         assert (await decide(g, first["item_id"], "confirm", category="controlled_knives"))[
