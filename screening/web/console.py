@@ -5,6 +5,7 @@ key or console session) and checks the site scope server-side."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from datetime import UTC, date, datetime
@@ -234,8 +235,9 @@ async def export_violations(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@functools.cache
 def strings(lang: str) -> dict[str, str]:
-    """The UI strings of one language (the same files the console's script loads)."""
+    """The UI strings of one language (the same files the console's script loads), read once."""
     name = "en" if lang == "en" else "zh-CN"
     loaded: dict[str, str] = json.loads((STATIC_DIR / "i18n" / f"{name}.json").read_text("utf-8"))
     return loaded

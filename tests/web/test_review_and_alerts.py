@@ -85,3 +85,15 @@ async def test_a_supervisor_reads_alerts_but_cannot_act_or_review(
     await page.wait_for_selector("main[data-ready=overview]")  # not a view of this role
     resp = await page.request.get(f"{gw.url}/v1/review/next")
     assert resp.status == 403
+
+
+async def test_a_station_sees_its_rates_but_neither_queue_nor_alerts(
+    open_console: OpenConsole, demo: Demo
+) -> None:
+    gw = demo.gateway
+    page = await open_console(gw.url, gw.keys.by_role["station"])
+    views = await page.locator("header nav a").evaluate_all("els => els.map(e => e.dataset.view)")
+    assert views == ["overview", "violations", "report"]
+    for path in ("/v1/alerts", "/v1/review/next"):
+        resp = await page.request.get(f"{gw.url}{path}")
+        assert resp.status == 403, path

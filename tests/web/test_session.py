@@ -141,8 +141,11 @@ async def test_an_expired_session_is_refused(fresh: Demo) -> None:
     long_ago = datetime.now(UTC) - timedelta(hours=9)
     async with gw.pool.acquire() as conn:
         cookie, _ = await sessions.create_session(conn, principal, long_ago, 8 * 3600.0)
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{gw.url}/v1/sites/{gw.keys.site}/rates", headers={"Cookie": f"scr_session={cookie}"}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{gw.url}/v1/sites/{gw.keys.site}/rates", headers={"Cookie": f"scr_session={cookie}"}
+        ) as resp,
+    ):
         assert resp.status == 401
         assert (await resp.json())["code"] == "session_expired"
