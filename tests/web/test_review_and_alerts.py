@@ -20,7 +20,7 @@ async def image_loaded(page: Any, selector: str) -> bool:
 
 
 async def test_a_reviewer_confirms_and_police_see_the_alert_live(
-    open_console: OpenConsole, fresh: Demo
+    fresh: Demo, open_console: OpenConsole
 ) -> None:
     gw = fresh.gateway
     police = await open_console(gw.url, gw.keys.by_role["police"])
@@ -75,7 +75,7 @@ async def test_a_reviewer_confirms_and_police_see_the_alert_live(
 
 
 async def test_a_supervisor_reads_alerts_but_cannot_act_or_review(
-    open_console: OpenConsole, fresh: Demo
+    fresh: Demo, open_console: OpenConsole
 ) -> None:
     gw = fresh.gateway
     page = await open_console(gw.url, gw.keys.by_role["supervisor"])
@@ -88,7 +88,7 @@ async def test_a_supervisor_reads_alerts_but_cannot_act_or_review(
 
 
 async def test_a_station_sees_its_rates_but_neither_queue_nor_alerts(
-    open_console: OpenConsole, demo: Demo
+    demo: Demo, open_console: OpenConsole
 ) -> None:
     gw = demo.gateway
     page = await open_console(gw.url, gw.keys.by_role["station"])

@@ -23,7 +23,7 @@ async def sign_in(demo: Demo, key: str) -> tuple[aiohttp.ClientSession, dict[str
 
 
 async def test_sign_in_sets_strict_httponly_cookies_and_sign_out_ends_the_session(
-    open_console: OpenConsole, fresh: Demo
+    fresh: Demo, open_console: OpenConsole
 ) -> None:
     gw = fresh.gateway
     page = await open_console(gw.url, gw.keys.by_role["supervisor"])

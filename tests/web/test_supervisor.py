@@ -21,7 +21,7 @@ async def api(page: Any, path: str) -> tuple[int, Any]:
 
 
 async def test_overview_draws_trend_flow_and_ranking_from_the_rates(
-    open_console: OpenConsole, demo: Demo
+    demo: Demo, open_console: OpenConsole
 ) -> None:
     gw = demo.gateway
     page = await open_console(gw.url, demo.supervisor_both)
@@ -67,7 +67,7 @@ async def test_overview_draws_trend_flow_and_ranking_from_the_rates(
 
 
 async def test_violation_filters_paging_and_drill_down(
-    open_console: OpenConsole, demo: Demo
+    demo: Demo, open_console: OpenConsole
 ) -> None:
     gw = demo.gateway
     site = gw.keys.other_site
@@ -102,7 +102,7 @@ async def test_violation_filters_paging_and_drill_down(
 
 
 async def test_csv_export_holds_every_filtered_violation(
-    open_console: OpenConsole, demo: Demo
+    demo: Demo, open_console: OpenConsole
 ) -> None:
     gw = demo.gateway
     site = gw.keys.site
@@ -127,7 +127,7 @@ async def test_csv_export_holds_every_filtered_violation(
     assert {r["site_id"] for r in rows} == {site}
 
 
-async def test_a_supervisor_sees_only_the_own_site(open_console: OpenConsole, demo: Demo) -> None:
+async def test_a_supervisor_sees_only_the_own_site(demo: Demo, open_console: OpenConsole) -> None:
     gw = demo.gateway
     page = await open_console(gw.url, gw.keys.by_role["supervisor"])
     other = gw.keys.other_site
@@ -154,7 +154,7 @@ async def test_a_supervisor_sees_only_the_own_site(open_console: OpenConsole, de
 
 
 async def test_the_language_toggle_switches_every_string(
-    open_console: OpenConsole, demo: Demo
+    demo: Demo, open_console: OpenConsole
 ) -> None:
     gw = demo.gateway
     page = await open_console(gw.url, gw.keys.by_role["supervisor"])
@@ -174,7 +174,7 @@ async def test_the_language_toggle_switches_every_string(
 
 
 async def test_the_latest_signed_checkpoint_is_shown_verified(
-    open_console: OpenConsole, fresh: Demo
+    fresh: Demo, open_console: OpenConsole
 ) -> None:
     gw = fresh.gateway
     site = gw.keys.site
