@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.gateway.events import resident_id
 from tests.web.conftest import OpenConsole
 from tests.web.demo import Demo
 
@@ -66,12 +67,22 @@ async def test_a_reviewer_confirms_and_police_see_the_alert_live(
     assert await image_loaded(police, "#alert-image")
     await police.click("#acknowledge")
     await police.wait_for_selector("#alert-status[data-status=acknowledged]")
+    await police.fill("#assignee", "王警官")
+    await police.click("#assign")
+    await police.wait_for_selector("#alert-status[data-status=assigned]")
+    # The full identity, read with a stated purpose (and recorded by the alerts API).
+    await police.click("#alert-detail details.identity-box summary")
+    await police.fill("#purpose", "案件 2026-118 核查寄件人")
+    await police.click("#reveal")
+    await police.wait_for_selector("#identity-name")
+    assert await police.text_content("#identity-name") == "张三"
+    assert resident_id() in (await police.text_content("#identity-document") or "")
     await police.select_option("#disposition", "seized")
     await police.click("#close")
     await police.wait_for_selector("#alert-status[data-status=closed]")
     assert "查扣" in (await police.text_content("#alert-status") or "")
     assert await police.locator("#alert-list li.alert[data-status=closed]").count() == 1
-    assert await police.locator(".actions-log li").count() == 2  # acknowledge, close
+    assert await police.locator(".actions-log li").count() == 3  # acknowledge, assign, close
 
 
 async def test_a_supervisor_reads_alerts_but_cannot_act_or_review(

@@ -610,6 +610,7 @@ async function showAlert(id, box, onChange) {
     } catch (err) { box.prepend(errorBox(err)); }
   };
   const s = a.sender;
+  const assignee = h("input", { id: "assignee", type: "text", maxlength: 128, value: a.assignee || "", size: 12 });
   box.replaceChildren(
     h("h2", {}, `${t("alerts.detail")}: ${catLabel(a.category)}`),
     a.image_url ? h("img", { id: "alert-image", alt: "X-ray", src: a.image_url }) : null,
@@ -624,10 +625,37 @@ async function showAlert(id, box, onChange) {
       h("dt", {}, t("alerts.sender")), h("dd", {}, s ? [s.name_masked, s.document_masked, s.phone_masked].filter(Boolean).join(" · ") : "—")),
     handle ? h("div", { class: "buttons" },
       a.status === "open" ? h("button", { type: "button", id: "acknowledge", onclick: () => act("acknowledge", { note: "" }) }, t("alerts.acknowledge")) : null,
+      h("label", {}, t("alerts.assignee"), assignee),
+      h("button", { type: "button", id: "assign", class: "secondary", onclick: () => assignee.value.trim() && act("assign", { assignee: assignee.value.trim(), note: "" }) }, t("alerts.assign")),
       h("label", {}, t("alerts.disposition"), disposition),
       h("button", { type: "button", id: "close", class: "danger", onclick: () => act("close", { disposition: disposition.value, note: "" }) }, t("alerts.close"))) : null,
+    s && may("read_identity") ? identityBox(a) : null,
     h("h3", {}, t("alerts.actions")),
     h("ul", { class: "actions-log" }, (a.actions || []).map((x) => h("li", {}, `${fmtTime(x.at)} · ${has(`action.${x.action}`) ? t(`action.${x.action}`) : x.action} · ${x.actor}${x.detail?.disposition ? ` · ${t(`disposition.${x.detail.disposition}`)}` : ""}${x.detail?.note ? ` · ${x.detail.note}` : ""}`))));
+}
+
+// The sender's full identity: police only, and every read is recorded with its stated purpose
+// (POST /v1/alerts/{id}/identity). Shown in the page, never cached or stored by the console.
+function identityBox(a) {
+  const purpose = h("input", { id: "purpose", type: "text", minlength: 8, maxlength: 500, size: 40, placeholder: t("identity.purpose_hint") });
+  const out = h("div", { id: "identity" });
+  const reveal = async () => {
+    if (purpose.value.trim().length < 8) { purpose.focus(); return; }
+    try {
+      const who = await api(`/v1/alerts/${a.alert_id}/identity`, { method: "POST", body: { purpose: purpose.value.trim() } });
+      out.replaceChildren(h("dl", { class: "facts identity" },
+        h("dt", {}, t("identity.name")), h("dd", { id: "identity-name" }, who.name || "—"),
+        h("dt", {}, t("identity.document")), h("dd", { id: "identity-document" }, [who.document_type, who.document_number].filter(Boolean).join(" ") || "—"),
+        h("dt", {}, t("identity.phone")), h("dd", {}, who.phone || "—"),
+        who.contract_customer_ref ? [h("dt", {}, t("identity.contract")), h("dd", {}, who.contract_customer_ref)] : null),
+        h("p", { class: "hint" }, t("identity.recorded")));
+    } catch (err) { out.replaceChildren(errorBox(err)); }
+  };
+  return h("details", { class: "identity-box" },
+    h("summary", {}, t("identity.title")),
+    h("div", { class: "buttons" }, h("label", {}, t("identity.purpose"), purpose),
+      h("button", { type: "button", id: "reveal", class: "secondary", onclick: reveal }, t("identity.reveal"))),
+    out);
 }
 
 // ---- monthly report -----------------------------------------------------------------------
