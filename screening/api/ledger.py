@@ -18,6 +18,7 @@ from screening.domain.ledger import LeafNotFoundError, ProofRequestError
 from screening.errors import BadRequestError, ForbiddenError, NotFoundError
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner
+from screening.storage import ledger as ledger_store
 
 LEDGER_SIGNER: web.AppKey[LedgerSigner] = web.AppKey("ledger_signer", LedgerSigner)
 
@@ -51,16 +52,18 @@ def _int(request: web.Request, name: str, *, required: bool) -> int | None:
 async def get_checkpoint(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     site_id = _site(request, await principal_of(request, Permission.READ_RATES))
-    note = await ledger_service.latest_checkpoint(gw.pool, site_id)
-    if note is None:
+    async with gw.pool.acquire() as conn:
+        stored = await ledger_store.latest_checkpoint(conn, site_id)
+    if stored is None:
         raise NotFoundError("no checkpoint for this site yet", code="no_checkpoint")
-    checkpoint = Checkpoint.from_body(note.split("\n\n", 1)[0] + "\n")
+    checkpoint = Checkpoint.from_body(stored.note.split("\n\n", 1)[0] + "\n")
     body: dict[str, Any] = {
         "site_id": site_id,
         "origin": checkpoint.origin,
-        "tree_size": checkpoint.tree_size,
-        "root_hash": _b64(checkpoint.root_hash),
-        "note": note,
+        "tree_size": stored.tree_size,
+        "root_hash": _b64(stored.root_hash),
+        "note": stored.note,
+        "created_at": stored.created_at.isoformat(),
         "vkey": request.app[LEDGER_SIGNER].vkey(),
     }
     return web.json_response(body)
