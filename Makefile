@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: demo test lint bench train evaluate synth clean
+.PHONY: demo test lint bench train evaluate synth screenshots clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -40,6 +40,9 @@ train: $(TRAIN_STAMP)
 
 evaluate: $(TRAIN_STAMP)
 	$(BIN)/python -m models.evaluate $(EVAL_ARGS)
+
+screenshots: $(STAMP)
+	$(BIN)/python -m tests.web.screenshots --out docs/screenshots
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("bench.ingest", "bench.bridge", "bench.inference")
+MODULES = ("bench.ingest", "bench.bridge", "bench.inference", "bench.alerts")
 
 
 def main() -> int:
