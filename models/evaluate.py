@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="a model trained on styles A,B only; tested on style C")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--calib", type=int, default=CALIB_N)
-    ap.add_argument("--xvendor-n", type=int, default=400)
+    ap.add_argument("--xvendor-n", type=int, default=300)
     ap.add_argument("--report", type=Path, default=ROOT / "REPORT.md")
     a = ap.parse_args(argv)
 
@@ -250,6 +250,13 @@ def main(argv: list[str] | None = None) -> None:
                                                                        thresholds)}
     metrics["latency_ms"] = {f"batch{b}_threads{t}": round(latency_ms(a.model, manifest, t, b), 2)
                              for t in (1, 2) for b in (1, 4)}
+    stage1 = ROOT / "runs" / "stage1.onnx"
+    if stage1.exists() and stage1.resolve() != a.model.resolve():
+        s1_manifest = stage1.with_suffix(".json")
+        s1_meta = json.loads(stage1.with_suffix(".train.json").read_text())
+        s1_manifest.write_text(json.dumps(manifest_doc(stage1, "stage1", s1_meta, imgsz, None,
+                                                       None), indent=2))
+        metrics["stage1_test"] = summarise(test, predict(stage1, s1_manifest, test))
     xv = a.xvendor_model
     if xv is not None and xv.exists():
         xv_manifest = xv.with_suffix(".json")

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from screening.inference.errors import ImageDecodeError
 
 LETTERBOX_VALUE = 114  # Ultralytics' padding grey
+CROP_BELOW = 0.7  # crop to content only when the parcel spans less than this share of the frame
 
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
@@ -117,12 +118,17 @@ def prepare(
     crop_to_content: bool = False,
     pad_value: int = LETTERBOX_VALUE,
 ) -> tuple[U8, Letterbox]:
-    """Optionally crop to the parcel, then letterbox; the transform maps back to `rgb` pixels."""
+    """Optionally crop to the parcel, then letterbox; the transform maps back to `rgb` pixels.
+
+    The crop applies only when the parcel fills less than `CROP_BELOW` of the frame's width or
+    height (a belt-wide scanner frame); a frame already cut to the parcel is left as it is."""
     if not crop_to_content:
         return letterbox(rgb, size, pad_value)
     x0, y0, x1, y1 = content_box(rgb)
-    img, lb = letterbox(rgb[y0:y1, x0:x1], size, pad_value)
     h, w = rgb.shape[:2]
+    if (x1 - x0) >= CROP_BELOW * w and (y1 - y0) >= CROP_BELOW * h:
+        return letterbox(rgb, size, pad_value)
+    img, lb = letterbox(rgb[y0:y1, x0:x1], size, pad_value)
     return img, Letterbox(lb.gain, lb.pad_x, lb.pad_y, w, h, x0, y0)
 
 
