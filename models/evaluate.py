@@ -250,13 +250,18 @@ def main(argv: list[str] | None = None) -> None:
                                                                        thresholds)}
     metrics["latency_ms"] = {f"batch{b}_threads{t}": round(latency_ms(a.model, manifest, t, b), 2)
                              for t in (1, 2) for b in (1, 4)}
-    stage1 = ROOT / "runs" / "stage1.onnx"
-    if stage1.exists() and stage1.resolve() != a.model.resolve():
-        s1_manifest = stage1.with_suffix(".json")
-        s1_meta = json.loads(stage1.with_suffix(".train.json").read_text())
-        s1_manifest.write_text(json.dumps(manifest_doc(stage1, "stage1", s1_meta, imgsz, None,
-                                                       None), indent=2))
-        metrics["stage1_test"] = summarise(test, predict(stage1, s1_manifest, test))
+    # Earlier training stages on the same test set: what each stage bought.
+    metrics["stages_test"] = {}
+    for stage in sorted((ROOT / "runs").glob("stage*.onnx")):
+        if file_sha256(stage) == file_sha256(a.model):
+            continue
+        s_manifest = stage.with_suffix(".json")
+        s_meta = json.loads(stage.with_suffix(".train.json").read_text())
+        s_manifest.write_text(json.dumps(manifest_doc(stage, stage.stem, s_meta, imgsz, None,
+                                                      None), indent=2))
+        s_sum = summarise(test, predict(stage, s_manifest, test))
+        metrics["stages_test"][stage.stem] = {"map50": s_sum["map50"],
+                                              "map50_95": s_sum["map50_95"]}
     xv = a.xvendor_model
     if xv is not None and xv.exists():
         xv_manifest = xv.with_suffix(".json")

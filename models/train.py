@@ -330,9 +330,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=MODEL_PATH)
     ap.add_argument("--epochs", type=int, default=12, help="stage 1: from scratch")
     ap.add_argument("--limit-images", type=int, default=3000, help="stage 1 uses the first N")
-    ap.add_argument("--finetune-epochs", type=int, default=6,
-                    help="stage 2: continue from stage 1 on all images, BN frozen (0: skip)")
-    ap.add_argument("--finetune-lr", type=float, default=1e-3)
+    ap.add_argument("--finetune-epochs", default="6,6",
+                    help="later stages, comma-separated: each continues from the previous "
+                         "export on all images with BN frozen (empty: none)")
+    ap.add_argument("--finetune-lr", default="1e-3,1e-3")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -360,25 +361,27 @@ def main(argv: list[str] | None = None) -> None:
                                    "out": RUNS / "xvendor.onnx", "version": "xvendor"})
         train(xv)
         cmd += ["--xvendor-model", str(xv.out)]
-    if args.finetune_epochs > 0:
-        stage2 = argparse.Namespace(**{**vars(args), "init": stage1.out, "limit_images": 0,
-                                       "epochs": args.finetune_epochs, "lr": args.finetune_lr})
-        train(stage2)
-        merge_stages(stage1.out, args.out)
-    else:
-        shutil.copy(stage1.out, args.out)
-        shutil.copy(stage1.out.with_suffix(".train.json"), args.out.with_suffix(".train.json"))
+    epochs = [int(e) for e in args.finetune_epochs.split(",") if e.strip()]
+    lrs = [float(x) for x in args.finetune_lr.split(",") if x.strip()]
+    stages = [stage1.out]
+    for k, (ep, lr) in enumerate(zip(epochs, lrs, strict=True), start=2):
+        nxt = argparse.Namespace(**{**vars(args), "init": stages[-1], "limit_images": 0,
+                                    "epochs": ep, "lr": lr, "out": RUNS / f"stage{k}.onnx"})
+        train(nxt)
+        stages.append(nxt.out)
+    shutil.copy(stages[-1], args.out)
+    merge_stages(stages, args.out)
     subprocess.run(cmd, check=True)
 
 
-def merge_stages(stage1: Path, final: Path) -> None:
-    """Record both stages in the final model's training record (wall time is their sum)."""
-    s1 = json.loads(stage1.with_suffix(".train.json").read_text())
-    s2 = json.loads(final.with_suffix(".train.json").read_text())
-    merged = {**s2, "stages": [s1, s2], "train_wall_s": s1["train_wall_s"] + s2["train_wall_s"],
-              "epochs": f"{s1['epochs']} + {s2['epochs']}",
-              "images": f"{s1['images']} then {s2['images']}",
-              "lr": f"{s1['lr']} then {s2['lr']}"}
+def merge_stages(stages: list[Path], final: Path) -> None:
+    """Record every stage in the final model's training record (wall time is their sum)."""
+    records = [json.loads(s.with_suffix(".train.json").read_text()) for s in stages]
+    merged = {**records[-1], "stages": records,
+              "train_wall_s": round(sum(r["train_wall_s"] for r in records), 1),
+              "epochs": " + ".join(str(r["epochs"]) for r in records),
+              "images": " then ".join(str(r["images"]) for r in records),
+              "lr": " then ".join(str(r["lr"]) for r in records)}
     final.with_suffix(".train.json").write_text(json.dumps(merged, indent=2))
 
 

@@ -1,8 +1,10 @@
 """The onnxruntime session, run off the event loop with a bounded queue and micro-batching.
 
-One worker thread owns the session. `detect()` puts the image on a bounded queue and awaits a
-future; the worker takes the first waiting image, then keeps collecting for up to `max_wait_ms`
-or until `max_batch` images, preprocesses them, runs them as one batch and resolves the futures.
+One worker thread owns the session. `detect()` decodes and letterboxes the image in the loop's
+default executor (so preprocessing of one image overlaps inference of another), puts it on a
+bounded queue and awaits a future; the worker takes the first waiting image, then keeps
+collecting for up to `max_wait_ms` or until `max_batch` images, runs them as one batch, decodes
+the output and resolves the futures.
 A full queue raises `InferenceOverloadedError` at once (the HTTP layer answers 503 with
 Retry-After) instead of letting latency grow without bound.
 """
@@ -96,7 +98,8 @@ def load_model_info(config: DetectorConfig, session: ort.InferenceSession) -> Mo
 
 @dataclass
 class _Job:
-    data: bytes
+    image: np.ndarray  # letterboxed RGB
+    letterbox: Letterbox
     future: asyncio.Future[Detections]
     loop: asyncio.AbstractEventLoop
 
@@ -162,13 +165,22 @@ class Detector:
         full, ImageDecodeError for a bad image."""
         if self._closed or self._thread is None:
             raise DetectorClosedError("detector not running")
+        if self._queue.full():  # shed load before spending CPU on decoding
+            raise InferenceOverloadedError(self._queue.qsize(), self.config.retry_after_s)
+        image, lb = await asyncio.to_thread(self.prepare, image_bytes)
         loop = asyncio.get_running_loop()
-        job = _Job(image_bytes, loop.create_future(), loop)
+        job = _Job(image, lb, loop.create_future(), loop)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             raise InferenceOverloadedError(self._queue.qsize(), self.config.retry_after_s) from None
         return await job.future
+
+    def prepare(self, image_bytes: bytes) -> tuple[np.ndarray, Letterbox]:
+        """Decode and letterbox as this model expects (pure; any thread)."""
+        info = self.info
+        return prepare(decode_image(image_bytes), info.input_size,
+                       crop_to_content=info.crop_to_content, pad_value=info.letterbox_value)
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
@@ -202,34 +214,22 @@ class Detector:
                 return
 
     def _process(self, jobs: list[_Job]) -> None:
-        info = self.info
-        ready: list[tuple[_Job, np.ndarray, Letterbox]] = []
-        for job in jobs:
-            try:
-                rgb = decode_image(job.data)
-                img, lb = prepare(
-                    rgb,
-                    info.input_size,
-                    crop_to_content=info.crop_to_content,
-                    pad_value=info.letterbox_value,
-                )
-                ready.append((job, img, lb))
-            except InferenceError as e:
-                _resolve(job, e)
-        if not ready:
+        if not jobs:
             return
+        info = self.info
         try:
-            boxes, ms = self.run_prepared([r[1] for r in ready], [r[2] for r in ready])
+            boxes, ms = self.run_prepared([j.image for j in jobs], [j.letterbox for j in jobs])
         except InferenceError as e:
-            for job, _, _ in ready:
+            for job in jobs:
                 _resolve(job, e)
             return
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors are untyped; fail the batch
-            for job, _, _ in ready:
+            for job in jobs:
                 _resolve(job, InferenceError(f"inference failed: {e}"))
             return
-        for (job, _, lb), b in zip(ready, boxes, strict=True):
-            _resolve(job, Detections(tuple(b), lb.width, lb.height, info.version, len(ready), ms))
+        for job, b in zip(jobs, boxes, strict=True):
+            lb = job.letterbox
+            _resolve(job, Detections(tuple(b), lb.width, lb.height, info.version, len(jobs), ms))
 
     def run_prepared(
         self, images: list[np.ndarray], letterboxes: list[Letterbox]

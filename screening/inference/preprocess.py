@@ -88,21 +88,21 @@ def content_box(rgb: U8, margin: int = 20, contrast: int = 25) -> tuple[int, int
 
     Air is the brightest level of the frame border; an opening removes single-channel streaks
     (a dead detector channel is one pixel wide) so they do not stretch the box."""
-    grey = rgb.min(axis=2)
+    # Work at half resolution: the box needs no finer precision than the margin, and it is
+    # four times cheaper. A 1-px streak stays at most 1 px wide and the 3x3 opening removes it.
+    small = rgb[::2, ::2]
+    grey = np.minimum(np.minimum(small[..., 0], small[..., 1]), small[..., 2])
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     air = int(np.percentile(border, 75))
-    mask = (grey < air - contrast).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    h, w = grey.shape
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    dark = (grey < air - contrast).astype(np.uint8)
+    opened = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    h, w = rgb.shape[:2]
+    pts = cv2.findNonZero(opened)
+    if pts is None:
         return 0, 0, w, h
-    return (
-        max(int(xs.min()) - margin, 0),
-        max(int(ys.min()) - margin, 0),
-        min(int(xs.max()) + 1 + margin, w),
-        min(int(ys.max()) + 1 + margin, h),
-    )
+    bx, by, bw, bh = cv2.boundingRect(pts)
+    return (max(2 * bx - margin, 0), max(2 * by - margin, 0),
+            min(2 * (bx + bw) + margin, w), min(2 * (by + bh) + margin, h))
 
 
 def to_tensor(images: list[U8], scale: float = 1.0 / 255.0) -> F32:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -28,6 +29,16 @@ def model(tmp_path: Path) -> Path:
     pred = yolov8_prediction(2, 20, [(32, 32, 16, 16, 0, 0.9)])
     return constant_model(tmp_path / "m.onnx", pred, metadata={"names": "{0: 'a', 1: 'b'}",
                                                                "imgsz": "64"})
+
+
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Wait in a plain thread until `condition` holds (polled every millisecond)."""
+    tick = threading.Event()
+    for _ in range(int(timeout * 1000)):
+        if condition():
+            return True
+        tick.wait(0.001)
+    return False
 
 
 def hold_worker(det: Detector) -> tuple[threading.Event, threading.Event]:
@@ -77,7 +88,8 @@ async def test_full_queue_raises_overloaded(model: Path) -> None:
         first = asyncio.ensure_future(det.detect(png(64, 64)))
         assert await asyncio.to_thread(entered.wait, 10)  # the worker holds it, queue empty
         queued = [asyncio.ensure_future(det.detect(png(64, 64))) for _ in range(2)]
-        await asyncio.sleep(0)
+        # detect() decodes in a worker thread before queueing: wait until both are queued.
+        assert await asyncio.to_thread(until, lambda: det.queue_depth() == 2)
         with pytest.raises(InferenceOverloadedError) as err:
             await det.detect(png(64, 64))
         assert err.value.retry_after_s == 3.0
