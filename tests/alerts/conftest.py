@@ -19,9 +19,11 @@ from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from screening.alerts import ALERT_OPTIONS, ALERTS, AlertsComponent
+from screening.alerts.policy import AlertPolicy
 from screening.app import create_app
 from screening.protection import PersonalDataVault
 from screening.settings import Settings
+from screening.storage import alerts as alert_store
 from tests.conftest import Keys, RunningGateway, make_keys
 from tests.gateway.test_scans import png, tiny_detector
 
@@ -110,6 +112,7 @@ class Receiver:
 class AlertGateway:
     gw: RunningGateway
     runner: web.AppRunner
+    endpoints: list[str] = field(default_factory=list)
 
     @property
     def alerts(self) -> AlertsComponent:
@@ -129,6 +132,7 @@ class AlertGateway:
             assert resp.status == 201, await resp.text()
             body = await resp.json()
         receiver.secret = body["secret"]
+        self.endpoints.append(str(body["endpoint_id"]))
         return str(body["endpoint_id"])
 
     async def set_policy(self, police: float | None = 0.5, review: float = 0.3) -> None:
@@ -187,8 +191,20 @@ class AlertGateway:
         return list(body["alerts"])
 
     async def close(self) -> None:
-        await self.gw.http.close()
-        await self.runner.cleanup()
+        try:
+            # The database is shared by the whole session: leave no live endpoint and the
+            # default policy behind (other tests' gateways would alert or deliver under ours).
+            async with self.gw.pool.acquire() as conn, conn.transaction():
+                for endpoint_id in self.endpoints:
+                    await alert_store.set_endpoint_enabled(
+                        conn, uuid.UUID(endpoint_id), False, "test over"
+                    )
+                await alert_store.insert_policy(
+                    conn, AlertPolicy().rules_json(), "tests", datetime.now(UTC)
+                )
+        finally:
+            await self.gw.http.close()
+            await self.runner.cleanup()
 
 
 def _write_model(model: Path) -> None:
