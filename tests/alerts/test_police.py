@@ -90,6 +90,11 @@ async def test_a_watchlisted_sender_alerts_and_only_police_read_the_identity_wit
         )
         assert status == 403
         assert body["code"] == "forbidden_role"
+        # Not even an admin key opens it: the read is for the police role only.
+        status, body = await agw.call(
+            "POST", f"{path}/identity", role="admin", json={"purpose": "admin looking around"}
+        )
+        assert status == 403
         # Police must state a purpose.
         status, _body = await agw.call("POST", f"{path}/identity", json={})
         assert status == 422
