@@ -226,9 +226,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calib", type=int, default=CALIB_N)
     ap.add_argument("--xvendor-n", type=int, default=300)
     ap.add_argument("--report", type=Path, default=ROOT / "REPORT.md")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the card from the manifest's metrics without re-measuring")
     a = ap.parse_args(argv)
 
     from models import report
+
+    if a.report_only:
+        doc = json.loads(a.model.with_suffix(".json").read_text())
+        figs = {"pr": "report/pr_curves.png", "roc": "report/parcel_roc.png",
+                "samples": "report/samples.png", "styles": "report/vendor_styles.png"}
+        a.report.write_text(report.markdown(doc, figs))
+        return
 
     manifest = a.model.with_suffix(".json")
     train_meta = json.loads(a.model.with_suffix(".train.json").read_text()) \
