@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -76,8 +77,12 @@ async def gateway(config: DetectorConfig, pngs: list[bytes], concurrency: int, r
     return rate, latencies
 
 
-def report(label: str, rate: float, limit: float, lat: list[float]) -> None:
+def report(label: str, rate: float, limit: float, lat: list[float],
+           results: dict[str, object]) -> None:
     ratio = rate / limit
+    results[label] = {"images_per_s": round(rate, 1),
+                      "p50_ms": round(float(np.percentile(lat, 50)), 1),
+                      "p99_ms": round(float(np.percentile(lat, 99)), 1), "ratio": round(ratio, 2)}
     verdict = "OK" if ratio >= TARGET_RATIO else "BELOW TARGET"
     print(f"inference: {label}: {rate:.1f} images/s, p50 {np.percentile(lat, 50):.1f} ms, "
           f"p99 {np.percentile(lat, 99):.1f} ms; ratio vs bare session.run {ratio:.2f} "
@@ -90,7 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
+    results: dict[str, object] = {"threads": args.threads, "images": args.images}
     cv2.setNumThreads(1)
     pngs = images(args.images)
     one = DetectorConfig(model_path=args.model, intra_op_threads=args.threads,
@@ -99,16 +106,21 @@ def main(argv: list[str] | None = None) -> None:
     bare4 = bare(one, pngs, 4, args.rounds)
     print(f"inference: bare session.run, {args.threads} thread(s): batch 1 {bare1:.1f} images/s,"
           f" batch 4 {bare4:.1f} images/s")
+    results["bare_batch1_images_per_s"] = round(bare1, 1)
+    results["bare_batch4_images_per_s"] = round(bare4, 1)
     rate, lat = asyncio.run(gateway(one, pngs, 1, args.rounds))
-    report("gateway path, batch 1, one client", rate, bare1, lat)
+    report("gateway path, batch 1, one client", rate, bare1, lat, results)
     batched = DetectorConfig(model_path=args.model, intra_op_threads=args.threads,
                              max_batch=4, max_wait_ms=5.0)
     rate, lat = asyncio.run(gateway(batched, pngs, 8, args.rounds))
-    report("gateway path, micro-batched (max 4, 5 ms), 8 clients", rate, bare1, lat)
+    report("gateway path, micro-batched (max 4, 5 ms), 8 clients", rate, bare1, lat, results)
     for threads in (1, 2):
         cfg = DetectorConfig(model_path=args.model, intra_op_threads=threads)
         r = bare(cfg, pngs[:10], 1, args.rounds)
         print(f"inference: model latency, {threads} thread(s), batch 1: {1000 / r:.1f} ms")
+        results[f"model_latency_ms_threads{threads}"] = round(1000 / r, 1)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
