@@ -157,16 +157,31 @@ def create_app(
             metrics=metrics,
             scans=scans,
         )
+        alert_options: dict[str, Any] = {
+            "public_base_url": settings.public_base_url
+            or f"http://{settings.host}:{settings.port}",
+            "webhook_timeout_s": settings.webhook_timeout_s,
+            "retry_jitter": settings.webhook_retry_jitter,
+            "relay_enabled": settings.alert_relay_enabled,
+            "relay_lease_s": settings.alert_relay_lease_s,
+            "relay_batch": settings.alert_relay_batch,
+            "relay_poll_s": settings.alert_relay_poll_s,
+            "review_lease_s": settings.review_lease_s,
+            "tip_rate": settings.tip_rate,
+            "clear_audit_share": settings.clear_audit_share,
+            "cleared_audit_share": settings.cleared_audit_share,
+            "hold_repush_s": settings.hold_repush_s,
+        }
+        if ALERT_OPTIONS in app:  # tests inject clocks, transports and schedules
+            overrides: dict[str, Any] = app[ALERT_OPTIONS]
+            alert_options.update(overrides)
         alerts = AlertsComponent(
             the_pool,
             the_vault,
             scans.images,
             app[GATEWAY].station_streams,
             scans=scans,
-            **(
-                {"public_base_url": f"http://{settings.host}:{settings.port}"}
-                | app.get(ALERT_OPTIONS, {})
-            ),
+            **alert_options,
         )
         scans.on_verdict = alerts.on_verdict  # in the upload transaction
         writer.on_accepted = alerts.on_events  # in the ingest transaction

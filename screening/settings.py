@@ -57,6 +57,20 @@ class Settings(BaseSettings):
     ledger_origin_prefix: str = "screening.example/sites"
     ledger_checkpoint_interval_s: float = Field(default=60.0, gt=0)
 
+    # Flagged parcels (screening.alerts). public_base_url is what links in webhooks point at.
+    public_base_url: str | None = None  # default http://host:port
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    alert_relay_enabled: bool = True
+    alert_relay_lease_s: float = Field(default=60.0, gt=0)
+    alert_relay_batch: int = Field(default=32, ge=1)
+    alert_relay_poll_s: float = Field(default=1.0, gt=0)
+    review_lease_s: float = Field(default=120.0, gt=0)
+    tip_rate: float = Field(default=0.02, ge=0, le=1)  # share of reviewers' items that are TIP
+    clear_audit_share: float = Field(default=0.02, ge=0, le=1)  # model-cleared scans re-reviewed
+    cleared_audit_share: float = Field(default=0.05, ge=0, le=1)  # reviewer-cleared, audited
+    hold_repush_s: float = Field(default=5.0, gt=0)
+
     log_level: str = "INFO"
     log_json: bool = True
 
