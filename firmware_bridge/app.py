@@ -363,6 +363,11 @@ class Bridge:
             # the belt is stopped; the operator finds the parcel from the alarm
             log.critical("ALARM hold %s cannot be sent to the scanner: %s", order.hold_id, exc)
 
+    def resume_belt(self, reason: str = "operator") -> None:
+        """The operator has taken the held parcel aside: restart the belt (BELT_START)."""
+        log.warning("belt restarted by %s", reason)
+        self._command(BeltStart())
+
     # -- status --------------------------------------------------------------------------------
 
     def _lines_per_s(self) -> float:

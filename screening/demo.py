@@ -235,6 +235,103 @@ async def run_station(
                 stats.events += len(dispatch)
 
 
+@dataclass
+class PoliceDesk:
+    """The demo's police side: a Standard Webhooks receiver and a live-feed follower."""
+
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+    bad_signatures: int = 0
+    feed: int = 0
+    secret: str = ""
+
+    async def receive(self, request: web.Request) -> web.Response:
+        from standardwebhooks import Webhook
+        from standardwebhooks.webhooks import WebhookVerificationError
+
+        body = await request.read()
+        try:
+            payload = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.bad_signatures += 1
+            return web.Response(status=400)
+        if all(w["webhook_id"] != request.headers["webhook-id"] for w in self.webhooks[-200:]):
+            self.webhooks.append({"webhook_id": request.headers["webhook-id"], **payload["data"]})
+        return web.Response(status=204)
+
+    async def follow(self, http: aiohttp.ClientSession, url: str, key: str) -> None:
+        """Count alerts on GET /v1/alerts/stream (SSE), resuming with Last-Event-ID."""
+        last: str | None = None
+        while True:
+            headers = {"Authorization": f"Bearer {key}"}
+            if last:
+                headers["Last-Event-ID"] = last
+            try:
+                async with http.get(f"{url}/v1/alerts/stream", headers=headers) as resp:
+                    async for raw in resp.content:
+                        line = raw.decode().rstrip("\n")
+                        if line.startswith("id: "):
+                            last = line[4:]
+                        elif line.startswith("event: alert"):
+                            self.feed += 1
+            except aiohttp.ClientError:
+                await asyncio.sleep(1.0)
+
+
+async def start_police_desk(
+    pool: asyncpg.Pool[Any], url: str, admin_key: str, http: aiohttp.ClientSession
+) -> tuple[PoliceDesk, web.AppRunner, str]:
+    desk = PoliceDesk()
+    app = web.Application()
+    app.router.add_post("/police-webhook", desk.receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    receiver = f"http://127.0.0.1:{port}/police-webhook"
+    async with http.post(
+        f"{url}/v1/webhook-endpoints",
+        json={"url": receiver, "site_ids": []},
+        headers={"Authorization": f"Bearer {admin_key}"},
+    ) as resp:
+        desk.secret = (await resp.json())["secret"]
+    return desk, runner, receiver
+
+
+async def review_desk(
+    http: aiohttp.ClientSession, url: str, key: str, stats: dict[str, int]
+) -> None:
+    """A simulated image reviewer: leases flagged scans and confirms the confident ones (which
+    alerts police) or clears them, a few seconds an image."""
+    headers = {"Authorization": f"Bearer {key}"}
+    while True:
+        async with http.get(f"{url}/v1/review/next", headers=headers) as resp:
+            item = await resp.json() if resp.status == 200 else None
+        if item is None:
+            await asyncio.sleep(2.0)
+            continue
+        await asyncio.sleep(1.5)  # looking at the image
+        findings = sorted(item.get("findings") or [], key=lambda f: -float(f["score"]))
+        if findings and float(findings[0]["score"]) >= 0.6:
+            decision = {"decision": "confirm", "category": findings[0]["category"]}
+        else:
+            decision = {"decision": "clear", "note": "nothing prohibited on the image"}
+        async with http.post(
+            f"{url}/v1/review/items/{item['item_id']}/decision", json=decision, headers=headers
+        ) as resp:
+            if resp.status < 300:
+                stats[decision["decision"]] = stats.get(decision["decision"], 0) + 1
+
+
+async def tunnel_operator(tunnels: dict[str, Station]) -> None:
+    """At each X-ray tunnel, an operator takes a held parcel aside and restarts the belt."""
+    while True:
+        await asyncio.sleep(8.0)
+        for tunnel in tunnels.values():
+            if str((await tunnel.bridge.status())["belt"]).startswith("stopped"):
+                tunnel.bridge.resume_belt("demo operator (held parcel taken aside)")
+
+
 def _pct(value: float | None) -> str:
     return "   -  " if value is None else f"{100 * value:5.1f}%"
 
@@ -246,6 +343,8 @@ async def render(
     sites: list[str],
     stats: dict[str, StationStats],
     tunnels: dict[str, Station],
+    desk: PoliceDesk,
+    police_key: str,
 ) -> str:
     headers = {"Authorization": f"Bearer {key}"}
     lines = [
@@ -263,6 +362,19 @@ async def render(
             f"{_pct(total['realname_rate']):>8} {_pct(total['inspection_rate']):>8} "
             f"{_pct(total['xray_rate']):>8} {_pct(total['three_100_rate']):>8} "
             f"{len(violations['items']):>10} {stats[site].scans:>6} {stats[site].flagged:>7}"
+        )
+    async with http.get(
+        f"{url}/v1/holds?status=open", headers={"Authorization": f"Bearer {police_key}"}
+    ) as r:
+        holds = (await r.json()).get("holds", []) if r.status == 200 else []
+    lines.append(
+        f"  police: {desk.feed} alerts on the live feed, {len(desk.webhooks)} signed webhooks "
+        f"received ({desk.bad_signatures} bad signatures); {len(holds)} parcels on hold"
+    )
+    for alert in desk.webhooks[-3:]:
+        lines.append(
+            f"    alert {alert['category']:<24} {alert['site_id']} {alert['waybill_no']} "
+            f"score {alert['score']} ({alert['cause']})"
         )
     for site, tunnel in tunnels.items():
         st = await tunnel.bridge.status()
@@ -287,6 +399,8 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
     }
     _, supervisor_key = await access.create_key(pool, Role.SUPERVISOR, sites, "demo supervisor")
     _, admin_key = await access.create_key(pool, Role.ADMIN, [], "demo admin")
+    _, police_key = await access.create_key(pool, Role.POLICE, sites, "demo police")
+    _, reviewer_key = await access.create_key(pool, Role.REVIEWER, sites, "demo reviewer")
 
     app = create_app(settings, pool=pool)
     runner = web.AppRunner(app, access_log=None)
@@ -297,6 +411,9 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
     print(f"gateway: {url}   (OpenAPI: {url}/v1/openapi.json, metrics: {url}/metrics)")
     print(f"supervisor key: {supervisor_key}")
     print(f"admin key:      {admin_key}")
+    print(f"police key:     {police_key}")
+    print(f"reviewer key:   {reviewer_key}")
+    print(f"console:        {url}/console/  (sign in with one of the keys above)")
     for s, k in station_keys.items():
         print(f"station {s}:  {k}")
     print(
@@ -329,6 +446,15 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
                 s, url, station_keys[s], workdir=workdir, seed=i + 1, status_interval=3600
             )
     async with aiohttp.ClientSession() as http:
+        desk, desk_runner, receiver = await start_police_desk(pool, url, admin_key, http)
+        print(f"police webhook receiver: {receiver}")
+        follower = asyncio.create_task(desk.follow(http, url, police_key))
+        reviews: dict[str, int] = {}
+        helpers = [
+            follower,
+            asyncio.create_task(review_desk(http, url, reviewer_key, reviews)),
+            asyncio.create_task(tunnel_operator(tunnels)),
+        ]
         tasks = [
             asyncio.create_task(
                 run_station(
@@ -351,7 +477,13 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=2.0)
-                table = await render(http, url, supervisor_key, sites, stats, tunnels)
+                table = await render(
+                    http, url, supervisor_key, sites, stats, tunnels, desk, police_key
+                )
+                table += (
+                    f"\n  reviewer: {reviews.get('confirm', 0)} confirmed, "
+                    f"{reviews.get('clear', 0)} cleared"
+                )
                 if shown and sys.stdout.isatty():
                     print(f"\x1b[{shown}F", end="")
                 print(table, flush=True)
@@ -364,6 +496,10 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
             await asyncio.gather(*tasks, return_exceptions=True)
             for tunnel in tunnels.values():
                 await tunnel.stop()
+            for h in helpers:
+                h.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await desk_runner.cleanup()
     await runner.cleanup()
     await pool.close()
     breaks = {k: sum(s.breaks.get(k, 0) for s in stats.values()) for k in BREAKS}
