@@ -330,10 +330,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=MODEL_PATH)
     ap.add_argument("--epochs", type=int, default=12, help="stage 1: from scratch")
     ap.add_argument("--limit-images", type=int, default=3000, help="stage 1 uses the first N")
-    ap.add_argument("--finetune-epochs", default="6,6",
+    ap.add_argument("--finetune-epochs", default="6,6,6",
                     help="later stages, comma-separated: each continues from the previous "
                          "export on all images with BN frozen (empty: none)")
-    ap.add_argument("--finetune-lr", default="1e-3,1e-3")
+    ap.add_argument("--finetune-lr", default="1e-3,1e-3,1e-3")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
