@@ -19,6 +19,7 @@ def main() -> int:
             print(f"== {name}: not available ({exc})")
             continue
         print(f"== {name}", flush=True)
+        sys.argv = [name]  # each benchmark parses its own (default) arguments
         status |= int(module.main() or 0)
     return status
 
