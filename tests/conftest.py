@@ -3,6 +3,7 @@ real gateway served on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -69,11 +70,19 @@ async def database_url(server_dsn: str) -> str:
     return dsn
 
 
+async def close_pool(pool: asyncpg.Pool[Any]) -> None:
+    """Close gracefully, but never hang a test run on a connection a test left acquired."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=10)
+    except TimeoutError:
+        pool.terminate()
+
+
 @pytest.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
     p = await create_pool(database_url, min_size=1, max_size=8)
     yield p
-    await p.close()
+    await close_pool(p)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner
 from screening.storage import ledger as store
 from screening.storage.database import create_pool, migrate
-from tests.conftest import make_database
+from tests.conftest import close_pool, make_database
 
 SITE = "S-LEDGER"
 OTHER = "S-OTHER"
@@ -114,7 +114,7 @@ async def ledger(
     try:
         yield Ledger(pool, signer, ids)
     finally:
-        await pool.close()
+        await close_pool(pool)
 
 
 async def note(ledger: Ledger) -> str:
@@ -196,7 +196,7 @@ async def test_concurrent_first_appends_to_a_site_serialise(server_dsn: str) -> 
                 )
             assert (await store.latest_root(conn, OTHER)).tree_size == 18
     finally:
-        await pool.close()
+        await close_pool(pool)
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ async def test_checkpoints_only_ever_extend_what_was_signed(
         with pytest.raises(LedgerInconsistentError):
             await ledger_service.make_checkpoint(pool, SITE, signer)
     finally:
-        await pool.close()
+        await close_pool(pool)
 
 
 async def test_route_proofs_verify_against_the_signed_checkpoint(ledger: Ledger) -> None:

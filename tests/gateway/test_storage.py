@@ -10,7 +10,7 @@ import asyncpg
 from screening.protection import PersonalDataVault
 from screening.settings import Settings
 from screening.storage.database import create_pool, load_migrations, migrate
-from tests.conftest import make_database, make_keys, start_gateway
+from tests.conftest import close_pool, make_database, make_keys, start_gateway
 from tests.gateway.events import parcel_flow
 
 
@@ -74,4 +74,4 @@ async def test_a_database_failure_mid_batch_reports_nothing_accepted_and_writes_
             await gw.http.close()
             await runner.cleanup()
     finally:
-        await pool.close()
+        await close_pool(pool)
