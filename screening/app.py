@@ -55,6 +55,15 @@ def load_vault(settings: Settings) -> PersonalDataVault:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+STOP_LIMIT_S = 10.0  # per part at shutdown
+
+
+async def _stop(what: str, closing: Awaitable[Any]) -> None:
+    try:
+        await asyncio.wait_for(closing, STOP_LIMIT_S)
+    except TimeoutError:
+        log.critical("%s did not stop within %.0f s; abandoning it", what, STOP_LIMIT_S)
+
 
 async def checkpoint_periodically(
     pool: asyncpg.Pool[Any], signer: LedgerSigner, settings: Settings
@@ -198,15 +207,17 @@ def create_app(
             checkpoints.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpoints
-            await alerts.close()
+            # Each part gets a bounded time to stop, so one stuck part cannot hold the process
+            # past its service manager's stop timeout with the others not yet stopped.
+            await _stop("alerts", alerts.close())
             gw = app[GATEWAY]
             for sockets in gw.station_streams.values():
                 for ws in list(sockets):
-                    await ws.close(code=1001, message=b"gateway shutting down")
-            await writer.close()
-            await scans.close()
+                    await _stop("station socket", ws.close(code=1001, message=b"shutting down"))
+            await _stop("writer", writer.close())
+            await _stop("detector", scans.close())
             if own_pool:
-                await the_pool.close()
+                await _stop("database pool", the_pool.close())
 
     app.cleanup_ctx.append(lifecycle)
     add_routes(app)

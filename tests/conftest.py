@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,17 @@ async def database_url(server_dsn: str) -> str:
     finally:
         await conn.close()
     return dsn
+
+
+SHUTDOWN_LIMIT_S = 30.0
+
+
+async def bounded_cleanup(runner: web.AppRunner) -> None:
+    """Stop a test gateway; a shutdown that stalls warns instead of hanging the run."""
+    try:
+        await asyncio.wait_for(runner.cleanup(), SHUTDOWN_LIMIT_S)
+    except TimeoutError:
+        warnings.warn(f"gateway shutdown took over {SHUTDOWN_LIMIT_S} s", stacklevel=2)
 
 
 async def close_pool(pool: asyncpg.Pool[Any]) -> None:
@@ -156,4 +168,4 @@ async def gateway(
         yield gw
     finally:
         await gw.http.close()
-        await runner.cleanup()
+        await bounded_cleanup(runner)

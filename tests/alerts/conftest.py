@@ -24,7 +24,7 @@ from screening.app import create_app
 from screening.protection import PersonalDataVault
 from screening.settings import Settings
 from screening.storage import alerts as alert_store
-from tests.conftest import Keys, RunningGateway, make_keys
+from tests.conftest import Keys, RunningGateway, bounded_cleanup, make_keys
 from tests.gateway.test_scans import png, tiny_detector
 
 DARK = png(20)  # tiny detector: knife score ~0.92 -> flagged
@@ -104,7 +104,7 @@ class Receiver:
 
     async def stop(self) -> None:
         if self._runner is not None:
-            await self._runner.cleanup()
+            await bounded_cleanup(self._runner)
             self._runner = None
 
 
@@ -204,7 +204,7 @@ class AlertGateway:
                 )
         finally:
             await self.gw.http.close()
-            await self.runner.cleanup()
+            await bounded_cleanup(self.runner)
 
 
 def _write_model(model: Path) -> None:

@@ -47,7 +47,10 @@ def parcel_flow(
     if "realname" not in skip:
         out.append(
             event(
-                "realname.registered", site, waybill, t[1],
+                "realname.registered",
+                site,
+                waybill,
+                t[1],
                 sender={
                     "document_type": DocumentType.resident_id.value,
                     "document_number": resident_id(),
@@ -59,8 +62,14 @@ def parcel_flow(
     inspect_at, seal_at = (t[3], t[2]) if seal_first else (t[2], t[3])
     if "inspection" not in skip:
         out.append(
-            event("inspection.completed", site, waybill, inspect_at, clerk_id="c1",
-                  result=inspection_result)
+            event(
+                "inspection.completed",
+                site,
+                waybill,
+                inspect_at,
+                clerk_id="c1",
+                result=inspection_result,
+            )
         )
     if "seal" not in skip:
         out.append(event("parcel.sealed", site, waybill, seal_at, clerk_id="c1"))

@@ -21,7 +21,7 @@ import pytest
 from screening.domain.identity import mask_document
 from screening.protection import PersonalDataVault, SealedValue, associated_data
 from screening.settings import Settings
-from tests.conftest import RunningGateway, make_keys, start_gateway
+from tests.conftest import RunningGateway, bounded_cleanup, make_keys, start_gateway
 from tests.gateway.events import event, parcel_flow, resident_id
 
 PROBLEM_JSON = "application/problem+json"
@@ -496,7 +496,7 @@ async def small_gateway(
         yield gw
     finally:
         await gw.http.close()
-        await runner.cleanup()
+        await bounded_cleanup(runner)
 
 
 async def test_a_body_over_the_limit_is_413_body_too_large(small_gateway: RunningGateway) -> None:

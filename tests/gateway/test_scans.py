@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 from screening.protection import PersonalDataVault
 from screening.settings import Settings
-from tests.conftest import RunningGateway, make_keys, start_gateway
+from tests.conftest import RunningGateway, bounded_cleanup, make_keys, start_gateway
 from tests.gateway.events import BASE, parcel_flow
 
 
@@ -75,7 +75,7 @@ async def scan_gateway(
         yield gw
     finally:
         await gw.http.close()
-        await runner.cleanup()
+        await bounded_cleanup(runner)
 
 
 def metadata(gw: RunningGateway, waybill: str | None, **extra: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import asyncpg
 from screening.protection import PersonalDataVault
 from screening.settings import Settings
 from screening.storage.database import create_pool, load_migrations, migrate
-from tests.conftest import close_pool, make_database, make_keys, start_gateway
+from tests.conftest import bounded_cleanup, close_pool, make_database, make_keys, start_gateway
 from tests.gateway.events import parcel_flow
 
 
@@ -72,6 +72,6 @@ async def test_a_database_failure_mid_batch_reports_nothing_accepted_and_writes_
                 assert (await r.json())["accepted"] == len(ok)
         finally:
             await gw.http.close()
-            await runner.cleanup()
+            await bounded_cleanup(runner)
     finally:
         await close_pool(pool)

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from screening.protection import PersonalDataVault
+from tests.conftest import bounded_cleanup
 from tests.web.demo import Demo, seed, start_console_gateway
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,7 +58,7 @@ async def demo(pool: asyncpg.Pool[Any], vault: PersonalDataVault) -> AsyncIterat
         yield d
     finally:
         await gw.http.close()
-        await runner.cleanup()
+        await bounded_cleanup(runner)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -73,7 +74,7 @@ async def fresh(
         yield d
     finally:
         await gw.http.close()
-        await runner.cleanup()
+        await bounded_cleanup(runner)
 
 
 OpenConsole = Callable[..., Awaitable[Any]]
