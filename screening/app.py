@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from screening.api.context import GATEWAY, Gateway, Metrics
 from screening.api.ledger import LEDGER_SIGNER
 from screening.api.problems import problem_middleware
 from screening.api.routes import add_routes
+from screening.background import cancel_and_wait
 from screening.domain.ledger import LedgerInconsistentError
 from screening.inference import DEFAULT_MODEL_PATH, DetectorConfig
 from screening.protection import PersonalDataVault
@@ -204,9 +204,7 @@ def create_app(
         try:
             yield
         finally:
-            checkpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checkpoints
+            await cancel_and_wait(checkpoints)
             # Each part gets a bounded time to stop, so one stuck part cannot hold the process
             # past its service manager's stop timeout with the others not yet stopped.
             await _stop("alerts", alerts.close())

@@ -20,6 +20,7 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 
+from screening.background import cancel_and_wait
 from screening.storage import alerts as store
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,8 @@ class HoldPusher:
         self._task = asyncio.create_task(self._run(), name="hold-pusher")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -28,6 +28,7 @@ from screening.alerts.webhooks import (
     signed_headers,
     webhook_id,
 )
+from screening.background import cancel_and_wait
 from screening.storage import alerts as store
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,8 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name=f"outbox-{self.owner}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     @property
     def running(self) -> bool:

@@ -9,7 +9,6 @@ renders); until it is ready, reviewers simply get real items.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import random
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
+
+from screening.background import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,8 @@ class TipLibrary:
             self._task = asyncio.create_task(self._fill(), name="tip-render")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _fill(self) -> None:
         while len(self._pool) < self._size:

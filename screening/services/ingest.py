@@ -9,7 +9,6 @@ single-event POSTs share one fsync, and "accepted" always means committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from screening.api.schemas import EventIn, RealnameRegisteredIn
+from screening.background import cancel_and_wait
 from screening.domain.compliance import ParcelStatus, SitePolicy, evaluate_parcel
 from screening.domain.events import EventType, ParcelEvent, ParcelReceived
 from screening.domain.identity import mask_document, mask_name, mask_phone
@@ -209,11 +209,8 @@ class GroupCommitWriter:
         self._task = asyncio.create_task(self._run(), name="group-commit-writer")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         while not self._queue.empty():
             sub = self._queue.get_nowait()
             if not sub.future.done():
