@@ -11,6 +11,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
+from screening.domain.events import EventType
 from screening.errors import (
     AuthenticationError,
     FieldError,
@@ -65,23 +66,21 @@ _PYDANTIC_CODES = {
 }
 
 
-def field_errors(exc: ValidationError) -> list[FieldError]:
+_EVENT_TAGS = frozenset(t.value for t in EventType)
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     """Flatten pydantic errors into (code, dotted path, message); never echoes input values."""
     out: list[FieldError] = []
     for err in exc.errors(include_input=False, include_url=False):
         kind = str(err["type"])
         loc = [str(p) for p in err["loc"]]
         # Discriminated unions put the tag name in the path; it is noise for the client.
-        if loc and loc[0] in {
-            "parcel.received",
-            "realname.registered",
-            "inspection.completed",
-            "parcel.sealed",
-            "xray.scanned",
-            "parcel.dispatched",
-        }:
+        if loc and loc[0] in _EVENT_TAGS:
             loc = loc[1:]
-        path = ".".join(loc) or ("type" if kind.startswith("union_tag") else "")
+        path = ".".join([prefix, *loc] if prefix else loc) or (
+            "type" if kind.startswith("union_tag") else ""
+        )
         out.append(FieldError(_PYDANTIC_CODES.get(kind, kind), path, str(err["msg"])))
     return out
 

@@ -90,9 +90,7 @@ async def post_scan(request: web.Request) -> web.Response:
             raw, context={"now": now, "max_future_skew_s": gw.settings.max_future_skew_s}
         )
     except ValidationError as exc:
-        errors = field_errors(exc)
-        for e in errors:
-            object.__setattr__(e, "path", f"metadata.{e.path}" if e.path else "metadata")
+        errors = field_errors(exc, prefix="metadata")
         raise InvalidEventError("invalid scan metadata", errors) from None
     outcome, upload = await gw.scans.submit(
         principal,

@@ -23,6 +23,7 @@ from screening.domain.access import Permission, Principal
 from screening.domain.compliance import DEFAULT_TIMEZONE
 from screening.errors import AuthenticationError, BadRequestError, ForbiddenError, InvalidEventError
 from screening.services import access, queries
+from screening.storage.parcels import ViolationRow
 from screening.web import sessions
 from screening.web.state import CONSOLE
 
@@ -176,18 +177,22 @@ async def export_violations(request: web.Request) -> web.StreamResponse:
     site_id = request.match_info["site_id"]
     first, last = _date_param(request, "from"), _date_param(request, "to")
     filters = {k: request.query.get(k) or None for k in ("reason", "rule", "flow")}
+
+    async def page(cursor: str | None) -> tuple[list[ViolationRow], str | None]:
+        return await queries.site_violations(
+            gw.pool,
+            principal,
+            site_id,
+            first=first,
+            last=last,
+            cursor=cursor,
+            limit=EXPORT_PAGE,
+            today=_today(),
+            **filters,
+        )
+
     # The first page checks scope and filters before any byte of the answer is sent.
-    rows, cursor = await queries.site_violations(
-        gw.pool,
-        principal,
-        site_id,
-        first=first,
-        last=last,
-        cursor=None,
-        limit=EXPORT_PAGE,
-        today=_today(),
-        **filters,
-    )
+    rows, cursor = await page(None)
     name = f"violations-{site_id}-{first or 'start'}-{last or _today()}.csv"
     response = web.StreamResponse(
         headers={
@@ -220,17 +225,7 @@ async def export_violations(request: web.Request) -> web.StreamResponse:
         buffer.truncate()
         if cursor is None:
             break
-        rows, cursor = await queries.site_violations(
-            gw.pool,
-            principal,
-            site_id,
-            first=first,
-            last=last,
-            cursor=cursor,
-            limit=EXPORT_PAGE,
-            today=_today(),
-            **filters,
-        )
+        rows, cursor = await page(cursor)
     await response.write_eof()
     return response
 
