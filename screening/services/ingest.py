@@ -32,7 +32,6 @@ from screening.storage import Conn
 from screening.storage import events as event_store
 from screening.storage import ledger as ledger_store
 from screening.storage import parcels as parcel_store
-from screening.storage import sites as site_store
 from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
 
 log = logging.getLogger(__name__)
@@ -127,8 +126,10 @@ async def commit_events(
             outcomes[i] = Outcome.DUPLICATE if prepared[j].digest == p.digest else Outcome.CONFLICT
 
     # Lock the affected parcels first, so a concurrent gateway cannot interleave recomputation.
-    await parcel_store.lock_parcels(conn, {p.parcel_key for p in unique})
-    inserted = await event_store.insert_events(conn, unique)
+    sites = await parcel_store.lock_parcels_read_sites(conn, {p.parcel_key for p in unique})
+    # Rows go in in key order, so two transactions holding the same event ids (a retry racing
+    # its original) wait on each other in one order and cannot deadlock.
+    inserted = await event_store.insert_events(conn, sorted(unique, key=_event_order))
     existing = await event_store.fetch_digests(
         conn, [p.key for p in unique if p.key not in inserted]
     )
@@ -139,15 +140,10 @@ async def commit_events(
         else:
             outcomes[i] = Outcome.DUPLICATE if existing.get(p.key) == p.digest else Outcome.CONFLICT
     new = [p for p in unique if p.key in inserted]
-    await event_store.insert_details(conn, new)
-    # Each accepted event becomes a leaf of its site's Merkle log in this same transaction, so
-    # no committed event is ever missing from the ledger (screening.domain.ledger).
-    await ledger_store.append_accepted(conn, [p.key for p in new])
 
     statuses: dict[tuple[str, str], ParcelStatus] = {}
     parcel_keys = sorted({p.parcel_key for p in new})
     if parcel_keys:
-        sites = await site_store.get_sites(conn, {k[0] for k in parcel_keys})
         stored = await parcel_store.load_parcels(conn, parcel_keys)
         # A parcel row exists iff the parcel had events before this group (both are written in
         # one transaction), so only known parcels need their history read back.
@@ -170,12 +166,20 @@ async def commit_events(
         for site_id, pairs in changes.items():
             for rate_key, counts in rollup_delta(pairs).items():
                 deltas[(site_id, rate_key)] = counts
-        await parcel_store.save_parcels(conn, statuses, carriers, now, stored)
-        await parcel_store.apply_rollup(conn, deltas)
+        await parcel_store.save_parcels(conn, statuses, carriers, now, stored, deltas)
     if on_accepted is not None and new:
         await on_accepted(conn, new, now)
+    # Each accepted event becomes a leaf of its site's Merkle log in this same transaction, so
+    # no committed event is ever missing from the ledger (screening.domain.ledger). Last, because
+    # it locks the site's log until the commit: concurrent commits to one site then wait for
+    # each other only around the commit itself.
+    await ledger_store.append_stored(conn, [inserted[p.key] for p in new])
     final = [o if o is not None else Outcome.CONFLICT for o in outcomes]
     return final, CommitReport(len(new), statuses, time.perf_counter() - started)
+
+
+def _event_order(p: PreparedEvent) -> tuple[str, bytes]:
+    return (p.site_id, p.event_id.bytes)
 
 
 def _carrier(events: list[ParcelEvent]) -> str | None:

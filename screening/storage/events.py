@@ -10,19 +10,70 @@ from typing import Any
 from uuid import UUID
 
 from screening.domain.events import EventType, ParcelEvent
+from screening.domain.ledger import LedgerEvent
 from screening.domain.records import PreparedEvent, event_from_payload, realname_valid
 from screening.storage import Conn
 
 ParcelKey = tuple[str, str]
 EventKey = tuple[str, UUID]
 
+# One statement writes a group's events: the log rows, then, for the rows that were new, their
+# per-type detail rows (a duplicate event gets none: its details are already there). Each detail
+# array set names its events by (site_id, event_id) and takes waybill and time from the log row.
+# Types absent from the group pass empty arrays. Each new row comes back with its ledger columns
+# (record_digest over the jsonb as stored, exactly as storage.ledger derives it when verifying).
 INSERT_EVENTS = """
-INSERT INTO events (site_id, event_id, event_type, waybill_no, occurred_at, received_at,
-                    payload, payload_digest)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[],
-                     $6::timestamptz[], $7::jsonb[], $8::bytea[])
-ON CONFLICT (site_id, event_id) DO NOTHING
-RETURNING site_id, event_id
+WITH ev AS (
+    INSERT INTO events (site_id, event_id, event_type, waybill_no, occurred_at, received_at,
+                        payload, payload_digest)
+    SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[],
+                         $6::timestamptz[], $7::jsonb[], $8::bytea[])
+    ON CONFLICT (site_id, event_id) DO NOTHING
+    RETURNING site_id, event_id, event_type, waybill_no, occurred_at, payload_digest,
+              sha256(convert_to(payload::text, 'UTF8')) AS record_digest
+), inspections_new AS (
+    INSERT INTO inspections (site_id, event_id, waybill_no, occurred_at, clerk_id, result, note)
+    SELECT ev.site_id, ev.event_id, ev.waybill_no, ev.occurred_at, d.clerk_id, d.result, d.note
+    FROM unnest($9::text[], $10::uuid[], $11::text[], $12::text[], $13::text[])
+         AS d(site_id, event_id, clerk_id, result, note)
+    JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
+), seals_new AS (
+    INSERT INTO seals (site_id, event_id, waybill_no, occurred_at, clerk_id)
+    SELECT ev.site_id, ev.event_id, ev.waybill_no, ev.occurred_at, d.clerk_id
+    FROM unnest($14::text[], $15::uuid[], $16::text[]) AS d(site_id, event_id, clerk_id)
+    JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
+), scans_new AS (
+    INSERT INTO scans (site_id, event_id, waybill_no, occurred_at, scanner_id, image_ref, verdict,
+                       detections, model_version)
+    SELECT ev.site_id, ev.event_id, ev.waybill_no, ev.occurred_at, d.scanner_id, d.image_ref,
+           d.verdict, d.detections, d.model_version
+    FROM unnest($17::text[], $18::uuid[], $19::text[], $20::text[], $21::text[], $22::jsonb[],
+                $23::text[])
+         AS d(site_id, event_id, scanner_id, image_ref, verdict, detections, model_version)
+    JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
+), dispatches_new AS (
+    INSERT INTO dispatches (site_id, event_id, waybill_no, occurred_at, carrier)
+    SELECT ev.site_id, ev.event_id, ev.waybill_no, ev.occurred_at, d.carrier
+    FROM unnest($24::text[], $25::uuid[], $26::text[]) AS d(site_id, event_id, carrier)
+    JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
+), realname_new AS (
+    INSERT INTO realname_records (site_id, event_id, waybill_no, occurred_at,
+        contract_customer_ref, document_type, document_masked, document_hmac, pii_key_id,
+        document_sealed, name_masked, name_sealed, phone_masked, phone_sealed,
+        document_expires_on, verification, document_valid)
+    SELECT ev.site_id, ev.event_id, ev.waybill_no, ev.occurred_at, d.contract_customer_ref,
+           d.document_type, d.document_masked, d.document_hmac, d.pii_key_id, d.document_sealed,
+           d.name_masked, d.name_sealed, d.phone_masked, d.phone_sealed, d.document_expires_on,
+           d.verification, d.document_valid
+    FROM unnest($27::text[], $28::uuid[], $29::text[], $30::text[], $31::text[], $32::bytea[],
+                $33::text[], $34::bytea[], $35::text[], $36::bytea[], $37::text[], $38::bytea[],
+                $39::date[], $40::text[], $41::bool[])
+         AS d(site_id, event_id, contract_customer_ref, document_type, document_masked,
+              document_hmac, pii_key_id, document_sealed, name_masked, name_sealed,
+              phone_masked, phone_sealed, document_expires_on, verification, document_valid)
+    JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
+)
+SELECT * FROM ev
 """
 
 SELECT_DIGESTS = """
@@ -39,37 +90,31 @@ JOIN unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
   ON e.site_id = k.site_id AND e.waybill_no = k.waybill_no
 """
 
-INSERT_REALNAME = """
-INSERT INTO realname_records (site_id, event_id, waybill_no, occurred_at, contract_customer_ref,
-    document_type, document_masked, document_hmac, pii_key_id, document_sealed, name_masked,
-    name_sealed, phone_masked, phone_sealed, document_expires_on, verification, document_valid)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-"""
-INSERT_INSPECTIONS = """
-INSERT INTO inspections (site_id, event_id, waybill_no, occurred_at, clerk_id, result, note)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[],
-                     $6::text[], $7::text[])
-"""
-INSERT_SEALS = """
-INSERT INTO seals (site_id, event_id, waybill_no, occurred_at, clerk_id)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[])
-"""
-INSERT_SCANS = """
-INSERT INTO scans (site_id, event_id, waybill_no, occurred_at, scanner_id, image_ref, verdict,
-                   detections, model_version)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[],
-                     $6::text[], $7::text[], $8::jsonb[], $9::text[])
-"""
-INSERT_DISPATCHES = """
-INSERT INTO dispatches (site_id, event_id, waybill_no, occurred_at, carrier)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[])
-"""
 
+async def insert_events(
+    conn: Conn, prepared: Sequence[PreparedEvent]
+) -> dict[EventKey, LedgerEvent]:
+    """Append events to the log with their per-type detail rows, in one round trip.
 
-async def insert_events(conn: Conn, prepared: Sequence[PreparedEvent]) -> set[EventKey]:
-    """Append events to the log; returns the keys that were new (the rest already existed)."""
+    Returns the events that were new (the rest already existed) by key, each with its ledger
+    columns as stored, ready for ``storage.ledger.append_stored``. Rows are written in the
+    order of ``prepared``.
+    """
     if not prepared:
-        return set()
+        return {}
+    by_type: dict[EventType, list[PreparedEvent]] = defaultdict(list)
+    for p in prepared:
+        by_type[p.event_type].append(p)
+    inspections = by_type.get(EventType.INSPECTION_COMPLETED, [])
+    seals = by_type.get(EventType.PARCEL_SEALED, [])
+    scans = by_type.get(EventType.XRAY_SCANNED, [])
+    dispatches = by_type.get(EventType.PARCEL_DISPATCHED, [])
+    realname = [_realname_row(p) for p in by_type.get(EventType.REALNAME_REGISTERED, [])]
+    realname_columns = (
+        [list(column) for column in zip(*realname, strict=True)]
+        if realname
+        else [[] for _ in range(_REALNAME_COLUMNS)]
+    )
     rows = await conn.fetch(
         INSERT_EVENTS,
         [p.site_id for p in prepared],
@@ -80,8 +125,42 @@ async def insert_events(conn: Conn, prepared: Sequence[PreparedEvent]) -> set[Ev
         [p.received_at for p in prepared],
         [json.dumps(p.payload, ensure_ascii=False, separators=(",", ":")) for p in prepared],
         [p.digest for p in prepared],
+        # inspections
+        [p.site_id for p in inspections],
+        [p.event_id for p in inspections],
+        [p.payload["clerk_id"] for p in inspections],
+        [p.payload["result"] for p in inspections],
+        [p.payload.get("note", "") for p in inspections],
+        # seals
+        [p.site_id for p in seals],
+        [p.event_id for p in seals],
+        [p.payload["clerk_id"] for p in seals],
+        # scans
+        [p.site_id for p in scans],
+        [p.event_id for p in scans],
+        [p.payload["scanner_id"] for p in scans],
+        [p.payload.get("image_ref") for p in scans],
+        [p.payload["verdict"] for p in scans],
+        [json.dumps(p.payload.get("detections", [])) for p in scans],
+        [p.payload.get("model_version") for p in scans],
+        # dispatches
+        [p.site_id for p in dispatches],
+        [p.event_id for p in dispatches],
+        [p.payload.get("carrier") for p in dispatches],
+        *realname_columns,  # real-name records
     )
-    return {(r["site_id"], r["event_id"]) for r in rows}
+    return {
+        (r["site_id"], r["event_id"]): LedgerEvent(
+            site_id=r["site_id"],
+            event_id=r["event_id"],
+            event_type=r["event_type"],
+            waybill_no=r["waybill_no"],
+            occurred_at=r["occurred_at"],
+            payload_digest=r["payload_digest"],
+            record_digest=r["record_digest"],
+        )
+        for r in rows
+    }
 
 
 async def fetch_digests(conn: Conn, keys: Iterable[EventKey]) -> dict[EventKey, bytes]:
@@ -92,57 +171,17 @@ async def fetch_digests(conn: Conn, keys: Iterable[EventKey]) -> dict[EventKey, 
     return {(r["site_id"], r["event_id"]): bytes(r["payload_digest"]) for r in rows}
 
 
-async def insert_details(conn: Conn, prepared: Sequence[PreparedEvent]) -> None:
-    """Write each new event's row in its per-type table (same transaction as the log)."""
-    by_type: dict[EventType, list[PreparedEvent]] = defaultdict(list)
-    for p in prepared:
-        by_type[p.event_type].append(p)
-
-    def base(items: list[PreparedEvent]) -> list[list[Any]]:
-        return [
-            [p.site_id for p in items],
-            [p.event_id for p in items],
-            [p.waybill_no for p in items],
-            [p.occurred_at for p in items],
-        ]
-
-    if items := by_type.get(EventType.INSPECTION_COMPLETED):
-        await conn.execute(
-            INSERT_INSPECTIONS,
-            *base(items),
-            [p.payload["clerk_id"] for p in items],
-            [p.payload["result"] for p in items],
-            [p.payload.get("note", "") for p in items],
-        )
-    if items := by_type.get(EventType.PARCEL_SEALED):
-        await conn.execute(INSERT_SEALS, *base(items), [p.payload["clerk_id"] for p in items])
-    if items := by_type.get(EventType.XRAY_SCANNED):
-        await conn.execute(
-            INSERT_SCANS,
-            *base(items),
-            [p.payload["scanner_id"] for p in items],
-            [p.payload.get("image_ref") for p in items],
-            [p.payload["verdict"] for p in items],
-            [json.dumps(p.payload.get("detections", [])) for p in items],
-            [p.payload.get("model_version") for p in items],
-        )
-    if items := by_type.get(EventType.PARCEL_DISPATCHED):
-        await conn.execute(
-            INSERT_DISPATCHES, *base(items), [p.payload.get("carrier") for p in items]
-        )
-    if items := by_type.get(EventType.REALNAME_REGISTERED):
-        await conn.executemany(INSERT_REALNAME, [_realname_row(p) for p in items])
+_REALNAME_COLUMNS = 15
 
 
 def _realname_row(p: PreparedEvent) -> tuple[Any, ...]:
+    """The real-name detail columns of one event ($27..$41 of INSERT_EVENTS, in order)."""
     valid, _ = realname_valid(p.payload, p.occurred_at)
     pd = p.personal_data
     expires = p.payload.get("document_expires_on")
     return (
         p.site_id,
         p.event_id,
-        p.waybill_no,
-        p.occurred_at,
         p.payload.get("contract_customer_ref"),
         pd.document_type if pd else None,
         pd.document_masked if pd else None,

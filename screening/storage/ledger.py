@@ -5,8 +5,9 @@ ingest transaction that inserts the events, so an event is logged if and only if
 
 Costs, for a site whose log has n leaves:
 
-* ``append_entries`` / ``append_events``: one locked state row, one INSERT of the new leaves and
-  of any completed tile nodes, one UPDATE; O(k + log n) hashing for k entries.
+* ``append_entries`` / ``append_events`` / ``append_stored``: one locked state row, then one
+  statement that inserts the new leaves and any completed tile nodes and updates the state;
+  O(k + log n) hashing for k entries.
 * ``latest_root``: one row, O(1).
 * ``inclusion_proof`` / ``consistency_proof`` / ``root_at``: two indexed reads of at most
   O(2**8 · log n / 8) stored hashes (tile nodes every 8 levels, see ``domain.ledger``).
@@ -56,17 +57,18 @@ WHERE s.tree_size > COALESCE(
     (SELECT max(c.tree_size) FROM ledger_checkpoints c WHERE c.site_id = s.site_id), -1)
 ORDER BY s.site_id
 """
-UPDATE_STATE = """
-UPDATE ledger_state SET tree_size = $2, frontier = $3, root_hash = $4, updated_at = now()
+# One round trip writes an append: the new leaves, any completed tile nodes (often none: the
+# arrays are then empty) and the new state.
+WRITE_APPEND = """
+WITH leaves AS (
+    INSERT INTO ledger_leaves (site_id, leaf_index, event_id, leaf_hash)
+    SELECT $1, * FROM unnest($2::bigint[], $3::uuid[], $4::bytea[])
+), nodes AS (
+    INSERT INTO ledger_nodes (site_id, level, node_index, hash)
+    SELECT $1, * FROM unnest($5::smallint[], $6::bigint[], $7::bytea[])
+)
+UPDATE ledger_state SET tree_size = $8, frontier = $9, root_hash = $10, updated_at = now()
 WHERE site_id = $1
-"""
-INSERT_LEAVES = """
-INSERT INTO ledger_leaves (site_id, leaf_index, event_id, leaf_hash)
-SELECT $1, * FROM unnest($2::bigint[], $3::uuid[], $4::bytea[])
-"""
-INSERT_NODES = """
-INSERT INTO ledger_nodes (site_id, level, node_index, hash)
-SELECT $1, * FROM unnest($2::smallint[], $3::bigint[], $4::bytea[])
 """
 SELECT_LEAVES_AT = """
 SELECT leaf_index, leaf_hash FROM ledger_leaves
@@ -195,26 +197,23 @@ async def append_entries(
         return AppendResult(state.size, state.size, state.root())
     leaves = [leaf_hash(entry) for _, entry in entries]
     new_state, completed = state.extend(leaves)
+    root = new_state.root()
     try:
         await conn.execute(
-            INSERT_LEAVES,
+            WRITE_APPEND,
             site_id,
             list(range(state.size, new_state.size)),
             ids,
             leaves,
-        )
-    except asyncpg.UniqueViolationError as exc:
-        raise DuplicateEntryError(f"an event is already in the log of site {site_id}") from exc
-    if completed:
-        await conn.execute(
-            INSERT_NODES,
-            site_id,
             [level for (level, _), _ in completed],
             [index for (_, index), _ in completed],
             [h for _, h in completed],
+            new_state.size,
+            list(new_state.hashes),
+            root,
         )
-    root = new_state.root()
-    await conn.execute(UPDATE_STATE, site_id, new_state.size, list(new_state.hashes), root)
+    except asyncpg.UniqueViolationError as exc:
+        raise DuplicateEntryError(f"an event is already in the log of site {site_id}") from exc
     return AppendResult(state.size, new_state.size, root)
 
 
@@ -248,7 +247,6 @@ async def append_events(
 async def append_accepted(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> dict[str, AppendResult]:
     """Append newly accepted events, given as (site_id, event_id) in acceptance order.
 
-    The call for ``commit_events``: after ``insert_events``, pass the keys of the new events.
     Sites are locked in sorted order (no deadlocks between gateways); within a site, the
     leaves keep the order of ``keys``. The site locks are held until the caller commits, so
     make this the last write of the transaction: it then serialises only the commit itself.
@@ -257,6 +255,27 @@ async def append_accepted(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> dict[
     for site_id, event_id in keys:
         by_site.setdefault(site_id, []).append(event_id)
     return {site: await append_events(conn, site, by_site[site]) for site in sorted(by_site)}
+
+
+async def append_stored(
+    conn: Conn,
+    events: Sequence[LedgerEvent],
+    entry_for_event: Callable[[LedgerEvent], bytes] = event_entry,
+) -> dict[str, AppendResult]:
+    """Append newly stored events whose ledger columns the caller already read back.
+
+    The call for ``commit_events``: ``insert_events`` returns each new row's ledger columns as
+    PostgreSQL stored them (``record_digest`` over the stored jsonb, as ``verify_site`` derives
+    it), so no second read of the rows is needed. Same ordering and locking as
+    ``append_accepted``: sites in sorted order, leaves in the order of ``events``.
+    """
+    by_site: dict[str, list[LedgerEvent]] = {}
+    for e in events:
+        by_site.setdefault(e.site_id, []).append(e)
+    return {
+        site: await append_entries(conn, site, [(e.event_id, entry_for_event(e)) for e in items])
+        for site, items in sorted(by_site.items())
+    }
 
 
 # --- tree heads and proofs -----------------------------------------------------------------

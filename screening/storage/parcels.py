@@ -9,13 +9,20 @@ from datetime import date, datetime
 from screening.domain.compliance import RULE_OF, ParcelStatus, Rule
 from screening.domain.rates import RateCounts, RateKey, contribution
 from screening.storage import Conn
+from screening.storage.sites import Site, site_of_row
 
 ParcelKey = tuple[str, str]
 
 # Transaction-scoped locks per parcel, taken in one sorted order so that two gateway processes
 # updating overlapping parcels cannot deadlock; they serialise recomputation of one parcel.
-LOCK_PARCELS = """
-SELECT pg_advisory_xact_lock(hashtextextended(k, 7)) FROM unnest($1::text[]) AS k
+# The same round trip reads the sites' rows (their X-ray policies): the one-row aggregate is the
+# preserved side of the join, so every lock is taken even when no site matches; sites are not
+# guarded by these locks, so reading them in this statement's snapshot is right.
+LOCK_PARCELS_READ_SITES = """
+SELECT s.site_id, s.name, s.timezone, s.xray_flows
+FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7))) FROM unnest($1::text[]) AS k)
+     AS locked
+LEFT JOIN sites s ON s.site_id = ANY($2::text[])
 """
 
 SELECT_PARCELS = """
@@ -26,52 +33,39 @@ JOIN unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
   ON p.site_id = k.site_id AND p.waybill_no = k.waybill_no
 """
 
-UPSERT_PARCELS = """
-INSERT INTO parcels AS p (site_id, waybill_no, flow, carrier, first_seen_at, updated_at,
-    dispatched_at, dispatch_day, rate_flow, xray_required, realname_ok, inspection_ok, xray_ok,
-    compliant, problems)
-SELECT k.site_id, k.waybill_no, k.flow, k.carrier, k.now, k.now, k.dispatched_at,
-       k.dispatch_day, k.rate_flow, k.xray_required, k.realname_ok, k.inspection_ok, k.xray_ok,
-       k.compliant, string_to_array(k.problems, ',')
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-            $6::timestamptz[], $7::date[], $8::text[], $9::bool[], $10::bool[], $11::bool[],
-            $12::bool[], $13::bool[], $14::text[])
-     AS k(site_id, waybill_no, flow, carrier, now, dispatched_at, dispatch_day, rate_flow,
-          xray_required, realname_ok, inspection_ok, xray_ok, compliant, problems)
-ON CONFLICT (site_id, waybill_no) DO UPDATE SET
-    flow = EXCLUDED.flow, carrier = COALESCE(EXCLUDED.carrier, p.carrier),
-    updated_at = EXCLUDED.updated_at, dispatched_at = EXCLUDED.dispatched_at,
-    dispatch_day = EXCLUDED.dispatch_day, rate_flow = EXCLUDED.rate_flow,
-    xray_required = EXCLUDED.xray_required, realname_ok = EXCLUDED.realname_ok,
-    inspection_ok = EXCLUDED.inspection_ok, xray_ok = EXCLUDED.xray_ok,
-    compliant = EXCLUDED.compliant, problems = EXCLUDED.problems
-"""
-
-DELETE_VIOLATIONS = """
-DELETE FROM violations v
-USING unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
-WHERE v.site_id = k.site_id AND v.waybill_no = k.waybill_no
-"""
-
-INSERT_VIOLATIONS = """
-INSERT INTO violations (site_id, waybill_no, reason, rule, dispatch_day, flow, dispatched_at,
-                        detected_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[], $6::text[],
-                     $7::timestamptz[], $8::timestamptz[])
-ON CONFLICT (site_id, waybill_no, reason) DO NOTHING
-"""
-
-SELECT_VIOLATION_DETECTED = """
-SELECT v.site_id, v.waybill_no, v.reason, v.detected_at FROM violations v
-JOIN unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
-  ON v.site_id = k.site_id AND v.waybill_no = k.waybill_no
-"""
-
-APPLY_ROLLUP = """
+# One statement saves a group's parcels: their rows, the violations of those that need them
+# written, and the rollup deltas (added in key order, so gateways cannot deadlock on them).
+SAVE_PARCELS = """
+WITH saved AS (
+    INSERT INTO parcels AS p (site_id, waybill_no, flow, carrier, first_seen_at, updated_at,
+        dispatched_at, dispatch_day, rate_flow, xray_required, realname_ok, inspection_ok,
+        xray_ok, compliant, problems)
+    SELECT k.site_id, k.waybill_no, k.flow, k.carrier, k.now, k.now, k.dispatched_at,
+           k.dispatch_day, k.rate_flow, k.xray_required, k.realname_ok, k.inspection_ok,
+           k.xray_ok, k.compliant, string_to_array(k.problems, ',')
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                $6::timestamptz[], $7::date[], $8::text[], $9::bool[], $10::bool[], $11::bool[],
+                $12::bool[], $13::bool[], $14::text[])
+         AS k(site_id, waybill_no, flow, carrier, now, dispatched_at, dispatch_day, rate_flow,
+              xray_required, realname_ok, inspection_ok, xray_ok, compliant, problems)
+    ON CONFLICT (site_id, waybill_no) DO UPDATE SET
+        flow = EXCLUDED.flow, carrier = COALESCE(EXCLUDED.carrier, p.carrier),
+        updated_at = EXCLUDED.updated_at, dispatched_at = EXCLUDED.dispatched_at,
+        dispatch_day = EXCLUDED.dispatch_day, rate_flow = EXCLUDED.rate_flow,
+        xray_required = EXCLUDED.xray_required, realname_ok = EXCLUDED.realname_ok,
+        inspection_ok = EXCLUDED.inspection_ok, xray_ok = EXCLUDED.xray_ok,
+        compliant = EXCLUDED.compliant, problems = EXCLUDED.problems
+), violations_new AS (
+    INSERT INTO violations (site_id, waybill_no, reason, rule, dispatch_day, flow, dispatched_at,
+                            detected_at)
+    SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::text[], $19::date[],
+                         $20::text[], $21::timestamptz[], $22::timestamptz[])
+    ON CONFLICT (site_id, waybill_no, reason) DO NOTHING
+)
 INSERT INTO site_daily_rates AS r (site_id, day, flow, dispatched, realname_ok, inspection_ok,
                                    xray_ok, all_ok, xray_required)
-SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[], $5::bigint[],
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+SELECT * FROM unnest($23::text[], $24::date[], $25::text[], $26::bigint[], $27::bigint[],
+                     $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[])
 ON CONFLICT (site_id, day, flow) DO UPDATE SET
     dispatched = r.dispatched + EXCLUDED.dispatched,
     realname_ok = r.realname_ok + EXCLUDED.realname_ok,
@@ -79,6 +73,15 @@ ON CONFLICT (site_id, day, flow) DO UPDATE SET
     xray_ok = r.xray_ok + EXCLUDED.xray_ok,
     all_ok = r.all_ok + EXCLUDED.all_ok,
     xray_required = r.xray_required + EXCLUDED.xray_required
+"""
+
+# Violations of parcels whose status moved are removed before they are written anew; the old
+# rows come back so that a violation keeps the time it was first detected.
+DELETE_VIOLATIONS = """
+DELETE FROM violations v
+USING unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
+WHERE v.site_id = k.site_id AND v.waybill_no = k.waybill_no
+RETURNING v.site_id, v.waybill_no, v.reason, v.detected_at
 """
 
 
@@ -94,10 +97,14 @@ class StoredParcel:
         return self.problems if self.contribution is not None else ()
 
 
-async def lock_parcels(conn: Conn, keys: Iterable[ParcelKey]) -> None:
-    names = sorted({f"{site}\x1f{waybill}" for site, waybill in keys})
-    if names:
-        await conn.execute(LOCK_PARCELS, names)
+async def lock_parcels_read_sites(conn: Conn, keys: Iterable[ParcelKey]) -> dict[str, Site]:
+    """Lock the parcels for the rest of the transaction; return their sites (those that exist)."""
+    keys = set(keys)
+    if not keys:
+        return {}
+    names = sorted(f"{site}\x1f{waybill}" for site, waybill in keys)
+    rows = await conn.fetch(LOCK_PARCELS_READ_SITES, names, sorted({k[0] for k in keys}))
+    return {r["site_id"]: site_of_row(r) for r in rows if r["site_id"] is not None}
 
 
 async def load_parcels(conn: Conn, keys: Sequence[ParcelKey]) -> dict[ParcelKey, StoredParcel]:
@@ -135,14 +142,37 @@ async def save_parcels(
     carriers: Mapping[ParcelKey, str | None],
     now: datetime,
     previous: Mapping[ParcelKey, StoredParcel],
+    deltas: Mapping[tuple[str, RateKey], RateCounts],
 ) -> None:
-    """Upsert parcel rows; rewrite the violations of parcels whose violations changed."""
-    if not statuses:
+    """Upsert parcel rows, rewrite the violations of parcels whose violations changed, and add
+    the counter deltas to the rollup: one round trip, two when violations move."""
+    if not statuses and not deltas:
         return
     keys = sorted(statuses)
     st = [statuses[k] for k in keys]
+    # Violations rows carry the dispatch day and flow, so rewrite them whenever the parcel's
+    # contribution changed; untouched parcels (the common case) cost nothing here.
+    rewrite = [k for k in keys if k in previous and _violations_moved(previous[k], statuses[k])]
+    detected: dict[tuple[str, str, str], datetime] = {}
+    if rewrite:
+        # Keep when a violation was first detected across rewrites.
+        detected = {
+            (r["site_id"], r["waybill_no"], r["reason"]): r["detected_at"]
+            for r in await conn.fetch(
+                DELETE_VIOLATIONS, [k[0] for k in rewrite], [k[1] for k in rewrite]
+            )
+        }
+    targets = set(rewrite) | {k for k in keys if k not in previous}
+    rows = [
+        (k, s, reason)
+        for k, s in zip(keys, st, strict=True)
+        if k in targets and s.dispatched_at is not None and s.dispatch_day is not None
+        for reason in s.violations
+    ]
+    rollup = sorted(deltas, key=lambda k: (k[0], k[1].day, k[1].flow))
+    counts = [deltas[k] for k in rollup]
     await conn.execute(
-        UPSERT_PARCELS,
+        SAVE_PARCELS,
         [k[0] for k in keys],
         [k[1] for k in keys],
         [s.flow.value if s.flow else None for s in st],
@@ -157,52 +187,19 @@ async def save_parcels(
         [s.rules_ok[Rule.XRAY] for s in st],
         [s.compliant for s in st],
         [",".join(s.problems) for s in st],
-    )
-    # Violations rows carry the dispatch day and flow, so rewrite them whenever the parcel's
-    # contribution changed; untouched parcels (the common case) cost nothing here.
-    rewrite = [k for k in keys if k in previous and _violations_moved(previous[k], statuses[k])]
-    detected: dict[tuple[str, str, str], datetime] = {}
-    if rewrite:
-        # Keep when a violation was first detected across rewrites.
-        detected = {
-            (r["site_id"], r["waybill_no"], r["reason"]): r["detected_at"]
-            for r in await conn.fetch(
-                SELECT_VIOLATION_DETECTED, [k[0] for k in rewrite], [k[1] for k in rewrite]
-            )
-        }
-        await conn.execute(DELETE_VIOLATIONS, [k[0] for k in rewrite], [k[1] for k in rewrite])
-    targets = set(rewrite) | {k for k in keys if k not in previous}
-    rows = [
-        (k, s, reason)
-        for k, s in zip(keys, st, strict=True)
-        if k in targets and s.dispatched_at is not None and s.dispatch_day is not None
-        for reason in s.violations
-    ]
-    if rows:
-        await conn.execute(
-            INSERT_VIOLATIONS,
-            [k[0] for k, _, _ in rows],
-            [k[1] for k, _, _ in rows],
-            [reason.value for _, _, reason in rows],
-            [RULE_OF[reason].value for _, _, reason in rows],
-            [s.dispatch_day for _, s, _ in rows],
-            [s.rate_bucket for _, s, _ in rows],
-            [s.dispatched_at for _, s, _ in rows],
-            [detected.get((k[0], k[1], reason.value), now) for k, _, reason in rows],
-        )
-
-
-async def apply_rollup(conn: Conn, deltas: Mapping[tuple[str, RateKey], RateCounts]) -> None:
-    """Add counter deltas to the rollup, in key order (no deadlocks between gateways)."""
-    if not deltas:
-        return
-    keys = sorted(deltas, key=lambda k: (k[0], k[1].day, k[1].flow))
-    counts = [deltas[k] for k in keys]
-    await conn.execute(
-        APPLY_ROLLUP,
-        [k[0] for k in keys],
-        [k[1].day for k in keys],
-        [k[1].flow for k in keys],
+        # violations
+        [k[0] for k, _, _ in rows],
+        [k[1] for k, _, _ in rows],
+        [reason.value for _, _, reason in rows],
+        [RULE_OF[reason].value for _, _, reason in rows],
+        [s.dispatch_day for _, s, _ in rows],
+        [s.rate_bucket for _, s, _ in rows],
+        [s.dispatched_at for _, s, _ in rows],
+        [detected.get((k[0], k[1], reason.value), now) for k, _, reason in rows],
+        # rollup deltas
+        [k[0] for k in rollup],
+        [k[1].day for k in rollup],
+        [k[1].flow for k in rollup],
         [c.dispatched for c in counts],
         [c.realname_ok for c in counts],
         [c.inspection_ok for c in counts],

@@ -29,7 +29,7 @@ class Site:
     policy: SitePolicy
 
 
-def _site(r: asyncpg.Record) -> Site:
+def site_of_row(r: asyncpg.Record) -> Site:
     return Site(
         site_id=r["site_id"],
         name=r["name"],
@@ -46,11 +46,11 @@ async def upsert_site(conn: Conn, site_id: str, name: str, policy: SitePolicy) -
 
 
 async def list_sites(conn: Conn) -> list[Site]:
-    return [_site(r) for r in await conn.fetch(SELECT_SITES)]
+    return [site_of_row(r) for r in await conn.fetch(SELECT_SITES)]
 
 
 async def get_sites(conn: Conn, site_ids: Iterable[str]) -> dict[str, Site]:
     ids = sorted(set(site_ids))
     if not ids:
         return {}
-    return {r["site_id"]: _site(r) for r in await conn.fetch(SELECT_SOME_SITES, ids)}
+    return {r["site_id"]: site_of_row(r) for r in await conn.fetch(SELECT_SOME_SITES, ids)}
