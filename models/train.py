@@ -1,8 +1,10 @@
-"""`python -m models.train`: generate data if missing, train the detector on CPU, export ONNX,
-evaluate on held-out seeds and write the manifest and model card.
+"""`python -m models.train`: generate data if missing, train the detector (on a GPU if there is
+one, else on the CPU), export ONNX, train the cross-vendor control, evaluate on held-out seeds and
+write the manifest and model card.
 
-Defaults reproduce the committed model (models/xray-detector.onnx); see models/REPORT.md for the
-measured wall time. Training: anchor-free FCOS-style assignment (centre sampling, scale ranges per
+Defaults reproduce the committed model (models/xray-detector.onnx) on any device: the run is a
+fixed number of steps over the same generated images; models/REPORT.md gives the measured wall
+time. Training: anchor-free FCOS-style assignment (centre sampling, scale ranges per
 stride), quality focal loss with the IoU as the soft target (so scores rank box quality, which
 mAP rewards), GIoU box loss, AdamW with a cosine schedule, weight EMA.
 """
@@ -12,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
-import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from pathlib import Path
 
@@ -26,7 +29,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from models.network import STRIDES, Detector, Exported, decode, grid
+from models.network import NECK, STRIDES, WIDTH, Detector, Exported, decode, grid
 from models.synth.dataset import style_of
 from models.taxonomy import CLASSES
 from screening.inference.preprocess import LETTERBOX_VALUE
@@ -42,17 +45,18 @@ CENTRE_RADIUS = 2.5  # strides
 
 
 def load_split(data: Path, split: str, styles: set[str] | None = None,
-               limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+               limit: int | None = None, threads: int = 8
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Images (RGB uint8) and labels (n, 5: class, x1, y1, x2, y2 in pixels) of a YOLO-format
     split (images/<split>/*.png|jpg, labels/<split>/*.txt): any such folder trains the same way.
     `styles` keeps only our synthetic images of those vendor styles (named by seed)."""
-    out = []
     files = sorted(p for p in (data / "images" / split).iterdir()
                    if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
-    for path in files:
-        if styles is not None and style_of(int(path.stem), ("A", "B", "C")) not in styles:
-            continue
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if styles is not None:
+        files = [p for p in files if style_of(int(p.stem), ("A", "B", "C")) in styles]
+
+    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # releases the GIL: threads help
         if img is None:
             raise RuntimeError(f"unreadable image {path}")
         h, w = img.shape[:2]
@@ -62,13 +66,39 @@ def load_split(data: Path, split: str, styles: set[str] | None = None,
         boxes = np.array([[c, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w,
                            (cy + bh / 2) * h] for c, cx, cy, bw, bh in rows],
                          np.float32).reshape(-1, 5)
-        out.append((np.ascontiguousarray(img[..., ::-1]), boxes))
-    return out
+        return np.ascontiguousarray(img[..., ::-1]), boxes
+
+    with ThreadPoolExecutor(max(threads, 1)) as pool:
+        return list(pool.map(read, files))
+
+
+def _photometric(img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Scanner-to-scanner variation beyond our three colour tables, so the detector leans on
+    shape and relative colour: hue rotation, channel order, grey rendering, gamma, blur, noise."""
+    if rng.random() < 0.3:  # another vendor's palette: rotate hue
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + rng.randint(-25, 25)) % 180).astype(
+            np.uint8)
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if rng.random() < 0.1:
+        img = np.ascontiguousarray(img[..., rng.sample(range(3), 3)])
+    if rng.random() < 0.1:  # grey-scale workstation view
+        img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    if rng.random() < 0.3:
+        lut = (255 * (np.arange(256) / 255) ** rng.uniform(0.7, 1.4)).astype(np.uint8)
+        img = cv2.LUT(img, lut)
+    if rng.random() < 0.2:
+        img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.3, 1.2))
+    if rng.random() < 0.25:
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 8),
+                                                                  img.shape)
+        img = np.clip(img + noise, 0, 255).astype(np.uint8)
+    return img
 
 
 def augment(img: np.ndarray, boxes: np.ndarray, size: int, rng: random.Random
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Letterbox with scale jitter and random placement, flips, brightness/contrast jitter."""
+    """Letterbox with scale jitter and random placement, flips, photometric jitter."""
     h, w = img.shape[:2]
     boxes = boxes.copy()
     if rng.random() < 0.5:  # mirror across the belt
@@ -88,7 +118,40 @@ def augment(img: np.ndarray, boxes: np.ndarray, size: int, rng: random.Random
     if rng.random() < 0.5:
         alpha, beta = rng.uniform(0.85, 1.15), rng.uniform(-15, 15)
         canvas = cv2.convertScaleAbs(canvas, alpha=alpha, beta=beta)
-    return canvas, boxes
+    return _photometric(canvas, rng), boxes
+
+
+class Augmented(torch.utils.data.Dataset[tuple[np.ndarray, np.ndarray]]):
+    """Endless augmented samples: item k draws image `order[k % n]` with a per-item RNG, so a
+    run is the same for any number of loader workers."""
+
+    def __init__(self, data: list[tuple[np.ndarray, np.ndarray]], size: int, seed: int,
+                 steps: int, batch: int) -> None:
+        self.data, self.size, self.seed = data, size, seed
+        self.length = steps * batch
+        self._perm: tuple[int, list[int]] = (-1, [])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        epoch, i = divmod(k, len(self.data))
+        if self._perm[0] != epoch:  # each epoch is a fresh shuffle, the same in every worker
+            order = list(range(len(self.data)))
+            random.Random(self.seed * 7919 + epoch).shuffle(order)
+            self._perm = (epoch, order)
+        rng = random.Random(self.seed * 1_000_003 + k)
+        return augment(*self.data[self._perm[1][i]], self.size, rng)
+
+
+def collate(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images [B, H, W, 3] and targets padded to [B, G, 5] (class -1 = padding)."""
+    images = torch.from_numpy(np.stack([b[0] for b in batch]))
+    g = max(1, max(len(b[1]) for b in batch))
+    targets = torch.full((len(batch), g, 5), -1.0)
+    for i, (_, boxes) in enumerate(batch):
+        targets[i, : len(boxes)] = torch.from_numpy(boxes)
+    return images, targets
 
 
 def box_iou_giou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,64 +166,70 @@ def box_iou_giou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
     return iou, iou - (hull - union) / (hull + 1e-7)
 
 
-def assign(centres: torch.Tensor, strides: torch.Tensor, gt: torch.Tensor
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per location: index of its ground-truth box or -1 (FCOS centre sampling + scale ranges,
-    ties to the smallest box; every box gets at least its nearest location)."""
-    n = centres.shape[0]
-    if gt.shape[0] == 0:
-        return torch.full((n,), -1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    boxes = gt[:, 1:]
-    x, y = centres[:, 0:1], centres[:, 1:2]
-    ltrb = torch.stack([x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], -1)
-    inside = ltrb.min(-1).values > 0
-    cxy = (boxes[:, :2] + boxes[:, 2:]) / 2
-    r = CENTRE_RADIUS * strides[:, None]
-    near = ((x - cxy[:, 0]).abs() < r) & ((y - cxy[:, 1]).abs() < r)
+def assign(centres: torch.Tensor, strides: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Per image and location: index of its ground-truth box or -1, for a padded batch `gt`
+    [B, G, 5] (class -1 = padding). FCOS centre sampling + scale ranges, ties to the smallest
+    box; every box gets at least its nearest location inside it. No host sync."""
+    g = gt.shape[1]
+    valid = gt[..., 0] >= 0  # [B, G]
+    boxes = gt[..., 1:]  # [B, G, 4]
+    x, y = centres[None, :, 0, None], centres[None, :, 1, None]  # [1, N, 1]
+    ltrb = torch.stack([x - boxes[:, None, :, 0], y - boxes[:, None, :, 1],
+                        boxes[:, None, :, 2] - x, boxes[:, None, :, 3] - y], -1)  # [B, N, G, 4]
+    inside = (ltrb.min(-1).values > 0) & valid[:, None, :]
+    cxy = (boxes[..., :2] + boxes[..., 2:]) / 2  # [B, G, 2]
+    r = CENTRE_RADIUS * strides[None, :, None]
+    near = ((x - cxy[:, None, :, 0]).abs() < r) & ((y - cxy[:, None, :, 1]).abs() < r)
     m = ltrb.max(-1).values
-    lo = torch.tensor([s[0] for s in SCALE_RANGES])
-    hi = torch.tensor([s[1] for s in SCALE_RANGES])
+    ranges = torch.tensor(SCALE_RANGES, device=centres.device)
     level = torch.log2(strides / STRIDES[0]).long()
-    in_range = (m >= lo[level][:, None]) & (m <= hi[level][:, None])
-    ok = inside & near & in_range
-    area = (boxes[:, 2:] - boxes[:, :2]).prod(1)
-    cost = torch.where(ok, area[None, :].expand(n, -1), torch.full_like(m, float("inf")))
-    best_cost, best = cost.min(1)
+    lo, hi = ranges[level, 0][None, :, None], ranges[level, 1][None, :, None]
+    ok = inside & near & (m >= lo) & (m <= hi)
+    area = (boxes[..., 2:] - boxes[..., :2]).prod(-1)  # [B, G]
+    cost = torch.where(ok, area[:, None, :].expand_as(m), torch.full_like(m, float("inf")))
+    best_cost, best = cost.min(-1)  # [B, N]
     idx = torch.where(torch.isfinite(best_cost), best, torch.full_like(best, -1))
-    for g in range(gt.shape[0]):  # a box with no location: take the nearest inside it
-        if not (idx == g).any():
-            d = ((centres - cxy[g]) ** 2).sum(1) + (~inside[:, g]).float() * 1e9
-            idx[int(d.argmin())] = g
-    return idx, gt[:, 0].long()
+    # A box with no location: give it the location nearest its centre inside it.
+    has = (idx[:, :, None] == torch.arange(g, device=idx.device)).any(1)  # [B, G]
+    d = ((centres[None, :, None, :] - cxy[:, None, :, :]) ** 2).sum(-1) + (~inside) * 1e9
+    nearest = d.argmin(1)  # [B, G]
+    missing = valid & ~has
+    bi, gi = missing.nonzero(as_tuple=True)
+    idx[bi, nearest[bi, gi]] = gi
+    return idx
 
 
-def loss_fn(levels: list[tuple[torch.Tensor, torch.Tensor]], targets: list[torch.Tensor],
-            nc: int) -> tuple[torch.Tensor, dict[str, float]]:
-    logits, boxes = decode(levels)
-    b = logits.shape[0]
-    centres = torch.cat([grid(c.shape[2], c.shape[3], s) for (c, _), s in zip(levels, STRIDES,
-                                                                               strict=True)])
-    strides = torch.cat([torch.full((c.shape[2] * c.shape[3],), float(s))
+def level_layout(levels: list[tuple[torch.Tensor, torch.Tensor]]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Location centres [N, 2] and their strides [N] in `decode`'s order."""
+    dev = levels[0][0].device
+    centres = torch.cat([grid(c.shape[2], c.shape[3], s, dev)
                          for (c, _), s in zip(levels, STRIDES, strict=True)])
+    strides = torch.cat([torch.full((c.shape[2] * c.shape[3],), float(s), device=dev)
+                         for (c, _), s in zip(levels, STRIDES, strict=True)])
+    return centres, strides
+
+
+def loss_fn(levels: list[tuple[torch.Tensor, torch.Tensor]], targets: torch.Tensor,
+            nc: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Quality focal loss (Li et al. 2020: BCE against the IoU, modulated by |σ − target|²) +
+    2 × GIoU loss over assigned locations, both per positive location."""
+    levels = [(c.float(), r.float()) for c, r in levels]
+    logits, boxes = decode(levels)
+    centres, strides = level_layout(levels)
+    idx = assign(centres, strides, targets)  # [B, N]
+    pos = idx >= 0
+    bi, ni = pos.nonzero(as_tuple=True)
+    gt = targets[bi, idx[bi, ni]]  # [P, 5]
+    iou, giou = box_iou_giou(boxes[bi, ni], gt[:, 1:])
+    n_pos = pos.sum().clamp(min=1).float()
     cls_target = torch.zeros_like(logits)
-    box_losses, n_pos = [], 0
-    for i in range(b):
-        idx, cls = assign(centres, strides, targets[i])
-        pos = idx >= 0
-        if not pos.any():
-            continue
-        gt_boxes = targets[i][idx[pos], 1:]
-        iou, giou = box_iou_giou(boxes[i, pos], gt_boxes)
-        box_losses.append((1 - giou).sum())
-        cls_target[i, pos, cls[idx[pos]]] = iou.detach().clamp(min=0.05)
-        n_pos += int(pos.sum())
-    # Quality focal loss (Li et al. 2020): BCE against the IoU, modulated by |σ − target|².
+    cls_target[bi, ni, gt[:, 0].long()] = iou.detach().clamp(min=0.05)
     prob = logits.sigmoid()
     bce = F.binary_cross_entropy_with_logits(logits, cls_target, reduction="none")
-    cls_loss = (bce * (prob - cls_target).abs().pow(2)).sum() / max(n_pos, 1)
-    box_loss = torch.stack(box_losses).sum() / max(n_pos, 1) if box_losses else logits.sum() * 0
-    total = cls_loss + 2.0 * box_loss
-    return total, {"cls": cls_loss.item(), "box": box_loss.item(), "pos": n_pos / max(b, 1)}
+    cls_loss = (bce * (prob - cls_target).abs().pow(2)).sum() / n_pos
+    box_loss = (1 - giou).sum() / n_pos
+    return cls_loss + 2.0 * box_loss, {"cls": cls_loss.detach(), "box": box_loss.detach()}
 
 
 class EMA:
@@ -177,10 +246,13 @@ class EMA:
         d = self.decay * (1 - math.exp(-self.updates / 100))
         with torch.no_grad():
             msd = model.state_dict()
-            for k, v in self.model.state_dict().items():
-                if v.dtype.is_floating_point:
-                    v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
-                else:
+            mine = self.model.state_dict()
+            floats = [k for k, v in mine.items() if v.dtype.is_floating_point]
+            ema_t = [mine[k] for k in floats]
+            torch._foreach_mul_(ema_t, d)
+            torch._foreach_add_(ema_t, [msd[k].detach() for k in floats], alpha=1 - d)
+            for k, v in mine.items():
+                if not v.dtype.is_floating_point:
                     v.copy_(msd[k])
 
 
@@ -249,61 +321,128 @@ def freeze_bn(net: torch.nn.Module) -> None:
             m.eval()
 
 
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def train(args: argparse.Namespace) -> Path:
+    """One training run: `args.steps` optimiser steps (or `args.epochs` over the images, or as
+    many as fit in `args.time_budget_s`, measured on the first steps), then an ONNX export of
+    the weight average. The run records what it did in `<out>.train.json`; passing its `steps`
+    back reproduces it on any device."""
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
-    rng = random.Random(args.seed)
+    device = pick_device(args.device)
     n_total = len(list((args.data / "images" / "train").iterdir()))
     data = load_split(args.data, "train", set(args.styles.split(",")) if args.styles else None,
-                      args.limit_images or None)
-    print(f"{len(data)} training images", file=sys.stderr)
-    net = Detector(len(CLASSES))
+                      args.limit_images or None, threads=max(args.workers, args.threads))
+    print(f"{len(data)} training images on {device}", file=sys.stderr)
+    width = tuple(int(c) for c in args.width.split(","))
+    net = Detector(len(CLASSES), width, args.neck)
     if args.init:
         load_onnx_weights(net, args.init, args.imgsz)
+    net.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=5e-4)
-    steps_per_epoch = len(data) // args.batch
-    total = steps_per_epoch * args.epochs
-    # EMA horizon about a tenth of the run: long enough to smooth, short enough to forget the
-    # untrained start of a short CPU run.
-    ema = EMA(net, decay=min(max(1 - 10 / total, 0.99), 0.998))
-    warmup = min(300, total // 10)
+    budgeted = not args.steps and args.time_budget_s > 0
+    total = args.steps or (len(data) // args.batch) * args.epochs
+    if budgeted:  # a provisional length; fixed once the first steps are timed
+        total = 10**7
+    loader = torch.utils.data.DataLoader(
+        Augmented(data, args.imgsz, args.seed, total if not budgeted else 10**6, args.batch),
+        batch_size=args.batch, num_workers=args.workers, collate_fn=collate,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+        prefetch_factor=4 if args.workers else None)
+    ema: EMA | None = None
+    warmup = 0
+
+    def plan(n_steps: int) -> None:
+        nonlocal total, ema, warmup
+        total = n_steps
+        # EMA horizon about a tenth of the run: long enough to smooth, short enough to forget
+        # the untrained start of a short run.
+        decay = min(max(1 - 10 / total, 0.99), 0.9995)
+        if ema is None:
+            ema = EMA(net, decay)
+        ema.decay = decay
+        warmup = min(300, total // 10)
 
     def lr_at(step: int) -> float:
         if step < warmup:
-            return args.lr * (step + 1) / warmup
-        return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (step - warmup)
-                                                            / max(total - warmup, 1))))
+            return float(args.lr * (step + 1) / warmup)
+        return float(args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(
+            math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))))
 
-    step = 0
+    plan(total if not budgeted else 1000)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    step, calib_at = 0, 30
     start = time.monotonic()
-    bar = tqdm(total=total, desc="train", mininterval=10)
-    for epoch in range(args.epochs):
-        order = list(range(len(data)))
-        rng.shuffle(order)
-        net.train()
-        if args.init:
-            freeze_bn(net)
-        for k in range(steps_per_epoch):
-            batch = [augment(*data[j], args.imgsz, rng) for j in
-                     order[k * args.batch:(k + 1) * args.batch]]
-            x = torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2)
-            x = x.float() / 255.0
-            targets = [torch.from_numpy(b[1]) for b in batch]
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            loss, parts = loss_fn(net(x), targets, len(CLASSES))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-            opt.step()
-            ema.update(net)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{float(loss):.3f}", cls=f"{parts['cls']:.3f}",
-                            box=f"{parts['box']:.3f}")
+    last_ckpt = start
+    bar = tqdm(total=None if budgeted else total, desc="train", mininterval=10)
+    net.train()
+    if args.init:
+        freeze_bn(net)
+    for images, targets in loader:
+        if step >= total:
+            break
+        x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with autocast:
+            levels = net(x)
+        loss, parts = loss_fn(levels, targets, len(CLASSES))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+        opt.step()
+        assert ema is not None
+        ema.update(net)
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{float(loss):.3f}", cls=f"{float(parts['cls']):.3f}",
+                            box=f"{float(parts['box']):.3f}")
+        if budgeted and step == calib_at:
+            # Time steps calib_at//2..calib_at (after start-up), then fix the run's length.
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            mark = time.monotonic()
+            calib_at = -1
+            mark_step = step
+        elif budgeted and calib_at == -1 and step == mark_step + 40:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            rate = 40 / (time.monotonic() - mark)
+            left = args.time_budget_s - (time.monotonic() - start)
+            plan(step + max(int(left * rate * 0.95), 1))
+            bar.total = total
+            print(f"\n{rate:.1f} steps/s: this run takes {total} steps", file=sys.stderr)
+            calib_at = -2
+        if args.checkpoint_every_s and time.monotonic() - last_ckpt > args.checkpoint_every_s:
+            _export_run(ema.model, args, width, step, time.monotonic() - start, len(data),
+                        n_total, device)
+            last_ckpt = time.monotonic()
     bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     wall = time.monotonic() - start
+    assert ema is not None
+    _export_run(ema.model, args, width, step, wall, len(data), n_total, device)
+    print(f"exported {args.out} after {wall / 60:.1f} min, {step} steps", file=sys.stderr)
+    return args.out
+
+
+def _export_run(model: torch.nn.Module, args: argparse.Namespace, width: tuple[int, ...],
+                steps: int, wall: float, n_images: int, n_total: int,
+                device: torch.device) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "names": str(dict(enumerate(CLASSES))),  # Ultralytics' format: "{0: 'firearm', ...}"
@@ -313,76 +452,74 @@ def train(args: argparse.Namespace) -> Path:
         "version": args.version,
         "author": "parcel-screening models/train.py",
     }
-    export(ema.model, args.out, args.imgsz, meta)
+    cpu_model = deepcopy(model).float().cpu().eval()
+    export(cpu_model, args.out, args.imgsz, meta)
     (args.out.with_suffix(".train.json")).write_text(json.dumps(
-        {"train_wall_s": round(wall, 1), "epochs": args.epochs, "images": len(data),
-         "batch": args.batch, "imgsz": args.imgsz, "seed": args.seed, "lr": args.lr,
-         "threads": args.threads, "styles": args.styles or "A,B,C", "version": args.version,
+        {"train_wall_s": round(wall, 1), "steps": steps, "epochs": round(
+            steps * args.batch / max(n_images, 1), 1), "images": n_images,
+         "batch": args.batch, "imgsz": args.imgsz, "width": list(width), "neck": args.neck,
+         "seed": args.seed, "lr": args.lr, "device": torch.cuda.get_device_name(device)
+         if device.type == "cuda" else "cpu", "threads": args.threads,
+         "workers": args.workers, "styles": args.styles or "A,B,C", "version": args.version,
          "images_total": n_total, "init": str(args.init.name) if args.init else None},
         indent=2))
-    print(f"exported {args.out} after {wall / 60:.1f} min", file=sys.stderr)
-    return args.out
+
+
+# The committed model's recipe (models/xray-detector.train.json records the run that made it).
+IMAGES = 24000
+STEPS = 9000
+XVENDOR_STEPS = 9000
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=MODEL_PATH)
-    ap.add_argument("--epochs", type=int, default=12, help="stage 1: from scratch")
-    ap.add_argument("--limit-images", type=int, default=3000, help="stage 1 uses the first N")
-    ap.add_argument("--finetune-epochs", default="6,6,6",
-                    help="later stages, comma-separated: each continues from the previous "
-                         "export on all images with BN frozen (empty: none)")
-    ap.add_argument("--finetune-lr", default="1e-3,1e-3,1e-3")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--imgsz", type=int, default=256)
+    ap.add_argument("--images", type=int, default=IMAGES,
+                    help="synthetic training parcels to generate when --data has none")
+    ap.add_argument("--steps", type=int, default=STEPS,
+                    help="optimiser steps (0: use --epochs or --time-budget-s)")
+    ap.add_argument("--epochs", type=int, default=0, help="passes over the images (--steps 0)")
+    ap.add_argument("--time-budget-s", type=float, default=0,
+                    help="with --steps 0: as many steps as fit, timed on the first ones")
+    ap.add_argument("--limit-images", type=int, default=0, help="train on the first N only")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--imgsz", type=int, default=320)
+    ap.add_argument("--width", default=",".join(map(str, WIDTH)))
+    ap.add_argument("--neck", type=int, default=NECK)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads on the CPU")
+    ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                    help="data loader processes (augmentation)")
     ap.add_argument("--styles", default="", help="train only on these vendor styles (A,B,...)")
     ap.add_argument("--init", type=Path, default=None, help="start from one of our ONNX exports")
-    ap.add_argument("--version", default="1.0.0")
-    ap.add_argument("--no-evaluate", action="store_true")
-    ap.add_argument("--xvendor-epochs", type=int, default=5,
-                    help="reduced cross-vendor run on styles A,B (0: skip)")
+    ap.add_argument("--version", default="2.0.0")
+    ap.add_argument("--checkpoint-every-s", type=float, default=0,
+                    help="also export the weight average this often while training")
+    ap.add_argument("--no-evaluate", action="store_true", help="one run as given, no xvendor")
+    ap.add_argument("--xvendor-steps", type=int, default=XVENDOR_STEPS,
+                    help="cross-vendor run on styles A,B, tested on C (0: skip)")
     args = ap.parse_args(argv)
-    if not (args.data / "meta" / "test.jsonl").exists():
-        subprocess.run([sys.executable, "-m", "models.synth", "--out", str(args.data)],
+    train_dir = args.data / "images" / "train"
+    have = len(list(train_dir.iterdir())) if train_dir.exists() else 0
+    need_test = not args.no_evaluate and not (args.data / "meta" / "test.jsonl").exists()
+    if have < args.images or need_test:  # resumable: parcels already written are kept
+        subprocess.run([sys.executable, "-m", "models.synth", "--out", str(args.data),
+                        "--train", str(args.images), "--workers", str(os.cpu_count() or 1)],
                        check=True)
-    if args.no_evaluate:  # a single stage, as given (used for experiments)
-        train(args)
+    train(args)
+    if args.no_evaluate:
         return
-    stage1 = argparse.Namespace(**{**vars(args), "out": RUNS / "stage1.onnx"})
-    train(stage1)
     cmd = [sys.executable, "-m", "models.evaluate", "--model", str(args.out), "--data",
            str(args.data)]
-    if args.xvendor_epochs > 0:
-        xv = argparse.Namespace(**{**vars(args), "styles": "A,B", "epochs": args.xvendor_epochs,
+    if args.xvendor_steps > 0:
+        xv = argparse.Namespace(**{**vars(args), "styles": "A,B", "steps": args.xvendor_steps,
                                    "out": RUNS / "xvendor.onnx", "version": "xvendor"})
         train(xv)
         cmd += ["--xvendor-model", str(xv.out)]
-    epochs = [int(e) for e in args.finetune_epochs.split(",") if e.strip()]
-    lrs = [float(x) for x in args.finetune_lr.split(",") if x.strip()]
-    stages = [stage1.out]
-    for k, (ep, lr) in enumerate(zip(epochs, lrs, strict=True), start=2):
-        nxt = argparse.Namespace(**{**vars(args), "init": stages[-1], "limit_images": 0,
-                                    "epochs": ep, "lr": lr, "out": RUNS / f"stage{k}.onnx"})
-        train(nxt)
-        stages.append(nxt.out)
-    shutil.copy(stages[-1], args.out)
-    merge_stages(stages, args.out)
     subprocess.run(cmd, check=True)
-
-
-def merge_stages(stages: list[Path], final: Path) -> None:
-    """Record every stage in the final model's training record (wall time is their sum)."""
-    records = [json.loads(s.with_suffix(".train.json").read_text()) for s in stages]
-    merged = {**records[-1], "stages": records,
-              "train_wall_s": round(sum(r["train_wall_s"] for r in records), 1),
-              "epochs": " + ".join(str(r["epochs"]) for r in records),
-              "images": " then ".join(str(r["images"]) for r in records),
-              "lr": " then ".join(str(r["lr"]) for r in records)}
-    final.with_suffix(".train.json").write_text(json.dumps(merged, indent=2))
 
 
 if __name__ == "__main__":
