@@ -195,16 +195,25 @@ class _Submission:
 
 @dataclass
 class GroupCommitWriter:
-    """One writer task per process: batches queued submissions into single transactions."""
+    """One writer per process: batches queued submissions into single transactions.
+
+    Up to ``max_inflight`` group commits run at once, each on its own connection: while one
+    waits for the database (its round trips, its fsync), the next group is gathered and sent, so
+    the commit's latency is not the ingest rate's ceiling. When every slot is busy the queue
+    grows and the next group is the larger for it. Commits that touch the same parcels or the
+    same site's ledger still serialise on their locks (see ``commit_events``).
+    """
 
     pool: asyncpg.Pool[Any]
     max_events: int = 2000
     max_wait_s: float = 0.002
     queue_size: int = 20000
+    max_inflight: int = 2
     on_commit: list[Any] = field(default_factory=list)  # callables(CommitReport, batch_size)
     on_accepted: EventsHook | None = None  # in the transaction, with the new events
     _queue: asyncio.Queue[_Submission] = field(init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _inflight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.queue_size)
@@ -215,6 +224,8 @@ class GroupCommitWriter:
     async def close(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        for task in list(self._inflight):
+            await cancel_and_wait(task)
         while not self._queue.empty():
             sub = self._queue.get_nowait()
             if not sub.future.done():
@@ -240,8 +251,15 @@ class GroupCommitWriter:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(max(1, self.max_inflight))
         while True:
-            group = [await self._queue.get()]
+            # A free slot first, then the group: whatever queued while all were busy joins it.
+            await slots.acquire()
+            try:
+                group = [await self._queue.get()]
+            except asyncio.CancelledError:
+                slots.release()
+                raise
             total = len(group[0].events)
             deadline = loop.time() + self.max_wait_s
             while total < self.max_events:
@@ -255,16 +273,29 @@ class GroupCommitWriter:
                         sub = await asyncio.wait_for(self._queue.get(), remaining)
                     except TimeoutError:
                         break
+                    except asyncio.CancelledError:
+                        self._fail(group, "the gateway is shutting down; nothing committed")
+                        raise
                 group.append(sub)
                 total += len(sub.events)
-            try:
-                await self._commit(group)
-            except asyncio.CancelledError:
-                # Shutting down mid-commit: the transaction is rolled back (or its commit is in
-                # doubt); either way the caller must not hear "accepted", so it will retry and
-                # get "duplicate" if the commit did land.
-                self._fail(group, "the gateway is shutting down; retry")
-                raise
+            task = asyncio.create_task(self._commit_in_slot(group, slots), name="group-commit")
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _commit_in_slot(self, group: list[_Submission], slots: asyncio.Semaphore) -> None:
+        try:
+            await self._commit(group)
+        except asyncio.CancelledError:
+            # Shutting down mid-commit: the transaction is rolled back (or its commit is in
+            # doubt); either way the caller must not hear "accepted", so it will retry and
+            # get "duplicate" if the commit did land.
+            self._fail(group, "the gateway is shutting down; retry")
+            raise
+        except Exception as exc:  # a bug, not a database answer: fail the group, keep serving
+            log.exception("group commit raised; nothing in it was reported accepted")
+            self._fail(group, "", error=exc)
+        finally:
+            slots.release()
 
     @staticmethod
     def _fail(group: list[_Submission], reason: str, error: Exception | None = None) -> None:
