@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,13 +83,15 @@ async def ingest_items(
         ready.append((i, prepare(event, gw.vault, now)))
 
     outcomes = await gw.writer.submit([p for _, p in ready]) if ready else []
+    counted: Counter[tuple[str, str]] = Counter()
     for (i, p), outcome in zip(ready, outcomes, strict=True):
         results[i] = EventResultOut(index=i, event_id=str(p.event_id), result=outcome.value)
-        gw.metrics.events.labels(p.event_type.value, outcome.value).inc()
+        counted[(p.event_type.value, outcome.value)] += 1
     final = [r for r in results if r is not None]
-    for r in final:
-        if r.result == "rejected":
-            gw.metrics.events.labels("unknown", "rejected").inc()
+    if rejected := len(final) - len(ready):
+        counted[("unknown", "rejected")] += rejected
+    for labels, n in counted.items():  # one metric update per label set, not per event
+        gw.metrics.events.labels(*labels).inc(n)
     return final
 
 

@@ -59,6 +59,8 @@ class PreparedEvent:
     digest: bytes  # keyed HMAC of the full canonical payload
     event: ParcelEvent
     personal_data: SealedPersonalData | None = None
+    # ``payload`` as JSON text when the preparer already has it (saves encoding it twice).
+    payload_json: str | None = None
 
     @property
     def key(self) -> tuple[str, UUID]:

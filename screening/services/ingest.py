@@ -50,9 +50,11 @@ def canonical_json(data: Any) -> bytes:
 def prepare(event: EventIn, vault: PersonalDataVault, received_at: datetime) -> PreparedEvent:
     """Redact, seal and digest one validated event. Pure apart from the vault's random nonces."""
     full = event.model_dump(mode="json")
-    digest = vault.digest("event", canonical_json(full).decode())
+    text = canonical_json(full).decode()
+    digest = vault.digest("event", text)
     payload = dict(full)
     personal: SealedPersonalData | None = None
+    stored_json: str | None = text  # what the log stores, when it is the event as received
     if isinstance(event, RealnameRegisteredIn) and event.sender is not None:
         sender = event.sender
         aad = associated_data(event.site_id, str(event.event_id))
@@ -76,6 +78,7 @@ def prepare(event: EventIn, vault: PersonalDataVault, received_at: datetime) -> 
             "name_masked": personal.name_masked,
             "phone_masked": personal.phone_masked,
         }
+        stored_json = None  # redacted: the log's text is made from ``payload``
     domain = event_from_payload(
         event.type, event.event_id, event.site_id, event.waybill_no, event.occurred_at, payload
     )
@@ -90,6 +93,7 @@ def prepare(event: EventIn, vault: PersonalDataVault, received_at: datetime) -> 
         digest=digest,
         event=domain,
         personal_data=personal,
+        payload_json=stored_json,
     )
 
 

@@ -20,8 +20,8 @@ EventKey = tuple[str, UUID]
 # One statement writes a group's events: the log rows, then, for the rows that were new, their
 # per-type detail rows (a duplicate event gets none: its details are already there). Each detail
 # array set names its events by (site_id, event_id) and takes waybill and time from the log row.
-# Types absent from the group pass empty arrays. Each new row comes back with its ledger columns
-# (record_digest over the jsonb as stored, exactly as storage.ledger derives it when verifying).
+# Types absent from the group pass empty arrays. Each new row comes back with its record_digest:
+# SHA-256 of the jsonb as stored, exactly as storage.ledger derives it when verifying.
 INSERT_EVENTS = """
 WITH ev AS (
     INSERT INTO events (site_id, event_id, event_type, waybill_no, occurred_at, received_at,
@@ -29,7 +29,7 @@ WITH ev AS (
     SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[],
                          $6::timestamptz[], $7::jsonb[], $8::bytea[])
     ON CONFLICT (site_id, event_id) DO NOTHING
-    RETURNING site_id, event_id, event_type, waybill_no, occurred_at, payload_digest,
+    RETURNING site_id, event_id, waybill_no, occurred_at,
               sha256(convert_to(payload::text, 'UTF8')) AS record_digest
 ), inspections_new AS (
     INSERT INTO inspections (site_id, event_id, waybill_no, occurred_at, clerk_id, result, note)
@@ -73,7 +73,7 @@ WITH ev AS (
               phone_masked, phone_sealed, document_expires_on, verification, document_valid)
     JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
 )
-SELECT * FROM ev
+SELECT site_id, event_id, record_digest FROM ev
 """
 
 SELECT_DIGESTS = """
@@ -123,7 +123,7 @@ async def insert_events(
         [p.waybill_no for p in prepared],
         [p.occurred_at for p in prepared],
         [p.received_at for p in prepared],
-        [json.dumps(p.payload, ensure_ascii=False, separators=(",", ":")) for p in prepared],
+        [p.payload_json or _json(p.payload) for p in prepared],
         [p.digest for p in prepared],
         # inspections
         [p.site_id for p in inspections],
@@ -149,18 +149,26 @@ async def insert_events(
         [p.payload.get("carrier") for p in dispatches],
         *realname_columns,  # real-name records
     )
-    return {
-        (r["site_id"], r["event_id"]): LedgerEvent(
-            site_id=r["site_id"],
-            event_id=r["event_id"],
-            event_type=r["event_type"],
-            waybill_no=r["waybill_no"],
-            occurred_at=r["occurred_at"],
-            payload_digest=r["payload_digest"],
+    by_key = {p.key: p for p in prepared}
+    out: dict[EventKey, LedgerEvent] = {}
+    for r in rows:
+        # The other ledger columns are the values just written (text, bytea and microsecond
+        # timestamps come back from PostgreSQL unchanged), so they are not read back.
+        p = by_key[(r["site_id"], r["event_id"])]
+        out[p.key] = LedgerEvent(
+            site_id=p.site_id,
+            event_id=p.event_id,
+            event_type=p.event_type.value,
+            waybill_no=p.waybill_no,
+            occurred_at=p.occurred_at,
+            payload_digest=p.digest,
             record_digest=r["record_digest"],
         )
-        for r in rows
-    }
+    return out
+
+
+def _json(payload: Any) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
 async def fetch_digests(conn: Conn, keys: Iterable[EventKey]) -> dict[EventKey, bytes]:
