@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from screening.api.schemas import EVENT_ADAPTER
 from screening.protection import PersonalDataVault
+from screening.services.ingest import GroupCommitWriter, Outcome, prepare
 from screening.settings import Settings
 from screening.storage.database import create_pool, load_migrations, migrate
 from tests.conftest import bounded_cleanup, close_pool, make_database, make_keys, start_gateway
@@ -74,4 +77,50 @@ async def test_a_database_failure_mid_batch_reports_nothing_accepted_and_writes_
             await gw.http.close()
             await bounded_cleanup(runner)
     finally:
+        await close_pool(pool)
+
+
+async def test_concurrent_group_commits_accept_each_event_once_and_log_it_once(
+    server_dsn: str, vault: PersonalDataVault
+) -> None:
+    dsn = await make_database(server_dsn)
+    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=1, max_size=6)
+    writer = GroupCommitWriter(pool, max_wait_s=0.0, max_inflight=3)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        keys = await make_keys(pool)
+        now = datetime.now(UTC)
+        flows = [parcel_flow(keys.site, f"CC{n:010d}") for n in range(8)]
+        prepared = [
+            prepare(EVENT_ADAPTER.validate_python(e), vault, now) for flow in flows for e in flow
+        ]
+        await writer.start()
+        # Every event is sent three times, one event per submission, so the copies land in
+        # different groups committed side by side (and the same parcel in several at once).
+        submissions = [[p] for p in prepared] * 3
+        outcomes = await asyncio.gather(*(writer.submit(s) for s in submissions))
+        by_event: dict[Any, list[Outcome]] = {}
+        for sub, (outcome,) in zip(submissions, outcomes, strict=True):
+            by_event.setdefault(sub[0].event_id, []).append(outcome)
+        assert all(
+            sorted(o) == [Outcome.ACCEPTED, *[Outcome.DUPLICATE] * 2] for o in by_event.values()
+        )
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM events") == len(prepared)
+            assert await conn.fetchval("SELECT count(*) FROM ledger_leaves") == len(prepared)
+            leaves = await conn.fetchval(
+                "SELECT count(DISTINCT leaf_index) FROM ledger_leaves WHERE site_id = $1", keys.site
+            )
+            assert leaves == len(prepared)  # dense, one leaf per event
+            compliant = await conn.fetchval(
+                "SELECT count(*) FROM parcels WHERE compliant AND dispatched_at IS NOT NULL"
+            )
+            assert compliant == len(flows)
+            dispatched = await conn.fetchval(
+                "SELECT sum(dispatched) FROM site_daily_rates WHERE site_id = $1", keys.site
+            )
+            assert dispatched == len(flows)  # each parcel counted once in the rollup
+    finally:
+        await writer.close()
         await close_pool(pool)
