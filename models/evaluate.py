@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         s_manifest = stage.with_suffix(".json")
         s_meta = json.loads(stage.with_suffix(".train.json").read_text())
-        s_manifest.write_text(json.dumps(manifest_doc(stage, stage.stem, s_meta, imgsz, None,
+        s_manifest.write_text(json.dumps(manifest_doc(stage, stage.stem, s_meta,
+                                                      int(s_meta.get("imgsz", 256)), None,
                                                       None), indent=2))
         s_sum = summarise(test, predict(stage, s_manifest, test))
         metrics["stages_test"][stage.stem] = {"map50": s_sum["map50"],

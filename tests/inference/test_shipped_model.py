@@ -18,10 +18,10 @@ from screening.inference import DEFAULT_MODEL_PATH, Detector, DetectorConfig, Re
 
 # Held-out seeds (training uses seeds below 1,000,000); fixed so the test is repeatable.
 SEEDS = range(TEST_SEEDS_START + 50_000, TEST_SEEDS_START + 50_030)
-# Regression guards set below what the shipped model measures on these seeds (models/REPORT.md:
-# 0.33 of these threat parcels flagged, 0.07 of the clean ones); far from the 0.8 goal.
-MIN_RECALL = 0.25  # share of threat parcels flagged at the manifest thresholds
-MAX_CLEAN_FLAGGED = 0.2  # share of clean parcels flagged
+# Regression guards set below what the shipped model (2.0.0) measures on these seeds: 0.47 of
+# these threat parcels flagged, none of the clean ones; still far from the 0.8 goal.
+MIN_RECALL = 0.4  # share of threat parcels flagged at the manifest thresholds
+MAX_CLEAN_FLAGGED = 0.1  # share of clean parcels flagged
 
 
 def png(rgb: np.ndarray) -> bytes:
@@ -34,7 +34,7 @@ def test_export_contract() -> None:
     meta = {p.key: p.value for p in model.metadata_props}
     manifest = json.loads(DEFAULT_MODEL_PATH.with_suffix(".json").read_text())
     assert meta["names"] == str(dict(enumerate(manifest["classes"])))
-    assert DEFAULT_MODEL_PATH.stat().st_size < 10_000_000
+    assert DEFAULT_MODEL_PATH.stat().st_size < 12_000_000  # about 2 M float32 weights
 
 
 @pytest.fixture(scope="module")
