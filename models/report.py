@@ -332,9 +332,9 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
             if isinstance(r, dict):
                 lines.append(f"| {label} | {r['images_per_s']} | {r['p50_ms']} ms | "
                              f"{r['p99_ms']} ms | {r['ratio']} |")
-        lines += ["", "One client at a time cannot overlap decoding with inference, so it stays "
-                  "below the target; with concurrent clients, decoding runs in executor threads "
-                  "while the session runs and micro-batching reaches it.", ""]
+        lines += ["", "One client at a time cannot overlap decoding with inference, so it pays "
+                  "for decoding and letterboxing on top of the model; with concurrent clients, "
+                  "decoding runs in executor threads while the session runs.", ""]
     lines += [
         "## Limitations",
         "",
