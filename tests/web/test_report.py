@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from screening.errors import ScreeningError
-from screening.web.pdf import html_to_pdf
+from screening.web.pdf import find_chromium, html_to_pdf
 from tests.web.conftest import needs_chromium
 from tests.web.demo import Demo
 
@@ -82,6 +82,15 @@ async def test_the_report_prints_to_pdf_with_chromium(demo: Demo) -> None:
     assert ctype == "application/pdf"
     assert body.startswith(b"%PDF-")
     assert len(body) > 10_000
+
+
+@needs_chromium
+async def test_chinese_text_prints_in_a_cjk_font() -> None:
+    """Without a CJK font (Debian: fonts-noto-cjk) Chinese prints as empty boxes."""
+    pdf = await html_to_pdf('<html lang="zh-CN"><body><p>三个100% 合规率月报</p></body></html>',
+                            find_chromium())
+    fonts = re.findall(rb"/FontName\s*/[A-Z]{6}\+([A-Za-z0-9-]+)", pdf)
+    assert any(b"CJK" in f or b"Hei" in f or b"Song" in f for f in fonts), fonts
 
 
 async def test_without_chromium_pdf_is_a_501_problem() -> None:
