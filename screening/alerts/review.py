@@ -1,5 +1,8 @@
-"""The image reviewers' queue: lease the next item, decide (confirm / clear / escalate), sample
-cleared scans for audit, project synthetic threats (TIP) and score each reviewer on them.
+"""The image reviewers' queue: lease the next item, decide (confirm / clear / escalate) or skip
+it, sample cleared scans for audit, project synthetic threats (TIP) and score each reviewer on them.
+
+A skip is not a decision: it gives the lease back at once, so the item is anyone's to take, and is
+remembered so that the skipping reviewer gets every other waiting item before this one again.
 
 Every decision is one transaction: the decision row (reviewer = API key id, time), the item's
 state, and its consequences — a police alert on confirm, the hold released on clear, the review
@@ -176,6 +179,34 @@ class ReviewService:
             return Decision(
                 item.item_id, decision, reviewer, now, item.level, audit_item_id=audit_id
             )
+
+    async def skip(self, principal: Principal, item_id: uuid.UUID) -> None:
+        """Give the item back now instead of at lease expiry. Idempotent: skipping again an item
+        you have already skipped (and not taken since) changes nothing."""
+        now = self._clock()
+        reviewer = principal.key_id
+        async with self._pool.acquire() as conn, conn.transaction():
+            item = await review_store.get_item(
+                conn, item_id, self._scope(principal), for_update=True
+            )
+            if item is None:
+                raise UnknownAlertError(
+                    "no such review item in your sites", code="unknown_review_item"
+                )
+            held = (
+                item.status == "pending"
+                and item.lease_owner == reviewer
+                and item.lease_until is not None
+                and item.lease_until > now
+            )
+            if not held:
+                if item.lease_owner != reviewer and await review_store.skipped_at(
+                    conn, item, reviewer
+                ):
+                    return  # a retried skip
+                raise LeaseLostError("you no longer hold this item's lease; take the next one")
+            await review_store.release_lease(conn, item)
+            await review_store.record_skip(conn, item, reviewer, now)
 
     async def _confirm(
         self, conn: Any, item: ReviewItem, category: str | None, reviewer: str, now: datetime

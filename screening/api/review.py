@@ -1,5 +1,5 @@
-"""The image reviewers' endpoints: lease the next item, see its image with boxes, decide; per
-reviewer TIP scores for supervisors; reviewer levels for admins."""
+"""The image reviewers' endpoints: lease the next item, see its image with boxes, decide or skip
+it; per reviewer TIP scores for supervisors; reviewer levels for admins."""
 
 from __future__ import annotations
 
@@ -100,6 +100,13 @@ async def decide_review_item(request: web.Request) -> web.Response:
     )
 
 
+async def skip_review_item(request: web.Request) -> web.Response:
+    principal = await principal_of(request, Permission.REVIEW_SCANS)
+    item_id = _item_id(request)
+    await request.app[ALERTS].review.skip(principal, item_id)
+    return web.json_response({"item_id": str(item_id), "skipped": True})
+
+
 async def review_stats(request: web.Request) -> web.Response:
     principal = await principal_of(request, Permission.READ_REVIEW_STATS)
     rows = await request.app[ALERTS].review.stats(principal)
@@ -146,6 +153,15 @@ ROUTES: tuple[Route, ...] = (
         "Confirm (with a category), clear, or escalate to level 2 — while you hold the lease",
         roles=("reviewer", "admin"),
         body=DecisionIn,
+        params=(_ITEM,),
+    ),
+    Route(
+        "POST",
+        "/v1/review/items/{item_id}/skip",
+        skip_review_item,
+        "Give the item back now (not a decision): anyone may take it; you get it again only "
+        "after every other waiting item",
+        roles=("reviewer", "admin"),
         params=(_ITEM,),
     ),
     Route(

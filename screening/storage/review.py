@@ -20,17 +20,21 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13::jsonb, $1
 ON CONFLICT (site_id, scan_id, kind) WHERE kind <> 'tip' DO NOTHING
 RETURNING item_id
 """
-# The next item for a reviewer: highest level they may judge first, then oldest; an expired
-# lease makes an item available again. SKIP LOCKED: two reviewers never get the same item.
+# The next item for a reviewer: items they have not skipped first, then the highest level they
+# may judge, then oldest; their skipped items come last, least recently skipped first (so
+# skipping cycles through them). An expired lease makes an item available again. SKIP LOCKED:
+# two reviewers never get the same item.
 NEXT_ITEM = """
 WITH next AS (
-    SELECT site_id, item_id FROM review_items
-    WHERE status = 'pending' AND ($1::text[] IS NULL OR site_id = ANY($1::text[]))
-      AND level <= $2
-      AND (lease_until IS NULL OR lease_until <= $3)
-    ORDER BY level DESC, created_at, item_id
+    SELECT r.site_id, r.item_id FROM review_items r
+    LEFT JOIN review_skips s
+      ON s.site_id = r.site_id AND s.item_id = r.item_id AND s.reviewer = $4
+    WHERE r.status = 'pending' AND ($1::text[] IS NULL OR r.site_id = ANY($1::text[]))
+      AND r.level <= $2
+      AND (r.lease_until IS NULL OR r.lease_until <= $3)
+    ORDER BY s.skipped_at NULLS FIRST, r.level DESC, r.created_at, r.item_id
     LIMIT 1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF r SKIP LOCKED
 )
 UPDATE review_items r SET lease_owner = $4, lease_until = $5
 FROM next WHERE r.site_id = next.site_id AND r.item_id = next.item_id
@@ -51,6 +55,19 @@ UPDATE review_items
 SET status = 'done', decision = $3, decided_by = $4, decided_at = $5, decided_category = $6,
     lease_owner = NULL, lease_until = NULL
 WHERE site_id = $1 AND item_id = $2
+"""
+# A skip gives the lease back at once (the item is pending for anyone) and is remembered.
+RELEASE_LEASE = """
+UPDATE review_items SET lease_owner = NULL, lease_until = NULL
+WHERE site_id = $1 AND item_id = $2
+"""
+UPSERT_SKIP = """
+INSERT INTO review_skips (site_id, item_id, reviewer, skipped_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (site_id, item_id, reviewer)
+DO UPDATE SET skipped_at = EXCLUDED.skipped_at, skips = review_skips.skips + 1
+"""
+SELECT_SKIPPED = """
+SELECT skipped_at FROM review_skips WHERE site_id = $1 AND item_id = $2 AND reviewer = $3
 """
 ESCALATE_ITEM = """
 UPDATE review_items SET level = 2, lease_owner = NULL, lease_until = NULL
@@ -170,6 +187,20 @@ async def finish_item(
     category: str | None,
 ) -> None:
     await conn.execute(FINISH_ITEM, item.site_id, item.item_id, decision, reviewer, now, category)
+
+
+async def release_lease(conn: Conn, item: ReviewItem) -> None:
+    await conn.execute(RELEASE_LEASE, item.site_id, item.item_id)
+
+
+async def record_skip(conn: Conn, item: ReviewItem, reviewer: str, now: datetime) -> None:
+    await conn.execute(UPSERT_SKIP, item.site_id, item.item_id, reviewer, now)
+
+
+async def skipped_at(conn: Conn, item: ReviewItem, reviewer: str) -> datetime | None:
+    """When ``reviewer`` last skipped ``item`` (None: never)."""
+    got: datetime | None = await conn.fetchval(SELECT_SKIPPED, item.site_id, item.item_id, reviewer)
+    return got
 
 
 async def escalate_item(conn: Conn, item: ReviewItem) -> None:

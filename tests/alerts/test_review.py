@@ -260,3 +260,60 @@ def test_the_synthetic_generator_yields_a_threat_image_and_its_truth() -> None:
     assert tip.png[:8] == b"\x89PNG\r\n\x1a\n"
     assert tip.truth
     assert all(len(t["box"]) == 4 and t["category"] for t in tip.truth)
+
+
+async def skip(g: AlertGateway, item_id: str, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else g.gw.auth("reviewer")
+    async with g.gw.http.post(
+        f"{g.gw.url}/v1/review/items/{item_id}/skip", headers=headers
+    ) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_a_skipped_item_is_released_at_once_and_comes_back_to_its_skipper_last(
+    agw: AlertGateway, pool: asyncpg.Pool[Any]
+) -> None:
+    await agw.set_policy(police=None)
+    _, other = await access.create_key(pool, Role.REVIEWER, [agw.site])
+    _, third = await access.create_key(pool, Role.REVIEWER, [agw.site])
+    for _ in range(3):
+        await agw.upload(DARK, waybill())
+    _, first = await next_item(agw)
+    assert first["lease_until"] is not None  # leased for two minutes (the default)
+    status, body = await skip(agw, first["item_id"])
+    assert (status, body["skipped"]) == (200, True)
+    # The skipper is handed the next waiting item, not the older one it just gave back ...
+    _, second = await next_item(agw)
+    assert second["item_id"] != first["item_id"]
+    # ... which another reviewer takes at once, long before its lease would have expired.
+    status, taken = await next_item(agw, other)
+    assert (status, taken["item_id"]) == (200, first["item_id"])
+    assert (await skip(agw, second["item_id"]))[0] == 200
+    _, last = await next_item(agw)
+    assert last["item_id"] not in (first["item_id"], second["item_id"])
+    assert (await skip(agw, last["item_id"]))[0] == 200
+    # Nothing else waits: its own skipped items come back, least recently skipped first.
+    _, again = await next_item(agw)
+    assert again["item_id"] == second["item_id"]
+    # A retried skip changes nothing; a skip without the lease is refused.
+    assert (await skip(agw, last["item_id"]))[0] == 200
+    status, body = await skip(agw, first["item_id"], token=third)
+    assert (status, body["code"]) == (409, "lease_lost")
+    # Only the lease holder can decide, and a skip is not a decision.
+    assert (await decide(agw, first["item_id"], "clear", token=other))[0] == 200
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM review_decisions WHERE site_id = $1 AND decision = 'clear'",
+            agw.site,
+        )
+        == 1
+    )
+    skips = await pool.fetch(
+        "SELECT item_id, skips FROM review_skips WHERE site_id = $1 ORDER BY skipped_at",
+        agw.site,
+    )
+    assert [(str(r["item_id"]), r["skips"]) for r in skips] == [
+        (first["item_id"], 1),
+        (second["item_id"], 1),
+        (last["item_id"], 1),
+    ]

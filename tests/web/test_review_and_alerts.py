@@ -38,6 +38,14 @@ async def test_a_reviewer_confirms_and_police_see_the_alert_live(
     assert "/v1/review/items/" in src
     assert await reviewer.locator("#findings tr").count() >= 1
     first_item = await reviewer.get_attribute("#review-pane [data-item]", "data-item")
+    # N gives the item back at once and shows the next; with nothing else waiting, the items it
+    # skipped come back, least recently skipped first.
+    shown = "document.querySelector('#review-pane [data-item]')?.dataset.item"
+    await reviewer.keyboard.press("n")
+    await reviewer.wait_for_function(f"{shown} !== '{first_item}'")
+    await reviewer.keyboard.press("n")
+    await reviewer.wait_for_function(f"{shown} === '{first_item}'")
+    await reviewer.wait_for_selector("#review-image")
     # Keyboard: 3 picks the third category, C confirms.
     options = await reviewer.locator("#category option").evaluate_all(
         "els => els.map(e => e.value)"

@@ -505,6 +505,18 @@ async function viewReview() {
     await next();
   };
 
+  // N: give the item back at once (POST .../skip) so another reviewer can take it; the queue
+  // then hands this reviewer every other waiting item before this one again.
+  const skip = async () => {
+    if (item) {
+      try {
+        await api(`/v1/review/items/${item.item_id}/skip`, { method: "POST" });
+        status.textContent = t("review.skipped");
+      } catch (err) { pane.prepend(errorBox(err)); return; }
+    }
+    await next();
+  };
+
   async function next() {
     clearTimeout(timer);
     try { item = await api("/v1/review/next"); } catch (err) { pane.replaceChildren(errorBox(err)); return; }
@@ -531,7 +543,8 @@ async function viewReview() {
         h("div", { class: "buttons" },
           h("button", { type: "button", id: "confirm", class: "danger", onclick: () => decide("confirm") }, t("review.confirm")),
           h("button", { type: "button", id: "clear", onclick: () => decide("clear") }, t("review.clear")),
-          item.level < 2 ? h("button", { type: "button", id: "escalate", onclick: () => decide("escalate") }, t("review.escalate")) : null))));
+          item.level < 2 ? h("button", { type: "button", id: "escalate", onclick: () => decide("escalate") }, t("review.escalate")) : null,
+          h("button", { type: "button", id: "skip", class: "secondary", onclick: skip }, t("review.next"))))));
   }
 
   const onKey = (e) => {
@@ -540,7 +553,7 @@ async function viewReview() {
     if (k === "c") decide("confirm");
     else if (k === "x") decide("clear");
     else if (k === "e" && item?.level < 2) decide("escalate");
-    else if (k === "n") next();
+    else if (k === "n") skip();
     else if (/^[1-9]$/.test(k)) {
       const sel = pane.querySelector("#category");
       if (sel && sel.options[Number(k) - 1]) sel.selectedIndex = Number(k) - 1;
