@@ -112,6 +112,7 @@ class Intake:
                 store.NewAlert(
                     site_id=upload.site_id,
                     alert_id=uuid.uuid4(),
+                    # one alert per scan: a review confirming it later annotates this one
                     dedupe_key=f"scan:{upload.scan_id}",
                     cause="scan_score",
                     category=assessment.police_category or "unknown",

@@ -108,8 +108,8 @@ class OutboxRelay:
         return len(claimed)
 
     async def _deliver(self, d: store.ClaimedDelivery) -> None:
-        body = encode_body(alert_payload(d.alert, self._base_url))
-        headers = signed_headers(d.secret, webhook_id(d.alert), body, self._clock())
+        body = encode_body(alert_payload(d.alert, self._base_url, d.message))
+        headers = signed_headers(d.secret, webhook_id(d.alert, d.message), body, self._clock())
         result = await self._transport.send(d.url, headers, body)
         now = self._clock()
         async with self._pool.acquire() as conn:

@@ -5,8 +5,10 @@ A skip is not a decision: it gives the lease back at once, so the item is anyone
 remembered so that the skipping reviewer gets every other waiting item before this one again.
 
 Every decision is one transaction: the decision row (reviewer = API key id, time), the item's
-state, and its consequences — a police alert on confirm, the hold released on clear, the review
-outcome appended to the event log for compliance. Projected (TIP) items have no consequences.
+state, and its consequences — a police alert on confirm (or, when the scan's score already alerted
+police, that alert annotated and sent as an update: one alert per scan), the hold released on
+clear, the review outcome appended to the event log for compliance. Projected (TIP) items have no
+consequences.
 """
 
 from __future__ import annotations
@@ -211,14 +213,16 @@ class ReviewService:
     async def _confirm(
         self, conn: Any, item: ReviewItem, category: str | None, reviewer: str, now: datetime
     ) -> uuid.UUID:
+        """One police alert per scan: the scan's own alert if its score already raised one
+        (annotated with this confirmation, sent to police as an update), else a new one."""
         policy = await self._policies.get(conn)
-        alert_id = uuid.uuid4()
-        created = await store.insert_alert(
+        key = f"scan:{item.scan_id}" if item.scan_id is not None else f"review:{item.item_id}"
+        alert_id, _outcome = await store.confirm_alert(
             conn,
             store.NewAlert(
                 site_id=item.site_id,
-                alert_id=alert_id,
-                dedupe_key=f"review:{item.item_id}",
+                alert_id=uuid.uuid4(),
+                dedupe_key=key,  # the same key as intake's score alert (screening.alerts.intake)
                 cause="review_confirmed",
                 category=category or "unknown",
                 score=item.score,
@@ -228,6 +232,7 @@ class ReviewService:
                 policy_version=policy.version,
                 occurred_at=item.occurred_at,
             ),
+            store.Confirmation(reviewer, now, item.item_id, category, item.level),
             now,
         )
         if item.waybill_no:  # an audit sample that turns out bad is held now
@@ -251,8 +256,6 @@ class ReviewService:
                 f"review:{item.item_id}",
                 now,
             )
-        if not created:  # pragma: no cover - one decision per item; kept for idempotency
-            return alert_id
         return alert_id
 
     async def _clear(

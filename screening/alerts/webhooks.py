@@ -39,13 +39,33 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def webhook_id(alert: Alert) -> str:
-    """Stable across retries and endpoints: the receiver's idempotency key."""
-    return f"msg_{alert.alert_id.hex}"
+# Outbox message -> Standard Webhooks event type. An alert is announced once ('created'); what
+# police later learn about it (a review confirming it) is an update of the same alert.
+EVENT_TYPES: Mapping[str, str] = {"created": "alert.created", "confirmed": "alert.updated"}
 
 
-def alert_payload(alert: Alert, base_url: str) -> dict[str, Any]:
-    """Thin payload: facts to act on and links to the audited police API for the rest."""
+def webhook_id(alert: Alert, message: str = "created") -> str:
+    """Stable across retries and endpoints: the receiver's idempotency key. Each message about
+    an alert has its own (an update must not be discarded as a duplicate of the alert)."""
+    base = f"msg_{alert.alert_id.hex}"
+    return base if message == "created" else f"{base}_{message}"
+
+
+def confirmation_json(alert: Alert) -> dict[str, Any] | None:
+    if alert.confirmed_at is None:
+        return None
+    return {
+        "reviewer": alert.confirmed_by,
+        "confirmed_at": alert.confirmed_at.isoformat(),
+        "category": alert.confirmed_category,
+        "review_item_id": str(alert.confirmed_item_id) if alert.confirmed_item_id else None,
+    }
+
+
+def alert_payload(alert: Alert, base_url: str, message: str = "created") -> dict[str, Any]:
+    """Thin payload: facts to act on and links to the audited police API for the rest. Built
+    from the alert as it is when sent, so any message carries its latest state; ``revision``
+    orders them (a receiver keeps the highest it has seen for an ``alert_id``)."""
     base = base_url.rstrip("/")
     data: dict[str, Any] = {
         "alert_id": str(alert.alert_id),
@@ -60,8 +80,14 @@ def alert_payload(alert: Alert, base_url: str) -> dict[str, Any]:
         "image_url": (
             f"{base}/v1/scans/{alert.scan_id}/image?overlay=boxes" if alert.scan_id else None
         ),
+        "revision": alert.revision,
+        "confirmation": confirmation_json(alert),
     }
-    return {"type": "alert.created", "timestamp": alert.created_at.isoformat(), "data": data}
+    at = alert.created_at
+    if message == "confirmed":
+        data["change"] = "review_confirmed"
+        at = alert.confirmed_at or at
+    return {"type": EVENT_TYPES[message], "timestamp": at.isoformat(), "data": data}
 
 
 def encode_body(payload: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from screening.alerts import ALERTS
 from screening.alerts.feed import parse_cursor
 from screening.alerts.police import scope
+from screening.alerts.webhooks import confirmation_json
 from screening.api.auth import principal_of
 from screening.api.endpoints import Param, Route
 from screening.api.problems import field_errors
@@ -103,6 +104,8 @@ def alert_json(alert: Alert, base: str) -> dict[str, Any]:
         "assignee": alert.assignee,
         "disposition": alert.disposition,
         "closed_at": alert.closed_at.isoformat() if alert.closed_at else None,
+        "revision": alert.revision,
+        "confirmation": confirmation_json(alert),
         "details_url": f"{base}/v1/alerts/{alert.alert_id}",
         "image_url": (
             f"{base}/v1/scans/{alert.scan_id}/image?overlay=boxes" if alert.scan_id else None
@@ -247,7 +250,9 @@ async def list_identity_reads(request: web.Request) -> web.Response:
 
 
 async def alert_stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events; ``id`` is a resumable cursor (send it back as Last-Event-ID)."""
+    """Server-sent events; ``id`` is a resumable cursor (send it back as Last-Event-ID). A new
+    alert is an ``alert`` event; an update police must hear about (a review confirming an alert
+    raised on score) moves the alert to the feed's end and comes as ``alert.updated``."""
     principal = await principal_of(request, Permission.READ_ALERTS)
     component = request.app[ALERTS]
     sites = scope(principal)
@@ -282,7 +287,8 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
                     alerts = await store.feed_after(conn, cursor, sites, FEED_BATCH)
                 for a in alerts:
                     data = json.dumps(alert_json(a, base), separators=(",", ":"))
-                    await resp.write(f"id: {a.cursor}\nevent: alert\ndata: {data}\n\n".encode())
+                    kind = "alert" if a.revision == 1 else "alert.updated"
+                    await resp.write(f"id: {a.cursor}\nevent: {kind}\ndata: {data}\n\n".encode())
                     cursor = (a.txid, a.seq)
                 if len(alerts) == FEED_BATCH:
                     woke.set()
@@ -431,7 +437,7 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/alerts/stream",
         alert_stream,
-        "Live feed of new alerts (server-sent events; resume with Last-Event-ID)",
+        "Live feed of new and updated alerts (server-sent events; resume with Last-Event-ID)",
         roles=_READERS,
         raw_response="text/event-stream",
     ),

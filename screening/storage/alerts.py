@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 
@@ -53,23 +53,47 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (site_id, dedupe_key) DO NOTHING
 RETURNING alert_id
 """
-# The outbox rows, in the same transaction as the alert: one per enabled endpoint in scope.
+# A review confirmation: a new alert (revision 1), or the annotation of the alert this scan
+# already raised (revision + 1, moved to the live feed's end: a new seq and this txid). An alert
+# confirmed once is left as it is (no row returned): a retried or concurrent confirmation finds
+# the row locked, waits, and then sees it confirmed.
+CONFIRM_ALERT = """
+INSERT INTO alerts (site_id, alert_id, dedupe_key, cause, category, score, waybill_no, scan_id,
+                    source_event_id, policy_version, occurred_at, created_at, confirmed_by,
+                    confirmed_at, confirmed_item_id, confirmed_category)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+ON CONFLICT (site_id, dedupe_key) DO UPDATE
+SET confirmed_by = EXCLUDED.confirmed_by, confirmed_at = EXCLUDED.confirmed_at,
+    confirmed_item_id = EXCLUDED.confirmed_item_id,
+    confirmed_category = EXCLUDED.confirmed_category,
+    revision = alerts.revision + 1,
+    seq = nextval(pg_get_serial_sequence('alerts', 'seq')),
+    txid = (pg_current_xact_id()::text)::bigint
+WHERE alerts.confirmed_at IS NULL
+RETURNING alert_id, revision
+"""
+SELECT_ALERT_ID_BY_KEY = "SELECT alert_id FROM alerts WHERE site_id = $1 AND dedupe_key = $2"
+# The outbox rows, in the same transaction as the alert or its update: one per enabled endpoint
+# in scope, per message ('created', 'confirmed').
 INSERT_DELIVERIES = """
-INSERT INTO alert_deliveries (site_id, alert_id, endpoint_id, next_attempt_at)
-SELECT $1, $2, e.endpoint_id, $3 FROM webhook_endpoints e
+INSERT INTO alert_deliveries (site_id, alert_id, message, endpoint_id, next_attempt_at)
+SELECT $1, $2, $3, e.endpoint_id, $4 FROM webhook_endpoints e
 WHERE e.enabled AND (cardinality(e.site_ids) = 0 OR $1 = ANY(e.site_ids))
+ON CONFLICT DO NOTHING
 """
 SELECT_ALERT = """
 SELECT a.site_id, a.alert_id, a.seq, a.txid, a.cause, a.category, a.score, a.waybill_no, a.scan_id,
 a.source_event_id, a.policy_version, a.occurred_at, a.created_at, a.status, a.assignee,
-a.disposition, a.closed_at FROM alerts a
+a.disposition, a.closed_at, a.revision, a.confirmed_by, a.confirmed_at, a.confirmed_item_id,
+a.confirmed_category FROM alerts a
 WHERE a.alert_id = $1 AND ($2::text[] IS NULL OR a.site_id = ANY($2::text[]))
 """
 SELECT_ALERT_FOR_UPDATE = SELECT_ALERT + " FOR UPDATE"
 LIST_ALERTS = """
 SELECT a.site_id, a.alert_id, a.seq, a.txid, a.cause, a.category, a.score, a.waybill_no, a.scan_id,
 a.source_event_id, a.policy_version, a.occurred_at, a.created_at, a.status, a.assignee,
-a.disposition, a.closed_at FROM alerts a
+a.disposition, a.closed_at, a.revision, a.confirmed_by, a.confirmed_at, a.confirmed_item_id,
+a.confirmed_category FROM alerts a
 WHERE ($1::text[] IS NULL OR a.site_id = ANY($1::text[]))
   AND ($2::text IS NULL OR a.status = $2)
 ORDER BY a.created_at DESC, a.alert_id
@@ -80,7 +104,8 @@ LIMIT $3
 FEED_AFTER = """
 SELECT a.site_id, a.alert_id, a.seq, a.txid, a.cause, a.category, a.score, a.waybill_no, a.scan_id,
 a.source_event_id, a.policy_version, a.occurred_at, a.created_at, a.status, a.assignee,
-a.disposition, a.closed_at FROM alerts a
+a.disposition, a.closed_at, a.revision, a.confirmed_by, a.confirmed_at, a.confirmed_item_id,
+a.confirmed_category FROM alerts a
 WHERE (a.txid, a.seq) > ($1::bigint, $2::bigint)
   AND a.txid < (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint
   AND ($3::text[] IS NULL OR a.site_id = ANY($3::text[]))
@@ -119,7 +144,7 @@ RETURNING endpoint_id
 # keeps a row claimed after this transaction ends, until the relay records the outcome or dies.
 CLAIM_DELIVERIES = """
 WITH due AS (
-    SELECT d.site_id, d.alert_id, d.endpoint_id
+    SELECT d.site_id, d.alert_id, d.message, d.endpoint_id
     FROM alert_deliveries d
     JOIN webhook_endpoints e ON e.endpoint_id = d.endpoint_id AND e.enabled
     WHERE d.status = 'pending' AND d.next_attempt_at <= $1
@@ -131,15 +156,17 @@ WITH due AS (
 UPDATE alert_deliveries d
 SET locked_until = $3, locked_by = $4, attempts = d.attempts + 1
 FROM due
-WHERE d.site_id = due.site_id AND d.alert_id = due.alert_id AND d.endpoint_id = due.endpoint_id
-RETURNING d.site_id, d.alert_id, d.endpoint_id, d.attempts
+WHERE d.site_id = due.site_id AND d.alert_id = due.alert_id AND d.message = due.message
+  AND d.endpoint_id = due.endpoint_id
+RETURNING d.site_id, d.alert_id, d.message, d.endpoint_id, d.attempts
 """
 SELECT_CLAIMED = """
 SELECT a.site_id, a.alert_id, a.seq, a.txid, a.cause, a.category, a.score, a.waybill_no, a.scan_id,
 a.source_event_id, a.policy_version, a.occurred_at, a.created_at, a.status, a.assignee,
-a.disposition, a.closed_at, k.endpoint_id, k.attempts, e.url, e.secret
-FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::int[]) AS k(site_id, alert_id, endpoint_id,
-                                                                 attempts)
+a.disposition, a.closed_at, a.revision, a.confirmed_by, a.confirmed_at, a.confirmed_item_id,
+a.confirmed_category, k.message, k.endpoint_id, k.attempts, e.url, e.secret
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::uuid[], $5::int[])
+     AS k(site_id, alert_id, message, endpoint_id, attempts)
 JOIN alerts a ON a.site_id = k.site_id AND a.alert_id = k.alert_id
 JOIN webhook_endpoints e ON e.endpoint_id = k.endpoint_id
 """
@@ -148,25 +175,25 @@ MARK_DELIVERED = """
 UPDATE alert_deliveries
 SET status = 'delivered', delivered_at = $5, locked_until = NULL, last_status = $6,
     last_error = NULL
-WHERE site_id = $1 AND alert_id = $2 AND endpoint_id = $3 AND locked_by = $4
+WHERE site_id = $1 AND alert_id = $2 AND endpoint_id = $3 AND locked_by = $4 AND message = $7
 """
 MARK_RETRY = """
 UPDATE alert_deliveries
 SET next_attempt_at = $5, locked_until = NULL, last_status = $6, last_error = $7
-WHERE site_id = $1 AND alert_id = $2 AND endpoint_id = $3 AND locked_by = $4
+WHERE site_id = $1 AND alert_id = $2 AND endpoint_id = $3 AND locked_by = $4 AND message = $8
   AND status = 'pending'
 """
 MARK_DEAD = """
 UPDATE alert_deliveries
 SET status = 'dead', locked_until = NULL, last_status = $5, last_error = $6
-WHERE site_id = $1 AND alert_id = $2 AND endpoint_id = $3 AND locked_by = $4
+WHERE site_id = $1 AND alert_id = $2 AND endpoint_id = $3 AND locked_by = $4 AND message = $7
 """
 LIST_DEAD = """
-SELECT d.site_id, d.alert_id, d.endpoint_id, d.attempts, d.last_status, d.last_error,
-       d.next_attempt_at
+SELECT d.site_id, d.alert_id, d.message, d.endpoint_id, d.attempts, d.last_status,
+       d.last_error, d.next_attempt_at
 FROM alert_deliveries d
 WHERE d.status = 'dead' AND ($1::text[] IS NULL OR d.site_id = ANY($1::text[]))
-ORDER BY d.site_id, d.alert_id
+ORDER BY d.site_id, d.alert_id, d.message
 LIMIT $2
 """
 REPLAY_DEAD = """
@@ -175,7 +202,7 @@ SET status = 'pending', attempts = 0, next_attempt_at = $3, locked_until = NULL,
     locked_by = NULL
 WHERE status = 'dead' AND ($1::uuid[] IS NULL OR alert_id = ANY($1::uuid[]))
   AND ($2::uuid IS NULL OR endpoint_id = $2)
-RETURNING site_id, alert_id, endpoint_id
+RETURNING site_id, alert_id, message, endpoint_id
 """
 DELIVERY_COUNTS = "SELECT status, count(*) AS n FROM alert_deliveries GROUP BY status"
 
@@ -274,6 +301,11 @@ class Alert:
     assignee: str | None
     disposition: str | None
     closed_at: datetime | None
+    revision: int = 1  # 1 as raised; +1 per update sent to police (a review confirmation)
+    confirmed_by: str | None = None  # the reviewer (API key id) whose confirmation it carries
+    confirmed_at: datetime | None = None
+    confirmed_item_id: UUID | None = None
+    confirmed_category: str | None = None
 
     @property
     def cursor(self) -> str:
@@ -297,8 +329,20 @@ class NewAlert:
 
 
 @dataclass(frozen=True, slots=True)
+class Confirmation:
+    """A reviewer's confirmation of the scan an alert is about."""
+
+    reviewer: str  # API key id
+    at: datetime
+    item_id: UUID
+    category: str | None
+    level: int
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedDelivery:
     alert: Alert
+    message: str  # created, confirmed
     endpoint_id: UUID
     attempts: int
     url: str
@@ -391,10 +435,62 @@ async def insert_alert(conn: Conn, a: NewAlert, now: datetime) -> bool:
     )
     if got is None:
         return False
-    await conn.execute(INSERT_DELIVERIES, a.site_id, a.alert_id, now)
-    await notify(conn, OUTBOX_CHANNEL, a.site_id)
-    await notify(conn, ALERTS_CHANNEL, a.site_id)
+    await _announce(conn, a.site_id, a.alert_id, "created", now)
     return True
+
+
+async def _announce(conn: Conn, site_id: str, alert_id: UUID, message: str, now: datetime) -> None:
+    """Queue ``message`` about the alert for every police endpoint, and wake the relays and the
+    live feeds at commit."""
+    await conn.execute(INSERT_DELIVERIES, site_id, alert_id, message, now)
+    await notify(conn, OUTBOX_CHANNEL, site_id)
+    await notify(conn, ALERTS_CHANNEL, site_id)
+
+
+async def confirm_alert(
+    conn: Conn, a: NewAlert, c: Confirmation, now: datetime
+) -> tuple[UUID, str]:
+    """One alert per cause (``a.dedupe_key``), confirmed by review: raise it with the
+    confirmation ('created'), or annotate the alert this cause already raised and send police
+    the update ('confirmed'), or nothing when it is confirmed already ('unchanged')."""
+    row = await conn.fetchrow(
+        CONFIRM_ALERT,
+        a.site_id,
+        a.alert_id,
+        a.dedupe_key,
+        a.cause,
+        a.category,
+        a.score,
+        a.waybill_no,
+        a.scan_id,
+        a.source_event_id,
+        a.policy_version,
+        a.occurred_at,
+        now,
+        c.reviewer,
+        c.at,
+        c.item_id,
+        c.category,
+    )
+    if row is None:
+        alert_id: UUID = await conn.fetchval(SELECT_ALERT_ID_BY_KEY, a.site_id, a.dedupe_key)
+        return alert_id, "unchanged"
+    alert_id = row["alert_id"]
+    outcome = "created" if row["revision"] == 1 else "confirmed"
+    if outcome == "confirmed":
+        detail = {"item_id": str(c.item_id), "category": c.category, "level": c.level}
+        await conn.execute(
+            INSERT_ACTION,
+            a.site_id,
+            alert_id,
+            uuid4(),
+            "review_confirmed",
+            c.reviewer,
+            c.at,
+            json.dumps(detail),
+        )
+    await _announce(conn, a.site_id, alert_id, outcome, now)
+    return alert_id, outcome
 
 
 async def get_alert(
@@ -498,11 +594,14 @@ async def claim_deliveries(
         SELECT_CLAIMED,
         [r["site_id"] for r in claimed],
         [r["alert_id"] for r in claimed],
+        [r["message"] for r in claimed],
         [r["endpoint_id"] for r in claimed],
         [r["attempts"] for r in claimed],
     )
     return [
-        ClaimedDelivery(_alert(r), r["endpoint_id"], r["attempts"], r["url"], r["secret"])
+        ClaimedDelivery(
+            _alert(r), r["message"], r["endpoint_id"], r["attempts"], r["url"], r["secret"]
+        )
         for r in rows
     ]
 
@@ -511,7 +610,14 @@ async def mark_delivered(
     conn: Conn, d: ClaimedDelivery, owner: str, now: datetime, status: int
 ) -> None:
     await conn.execute(
-        MARK_DELIVERED, d.alert.site_id, d.alert.alert_id, d.endpoint_id, owner, now, status
+        MARK_DELIVERED,
+        d.alert.site_id,
+        d.alert.alert_id,
+        d.endpoint_id,
+        owner,
+        now,
+        status,
+        d.message,
     )
 
 
@@ -524,7 +630,15 @@ async def mark_retry(
     error: str,
 ) -> None:
     await conn.execute(
-        MARK_RETRY, d.alert.site_id, d.alert.alert_id, d.endpoint_id, owner, next_at, status, error
+        MARK_RETRY,
+        d.alert.site_id,
+        d.alert.alert_id,
+        d.endpoint_id,
+        owner,
+        next_at,
+        status,
+        error,
+        d.message,
     )
 
 
@@ -532,7 +646,7 @@ async def mark_dead(
     conn: Conn, d: ClaimedDelivery, owner: str, status: int | None, error: str
 ) -> None:
     await conn.execute(
-        MARK_DEAD, d.alert.site_id, d.alert.alert_id, d.endpoint_id, owner, status, error
+        MARK_DEAD, d.alert.site_id, d.alert.alert_id, d.endpoint_id, owner, status, error, d.message
     )
 
 

@@ -94,7 +94,7 @@ SELECT d.reviewer,
        count(*) FILTER (WHERE d.kind <> 'tip' AND d.decision = 'confirm'
                         AND a.disposition = 'false_alarm') AS false_alarms
 FROM review_decisions d
-LEFT JOIN alerts a ON a.site_id = d.site_id AND a.dedupe_key = 'review:' || d.item_id::text
+LEFT JOIN alerts a ON a.site_id = d.site_id AND a.confirmed_item_id = d.item_id
 WHERE ($1::text[] IS NULL OR d.site_id = ANY($1::text[]))
 GROUP BY d.reviewer
 ORDER BY d.reviewer

@@ -4,20 +4,25 @@ audit samples, and projected threats (TIP) that never reach police or compliance
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 
 from screening.alerts.tip import TipImage, render_synthetic
 from screening.domain.access import Role
 from screening.protection import PersonalDataVault
 from screening.services import access
+from screening.storage import alerts as alert_store
 from tests.alerts.conftest import (
     BRIGHT,
     DARK,
     AlertGateway,
+    Receiver,
     soon,
     start_alert_gateway,
     wait_for,
@@ -317,3 +322,138 @@ async def test_a_skipped_item_is_released_at_once_and_comes_back_to_its_skipper_
         (second["item_id"], 1),
         (last["item_id"], 1),
     ]
+
+
+async def read_feed(resp: aiohttp.ClientResponse, n: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """``n`` SSE events off a live feed: (id, event name, data)."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    current: dict[str, str] = {}
+    async with asyncio.timeout(10):
+        while len(out) < n:
+            line = (await resp.content.readline()).decode().rstrip("\n")
+            if not line:
+                if "data" in current:
+                    data = json.loads(current["data"])
+                    out.append((current.get("id", ""), current.get("event", "message"), data))
+                current = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                current[name] = value
+    return out
+
+
+async def test_confirming_a_scan_police_already_have_updates_that_alert_instead_of_a_second(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    await agw.register(receiver)
+    await agw.set_policy(police=0.5)  # DARK scores ~0.92: police are alerted at upload
+    feed_url = f"{agw.gw.url}/v1/alerts/stream"
+    async with agw.gw.http.get(feed_url, headers=agw.gw.auth("police")) as feed:
+        await agw.upload(DARK, waybill())
+        ((first_cursor, kind, first),) = await read_feed(feed, 1)
+        assert (kind, first["cause"], first["revision"]) == ("alert", "scan_score", 1)
+        assert first["confirmation"] is None
+        await wait_for(lambda: len(receiver.received) == 1)
+        _, item = await next_item(agw)  # the same scan, queued for a human as well
+        status, decided = await decide(agw, item["item_id"], "confirm", category="firearms")
+        assert status == 200
+        ((cursor, kind, updated),) = await read_feed(feed, 1)
+    # The live feed: the same alert again, as an update carrying the confirmation.
+    assert kind == "alert.updated"
+    assert cursor != first_cursor  # a resumed feed cannot miss it
+    assert (updated["alert_id"], updated["revision"]) == (first["alert_id"], 2)
+    assert updated["confirmation"]["reviewer"] == decided["reviewer"]
+    assert updated["confirmation"]["category"] == "firearms"
+    assert updated["confirmation"]["review_item_id"] == item["item_id"]
+    assert updated["category"] == first["category"]  # the alert's own facts are kept
+    # One alert for the incident.
+    (alert,) = await agw.alerts_of_site()
+    assert alert["alert_id"] == first["alert_id"]
+    assert alert["confirmation"]["confirmed_at"] == decided["decided_at"]
+    # The webhook: an update with its own stable id, after the alert itself.
+    await wait_for(lambda: len(receiver.received) == 2)
+    (created_id, created), (update_id, update) = receiver.received
+    assert created["type"] == "alert.created"
+    assert update["type"] == "alert.updated"
+    assert update_id == f"{created_id}_confirmed"
+    assert update["data"]["alert_id"] == first["alert_id"]
+    assert update["data"]["change"] == "review_confirmed"
+    assert update["data"]["revision"] == 2
+    assert update["data"]["confirmation"]["reviewer"] == decided["reviewer"]
+    assert receiver.bad_signatures == 0
+    # Police see who confirmed it, and when, among the alert's actions.
+    _, details = await agw.call("GET", f"/v1/alerts/{first['alert_id']}")
+    ((action),) = details["actions"]
+    assert (action["action"], action["actor"]) == ("review_confirmed", decided["reviewer"])
+    assert action["detail"] == {"item_id": item["item_id"], "category": "firearms", "level": 1}
+    # A retried decision is refused by the lease and sends nothing more.
+    assert (await decide(agw, item["item_id"], "confirm", category="firearms"))[0] == 409
+    await asyncio.sleep(0.5)
+    assert len(receiver.received) == 2
+    # Police closing it as a false alarm counts against the reviewer who confirmed it.
+    status, _ = await agw.call(
+        "POST", f"/v1/alerts/{first['alert_id']}/close", json={"disposition": "false_alarm"}
+    )
+    assert status == 200
+    _, stats = await agw.call("GET", "/v1/review/stats", role="supervisor")
+    (mine,) = stats["reviewers"]
+    assert (mine["decisions"], mine["false_alarms"]) == (1, 1)
+
+
+async def test_concurrent_confirmations_of_one_scan_annotate_its_alert_once(
+    agw: AlertGateway, receiver: Receiver, pool: asyncpg.Pool[Any]
+) -> None:
+    await agw.register(receiver)
+    now = datetime.now(UTC)
+    scan_id = uuid.uuid4()
+    alert = alert_store.NewAlert(
+        site_id=agw.site,
+        alert_id=uuid.uuid4(),
+        dedupe_key=f"scan:{scan_id}",
+        cause="scan_score",
+        category="firearms",
+        score=0.9,
+        waybill_no=waybill(),
+        scan_id=scan_id,
+        source_event_id=None,
+        policy_version=1,
+        occurred_at=now,
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        assert await alert_store.insert_alert(conn, alert, now)
+    first_done, release = asyncio.Event(), asyncio.Event()
+
+    async def confirm(reviewer: str, hold: bool) -> tuple[uuid.UUID, str]:
+        confirmation = alert_store.Confirmation(reviewer, now, uuid.uuid4(), "firearms", 1)
+        async with pool.acquire() as conn, conn.transaction():
+            got = await alert_store.confirm_alert(conn, alert, confirmation, now)
+            if hold:
+                first_done.set()
+                await release.wait()  # commit only once the second one waits on the row
+            return got
+
+    first = asyncio.create_task(confirm("reviewer-a", hold=True))
+    await first_done.wait()
+    second = asyncio.create_task(confirm("reviewer-b", hold=False))
+
+    async def second_waits() -> bool:
+        waiting = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE '%INSERT INTO alerts%'"
+        )
+        return bool(waiting)
+
+    await wait_for(second_waits)
+    release.set()
+    assert [o for _, o in await asyncio.gather(first, second)] == ["confirmed", "unchanged"]
+    row = await pool.fetchrow(
+        "SELECT revision, confirmed_by FROM alerts WHERE site_id = $1 AND dedupe_key = $2",
+        agw.site,
+        alert.dedupe_key,
+    )
+    assert (row["revision"], row["confirmed_by"]) == (2, "reviewer-a")
+    messages = await pool.fetch(
+        "SELECT message FROM alert_deliveries WHERE site_id = $1 ORDER BY message", agw.site
+    )
+    assert [m["message"] for m in messages] == ["confirmed", "created"]
+    await wait_for(lambda: len(receiver.received) == 2)

@@ -600,11 +600,14 @@ async function viewAlerts(query, selected) {
   const source = new EventSource("/v1/alerts/stream");
   source.addEventListener("open", () => { live.textContent = t("alerts.live"); live.className = "live on"; });
   source.addEventListener("error", () => { live.textContent = t("alerts.offline"); live.className = "live off"; });
-  source.addEventListener("alert", (ev) => {
+  const onFeed = (ev) => {
     const a = JSON.parse(ev.data);
     list.querySelector("#no-alerts")?.remove();
     upsert(a, true);
-  });
+  };
+  source.addEventListener("alert", onFeed);
+  // The same alert again, updated (a reviewer confirmed it): its row is replaced, not added.
+  source.addEventListener("alert.updated", onFeed);
   state.teardown.push(() => source.close());
 
   if (selected) await showAlert(selected, detail, (a) => upsert(a, false));
@@ -632,6 +635,8 @@ async function showAlert(id, box, onChange) {
       h("dt", {}, t("col.waybill")), h("dd", {}, a.waybill_no || "—"),
       h("dt", {}, t("col.score")), h("dd", {}, a.score === null ? "—" : pct(a.score)),
       h("dt", {}, t("alerts.cause")), h("dd", {}, has(`cause.${a.cause}`) ? t(`cause.${a.cause}`) : a.cause),
+      a.confirmation ? [h("dt", {}, t("alerts.confirmed")), h("dd", { id: "alert-confirmed" },
+        [fmtTime(a.confirmation.confirmed_at), a.confirmation.reviewer, a.confirmation.category ? catLabel(a.confirmation.category) : ""].filter(Boolean).join(" · "))] : null,
       h("dt", {}, t("col.time")), h("dd", {}, fmtTime(a.occurred_at)),
       h("dt", {}, t("col.status")), h("dd", { id: "alert-status", "data-status": a.status },
         t(`status.${a.status}`), a.disposition ? ` · ${t(`disposition.${a.disposition}`)}` : ""),
