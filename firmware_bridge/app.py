@@ -4,6 +4,7 @@ The only module that knows every part. Data path::
 
     ScannerLink --events--> Assembler --ParcelScan--> encode (thread) --> Spool --> Forwarder
     HoldListener --hold--> ScannerLink (BELT_STOP + HOLD) --> hold.ack
+    HoldListener --hold.release--> HoldBook, log + GET /status (the operator restarts) --> hold.ack
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .frames import (
     Line,
     RequestCalibration,
 )
+from .holds import HoldBook, Release
 from .protocol import Event, FrameDropped, SequenceGap
 from .spool import Spool, SpoolRecord
 from .uplink import (
@@ -52,6 +54,7 @@ from .uplink import (
     GatewayClient,
     HoldListener,
     HoldOrder,
+    HoldReleaseOrder,
     spool_record,
     video_record,
 )
@@ -132,6 +135,7 @@ class Bridge:
         self._stopped_for_spool = False
         self._rate_mark = (time.monotonic(), 0)
         self.status_url: str | None = None
+        self.hold_book = HoldBook()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -154,7 +158,9 @@ class Bridge:
             loop.create_task(self._status_loop(), name="status"),
         ]
         if cfg.holds:
-            self.holds = HoldListener(self._session, cfg.gateway, cfg.key, self._on_hold)
+            self.holds = HoldListener(
+                self._session, cfg.gateway, cfg.key, self._on_hold, self._on_release
+            )
             self._tasks.append(loop.create_task(self.holds.run(), name="holds"))
         for task in self._tasks:
             task.add_done_callback(self._task_done)
@@ -355,6 +361,7 @@ class Bridge:
 
     async def _on_hold(self, order: HoldOrder) -> None:
         self.stats.holds += 1
+        self.hold_book.hold(order.hold_id, order.waybill_no)
         log.warning("HOLD %s for waybill %s: %s", order.hold_id, order.waybill_no, order.reason)
         self._command(BeltStop(f"hold {order.hold_id}"[:200]))
         try:
@@ -363,9 +370,29 @@ class Bridge:
             # the belt is stopped; the operator finds the parcel from the alarm
             log.critical("ALARM hold %s cannot be sent to the scanner: %s", order.hold_id, exc)
 
+    async def _on_release(self, order: HoldReleaseOrder) -> None:
+        """The gateway closed a hold. Shown, never acted on at the belt: a conveyor stopped for a
+        held parcel restarts only by a person at the tunnel (PROTOCOL.md, "Hold release")."""
+        restart_allowed = self.hold_book.release(
+            Release(order.hold_id, order.waybill_no, order.resolution, datetime.now(UTC))
+        )
+        still = len(self.hold_book.open)
+        log.warning(
+            "HOLD %s for waybill %s %s by the gateway; %s",
+            order.hold_id,
+            order.waybill_no,
+            order.resolution,
+            "OPERATOR: the belt may be restarted"
+            if restart_allowed
+            else f"{still} hold(s) still open"
+            if still
+            else "the belt is running",
+        )
+
     def resume_belt(self, reason: str = "operator") -> None:
         """The operator has taken the held parcel aside: restart the belt (BELT_START)."""
         log.warning("belt restarted by %s", reason)
+        self.hold_book.restarted()
         self._command(BeltStart())
 
     # -- status --------------------------------------------------------------------------------
@@ -406,6 +433,18 @@ class Bridge:
             "last_upload_error": fwd.last_error if fwd else None,
             "hold_stream": bool(self.holds and self.holds.connected),
             "holds": self.stats.holds,
+            "open_holds": [{"hold_id": h, "waybill_no": w} for h, w in self.hold_book.open.items()],
+            "released_holds": [
+                {
+                    "hold_id": r.hold_id,
+                    "waybill_no": r.waybill_no,
+                    "resolution": r.resolution,
+                    "at": r.at.isoformat(),
+                }
+                for r in self.hold_book.released
+            ],
+            # The belt is stopped for holds that are all released: the operator may restart it.
+            "restart_allowed": self.hold_book.restart_allowed,
             "faults": self.stats.faults,
             "last_fault": self.stats.last_fault,
             "link_gaps": self.stats.sequence_gaps,

@@ -250,8 +250,17 @@ class HoldOrder:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class HoldReleaseOrder:
+    release_id: str
+    hold_id: str
+    waybill_no: str
+    resolution: str  # released or seized
+
+
 class HoldListener:
-    """Keeps the station WebSocket open; each hold is handed to ``on_hold`` and then acked."""
+    """Keeps the station WebSocket open; each hold is handed to ``on_hold`` and each release to
+    ``on_release``, and then acked (a release by its own ``release_id``)."""
 
     def __init__(
         self,
@@ -259,6 +268,7 @@ class HoldListener:
         gateway: str,
         key: str,
         on_hold: Callable[[HoldOrder], Awaitable[None]],
+        on_release: Callable[[HoldReleaseOrder], Awaitable[None]] | None = None,
         *,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -267,10 +277,12 @@ class HoldListener:
         self.url = gateway.rstrip("/") + "/v1/stations/stream"
         self._headers = {"Authorization": f"Bearer {key}"}
         self._on_hold = on_hold
+        self._on_release = on_release
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.connected = False
         self.holds_received = 0
+        self.releases_received = 0
 
     async def run(self) -> None:
         delay = self.backoff_initial
@@ -299,6 +311,9 @@ class HoldListener:
         except ValueError:
             log.warning("hold stream: not JSON: %.200s", data)
             return
+        if isinstance(msg, dict) and msg.get("type") == "hold.release":
+            await self._handle_release(ws, msg)
+            return
         if not isinstance(msg, dict) or msg.get("type") != "hold":
             return
         hold_id, waybill = msg.get("hold_id"), msg.get("waybill_no")
@@ -308,3 +323,18 @@ class HoldListener:
         self.holds_received += 1
         await self._on_hold(HoldOrder(hold_id, waybill, str(msg.get("reason", ""))))
         await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": hold_id}))
+
+    async def _handle_release(
+        self, ws: aiohttp.ClientWebSocketResponse, msg: dict[str, Any]
+    ) -> None:
+        release_id, hold_id = msg.get("release_id"), msg.get("hold_id")
+        waybill, resolution = msg.get("waybill_no"), msg.get("resolution")
+        if not all(isinstance(v, str) for v in (release_id, hold_id, waybill, resolution)):
+            log.error("hold stream: malformed release %.200s", json.dumps(msg))
+            return
+        self.releases_received += 1
+        order = HoldReleaseOrder(str(release_id), str(hold_id), str(waybill), str(resolution))
+        if self._on_release is not None:
+            await self._on_release(order)
+        # The gateway's ack names the order acknowledged: here the release, by its own id.
+        await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": order.release_id}))

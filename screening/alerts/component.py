@@ -151,7 +151,8 @@ ALERT_OPTIONS: web.AppKey[dict[str, Any]] = web.AppKey("alert_options", dict)
 
 
 async def acknowledge_hold(app: web.Application, sites: list[str], hold_id: object) -> bool:
-    """A station's ``hold.ack`` (the bridge sends it once the belt is stopped)."""
+    """A station's ``hold.ack``: of a hold by its ``hold_id`` (the bridge sends it once the belt
+    is stopped), or of a release by its ``release_id`` (once the bridge shows it)."""
     component = app.get(ALERTS)
     if component is None or not isinstance(hold_id, str):
         return False

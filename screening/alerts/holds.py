@@ -1,9 +1,11 @@
 """Hold orders down to the stations: each process pushes the open, unacknowledged holds of a site to
-its own station WebSockets (and so to the bridge, which stops the belt), until one acknowledges.
+its own station WebSockets (and so to the bridge, which stops the belt), until one acknowledges;
+and, once a hold is closed (released by a reviewer's clear or by police, or seized), its release,
+under its own ``release_id``, until one acknowledges that.
 
-A hold is written in the transaction that flags the parcel and announced by NOTIFY at commit; the
-pusher also re-sends on a timer, so a station that was offline or connected to another gateway
-process gets it late rather than never.
+A hold is written in the transaction that flags the parcel (a release in the one that closes it)
+and announced by NOTIFY at commit; the pusher also re-sends on a timer, so a station that was
+offline or connected to another gateway process gets it late rather than never.
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ Streams = Mapping[str, set[web.WebSocketResponse]]  # site_id -> open station so
 
 
 def hold_message(hold: store.Hold) -> str:
+    if hold.status != "open" and hold.release_id is not None:
+        return json.dumps(
+            {
+                "type": "hold.release",
+                "release_id": str(hold.release_id),  # acknowledged as {"type": "hold.ack", ...}
+                "hold_id": str(hold.hold_id),
+                "site_id": hold.site_id,
+                "waybill_no": hold.waybill_no,
+                "resolution": hold.status,  # released or seized
+            }
+        )
     return json.dumps(
         {
             "type": "hold",
@@ -54,7 +67,7 @@ class HoldPusher:
         self._repush_s = repush_s
         self._tick_s = tick_s
         self._wake = asyncio.Event()
-        self._sent: dict[UUID, dict[int, float]] = {}  # hold -> id(socket) -> monotonic time
+        self._sent: dict[UUID, dict[int, float]] = {}  # order -> id(socket) -> monotonic time
         self._task: asyncio.Task[None] | None = None
         self.pushed = 0
 
@@ -85,12 +98,12 @@ class HoldPusher:
         async with self._pool.acquire() as conn:
             holds = await store.unacked_holds(conn, sites)
         now = time.monotonic()
-        live = {h.hold_id for h in holds}
+        live = {h.order_id for h in holds}
         for gone in set(self._sent) - live:
             del self._sent[gone]
         count = 0
         for hold in holds:
-            sent = self._sent.setdefault(hold.hold_id, {})
+            sent = self._sent.setdefault(hold.order_id, {})
             message = hold_message(hold)
             for ws in list(self._streams.get(hold.site_id, ())):
                 last = sent.get(id(ws))

@@ -214,39 +214,47 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (site_id, waybill_no) WHERE status = 'open' DO NOTHING
 RETURNING hold_id
 """
+# What the stations must still hear: open holds not acknowledged, and closed holds whose
+# release is not acknowledged.
 UNACKED_HOLDS = """
 SELECT site_id, hold_id, waybill_no, reason, scan_id, created_at, acked_at, status, closed_at,
-       closed_by
+       closed_by, release_id, release_acked_at
 FROM holds
-WHERE site_id = ANY($1::text[]) AND status = 'open' AND acked_at IS NULL
+WHERE site_id = ANY($1::text[])
+  AND ((status = 'open' AND acked_at IS NULL) OR (status <> 'open' AND release_acked_at IS NULL))
 ORDER BY site_id, created_at
 """
+# A station's ack names the order it acknowledges: a hold by its hold_id, a release by its
+# release_id.
 ACK_HOLD = """
-UPDATE holds SET acked_at = coalesce(acked_at, $3)
-WHERE site_id = ANY($1::text[]) AND hold_id = $2
+UPDATE holds
+SET acked_at = CASE WHEN hold_id = $2 THEN coalesce(acked_at, $3) ELSE acked_at END,
+    release_acked_at = CASE WHEN release_id = $2 THEN coalesce(release_acked_at, $3)
+                            ELSE release_acked_at END
+WHERE site_id = ANY($1::text[]) AND (hold_id = $2 OR release_id = $2)
 RETURNING site_id
 """
 CLOSE_HOLD = """
-UPDATE holds SET status = $3, closed_at = $4, closed_by = $5
+UPDATE holds SET status = $3, closed_at = $4, closed_by = $5, release_id = gen_random_uuid()
 WHERE site_id = $1 AND hold_id = $2 AND status = 'open'
 RETURNING site_id, hold_id, waybill_no, reason, scan_id, created_at, acked_at, status, closed_at,
-          closed_by
+          closed_by, release_id, release_acked_at
 """
 CLOSE_HOLD_OF_PARCEL = """
-UPDATE holds SET status = $3, closed_at = $4, closed_by = $5
+UPDATE holds SET status = $3, closed_at = $4, closed_by = $5, release_id = gen_random_uuid()
 WHERE site_id = $1 AND waybill_no = $2 AND status = 'open'
 RETURNING site_id, hold_id, waybill_no, reason, scan_id, created_at, acked_at, status, closed_at,
-          closed_by
+          closed_by, release_id, release_acked_at
 """
 SELECT_HOLD = """
 SELECT site_id, hold_id, waybill_no, reason, scan_id, created_at, acked_at, status, closed_at,
-       closed_by
+       closed_by, release_id, release_acked_at
 FROM holds
 WHERE hold_id = $1 AND ($2::text[] IS NULL OR site_id = ANY($2::text[]))
 """
 LIST_HOLDS = """
 SELECT site_id, hold_id, waybill_no, reason, scan_id, created_at, acked_at, status, closed_at,
-       closed_by
+       closed_by, release_id, release_acked_at
 FROM holds
 WHERE ($1::text[] IS NULL OR site_id = ANY($1::text[])) AND ($2::text IS NULL OR status = $2)
 ORDER BY created_at DESC
@@ -254,7 +262,7 @@ LIMIT $3
 """
 OPEN_HOLDS_OF_PARCELS = """
 SELECT h.site_id, h.hold_id, h.waybill_no, h.reason, h.scan_id, h.created_at, h.acked_at, h.status,
-       h.closed_at, h.closed_by
+       h.closed_at, h.closed_by, h.release_id, h.release_acked_at
 FROM holds h
 JOIN unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
   ON h.site_id = k.site_id AND h.waybill_no = k.waybill_no
@@ -361,6 +369,13 @@ class Hold:
     status: str
     closed_at: datetime | None
     closed_by: str | None
+    release_id: UUID | None = None  # the release order's id, once the hold is closed
+    release_acked_at: datetime | None = None
+
+    @property
+    def order_id(self) -> UUID:
+        """The id of what stations must hear about this hold now: the hold, or its release."""
+        return self.release_id if self.status != "open" and self.release_id else self.hold_id
 
 
 _ALERT_FIELDS = tuple(Alert.__dataclass_fields__)
@@ -688,8 +703,9 @@ async def unacked_holds(conn: Conn, sites: list[str]) -> list[Hold]:
     return [_hold(r) for r in await conn.fetch(UNACKED_HOLDS, sites)]
 
 
-async def ack_hold(conn: Conn, sites: list[str], hold_id: UUID, now: datetime) -> bool:
-    return await conn.fetchval(ACK_HOLD, sites, hold_id, now) is not None
+async def ack_hold(conn: Conn, sites: list[str], order_id: UUID, now: datetime) -> bool:
+    """A station acknowledged a hold (by its hold_id) or a release (by its release_id)."""
+    return await conn.fetchval(ACK_HOLD, sites, order_id, now) is not None
 
 
 async def close_hold(

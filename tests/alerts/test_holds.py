@@ -111,3 +111,101 @@ async def test_a_station_reported_flag_holds_the_parcel_and_its_dispatch_alerts_
     await agw.events([event("parcel.dispatched", agw.site, wb, soon(1), carrier="SF")])
     (alert,) = await agw.alerts_of_site()
     assert alert["cause"] == "dispatched_while_held"
+
+
+async def acked_at(pool: asyncpg.Pool[Any], site: str, column: str, order_id: str) -> Any:
+    query = {
+        "hold": "SELECT acked_at FROM holds WHERE site_id = $1 AND hold_id = $2",
+        "release": "SELECT release_acked_at FROM holds WHERE site_id = $1 AND release_id = $2",
+    }[column]
+    return await pool.fetchval(query, site, uuid.UUID(order_id))
+
+
+async def test_a_closed_hold_is_pushed_as_a_release_until_acknowledged(
+    agw: AlertGateway, pool: asyncpg.Pool[Any]
+) -> None:
+    await agw.set_policy(police=None)
+    async with agw.gw.http.ws_connect(
+        f"{agw.gw.url}/v1/stations/stream", headers=agw.gw.auth("station")
+    ) as ws:
+        await wait_for(lambda: bool(agw.gw.app[GATEWAY].station_streams.get(agw.site)))
+        wb = waybill()
+        await agw.upload(DARK, wb)
+        async with asyncio.timeout(5):
+            hold = json.loads((await ws.receive()).data)
+        await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": hold["hold_id"]}))
+        await wait_for(lambda: acked_at(pool, agw.site, "hold", hold["hold_id"]))
+        status, _ = await agw.call("POST", f"/v1/holds/{hold['hold_id']}/release")
+        assert status == 200
+        async with asyncio.timeout(5):
+            release = json.loads((await ws.receive()).data)
+        assert release["type"] == "hold.release"
+        assert (release["hold_id"], release["waybill_no"]) == (hold["hold_id"], wb)
+        assert release["resolution"] == "released"
+        assert release["release_id"] != hold["hold_id"]
+        async with asyncio.timeout(5):  # not acknowledged: it comes again, same id
+            again = json.loads((await ws.receive()).data)
+        assert again == release
+        await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": release["release_id"]}))
+        await wait_for(lambda: acked_at(pool, agw.site, "release", release["release_id"]))
+        pushed = agw.alerts.holds.pushed
+        await asyncio.sleep(1.3)  # past the re-push interval
+        assert agw.alerts.holds.pushed == pushed
+
+
+async def test_a_cleared_parcels_release_reaches_the_bridge_which_leaves_the_restart_to_people(
+    agw: AlertGateway, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    await agw.set_policy(police=None)
+    scanner = fast_scanner(parcels=50, rate=500.0)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    config = bridge_config(
+        url,
+        agw.gw.url,
+        tmp_path / "spool.db",
+        key=agw.gw.keys.by_role["station"],
+        site_id=agw.site,
+        status_port=0,
+    )
+    bridge = Bridge(config)
+    await bridge.start()
+    try:
+        await wait_until(lambda: bool(bridge.holds and bridge.holds.connected))
+        await wait_until(lambda: scanner.state.belt_running)
+        wb = waybill()
+        await agw.upload(DARK, wb)
+        await wait_until(lambda: any(h.waybill_no == wb for h in scanner.state.holds))
+        assert not scanner.state.belt_running
+        # A reviewer clears the scan: the hold is released and the release pushed down.
+        status, item = await agw.call("GET", "/v1/review/next", role="reviewer")
+        assert status == 200
+        status, _ = await agw.call(
+            "POST",
+            f"/v1/review/items/{item['item_id']}/decision",
+            role="reviewer",
+            json={"decision": "clear"},
+        )
+        assert status == 200
+        await wait_until(lambda: bridge.hold_book.restart_allowed)
+        assert bridge.status_url is not None
+        async with agw.gw.http.get(bridge.status_url) as resp:
+            shown = await resp.json()
+        assert shown["restart_allowed"] is True
+        assert shown["open_holds"] == []
+        ((released),) = shown["released_holds"]
+        assert (released["waybill_no"], released["resolution"]) == (wb, "released")
+        release_id = await pool.fetchval(
+            "SELECT release_id FROM holds WHERE site_id = $1 AND waybill_no = $2", agw.site, wb
+        )
+        await wait_for(lambda: acked_at(pool, agw.site, "release", str(release_id)))
+        # The bridge does not restart the belt on a release: an operator does.
+        await asyncio.sleep(0.5)
+        assert not scanner.state.belt_running
+        bridge.resume_belt("operator at the tunnel")
+        await wait_until(lambda: scanner.state.belt_running)
+        assert not bridge.hold_book.restart_allowed
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()

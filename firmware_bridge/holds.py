@@ -1,0 +1,46 @@
+"""Hold orders at the station, as plain state: which holds stopped this belt, which the gateway has
+since released, and whether the operator may restart the belt. No I/O; ``app.py`` acts on it.
+
+A release never restarts the belt by itself (PROTOCOL.md, "Hold release"): a person at the
+tunnel restarts it, once the held parcel is dealt with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    hold_id: str
+    waybill_no: str
+    resolution: str  # released (the parcel may go on) or seized (police keep it)
+    at: datetime
+
+
+@dataclass(slots=True)
+class HoldBook:
+    open: dict[str, str] = field(default_factory=dict)  # hold_id -> waybill_no
+    released: list[Release] = field(default_factory=list)  # newest last, at most ``keep``
+    belt_stopped: bool = False  # the belt is stopped for a hold and not restarted since
+    keep: int = 20
+
+    def hold(self, hold_id: str, waybill_no: str) -> None:
+        self.open[hold_id] = waybill_no
+        self.belt_stopped = True
+
+    def release(self, release: Release) -> bool:
+        """Record a release (again, if re-sent: idempotent); True when no hold keeps the belt
+        stopped any more, so the operator may restart it."""
+        self.open.pop(release.hold_id, None)
+        if all(r.hold_id != release.hold_id for r in self.released):
+            self.released = [*self.released, release][-self.keep :]
+        return self.restart_allowed
+
+    @property
+    def restart_allowed(self) -> bool:
+        return self.belt_stopped and not self.open
+
+    def restarted(self) -> None:
+        self.belt_stopped = False
