@@ -239,9 +239,11 @@ async def run_station(
 class PoliceDesk:
     """The demo's police side: a Standard Webhooks receiver and a live-feed follower."""
 
-    webhooks: list[dict[str, Any]] = field(default_factory=list)
+    webhooks: list[dict[str, Any]] = field(default_factory=list)  # each message, once
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # latest revision per alert
     bad_signatures: int = 0
-    feed: int = 0
+    feed: int = 0  # new alerts on the live feed
+    feed_updates: int = 0  # alerts a reviewer confirmed after they were raised
     secret: str = ""
 
     async def receive(self, request: web.Request) -> web.Response:
@@ -255,7 +257,12 @@ class PoliceDesk:
             self.bad_signatures += 1
             return web.Response(status=400)
         if all(w["webhook_id"] != request.headers["webhook-id"] for w in self.webhooks[-200:]):
-            self.webhooks.append({"webhook_id": request.headers["webhook-id"], **payload["data"]})
+            data = payload["data"]
+            self.webhooks.append({"webhook_id": request.headers["webhook-id"], **data})
+            # Messages may arrive out of order: keep the highest revision of each alert.
+            known = self.alerts.get(data["alert_id"])
+            if known is None or data["revision"] > known["revision"]:
+                self.alerts[data["alert_id"]] = data
         return web.Response(status=204)
 
     async def follow(self, http: aiohttp.ClientSession, url: str, key: str) -> None:
@@ -271,8 +278,10 @@ class PoliceDesk:
                         line = raw.decode().rstrip("\n")
                         if line.startswith("id: "):
                             last = line[4:]
-                        elif line.startswith("event: alert"):
+                        elif line == "event: alert":
                             self.feed += 1
+                        elif line == "event: alert.updated":
+                            self.feed_updates += 1
             except aiohttp.ClientError:
                 await asyncio.sleep(1.0)
 
@@ -367,14 +376,17 @@ async def render(
         f"{url}/v1/holds?status=open", headers={"Authorization": f"Bearer {police_key}"}
     ) as r:
         holds = (await r.json()).get("holds", []) if r.status == 200 else []
+    confirmed = sum(1 for a in desk.alerts.values() if a.get("confirmation"))
     lines.append(
-        f"  police: {desk.feed} alerts on the live feed, {len(desk.webhooks)} signed webhooks "
-        f"received ({desk.bad_signatures} bad signatures); {len(holds)} parcels on hold"
+        f"  police: {desk.feed} alerts on the live feed (+{desk.feed_updates} confirmed later by "
+        f"a reviewer); {len(desk.alerts)} alerts by signed webhook, {confirmed} of them "
+        f"confirmed, in {len(desk.webhooks)} messages ({desk.bad_signatures} bad signatures); "
+        f"{len(holds)} parcels on hold"
     )
-    for alert in desk.webhooks[-3:]:
+    for alert in list(desk.alerts.values())[-3:]:
         lines.append(
             f"    alert {alert['category']:<24} {alert['site_id']} {alert['waybill_no']} "
-            f"score {alert['score']} ({alert['cause']})"
+            f"score {alert['score']} ({alert['cause']}, revision {alert['revision']})"
         )
     for site, tunnel in tunnels.items():
         st = await tunnel.bridge.status()
