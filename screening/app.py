@@ -134,6 +134,7 @@ def create_app(
             the_pool,
             max_events=settings.group_commit_max_events,
             max_wait_s=settings.group_commit_max_wait_ms / 1000.0,
+            max_inflight=settings.group_commit_max_inflight,
             queue_size=settings.ingest_queue_size,
         )
 

@@ -29,9 +29,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # bytes
     max_future_skew_s: float = Field(default=300.0, ge=0)  # station clocks drift; 5 min tolerated
     # Group commit: the writer takes up to this many events per transaction, waiting at most
-    # this long for company after the first one arrives.
+    # this long for company after the first one arrives, with up to max_inflight transactions
+    # (each on its own connection, taken from the pool) committing at once.
     group_commit_max_events: int = Field(default=2000, ge=1)
     group_commit_max_wait_ms: float = Field(default=2.0, ge=0)
+    group_commit_max_inflight: int = Field(default=2, ge=1)
     ingest_queue_size: int = Field(default=20000, ge=1)
 
     # Personal-data protection. Key material as the JSON produced by PersonalDataVault; when

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from screening.api.schemas import EventIn, RealnameRegisteredIn
 from screening.background import cancel_and_wait
@@ -133,7 +134,8 @@ async def commit_events(
     sites = await parcel_store.lock_parcels_read_sites(conn, {p.parcel_key for p in unique})
     # Rows go in in key order, so two transactions holding the same event ids (a retry racing
     # its original) wait on each other in one order and cannot deadlock.
-    inserted = await event_store.insert_events(conn, sorted(unique, key=_event_order))
+    group = await event_store.insert_events(conn, sorted(unique, key=_event_order))
+    inserted = group.inserted
     existing = await event_store.fetch_digests(
         conn, [p.key for p in unique if p.key not in inserted]
     )
@@ -148,15 +150,12 @@ async def commit_events(
     statuses: dict[tuple[str, str], ParcelStatus] = {}
     parcel_keys = sorted({p.parcel_key for p in new})
     if parcel_keys:
-        stored = await parcel_store.load_parcels(conn, parcel_keys)
-        # A parcel row exists iff the parcel had events before this group (both are written in
-        # one transaction), so only known parcels need their history read back.
-        history = await event_store.load_parcel_events(
-            conn, [k for k in parcel_keys if k in stored]
-        )
+        # The insert read each parcel's row and earlier events in its own snapshot, which
+        # does not hold the rows it wrote: the new events join their parcels' histories here.
+        stored = group.parcels
+        history = {key: group.history.get(key, []) for key in parcel_keys}
         for p in new:
-            if p.parcel_key not in stored:
-                history.setdefault(p.parcel_key, []).append(p.event)
+            history[p.parcel_key].append(p.event)
         carriers: dict[tuple[str, str], str | None] = {}
         changes: dict[str, list[Any]] = {}
         for key in parcel_keys:
@@ -206,6 +205,10 @@ class GroupCommitWriter:
     the commit's latency is not the ingest rate's ceiling. When every slot is busy the queue
     grows and the next group is the larger for it. Commits that touch the same parcels or the
     same site's ledger still serialise on their locks (see ``commit_events``).
+
+    The writer keeps the connections it commits on between groups instead of handing each back
+    to the pool: a pool release costs a reset round trip, and a group commit is already a
+    handful of round trips. A connection that failed is given back (the pool replaces it).
     """
 
     pool: asyncpg.Pool[Any]
@@ -218,6 +221,7 @@ class GroupCommitWriter:
     _queue: asyncio.Queue[_Submission] = field(init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _inflight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _idle: list[PoolConnectionProxy[Any]] = field(default_factory=list, init=False)  # held
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.queue_size)
@@ -230,6 +234,8 @@ class GroupCommitWriter:
         self._task = None
         for task in list(self._inflight):
             await cancel_and_wait(task)
+        while self._idle:
+            await self.pool.release(self._idle.pop())
         while not self._queue.empty():
             sub = self._queue.get_nowait()
             if not sub.future.done():
@@ -309,12 +315,16 @@ class GroupCommitWriter:
 
     async def _commit(self, group: list[_Submission]) -> None:
         flat = [p for sub in group for p in sub.events]
+        conn = self._idle.pop() if self._idle else await self.pool.acquire()
+        reusable = False
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with conn.transaction():
                 outcomes, report = await commit_events(
                     conn, flat, datetime.now(UTC), self.on_accepted
                 )
+            reusable = True
         except asyncpg.DataError as exc:
+            reusable = True  # refused data, rolled back: the connection is fine
             # One submission holds a value PostgreSQL refuses. Commit the others on their own
             # so that a bad request cannot keep failing its neighbours' events.
             if len(group) > 1:
@@ -329,6 +339,11 @@ class GroupCommitWriter:
             log.exception("group commit failed; nothing in it was committed", exc_info=exc)
             self._fail(group, "the database failed; no event was committed")
             return
+        finally:
+            if reusable and not conn.is_closed() and len(self._idle) < self.max_inflight:
+                self._idle.append(conn)
+            else:
+                await self.pool.release(conn)
         offset = 0
         for sub in group:
             n = len(sub.events)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -13,15 +14,20 @@ from screening.domain.events import EventType, ParcelEvent
 from screening.domain.ledger import LedgerEvent
 from screening.domain.records import PreparedEvent, event_from_payload, realname_valid
 from screening.storage import Conn
+from screening.storage.parcels import StoredParcel, stored_parcel
 
 ParcelKey = tuple[str, str]
 EventKey = tuple[str, UUID]
 
-# One statement writes a group's events: the log rows, then, for the rows that were new, their
-# per-type detail rows (a duplicate event gets none: its details are already there). Each detail
-# array set names its events by (site_id, event_id) and takes waybill and time from the log row.
-# Types absent from the group pass empty arrays. Each new row comes back with its record_digest:
-# SHA-256 of the jsonb as stored, exactly as storage.ledger derives it when verifying.
+# One statement writes a group's events and reads what the recomputation of their parcels needs:
+# the log rows; for the rows that were new, their per-type detail rows (a duplicate event gets
+# none: its details are already there); the parcels' stored rows; and the events those parcels
+# had before this statement. Each detail array set names its events by (site_id, event_id) and
+# takes waybill and time from the log row; types absent from the group pass empty arrays. It
+# runs after the parcels are locked, so its snapshot holds every committed event of them; the
+# rows it inserts itself are not in that snapshot (the caller adds them). Each new row comes
+# back with its record_digest: SHA-256 of the jsonb as stored, exactly as storage.ledger
+# derives it when verifying.
 INSERT_EVENTS = """
 WITH ev AS (
     INSERT INTO events (site_id, event_id, event_type, waybill_no, occurred_at, received_at,
@@ -72,8 +78,30 @@ WITH ev AS (
               document_hmac, pii_key_id, document_sealed, name_masked, name_sealed,
               phone_masked, phone_sealed, document_expires_on, verification, document_valid)
     JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
+), parcel_keys AS (
+    SELECT DISTINCT site_id, waybill_no
+    FROM unnest($1::text[], $4::text[]) AS k(site_id, waybill_no)
 )
-SELECT site_id, event_id, record_digest FROM ev
+-- The reads probe the indexes once per parcel of the group: OFFSET 0 keeps each lateral
+-- subquery from being flattened into a join that the planner, which cannot see how few rows
+-- the arrays hold, might run as a scan of the whole table.
+SELECT i.site_ids, i.event_ids, i.record_digests,
+    (SELECT json_agg(json_build_array(p.site_id, p.waybill_no, p.dispatch_day, p.rate_flow,
+                                      p.xray_required, p.realname_ok, p.inspection_ok,
+                                      p.xray_ok, p.compliant, p.problems))
+     FROM parcel_keys k,
+          LATERAL (SELECT * FROM parcels p
+                   WHERE p.site_id = k.site_id AND p.waybill_no = k.waybill_no OFFSET 0) p
+    ) AS parcels,
+    (SELECT json_agg(json_build_array(e.site_id, e.waybill_no, e.event_id, e.event_type,
+                                      e.occurred_at, e.payload))
+     FROM parcel_keys k,
+          LATERAL (SELECT * FROM events e
+                   WHERE e.site_id = k.site_id AND e.waybill_no = k.waybill_no OFFSET 0) e
+    ) AS history
+FROM (SELECT array_agg(site_id) AS site_ids, array_agg(event_id) AS event_ids,
+             array_agg(record_digest) AS record_digests
+      FROM ev) AS i
 """
 
 SELECT_DIGESTS = """
@@ -91,17 +119,28 @@ JOIN unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
 """
 
 
-async def insert_events(
-    conn: Conn, prepared: Sequence[PreparedEvent]
-) -> dict[EventKey, LedgerEvent]:
-    """Append events to the log with their per-type detail rows, in one round trip.
+@dataclass(frozen=True, slots=True)
+class InsertedGroup:
+    """What ``insert_events`` wrote and read for one group."""
 
-    Returns the events that were new (the rest already existed) by key, each with its ledger
-    columns as stored, ready for ``storage.ledger.append_stored``. Rows are written in the
-    order of ``prepared``.
+    # The events that were new (the rest already existed), each with its ledger columns as
+    # stored, ready for ``storage.ledger.append_stored``.
+    inserted: dict[EventKey, LedgerEvent]
+    # The group's parcels that had a row before this statement.
+    parcels: dict[ParcelKey, StoredParcel]
+    # The events the group's parcels had before this statement (not the ones it inserted).
+    history: dict[ParcelKey, list[ParcelEvent]]
+
+
+async def insert_events(conn: Conn, prepared: Sequence[PreparedEvent]) -> InsertedGroup:
+    """Append events to the log with their per-type detail rows and read their parcels' stored
+    rows and earlier events, in one round trip. Rows are written in the order of ``prepared``.
+
+    Call it with the parcels locked (``storage.parcels.lock_parcels_read_sites``) in an earlier
+    statement of the transaction, so the read sees every committed event of those parcels.
     """
     if not prepared:
-        return {}
+        return InsertedGroup({}, {}, {})
     by_type: dict[EventType, list[PreparedEvent]] = defaultdict(list)
     for p in prepared:
         by_type[p.event_type].append(p)
@@ -115,7 +154,7 @@ async def insert_events(
         if realname
         else [[] for _ in range(_REALNAME_COLUMNS)]
     )
-    rows = await conn.fetch(
+    row = await conn.fetchrow(
         INSERT_EVENTS,
         [p.site_id for p in prepared],
         [p.event_id for p in prepared],
@@ -149,22 +188,63 @@ async def insert_events(
         [p.payload.get("carrier") for p in dispatches],
         *realname_columns,  # real-name records
     )
+    assert row is not None  # an aggregate query returns one row
     by_key = {p.key: p for p in prepared}
-    out: dict[EventKey, LedgerEvent] = {}
-    for r in rows:
+    inserted: dict[EventKey, LedgerEvent] = {}
+    for site_id, event_id, record_digest in zip(
+        row["site_ids"] or (), row["event_ids"] or (), row["record_digests"] or (), strict=True
+    ):
         # The other ledger columns are the values just written (text, bytea and microsecond
         # timestamps come back from PostgreSQL unchanged), so they are not read back.
-        p = by_key[(r["site_id"], r["event_id"])]
-        out[p.key] = LedgerEvent(
+        p = by_key[(site_id, event_id)]
+        inserted[p.key] = LedgerEvent(
             site_id=p.site_id,
             event_id=p.event_id,
             event_type=p.event_type.value,
             waybill_no=p.waybill_no,
             occurred_at=p.occurred_at,
             payload_digest=p.digest,
-            record_digest=r["record_digest"],
+            record_digest=record_digest,
         )
-    return out
+    parcels = {
+        (site_id, waybill_no): stored_parcel(
+            date.fromisoformat(day) if day is not None else None,
+            rate_flow,
+            xray_required,
+            realname_ok,
+            inspection_ok,
+            xray_ok,
+            compliant,
+            problems,
+        )
+        for (
+            site_id,
+            waybill_no,
+            day,
+            rate_flow,
+            xray_required,
+            realname_ok,
+            inspection_ok,
+            xray_ok,
+            compliant,
+            problems,
+        ) in json.loads(row["parcels"] or "[]")
+    }
+    history: dict[ParcelKey, list[ParcelEvent]] = {}
+    for site_id, waybill_no, event_id, event_type, occurred_at, payload in json.loads(
+        row["history"] or "[]"
+    ):
+        history.setdefault((site_id, waybill_no), []).append(
+            event_from_payload(
+                event_type,
+                UUID(event_id),
+                site_id,
+                waybill_no,
+                datetime.fromisoformat(occurred_at).astimezone(UTC),
+                payload,
+            )
+        )
+    return InsertedGroup(inserted, parcels, history)
 
 
 def _json(payload: Any) -> str:

@@ -111,23 +111,46 @@ async def load_parcels(conn: Conn, keys: Sequence[ParcelKey]) -> dict[ParcelKey,
     if not keys:
         return {}
     rows = await conn.fetch(SELECT_PARCELS, [k[0] for k in keys], [k[1] for k in keys])
-    out: dict[ParcelKey, StoredParcel] = {}
-    for r in rows:
-        contribution = None
-        if r["dispatch_day"] is not None:
-            contribution = (
-                RateKey(r["dispatch_day"], r["rate_flow"]),
-                RateCounts(
-                    dispatched=1,
-                    realname_ok=int(r["realname_ok"]),
-                    inspection_ok=int(r["inspection_ok"]),
-                    xray_ok=int(r["xray_ok"]),
-                    all_ok=int(r["compliant"]),
-                    xray_required=int(r["xray_required"]),
-                ),
-            )
-        out[(r["site_id"], r["waybill_no"])] = StoredParcel(contribution, tuple(r["problems"]))
-    return out
+    return {
+        (r["site_id"], r["waybill_no"]): stored_parcel(
+            r["dispatch_day"],
+            r["rate_flow"],
+            r["xray_required"],
+            r["realname_ok"],
+            r["inspection_ok"],
+            r["xray_ok"],
+            r["compliant"],
+            r["problems"],
+        )
+        for r in rows
+    }
+
+
+def stored_parcel(
+    dispatch_day: date | None,
+    rate_flow: str | None,
+    xray_required: bool,
+    realname_ok: bool,
+    inspection_ok: bool,
+    xray_ok: bool,
+    compliant: bool,
+    problems: Iterable[str],
+) -> StoredParcel:
+    """A parcels row's columns as what the parcel contributes to the rollup."""
+    contribution = None
+    if dispatch_day is not None and rate_flow is not None:
+        contribution = (
+            RateKey(dispatch_day, rate_flow),
+            RateCounts(
+                dispatched=1,
+                realname_ok=int(realname_ok),
+                inspection_ok=int(inspection_ok),
+                xray_ok=int(xray_ok),
+                all_ok=int(compliant),
+                xray_required=int(xray_required),
+            ),
+        )
+    return StoredParcel(contribution, tuple(problems))
 
 
 def _violations_moved(old: StoredParcel, new: ParcelStatus) -> bool:
