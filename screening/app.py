@@ -83,6 +83,10 @@ async def checkpoint_periodically(
 
 
 def _metrics_middleware(metrics: Metrics) -> Any:
+    # The labelled histogram of each (method, route, status), looked up once: labels() takes
+    # a lock and builds the label tuple on every call, on every request.
+    series: dict[tuple[str, str, int], Any] = {}
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -94,9 +98,11 @@ def _metrics_middleware(metrics: Metrics) -> Any:
         finally:
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
-            metrics.requests.labels(request.method, route, str(status)).observe(
-                time.perf_counter() - started
-            )
+            key = (request.method, route, status)
+            histogram = series.get(key)
+            if histogram is None:
+                histogram = series[key] = metrics.requests.labels(request.method, route, status)
+            histogram.observe(time.perf_counter() - started)
 
     return middleware
 

@@ -15,7 +15,7 @@ from screening.alerts import acknowledge_hold
 from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, Gateway
 from screening.api.problems import field_errors
-from screening.api.schemas import EVENT_ADAPTER, EventResultOut, FieldErrorOut, IngestResponse
+from screening.api.schemas import EVENT_ADAPTER
 from screening.domain.access import Permission, Principal
 from screening.domain.records import PreparedEvent
 from screening.errors import (
@@ -49,22 +49,32 @@ def _event_id_of(item: Any) -> str | None:
     return None
 
 
-def _rejected(index: int, item: Any, errors: list[FieldError]) -> EventResultOut:
-    return EventResultOut(
-        index=index,
-        event_id=_event_id_of(item),
-        result="rejected",
-        code=errors[0].code,
-        errors=[FieldErrorOut(**e.as_dict()) for e in errors],
-    )
+# A per-event result as it goes on the wire: the fields of schemas.EventResultOut, in its order.
+# Built as plain dicts on the hot path (one per event) rather than as pydantic models that are
+# dumped straight back to dicts; tests hold the two shapes together.
+EventResult = dict[str, Any]
+
+
+def _result(index: int, event_id: str | None, outcome: str) -> EventResult:
+    return {"index": index, "event_id": event_id, "result": outcome, "code": None, "errors": []}
+
+
+def _rejected(index: int, item: Any, errors: list[FieldError]) -> EventResult:
+    return {
+        "index": index,
+        "event_id": _event_id_of(item),
+        "result": "rejected",
+        "code": errors[0].code,
+        "errors": [e.as_dict() for e in errors],
+    }
 
 
 async def ingest_items(
     gw: Gateway, principal: Principal, items: list[Any], now: datetime
-) -> list[EventResultOut]:
+) -> list[EventResult]:
     """Validate and commit a list of raw JSON events; one result per item, in order."""
     context = {"now": now, "max_future_skew_s": gw.settings.max_future_skew_s}
-    results: list[EventResultOut | None] = [None] * len(items)
+    results: list[EventResult | None] = [None] * len(items)
     ready: list[tuple[int, PreparedEvent]] = []
     for i, item in enumerate(items):
         try:
@@ -85,7 +95,7 @@ async def ingest_items(
     outcomes = await gw.writer.submit([p for _, p in ready]) if ready else []
     counted: Counter[tuple[str, str]] = Counter()
     for (i, p), outcome in zip(ready, outcomes, strict=True):
-        results[i] = EventResultOut(index=i, event_id=str(p.event_id), result=outcome.value)
+        results[i] = _result(i, str(p.event_id), outcome.value)
         counted[(p.event_type.value, outcome.value)] += 1
     final = [r for r in results if r is not None]
     if rejected := len(final) - len(ready):
@@ -100,12 +110,13 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _summary(results: list[EventResultOut]) -> IngestResponse:
-    counts = {
-        k: sum(1 for r in results if r.result == k)
-        for k in ("accepted", "duplicate", "conflict", "rejected")
+def _summary(results: list[EventResult]) -> dict[str, Any]:
+    """The body of schemas.IngestResponse."""
+    counts = Counter(r["result"] for r in results)
+    return {
+        "results": results,
+        **{k: counts[k] for k in ("accepted", "duplicate", "conflict", "rejected")},
     }
-    return IngestResponse(results=results, **counts)
 
 
 async def post_events(request: web.Request) -> web.Response:
@@ -137,22 +148,22 @@ async def post_events(request: web.Request) -> web.Response:
     summary = _summary(results)
     if single:
         only = results[0]
-        if only.result == "rejected":
-            errors = [FieldError(e.code, e.path, e.message) for e in only.errors]
-            if only.code == "forbidden_site":
+        if only["result"] == "rejected":
+            errors = [FieldError(e["code"], e["path"], e["message"]) for e in only["errors"]]
+            if only["code"] == "forbidden_site":
                 raise ForbiddenError(
                     "this key may not write events for that site", code="forbidden_site"
                 )
             raise InvalidEventError("the event is invalid", errors)
-        if only.result == "conflict":
+        if only["result"] == "conflict":
             raise ConflictError(
                 "an event with this event_id and a different payload was already accepted",
                 code="conflict",
-                event_id=only.event_id,
+                event_id=only["event_id"],
             )
-        status = 201 if only.result == "accepted" else 200
-        return web.json_response(summary.model_dump(mode="json"), status=status)
-    return web.json_response(summary.model_dump(mode="json"))
+        status = 201 if only["result"] == "accepted" else 200
+        return web.json_response(summary, status=status)
+    return web.json_response(summary)
 
 
 async def station_stream(request: web.Request) -> web.WebSocketResponse:
@@ -198,7 +209,7 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                 )
                 continue
             for r in results:
-                await ws.send_json({"type": "ack", **r.model_dump(mode="json")})
+                await ws.send_json({"type": "ack", **r})
     finally:
         for site in sites:
             gw.station_streams.get(site, set()).discard(ws)

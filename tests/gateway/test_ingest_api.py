@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from screening.api.schemas import IngestResponse
 from screening.domain.identity import mask_document
 from screening.protection import PersonalDataVault, SealedValue, associated_data
 from screening.settings import Settings
@@ -221,6 +222,9 @@ async def test_a_mixed_batch_commits_the_valid_events_and_rejects_the_rest(
     assert [(e["code"], e["path"]) for e in results[3]["errors"]] == [("unknown_field", "colour")]
     assert results[4]["code"] == "wrong_type"
     assert results[4]["event_id"] is None
+    # The body is built without the wire models; it must still be exactly what they describe
+    # (the OpenAPI document publishes IngestResponse).
+    assert IngestResponse.model_validate(body).model_dump(mode="json") == body
 
     assert await timeline_ids(gateway, wb) == {good_first["event_id"], good_second["event_id"]}
 
