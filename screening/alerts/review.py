@@ -18,7 +18,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -28,7 +28,7 @@ from screening.alerts.intake import Clock, PolicyCache, utc_now
 from screening.alerts.outcomes import append_review_event
 from screening.alerts.tip import TipLibrary
 from screening.domain.access import Principal
-from screening.errors import BadRequestError, ConflictError
+from screening.errors import BadRequestError, ConflictError, ForbiddenError
 from screening.protection import PersonalDataVault
 from screening.storage import alerts as store
 from screening.storage import review as review_store
@@ -307,16 +307,36 @@ class ReviewService:
         async with self._pool.acquire() as conn:
             await review_store.set_reviewer_level(conn, key_id, level)
 
-    async def stats(self, principal: Principal) -> list[dict[str, Any]]:
+    async def stats(
+        self,
+        principal: Principal,
+        site_id: str | None = None,
+        first: date | None = None,
+        last: date | None = None,
+    ) -> list[dict[str, Any]]:
+        """Per reviewer over the principal's sites (or one of them), optionally between two days
+        (each site's own time zone): decisions, TIP hits and misses, false alarms."""
+        if first is not None and last is not None and first > last:
+            raise BadRequestError("from is after to", code="invalid_period")
+        scope = self._scope(principal)
+        if site_id is not None:
+            if not principal.covers(site_id):
+                raise ForbiddenError("this key does not cover that site", code="forbidden_site")
+            scope = [site_id]
         async with self._pool.acquire() as conn:
-            rows = await review_store.reviewer_stats(conn, self._scope(principal))
+            rows = await review_store.reviewer_stats(conn, scope, first, last)
         out = []
         for r in rows:
             projected = r["tip_hits"] + r["tip_misses"]
             out.append(
                 {
                     "reviewer": r["reviewer"],
+                    "label": r["label"],
+                    "level": r["level"],
                     "decisions": r["decisions"],
+                    "confirms": r["confirms"],
+                    "clears": r["clears"],
+                    "escalations": r["escalations"],
                     "tip_projected": projected,
                     "tip_hits": r["tip_hits"],
                     "tip_misses": r["tip_misses"],

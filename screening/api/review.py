@@ -15,6 +15,7 @@ from screening.alerts import ALERTS
 from screening.api.alerts import _Body, read_body
 from screening.api.auth import principal_of
 from screening.api.endpoints import Param, Route
+from screening.api.reads import _date_param
 from screening.domain.access import Permission
 from screening.errors import BadRequestError, NotFoundError
 from screening.services.scans import render_overlay
@@ -109,8 +110,17 @@ async def skip_review_item(request: web.Request) -> web.Response:
 
 async def review_stats(request: web.Request) -> web.Response:
     principal = await principal_of(request, Permission.READ_REVIEW_STATS)
-    rows = await request.app[ALERTS].review.stats(principal)
-    return web.json_response({"reviewers": rows})
+    first, last = _date_param(request, "from"), _date_param(request, "to")
+    site_id = request.query.get("site_id") or None
+    rows = await request.app[ALERTS].review.stats(principal, site_id, first, last)
+    return web.json_response(
+        {
+            "site_id": site_id,
+            "from": None if first is None else first.isoformat(),
+            "to": None if last is None else last.isoformat(),
+            "reviewers": rows,
+        }
+    )
 
 
 async def set_reviewer_level(request: web.Request) -> web.Response:
@@ -121,6 +131,7 @@ async def set_reviewer_level(request: web.Request) -> web.Response:
     return web.json_response({"key_id": key_id, "level": body.level})
 
 
+_DATE = {"type": "string", "format": "date"}
 _ITEM = Param("item_id", "path", "Review item id", {"type": "string", "format": "uuid"}, True)
 
 ROUTES: tuple[Route, ...] = (
@@ -168,8 +179,14 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/review/stats",
         review_stats,
-        "Per reviewer: decisions, projected-threat hits and misses, false alarms",
+        "Per reviewer (key label and level): decisions, confirms, clears, projected-threat "
+        "hits and misses, false alarms — over your sites or one of them, optionally for a period",
         roles=("supervisor", "admin"),
+        params=(
+            Param("site_id", "query", "Only this site (one your key covers); default all of yours"),
+            Param("from", "query", "First day (each site's time zone); default unbounded", _DATE),
+            Param("to", "query", "Last day (each site's time zone); default unbounded", _DATE),
+        ),
     ),
     Route(
         "PUT",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -84,19 +84,30 @@ INSERT INTO reviewer_levels (key_id, level) VALUES ($1, $2)
 ON CONFLICT (key_id) DO UPDATE SET level = EXCLUDED.level
 """
 # Per reviewer: TIP hits (a projected threat confirmed), misses (cleared), and false alarms
-# (a real item confirmed that police later closed as a false alarm).
+# (a real item confirmed that police later closed as a false alarm). $1: the sites in scope (NULL:
+# all); $2, $3: first and last day (NULL: unbounded), each decision's day in its site's time zone,
+# as for the rates. The label and level are the reviewer key's own (reference tables).
 REVIEWER_STATS = """
 SELECT d.reviewer,
+       coalesce(k.label, '') AS label,
+       coalesce(l.level, 1) AS level,
        count(*) FILTER (WHERE d.kind <> 'tip' AND d.decision <> 'escalate') AS decisions,
        count(*) FILTER (WHERE d.kind = 'tip' AND d.decision = 'confirm') AS tip_hits,
        count(*) FILTER (WHERE d.kind = 'tip' AND d.decision = 'clear') AS tip_misses,
        count(*) FILTER (WHERE d.kind <> 'tip' AND d.decision = 'confirm') AS confirms,
+       count(*) FILTER (WHERE d.kind <> 'tip' AND d.decision = 'clear') AS clears,
+       count(*) FILTER (WHERE d.kind <> 'tip' AND d.decision = 'escalate') AS escalations,
        count(*) FILTER (WHERE d.kind <> 'tip' AND d.decision = 'confirm'
                         AND a.disposition = 'false_alarm') AS false_alarms
 FROM review_decisions d
+JOIN sites s ON s.site_id = d.site_id
 LEFT JOIN alerts a ON a.site_id = d.site_id AND a.confirmed_item_id = d.item_id
+LEFT JOIN api_keys k ON k.key_id = d.reviewer
+LEFT JOIN reviewer_levels l ON l.key_id = d.reviewer
 WHERE ($1::text[] IS NULL OR d.site_id = ANY($1::text[]))
-GROUP BY d.reviewer
+  AND ($2::date IS NULL OR (d.decided_at AT TIME ZONE s.timezone)::date >= $2::date)
+  AND ($3::date IS NULL OR (d.decided_at AT TIME ZONE s.timezone)::date <= $3::date)
+GROUP BY d.reviewer, k.label, l.level
 ORDER BY d.reviewer
 """
 QUEUE_DEPTH = """
@@ -241,8 +252,10 @@ async def set_reviewer_level(conn: Conn, key_id: str, level: int) -> None:
     await conn.execute(UPSERT_LEVEL, key_id, level)
 
 
-async def reviewer_stats(conn: Conn, sites: list[str] | None) -> list[dict[str, Any]]:
-    return [dict(r) for r in await conn.fetch(REVIEWER_STATS, sites)]
+async def reviewer_stats(
+    conn: Conn, sites: list[str] | None, first: date | None = None, last: date | None = None
+) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(REVIEWER_STATS, sites, first, last)]
 
 
 async def queue_depth(conn: Conn, sites: list[str] | None) -> int:

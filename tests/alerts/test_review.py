@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import asyncpg
@@ -252,6 +253,102 @@ async def test_projected_threats_score_the_reviewer_and_never_reach_police(
         assert mine["tip_hits"] == 1
         assert mine["tip_misses"] == 1
         assert mine["hit_rate"] == 0.5
+    finally:
+        await g.close()
+
+
+async def test_review_stats_name_each_reviewer_and_filter_by_period_and_site(
+    tmp_path: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> None:
+    shift = [timedelta(0)]  # the gateway's clock, moved back to make an old decision
+    g = await start_alert_gateway(
+        tmp_path,
+        pool,
+        vault,
+        tip_rate=1.0,
+        tip_pool_size=1,
+        tip_renderer=fake_tip,
+        clock=lambda: datetime.now(UTC) + shift[0],
+    )
+    try:
+        await g.set_policy(police=None)
+        key_id, key = await access.create_key(pool, Role.REVIEWER, [g.site], "李明")
+        _, other_key = await access.create_key(pool, Role.REVIEWER, [g.gw.keys.other_site])
+        status, _ = await g.call(
+            "PUT", f"/v1/review/reviewers/{key_id}/level", role="admin", json={"level": 2}
+        )
+        assert status == 200
+        await wait_for(lambda: g.alerts.tips.draw() is not None)
+        # Forty days ago: a projected threat missed. Today: one hit, and at the other site a miss.
+        shift[0] = timedelta(days=-40)
+        tip = (await next_item(g, key))[1]
+        assert (await decide(g, tip["item_id"], "clear", key))[0] == 200
+        shift[0] = timedelta(0)
+        tip = (await next_item(g, key))[1]
+        assert (await decide(g, tip["item_id"], "confirm", key, category="firearms"))[0] == 200
+        tip = (await next_item(g, other_key))[1]
+        assert tip["site_id"] == g.gw.keys.other_site
+        assert (await decide(g, tip["item_id"], "clear", other_key))[0] == 200
+        # Real items: one confirmed, one cleared, one escalated (not a decision of its own).
+        g.alerts.review.tip_rate = 0.0
+        for decision in ("confirm", "clear", "escalate"):
+            await g.upload(DARK, waybill())
+            item = (await next_item(g, key))[1]
+            assert item["site_id"] == g.site
+            assert (await decide(g, item["item_id"], decision, key))[0] == 200
+
+        status, stats = await g.call("GET", "/v1/review/stats", role="supervisor")
+        assert status == 200
+        assert (stats["site_id"], stats["from"], stats["to"]) == (None, None, None)
+        (mine,) = stats["reviewers"]  # the other site's reviewer is out of this key's scope
+        assert mine == {
+            "reviewer": key_id,
+            "label": "李明",
+            "level": 2,
+            "decisions": 2,
+            "confirms": 1,
+            "clears": 1,
+            "escalations": 1,
+            "tip_projected": 2,
+            "tip_hits": 1,
+            "tip_misses": 1,
+            "hit_rate": 0.5,
+            "miss_rate": 0.5,
+            "false_alarms": 0,
+            "false_alarm_rate": 0.0,
+        }
+        # Days are the site's own (Asia/Shanghai), as for the rates.
+        today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+        week_ago, old = today - timedelta(days=7), today - timedelta(days=40)
+        _, recent = await g.call("GET", f"/v1/review/stats?from={week_ago}", role="supervisor")
+        (mine,) = recent["reviewers"]
+        assert (mine["tip_projected"], mine["hit_rate"], mine["decisions"]) == (1, 1.0, 2)
+        assert recent["from"] == week_ago.isoformat()
+        _, then = await g.call("GET", f"/v1/review/stats?from={old}&to={old}", role="supervisor")
+        (mine,) = then["reviewers"]
+        assert (mine["tip_projected"], mine["tip_misses"], mine["hit_rate"]) == (1, 1, 0.0)
+        assert mine["decisions"] == 0
+        _, none = await g.call(
+            "GET", f"/v1/review/stats?to={old - timedelta(days=1)}", role="supervisor"
+        )
+        assert none["reviewers"] == []
+        # One site: only within the key's scope.
+        other = g.gw.keys.other_site
+        status, body = await g.call("GET", f"/v1/review/stats?site_id={other}", role="supervisor")
+        assert (status, body["code"]) == (403, "forbidden_site")
+        status, body = await g.call("GET", f"/v1/review/stats?site_id={other}", role="admin")
+        assert status == 200
+        (theirs,) = body["reviewers"]
+        assert (theirs["label"], theirs["level"], theirs["tip_misses"]) == ("", 1, 1)
+        status, body = await g.call("GET", "/v1/review/stats", role="admin")
+        assert {r["reviewer"] for r in body["reviewers"]} >= {key_id, theirs["reviewer"]}
+        # Malformed or reversed periods are refused.
+        status, body = await g.call("GET", "/v1/review/stats?from=yesterday", role="supervisor")
+        assert (status, body["code"]) == (400, "invalid_query")
+        status, body = await g.call(
+            "GET", f"/v1/review/stats?from={today}&to={week_ago}", role="supervisor"
+        )
+        assert (status, body["code"]) == (400, "invalid_period")
     finally:
         await g.close()
 
