@@ -55,7 +55,10 @@ class Demo:
 
 
 async def start_console_gateway(
-    data_dir: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+    data_dir: Path,
+    pool: asyncpg.Pool[Any],
+    vault: PersonalDataVault,
+    alert_options: dict[str, Any] | None = None,
 ) -> tuple[RunningGateway, web.AppRunner]:
     settings = Settings(
         data_dir=data_dir,
@@ -67,7 +70,7 @@ async def start_console_gateway(
     )
     keys = await make_keys(pool)
     app = create_app(settings, pool=pool, vault=vault)
-    app[ALERT_OPTIONS] = dict(QUIET_ALERTS)
+    app[ALERT_OPTIONS] = {**QUIET_ALERTS, **(alert_options or {})}
     if CONSOLE not in app:  # screening.app wires the console; older trees may not yet
         from screening.web import add_console
 

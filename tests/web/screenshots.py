@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from aiohttp import web
 
-from screening.alerts import ALERT_OPTIONS
+from screening.alerts import ALERT_OPTIONS, ALERTS, AlertsComponent
 from screening.api.ledger import LEDGER_SIGNER
 from screening.app import create_app
 from screening.domain.access import Role
@@ -231,6 +231,40 @@ async def fill(url: str, pool: Any, http: aiohttp.ClientSession) -> dict[str, An
     return keys
 
 
+# Reviewers meeting projected threats (TIP) for the Reviewers panel: True = confirmed (a hit).
+TIP_REVIEWERS = (
+    ("张伟", [True] * 11 + [False]),
+    ("王芳", [True, False, True, True, False, True, True, False, True, True]),
+    ("刘洋", [False, True, True]),
+)
+
+
+async def judge_projected_threats(
+    url: str, pool: Any, http: aiohttp.ClientSession, alerts: AlertsComponent
+) -> None:
+    """Labelled reviewers judge projected threats, hitting and missing as TIP_REVIEWERS say."""
+    sites = [s for s, _, _ in SITES]
+    alerts.review.tip_rate = 1.0
+    try:
+        async with asyncio.timeout(120):
+            while alerts.tips.draw() is None:  # noqa: ASYNC110 - rendered in the background
+                await asyncio.sleep(0.1)
+        for label, hits in TIP_REVIEWERS:
+            key = (await access.create_key(pool, Role.REVIEWER, sites, label))[1]
+            auth = {"Authorization": f"Bearer {key}"}
+            for hit in hits:
+                async with http.get(f"{url}/v1/review/next", headers=auth) as resp:
+                    item = await resp.json()
+                decision = (
+                    {"decision": "confirm", "category": "controlled_knives"}
+                    if hit
+                    else {"decision": "clear"}
+                )
+                await post(http, f"{url}/v1/review/items/{item['item_id']}/decision", key, decision)
+    finally:
+        alerts.review.tip_rate = 0.0
+
+
 async def shoot(url: str, keys: dict[str, Any], out: Path) -> list[Path]:
     from playwright.async_api import async_playwright
 
@@ -282,6 +316,10 @@ async def shoot(url: str, keys: dict[str, Any], out: Path) -> list[Path]:
         await page.goto(f"{url}/console/reports/{site}/{month}")
         await snap(page, "monthly-report.png")
 
+        await page.goto(f"{url}/console/#/reviewers")
+        await page.wait_for_selector("main[data-ready=reviewers] #reviewer-table")
+        await snap(page, "supervisor-reviewers.png")
+
         page = await page_for(keys["reviewer"])
         await page.wait_for_selector("#review-pane [data-item]")
         await page.wait_for_function("document.querySelector('#review-image')?.complete")
@@ -310,9 +348,11 @@ async def run(out: Path, dsn: str, data_dir: Path) -> None:
         await migrate(conn)
     settings = Settings(data_dir=data_dir, api_key_cache_s=0.0, ledger_checkpoint_interval_s=3600.0)
     app = create_app(settings, pool=pool, vault=PersonalDataVault.generate())
-    app[ALERT_OPTIONS] = dict(QUIET_ALERTS)
+    # Projected threats only while judge_projected_threats runs (a pool of real synthetic ones).
+    app[ALERT_OPTIONS] = {**QUIET_ALERTS, "tip_rate": 1.0, "tip_pool_size": 4}
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
+    app[ALERTS].review.tip_rate = 0.0
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
     await tcp.start()
     port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
@@ -320,6 +360,7 @@ async def run(out: Path, dsn: str, data_dir: Path) -> None:
     try:
         async with aiohttp.ClientSession() as http:
             keys = await fill(url, pool, http)
+            await judge_projected_threats(url, pool, http, app[ALERTS])
         for site, _, _ in SITES:
             await ledger_service.make_checkpoint(pool, site, app[LEDGER_SIGNER])
         await shoot(url, keys, out)

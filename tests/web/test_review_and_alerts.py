@@ -99,7 +99,7 @@ async def test_a_supervisor_reads_alerts_but_cannot_act_or_review(
     gw = fresh.gateway
     page = await open_console(gw.url, gw.keys.by_role["supervisor"])
     views = await page.locator("header nav a").evaluate_all("els => els.map(e => e.dataset.view)")
-    assert views == ["overview", "violations", "alerts", "report"]
+    assert views == ["overview", "violations", "alerts", "reviewers", "report"]
     await page.goto(f"{gw.url}/console/#/review")
     await page.wait_for_selector("main[data-ready=overview]")  # not a view of this role
     resp = await page.request.get(f"{gw.url}/v1/review/next")

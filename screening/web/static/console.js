@@ -105,6 +105,7 @@ function views() {
   if (may("read_violations")) out.push(["violations", "nav.violations"]);
   if (may("review_scans")) out.push(["review", "nav.review"]);
   if (may("read_alerts")) out.push(["alerts", "nav.alerts"]);
+  if (may("read_review_stats")) out.push(["reviewers", "nav.reviewers"]);
   if (may("read_rates")) out.push(["report", "nav.report"]);
   return out;
 }
@@ -565,6 +566,85 @@ async function viewReview() {
   await next();
 }
 
+// ---- supervisor: image reviewers' performance (threat image projection) ---------------------
+
+// Flag a reviewer whose TIP hit rate is below 80% once at least 5 projected threats were judged.
+// A supervisor's audit line, shown in the panel, not a regulation; under 5 projections one miss
+// moves the rate by 20 points or more, so such a small sample is shown but not flagged.
+const TIP_HIT_THRESHOLD = 0.8; // 0..1
+const TIP_MIN_PROJECTED = 5;
+
+function weakTip(r) {
+  return r.hit_rate !== null && r.tip_projected >= TIP_MIN_PROJECTED && r.hit_rate < TIP_HIT_THRESHOLD;
+}
+
+function byWeakestTip(a, b) {
+  // Weakest hit rate first; on a tie the larger sample first; no projections at all last.
+  if (a.hit_rate === null || b.hit_rate === null) return (a.hit_rate === null) - (b.hit_rate === null);
+  return a.hit_rate - b.hit_rate || b.tip_projected - a.tip_projected || a.reviewer.localeCompare(b.reviewer);
+}
+
+async function viewReviewers(query) {
+  // No site chosen: every site of the key (the API's own scope); else one of them.
+  const site = state.sites.some((s) => s.site_id === query.get("site")) ? query.get("site") : "";
+  // No "to" unless chosen: the API then counts up to now. The browser's today may be a day behind
+  // a site's own (the API dates decisions in each site's time zone) and would hide today's work.
+  const f = { site, from: query.get("from") || daysAgo(29), to: query.get("to") || "" };
+  const main = document.getElementById("main");
+  const form = h("form", { class: "toolbar", id: "reviewer-filters" },
+    h("label", {}, t("filter.site"),
+      h("select", { id: "site", name: "site" },
+        h("option", { value: "" }, t("reviewers.all_sites")),
+        state.sites.map((s) => h("option", { value: s.site_id, selected: s.site_id === site }, `${s.name} (${s.site_id})`)))),
+    h("label", {}, t("filter.from"), h("input", { type: "date", id: "from", name: "from", value: f.from })),
+    h("label", {}, t("filter.to"), h("input", { type: "date", id: "to", name: "to", value: f.to })),
+    h("button", { type: "submit", id: "apply" }, t("filter.apply")));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const v = (id) => form.querySelector(`#${id}`).value;
+    go("reviewers", { site: v("site"), from: v("from"), to: v("to") });
+  });
+  const threshold = t("reviewers.threshold", { pct: `${Math.round(TIP_HIT_THRESHOLD * 100)}%`, n: TIP_MIN_PROJECTED });
+  main.replaceChildren(
+    h("h1", {}, `${t("reviewers.title")} · ${site ? siteName(site) : t("reviewers.all_sites")}`),
+    form,
+    h("p", { class: "hint", id: "tip-threshold", "data-threshold": TIP_HIT_THRESHOLD, "data-min": TIP_MIN_PROJECTED }, threshold));
+  const q = new URLSearchParams(Object.entries(f).filter(([, v]) => v).map(([k, v]) => [k === "site" ? "site_id" : k, v]));
+  let rows;
+  try { rows = (await api(`/v1/review/stats?${q}`)).reviewers; } catch (err) { main.append(errorBox(err)); return; }
+  const card = h("section", { class: "card", id: "reviewers" }, h("h2", {}, t("reviewers.tip")));
+  main.append(card);
+  if (!rows.length) {
+    card.append(h("p", { class: "empty", id: "no-reviewers" }, t("reviewers.none")));
+    return;
+  }
+  if (!rows.some((r) => r.tip_projected > 0)) card.append(h("p", { class: "empty", id: "no-projections" }, t("reviewers.no_tip")));
+  rows.sort(byWeakestTip);
+  const rate = (v) => (v === null ? "—" : pct(v));
+  const cols = ["reviewer", "level", "decisions", "confirms", "clears", "tip_projected", "tip_hits", "tip_misses", "hit_rate", "false_alarms"];
+  card.append(h("table", { class: "data", id: "reviewer-table" },
+    h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, t(`reviewers.col.${c}`))))),
+    h("tbody", {}, rows.map((r) => {
+      const weak = weakTip(r);
+      const few = r.hit_rate !== null && r.tip_projected < TIP_MIN_PROJECTED;
+      return h("tr", { class: weak ? "weak" : "", "data-reviewer": r.reviewer, "data-weak": weak ? "true" : "false" },
+        h("td", { "data-col": "reviewer" }, r.label || r.reviewer, r.label ? h("div", { class: "mono meta" }, r.reviewer) : null),
+        h("td", { "data-col": "level" }, r.level),
+        h("td", { "data-col": "decisions" }, r.decisions),
+        h("td", { "data-col": "confirms" }, r.confirms),
+        h("td", { "data-col": "clears" }, r.clears),
+        h("td", { "data-col": "tip_projected" }, r.tip_projected),
+        h("td", { "data-col": "tip_hits" }, r.tip_hits),
+        h("td", { "data-col": "tip_misses" }, r.tip_misses),
+        h("td", { "data-col": "hit_rate" },
+          weak ? h("span", { class: "badge bad", title: threshold }, rate(r.hit_rate)) : rate(r.hit_rate),
+          few ? h("div", { class: "meta" }, t("reviewers.few")) : null),
+        h("td", { "data-col": "false_alarms" }, r.false_alarms,
+          r.false_alarm_rate === null ? "" : h("span", { class: "meta" }, ` (${pct(r.false_alarm_rate)})`)));
+    }))));
+  card.append(h("p", { class: "hint" }, t("reviewers.legend")));
+}
+
 // ---- police: live alerts, detail, acknowledge, close ---------------------------------------
 
 async function viewAlerts(query, selected) {
@@ -719,6 +799,7 @@ async function route() {
     else if (view === "violations") await viewViolations(query);
     else if (view === "review") await viewReview();
     else if (view === "alerts") await viewAlerts(query, parts[1]);
+    else if (view === "reviewers") await viewReviewers(query);
     else if (view === "report") viewReport(query);
   } catch (err) {
     main.append(errorBox(err));
