@@ -59,6 +59,17 @@ class Metrics:
         self.station_streams = Gauge(
             "screening_station_streams", "Open station WebSockets", registry=r
         )
+        self._event_series: dict[tuple[str, str], Any] = {}
+
+    def count_events(self, event_type: str, result: str, n: int) -> None:
+        """Add n to the events counter of (type, result); the labelled child is looked up once
+        (labels() takes a lock and builds the label tuple on every call)."""
+        series = self._event_series.get((event_type, result))
+        if series is None:
+            series = self._event_series[(event_type, result)] = self.events.labels(
+                event_type, result
+            )
+        series.inc(n)
 
 
 @dataclass
