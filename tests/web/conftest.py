@@ -86,8 +86,8 @@ async def open_console(browser: Any) -> AsyncIterator[OpenConsole]:
     (an open page holds the alerts stream, which would delay the gateway's shutdown)."""
     pages: list[Any] = []
 
-    async def open_(url: str, key: str, lang: str = "zh-CN") -> Any:
-        page = await signed_in_page(browser, url, key, lang)
+    async def open_(url: str, key: str, lang: str = "zh-CN", timezone_id: str | None = None) -> Any:
+        page = await signed_in_page(browser, url, key, lang, timezone_id)
         pages.append(page)
         return page
 
@@ -98,12 +98,18 @@ async def open_console(browser: Any) -> AsyncIterator[OpenConsole]:
             await page.context.close()
 
 
-async def signed_in_page(browser: Any, url: str, key: str, lang: str = "zh-CN") -> Any:
-    """A new browser context signed in through the console's own form."""
+async def signed_in_page(
+    browser: Any, url: str, key: str, lang: str = "zh-CN", timezone_id: str | None = None
+) -> Any:
+    """A new browser context signed in through the console's own form (in the browser's time
+    zone `timezone_id`, default the machine's)."""
     # bypass_csp: Playwright's wait_for_function evaluates strings, which the console's CSP
     # (script-src 'self') forbids; test_session checks the CSP header itself.
     context = await browser.new_context(
-        viewport={"width": 1360, "height": 900}, locale=lang, bypass_csp=True
+        viewport={"width": 1360, "height": 900},
+        locale=lang,
+        bypass_csp=True,
+        **({"timezone_id": timezone_id} if timezone_id else {}),
     )
     await context.add_init_script(
         f"localStorage.getItem('console.lang') || localStorage.setItem('console.lang', '{lang}')"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import csv
 import io
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from screening.api.ledger import LEDGER_SIGNER
 from screening.domain.checkpoint import Checkpoint, NoteSigner, sign_note
@@ -64,6 +66,27 @@ async def test_overview_draws_trend_flow_and_ranking_from_the_rates(
     await page.wait_for_selector("main[data-ready=overview] #ranking")
     weekly = await page.locator("svg.chart-trend g.series").nth(0).locator("circle").count()
     assert 2 <= weekly <= 3
+
+
+async def test_default_period_ends_on_the_sites_own_day(
+    demo: Demo, open_console: OpenConsole
+) -> None:
+    """A supervisor's browser eight hours behind UTC (a Shanghai site is a day ahead of it for 16
+    hours of every day): the default period still ends on the site's today, so today's parcels
+    are in the views."""
+    gw = demo.gateway
+    site = gw.keys.site
+    page = await open_console(gw.url, demo.supervisor_both, timezone_id="America/Los_Angeles")
+    _, sites = await api(page, "/console/sites")
+    tz = next(s["timezone"] for s in sites["sites"] if s["site_id"] == site)
+    site_today = datetime.now(ZoneInfo(tz)).date()
+    await page.goto(f"{gw.url}/console/#/overview?site={site}")
+    await page.wait_for_selector("main[data-ready=overview] #ranking")
+    assert await page.input_value("#to") == site_today.isoformat()
+    assert await page.input_value("#from") == (site_today - timedelta(days=29)).isoformat()
+    await page.goto(f"{gw.url}/console/#/violations?site={site}")
+    await page.wait_for_selector("main[data-ready=violations]")
+    assert await page.input_value("#to") == site_today.isoformat()
 
 
 async def test_violation_filters_paging_and_drill_down(

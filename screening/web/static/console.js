@@ -74,8 +74,24 @@ function errorBox(err) {
 
 const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString(state.lang, { hour12: false }) : "—");
 const isoDay = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
-const today = () => isoDay(new Date());
-const daysAgo = (n) => { const d = new Date(); d.setDate(d.getDate() - n); return isoDay(d); };
+// "Today" is the site's own day (rates are dated in each site's time zone), not the browser's:
+// a supervisor's laptop on UTC would otherwise hide a Shanghai site's evening. With no site, the
+// furthest-ahead day of the key's sites.
+const dayIn = (tz, d = new Date()) => {
+  try {
+    return new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" }).format(d);
+  } catch {
+    return isoDay(d);
+  }
+};
+const today = (site) => {
+  const zones = (state.sites || []).filter((s) => !site || s.site_id === site).map((s) => s.timezone).filter(Boolean);
+  return zones.length ? zones.map((z) => dayIn(z)).sort().at(-1) : isoDay(new Date());
+};
+const daysAgo = (n, site) => {
+  const [y, m, d] = today(site).split("-").map(Number);
+  return isoDay(new Date(y, m - 1, d - n));
+};
 // A model without a manifest names classes, not catalogue categories: show either in words.
 const has = (key) => Object.hasOwn(state.strings, key);
 const catLabel = (c) => (has(`category.${c}`) ? t(`category.${c}`) : has(`class.${c}`) ? t(`class.${c}`) : c || "—");
@@ -328,8 +344,8 @@ async function ranking(from, to) {
 
 async function viewOverview(query) {
   const site = currentSite(query);
-  const from = query.get("from") || daysAgo(29);
-  const to = query.get("to") || today();
+  const from = query.get("from") || daysAgo(29, site);
+  const to = query.get("to") || today(site);
   const gran = query.get("gran") === "week" ? "week" : "day";
   const main = document.getElementById("main");
   const nav = (patch) => go("overview", { site, from, to, gran, ...patch });
@@ -388,7 +404,7 @@ function filterSelect(id, values, prefix, current) {
 
 async function viewViolations(query) {
   const site = currentSite(query);
-  const f = { site, from: query.get("from") || daysAgo(29), to: query.get("to") || today(),
+  const f = { site, from: query.get("from") || daysAgo(29, site), to: query.get("to") || today(site),
     reason: query.get("reason") || "", rule: query.get("rule") || "", flow: query.get("flow") || "" };
   const main = document.getElementById("main");
   const form = h("form", { class: "toolbar", id: "violation-filters" },
@@ -760,7 +776,7 @@ function identityBox(a) {
 
 function viewReport(query) {
   const site = currentSite(query);
-  const month = query.get("month") || today().slice(0, 7);
+  const month = query.get("month") || today(site).slice(0, 7);
   const main = document.getElementById("main");
   const monthIn = h("input", { type: "month", id: "month", value: month });
   const sel = siteSelect(site, () => {});
