@@ -181,6 +181,15 @@ async def commit_events(
     return final, CommitReport(len(new), statuses, time.perf_counter() - started)
 
 
+def _open(conn: PoolConnectionProxy[Any]) -> bool:
+    """Whether a kept pool connection still works: when the server closes a connection, asyncpg
+    hands it back to its pool itself and the proxy refuses every call."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
 def _event_order(p: PreparedEvent) -> tuple[str, bytes]:
     return (p.site_id, p.event_id.bytes)
 
@@ -313,9 +322,19 @@ class GroupCommitWriter:
             if not sub.future.done():
                 sub.future.set_exception(error or DatabaseUnavailableError(reason))
 
+    async def _connection(self) -> PoolConnectionProxy[Any]:
+        """A kept connection that is still open (the server may have closed one meanwhile),
+        else a fresh one from the pool."""
+        while self._idle:
+            conn = self._idle.pop()
+            if _open(conn):
+                return conn
+            await self.pool.release(conn)  # a no-op when asyncpg already gave it back
+        return await self.pool.acquire()
+
     async def _commit(self, group: list[_Submission]) -> None:
         flat = [p for sub in group for p in sub.events]
-        conn = self._idle.pop() if self._idle else await self.pool.acquire()
+        conn = await self._connection()
         reusable = False
         try:
             async with conn.transaction():
@@ -335,12 +354,19 @@ class GroupCommitWriter:
             log.warning("request refused by the database: %s", exc.__class__.__name__)
             self._fail(group, "", error=UnstorableEventError(str(exc)))
             return
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except (
+            asyncpg.PostgresError,
+            OSError,
+            asyncpg.InterfaceError,
+            # What a kept connection raises when the server closed it an instant ago and the
+            # client has not yet read the news (asyncpg then releases it to its pool).
+            asyncpg.InternalClientError,
+        ) as exc:
             log.exception("group commit failed; nothing in it was committed", exc_info=exc)
             self._fail(group, "the database failed; no event was committed")
             return
         finally:
-            if reusable and not conn.is_closed() and len(self._idle) < self.max_inflight:
+            if reusable and _open(conn) and len(self._idle) < self.max_inflight:
                 self._idle.append(conn)
             else:
                 await self.pool.release(conn)

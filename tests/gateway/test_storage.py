@@ -13,6 +13,7 @@ from screening.protection import PersonalDataVault
 from screening.services.ingest import GroupCommitWriter, Outcome, prepare
 from screening.settings import Settings
 from screening.storage.database import create_pool, load_migrations, migrate
+from screening.storage.errors import DatabaseUnavailableError
 from tests.conftest import bounded_cleanup, close_pool, make_database, make_keys, start_gateway
 from tests.gateway.events import parcel_flow
 
@@ -121,6 +122,49 @@ async def test_concurrent_group_commits_accept_each_event_once_and_log_it_once(
                 "SELECT sum(dispatched) FROM site_daily_rates WHERE site_id = $1", keys.site
             )
             assert dispatched == len(flows)  # each parcel counted once in the rollup
+    finally:
+        await writer.close()
+        await close_pool(pool)
+
+
+async def test_the_writer_replaces_a_kept_connection_that_the_server_closed(
+    server_dsn: str, vault: PersonalDataVault
+) -> None:
+    dsn = await make_database(server_dsn)
+    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=1, max_size=4)
+    writer = GroupCommitWriter(pool, max_wait_s=0.0, max_inflight=1)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        keys = await make_keys(pool)
+        now = datetime.now(UTC)
+        flows = [parcel_flow(keys.site, f"KC{n:010d}") for n in range(3)]
+        prepared = [
+            [prepare(EVENT_ADAPTER.validate_python(e), vault, now) for e in f] for f in flows
+        ]
+        await writer.start()
+        assert set(await writer.submit(prepared[0])) == {Outcome.ACCEPTED}
+        # The writer keeps its connection between groups; the server drops it meanwhile.
+        async with pool.acquire() as conn:
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        assert killed >= 1
+        # The group that meets the dead connection, if one does, fails as a whole (nothing
+        # accepted); the retry gets a working connection.
+        for _ in range(3):
+            try:
+                outcomes = await writer.submit(prepared[1])
+                break
+            except DatabaseUnavailableError:
+                continue
+        assert set(outcomes) == {Outcome.ACCEPTED}
+        assert set(await writer.submit(prepared[2])) == {Outcome.ACCEPTED}
+        async with pool.acquire() as conn:
+            total = sum(len(f) for f in flows)
+            assert await conn.fetchval("SELECT count(*) FROM events") == total
+            assert await conn.fetchval("SELECT count(*) FROM ledger_leaves") == total
     finally:
         await writer.close()
         await close_pool(pool)
