@@ -25,14 +25,6 @@ FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7))) FROM unnest($1
 LEFT JOIN sites s ON s.site_id = ANY($2::text[])
 """
 
-SELECT_PARCELS = """
-SELECT p.site_id, p.waybill_no, p.dispatch_day, p.rate_flow, p.xray_required, p.realname_ok,
-       p.inspection_ok, p.xray_ok, p.compliant, p.problems
-FROM parcels p
-JOIN unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
-  ON p.site_id = k.site_id AND p.waybill_no = k.waybill_no
-"""
-
 # One statement saves a group's parcels: their rows, the violations of those that need them
 # written, and the rollup deltas (added in key order, so gateways cannot deadlock on them).
 SAVE_PARCELS = """
@@ -105,25 +97,6 @@ async def lock_parcels_read_sites(conn: Conn, keys: Iterable[ParcelKey]) -> dict
     names = sorted(f"{site}\x1f{waybill}" for site, waybill in keys)
     rows = await conn.fetch(LOCK_PARCELS_READ_SITES, names, sorted({k[0] for k in keys}))
     return {r["site_id"]: site_of_row(r) for r in rows if r["site_id"] is not None}
-
-
-async def load_parcels(conn: Conn, keys: Sequence[ParcelKey]) -> dict[ParcelKey, StoredParcel]:
-    if not keys:
-        return {}
-    rows = await conn.fetch(SELECT_PARCELS, [k[0] for k in keys], [k[1] for k in keys])
-    return {
-        (r["site_id"], r["waybill_no"]): stored_parcel(
-            r["dispatch_day"],
-            r["rate_flow"],
-            r["xray_required"],
-            r["realname_ok"],
-            r["inspection_ok"],
-            r["xray_ok"],
-            r["compliant"],
-            r["problems"],
-        )
-        for r in rows
-    }
 
 
 def stored_parcel(
