@@ -359,8 +359,9 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
         "the CPU), trains the cross-vendor control and runs `python -m models.evaluate`, which "
         "rewrites this card and `xray-detector.json`. The same steps over the same parcels "
         "reproduce the model up to floating-point non-determinism (bf16 on the GPU, "
-        "multi-threaded CPU kernels). On a CPU the run is long: see the README for the measured "
-        "step time.",
+        "multi-threaded CPU kernels) and one difference: the recorded run's first 70 steps, "
+        "while the trainer timed them, used a provisional warm-up (100 steps instead of 300). "
+        "On a CPU the run is long: see the README for the measured step time.",
         "",
     ]
     return "\n".join(lines)
