@@ -288,13 +288,16 @@ class GroupCommitWriter:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
+                    # Wait out the window, then take whatever came. Not wait_for(get()): that
+                    # wraps the get in a new task for every arrival (thousands a second with
+                    # single-event POSTs), and on Python 3.11 a get that completes as the
+                    # timeout fires can be lost, leaving its request waiting for good.
                     try:
-                        sub = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
+                        await asyncio.sleep(remaining)
                     except asyncio.CancelledError:
                         self._fail(group, "the gateway is shutting down; nothing committed")
                         raise
+                    continue
                 group.append(sub)
                 total += len(sub.events)
             task = asyncio.create_task(self._commit_in_slot(group, slots), name="group-commit")
