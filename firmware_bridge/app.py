@@ -4,7 +4,7 @@ The only module that knows every part. Data path::
 
     ScannerLink --events--> Assembler --ParcelScan--> encode (thread) --> Spool --> Forwarder
     HoldListener --hold--> ScannerLink (BELT_STOP + HOLD) --> hold.ack
-    HoldListener --hold.release--> HoldBook, log + GET /status (the operator restarts) --> hold.ack
+    HoldListener --hold.release--> HoldBook + /status (operator restarts) --> hold.release.ack
 """
 
 from __future__ import annotations

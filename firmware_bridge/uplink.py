@@ -7,7 +7,8 @@ Contract (see PROTOCOL.md, "Gateway"):
   201 accepted, 200 duplicate -> done; 409 conflict and other 4xx -> dead + alarm;
   503 -> retry after ``Retry-After``; other 5xx and connection errors -> retry with backoff.
 * ``GET {gateway}/v1/stations/stream`` (WebSocket): ``{"type": "hold", ...}`` in,
-  ``{"type": "hold.ack", "hold_id": ...}`` out.
+  ``{"type": "hold.ack", "hold_id": ...}`` out; ``{"type": "hold.release", ...}`` in,
+  ``{"type": "hold.release.ack", "release_id": ...}`` out.
 """
 
 from __future__ import annotations
@@ -336,5 +337,4 @@ class HoldListener:
         order = HoldReleaseOrder(str(release_id), str(hold_id), str(waybill), str(resolution))
         if self._on_release is not None:
             await self._on_release(order)
-        # The gateway's ack names the order acknowledged: here the release, by its own id.
-        await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": order.release_id}))
+        await ws.send_str(json.dumps({"type": "hold.release.ack", "release_id": order.release_id}))

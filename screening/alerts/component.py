@@ -150,14 +150,14 @@ ALERTS: web.AppKey[AlertsComponent] = web.AppKey("alerts", AlertsComponent)
 ALERT_OPTIONS: web.AppKey[dict[str, Any]] = web.AppKey("alert_options", dict)
 
 
-async def acknowledge_hold(app: web.Application, sites: list[str], hold_id: object) -> bool:
-    """A station's ``hold.ack``: of a hold by its ``hold_id`` (the bridge sends it once the belt
-    is stopped), or of a release by its ``release_id`` (once the bridge shows it)."""
+async def acknowledge_hold(app: web.Application, sites: list[str], order_id: object) -> bool:
+    """A station's ack of a hold order (``hold.ack`` with its ``hold_id``, sent once the belt is
+    stopped) or of a release (``hold.release.ack`` with its ``release_id``, once it is shown)."""
     component = app.get(ALERTS)
-    if component is None or not isinstance(hold_id, str):
+    if component is None or not isinstance(order_id, str):
         return False
     try:
-        parsed = uuid.UUID(hold_id)
+        parsed = uuid.UUID(order_id)
     except ValueError:
         return False
     return await component.police.ack_hold(sites, parsed)

@@ -35,7 +35,7 @@ def hold_message(hold: store.Hold) -> str:
         return json.dumps(
             {
                 "type": "hold.release",
-                "release_id": str(hold.release_id),  # acknowledged as {"type": "hold.ack", ...}
+                "release_id": str(hold.release_id),  # acked as {"type": "hold.release.ack", ...}
                 "hold_id": str(hold.hold_id),
                 "site_id": hold.site_id,
                 "waybill_no": hold.waybill_no,

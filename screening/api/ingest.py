@@ -32,6 +32,14 @@ from screening.storage.errors import DatabaseUnavailableError, UnstorableEventEr
 
 log = logging.getLogger(__name__)
 
+# Control messages a station sends on its stream, and the id field each acknowledges: a hold once
+# the belt is stopped, a release once it is shown at the tunnel (firmware_bridge/PROTOCOL.md).
+CONTROL_MESSAGES: dict[str, str | None] = {
+    "hold.ack": "hold_id",
+    "hold.release.ack": "release_id",
+    "ping": None,
+}
+
 
 async def _site_known(gw: Gateway, site_id: str) -> bool:
     if site_id in gw.known_sites:
@@ -199,10 +207,11 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
             except ValueError:
                 await ws.send_json({"type": "error", "code": "malformed_json"})
                 continue
-            if isinstance(body, dict) and body.get("type") in {"hold.ack", "ping"}:
-                if body["type"] == "hold.ack":
-                    await acknowledge_hold(request.app, sites, body.get("hold_id"))
-                continue  # control messages
+            if isinstance(body, dict) and body.get("type") in CONTROL_MESSAGES:
+                order_key = CONTROL_MESSAGES[body["type"]]  # the id field an ack carries
+                if order_key is not None:
+                    await acknowledge_hold(request.app, sites, body.get(order_key))
+                continue
             items = body if isinstance(body, list) else [body]
             if not items or len(items) > gw.settings.max_batch_events:
                 await ws.send_json({"type": "error", "code": "invalid_batch_size"})

@@ -146,7 +146,9 @@ async def test_a_closed_hold_is_pushed_as_a_release_until_acknowledged(
         async with asyncio.timeout(5):  # not acknowledged: it comes again, same id
             again = json.loads((await ws.receive()).data)
         assert again == release
-        await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": release["release_id"]}))
+        await ws.send_str(
+            json.dumps({"type": "hold.release.ack", "release_id": release["release_id"]})
+        )
         await wait_for(lambda: acked_at(pool, agw.site, "release", release["release_id"]))
         pushed = agw.alerts.holds.pushed
         await asyncio.sleep(1.3)  # past the re-push interval

@@ -129,6 +129,8 @@ class FakeGateway:
                     data = json.loads(msg.data)
                     if data.get("type") == "hold.ack":
                         self.acks.append(data["hold_id"])
+                    elif data.get("type") == "hold.release.ack":
+                        self.acks.append(data["release_id"])
         finally:
             self.sockets.remove(ws)
         return ws
