@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -75,6 +75,17 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="after")
+    def _pool_leaves_room(self) -> Settings:
+        # The group-commit writer keeps up to max_inflight connections; the reads, the alert
+        # relay, the hold pusher and the review queue need theirs too.
+        if self.pool_max_size < self.group_commit_max_inflight + 2:
+            raise ValueError(
+                f"pool_max_size ({self.pool_max_size}) must be at least "
+                f"group_commit_max_inflight + 2 ({self.group_commit_max_inflight + 2})"
+            )
+        return self
 
     @property
     def pii_key_file(self) -> Path:

@@ -225,6 +225,7 @@ class GroupCommitWriter:
     max_wait_s: float = 0.002
     queue_size: int = 20000
     max_inflight: int = 2
+    acquire_timeout_s: float = 10.0  # waiting longer for a connection fails the group (503)
     on_commit: list[Any] = field(default_factory=list)  # callables(CommitReport, batch_size)
     on_accepted: EventsHook | None = None  # in the transaction, with the new events
     _queue: asyncio.Queue[_Submission] = field(init=False)
@@ -327,36 +328,53 @@ class GroupCommitWriter:
 
     async def _connection(self) -> PoolConnectionProxy[Any]:
         """A kept connection that is still open (the server may have closed one meanwhile),
-        else a fresh one from the pool."""
+        else a fresh one from the pool, waiting at most ``acquire_timeout_s``."""
         while self._idle:
             conn = self._idle.pop()
             if _open(conn):
                 return conn
             await self.pool.release(conn)  # a no-op when asyncpg already gave it back
-        return await self.pool.acquire()
+        return await self.pool.acquire(timeout=self.acquire_timeout_s)
 
     async def _commit(self, group: list[_Submission]) -> None:
-        flat = [p for sub in group for p in sub.events]
-        conn = await self._connection()
+        try:
+            conn = await self._connection()
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("group commit found no database connection: %s", exc.__class__.__name__)
+            self._fail(group, "the database is unavailable; no event was committed")
+            return
         reusable = False
+        try:
+            reusable = await self._commit_on(conn, group)
+        finally:
+            if reusable and _open(conn) and len(self._idle) < self.max_inflight:
+                self._idle.append(conn)
+            else:
+                await self.pool.release(conn)
+
+    async def _commit_on(self, conn: PoolConnectionProxy[Any], group: list[_Submission]) -> bool:
+        """Commit ``group`` in one transaction on ``conn`` and answer its submissions; whether
+        the connection is fit to keep."""
+        flat = [p for sub in group for p in sub.events]
         try:
             async with conn.transaction():
                 outcomes, report = await commit_events(
                     conn, flat, datetime.now(UTC), self.on_accepted
                 )
-            reusable = True
         except asyncpg.DataError as exc:
-            reusable = True  # refused data, rolled back: the connection is fine
-            # One submission holds a value PostgreSQL refuses. Commit the others on their own
-            # so that a bad request cannot keep failing its neighbours' events.
+            # Refused data, rolled back: the connection is fine. One submission holds a value
+            # PostgreSQL refuses: commit the others on their own (on this same connection, so
+            # the retries never wait for the pool) so that a bad request cannot keep failing
+            # its neighbours' events.
             if len(group) > 1:
                 log.warning("group commit refused data; committing its requests one by one")
+                fit = True
                 for sub in group:
-                    await self._commit([sub])
-                return
+                    fit = await self._commit_on(conn, [sub]) and fit
+                return fit
             log.warning("request refused by the database: %s", exc.__class__.__name__)
             self._fail(group, "", error=UnstorableEventError(str(exc)))
-            return
+            return True
         except (
             asyncpg.PostgresError,
             OSError,
@@ -367,12 +385,7 @@ class GroupCommitWriter:
         ) as exc:
             log.exception("group commit failed; nothing in it was committed", exc_info=exc)
             self._fail(group, "the database failed; no event was committed")
-            return
-        finally:
-            if reusable and _open(conn) and len(self._idle) < self.max_inflight:
-                self._idle.append(conn)
-            else:
-                await self.pool.release(conn)
+            return False
         offset = 0
         for sub in group:
             n = len(sub.events)
@@ -381,3 +394,4 @@ class GroupCommitWriter:
             offset += n
         for callback in self.on_commit:
             callback(report, len(flat))
+        return True

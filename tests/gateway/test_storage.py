@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
+from pydantic import ValidationError
 
 from screening.api.schemas import EVENT_ADAPTER
 from screening.protection import PersonalDataVault
 from screening.services.ingest import GroupCommitWriter, Outcome, prepare
 from screening.settings import Settings
 from screening.storage.database import create_pool, load_migrations, migrate
-from screening.storage.errors import DatabaseUnavailableError
+from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
 from tests.conftest import bounded_cleanup, close_pool, make_database, make_keys, start_gateway
 from tests.gateway.events import parcel_flow
 
@@ -168,3 +171,71 @@ async def test_the_writer_replaces_a_kept_connection_that_the_server_closed(
     finally:
         await writer.close()
         await close_pool(pool)
+
+
+async def test_a_refused_value_in_a_group_is_isolated_without_waiting_for_the_pool(
+    server_dsn: str, vault: PersonalDataVault
+) -> None:
+    """The per-request retries after a refused value run on the group's own connection: with a
+    one-connection pool they used to wait for a second connection for ever."""
+    dsn = await make_database(server_dsn)
+    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=1, max_size=1)
+    writer = GroupCommitWriter(pool, max_wait_s=0.05, max_inflight=1, acquire_timeout_s=2.0)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        keys = await make_keys(pool)
+        now = datetime.now(UTC)
+        good = [prepare(EVENT_ADAPTER.validate_python(e), vault, now)
+                for e in parcel_flow(keys.site, "KD0000000001")]
+        event = prepare(EVENT_ADAPTER.validate_python(parcel_flow(keys.site, "KD0000000002")[0]),
+                        vault, now)
+        # A payload PostgreSQL refuses (jsonb has no NUL), as a client could never send one.
+        poison = dataclasses.replace(event, payload_json='{"note": "\\u0000"}')
+        await writer.start()
+        results = await asyncio.wait_for(
+            asyncio.gather(writer.submit(good), writer.submit([poison]),
+                           return_exceptions=True),
+            timeout=10,
+        )
+        assert results[0] == [Outcome.ACCEPTED] * len(good)
+        assert isinstance(results[1], UnstorableEventError)
+        await writer.close()  # gives back the connection it keeps between groups
+        async with pool.acquire(timeout=2) as conn:
+            assert await conn.fetchval("SELECT count(*) FROM events") == len(good)
+    finally:
+        await writer.close()
+        await close_pool(pool)
+
+
+async def test_no_connection_in_time_fails_the_group_as_unavailable(
+    server_dsn: str, vault: PersonalDataVault
+) -> None:
+    dsn = await make_database(server_dsn)
+    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=1, max_size=1)
+    writer = GroupCommitWriter(pool, max_wait_s=0.0, max_inflight=1, acquire_timeout_s=0.3)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        keys = await make_keys(pool)
+        now = datetime.now(UTC)
+        flow = [prepare(EVENT_ADAPTER.validate_python(e), vault, now)
+                for e in parcel_flow(keys.site, "KE0000000001")]
+        await writer.start()
+        async with pool.acquire():  # someone else holds the only connection
+            try:
+                await asyncio.wait_for(writer.submit(flow), timeout=5)
+            except DatabaseUnavailableError:
+                pass
+            else:
+                raise AssertionError("accepted without a connection")
+        assert set(await writer.submit(flow)) == {Outcome.ACCEPTED}  # and recovers
+    finally:
+        await writer.close()
+        await close_pool(pool)
+
+
+def test_a_pool_too_small_for_the_writer_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="pool_max_size"):
+        Settings(pool_max_size=3, group_commit_max_inflight=2)
+    assert Settings(pool_max_size=4, group_commit_max_inflight=2).pool_max_size == 4
