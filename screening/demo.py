@@ -278,10 +278,11 @@ class PoliceDesk:
                         line = raw.decode().rstrip("\n")
                         if line.startswith("id: "):
                             last = line[4:]
-                        elif line == "event: alert":
-                            self.feed += 1
-                        elif line == "event: alert.updated":
-                            self.feed_updates += 1
+                        elif line.startswith("data: "):
+                            if json.loads(line[6:]).get("revision", 1) > 1:
+                                self.feed_updates += 1  # the same alert again, confirmed
+                            else:
+                                self.feed += 1
             except aiohttp.ClientError:
                 await asyncio.sleep(1.0)
 

@@ -250,9 +250,12 @@ async def list_identity_reads(request: web.Request) -> web.Response:
 
 
 async def alert_stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events; ``id`` is a resumable cursor (send it back as Last-Event-ID). A new
-    alert is an ``alert`` event; an update police must hear about (a review confirming an alert
-    raised on score) moves the alert to the feed's end and comes as ``alert.updated``."""
+    """Server-sent events; ``id`` is a resumable cursor (send it back as Last-Event-ID). Each
+    ``alert`` event carries an alert's current state. An update police must hear about (a
+    review confirming an alert raised on score) moves the alert to the feed's end, so it comes
+    again with a higher ``revision``: a consumer keeps one row per ``alert_id``. Always the same
+    event name, so a consumer that missed the first message (or never resumed) still hears of
+    the alert from the update alone."""
     principal = await principal_of(request, Permission.READ_ALERTS)
     component = request.app[ALERTS]
     sites = scope(principal)
@@ -287,8 +290,7 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
                     alerts = await store.feed_after(conn, cursor, sites, FEED_BATCH)
                 for a in alerts:
                     data = json.dumps(alert_json(a, base), separators=(",", ":"))
-                    kind = "alert" if a.revision == 1 else "alert.updated"
-                    await resp.write(f"id: {a.cursor}\nevent: {kind}\ndata: {data}\n\n".encode())
+                    await resp.write(f"id: {a.cursor}\nevent: alert\ndata: {data}\n\n".encode())
                     cursor = (a.txid, a.seq)
                 if len(alerts) == FEED_BATCH:
                     woke.set()

@@ -2,7 +2,7 @@
 -- on its score annotates that alert (who, when, which review item, which category) and bumps its
 -- revision, instead of raising a second alert for the same scan. Police hear it as an update: an
 -- `alert.updated` webhook (its own outbox row and webhook-id) and, on the live feed, the alert
--- moving to the feed's end (a new txid and seq) as an `alert.updated` event.
+-- moving to the feed's end (a new txid and seq), sent again with its new revision.
 ALTER TABLE alerts
     ADD COLUMN revision            integer NOT NULL DEFAULT 1,  -- +1 per update sent to police
     ADD COLUMN confirmed_by        text,                        -- the reviewer's API key id

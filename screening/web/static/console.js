@@ -701,9 +701,8 @@ async function viewAlerts(query, selected) {
     list.querySelector("#no-alerts")?.remove();
     upsert(a, true);
   };
+  // An alert comes again when it is updated (a reviewer confirmed it): its row is replaced.
   source.addEventListener("alert", onFeed);
-  // The same alert again, updated (a reviewer confirmed it): its row is replaced, not added.
-  source.addEventListener("alert.updated", onFeed);
   state.teardown.push(() => source.close());
 
   if (selected) await showAlert(selected, detail, (a) => upsert(a, false));
