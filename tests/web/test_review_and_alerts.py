@@ -4,6 +4,7 @@ its image, acknowledges and closes it."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from tests.gateway.events import resident_id
@@ -116,3 +117,27 @@ async def test_a_station_sees_its_rates_but_neither_queue_nor_alerts(
     for path in ("/v1/alerts", "/v1/review/next"):
         resp = await page.request.get(f"{gw.url}{path}")
         assert resp.status == 403, path
+
+
+async def test_a_reviewer_whose_lease_ran_out_moves_on_instead_of_getting_stuck(
+    fresh: Demo, open_console: OpenConsole
+) -> None:
+    gw = fresh.gateway
+    reviewer = await open_console(gw.url, gw.keys.by_role["reviewer"], lang="en")
+    await reviewer.wait_for_selector("#review-pane [data-item]")
+    item = await reviewer.get_attribute("#review-pane [data-item]", "data-item")
+    assert item is not None
+    # The reviewer looked away past the lease: the item is no longer theirs to skip.
+    async with gw.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE review_items SET lease_until = now() - interval '1 second'"
+            " WHERE item_id = $1",
+            uuid.UUID(item),
+        )
+    await reviewer.keyboard.press("n")
+    await reviewer.wait_for_function(
+        "document.querySelector('#review-status')?.textContent.includes('lease ran out')"
+    )
+    # Moved on to the queue (which hands the freed item out again), with no error left behind.
+    await reviewer.wait_for_selector("#review-pane [data-item]")
+    assert await reviewer.locator("#review-pane .error").count() == 0

@@ -500,6 +500,9 @@ async function viewParcel(waybill, query) {
 const CATEGORIES = ["firearms_and_parts", "ammunition", "controlled_knives", "explosives", "drugs_and_paraphernalia",
   "compressed_gases", "flammable_liquids", "lithium_batteries"];
 
+// The item's lease expired or another reviewer holds it now: it is not ours to decide or skip.
+const leaseLost = (err) => err instanceof ApiError && err.code === "lease_lost";
+
 async function viewReview() {
   const main = document.getElementById("main");
   let item = null;
@@ -518,7 +521,10 @@ async function viewReview() {
       });
       status.textContent = t("review.done", { d: t(`review.${decision}`).replace(/\s*\(.\)$/, "") });
       status.dataset.decision = decision;
-    } catch (err) { pane.prepend(errorBox(err)); return; }
+    } catch (err) {
+      if (!leaseLost(err)) { pane.prepend(errorBox(err)); return; }
+      status.textContent = t("review.lease_lost");  // no longer ours: move on
+    }
     await next();
   };
 
@@ -529,7 +535,10 @@ async function viewReview() {
       try {
         await api(`/v1/review/items/${item.item_id}/skip`, { method: "POST" });
         status.textContent = t("review.skipped");
-      } catch (err) { pane.prepend(errorBox(err)); return; }
+      } catch (err) {
+        if (!leaseLost(err)) { pane.prepend(errorBox(err)); return; }
+        status.textContent = t("review.lease_lost");
+      }
     }
     await next();
   };
