@@ -233,20 +233,33 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
         "soft target) + GIoU, FCOS centre-sampling assignment with scale ranges, computed for "
         "the whole batch at once.",
         "",
-        "The run was time-boxed on a lent GPU: 180 s of generation on 16 cores reached "
-        f"{tr.get('images')} parcels, then the trainer timed its first steps and fixed the "
-        "run's length to fit a 270 s budget; that length (steps) is what the record keeps and "
-        "what `make train` replays on any device.",
-        "",
-        "What we tried, on the same test set (mAP50): "
-        + ", ".join(f"{k.removeprefix('stage-')} {_f(v['map50'])}"
-                    for k, v in m.get("stages_test", {}).items())
-        + f", shipped {_f(t['map50'])}. `cpu-v1` is the previous model (1 M parameters, 256 "
-        "px, 76 min on 2 CPU cores in four stages, about 4,500 steps of batch 32); `gpu-16k` "
-        "trained on 16,109 parcels but for only 2,637 steps (115 s). Steps matter more than "
-        "parcel count at this scale; the shipped model saw its parcels about 90 times, so the "
-        "next lever is more steps over more parcels together (a longer GPU run).",
-        "",
+    ]
+    if tr.get("time_budget_s"):
+        lines += [
+            f"The run was time-boxed: the trainer timed its first steps and fixed the run's "
+            f"length to fit a {tr['time_budget_s']:.0f} s budget; that length (steps) is what "
+            "the record keeps and what `make train` replays on any device."
+            + (f" {tr['note']}" if tr.get("note") else ""),
+            "",
+        ]
+    tried = m.get("stages_test", {})
+    known = {
+        "stage-cpu-v1": "`cpu-v1` is the previous model (1 M parameters, 256 px, 76 min on 2 CPU "
+        "cores in four stages, about 4,500 steps of batch 32)",
+        "stage-gpu-16k": "`gpu-16k` trained on 16,109 parcels but for only 2,637 steps (115 s)",
+    }
+    if tried:
+        lines += [
+            "What we tried, on the same test set (mAP50): "
+            + ", ".join(f"{k.removeprefix('stage-')} {_f(v['map50'])}" for k, v in tried.items())
+            + f", shipped {_f(t['map50'])}. "
+            + "; ".join(known[k] for k in tried if k in known)
+            + (". Steps matter more than parcel count at this scale; the next lever is more "
+               "steps over more parcels together (a longer GPU run)." if "stage-gpu-16k" in tried
+               else "."),
+            "",
+        ]
+    lines += [
         "## Results on held-out parcels",
         "",
         f"{t['images']} test images (seeds {doc['generator']['test_seeds_start']}+, half of "

@@ -461,7 +461,8 @@ def _export_run(model: torch.nn.Module, args: argparse.Namespace, width: tuple[i
          "seed": args.seed, "lr": args.lr, "device": torch.cuda.get_device_name(device)
          if device.type == "cuda" else "cpu", "threads": args.threads,
          "workers": args.workers, "styles": args.styles or "A,B,C", "version": args.version,
-         "images_total": n_total, "init": str(args.init.name) if args.init else None},
+         "images_total": n_total, "init": str(args.init.name) if args.init else None,
+         "time_budget_s": args.time_budget_s if not args.steps and args.time_budget_s else None},
         indent=2))
 
 
