@@ -105,8 +105,10 @@ LEFT JOIN alerts a ON a.site_id = d.site_id AND a.confirmed_item_id = d.item_id
 LEFT JOIN api_keys k ON k.key_id = d.reviewer
 LEFT JOIN reviewer_levels l ON l.key_id = d.reviewer
 WHERE ($1::text[] IS NULL OR d.site_id = ANY($1::text[]))
-  AND ($2::date IS NULL OR (d.decided_at AT TIME ZONE coalesce(s.timezone, 'Asia/Shanghai'))::date >= $2::date)
-  AND ($3::date IS NULL OR (d.decided_at AT TIME ZONE coalesce(s.timezone, 'Asia/Shanghai'))::date <= $3::date)
+  AND ($2::date IS NULL
+       OR (d.decided_at AT TIME ZONE coalesce(s.timezone, 'Asia/Shanghai'))::date >= $2::date)
+  AND ($3::date IS NULL
+       OR (d.decided_at AT TIME ZONE coalesce(s.timezone, 'Asia/Shanghai'))::date <= $3::date)
 GROUP BY d.reviewer, k.label, l.level
 ORDER BY d.reviewer
 """
