@@ -122,13 +122,13 @@ async def commit_events(
     outcomes: list[Outcome | None] = [None] * len(prepared)
     first_index: dict[tuple[str, Any], int] = {}
     unique: list[PreparedEvent] = []
+    copies: list[int] = []  # the same event id again in this group
     for i, p in enumerate(prepared):
-        j = first_index.get(p.key)
-        if j is None:
+        if p.key in first_index:
+            copies.append(i)
+        else:
             first_index[p.key] = i
             unique.append(p)
-        else:  # the same event twice in one group: judge against the first copy
-            outcomes[i] = Outcome.DUPLICATE if prepared[j].digest == p.digest else Outcome.CONFLICT
 
     # Lock the affected parcels first, so a concurrent gateway cannot interleave recomputation.
     sites = await parcel_store.lock_parcels_read_sites(conn, {p.parcel_key for p in unique})
@@ -145,6 +145,11 @@ async def commit_events(
             outcomes[i] = Outcome.ACCEPTED
         else:
             outcomes[i] = Outcome.DUPLICATE if existing.get(p.key) == p.digest else Outcome.CONFLICT
+    for i in copies:  # judged against what is stored now: the first copy, or the earlier event
+        p = prepared[i]
+        stored_digest = prepared[first_index[p.key]].digest if p.key in inserted \
+            else existing.get(p.key)
+        outcomes[i] = Outcome.DUPLICATE if stored_digest == p.digest else Outcome.CONFLICT
     new = [p for p in unique if p.key in inserted]
 
     statuses: dict[tuple[str, str], ParcelStatus] = {}

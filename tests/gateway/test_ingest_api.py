@@ -152,6 +152,19 @@ async def test_one_event_id_with_two_payloads_in_one_batch_is_accepted_then_conf
     assert (body["accepted"], body["conflict"]) == (1, 1)
 
 
+async def test_copies_in_one_batch_are_judged_against_what_is_stored(
+    gateway: RunningGateway,
+) -> None:
+    """Stored X; a batch carries Y twice: both copies conflict (the second is not a duplicate of
+    the first, which was never stored), and a copy of X among them is a duplicate."""
+    x = received(gateway.keys.site)
+    assert (await post(gateway, [x]))[2]["accepted"] == 1
+    y = x | {"flow": "rail"}
+    status, _, body = await post(gateway, [y, y, x])
+    assert status == 200, body
+    assert [r["result"] for r in body["results"]] == ["conflict", "conflict", "duplicate"]
+
+
 async def test_a_retried_batch_accepts_only_the_new_events(gateway: RunningGateway) -> None:
     site = gateway.keys.site
     old = [received(site), received(site)]
