@@ -22,9 +22,17 @@ from screening.domain.records import PreparedEvent, event_from_payload
 from screening.protection import PersonalDataVault
 from screening.services.ingest import canonical_json, commit_events
 from screening.storage import Conn
+from screening.storage import parcels as parcel_store
 from screening.storage import review as review_store
 
 REVIEW_EVENT_NAMESPACE = uuid.UUID("2b0d7c53-8d8e-4f0e-a9c4-5e7f1d3b9a61")
+
+
+async def lock_parcel(conn: Conn, site_id: str, waybill_no: str) -> None:
+    """Take the parcel's ingest lock first in a review or police transaction that changes its
+    holds and then appends an outcome event: ingest takes the parcel lock before it writes
+    holds, so the same order here cannot deadlock with it (the lock is re-entrant)."""
+    await parcel_store.lock_parcels_read_sites(conn, {(site_id, waybill_no)})
 
 
 async def append_review_event(

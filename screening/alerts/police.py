@@ -12,7 +12,7 @@ import asyncpg
 
 from screening.alerts.errors import AlertClosedError, UnknownAlertError
 from screening.alerts.intake import Clock, PolicyCache, utc_now
-from screening.alerts.outcomes import append_review_event
+from screening.alerts.outcomes import append_review_event, lock_parcel
 from screening.alerts.policy import AlertPolicy
 from screening.alerts.webhooks import new_secret
 from screening.domain.access import Principal, Role
@@ -145,6 +145,7 @@ class AlertService:
             return None
         now = self._clock()
         status = "seized" if disposition == "seized" else "released"
+        await lock_parcel(conn, alert.site_id, alert.waybill_no)
         hold = await store.close_parcel_hold(
             conn, alert.site_id, alert.waybill_no, status, now, actor
         )

@@ -25,7 +25,7 @@ import asyncpg
 
 from screening.alerts.errors import LeaseLostError, UnknownAlertError
 from screening.alerts.intake import Clock, PolicyCache, utc_now
-from screening.alerts.outcomes import append_review_event
+from screening.alerts.outcomes import append_review_event, lock_parcel
 from screening.alerts.tip import TipLibrary
 from screening.domain.access import Principal
 from screening.errors import BadRequestError, ConflictError, ForbiddenError
@@ -215,6 +215,8 @@ class ReviewService:
     ) -> uuid.UUID:
         """One police alert per scan: the scan's own alert if its score already raised one
         (annotated with this confirmation, sent to police as an update), else a new one."""
+        if item.waybill_no:
+            await lock_parcel(conn, item.site_id, item.waybill_no)
         policy = await self._policies.get(conn)
         key = f"scan:{item.scan_id}" if item.scan_id is not None else f"review:{item.item_id}"
         alert_id, _outcome = await store.confirm_alert(
@@ -262,6 +264,7 @@ class ReviewService:
         self, conn: Any, item: ReviewItem, reviewer: str, now: datetime
     ) -> uuid.UUID | None:
         if item.waybill_no:
+            await lock_parcel(conn, item.site_id, item.waybill_no)
             await store.close_parcel_hold(
                 conn, item.site_id, item.waybill_no, "released", now, reviewer
             )
