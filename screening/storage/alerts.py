@@ -221,7 +221,12 @@ SELECT site_id, hold_id, waybill_no, reason, scan_id, created_at, acked_at, stat
        closed_by, release_id, release_acked_at
 FROM holds
 WHERE site_id = ANY($1::text[])
-  AND ((status = 'open' AND acked_at IS NULL) OR (status <> 'open' AND release_acked_at IS NULL))
+  AND ((status = 'open' AND acked_at IS NULL)
+       -- A release matters only where a station acted on the hold, and is pushed for a day at
+       -- most: a station that never acknowledges releases (an older bridge) is not sent them
+       -- for ever.
+       OR (status <> 'open' AND acked_at IS NOT NULL AND release_acked_at IS NULL
+           AND closed_at > now() - interval '1 day'))
 ORDER BY site_id, created_at
 """
 # A station's ack names the order it acknowledges: a hold by its hold_id, a release by its

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from firmware_bridge.app import Bridge
 from screening.api.context import GATEWAY
@@ -211,3 +212,21 @@ async def test_a_cleared_parcels_release_reaches_the_bridge_which_leaves_the_res
         await bridge.stop()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_release_is_not_pushed_for_a_hold_no_station_acted_on(
+    agw: AlertGateway, pool: asyncpg.Pool[Any]
+) -> None:
+    await agw.set_policy(police=None)
+    wb = waybill()
+    await agw.upload(DARK, wb)  # held while no station listens: nobody stops a belt for it
+    _, holds = await agw.call("GET", "/v1/holds", role="station")
+    (hold,) = [h for h in holds["holds"] if h["waybill_no"] == wb]
+    status, _ = await agw.call("POST", f"/v1/holds/{hold['hold_id']}/release")
+    assert status == 200
+    async with agw.gw.http.ws_connect(
+        f"{agw.gw.url}/v1/stations/stream", headers=agw.gw.auth("station")
+    ) as ws:
+        await wait_for(lambda: bool(agw.gw.app[GATEWAY].station_streams.get(agw.site)))
+        with pytest.raises(TimeoutError):  # nothing, past the re-push interval
+            await asyncio.wait_for(ws.receive(), 2.5)
