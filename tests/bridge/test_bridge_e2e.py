@@ -65,7 +65,9 @@ async def test_outage_and_bridge_restart_deliver_each_parcel_exactly_once(
     await gateway.start()
     gw_port = gateway.port
     await gateway.stop()  # the gateway is down while the parcels pass
-    scanner = fast_scanner(parcels=n, rate=1500.0)
+    # 300 lines/s: a parcel takes 100-200 ms, so the restart below lands inside parcel 2 even on
+    # a loaded machine (at 1500 lines/s the parcel could end before the bridge had stopped).
+    scanner = fast_scanner(parcels=n, rate=300.0)
     server = await scanner.serve_tcp()
     url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     spool = tmp_path / "spool.db"
