@@ -353,6 +353,8 @@ def train(args: argparse.Namespace) -> Path:
     total = args.steps or (len(data) // args.batch) * args.epochs
     if budgeted:  # a provisional length; fixed once the first steps are timed
         total = 10**7
+    elif total <= 0:
+        raise SystemExit("nothing to train: give --steps, --epochs or --time-budget-s")
     loader = torch.utils.data.DataLoader(
         Augmented(data, args.imgsz, args.seed, total if not budgeted else 10**6, args.batch),
         batch_size=args.batch, num_workers=args.workers, collate_fn=collate,
@@ -411,7 +413,7 @@ def train(args: argparse.Namespace) -> Path:
             bar.set_postfix(loss=f"{float(loss):.3f}", cls=f"{float(parts['cls']):.3f}",
                             box=f"{float(parts['box']):.3f}")
         if budgeted and step == calib_at:
-            # Time steps calib_at//2..calib_at (after start-up), then fix the run's length.
+            # Time the 40 steps after step 30 (past start-up), then fix the run's length.
             if device.type == "cuda":
                 torch.cuda.synchronize()
             mark = time.monotonic()
