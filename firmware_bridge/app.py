@@ -62,6 +62,8 @@ from .video import VideoScan, VideoSource
 
 log = logging.getLogger("firmware_bridge")
 
+HOLD_BOOK_KEY = "hold_book"  # the spool's state entry for the hold book
+
 
 @dataclass(frozen=True, slots=True)
 class BridgeConfig:
@@ -135,7 +137,7 @@ class Bridge:
         self._stopped_for_spool = False
         self._rate_mark = (time.monotonic(), 0)
         self.status_url: str | None = None
-        self.hold_book = HoldBook()
+        self.hold_book = self._load_hold_book()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -359,9 +361,29 @@ class Bridge:
 
     # -- holds ---------------------------------------------------------------------------------
 
+    def _load_hold_book(self) -> HoldBook:
+        """The holds that stopped this belt, as kept in the spool before a restart."""
+        saved = self.spool.get_state(HOLD_BOOK_KEY)
+        if saved is None:
+            return HoldBook()
+        try:
+            book = HoldBook.from_json(saved)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.critical("ALARM the saved hold book is unreadable (%s): starting empty", exc)
+            return HoldBook()
+        if book.open:
+            log.warning("holds still open from before the restart: %s", ", ".join(
+                f"{h} ({w})" for h, w in book.open.items()))
+        return book
+
+    async def _save_hold_book(self) -> None:
+        # Before the ack goes back: an acknowledged hold is not sent again by the gateway.
+        await asyncio.to_thread(self.spool.put_state, HOLD_BOOK_KEY, self.hold_book.to_json())
+
     async def _on_hold(self, order: HoldOrder) -> None:
         self.stats.holds += 1
         self.hold_book.hold(order.hold_id, order.waybill_no)
+        await self._save_hold_book()
         log.warning("HOLD %s for waybill %s: %s", order.hold_id, order.waybill_no, order.reason)
         self._command(BeltStop(f"hold {order.hold_id}"[:200]))
         try:
@@ -376,6 +398,7 @@ class Bridge:
         restart_allowed = self.hold_book.release(
             Release(order.hold_id, order.waybill_no, order.resolution, datetime.now(UTC))
         )
+        await self._save_hold_book()
         still = len(self.hold_book.open)
         log.warning(
             "HOLD %s for waybill %s %s by the gateway; %s",
@@ -393,6 +416,7 @@ class Bridge:
         """The operator has taken the held parcel aside: restart the belt (BELT_START)."""
         log.warning("belt restarted by %s", reason)
         self.hold_book.restarted()
+        self.spool.put_state(HOLD_BOOK_KEY, self.hold_book.to_json())  # an operator's action
         self._command(BeltStart())
 
     # -- status --------------------------------------------------------------------------------

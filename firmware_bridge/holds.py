@@ -7,6 +7,7 @@ tunnel restarts it, once the held parcel is dealt with.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -44,3 +45,28 @@ class HoldBook:
 
     def restarted(self) -> None:
         self.belt_stopped = False
+
+    def to_json(self) -> str:
+        """The book as kept in the spool, so a restarted bridge still knows which holds stopped
+        its belt (the gateway does not send an acknowledged hold again)."""
+        return json.dumps(
+            {
+                "open": self.open,
+                "released": [
+                    [r.hold_id, r.waybill_no, r.resolution, r.at.isoformat()]
+                    for r in self.released
+                ],
+                "belt_stopped": self.belt_stopped,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> HoldBook:
+        doc = json.loads(text)
+        return cls(
+            open={str(k): str(v) for k, v in doc["open"].items()},
+            released=[
+                Release(h, w, res, datetime.fromisoformat(at)) for h, w, res, at in doc["released"]
+            ],
+            belt_stopped=bool(doc["belt_stopped"]),
+        )

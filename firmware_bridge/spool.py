@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS scans (
     result          TEXT                     -- the gateway's JSON answer
 );
 CREATE INDEX IF NOT EXISTS scans_due ON scans (state, next_attempt_at, created_at);
+-- Small bridge state that must survive a restart (the hold book), as JSON by name.
+CREATE TABLE IF NOT EXISTS state (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
 """
 _INSERT = """
 INSERT INTO scans (scan_id, state, created_at, metadata, image, high, low, size)
@@ -141,6 +146,19 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def get_state(self, key: str) -> str | None:
+        with self._locked() as db:
+            row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_state(self, key: str, value: str) -> None:
+        with self._locked() as db:
+            db.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def depth(self) -> SpoolDepth:
         with self._locked():

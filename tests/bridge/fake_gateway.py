@@ -135,6 +135,15 @@ class FakeGateway:
             self.sockets.remove(ws)
         return ws
 
+    async def push_release(
+        self, release_id: str, hold_id: str, waybill_no: str, resolution: str = "released"
+    ) -> int:
+        message = {"type": "hold.release", "release_id": release_id, "hold_id": hold_id,
+                   "waybill_no": waybill_no, "resolution": resolution}
+        for ws in self.sockets:
+            await ws.send_str(json.dumps(message))
+        return len(self.sockets)
+
     async def push_hold(self, hold_id: str, waybill_no: str, reason: str = "flagged") -> int:
         message = {"type": "hold", "hold_id": hold_id, "waybill_no": waybill_no, "reason": reason}
         for ws in self.sockets:

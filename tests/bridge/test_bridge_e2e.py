@@ -125,6 +125,40 @@ async def test_hold_order_stops_the_belt_and_is_acknowledged(
         await server.wait_closed()
 
 
+async def test_a_restarted_bridge_still_knows_the_hold_that_stopped_its_belt(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    """The gateway does not send an acknowledged hold again, so the bridge keeps its hold book
+    in the spool: after a restart the operator still sees the open hold, and its release."""
+    scanner = fast_scanner(parcels=50, rate=500.0)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    config = bridge_config(url, gateway.url, tmp_path / "spool.db")
+    bridge = Bridge(config)
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(gateway.sockets) == 1 and scanner.state.belt_running)
+        await gateway.push_hold("hold-8", "SF001000000004")
+        await wait_until(lambda: gateway.acks == ["hold-8"])
+        await bridge.stop()
+        await wait_until(lambda: not gateway.sockets)
+        bridge = Bridge(config)
+        await bridge.start()
+        status = await bridge.status()
+        assert status["open_holds"] == [{"hold_id": "hold-8", "waybill_no": "SF001000000004"}]
+        assert not status["restart_allowed"]
+        await wait_until(lambda: len(gateway.sockets) == 1)
+        await gateway.push_release("rel-8", "hold-8", "SF001000000004")
+        await wait_until(lambda: gateway.acks == ["hold-8", "rel-8"])
+        status = await bridge.status()
+        assert status["open_holds"] == []
+        assert status["restart_allowed"]
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_gateway_overload_and_rejection(gateway: FakeGateway, tmp_path: Path) -> None:
     gateway.overload_next = 2
     scanner = fast_scanner(parcels=2)

@@ -23,6 +23,18 @@ def test_the_belt_may_be_restarted_only_when_every_hold_that_stopped_it_is_relea
     assert not book.restart_allowed
 
 
+def test_the_book_survives_a_round_trip_through_its_saved_form() -> None:
+    book = HoldBook()
+    book.hold("h-1", "SF1")
+    book.hold("h-2", "SF2")
+    book.release(Release("h-1", "SF1", "seized", NOW))
+    again = HoldBook.from_json(book.to_json())
+    assert again.open == {"h-2": "SF2"}
+    assert again.released == [Release("h-1", "SF1", "seized", NOW)]
+    assert again.belt_stopped
+    assert not again.restart_allowed
+
+
 def test_a_re_sent_or_unknown_release_is_recorded_once_and_changes_nothing_else() -> None:
     book = HoldBook(keep=3)
     book.hold("h-1", "SF1")
