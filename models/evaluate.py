@@ -82,6 +82,50 @@ def predict(model: Path, manifest: Path, samples: Sequence[Sample], threads: int
     return out
 
 
+def _hue(rgb: np.ndarray, shift: int) -> np.ndarray:
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 180).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+def _blur_noise(rgb: np.ndarray) -> np.ndarray:
+    blurred = cv2.GaussianBlur(rgb, (0, 0), 2.0).astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 10, rgb.shape)
+    return np.clip(blurred + noise, 0, 255).astype(np.uint8)
+
+
+# Renderings that none of our three vendor tables produces, to measure how much the detector
+# leans on our colours and image quality. (in training range?) is whether the training
+# augmentation covers that change (models/train.py, _photometric).
+PERTURBATIONS: dict[str, tuple[bool, Any]] = {
+    "grey rendering": (True, lambda rgb: cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY),
+                                                      cv2.COLOR_GRAY2RGB)),
+    "channels swapped (BGR)": (True, lambda rgb: np.ascontiguousarray(rgb[..., ::-1])),
+    "hue rotated 80 degrees": (False, lambda rgb: _hue(rgb, 40)),
+    "inverted (negative display)": (False, lambda rgb: 255 - rgb),
+    "gamma 0.5": (False, lambda rgb: cv2.LUT(rgb, (255 * (np.arange(256) / 255) ** 0.5)
+                                             .astype(np.uint8))),
+    "blur sigma 2 + noise sigma 10": (False, _blur_noise),
+    "JPEG quality 30": (False, lambda rgb: _jpeg(rgb, 30)),
+}
+
+
+def robustness(model: Path, manifest: Path, test: Sequence[Sample]) -> dict[str, Any]:
+    """mAP50 on the test parcels re-rendered each way of PERTURBATIONS."""
+    out: dict[str, Any] = {}
+    for name, (in_range, change) in PERTURBATIONS.items():
+        changed = [(change(s[0]), s[1], s[2]) for s in test]
+        m = summarise(changed, predict(model, manifest, changed))
+        out[name] = {"map50": m["map50"], "map50_95": m["map50_95"],
+                     "in_training_range": in_range}
+    return out
+
+
 def latency_ms(model: Path, manifest: Path, threads: int, batch: int, runs: int = 30) -> float:
     det = Detector(DetectorConfig(model_path=model, manifest_path=manifest,
                                   intra_op_threads=threads, verify_sha256=False))
@@ -257,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
                                "parcel_level": parcel_rates(test, test_preds),
                                "at_manifest_thresholds": verdict_rates(test, test_preds,
                                                                        thresholds)}
+    metrics["robustness"] = robustness(a.model, manifest, test)
     metrics["latency_ms"] = {f"batch{b}_threads{t}": round(latency_ms(a.model, manifest, t, b), 2)
                              for t in (1, 2) for b in (1, 4)}
     # Earlier training stages on the same test set: what each stage bought.

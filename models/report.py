@@ -322,6 +322,26 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
             "background grey level and edge enhancement, not only in hue.",
             "",
         ]
+    rob = m.get("robustness")
+    if rob:
+        lines += [
+            "## Robustness to renderings outside our generator",
+            "",
+            "The same test parcels re-rendered in ways none of our three colour tables produces "
+            f"(mAP50 {_f(t['map50'])} as rendered). *In training range* says whether the "
+            "training augmentation covers that kind of change.",
+            "",
+            "| rendering | in training range | mAP50 | mAP50:95 |",
+            "|---|---|---|---|",
+        ] + [f"| {name} | {'yes' if r['in_training_range'] else 'no'} | {_f(r['map50'])} | "
+             f"{_f(r['map50_95'])} |" for name, r in rob.items()] + [
+            "",
+            "A negative (inverted) display defeats the detector entirely: neither the generator "
+            "nor the augmentation ever shows one, and the content crop looks for a bright "
+            "background. Invert such frames before upload, or add inversion to the "
+            "augmentation and retrain.",
+            "",
+        ]
     lat = m.get("latency_ms", {})
     lines += [
         "## Latency (session.run only, this VM, median)",
