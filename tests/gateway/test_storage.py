@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +21,24 @@ from screening.storage.database import create_pool, load_migrations, migrate
 from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
 from tests.conftest import bounded_cleanup, close_pool, make_database, make_keys, start_gateway
 from tests.gateway.events import parcel_flow
+
+
+@contextlib.asynccontextmanager
+async def writer_on_fresh_database(
+    server_dsn: str, pool_size: int, **writer_options: Any
+) -> AsyncIterator[tuple[asyncpg.Pool[Any], GroupCommitWriter, Any]]:
+    """A migrated database with keys, a pool of ``pool_size`` and a group-commit writer on it
+    (not started); closed after the test."""
+    dsn = await make_database(server_dsn)
+    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=1, max_size=pool_size)
+    writer = GroupCommitWriter(pool, **writer_options)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        yield pool, writer, await make_keys(pool)
+    finally:
+        await writer.close()
+        await close_pool(pool)
 
 
 async def test_two_gateways_migrating_at_once_apply_each_migration_once(server_dsn: str) -> None:
@@ -87,13 +107,9 @@ async def test_a_database_failure_mid_batch_reports_nothing_accepted_and_writes_
 async def test_concurrent_group_commits_accept_each_event_once_and_log_it_once(
     server_dsn: str, vault: PersonalDataVault
 ) -> None:
-    dsn = await make_database(server_dsn)
-    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=1, max_size=6)
-    writer = GroupCommitWriter(pool, max_wait_s=0.0, max_inflight=3)
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        keys = await make_keys(pool)
+    async with writer_on_fresh_database(
+        server_dsn, 6, max_wait_s=0.0, max_inflight=3
+    ) as (pool, writer, keys):
         now = datetime.now(UTC)
         flows = [parcel_flow(keys.site, f"CC{n:010d}") for n in range(8)]
         prepared = [
@@ -125,21 +141,14 @@ async def test_concurrent_group_commits_accept_each_event_once_and_log_it_once(
                 "SELECT sum(dispatched) FROM site_daily_rates WHERE site_id = $1", keys.site
             )
             assert dispatched == len(flows)  # each parcel counted once in the rollup
-    finally:
-        await writer.close()
-        await close_pool(pool)
 
 
 async def test_the_writer_replaces_a_kept_connection_that_the_server_closed(
     server_dsn: str, vault: PersonalDataVault
 ) -> None:
-    dsn = await make_database(server_dsn)
-    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=1, max_size=4)
-    writer = GroupCommitWriter(pool, max_wait_s=0.0, max_inflight=1)
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        keys = await make_keys(pool)
+    async with writer_on_fresh_database(
+        server_dsn, 4, max_wait_s=0.0, max_inflight=1
+    ) as (pool, writer, keys):
         now = datetime.now(UTC)
         flows = [parcel_flow(keys.site, f"KC{n:010d}") for n in range(3)]
         prepared = [
@@ -168,9 +177,6 @@ async def test_the_writer_replaces_a_kept_connection_that_the_server_closed(
             total = sum(len(f) for f in flows)
             assert await conn.fetchval("SELECT count(*) FROM events") == total
             assert await conn.fetchval("SELECT count(*) FROM ledger_leaves") == total
-    finally:
-        await writer.close()
-        await close_pool(pool)
 
 
 async def test_a_refused_value_in_a_group_is_isolated_without_waiting_for_the_pool(
@@ -178,13 +184,9 @@ async def test_a_refused_value_in_a_group_is_isolated_without_waiting_for_the_po
 ) -> None:
     """The per-request retries after a refused value run on the group's own connection: with a
     one-connection pool they used to wait for a second connection for ever."""
-    dsn = await make_database(server_dsn)
-    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=1, max_size=1)
-    writer = GroupCommitWriter(pool, max_wait_s=0.05, max_inflight=1, acquire_timeout_s=2.0)
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        keys = await make_keys(pool)
+    async with writer_on_fresh_database(
+        server_dsn, 1, max_wait_s=0.05, max_inflight=1, acquire_timeout_s=2.0
+    ) as (pool, writer, keys):
         now = datetime.now(UTC)
         good = [prepare(EVENT_ADAPTER.validate_python(e), vault, now)
                 for e in parcel_flow(keys.site, "KD0000000001")]
@@ -203,21 +205,14 @@ async def test_a_refused_value_in_a_group_is_isolated_without_waiting_for_the_po
         await writer.close()  # gives back the connection it keeps between groups
         async with pool.acquire(timeout=2) as conn:
             assert await conn.fetchval("SELECT count(*) FROM events") == len(good)
-    finally:
-        await writer.close()
-        await close_pool(pool)
 
 
 async def test_no_connection_in_time_fails_the_group_as_unavailable(
     server_dsn: str, vault: PersonalDataVault
 ) -> None:
-    dsn = await make_database(server_dsn)
-    pool: asyncpg.Pool[Any] = await create_pool(dsn, min_size=1, max_size=1)
-    writer = GroupCommitWriter(pool, max_wait_s=0.0, max_inflight=1, acquire_timeout_s=0.3)
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        keys = await make_keys(pool)
+    async with writer_on_fresh_database(
+        server_dsn, 1, max_wait_s=0.0, max_inflight=1, acquire_timeout_s=0.3
+    ) as (pool, writer, keys):
         now = datetime.now(UTC)
         flow = [prepare(EVENT_ADAPTER.validate_python(e), vault, now)
                 for e in parcel_flow(keys.site, "KE0000000001")]
@@ -230,9 +225,6 @@ async def test_no_connection_in_time_fails_the_group_as_unavailable(
             else:
                 raise AssertionError("accepted without a connection")
         assert set(await writer.submit(flow)) == {Outcome.ACCEPTED}  # and recovers
-    finally:
-        await writer.close()
-        await close_pool(pool)
 
 
 def test_a_pool_too_small_for_the_writer_is_refused_at_start() -> None:
