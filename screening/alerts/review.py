@@ -148,20 +148,9 @@ class ReviewService:
         now = self._clock()
         reviewer = principal.key_id
         async with self._pool.acquire() as conn, conn.transaction():
-            item = await review_store.get_item(
-                conn, item_id, self._scope(principal), for_update=True
-            )
-            if item is None:
-                raise UnknownAlertError(
-                    "no such review item in your sites", code="unknown_review_item"
-                )
-            if (
-                item.status != "pending"
-                or item.lease_owner != reviewer
-                or item.lease_until is None
-                or item.lease_until <= now
-            ):
-                raise LeaseLostError("you no longer hold this item's lease; take the next one")
+            item = await self._locked_item(conn, principal, item_id)
+            if not _holds_lease(item, reviewer, now):
+                raise LeaseLostError(LEASE_LOST)
             if decision == "escalate" and item.level >= 2:
                 raise ConflictError("level 2 is the last level", code="cannot_escalate")
             await review_store.insert_decision(
@@ -188,27 +177,24 @@ class ReviewService:
         now = self._clock()
         reviewer = principal.key_id
         async with self._pool.acquire() as conn, conn.transaction():
-            item = await review_store.get_item(
-                conn, item_id, self._scope(principal), for_update=True
-            )
-            if item is None:
-                raise UnknownAlertError(
-                    "no such review item in your sites", code="unknown_review_item"
-                )
-            held = (
-                item.status == "pending"
-                and item.lease_owner == reviewer
-                and item.lease_until is not None
-                and item.lease_until > now
-            )
-            if not held:
+            item = await self._locked_item(conn, principal, item_id)
+            if not _holds_lease(item, reviewer, now):
                 if item.lease_owner != reviewer and await review_store.skipped_at(
                     conn, item, reviewer
                 ):
                     return  # a retried skip
-                raise LeaseLostError("you no longer hold this item's lease; take the next one")
+                raise LeaseLostError(LEASE_LOST)
             await review_store.release_lease(conn, item)
             await review_store.record_skip(conn, item, reviewer, now)
+
+    async def _locked_item(
+        self, conn: Any, principal: Principal, item_id: uuid.UUID
+    ) -> ReviewItem:
+        """The item, row-locked for this transaction, if it is in the principal's sites."""
+        item = await review_store.get_item(conn, item_id, self._scope(principal), for_update=True)
+        if item is None:
+            raise UnknownAlertError("no such review item in your sites", code="unknown_review_item")
+        return item
 
     async def _confirm(
         self, conn: Any, item: ReviewItem, category: str | None, reviewer: str, now: datetime
@@ -352,3 +338,16 @@ class ReviewService:
                 }
             )
         return out
+
+
+LEASE_LOST = "you no longer hold this item's lease; take the next one"
+
+
+def _holds_lease(item: ReviewItem, reviewer: str, now: datetime) -> bool:
+    """A pending item whose unexpired lease is this reviewer's: theirs to decide or skip."""
+    return (
+        item.status == "pending"
+        and item.lease_owner == reviewer
+        and item.lease_until is not None
+        and item.lease_until > now
+    )
