@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -341,6 +341,11 @@ class NewAlert:
     occurred_at: datetime
 
 
+def _alert_row(a: NewAlert) -> tuple[Any, ...]:
+    """The alert's columns in the order INSERT_ALERT and CONFIRM_ALERT take them ($1-$11)."""
+    return tuple(getattr(a, f.name) for f in fields(a))
+
+
 @dataclass(frozen=True, slots=True)
 class Confirmation:
     """A reviewer's confirmation of the scan an alert is about."""
@@ -440,17 +445,7 @@ async def insert_alert(conn: Conn, a: NewAlert, now: datetime) -> bool:
     this cause already raised its alert (idempotent)."""
     got = await conn.fetchval(
         INSERT_ALERT,
-        a.site_id,
-        a.alert_id,
-        a.dedupe_key,
-        a.cause,
-        a.category,
-        a.score,
-        a.waybill_no,
-        a.scan_id,
-        a.source_event_id,
-        a.policy_version,
-        a.occurred_at,
+        *_alert_row(a),
         now,
     )
     if got is None:
@@ -475,17 +470,7 @@ async def confirm_alert(
     the update ('confirmed'), or nothing when it is confirmed already ('unchanged')."""
     row = await conn.fetchrow(
         CONFIRM_ALERT,
-        a.site_id,
-        a.alert_id,
-        a.dedupe_key,
-        a.cause,
-        a.category,
-        a.score,
-        a.waybill_no,
-        a.scan_id,
-        a.source_event_id,
-        a.policy_version,
-        a.occurred_at,
+        *_alert_row(a),
         now,
         c.reviewer,
         c.at,
