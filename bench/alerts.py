@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 from standardwebhooks import Webhook
 
+from bench.common import run_on_database, serve
 from bench.load import make_events
 from screening.alerts import ALERT_OPTIONS
 from screening.app import create_app
@@ -35,7 +36,7 @@ from screening.inference import DEFAULT_MODEL_PATH, Detector, DetectorConfig
 from screening.protection import PersonalDataVault
 from screening.services import access
 from screening.settings import Settings
-from screening.storage.database import create_pool, embedded_postgres, migrate
+from screening.storage.database import create_pool, migrate
 
 
 def pct(values: list[float], q: float) -> float:
@@ -137,11 +138,7 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     settings = Settings(data_dir=tmp, model_path=model, log_json=False)
     app = create_app(settings, pool=pool, vault=PersonalDataVault.generate())
     app[ALERT_OPTIONS] = {"tip_rate": 0.0, "clear_audit_share": 0.0}
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    base = f"http://127.0.0.1:{tcp._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, base = await serve(app)
 
     received: dict[str, float] = {}
     secret = ""
@@ -154,11 +151,8 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
 
     receiver_app = web.Application()
     receiver_app.router.add_post("/hook", hook)
-    receiver = web.AppRunner(receiver_app, access_log=None)
-    await receiver.setup()
-    rsite = web.TCPSite(receiver, "127.0.0.1", 0)
-    await rsite.start()
-    hook_url = f"http://127.0.0.1:{rsite._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+    receiver, receiver_base = await serve(receiver_app)
+    hook_url = f"{receiver_base}/hook"
 
     images = scan_images(real_model, args.scans)
     try:
@@ -250,13 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=4.0, help="scan uploads per second")
     ap.add_argument("--model", default=None)
     args = ap.parse_args(argv)
-    settings = Settings()
-    if settings.database_url is not None:
-        asyncio.run(run(args, settings.database_url.get_secret_value()))
-        return 0
-    with tempfile.TemporaryDirectory() as tmp, embedded_postgres(Path(tmp) / "pg") as dsn:
-        asyncio.run(run(args, dsn))
-    return 0
+    return run_on_database(lambda dsn: run(args, dsn))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
+from bench.common import run_on_database, serve
 from bench.load import make_events
 from screening.api.schemas import EVENT_ADAPTER
 from screening.app import create_app
@@ -36,16 +37,12 @@ from screening.protection import PersonalDataVault
 from screening.services import access
 from screening.services.ingest import prepare
 from screening.settings import Settings
-from screening.storage.database import create_pool, embedded_postgres, migrate
+from screening.storage.database import create_pool, migrate
 
 
 async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/v1/events"
+    runner, base = await serve(app)
+    return runner, f"{base}/v1/events"
 
 
 def ceiling_app(vault: PersonalDataVault) -> web.Application:
@@ -240,13 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--parcels", type=int, default=1_000_000)
     args = ap.parse_args(argv if argv is not None else [])
-    settings = Settings()
-    if settings.database_url is not None:
-        asyncio.run(run(args, settings.database_url.get_secret_value()))
-        return 0
-    with tempfile.TemporaryDirectory() as tmp, embedded_postgres(Path(tmp) / "pg") as dsn:
-        asyncio.run(run(args, dsn))
-    return 0
+    return run_on_database(lambda dsn: run(args, dsn))
 
 
 if __name__ == "__main__":
