@@ -4,11 +4,14 @@ acknowledged, and through the firmware bridge stops the scanner's belt."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -19,6 +22,21 @@ from tests.bridge.conftest import bridge_config, fast_scanner, wait_until
 from tests.gateway.events import event
 
 
+@contextlib.asynccontextmanager
+async def station_stream(agw: AlertGateway) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A station's WebSocket, open once the gateway has registered it for the site."""
+    async with agw.gw.http.ws_connect(
+        f"{agw.gw.url}/v1/stations/stream", headers=agw.gw.auth("station")
+    ) as ws:
+        await wait_for(lambda: bool(agw.gw.app[GATEWAY].station_streams.get(agw.site)))
+        yield ws
+
+
+async def next_message(ws: aiohttp.ClientWebSocketResponse) -> Any:
+    async with asyncio.timeout(5):
+        return json.loads((await ws.receive()).data)
+
+
 def waybill() -> str:
     return f"HD{uuid.uuid4().hex[:12].upper()}"
 
@@ -27,19 +45,14 @@ async def test_a_hold_is_pushed_to_the_station_socket_until_acknowledged(
     agw: AlertGateway, pool: asyncpg.Pool[Any]
 ) -> None:
     await agw.set_policy(police=None)
-    async with agw.gw.http.ws_connect(
-        f"{agw.gw.url}/v1/stations/stream", headers=agw.gw.auth("station")
-    ) as ws:
-        await wait_for(lambda: bool(agw.gw.app[GATEWAY].station_streams.get(agw.site)))
+    async with station_stream(agw) as ws:
         wb = waybill()
         await agw.upload(DARK, wb)
-        async with asyncio.timeout(5):
-            first = json.loads((await ws.receive()).data)
+        first = await next_message(ws)
         assert first["type"] == "hold"
         assert first["waybill_no"] == wb
         assert first["site_id"] == agw.site
-        async with asyncio.timeout(5):  # not acknowledged: it comes again
-            again = json.loads((await ws.receive()).data)
+        again = await next_message(ws)  # not acknowledged: it comes again
         assert again["hold_id"] == first["hold_id"]
         await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": first["hold_id"]}))
 
@@ -126,26 +139,20 @@ async def test_a_closed_hold_is_pushed_as_a_release_until_acknowledged(
     agw: AlertGateway, pool: asyncpg.Pool[Any]
 ) -> None:
     await agw.set_policy(police=None)
-    async with agw.gw.http.ws_connect(
-        f"{agw.gw.url}/v1/stations/stream", headers=agw.gw.auth("station")
-    ) as ws:
-        await wait_for(lambda: bool(agw.gw.app[GATEWAY].station_streams.get(agw.site)))
+    async with station_stream(agw) as ws:
         wb = waybill()
         await agw.upload(DARK, wb)
-        async with asyncio.timeout(5):
-            hold = json.loads((await ws.receive()).data)
+        hold = await next_message(ws)
         await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": hold["hold_id"]}))
         await wait_for(lambda: acked_at(pool, agw.site, "hold", hold["hold_id"]))
         status, _ = await agw.call("POST", f"/v1/holds/{hold['hold_id']}/release")
         assert status == 200
-        async with asyncio.timeout(5):
-            release = json.loads((await ws.receive()).data)
+        release = await next_message(ws)
         assert release["type"] == "hold.release"
         assert (release["hold_id"], release["waybill_no"]) == (hold["hold_id"], wb)
         assert release["resolution"] == "released"
         assert release["release_id"] != hold["hold_id"]
-        async with asyncio.timeout(5):  # not acknowledged: it comes again, same id
-            again = json.loads((await ws.receive()).data)
+        again = await next_message(ws)  # not acknowledged: it comes again, same id
         assert again == release
         await ws.send_str(
             json.dumps({"type": "hold.release.ack", "release_id": release["release_id"]})
@@ -224,9 +231,6 @@ async def test_a_release_is_not_pushed_for_a_hold_no_station_acted_on(
     (hold,) = [h for h in holds["holds"] if h["waybill_no"] == wb]
     status, _ = await agw.call("POST", f"/v1/holds/{hold['hold_id']}/release")
     assert status == 200
-    async with agw.gw.http.ws_connect(
-        f"{agw.gw.url}/v1/stations/stream", headers=agw.gw.auth("station")
-    ) as ws:
-        await wait_for(lambda: bool(agw.gw.app[GATEWAY].station_streams.get(agw.site)))
+    async with station_stream(agw) as ws:
         with pytest.raises(TimeoutError):  # nothing, past the re-push interval
             await asyncio.wait_for(ws.receive(), 2.5)
