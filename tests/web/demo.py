@@ -95,15 +95,10 @@ async def post_events(gw: RunningGateway, events: list[dict[str, Any]], other: b
             assert body["rejected"] == 0, body
 
 
-async def upload_scan(
-    gw: RunningGateway,
-    site: str,
-    waybill: str | None,
-    at: datetime,
-    image: bytes,
-    scanner: str,
-    other: bool = False,
-) -> dict[str, Any]:
+def scan_form(
+    site: str, waybill: str | None, at: datetime, image: bytes, scanner: str
+) -> aiohttp.FormData:
+    """A station's ``POST /v1/scans`` body: metadata and a pseudo-colour PNG."""
     meta = {
         "scan_id": str(uuid.uuid4()),
         "site_id": site,
@@ -116,6 +111,19 @@ async def upload_scan(
         "metadata", json.dumps(meta).encode(), filename="m.json", content_type="application/json"
     )
     form.add_field("image", image, filename="x.png", content_type="image/png")
+    return form
+
+
+async def upload_scan(
+    gw: RunningGateway,
+    site: str,
+    waybill: str | None,
+    at: datetime,
+    image: bytes,
+    scanner: str,
+    other: bool = False,
+) -> dict[str, Any]:
+    form = scan_form(site, waybill, at, image, scanner)
     async with gw.http.post(f"{gw.url}/v1/scans", data=form, headers=gw.auth(other=other)) as resp:
         body: dict[str, Any] = await resp.json()
         assert resp.status == 201, body

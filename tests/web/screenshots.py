@@ -14,7 +14,6 @@ import json
 import random
 import shutil
 import tempfile
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from screening.settings import Settings
 from screening.storage.database import create_pool, embedded_postgres, migrate
 from tests.gateway.events import event, parcel_flow
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.web.demo import FLOW_WEIGHTS, FLOWS, QUIET_ALERTS
+from tests.web.demo import FLOW_WEIGHTS, FLOWS, QUIET_ALERTS, scan_form
 
 SITES = (
     ("WH-HS-001", "武汉洪山网点", 0.10),
@@ -92,18 +91,7 @@ async def upload(
     image: bytes,
     scanner: str,
 ) -> dict[str, Any]:
-    meta = {
-        "scan_id": str(uuid.uuid4()),
-        "site_id": site,
-        "scanner_id": scanner,
-        "waybill_no": waybill,
-        "occurred_at": at.isoformat(),
-    }
-    form = aiohttp.FormData()
-    form.add_field(
-        "metadata", json.dumps(meta).encode(), filename="m.json", content_type="application/json"
-    )
-    form.add_field("image", image, filename="x.png", content_type="image/png")
+    form = scan_form(site, waybill, at, image, scanner)
     async with http.post(
         f"{url}/v1/scans", data=form, headers={"Authorization": f"Bearer {key}"}
     ) as resp:
