@@ -41,6 +41,18 @@ def waybill() -> str:
     return f"HD{uuid.uuid4().hex[:12].upper()}"
 
 
+async def flagged_at_the_tunnel(agw: AlertGateway, bridge: Bridge, scanner: Any) -> str:
+    """Once the bridge's hold stream and the belt run, upload a flagged scan; its waybill, once
+    the hold has reached the scanner and stopped the belt."""
+    await wait_until(lambda: bool(bridge.holds and bridge.holds.connected))
+    await wait_until(lambda: scanner.state.belt_running)
+    wb = waybill()
+    await agw.upload(DARK, wb)
+    await wait_until(lambda: any(h.waybill_no == wb for h in scanner.state.holds))
+    assert not scanner.state.belt_running
+    return wb
+
+
 async def test_a_hold_is_pushed_to_the_station_socket_until_acknowledged(
     agw: AlertGateway, pool: asyncpg.Pool[Any]
 ) -> None:
@@ -83,12 +95,7 @@ async def test_a_flagged_parcel_stops_the_virtual_scanners_belt_through_the_brid
     bridge = Bridge(config)
     await bridge.start()
     try:
-        await wait_until(lambda: bool(bridge.holds and bridge.holds.connected))
-        await wait_until(lambda: scanner.state.belt_running)
-        wb = waybill()
-        await agw.upload(DARK, wb)
-        await wait_until(lambda: any(h.waybill_no == wb for h in scanner.state.holds))
-        assert not scanner.state.belt_running
+        wb = await flagged_at_the_tunnel(agw, bridge, scanner)
         hold = next(h for h in scanner.state.holds if h.waybill_no == wb)
 
         async def acked() -> bool:
@@ -181,12 +188,7 @@ async def test_a_cleared_parcels_release_reaches_the_bridge_which_leaves_the_res
     bridge = Bridge(config)
     await bridge.start()
     try:
-        await wait_until(lambda: bool(bridge.holds and bridge.holds.connected))
-        await wait_until(lambda: scanner.state.belt_running)
-        wb = waybill()
-        await agw.upload(DARK, wb)
-        await wait_until(lambda: any(h.waybill_no == wb for h in scanner.state.holds))
-        assert not scanner.state.belt_running
+        wb = await flagged_at_the_tunnel(agw, bridge, scanner)
         # A reviewer clears the scan: the hold is released and the release pushed down.
         status, item = await agw.call("GET", "/v1/review/next", role="reviewer")
         assert status == 200
