@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,65 @@ def ceiling_app(vault: PersonalDataVault) -> web.Application:
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app.router.add_post("/v1/events", handler)
     return app
+
+
+class CpuMeter:
+    """CPU seconds spent by each party of a run on this machine: this process (the gateway or the
+    ceiling handler, whichever is loaded), the load generator (a waited-for child) and the
+    PostgreSQL server processes (read from /proc: Linux, and only when the server is local)."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self.pool = pool
+        self.cores = os.cpu_count() or 1
+
+    async def _server_pids(self) -> list[int]:
+        async with self.pool.acquire() as conn:
+            return [r[0] for r in await conn.fetch("SELECT pid FROM pg_stat_activity")]
+
+    @staticmethod
+    def _proc_seconds(pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def sample(self) -> dict[str, Any]:
+        pids = await self._server_pids()
+        server = {pid: self._proc_seconds(pid) for pid in pids}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "wall": time.perf_counter(),
+            "gateway": time.process_time(),
+            "load": children.ru_utime + children.ru_stime,
+            "server": {pid: t for pid, t in server.items() if t is not None},
+        }
+
+    async def measure(self, run: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        """Run ``run`` (a load) and add its CPU shares to the stats it returns."""
+        before = await self.sample()
+        stats = await run
+        after = await self.sample()
+        wall = after["wall"] - before["wall"]
+        used = {
+            "gateway": after["gateway"] - before["gateway"],
+            "load": after["load"] - before["load"],
+        }
+        if after["server"]:  # a server process new in the run counts from zero
+            used["postgres"] = sum(
+                t - before["server"].get(pid, 0.0) for pid, t in after["server"].items()
+            )
+        stats["cpu_cores"] = {k: v / wall for k, v in used.items()}
+        events = stats["events"] or 1
+        stats["cpu_us_per_event"] = {k: v / events * 1e6 for k, v in used.items()}
+        return stats
+
+
+def cpu_line(stats: dict[str, Any], cores: int) -> str:
+    per = stats["cpu_us_per_event"]
+    busy = stats["cpu_cores"]
+    parts = ", ".join(f"{k} {per[k]:.0f} µs ({busy[k]:.2f} cores)" for k in per)
+    return f"CPU per event: {parts}; {sum(busy.values()):.2f} of {cores} cores busy"
 
 
 async def load(url: str, key: str, site: str, batch: int, conc: int, dur: float) -> dict[str, Any]:
@@ -195,25 +257,29 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     ceiling, ceil_url = await _serve(ceiling_app(vault))
     try:
         d = args.duration
+        meter = CpuMeter(pool)
         print(f"(a) single-event POSTs, 64 concurrent, {d:.0f} s each", flush=True)
-        ceil_a = await load(ceil_url, key, site, 1, 64, d)
-        real_a = await load(gw_url, key, site, 1, 64, d)
+        ceil_a = await meter.measure(load(ceil_url, key, site, 1, 64, d))
+        real_a = await meter.measure(load(gw_url, key, site, 1, 64, d))
         print(f"    HTTP ceiling (no DB):  {ceil_a['events_per_s']:8.0f} events/s")
+        print(f"      {cpu_line(ceil_a, meter.cores)}")
         print(
             f"    gateway, durable:      {real_a['events_per_s']:8.0f} events/s  "
             f"p50 {real_a['p50_ms']:.1f} ms, p99 {real_a['p99_ms']:.1f} ms, "
             f"errors {real_a['errors']}"
         )
+        print(f"      {cpu_line(real_a, meter.cores)}")
         print(f"    ratio: {real_a['events_per_s'] / ceil_a['events_per_s']:.2f}  (target >= 0.6)")
 
         print(f"(b) batches of 500 events, 4 concurrent, {d:.0f} s", flush=True)
-        real_b = await load(gw_url, key, site, 500, 4, d)
+        real_b = await meter.measure(load(gw_url, key, site, 500, 4, d))
         copy_b = await copy_ceiling(pool, vault, site, 50_000)
         print(f"    raw COPY ceiling:      {copy_b:8.0f} events/s")
         print(
             f"    gateway, durable:      {real_b['events_per_s']:8.0f} events/s  "
             f"p50 {real_b['p50_ms']:.0f} ms per batch, errors {real_b['errors']}"
         )
+        print(f"      {cpu_line(real_b, meter.cores)}")
         print(f"    ratio: {real_b['events_per_s'] / copy_b:.2f}  (target >= 0.4)")
 
         print(
