@@ -22,6 +22,7 @@ import asyncpg
 
 from screening.alerts.webhooks import (
     RetrySchedule,
+    SendResult,
     Transport,
     alert_payload,
     encode_body,
@@ -91,6 +92,9 @@ class OutboxRelay:
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 log.warning("outbox relay: database error %r; retrying", exc)
                 handled = 0
+            except Exception:  # a bug must not stop every alert of every site for good
+                log.exception("outbox relay: unexpected error; retrying")
+                handled = 0
             if handled >= self._batch:
                 continue  # a backlog: keep going without waiting
             with contextlib.suppress(TimeoutError):
@@ -104,13 +108,27 @@ class OutboxRelay:
                 conn, now, self._batch, now + self._lease, self.owner
             )
         if claimed:
-            await asyncio.gather(*(self._deliver(d) for d in claimed))
+            await asyncio.gather(*(self._deliver_or_retry(d) for d in claimed))
         return len(claimed)
+
+    async def _deliver_or_retry(self, d: store.ClaimedDelivery) -> None:
+        """Deliver; a delivery that raises (an unsignable secret, a bug) is failed like an
+        unanswered attempt and retried on the schedule, without stopping the batch."""
+        try:
+            await self._deliver(d)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            raise  # the database: the lease expires and the delivery is claimed again
+        except Exception as exc:
+            log.exception("alert %s to %s: delivery raised", d.alert.alert_id, d.endpoint_id)
+            await self._record(d, SendResult(None, f"{exc.__class__.__name__}: {exc}"[:500]))
 
     async def _deliver(self, d: store.ClaimedDelivery) -> None:
         body = encode_body(alert_payload(d.alert, self._base_url, d.message))
         headers = signed_headers(d.secret, webhook_id(d.alert, d.message), body, self._clock())
-        result = await self._transport.send(d.url, headers, body)
+        await self._record(d, await self._transport.send(d.url, headers, body))
+
+    async def _record(self, d: store.ClaimedDelivery, result: SendResult) -> None:
+        """Store an attempt's outcome: delivered, dead (410 or retries spent) or retry later."""
         now = self._clock()
         async with self._pool.acquire() as conn:
             if result.delivered:

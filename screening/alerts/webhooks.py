@@ -4,7 +4,9 @@ the one HTTP transport the relay sends through."""
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import math
 import random
 import secrets
 from collections.abc import Mapping, Sequence
@@ -34,9 +36,31 @@ DEFAULT_SCHEDULE: tuple[float, ...] = (
 )
 
 
+# A receiver's Retry-After is obeyed up to the longest delay of the schedule; a larger (or
+# non-finite) value would park the alert past the time police were promised it.
+MAX_RETRY_AFTER_S = max(DEFAULT_SCHEDULE)
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = (24, 64)  # bounds on a secret's key length, decoded
+
+
 def new_secret() -> str:
     """A fresh endpoint secret in the ``whsec_`` form (24 random bytes, base64)."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES[0])).decode()
+
+
+def check_secret(secret: str) -> str:
+    """A secret supplied by an admin, checked as the signer will read it: ``whsec_`` and
+    standard base64 of 24 to 64 bytes. Raises ValueError."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"a webhook secret starts with {SECRET_PREFIX}")
+    try:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except binascii.Error:
+        raise ValueError("a webhook secret is whsec_ followed by standard base64") from None
+    low, high = SECRET_BYTES
+    if not low <= len(key) <= high:
+        raise ValueError(f"a webhook secret's key is {low} to {high} bytes, not {len(key)}")
+    return secret
 
 
 # Outbox message -> Standard Webhooks event type. An alert is announced once ('created'); what
@@ -168,9 +192,14 @@ class HttpTransport:
 
 
 def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header: delta-seconds, at most ``MAX_RETRY_AFTER_S``; 0 for
+    an HTTP-date or anything unreadable (the schedule's own delay applies)."""
     if value is None:
         return 0.0
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return 0.0  # an HTTP-date; the schedule's own delay applies
+        return 0.0
+    if not math.isfinite(seconds):
+        return 0.0
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)

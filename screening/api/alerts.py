@@ -10,12 +10,12 @@ import uuid
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from screening.alerts import ALERTS
 from screening.alerts.feed import parse_cursor
 from screening.alerts.police import scope
-from screening.alerts.webhooks import confirmation_json
+from screening.alerts.webhooks import check_secret, confirmation_json
 from screening.api.auth import principal_of
 from screening.api.endpoints import Param, Route
 from screening.api.problems import field_errors
@@ -73,7 +73,16 @@ class WatchlistRemoveIn(_Body):
 class EndpointIn(_Body):
     url: str = Field(pattern=r"^https?://", max_length=2000)
     site_ids: list[str] = Field(default_factory=list, description="empty: every site")
-    secret: str | None = Field(default=None, pattern=r"^whsec_[A-Za-z0-9+/=]{32,}$")
+    secret: str | None = Field(
+        default=None,
+        pattern=r"^whsec_[A-Za-z0-9+/=]{32,}$",
+        description="whsec_ and standard base64 of a 24 to 64 byte key; empty: one is made",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_decodes(cls, value: str | None) -> str | None:
+        return check_secret(value) if value is not None else None
 
 
 class ReplayIn(_Body):

@@ -68,6 +68,7 @@ class Receiver:
     status: int = 200
     hang: asyncio.Event | None = None  # set: requests wait on it (a stuck delivery)
     hung: int = 0
+    retry_after: str | None = None  # a Retry-After header on answers that are not 2xx
     _runner: web.AppRunner | None = None
 
     @property
@@ -91,7 +92,9 @@ class Receiver:
             return web.Response(status=503)  # its sender is gone; nobody reads this answer
         if 200 <= self.status < 300:
             self.received.append((request.headers["webhook-id"], payload))
-        return web.Response(status=self.status)
+            return web.Response(status=self.status)
+        headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
+        return web.Response(status=self.status, headers=headers)
 
     async def start(self) -> None:
         app = web.Application()

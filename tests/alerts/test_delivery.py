@@ -4,6 +4,7 @@ down, relay killed mid-send, two gateway processes, 410 and dead letters."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,13 @@ from typing import Any
 import asyncpg
 
 from screening.alerts.relay import OutboxRelay
-from screening.alerts.webhooks import HttpTransport, RetrySchedule
+from screening.alerts.webhooks import (
+    MAX_RETRY_AFTER_S,
+    HttpTransport,
+    RetrySchedule,
+    _retry_after,
+    new_secret,
+)
 from screening.protection import PersonalDataVault
 from tests.alerts.conftest import DARK, AlertGateway, Receiver, start_alert_gateway, wait_for
 
@@ -176,3 +183,75 @@ async def test_retries_are_exhausted_into_the_dead_letters(
 
     await wait_for(dead, within=15.0)
     assert receiver.received == []
+
+
+def test_retry_after_is_obeyed_only_within_the_schedule() -> None:
+    assert _retry_after("120") == 120.0
+    assert _retry_after("1e12") == MAX_RETRY_AFTER_S  # not a year-long wait
+    assert _retry_after("-5") == 0.0
+    for unreadable in ("inf", "-inf", "nan", "Wed, 21 Oct 2026 07:28:00 GMT", "", None):
+        assert _retry_after(unreadable) == 0.0
+
+
+async def test_a_receiver_answering_nonsense_does_not_stop_the_relay(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    """A Retry-After no clock can add, then a normal answer: the alert still arrives."""
+    await agw.register(receiver)
+    await agw.set_policy(police=0.5)
+    receiver.status, receiver.retry_after = 503, "inf"
+    relay = agw.alerts.relay
+    assert relay is not None
+    await agw.upload(DARK, waybill())
+    await wait_for(lambda: relay.failed >= 1)
+    receiver.status, receiver.retry_after = 200, None
+    await wait_for(lambda: len(receiver.received) == 1, within=15.0)
+    assert relay.running
+
+
+async def test_an_unsignable_secret_fails_its_deliveries_not_the_relay(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    """An endpoint whose stored secret cannot be decoded (written before secrets were checked,
+    or by hand) is retried like a refused delivery; other endpoints' alerts go out."""
+    await agw.register(receiver)
+    broken, _ = await agw.alerts.police.add_endpoint(
+        receiver.url, [agw.site], "whsec_" + "=" * 40
+    )
+    await agw.set_policy(police=0.5)
+    relay = agw.alerts.relay
+    assert relay is not None
+    await agw.upload(DARK, waybill())
+    await wait_for(lambda: len(receiver.received) == 1)
+    await wait_for(lambda: relay.failed >= 2)  # the broken endpoint's attempts, retried
+    assert relay.running
+    async with agw.gw.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT attempts, last_error FROM alert_deliveries WHERE endpoint_id = $1", broken
+        )
+    assert row is not None
+    assert row["attempts"] >= 2
+    assert "Error" in row["last_error"]
+
+
+async def test_a_secret_that_does_not_decode_is_refused_when_registered(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    too_long = "whsec_" + base64.b64encode(b"k" * 65).decode()
+    for secret in ("whsec_" + "A" * 33, "whsec_" + "=" * 40, too_long):
+        status, body = await agw.call(
+            "POST",
+            "/v1/webhook-endpoints",
+            role="admin",
+            json={"url": receiver.url, "site_ids": [agw.site], "secret": secret},
+        )
+        assert status == 422, secret
+        assert body["errors"][0]["path"] == "secret", body
+    good = new_secret()
+    status, body = await agw.call(
+        "POST",
+        "/v1/webhook-endpoints",
+        role="admin",
+        json={"url": receiver.url, "site_ids": [agw.site], "secret": good},
+    )
+    assert (status, body["secret"]) == (201, good)
