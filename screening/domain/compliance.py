@@ -160,14 +160,23 @@ def _inspection_problems(events: list[ParcelEvent], cutoff: datetime | None) -> 
 
 
 def _xray_problems(events: list[ParcelEvent], cutoff: datetime | None) -> list[Reason]:
-    scans = [e for e in events if isinstance(e, XrayScanned)]
+    every = [e for e in events if isinstance(e, XrayScanned)]
+    scans = [e for e in every if e.reviewed_event_id is None]  # the station's own scans
     in_time = [e for e in scans if cutoff is None or e.header.occurred_at <= cutoff]
     if not in_time:
         return [Reason.XRAY_AFTER_DISPATCH] if scans else [Reason.NO_XRAY]
-    last = in_time[-1]  # a rescan supersedes earlier ones
-    if last.verdict is ScanVerdict.FLAGGED and last.review is not ReviewOutcome.CLEARED:
-        return [Reason.DISPATCHED_WHILE_FLAGGED]
-    return []
+    last = in_time[-1]  # a rescan supersedes earlier ones, and their reviews with them
+    if last.verdict is not ScanVerdict.FLAGGED:
+        return []
+    # Only a decision on this very scan, made before dispatch, counts; the latest one wins.
+    decisions = [
+        e.review
+        for e in every
+        if e.reviewed_event_id == last.header.event_id
+        and (cutoff is None or e.header.occurred_at <= cutoff)
+    ]
+    outcome = decisions[-1] if decisions else last.review
+    return [] if outcome is ReviewOutcome.CLEARED else [Reason.DISPATCHED_WHILE_FLAGGED]
 
 
 def evaluate_parcel(

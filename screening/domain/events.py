@@ -86,9 +86,13 @@ class ParcelSealed:
 
 @dataclass(frozen=True, slots=True)
 class XrayScanned:
+    """A scan's verdict, or a reviewer's decision on one (``reviewed_event_id`` names the
+    station's scan event it decides; ``review`` says how)."""
+
     header: EventHeader
     verdict: ScanVerdict
     review: ReviewOutcome | None = None
+    reviewed_event_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

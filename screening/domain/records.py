@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from screening.domain.events import (
     EventHeader,
@@ -79,9 +80,19 @@ def realname_valid(payload: Mapping[str, Any], occurred_at: datetime) -> tuple[b
     if payload.get("verification", "passed") != "passed":
         return False, "verification_failed"
     expires = payload.get("document_expires_on")
-    if expires is not None and date.fromisoformat(str(expires)) < occurred_at.date():
+    if expires is not None and date.fromisoformat(str(expires)) < document_day(occurred_at):
         return False, "document_expired"
     return True, None
+
+
+# A Chinese identity document's validity dates are Beijing-time calendar days: the day of the
+# check is cut there, whatever offset the station sent or the site's own time zone, so the same
+# event is judged alike at ingest and when its parcel is recomputed from the log (stored in UTC).
+DOCUMENT_TIMEZONE = ZoneInfo("Asia/Shanghai")
+
+
+def document_day(at: datetime) -> date:
+    return at.astimezone(DOCUMENT_TIMEZONE).date()
 
 
 def event_from_payload(
@@ -111,9 +122,11 @@ def event_from_payload(
         return ParcelSealed(header)
     if kind is EventType.XRAY_SCANNED:
         review = payload.get("review")
+        reviewed = payload.get("reviewed_event_id")
         return XrayScanned(
             header,
             verdict=ScanVerdict(payload["verdict"]),
             review=ReviewOutcome(review) if review else None,
+            reviewed_event_id=UUID(str(reviewed)) if reviewed else None,
         )
     return ParcelDispatched(header)

@@ -29,7 +29,7 @@ T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 WAYBILL = "SF0000000001"
 
 
-def h(minute: int) -> EventHeader:
+def h(minute: float) -> EventHeader:
     return EventHeader(uuid.uuid4(), "S1", WAYBILL, T0 + timedelta(minutes=minute))
 
 
@@ -147,6 +147,31 @@ def test_flagged_scan_not_cleared_is_dispatched_while_flagged() -> None:
 def test_flagged_scan_cleared_by_a_reviewer_is_compliant() -> None:
     cleared = scan(verdict=ScanVerdict.FLAGGED, review=ReviewOutcome.CLEARED)
     assert judge(replace(complete(), XrayScanned, cleared)) == ()
+
+
+def review_of(target: XrayScanned, m: float, outcome: ReviewOutcome) -> XrayScanned:
+    """A reviewer's decision on ``target``, as ingest stores it: a flagged scan event naming it."""
+    header = EventHeader(uuid.uuid4(), "S1", WAYBILL, T0 + timedelta(minutes=m))
+    return XrayScanned(header, ScanVerdict.FLAGGED, outcome, target.header.event_id)
+
+
+def test_a_decision_on_an_earlier_scan_does_not_clear_a_flagged_rescan() -> None:
+    first = scan(4, ScanVerdict.FLAGGED)
+    rescan = XrayScanned(h(4.5), ScanVerdict.FLAGGED)
+    base = [e for e in complete() if not isinstance(e, XrayScanned)]
+    cleared_first = review_of(first, 4.8, ReviewOutcome.CLEARED)
+    assert judge([*base, first, rescan, cleared_first]) == (Reason.DISPATCHED_WHILE_FLAGGED,)
+    cleared_rescan = review_of(rescan, 4.9, ReviewOutcome.CLEARED)
+    assert judge([*base, first, rescan, cleared_first, cleared_rescan]) == ()
+    # The latest decision on the scan wins; one made after dispatch comes too late.
+    confirmed = review_of(rescan, 4.95, ReviewOutcome.CONFIRMED)
+    assert judge([*base, first, rescan, cleared_rescan, confirmed]) == (
+        Reason.DISPATCHED_WHILE_FLAGGED,
+    )
+    late = review_of(rescan, 6, ReviewOutcome.CLEARED)
+    assert judge([*base, first, rescan, late]) == (Reason.DISPATCHED_WHILE_FLAGGED,)
+    # A clear rescan after a flagged scan needs no decision at all.
+    assert judge([*base, first, XrayScanned(h(4.5), ScanVerdict.CLEAR)]) == ()
 
 
 def test_flows_outside_the_xray_policy_need_no_scan() -> None:
