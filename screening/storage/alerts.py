@@ -75,10 +75,12 @@ RETURNING alert_id, revision
 SELECT_ALERT_ID_BY_KEY = "SELECT alert_id FROM alerts WHERE site_id = $1 AND dedupe_key = $2"
 # The outbox rows, in the same transaction as the alert or its update: one per enabled endpoint
 # in scope, per message ('created', 'confirmed').
+# Every endpoint of the site gets the delivery, a disabled one too: its deliveries wait (the
+# relay claims only enabled endpoints' rows) and go out once an admin enables it again.
 INSERT_DELIVERIES = """
 INSERT INTO alert_deliveries (site_id, alert_id, message, endpoint_id, next_attempt_at)
 SELECT $1, $2, $3, e.endpoint_id, $4 FROM webhook_endpoints e
-WHERE e.enabled AND (cardinality(e.site_ids) = 0 OR $1 = ANY(e.site_ids))
+WHERE cardinality(e.site_ids) = 0 OR $1 = ANY(e.site_ids)
 ON CONFLICT DO NOTHING
 """
 SELECT_ALERT = """

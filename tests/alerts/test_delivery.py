@@ -255,3 +255,20 @@ async def test_a_secret_that_does_not_decode_is_refused_when_registered(
         json={"url": receiver.url, "site_ids": [agw.site], "secret": good},
     )
     assert (status, body["secret"]) == (201, good)
+
+
+async def test_alerts_raised_while_an_endpoint_is_disabled_go_out_once_it_is_enabled(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    endpoint_id = await agw.register(receiver)
+    await agw.set_policy(police=0.5)
+    path = f"/v1/webhook-endpoints/{endpoint_id}"
+    assert (await agw.call("POST", f"{path}/disable", role="admin"))[0] == 200
+    waybills = sorted(waybill() for _ in range(3))
+    for wb in waybills:
+        await agw.upload(DARK, wb)
+    await asyncio.sleep(1.0)  # the relay polls several times meanwhile
+    assert receiver.received == []
+    assert (await agw.call("POST", f"{path}/enable", role="admin"))[0] == 200
+    await wait_for(lambda: len(receiver.received) == 3)
+    assert sorted(p["data"]["waybill_no"] for _, p in receiver.received) == waybills
