@@ -20,7 +20,13 @@ from screening.api.auth import principal_of
 from screening.api.endpoints import Param, Route
 from screening.api.problems import field_errors
 from screening.domain.access import Permission
-from screening.errors import BadRequestError, InvalidEventError, NotFoundError
+from screening.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ForbiddenError,
+    InvalidEventError,
+    NotFoundError,
+)
 from screening.storage import alerts as store
 from screening.storage.alerts import Alert, Hold
 from screening.storage.errors import StorageError
@@ -28,6 +34,7 @@ from screening.storage.errors import StorageError
 FEED_POLL_S = 1.0  # re-read even without a NOTIFY (a withheld alert becomes visible on its own)
 FEED_KEEPALIVE_S = 15.0  # an SSE comment keeps proxies from closing an idle stream
 FEED_BATCH = 100
+FEED_REAUTH_S = 5.0  # a revoked key's open feed closes within this (plus the key cache's lag)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -288,13 +295,23 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     base = _base(request)
     loop = asyncio.get_running_loop()
     try:
-        await resp.write(b"retry: 2000\n\n")
-        quiet_since = loop.time()
+        # The starting position as an id-only event: a console that loses the stream before the
+        # first alert resumes from here (its Last-Event-ID) instead of from a later horizon.
+        await resp.write(f"retry: 2000\nid: {cursor[0]}-{cursor[1]}\n\n".encode())
+        quiet_since = authenticated_at = loop.time()
         with component.feed.subscription() as woke:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woke.wait(), FEED_POLL_S)
                 woke.clear()
+                if loop.time() - authenticated_at >= FEED_REAUTH_S:
+                    # A key revoked (or a console session ended) while its feed is open.
+                    try:
+                        await principal_of(request, Permission.READ_ALERTS)
+                    except (AuthenticationError, ForbiddenError):
+                        await resp.write(b"event: revoked\ndata: {}\n\n")
+                        break
+                    authenticated_at = loop.time()
                 async with component.pool.acquire() as conn:
                     alerts = await store.feed_after(conn, cursor, sites, FEED_BATCH)
                 for a in alerts:

@@ -10,9 +10,13 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 from stdnum.iso7064 import mod_11_2
 
+from screening.api import alerts as alerts_api
+from screening.domain.access import Role
 from screening.protection import PersonalDataVault
+from screening.services import access
 from tests.alerts.conftest import DARK, AlertGateway, soon
 from tests.gateway.events import event
 
@@ -165,6 +169,54 @@ async def read_events(resp: aiohttp.ClientResponse, n: int) -> list[tuple[str, d
             name, _, value = line.partition(": ")
             current[name] = value
     return out
+
+
+async def read_fields(resp: aiohttp.ClientResponse) -> dict[str, str]:
+    """The fields of the next SSE message, comments skipped; {} at the end of the stream."""
+    fields: dict[str, str] = {}
+    async with asyncio.timeout(10):
+        while True:
+            raw = await resp.content.readline()
+            if not raw:
+                return fields
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if fields:
+                    return fields
+                continue
+            if not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+
+
+async def test_a_feed_lost_before_its_first_alert_resumes_where_it_began(
+    agw: AlertGateway,
+) -> None:
+    await agw.set_policy(police=0.5)
+    url = f"{agw.gw.url}/v1/alerts/stream"
+    async with agw.gw.http.get(url, headers=agw.gw.auth("police")) as resp:
+        start = await read_fields(resp)  # the position it began at, before any alert
+    assert start.keys() == {"retry", "id"}
+    await agw.upload(DARK, "FEED-GAP-1")  # committed while the console reconnects
+    headers = {**agw.gw.auth("police"), "Last-Event-ID": start["id"]}
+    async with agw.gw.http.get(url, headers=headers) as resp:
+        ((_, missed),) = await read_events(resp, 1)
+    assert missed["waybill_no"] == "FEED-GAP-1"
+
+
+async def test_a_revoked_key_loses_its_open_feed(
+    agw: AlertGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(alerts_api, "FEED_REAUTH_S", 0.1)
+    key_id, key = await access.create_key(agw.gw.pool, Role.POLICE, [agw.site])
+    url = f"{agw.gw.url}/v1/alerts/stream"
+    async with agw.gw.http.get(url, headers={"Authorization": f"Bearer {key}"}) as resp:
+        assert "id" in await read_fields(resp)
+        await access.revoke_key(agw.gw.pool, key_id)
+        assert (await read_fields(resp)).get("event") == "revoked"
+        assert await read_fields(resp) == {}  # and the stream ends
+    async with agw.gw.http.get(url, headers={"Authorization": f"Bearer {key}"}) as resp:
+        assert resp.status == 401
 
 
 async def test_the_live_feed_resumes_after_the_last_event_id(agw: AlertGateway) -> None:
