@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
 
 from screening.alerts import acknowledge_hold
@@ -19,6 +20,7 @@ from screening.api.schemas import EVENT_ADAPTER
 from screening.domain.access import Permission, Principal
 from screening.domain.records import PreparedEvent
 from screening.errors import (
+    AuthenticationError,
     BadRequestError,
     ConflictError,
     FieldError,
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # Control messages a station sends on its stream, and the id field each acknowledges: a hold once
 # the belt is stopped, a release once it is shown at the tunnel (firmware_bridge/PROTOCOL.md).
+STREAM_REAUTH_S = 5.0  # a station's stream re-checks its key this often (on its next message)
 CONTROL_MESSAGES: dict[str, str | None] = {
     "hold.ack": "hold_id",
     "hold.release.ack": "release_id",
@@ -196,8 +199,20 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
     for site in sites:
         gw.station_streams.setdefault(site, set()).add(ws)
     gw.metrics.station_streams.inc()
+    loop = asyncio.get_running_loop()
+    authenticated_at = loop.time()
     try:
         async for msg in ws:
+            if loop.time() - authenticated_at >= STREAM_REAUTH_S:
+                try:  # a key revoked while its station stays connected
+                    await principal_of(request, Permission.WRITE_EVENTS)
+                except (AuthenticationError, ForbiddenError):
+                    await ws.send_json(
+                        {"type": "error", "code": "revoked", "detail": "the key was revoked"}
+                    )
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION)
+                    break
+                authenticated_at = loop.time()
             if msg.type is not WSMsgType.TEXT:
                 if msg.type is WSMsgType.BINARY:
                     await ws.send_json({"type": "error", "code": "text_frames_only"})

@@ -18,9 +18,12 @@ import aiohttp
 import asyncpg
 import pytest
 
+from screening.api import ingest as ingest_api
 from screening.api.schemas import IngestResponse
+from screening.domain.access import Role
 from screening.domain.identity import mask_document
 from screening.protection import PersonalDataVault, SealedValue, associated_data
+from screening.services import access
 from screening.settings import Settings
 from tests.conftest import RunningGateway, bounded_cleanup, make_keys, start_gateway
 from tests.gateway.events import event, parcel_flow, resident_id
@@ -662,6 +665,30 @@ async def test_malformed_json_on_the_station_stream_gets_an_error_and_the_socket
         ack = await ws.receive_json(timeout=10)
         assert (ack["type"], ack["result"]) == ("ack", "accepted")
         assert not ws.closed
+
+
+async def test_a_station_whose_key_is_revoked_loses_its_stream(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_api, "STREAM_REAUTH_S", 0.0)
+    site = gateway.keys.site
+    key_id, key = await access.create_key(gateway.pool, Role.STATION, [site])
+    async with gateway.http.ws_connect(
+        f"{gateway.url}/v1/stations/stream", headers={"Authorization": f"Bearer {key}"}
+    ) as ws:
+        await ws.send_str(json.dumps(received(site)))
+        assert (await ws.receive_json(timeout=10))["result"] == "accepted"
+        await access.revoke_key(gateway.pool, key_id)
+        late = received(site)
+        await ws.send_str(json.dumps(late))
+        assert await ws.receive_json(timeout=10) == {
+            "type": "error",
+            "code": "revoked",
+            "detail": "the key was revoked",
+        }
+        closing = await ws.receive(timeout=10)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert (await get_parcel(gateway, late["waybill_no"]))[0] == 404  # nothing was written
 
 
 async def test_the_station_stream_refuses_a_connection_without_a_key(
