@@ -16,7 +16,7 @@ from screening.alerts import ALERTS
 from screening.alerts.feed import parse_cursor
 from screening.alerts.police import scope
 from screening.alerts.webhooks import check_secret, confirmation_json
-from screening.api.auth import principal_of
+from screening.api.auth import principal_of, unscoped_principal_of
 from screening.api.endpoints import Param, Route
 from screening.api.problems import field_errors
 from screening.domain.access import Permission
@@ -340,7 +340,7 @@ async def get_alert_policy(request: web.Request) -> web.Response:
 
 
 async def put_alert_policy(request: web.Request) -> web.Response:
-    principal = await principal_of(request, Permission.MANAGE_ALERTING)
+    principal = await unscoped_principal_of(request, Permission.MANAGE_ALERTING)
     body = await read_body(request, PolicyIn)
     policy = await request.app[ALERTS].police.set_policy(principal, body.model_dump())
     return web.json_response({"version": policy.version, **policy.rules_json()}, status=201)
@@ -373,7 +373,7 @@ async def remove_watchlist(request: web.Request) -> web.Response:
 
 
 async def add_webhook_endpoint(request: web.Request) -> web.Response:
-    await principal_of(request, Permission.MANAGE_ALERTING)
+    await unscoped_principal_of(request, Permission.MANAGE_ALERTING)
     body = await read_body(request, EndpointIn)
     endpoint_id, secret = await request.app[ALERTS].police.add_endpoint(
         body.url, sorted(set(body.site_ids)), body.secret
@@ -383,13 +383,13 @@ async def add_webhook_endpoint(request: web.Request) -> web.Response:
 
 
 async def list_webhook_endpoints(request: web.Request) -> web.Response:
-    await principal_of(request, Permission.MANAGE_ALERTING)
+    await unscoped_principal_of(request, Permission.MANAGE_ALERTING)
     rows = await request.app[ALERTS].police.endpoints()
     return web.json_response({"endpoints": _jsonable(rows)})
 
 
 async def _set_endpoint(request: web.Request, enabled: bool) -> web.Response:
-    await principal_of(request, Permission.MANAGE_ALERTING)
+    await unscoped_principal_of(request, Permission.MANAGE_ALERTING)
     endpoint_id = _uuid(request, "endpoint_id", "unknown_endpoint")
     await request.app[ALERTS].police.enable_endpoint(endpoint_id, enabled)
     return web.json_response({"endpoint_id": str(endpoint_id), "enabled": enabled})
@@ -410,7 +410,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 
 async def replay_dead_letters(request: web.Request) -> web.Response:
-    await principal_of(request, Permission.MANAGE_ALERTING)
+    await unscoped_principal_of(request, Permission.MANAGE_ALERTING)
     body = await read_body(request, ReplayIn)
     n = await request.app[ALERTS].police.replay(body.alert_ids, body.endpoint_id)
     return web.json_response({"replayed": n})

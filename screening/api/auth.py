@@ -36,3 +36,15 @@ async def principal_of(request: web.Request, permission: Permission) -> Principa
             f"role {principal.role.value} may not {permission.value}", code="forbidden_role"
         )
     return principal
+
+
+async def unscoped_principal_of(request: web.Request, permission: Permission) -> Principal:
+    """As ``principal_of``, for settings that act on every site (the alert policy, police
+    endpoints, replays, reviewer levels): a key scoped to some sites may not change them."""
+    principal = await principal_of(request, permission)
+    if principal.sites is not None:
+        raise ForbiddenError(
+            "this setting applies to every site; use a key without a site scope",
+            code="site_scoped_key",
+        )
+    return principal

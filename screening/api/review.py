@@ -13,7 +13,7 @@ from pydantic import Field
 
 from screening.alerts import ALERTS
 from screening.api.alerts import _Body, read_body
-from screening.api.auth import principal_of
+from screening.api.auth import principal_of, unscoped_principal_of
 from screening.api.endpoints import Param, Route
 from screening.api.reads import _date_param
 from screening.domain.access import Permission
@@ -124,7 +124,7 @@ async def review_stats(request: web.Request) -> web.Response:
 
 
 async def set_reviewer_level(request: web.Request) -> web.Response:
-    await principal_of(request, Permission.MANAGE_ALERTING)
+    await unscoped_principal_of(request, Permission.MANAGE_ALERTING)
     body = await read_body(request, LevelIn)
     key_id = request.match_info["key_id"]
     await request.app[ALERTS].review.set_level(key_id, body.level)

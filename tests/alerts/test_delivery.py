@@ -20,7 +20,9 @@ from screening.alerts.webhooks import (
     _retry_after,
     new_secret,
 )
+from screening.domain.access import Role
 from screening.protection import PersonalDataVault
+from screening.services import access
 from tests.alerts.conftest import DARK, AlertGateway, Receiver, start_alert_gateway, wait_for
 
 
@@ -272,3 +274,27 @@ async def test_alerts_raised_while_an_endpoint_is_disabled_go_out_once_it_is_ena
     assert (await agw.call("POST", f"{path}/enable", role="admin"))[0] == 200
     await wait_for(lambda: len(receiver.received) == 3)
     assert sorted(p["data"]["waybill_no"] for _, p in receiver.received) == waybills
+
+
+async def test_a_site_scoped_admin_may_not_change_what_serves_every_site(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    """Police endpoints, the alert policy, replays and reviewer levels act on every site: a
+    site-scoped admin key could otherwise point all sites' alerts at its own server."""
+    _, scoped = await access.create_key(agw.gw.pool, Role.ADMIN, [agw.site])
+    auth = {"Authorization": f"Bearer {scoped}"}
+    endpoint_id = await agw.register(receiver)  # by the unscoped admin: allowed
+    attempts = [
+        ("POST", "/v1/webhook-endpoints", {"url": receiver.url, "site_ids": []}),
+        ("GET", "/v1/webhook-endpoints", None),
+        ("POST", f"/v1/webhook-endpoints/{endpoint_id}/disable", None),
+        ("POST", "/v1/alerts/dead-letters/replay", {"endpoint_id": endpoint_id}),
+        ("PUT", "/v1/alerts/policy", {"categories": {}}),
+        ("PUT", f"/v1/review/reviewers/{uuid.uuid4().hex[:12]}/level", {"level": 2}),
+    ]
+    for method, path, body in attempts:
+        status, problem = await agw.call(method, path, headers=auth, json=body)
+        assert (status, problem["code"]) == (403, "site_scoped_key"), (method, path)
+    # Its own site's dead letters it may still read.
+    status, _ = await agw.call("GET", "/v1/alerts/dead-letters", headers=auth)
+    assert status == 200
