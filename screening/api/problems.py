@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -160,3 +161,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
         return problem_response(exc.status, code, exc.reason, exc.reason)
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception:  # a bug or an unforeseen database answer: still a problem document
+        log.exception("unhandled error while serving %s %s", request.method, request.path)
+        return problem_response(
+            500, "internal_error", "Internal error", "the gateway failed; nothing was reported done"
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -46,8 +46,18 @@ class Wire(BaseModel):
         return value
 
 
+# Earlier than any courier record this system can hold; also keeps every time inside what
+# PostgreSQL's timestamptz and the rollups take (year 1 with a +14:00 offset is year 0 in UTC).
+EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def not_in_future(value: datetime, info: ValidationInfo) -> datetime:
-    """Refuse times further ahead of the gateway's clock than the tolerated station skew."""
+    """Refuse times further ahead of the gateway's clock than the tolerated station skew, and
+    times before ``EARLIEST_OCCURRED_AT`` (a clock that lost its setting)."""
+    if value < EARLIEST_OCCURRED_AT:
+        raise PydanticCustomError(
+            "timestamp_too_old", f"occurred_at is before {EARLIEST_OCCURRED_AT.date()}"
+        )
     context = info.context or {}
     now: datetime | None = context.get("now")
     skew: float = context.get("max_future_skew_s", 300.0)
@@ -92,8 +102,11 @@ class Sender(Wire):
         doc_type = info.data.get("document_type")
         if doc_type is None:  # the type itself was invalid; that error is reported already
             return value
+        now: datetime | None = (info.context or {}).get("now")
+        # A day of slack: the station's calendar day may already be tomorrow in UTC+14.
+        today = (now + timedelta(days=1)).date() if now is not None else None
         try:
-            return validate_document(doc_type, value)
+            return validate_document(doc_type, value, today=today)
         except IdentityDocumentError as exc:
             raise PydanticCustomError(exc.code, exc.message) from None
 

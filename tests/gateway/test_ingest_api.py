@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from screening.api import ingest as ingest_api
+from screening.api.context import GATEWAY
 from screening.api.schemas import IngestResponse
 from screening.domain.access import Role
 from screening.domain.identity import mask_document
@@ -347,6 +348,12 @@ BAD_EVENTS = {
         _with(_sealed, occurred_at="yesterday at ten"), "invalid_timestamp", "occurred_at"
     ),
     "future timestamp beyond the skew": BadEvent(_future, "future_timestamp", "occurred_at"),
+    "timestamp before 2000 (a clock that lost its setting)": BadEvent(
+        _with(_sealed, occurred_at="0001-01-01T00:00:00+14:00"), "timestamp_too_old", "occurred_at"
+    ),
+    "ID with a future birth date": BadEvent(
+        _realname(resident_id("11010520991231002")), "invalid_birth_date", "sender.document_number"
+    ),
     "invalid ID checksum": BadEvent(
         _realname(WRONG_CHECK), "invalid_checksum", "sender.document_number"
     ),
@@ -374,6 +381,20 @@ async def test_an_invalid_event_is_rejected_with_a_stable_code_and_path(
     assert result["code"] == case.code
     assert [(e["code"], e["path"]) for e in result["errors"]] == [(case.code, case.path)]
 
+    await assert_still_serves(gateway)
+
+
+async def test_an_unforeseen_failure_is_still_a_problem_document(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(key: str) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gateway.app[GATEWAY].authenticator, "authenticate", broken)
+    status, ctype, body = await post(gateway, received(gateway.keys.site))
+    assert_problem(status, ctype, body, 500, "internal_error")
+    assert "a bug" not in body["detail"]  # nothing internal leaks to the client
+    monkeypatch.undo()
     await assert_still_serves(gateway)
 
 
