@@ -113,6 +113,13 @@ class AlertService:
             raise BadRequestError("assign needs an assignee", code="missing_assignee")
         now = self._clock()
         async with self._pool.acquire() as conn, conn.transaction():
+            found = await store.get_alert(conn, alert_id, scope(principal))
+            if found is None:
+                raise UnknownAlertError("no such alert in your sites")
+            if action == "close" and found.waybill_no is not None:
+                # Closing settles the parcel: its lock first, then the alert row, the order in
+                # which a reviewer's confirmation takes them (else the two can deadlock).
+                await lock_parcel(conn, found.site_id, found.waybill_no)
             alert = await store.get_alert(conn, alert_id, scope(principal), for_update=True)
             if alert is None:
                 raise UnknownAlertError("no such alert in your sites")
