@@ -157,19 +157,22 @@ class AlertService:
             conn, alert.site_id, alert.waybill_no, status, now, actor
         )
         if status == "released" and alert.scan_id is not None:
-            event_id = await review_store.upload_event_id(conn, alert.site_id, alert.scan_id)
-            if event_id is not None:
-                await append_review_event(
-                    conn,
-                    self._vault,
-                    alert.site_id,
-                    event_id,
-                    "cleared",
-                    actor,
-                    f"alert:{alert.alert_id}",
-                    now,
-                )
+            await self._clear_scan(
+                conn, alert.site_id, alert.scan_id, actor, f"alert:{alert.alert_id}"
+            )
         return hold
+
+    async def _clear_scan(
+        self, conn: Any, site_id: str, scan_id: uuid.UUID, actor: str, decision_key: str
+    ) -> None:
+        """Record a release as a clearing of the flagged scan, so compliance lets the parcel
+        leave (the caller holds the parcel's lock)."""
+        event_id = await review_store.upload_event_id(conn, site_id, scan_id)
+        if event_id is not None:
+            await append_review_event(
+                conn, self._vault, site_id, event_id, "cleared", actor, decision_key,
+                self._clock(),
+            )  # fmt: skip
 
     async def identity(
         self, principal: Principal, alert_id: uuid.UUID, purpose: str
@@ -289,11 +292,18 @@ class AlertService:
             hold = await store.get_hold(conn, hold_id, scope(principal))
             if hold is None:
                 raise UnknownAlertError("no such hold in your sites", code="unknown_hold")
+            # As closing its alert does: the parcel's lock first, and a release clears the flag
+            # that raised the hold, or compliance would still count the parcel as held back.
+            await lock_parcel(conn, hold.site_id, hold.waybill_no)
             closed = await store.close_hold(
                 conn, hold.site_id, hold_id, status, self._clock(), principal.key_id
             )
             if closed is None:
                 raise AlertClosedError("the hold is already closed", code="hold_closed")
+            if status == "released" and hold.scan_id is not None:
+                await self._clear_scan(
+                    conn, hold.site_id, hold.scan_id, principal.key_id, f"hold:{hold_id}"
+                )
         return closed
 
     async def ack_hold(self, sites: list[str], hold_id: uuid.UUID) -> bool:

@@ -223,6 +223,24 @@ async def test_a_cleared_parcels_release_reaches_the_bridge_which_leaves_the_res
         await server.wait_closed()
 
 
+async def test_releasing_a_hold_clears_the_flag_that_raised_it(agw: AlertGateway) -> None:
+    """Police release a held parcel on the holds endpoint: it may leave, and leaving is not
+    counted as dispatched while flagged; a seized one stays flagged."""
+    await agw.set_policy(police=None)
+    outcomes = {}
+    for resolution in ("release", "seize"):
+        wb = waybill()
+        await agw.upload(DARK, wb)
+        _, holds = await agw.call("GET", "/v1/holds", role="station")
+        (hold,) = [h for h in holds["holds"] if h["waybill_no"] == wb]
+        status, _ = await agw.call("POST", f"/v1/holds/{hold['hold_id']}/{resolution}")
+        assert status == 200
+        await agw.events([event("parcel.dispatched", agw.site, wb, soon(60), carrier="SF")])
+        _, parcel = await agw.call("GET", f"/v1/parcels/{wb}", role="station")
+        outcomes[resolution] = "dispatched_while_flagged" in parcel["violations"]
+    assert outcomes == {"release": False, "seize": True}
+
+
 async def test_a_release_is_not_pushed_for_a_hold_no_station_acted_on(
     agw: AlertGateway, pool: asyncpg.Pool[Any]
 ) -> None:
