@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, date, datetime
 
 import asyncpg
 from aiohttp import web
@@ -21,7 +20,6 @@ from screening.api.schemas import (
     ViolationsOut,
 )
 from screening.domain.access import Permission
-from screening.domain.compliance import DEFAULT_TIMEZONE
 from screening.domain.rates import RateCounts
 from screening.errors import BadRequestError
 from screening.services import queries
@@ -45,10 +43,6 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise BadRequestError(f"{name} must be an integer", code="invalid_query") from exc
-
-
-def _today(tz: str = DEFAULT_TIMEZONE) -> date:
-    return datetime.now(ZoneInfo(tz)).date()
 
 
 async def get_parcel(request: web.Request) -> web.Response:
@@ -100,7 +94,7 @@ async def get_rates(request: web.Request) -> web.Response:
         _date_param(request, "from"),
         _date_param(request, "to"),
         request.query.get("group_by", "day"),
-        _today(),
+        datetime.now(UTC),
     )
     out = RatesOut(
         site_id=view.site.site_id,
@@ -132,7 +126,7 @@ async def get_violations(request: web.Request) -> web.Response:
         flow=request.query.get("flow"),
         cursor=request.query.get("cursor"),
         limit=_int_param(request, "limit", 100),
-        today=_today(),
+        now=datetime.now(UTC),
     )
     out = ViolationsOut(
         site_id=site_id,

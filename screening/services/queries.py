@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -85,6 +86,10 @@ async def parcel_status(
     )
 
 
+def _site_today(site: Site, now: datetime) -> date:
+    return now.astimezone(ZoneInfo(site.policy.timezone)).date()
+
+
 def _period(first: date | None, last: date | None, today: date) -> tuple[date, date]:
     last = last or today
     first = first or (last - timedelta(days=29))
@@ -122,13 +127,14 @@ async def site_rates(
     first: date | None,
     last: date | None,
     group_by: str,
-    today: date,
+    now: datetime,
 ) -> RatesView:
+    """The site's rates over [first, last]; an open end is the site's own today (its zone)."""
     if group_by not in ("day", "flow"):
         raise BadRequestError("group_by is day or flow", code="invalid_query")
-    first, last = _period(first, last, today)
     async with pool.acquire() as conn:
         site = await _readable_site(conn, principal, site_id)
+        first, last = _period(first, last, _site_today(site, now))
         rows = await parcel_store.site_rates(conn, site_id, first, last, group_by)
         unbound = await scan_store.unbound_per_day(conn, site_id, first, last, site.policy.timezone)
     total = RateCounts()
@@ -163,7 +169,7 @@ async def site_violations(
     flow: str | None,
     cursor: str | None,
     limit: int,
-    today: date,
+    now: datetime,
 ) -> tuple[list[ViolationRow], str | None]:
     if reason is not None and reason not in {r.value for r in Reason}:
         raise BadRequestError(f"unknown reason {reason!r}", code="invalid_query")
@@ -171,10 +177,10 @@ async def site_violations(
         raise BadRequestError(f"unknown rule {rule!r}", code="invalid_query")
     if not 1 <= limit <= 1000:
         raise BadRequestError("limit is between 1 and 1000", code="invalid_query")
-    first, last = _period(first, last, today)
     after = decode_cursor(cursor) if cursor else None
     async with pool.acquire() as conn:
-        await _readable_site(conn, principal, site_id)
+        site = await _readable_site(conn, principal, site_id)
+        first, last = _period(first, last, _site_today(site, now))
         rows = await parcel_store.list_violations(
             conn,
             site_id,

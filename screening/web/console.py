@@ -187,7 +187,7 @@ async def export_violations(request: web.Request) -> web.StreamResponse:
             last=last,
             cursor=cursor,
             limit=EXPORT_PAGE,
-            today=_today(),
+            now=datetime.now(UTC),
             **filters,
         )
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from screening.services import access
 from tests.conftest import RunningGateway
 from tests.gateway.events import BASE, event, parcel_flow
 
@@ -140,3 +143,14 @@ async def test_violations_are_filtered_and_paged(gateway: RunningGateway) -> Non
     assert len(xray_only["items"]) == 4
     by_reason = await get(gateway, base + "&reason=no_realname")
     assert len(by_reason["items"]) == 3
+
+
+async def test_an_open_period_ends_on_the_sites_own_today(gateway: RunningGateway) -> None:
+    """Without `to`, the rates run to today where the site is, not in Beijing."""
+    site = f"TZ-{uuid.uuid4().hex[:6]}"
+    zone = "Pacific/Kiritimati"  # UTC+14: its today is Beijing's tomorrow for 6 hours a day
+    await access.add_site(gateway.pool, site, "far east", timezone=zone)
+    before = datetime.now(ZoneInfo(zone)).date().isoformat()
+    rates = await get(gateway, f"/v1/sites/{site}/rates", role="admin")
+    after = datetime.now(ZoneInfo(zone)).date().isoformat()
+    assert rates["to"] in (before, after)
