@@ -88,7 +88,7 @@ WITH ev AS (
 SELECT i.site_ids, i.event_ids, i.record_digests,
     (SELECT json_agg(json_build_array(p.site_id, p.waybill_no, p.dispatch_day, p.rate_flow,
                                       p.xray_required, p.realname_ok, p.inspection_ok,
-                                      p.xray_ok, p.compliant, p.problems))
+                                      p.xray_ok, p.compliant, p.problems, p.dispatched_at))
      FROM parcel_keys k,
           LATERAL (SELECT * FROM parcels p
                    WHERE p.site_id = k.site_id AND p.waybill_no = k.waybill_no OFFSET 0) p
@@ -216,6 +216,7 @@ async def insert_events(conn: Conn, prepared: Sequence[PreparedEvent]) -> Insert
             xray_ok,
             compliant,
             problems,
+            datetime.fromisoformat(dispatched_at) if dispatched_at is not None else None,
         )
         for (
             site_id,
@@ -228,6 +229,7 @@ async def insert_events(conn: Conn, prepared: Sequence[PreparedEvent]) -> Insert
             xray_ok,
             compliant,
             problems,
+            dispatched_at,
         ) in json.loads(row["parcels"] or "[]")
     }
     history: dict[ParcelKey, list[ParcelEvent]] = {}

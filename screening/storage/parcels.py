@@ -83,6 +83,7 @@ class StoredParcel:
 
     contribution: tuple[RateKey, RateCounts] | None
     problems: tuple[str, ...]
+    dispatched_at: datetime | None = None  # violation rows carry it (their order and pages)
 
     @property
     def violations(self) -> tuple[str, ...]:
@@ -108,6 +109,7 @@ def stored_parcel(
     xray_ok: bool,
     compliant: bool,
     problems: Iterable[str],
+    dispatched_at: datetime | None = None,
 ) -> StoredParcel:
     """A parcels row's columns as what the parcel contributes to the rollup."""
     contribution = None
@@ -123,12 +125,14 @@ def stored_parcel(
                 xray_required=int(xray_required),
             ),
         )
-    return StoredParcel(contribution, tuple(problems))
+    return StoredParcel(contribution, tuple(problems), dispatched_at)
 
 
 def _violations_moved(old: StoredParcel, new: ParcelStatus) -> bool:
-    return old.contribution != contribution(new) or old.violations != tuple(
-        r.value for r in new.violations
+    return (
+        old.contribution != contribution(new)
+        or old.violations != tuple(r.value for r in new.violations)
+        or (new.dispatched_at is not None and old.dispatched_at != new.dispatched_at)
     )
 
 

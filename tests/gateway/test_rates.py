@@ -154,3 +154,22 @@ async def test_an_open_period_ends_on_the_sites_own_today(gateway: RunningGatewa
     rates = await get(gateway, f"/v1/sites/{site}/rates", role="admin")
     after = datetime.now(ZoneInfo(zone)).date().isoformat()
     assert rates["to"] in (before, after)
+
+
+async def test_a_late_earlier_dispatch_the_same_day_moves_its_violations_time(
+    gateway: RunningGateway,
+) -> None:
+    """Same day and flow, so the rollup does not move; the violation rows' dispatch time
+    (what the list is ordered and paged by) still follows the parcel's."""
+    site, wb = gateway.keys.site, "MV0000000002"
+    await post(gateway, parcel_flow(site, wb, skip=frozenset({"xray"})))
+    path = f"/v1/sites/{site}/violations?from=2026-11-20&to=2026-11-20"
+    items = (await get(gateway, path))["items"]
+    before = {v["dispatched_at"] for v in items if v["waybill_no"] == wb}
+    earlier = BASE + timedelta(minutes=4, seconds=30)  # after the seal, before the dispatch
+    await post(gateway, [event("parcel.dispatched", site, wb, earlier, carrier="SF")])
+    after = [v for v in (await get(gateway, path))["items"] if v["waybill_no"] == wb]
+    assert [v["reason"] for v in after] == ["no_xray"]
+    assert len(before) == 1
+    assert before != {after[0]["dispatched_at"]}
+    assert datetime.fromisoformat(after[0]["dispatched_at"]) == earlier
