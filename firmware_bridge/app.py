@@ -46,7 +46,7 @@ from .frames import (
     Line,
     RequestCalibration,
 )
-from .holds import HoldBook, Release
+from .holds import HoldBook, Release, stop_reason
 from .protocol import Event, FrameDropped, SequenceGap
 from .spool import Spool, SpoolRecord
 from .uplink import (
@@ -102,6 +102,7 @@ class BridgeStats:
     lines_per_s: float = 0.0
     failed_tasks: list[str] = field(default_factory=list)
     assembly_errors: int = 0
+    event_errors: int = 0  # scanner events that failed for a reason nobody foresaw
 
 
 class Bridge:
@@ -251,9 +252,20 @@ class Bridge:
         except AssemblyError as exc:
             # a scanner contradicting its own HELLO: drop what does not fit, keep the link
             self.stats.assembly_errors += 1
-            if self.stats.assembly_errors <= 10 or self.stats.assembly_errors % 1000 == 0:
+            if _worth_logging(self.stats.assembly_errors):
                 log.warning(
                     "scanner data rejected (%d so far): %s", self.stats.assembly_errors, exc
+                )
+        except Exception:
+            # One odd event must not end the scanner input (and with it every later parcel):
+            # drop it, alarm, keep the link. The assembler drops a parcel it cannot image.
+            self.stats.event_errors += 1
+            if _worth_logging(self.stats.event_errors):
+                log.critical(
+                    "ALARM scanner event %s dropped (%d so far)",
+                    type(event).__name__,
+                    self.stats.event_errors,
+                    exc_info=True,
                 )
 
     def _dispatch(self, event: Event) -> None:
@@ -356,8 +368,16 @@ class Bridge:
         if self._stopped_for_spool:
             self._stopped_for_spool = False
             self.stats.spool_full = False
-            log.warning("spool has room again: restarting the belt")
-            self._command(BeltStart())
+            if self.hold_book.keeps_belt_stopped:
+                # a hold stopped it too: only a person restarts it (PROTOCOL.md, "Hold release")
+                log.warning(
+                    "spool has room again; the belt stays stopped for hold(s) %s: "
+                    "OPERATOR restarts it",
+                    ", ".join(self.hold_book.open) or "released since",
+                )
+            else:
+                log.warning("spool has room again: restarting the belt")
+                self._command(BeltStart())
 
     # -- holds ---------------------------------------------------------------------------------
 
@@ -383,14 +403,16 @@ class Bridge:
     async def _on_hold(self, order: HoldOrder) -> None:
         self.stats.holds += 1
         self.hold_book.hold(order.hold_id, order.waybill_no)
-        await self._save_hold_book()
         log.warning("HOLD %s for waybill %s: %s", order.hold_id, order.waybill_no, order.reason)
-        self._command(BeltStop(f"hold {order.hold_id}"[:200]))
+        # The belt stops first: a spool or disk error below must not leave it running. If the
+        # book cannot be saved the hold is not acked, and the gateway sends it again.
+        self._command(BeltStop(stop_reason(order.hold_id)))
         try:
             self._command(Hold(order.waybill_no, order.hold_id))
         except LocalProtocolError as exc:
             # the belt is stopped; the operator finds the parcel from the alarm
             log.critical("ALARM hold %s cannot be sent to the scanner: %s", order.hold_id, exc)
+        await self._save_hold_book()
 
     async def _on_release(self, order: HoldReleaseOrder) -> None:
         """The gateway closed a hold. Shown, never acted on at the belt: a conveyor stopped for a
@@ -510,6 +532,11 @@ class Bridge:
         port = self._runner.addresses[0][1]
         self.status_url = f"http://{self.config.status_host}:{port}/status"
         log.info("status endpoint %s", self.status_url)
+
+
+def _worth_logging(count: int) -> bool:
+    # the first few, then one in a thousand: a broken scanner can repeat a fault at line rate
+    return count <= 10 or count % 1000 == 0
 
 
 def _encode(scan: ParcelScan | VideoScan, *, site_id: str, scanner_id: str | None) -> SpoolRecord:

@@ -29,6 +29,9 @@ def scan_id_for(device_id: str, boot_id: int, first_line: int) -> str:
 
 
 AIR_DRIFT: Final = 0.02  # relative air-level change that re-derives the segmentation threshold
+# LINE carries a u64 index, but one line per 4 ms reaches 2**63 only after a billion years: a
+# larger index is corrupt or hostile, and would overflow the int64 arithmetic of the image fill.
+MAX_LINE_INDEX: Final = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,7 @@ class Assembler:
         self._dark: list[F32Array] = []
         self._air: list[F32Array] = []
         self._pixels = 0  # 0 until calibrated
+        self._geometry: tuple[int, int] | None = None  # (pixels, channels) of the calibration
         self._threshold_air: F32Array = np.zeros(0, np.float32)
         self._bin = 1
         self._bin_dark: F32Array = np.zeros(0, np.float32)
@@ -183,6 +187,11 @@ class Assembler:
             raise AssemblyError(
                 f"CALIBRATION has {pixels} px, HELLO said {self.hello.pixels_per_line}"
             )
+        geometry = (pixels, 2 if cal.dark_low else 1)
+        if self._geometry is not None and geometry != self._geometry:
+            # lines held under the old geometry cannot stack with new ones into one image
+            self._abandon_open(replay=False)
+        self._geometry = geometry
         dark = [np.frombuffer(cal.dark_high, "<u2").astype(np.float32)]
         air = [np.frombuffer(cal.air_high, "<u2").astype(np.float32)]
         if cal.dark_low:
@@ -235,6 +244,15 @@ class Assembler:
         high = np.frombuffer(line.high, "<u2")
         if high.shape[0] != self._pixels:
             raise AssemblyError(f"LINE of {high.shape[0]} px, calibrated for {self._pixels}")
+        channels, calibrated = (2 if line.low else 1), len(self._dark)
+        if channels != calibrated:
+            # one parcel's lines must stack into one image per energy
+            raise AssemblyError(
+                f"LINE {line.line_index} has {channels} energy channel(s), "
+                f"calibrated for {calibrated}"
+            )
+        if line.line_index > MAX_LINE_INDEX:
+            raise AssemblyError(f"LINE line index {line.line_index} is beyond {MAX_LINE_INDEX}")
         out: list[Output] = []
         index = line.line_index
         last = self._last_index

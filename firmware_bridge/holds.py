@@ -10,6 +10,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
+
+# BELT_STOP's reason is a protocol string of at most 255 UTF-8 bytes (PROTOCOL.md, "Messages");
+# the gateway's hold id has no such bound, and may be anything.
+STOP_REASON_ID_CHARS: Final = 64
+
+
+def stop_reason(hold_id: str) -> str:
+    """The BELT_STOP reason for a hold: ASCII (one byte a character) and bounded, so any hold id
+    fits the frame; the full id is in the log and on ``/status``."""
+    safe = hold_id.encode("ascii", "backslashreplace").decode("ascii")
+    return f"hold {safe[:STOP_REASON_ID_CHARS]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +54,12 @@ class HoldBook:
     @property
     def restart_allowed(self) -> bool:
         return self.belt_stopped and not self.open
+
+    @property
+    def keeps_belt_stopped(self) -> bool:
+        """A hold stopped the belt and no person has restarted it since, or a hold is still
+        open: nothing but an operator may start the belt (PROTOCOL.md, "Hold release")."""
+        return self.belt_stopped or bool(self.open)
 
     def restarted(self) -> None:
         self.belt_stopped = False

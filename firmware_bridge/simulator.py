@@ -110,6 +110,7 @@ class SimulatorState:
     sessions: int = 0
     replays: int = 0
     stops: int = 0
+    starts: int = 0  # BELT_STARTs received
 
 
 class VirtualScanner:
@@ -342,6 +343,7 @@ class VirtualScanner:
                     self._set_belt(proto, wire, running=False, reason=BeltReason.HOLD)
                 elif isinstance(event, BeltStart):
                     st.commanded_stop = False
+                    st.starts += 1
                     self._set_belt(proto, wire, running=True, reason=BeltReason.COMMAND)
                 elif isinstance(event, RequestCalibration):
                     wire(proto.send(self._calibration(), time.monotonic()))

@@ -5,7 +5,8 @@ Contract (see PROTOCOL.md, "Gateway"):
 * ``POST {gateway}/v1/scans``, ``Authorization: Bearer <key>``, multipart parts ``metadata``
   (JSON), ``image`` (PNG RGB), ``high`` / ``low`` (PNG 16-bit attenuation).
   201 accepted, 200 duplicate -> done; 409 conflict and other 4xx -> dead + alarm;
-  503 -> retry after ``Retry-After``; other 5xx and connection errors -> retry with backoff.
+  503 -> retry after ``Retry-After`` (at most the backoff maximum); other 5xx, connection errors
+  and anything unforeseen in one attempt -> retry with backoff.
 * ``GET {gateway}/v1/stations/stream`` (WebSocket): ``{"type": "hold", ...}`` in,
   ``{"type": "hold.ack", "hold_id": ...}`` out; ``{"type": "hold.release", ...}`` in,
   ``{"type": "hold.release.ack", "release_id": ...}`` out.
@@ -107,7 +108,9 @@ class GatewayClient:
             async with self._session.post(
                 f"{self.gateway}/v1/scans", data=form, headers=self._headers, timeout=self._timeout
             ) as resp:
-                text = await resp.text()
+                # Bytes, decoded leniently: an error page from a proxy in front of the gateway
+                # may be in any charset, and is only ever shown in a log line.
+                text = (await resp.read()).decode("utf-8", errors="replace")
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -132,7 +135,7 @@ class GatewayClient:
 def _json_or_text(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         return {"detail": text[:500]}
     return value if isinstance(value, dict) else {"detail": value}
 
@@ -212,19 +215,24 @@ class Forwarder:
             return
         await self._send(record)
 
+    def _delay(self, exc: TransientUploadError, attempts: int) -> float:
+        if exc.retry_after is None:
+            return self._backoff(attempts)
+        # a gateway (or a proxy) asking for 1e9 s or inf must not park the scan for good
+        return min(exc.retry_after, self.backoff_max)
+
+    async def _retry(self, record: SpoolRecord, error: str, delay: float) -> None:
+        self.stats.retries += 1
+        self.stats.last_error = error
+        await asyncio.to_thread(self.spool.mark_retry, record.scan_id, error, self._clock() + delay)
+
     async def _send(self, record: SpoolRecord) -> None:
         try:
             result = await self.client.upload(record)
         except TransientUploadError as exc:
-            delay = (
-                exc.retry_after if exc.retry_after is not None else self._backoff(record.attempts)
-            )
-            self.stats.retries += 1
-            self.stats.last_error = str(exc)
+            delay = self._delay(exc, record.attempts)
             log.warning("scan %s: %s; retry in %.1f s", record.scan_id, exc, delay)
-            await asyncio.to_thread(
-                self.spool.mark_retry, record.scan_id, str(exc), self._clock() + delay
-            )
+            await self._retry(record, str(exc), delay)
         except PermanentUploadError as exc:
             self.stats.dead += 1
             self.stats.last_error = str(exc)
@@ -232,6 +240,17 @@ class Forwarder:
             await asyncio.to_thread(self.spool.mark_dead, record.scan_id, str(exc), self._clock())
             if self._on_dead is not None:
                 self._on_dead(record.scan_id, str(exc))
+        except Exception as exc:
+            # Unforeseen (a bug, an odd answer): the scan is safe in the spool, so this attempt
+            # counts as transient; ending the forwarder would strand every later scan.
+            delay = self._backoff(record.attempts)
+            log.error(
+                "scan %s: upload failed unexpectedly; retry in %.1f s",
+                record.scan_id,
+                delay,
+                exc_info=True,
+            )
+            await self._retry(record, f"unexpected: {exc!r}", delay)
         else:
             if result.get("result") == "duplicate":
                 self.stats.duplicates += 1
@@ -284,6 +303,7 @@ class HoldListener:
         self.connected = False
         self.holds_received = 0
         self.releases_received = 0
+        self.failures = 0  # orders that could not be applied (not acked: the gateway re-sends)
 
     async def run(self) -> None:
         delay = self.backoff_initial
@@ -309,7 +329,7 @@ class HoldListener:
     async def _handle(self, ws: aiohttp.ClientWebSocketResponse, data: str) -> None:
         try:
             msg = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             log.warning("hold stream: not JSON: %.200s", data)
             return
         if isinstance(msg, dict) and msg.get("type") == "hold.release":
@@ -322,8 +342,9 @@ class HoldListener:
             log.error("hold stream: malformed hold %.200s", data)
             return
         self.holds_received += 1
-        await self._on_hold(HoldOrder(hold_id, waybill, str(msg.get("reason", ""))))
-        await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": hold_id}))
+        order = HoldOrder(hold_id, waybill, str(msg.get("reason", "")))
+        if await self._apply(self._on_hold(order), hold_id):
+            await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": hold_id}))
 
     async def _handle_release(
         self, ws: aiohttp.ClientWebSocketResponse, msg: dict[str, Any]
@@ -335,6 +356,23 @@ class HoldListener:
             return
         self.releases_received += 1
         order = HoldReleaseOrder(str(release_id), str(hold_id), str(waybill), str(resolution))
-        if self._on_release is not None:
-            await self._on_release(order)
+        if self._on_release is not None and not await self._apply(
+            self._on_release(order), order.release_id
+        ):
+            return
         await ws.send_str(json.dumps({"type": "hold.release.ack", "release_id": order.release_id}))
+
+    async def _apply(self, handling: Awaitable[None], order_id: str) -> bool:
+        """Await one order's handler; False (and no ack) when it failed. One order that cannot
+        be applied must not end the stream that carries every later hold."""
+        try:
+            await handling
+        except Exception:
+            self.failures += 1
+            log.critical(
+                "ALARM hold stream: order %.80s not applied (not acked; the gateway re-sends it)",
+                order_id,
+                exc_info=True,
+            )
+            return False
+        return True

@@ -38,6 +38,8 @@ class FakeGateway:
     conflicts: int = 0
     overload_next: int = 0  # answer this many POSTs with 503 + Retry-After
     fail_next: int = 0  # answer this many POSTs with 500
+    bad_gateway_next: int = 0  # answer this many POSTs with a proxy's 502 page in GBK
+    retry_after: str = "0"  # the Retry-After sent with each 503
     acks: list[str] = field(default_factory=list)
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     runner: web.AppRunner | None = None
@@ -77,10 +79,15 @@ class FakeGateway:
         if self.fail_next > 0:
             self.fail_next -= 1
             return problem(500, "internal", "database unavailable")
+        if self.bad_gateway_next > 0:
+            self.bad_gateway_next -= 1
+            # a reverse proxy's error page: not JSON, not UTF-8, and no charset declared
+            page = "<html><body><h1>502 网关错误</h1></body></html>".encode("gbk")
+            return web.Response(status=502, body=page, content_type="text/html")
         if self.overload_next > 0:
             self.overload_next -= 1
             resp = problem(503, "overloaded", "inference busy")
-            resp.headers["Retry-After"] = "0"
+            resp.headers["Retry-After"] = self.retry_after
             return resp
         parts: dict[str, bytes] = {}
         types: dict[str, str] = {}

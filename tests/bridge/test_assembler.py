@@ -25,6 +25,7 @@ from firmware_bridge.colour import (
     pseudo_colour,
     to_u16,
 )
+from firmware_bridge.errors import AssemblyError
 from firmware_bridge.frames import Barcode, Calibration, Hello, Line
 from firmware_bridge.phantoms import MATERIALS, DetectorModel
 
@@ -35,13 +36,14 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 class Belt:
     """Turns transmission rows into LINE messages from a simulated detector."""
 
-    def __init__(self, seed: int = 0) -> None:
-        self.det = DetectorModel.create(W, seed)
+    def __init__(self, seed: int = 0, width: int = W) -> None:
+        self.width = width
+        self.det = DetectorModel.create(width, seed)
         self.rng = np.random.default_rng(seed)
         self.index = 0
 
     def hello(self) -> Hello:
-        return Hello("DEV", "v", "f", W, 16, 1000, 250_000, 2, 99)
+        return Hello("DEV", "v", "f", self.width, 16, 1000, 250_000, 2, 99)
 
     def calibration(self) -> Calibration:
         d = self.det
@@ -62,11 +64,11 @@ class Belt:
         return out
 
     def air(self, n: int) -> list[Line]:
-        return self.lines(np.ones((n, W)))
+        return self.lines(np.ones((n, self.width)))
 
     def slab(self, n: int, material: str, mm: float, x0: int = 20, x1: int = 70) -> list[Line]:
         mu_h, mu_l = MATERIALS[material]
-        t_h, t_l = np.ones((n, W)), np.ones((n, W))
+        t_h, t_l = np.ones((n, self.width)), np.ones((n, self.width))
         t_h[:, x0:x1] = np.exp(-mu_h * mm)
         t_l[:, x0:x1] = np.exp(-mu_l * mm)
         return self.lines(t_h, t_l)
@@ -167,6 +169,63 @@ def test_lost_lines_are_filled_and_counted() -> None:
     got = scans(feed(asm, lines))
     assert got[0].missing_lines == 3
     assert got[0].line_count == 48
+
+
+def test_a_line_with_the_wrong_number_of_energy_channels_is_rejected() -> None:
+    asm, belt = ready()  # calibrated dual-energy
+    out = feed(asm, belt.air(50))
+    rejected = 0
+    for i, line in enumerate(belt.slab(40, "organic", 50)):
+        if i % 2:
+            line = Line(line.line_index, line.belt_position_um, line.high)  # high energy only
+            with pytest.raises(AssemblyError, match="has 1 energy channel"):
+                asm.on_line(line, NOW)
+            rejected += 1
+        else:
+            out += asm.on_line(line, NOW)
+    got = scans(out + feed(asm, belt.air(50)))
+    assert rejected == 20
+    assert len(got) == 1  # built from the lines that fit, the others counted as missing
+    assert got[0].missing_lines > 0
+    assert got[0].low.shape == got[0].high.shape
+
+
+def test_a_dual_energy_line_is_rejected_on_a_single_energy_calibration() -> None:
+    belt = Belt()
+    asm = Assembler()
+    cal = belt.calibration()
+    asm.on_calibration(Calibration(cal.dark_high, cal.air_high))
+    with pytest.raises(AssemblyError, match="has 2 energy channel"):
+        asm.on_line(belt.air(1)[0], NOW)
+
+
+def test_a_new_detector_geometry_mid_parcel_discards_the_open_parcel() -> None:
+    asm, belt = ready()
+    out = feed(asm, belt.air(50) + belt.slab(21, "organic", 50))  # 25 open lines of 96 px
+    narrow = Belt(width=64)
+    narrow.index = belt.index
+    out += asm.on_hello(narrow.hello())  # same device and boot, reconfigured to 64 px
+    out += feed(asm, narrow.air(1))
+    asm.on_calibration(narrow.calibration())
+    out += feed(asm, narrow.slab(30, "organic", 50, 10, 50) + narrow.air(50))
+    assert LinesUncalibrated(1) in out
+    assert asm.stats.fragments == 1  # the 96-px half parcel: it cannot stack with 64-px lines
+    # no leading margin: the air before it came while uncalibrated
+    assert [(s.pixels_per_line, s.line_count) for s in scans(out)] == [(64, 30 + 4)]
+
+
+def test_line_indices_beyond_the_signed_64_bit_range_are_rejected() -> None:
+    asm, belt = ready()
+    feed(asm, belt.air(50))
+    belt.index = 2**63
+    hostile = belt.air(50) + belt.slab(40, "organic", 50) + belt.air(50)
+    del hostile[70]  # a missing line: the fill would compute with these indices
+    for line in hostile:
+        with pytest.raises(AssemblyError, match="line index"):
+            asm.on_line(line, NOW)
+    belt.index = 50  # the real stream goes on where it was
+    got = scans(feed(asm, belt.slab(40, "organic", 50) + belt.air(50)))
+    assert [(s.first_line, s.line_count) for s in got] == [(46, 48)]
 
 
 def test_dust_is_discarded_and_reported() -> None:

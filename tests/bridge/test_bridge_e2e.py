@@ -8,12 +8,19 @@ from pathlib import Path
 import aiohttp
 import cv2
 import numpy as np
+import pytest
 
 from firmware_bridge.app import Bridge
+from firmware_bridge.assembler import Assembler
 from firmware_bridge.colour import from_u16
+from firmware_bridge.errors import SpoolError
+from firmware_bridge.frames import Barcode, Heartbeat, Line, Message
+from firmware_bridge.protocol import LinkProtocol, Role
+from firmware_bridge.spool import Spool
 
 from .conftest import PIXELS, bridge_config, fast_scanner, wait_until
 from .fake_gateway import KEY, FakeGateway
+from .test_assembler import Belt
 
 
 async def test_parcels_flow_from_scanner_lines_to_gateway_scans(
@@ -288,6 +295,168 @@ async def test_scanner_keeps_its_line_rate(gateway: FakeGateway, tmp_path: Path)
         start = bridge.stats.lines
         await asyncio.sleep(1.0)
         assert 400 <= bridge.stats.lines - start <= 600
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_hold_with_a_long_multibyte_id_still_stops_the_belt_and_later_holds_work(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    hold_id = "扣" * 85  # 255 UTF-8 bytes: fits HOLD, but "hold <id>" would not fit BELT_STOP
+    scanner = fast_scanner(parcels=50, rate=500.0)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "spool.db"))
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(gateway.sockets) == 1 and scanner.state.belt_running)
+        await gateway.push_hold(hold_id, "SF001000000003")
+        await wait_until(lambda: gateway.acks == [hold_id] and bool(scanner.state.holds))
+        assert scanner.state.stops >= 1
+        assert scanner.state.holds[0].hold_id == hold_id
+        assert not scanner.state.belt_running
+        await gateway.push_hold("hold-2", "SF001000000004")
+        await wait_until(lambda: gateway.acks == [hold_id, "hold-2"])
+        assert [h.hold_id for h in scanner.state.holds] == [hold_id, "hold-2"]
+        assert bridge.stats.failed_tasks == []
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_belt_stops_for_a_hold_even_when_the_hold_book_cannot_be_saved(
+    gateway: FakeGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scanner = fast_scanner(parcels=50, rate=500.0)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "spool.db"))
+    save = Spool.put_state
+    disk_ok = False
+
+    def put_state(spool: Spool, key: str, value: str) -> None:
+        if not disk_ok:
+            raise SpoolError("disk I/O error")
+        save(spool, key, value)
+
+    monkeypatch.setattr(Spool, "put_state", put_state)
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(gateway.sockets) == 1 and scanner.state.belt_running)
+        await gateway.push_hold("hold-d", "SF001000000005")
+        await wait_until(lambda: bool(scanner.state.holds) and not scanner.state.belt_running)
+        await asyncio.sleep(0.1)
+        assert gateway.acks == []  # not recorded, so not acknowledged: the gateway re-sends it
+        disk_ok = True
+        await gateway.push_hold("hold-d", "SF001000000005")
+        await wait_until(lambda: gateway.acks == ["hold-d"])
+        assert bridge.stats.failed_tasks == []
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def serve_script(messages: list[Message]) -> asyncio.Server:
+    """A scanner that sends ``messages`` once, then heartbeats, over a real socket."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        proto = LinkProtocol(Role.SCANNER)
+        clock = asyncio.get_running_loop().time
+        writer.write(b"".join(proto.send(m, clock()) for m in messages))
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), 0.5)
+                except TimeoutError:
+                    writer.write(proto.send(Heartbeat(0, 0), clock()))
+                    continue
+                if not data:
+                    return
+                proto.receive_data(data, clock())
+                writer.write(proto.data_to_send())
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_hostile_scanner_lines_are_dropped_and_a_later_parcel_still_goes_through(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    belt = Belt()
+    script: list[Message] = [belt.hello(), belt.calibration(), *belt.air(50)]
+    # a parcel whose lines switch between dual- and single-energy
+    mixed = belt.slab(40, "organic", 50)
+    script += [Line(ln.line_index, ln.belt_position_um, ln.high) if i % 2 else ln
+               for i, ln in enumerate(mixed)]
+    script += belt.air(50)
+    # line indices past 2**63 with a line missing inside a parcel
+    belt.index = 2**63 + 10
+    huge = belt.air(50) + belt.slab(40, "organic", 50) + belt.air(50)
+    del huge[70]
+    script += [Line(ln.line_index, 0, ln.high, ln.low) for ln in huge]  # u64 belt position
+    # then a good parcel with its waybill
+    belt.index = 10_000
+    script += belt.air(50)
+    script.append(Barcode(belt.index, 1, "SF-GOOD"))
+    script += belt.slab(40, "organic", 50) + belt.air(50)
+    server = await serve_script(script)
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "s.db", holds=False))
+    await bridge.start()
+    try:
+        await wait_until(
+            lambda: any(m["waybill_no"] == "SF-GOOD" for m in gateway.scans.values())
+            or bool(bridge.stats.failed_tasks)
+        )
+        assert bridge.stats.failed_tasks == []
+        assert bridge.stats.assembly_errors == 20 + 139  # the single-energy and the huge lines
+        assert bridge.stats.event_errors == 0  # rejected as bad data, not by the last resort
+        good = next(m for m in gateway.scans.values() if m["waybill_no"] == "SF-GOOD")
+        assert good["line_count"] == 48
+        assert bridge.link is not None
+        assert bridge.link.connects == 1  # the link never dropped
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_unforeseen_error_on_one_scanner_event_drops_only_that_event(
+    gateway: FakeGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_barcode = Assembler.on_barcode
+    calls = 0
+
+    def first_barcode_fails(asm: Assembler, barcode: Barcode) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug nobody foresaw")
+        on_barcode(asm, barcode)
+
+    monkeypatch.setattr(Assembler, "on_barcode", first_barcode_fails)
+    scanner = fast_scanner(parcels=3)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "s.db", holds=False))
+    await bridge.start()
+    try:
+        await wait_until(lambda: len(gateway.scans) == 3 or bool(bridge.stats.failed_tasks))
+        assert bridge.stats.failed_tasks == []
+        assert bridge.stats.event_errors == 1
+        done = scanner.state.parcels_done
+        # the first parcel's waybill read was the event dropped: that scan is unbound
+        assert sorted(m["waybill_no"] or "" for m in gateway.scans.values()) == [
+            "",
+            done[1].waybill_no,
+            done[2].waybill_no,
+        ]
     finally:
         await bridge.stop()
         server.close()

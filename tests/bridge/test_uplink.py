@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from firmware_bridge.app import Bridge
 from firmware_bridge.spool import Spool, SpoolRecord
-from firmware_bridge.uplink import Forwarder, GatewayClient
+from firmware_bridge.uplink import Forwarder, GatewayClient, HoldListener, HoldOrder
 
 from .conftest import bridge_config, fast_scanner, wait_until
 from .fake_gateway import KEY, FakeGateway
@@ -34,14 +35,17 @@ def record(scan_id: str, waybill: str = "SF1") -> SpoolRecord:
     return SpoolRecord(scan_id, meta, PNG_1PX)
 
 
-async def forward_all(spool: Spool, gateway: FakeGateway) -> Forwarder:
+async def forward_all(
+    spool: Spool, gateway: FakeGateway, client: type[GatewayClient] = GatewayClient
+) -> Forwarder:
     async with aiohttp.ClientSession() as session:
         fwd = Forwarder(
-            spool, GatewayClient(session, gateway.url, KEY), backoff_initial=0.01, backoff_max=0.05
+            spool, client(session, gateway.url, KEY), backoff_initial=0.01, backoff_max=0.05
         )
         task = asyncio.get_running_loop().create_task(fwd.run())
         try:
-            await wait_until(lambda: spool.depth().pending == 0, within=10)
+            await wait_until(lambda: spool.depth().pending == 0 or task.done(), within=10)
+            assert not task.done(), task.exception()
         finally:
             task.cancel()
     return fwd
@@ -121,3 +125,117 @@ async def test_full_spool_stops_the_belt_until_the_gateway_catches_up(tmp_path: 
         await gateway.stop()
         server.close()
         await server.wait_closed()
+
+
+async def test_an_undecodable_502_page_is_retried_and_the_scan_delivered(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    gateway.bad_gateway_next = 2  # a proxy's GBK error page while the gateway restarts
+    spool = Spool(tmp_path / "a.db")
+    spool.put(record("00000000-0000-5000-8000-000000000004"), time.time())
+    fwd = await forward_all(spool, gateway)
+    assert fwd.stats.retries == 2
+    assert fwd.stats.uploaded == 1
+    assert "00000000-0000-5000-8000-000000000004" in gateway.scans
+    assert spool.depth().dead == 0
+
+
+class _FlakyClient(GatewayClient):
+    """The real client, but its first upload fails in a way no one planned for."""
+
+    failed = False
+
+    async def upload(self, record: SpoolRecord) -> dict[str, object]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug below the client, once")
+        return await super().upload(record)
+
+
+async def test_an_unexpected_error_in_one_upload_is_retried_not_fatal(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "a.db")
+    spool.put(record("00000000-0000-5000-8000-000000000005"), time.time())
+    fwd = await forward_all(spool, gateway, _FlakyClient)
+    assert fwd.stats.retries == 1
+    assert fwd.stats.last_error is not None
+    assert "RuntimeError" in fwd.stats.last_error
+    assert fwd.stats.uploaded == 1
+    assert "00000000-0000-5000-8000-000000000005" in gateway.scans
+
+
+@pytest.mark.parametrize("retry_after", ["1e9", "inf"])
+async def test_retry_after_is_capped_at_the_backoff_maximum(
+    gateway: FakeGateway, tmp_path: Path, retry_after: str
+) -> None:
+    gateway.overload_next = 1
+    gateway.retry_after = retry_after  # would park the scan for 30 years, or for ever
+    spool = Spool(tmp_path / "a.db")
+    spool.put(record("00000000-0000-5000-8000-000000000006"), time.time())
+    fwd = await forward_all(spool, gateway)  # backoff_max 0.05 s
+    assert fwd.stats.retries == 1
+    assert fwd.stats.uploaded == 1
+
+
+async def test_a_drained_spool_never_restarts_a_belt_that_a_hold_stopped(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    gateway.fail_next = 1_000_000  # the gateway answers 500 until told otherwise
+    scanner = fast_scanner(parcels=5, rate=1500.0)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "s.db", max_spool_scans=2))
+    await bridge.start()
+    try:
+        await wait_until(lambda: bridge.stats.spool_full and not scanner.state.belt_running)
+        assert len(gateway.sockets) == 1
+        await gateway.push_hold("hold-s", "SF001000000001")
+        await wait_until(lambda: gateway.acks == ["hold-s"] and bool(scanner.state.holds))
+        gateway.fail_next = 0  # the spool drains and has room again
+        await wait_until(lambda: not bridge.stats.spool_full)
+        await asyncio.sleep(0.3)  # a BELT_START would have reached the scanner by now
+        assert scanner.state.starts == 0
+        assert not scanner.state.belt_running
+        status = await bridge.status()
+        assert status["open_holds"] == [{"hold_id": "hold-s", "waybill_no": "SF001000000001"}]
+        # the gateway releases the hold; still only a person restarts the belt
+        await gateway.push_release("rel-s", "hold-s", "SF001000000001")
+        await wait_until(lambda: gateway.acks == ["hold-s", "rel-s"])
+        await asyncio.sleep(0.1)
+        assert scanner.state.starts == 0
+        bridge.resume_belt("operator")
+        await wait_until(
+            lambda: len(gateway.scans) == 5 and len(scanner.state.parcels_done) == 5, within=20
+        )
+        assert scanner.state.starts == 1
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_hold_that_fails_to_apply_is_not_acked_and_the_stream_goes_on(
+    gateway: FakeGateway,
+) -> None:
+    applied: list[str] = []
+
+    async def on_hold(order: HoldOrder) -> None:
+        if order.hold_id == "h-bad":
+            raise RuntimeError("cannot apply this one")
+        applied.append(order.hold_id)
+
+    async with aiohttp.ClientSession() as session:
+        listener = HoldListener(session, gateway.url, KEY, on_hold)
+        task = asyncio.get_running_loop().create_task(listener.run())
+        try:
+            await wait_until(lambda: listener.connected and len(gateway.sockets) == 1)
+            await gateway.push_hold("h-bad", "SF1")
+            await gateway.push_hold("h-good", "SF2")
+            await wait_until(lambda: gateway.acks == ["h-good"] or task.done())
+            assert not task.done()
+            assert applied == ["h-good"]  # and h-bad was not acked: the gateway sends it again
+            assert listener.failures == 1
+            assert len(gateway.sockets) == 1  # the same connection carried on
+        finally:
+            task.cancel()
