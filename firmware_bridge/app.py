@@ -136,6 +136,7 @@ class Bridge:
         self._runner: web.AppRunner | None = None
         self._calibration_requested = False
         self._stopped_for_spool = False
+        self._restart_when_room = False  # an operator restarted the belt while the spool was full
         self._rate_mark = (time.monotonic(), 0)
         self.status_url: str | None = None
         self.hold_book = self._load_hold_book()
@@ -368,7 +369,8 @@ class Bridge:
         if self._stopped_for_spool:
             self._stopped_for_spool = False
             self.stats.spool_full = False
-            if self.hold_book.keeps_belt_stopped:
+            operator_asked, self._restart_when_room = self._restart_when_room, False
+            if self.hold_book.keeps_belt_stopped and not operator_asked:
                 # a hold stopped it too: only a person restarts it (PROTOCOL.md, "Hold release")
                 log.warning(
                     "spool has room again; the belt stays stopped for hold(s) %s: "
@@ -435,10 +437,17 @@ class Bridge:
         )
 
     def resume_belt(self, reason: str = "operator") -> None:
-        """The operator has taken the held parcel aside: restart the belt (BELT_START)."""
-        log.warning("belt restarted by %s", reason)
+        """The operator has taken the held parcel aside: restart the belt (BELT_START), or,
+        while the spool is full, as soon as it has room."""
         self.hold_book.restarted()
         self.spool.put_state(HOLD_BOOK_KEY, self.hold_book.to_json())  # an operator's action
+        if self._stopped_for_spool:
+            # Running now would only pile scans up in memory: the belt starts once the spool
+            # has room (``_store``), as the operator asked.
+            log.warning("belt restart by %s deferred: the spool is full", reason)
+            self._restart_when_room = True
+            return
+        log.warning("belt restarted by %s", reason)
         self._command(BeltStart())
 
     # -- status --------------------------------------------------------------------------------

@@ -215,6 +215,34 @@ async def test_a_drained_spool_never_restarts_a_belt_that_a_hold_stopped(
         await server.wait_closed()
 
 
+async def test_an_operator_restart_while_the_spool_is_full_waits_for_room(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    gateway.fail_next = 1_000_000
+    scanner = fast_scanner(parcels=5, rate=1500.0)
+    server = await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "s.db", max_spool_scans=2))
+    await bridge.start()
+    try:
+        await wait_until(lambda: gateway.sockets and bridge.stats.spool_full)
+        await gateway.push_hold("hold-f", "SF001000000001")
+        await wait_until(lambda: gateway.acks == ["hold-f"])
+        bridge.resume_belt("operator")  # the hold is dealt with, but there is no room
+        await asyncio.sleep(0.3)
+        assert scanner.state.starts == 0
+        assert not scanner.state.belt_running
+        gateway.fail_next = 0
+        await wait_until(
+            lambda: len(gateway.scans) == 5 and len(scanner.state.parcels_done) == 5, within=20
+        )
+        assert scanner.state.starts >= 1  # started by the spool's room, as the operator asked
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_hold_that_fails_to_apply_is_not_acked_and_the_stream_goes_on(
     gateway: FakeGateway,
 ) -> None:
