@@ -249,12 +249,19 @@ class ReviewService:
     async def _clear(
         self, conn: Any, item: ReviewItem, reviewer: str, now: datetime
     ) -> uuid.UUID | None:
+        police_decide = False
         if item.waybill_no:
             await lock_parcel(conn, item.site_id, item.waybill_no)
-            await store.close_parcel_hold(
-                conn, item.site_id, item.waybill_no, "released", now, reviewer
+            # Police already alerted on this parcel decide its release (closing the alert):
+            # a reviewer's clear must not let it go while they may be on their way.
+            police_decide = await store.parcel_has_open_alert(
+                conn, item.site_id, item.waybill_no
             )
-        if item.event_id is not None:
+            if not police_decide:
+                await store.close_parcel_hold(
+                    conn, item.site_id, item.waybill_no, "released", now, reviewer
+                )
+        if item.event_id is not None and not police_decide:
             await append_review_event(
                 conn,
                 self._vault,

@@ -709,6 +709,17 @@ async def close_hold(
     return None if row is None else _hold(row)
 
 
+PARCEL_HAS_OPEN_ALERT = """
+SELECT EXISTS (SELECT 1 FROM alerts
+               WHERE site_id = $1 AND waybill_no = $2 AND status <> 'closed')
+"""
+
+
+async def parcel_has_open_alert(conn: Conn, site_id: str, waybill_no: str) -> bool:
+    """Whether police hold an alert on the parcel that they have not closed."""
+    return bool(await conn.fetchval(PARCEL_HAS_OPEN_ALERT, site_id, waybill_no))
+
+
 async def close_parcel_hold(
     conn: Conn, site_id: str, waybill_no: str, status: str, now: datetime, actor: str
 ) -> Hold | None:

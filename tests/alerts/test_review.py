@@ -152,6 +152,31 @@ async def test_a_cleared_flag_lets_the_parcel_leave_compliantly(agw: AlertGatewa
     assert len(reviewed) == 2  # the scan, and the appended review outcome
 
 
+async def test_a_reviewer_clear_leaves_a_parcel_police_were_alerted_to_with_them(
+    agw: AlertGateway,
+) -> None:
+    await agw.set_policy(police=0.5)  # the flag reaches police at once
+    wb = waybill()
+    await agw.upload(DARK, wb)
+    (alert,) = await agw.alerts_of_site()
+    _, item = await next_item(agw)
+    status, _ = await decide(agw, item["item_id"], "clear")
+    assert status == 200
+    _, holds = await agw.call("GET", "/v1/holds", role="station")
+    assert [h["status"] for h in holds["holds"] if h["waybill_no"] == wb] == ["open"]
+    _, parcel = await agw.call("GET", f"/v1/parcels/{wb}", role="station")
+    assert "dispatched_while_flagged" in parcel["missing_before_dispatch"]
+    # Police close it as released: now the hold lifts and the parcel may leave.
+    status, _ = await agw.call(
+        "POST", f"/v1/alerts/{alert['alert_id']}/close", json={"disposition": "released"}
+    )
+    assert status == 200
+    _, holds = await agw.call("GET", "/v1/holds", role="station")
+    assert [h["status"] for h in holds["holds"] if h["waybill_no"] == wb] == ["released"]
+    _, parcel = await agw.call("GET", f"/v1/parcels/{wb}", role="station")
+    assert "dispatched_while_flagged" not in parcel["missing_before_dispatch"]
+
+
 async def test_a_confirmed_flag_still_makes_dispatch_a_violation(agw: AlertGateway) -> None:
     await agw.set_policy(police=None)
     wb = waybill()
