@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from firmware_bridge.app import BridgeConfig
+from firmware_bridge.app import Bridge, BridgeConfig
 from firmware_bridge.phantoms import ProceduralSource
 from firmware_bridge.simulator import SimulatorConfig, VirtualScanner
 
@@ -48,6 +49,24 @@ def bridge_config(scanner_url: str, gateway_url: str, spool: Path, **kw: object)
     }
     params.update(kw)
     return BridgeConfig(**params)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(
+    scanner: VirtualScanner | asyncio.Server, gateway: FakeGateway, spool: Path, **kw: object
+) -> AsyncIterator[Bridge]:
+    """A bridge started against ``scanner`` (a virtual scanner, served here, or a server already
+    listening) and ``gateway``; stopped, with the scanner's server, on leaving."""
+    server = scanner if isinstance(scanner, asyncio.Server) else await scanner.serve_tcp()
+    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    bridge = Bridge(bridge_config(url, gateway.url, spool, **kw))
+    await bridge.start()
+    try:
+        yield bridge
+    finally:
+        await bridge.stop()
+        server.close()
+        await server.wait_closed()
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 15.0) -> None:

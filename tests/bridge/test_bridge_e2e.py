@@ -18,7 +18,7 @@ from firmware_bridge.frames import Barcode, Heartbeat, Line, Message
 from firmware_bridge.protocol import LinkProtocol, Role
 from firmware_bridge.spool import Spool
 
-from .conftest import PIXELS, bridge_config, fast_scanner, wait_until
+from .conftest import PIXELS, bridge_config, fast_scanner, running_bridge, wait_until
 from .fake_gateway import KEY, FakeGateway
 from .test_assembler import Belt
 
@@ -309,11 +309,7 @@ async def test_a_hold_with_a_long_multibyte_id_still_stops_the_belt_and_later_ho
 ) -> None:
     hold_id = "扣" * 85  # 255 UTF-8 bytes: fits HOLD, but "hold <id>" would not fit BELT_STOP
     scanner = fast_scanner(parcels=50, rate=500.0)
-    server = await scanner.serve_tcp()
-    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "spool.db"))
-    await bridge.start()
-    try:
+    async with running_bridge(scanner, gateway, tmp_path / "spool.db") as bridge:
         await wait_until(lambda: len(gateway.sockets) == 1 and scanner.state.belt_running)
         await gateway.push_hold(hold_id, "SF001000000003")
         await wait_until(lambda: gateway.acks == [hold_id] and bool(scanner.state.holds))
@@ -324,19 +320,12 @@ async def test_a_hold_with_a_long_multibyte_id_still_stops_the_belt_and_later_ho
         await wait_until(lambda: gateway.acks == [hold_id, "hold-2"])
         assert [h.hold_id for h in scanner.state.holds] == [hold_id, "hold-2"]
         assert bridge.stats.failed_tasks == []
-    finally:
-        await bridge.stop()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_the_belt_stops_for_a_hold_even_when_the_hold_book_cannot_be_saved(
     gateway: FakeGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scanner = fast_scanner(parcels=50, rate=500.0)
-    server = await scanner.serve_tcp()
-    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "spool.db"))
     save = Spool.put_state
     disk_ok = False
 
@@ -346,8 +335,7 @@ async def test_the_belt_stops_for_a_hold_even_when_the_hold_book_cannot_be_saved
         save(spool, key, value)
 
     monkeypatch.setattr(Spool, "put_state", put_state)
-    await bridge.start()
-    try:
+    async with running_bridge(scanner, gateway, tmp_path / "spool.db") as bridge:
         await wait_until(lambda: len(gateway.sockets) == 1 and scanner.state.belt_running)
         await gateway.push_hold("hold-d", "SF001000000005")
         await wait_until(lambda: bool(scanner.state.holds) and not scanner.state.belt_running)
@@ -357,10 +345,6 @@ async def test_the_belt_stops_for_a_hold_even_when_the_hold_book_cannot_be_saved
         await gateway.push_hold("hold-d", "SF001000000005")
         await wait_until(lambda: gateway.acks == ["hold-d"])
         assert bridge.stats.failed_tasks == []
-    finally:
-        await bridge.stop()
-        server.close()
-        await server.wait_closed()
 
 
 async def serve_script(messages: list[Message]) -> asyncio.Server:
@@ -409,10 +393,7 @@ async def test_hostile_scanner_lines_are_dropped_and_a_later_parcel_still_goes_t
     script.append(Barcode(belt.index, 1, "SF-GOOD"))
     script += belt.slab(40, "organic", 50) + belt.air(50)
     server = await serve_script(script)
-    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "s.db", holds=False))
-    await bridge.start()
-    try:
+    async with running_bridge(server, gateway, tmp_path / "s.db", holds=False) as bridge:
         await wait_until(
             lambda: any(m["waybill_no"] == "SF-GOOD" for m in gateway.scans.values())
             or bool(bridge.stats.failed_tasks)
@@ -424,10 +405,6 @@ async def test_hostile_scanner_lines_are_dropped_and_a_later_parcel_still_goes_t
         assert good["line_count"] == 48
         assert bridge.link is not None
         assert bridge.link.connects == 1  # the link never dropped
-    finally:
-        await bridge.stop()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_an_unforeseen_error_on_one_scanner_event_drops_only_that_event(
@@ -445,11 +422,7 @@ async def test_an_unforeseen_error_on_one_scanner_event_drops_only_that_event(
 
     monkeypatch.setattr(Assembler, "on_barcode", first_barcode_fails)
     scanner = fast_scanner(parcels=3)
-    server = await scanner.serve_tcp()
-    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "s.db", holds=False))
-    await bridge.start()
-    try:
+    async with running_bridge(scanner, gateway, tmp_path / "s.db", holds=False) as bridge:
         await wait_until(lambda: len(gateway.scans) == 3 or bool(bridge.stats.failed_tasks))
         assert bridge.stats.failed_tasks == []
         assert bridge.stats.event_errors == 1
@@ -460,7 +433,3 @@ async def test_an_unforeseen_error_on_one_scanner_event_drops_only_that_event(
             done[1].waybill_no,
             done[2].waybill_no,
         ]
-    finally:
-        await bridge.stop()
-        server.close()
-        await server.wait_closed()

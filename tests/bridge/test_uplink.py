@@ -13,7 +13,7 @@ from firmware_bridge.app import Bridge
 from firmware_bridge.spool import Spool, SpoolRecord
 from firmware_bridge.uplink import Forwarder, GatewayClient, HoldListener, HoldOrder
 
-from .conftest import bridge_config, fast_scanner, wait_until
+from .conftest import bridge_config, fast_scanner, running_bridge, wait_until
 from .fake_gateway import KEY, FakeGateway
 
 PNG_1PX = bytes.fromhex(
@@ -183,11 +183,7 @@ async def test_a_drained_spool_never_restarts_a_belt_that_a_hold_stopped(
 ) -> None:
     gateway.fail_next = 1_000_000  # the gateway answers 500 until told otherwise
     scanner = fast_scanner(parcels=5, rate=1500.0)
-    server = await scanner.serve_tcp()
-    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "s.db", max_spool_scans=2))
-    await bridge.start()
-    try:
+    async with running_bridge(scanner, gateway, tmp_path / "s.db", max_spool_scans=2) as bridge:
         await wait_until(lambda: bridge.stats.spool_full and not scanner.state.belt_running)
         assert len(gateway.sockets) == 1
         await gateway.push_hold("hold-s", "SF001000000001")
@@ -209,10 +205,6 @@ async def test_a_drained_spool_never_restarts_a_belt_that_a_hold_stopped(
             lambda: len(gateway.scans) == 5 and len(scanner.state.parcels_done) == 5, within=20
         )
         assert scanner.state.starts == 1
-    finally:
-        await bridge.stop()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_an_operator_restart_while_the_spool_is_full_waits_for_room(
@@ -220,11 +212,7 @@ async def test_an_operator_restart_while_the_spool_is_full_waits_for_room(
 ) -> None:
     gateway.fail_next = 1_000_000
     scanner = fast_scanner(parcels=5, rate=1500.0)
-    server = await scanner.serve_tcp()
-    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "s.db", max_spool_scans=2))
-    await bridge.start()
-    try:
+    async with running_bridge(scanner, gateway, tmp_path / "s.db", max_spool_scans=2) as bridge:
         await wait_until(lambda: gateway.sockets and bridge.stats.spool_full)
         await gateway.push_hold("hold-f", "SF001000000001")
         await wait_until(lambda: gateway.acks == ["hold-f"])
@@ -237,10 +225,6 @@ async def test_an_operator_restart_while_the_spool_is_full_waits_for_room(
             lambda: len(gateway.scans) == 5 and len(scanner.state.parcels_done) == 5, within=20
         )
         assert scanner.state.starts >= 1  # started by the spool's room, as the operator asked
-    finally:
-        await bridge.stop()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_hold_that_fails_to_apply_is_not_acked_and_the_stream_goes_on(
