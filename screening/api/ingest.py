@@ -244,6 +244,12 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                     {"type": "error", "code": "unavailable", "detail": "nothing committed; retry"}
                 )
                 continue
+            except Exception:  # unforeseen: answer this message, keep the station's stream
+                log.exception("station stream ingest raised")
+                await ws.send_json(
+                    {"type": "error", "code": "internal_error", "detail": "retry this message"}
+                )
+                continue
             for r in results:
                 await ws.send_json({"type": "ack", **r})
     finally:

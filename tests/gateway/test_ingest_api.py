@@ -712,6 +712,32 @@ async def test_a_station_whose_key_is_revoked_loses_its_stream(
     assert (await get_parcel(gateway, late["waybill_no"]))[0] == 404  # nothing was written
 
 
+async def test_an_unforeseen_failure_on_the_station_stream_keeps_it_open(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ingest_api.ingest_items
+    calls = 0
+
+    async def first_fails(*args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(ingest_api, "ingest_items", first_fails)
+    item = received(gateway.keys.site)
+    async with gateway.http.ws_connect(
+        f"{gateway.url}/v1/stations/stream", headers=gateway.auth()
+    ) as ws:
+        await ws.send_str(json.dumps(item))
+        error = await ws.receive_json(timeout=10)
+        assert (error["type"], error["code"]) == ("error", "internal_error")
+        await ws.send_str(json.dumps(item))  # the station retries the same event
+        ack = await ws.receive_json(timeout=10)
+        assert (ack["type"], ack["result"]) == ("ack", "accepted")
+
+
 async def test_the_station_stream_refuses_a_connection_without_a_key(
     gateway: RunningGateway,
 ) -> None:
