@@ -103,6 +103,7 @@ class BridgeStats:
     failed_tasks: list[str] = field(default_factory=list)
     assembly_errors: int = 0
     event_errors: int = 0  # scanner events that failed for a reason nobody foresaw
+    persist_errors: int = 0  # assembled scans that could not be encoded or spooled
 
 
 class Bridge:
@@ -342,6 +343,10 @@ class Bridge:
                     _encode, scan, site_id=cfg.site_id, scanner_id=cfg.scanner_id
                 )
                 await self._store(record)
+            except Exception:
+                # A scan that cannot be encoded is lost, loudly; the ones after it must not be.
+                self.stats.persist_errors += 1
+                log.critical("ALARM scan %s could not be spooled", scan.scan_id, exc_info=True)
             finally:
                 self._persist.task_done()
 
@@ -504,6 +509,12 @@ class Bridge:
             "last_fault": self.stats.last_fault,
             "link_gaps": self.stats.sequence_gaps,
             "frames_dropped": self.stats.frames_dropped,
+            "errors": {  # data dropped with an alarm, the bridge running on
+                "scanner_data_rejected": self.stats.assembly_errors,
+                "scanner_events_failed": self.stats.event_errors,
+                "scans_not_spooled": self.stats.persist_errors,
+                "hold_orders_not_applied": self.holds.failures if self.holds else 0,
+            },
             "failed_tasks": list(self.stats.failed_tasks),
         }
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import cv2
 import numpy as np
 import pytest
 
+from firmware_bridge import app as app_module
 from firmware_bridge.app import Bridge
 from firmware_bridge.assembler import Assembler
 from firmware_bridge.colour import from_u16
@@ -433,3 +435,27 @@ async def test_an_unforeseen_error_on_one_scanner_event_drops_only_that_event(
             done[1].waybill_no,
             done[2].waybill_no,
         ]
+
+
+async def test_a_scan_that_cannot_be_spooled_is_lost_alone(
+    gateway: FakeGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encode = app_module._encode
+    calls = 0
+
+    def first_fails(scan: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("image could not be encoded")
+        return encode(scan, **kw)
+
+    monkeypatch.setattr(app_module, "_encode", first_fails)
+    scanner = fast_scanner(parcels=3)
+    async with running_bridge(scanner, gateway, tmp_path / "s.db", holds=False) as bridge:
+        await wait_until(lambda: len(gateway.scans) == 2 and len(scanner.state.parcels_done) == 3)
+        await asyncio.sleep(0.2)
+        assert len(gateway.scans) == 2
+        assert bridge.stats.persist_errors == 1
+        assert bridge.stats.failed_tasks == []
+        assert (await bridge.status())["errors"]["scans_not_spooled"] == 1
