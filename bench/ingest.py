@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +250,10 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         await migrate(conn)
     site = f"BN-{uuid.uuid4().hex[:6]}"
     await access.add_site(pool, site, "bench site")
+    await access.add_contract(  # the contract customer bench.load's registrations name
+        pool, site, "C000123", name="bench customer", uscc="91420100MA4K00001U",
+        agreement_no="SA-BENCH", valid_from=date(2026, 1, 1),
+    )  # fmt: skip
     _, key = await access.create_key(pool, Role.STATION, [site])
     vault = PersonalDataVault.generate()
     settings = Settings(data_dir=Path(tempfile.mkdtemp()))

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,20 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
 
+    contracts = sub.add_parser(
+        "contracts", help="contract customers (security agreements instead of sender IDs)"
+    ).add_subparsers(dest="action", required=True)
+    contract = contracts.add_parser("add", help="record or update a security agreement")
+    contract.add_argument("--site", required=True)
+    contract.add_argument("--ref", required=True, help="the contract_customer_ref stations send")
+    contract.add_argument("--name", required=True, help="the organisation")
+    contract.add_argument("--uscc", required=True, help="its unified social credit code")
+    contract.add_argument("--agreement", required=True, help="the agreement's number")
+    contract.add_argument("--from", dest="valid_from", required=True, type=date.fromisoformat)
+    contract.add_argument("--until", dest="valid_until", type=date.fromisoformat)
+    listed = contracts.add_parser("list", help="a site's contract customers")
+    listed.add_argument("--site", required=True)
+
     verify = sub.add_parser(
         "verify", help="check a site's stored records against a saved signed checkpoint"
     )
@@ -170,6 +185,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(_with_pool(dsn, lambda pool: _sites(pool, args)))
         if args.command == "keys":
             return asyncio.run(_with_pool(dsn, lambda pool: _keys(pool, args)))
+        if args.command == "contracts":
+            return asyncio.run(_with_pool(dsn, lambda pool: _contracts(pool, args)))
         if args.command == "verify":
             return asyncio.run(_with_pool(dsn, lambda pool: _verify(pool, args, settings)))
         if args.command == "ledger":
@@ -203,6 +220,29 @@ async def _keys(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:
     else:
         await access.revoke_key(pool, args.key_id)
         print(f"key {args.key_id} revoked")
+    return 0
+
+
+async def _contracts(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:
+    if args.action == "add":
+        await access.add_contract(
+            pool,
+            args.site,
+            args.ref,
+            name=args.name,
+            uscc=args.uscc,
+            agreement_no=args.agreement,
+            valid_from=args.valid_from,
+            valid_until=args.valid_until,
+        )
+        print(f"contract customer {args.ref} of site {args.site} saved")
+        return 0
+    for c in await access.list_contracts(pool, args.site):
+        until = c["valid_until"] or "open"
+        print(
+            f"{c['customer_ref']}\t{c['name']}\t{c['uscc']}\t{c['agreement_no']}\t"
+            f"{c['valid_from']}..{until}"
+        )
     return 0
 
 

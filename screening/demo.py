@@ -16,7 +16,7 @@ import signal
 import sys
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -46,6 +46,12 @@ FLOW_WEIGHTS = {
 }
 BREAKS = ("skip_inspection", "seal_before_inspection", "invalid_id", "no_xray", "no_realname")
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
+# Contract customers each demo site has a security agreement with: (ref, name, USCC).
+CONTRACTS = (
+    ("C000001", "武汉光谷电子商务有限公司", "91420100MA4K00001U"),
+    ("C000002", "武汉江城图书发行有限公司", "91420100MA4K00002Y"),
+    ("C000003", "湖北楚天服饰贸易有限公司", "91420100MA4K000032"),
+)
 REGIONS = ("110105", "310115", "420106", "440305", "330106", "510107", "320102", "500103")
 
 
@@ -100,7 +106,7 @@ def parcel_events(
                 ev(
                     "realname.registered",
                     t[1],
-                    contract_customer_ref=f"C{rng.randrange(10**6):06d}",
+                    contract_customer_ref=rng.choice(CONTRACTS)[0],
                 )
             )
         else:
@@ -407,6 +413,16 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
     sites = [f"WH-{i + 1:03d}" for i in range(args.sites)]
     for i, site in enumerate(sites):
         await access.add_site(pool, site, f"武汉寄递网点 {i + 1}")
+        for ref, name, uscc in CONTRACTS:
+            await access.add_contract(
+                pool,
+                site,
+                ref,
+                name=name,
+                uscc=uscc,
+                agreement_no=f"SA-{site}-{ref}",
+                valid_from=date(2026, 1, 1),
+            )
     station_keys = {
         s: (await access.create_key(pool, Role.STATION, [s], "demo station"))[1] for s in sites
     }

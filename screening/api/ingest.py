@@ -16,9 +16,9 @@ from screening.alerts import acknowledge_hold
 from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, Gateway
 from screening.api.problems import field_errors
-from screening.api.schemas import EVENT_ADAPTER
+from screening.api.schemas import EVENT_ADAPTER, EventIn, RealnameRegisteredIn
 from screening.domain.access import Permission, Principal
-from screening.domain.records import PreparedEvent
+from screening.domain.records import ContractAgreement
 from screening.errors import (
     AuthenticationError,
     BadRequestError,
@@ -29,6 +29,7 @@ from screening.errors import (
     PayloadTooLargeError,
 )
 from screening.services.ingest import prepare
+from screening.storage import contracts as contract_store
 from screening.storage import sites as site_store
 from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
 
@@ -80,13 +81,28 @@ def _rejected(index: int, item: Any, errors: list[FieldError]) -> EventResult:
     }
 
 
+async def _agreements(
+    gw: Gateway, events: list[EventIn]
+) -> dict[tuple[str, str], ContractAgreement]:
+    """The security agreements on file for the contract customers these events name."""
+    keys = [
+        (e.site_id, e.contract_customer_ref)
+        for e in events
+        if isinstance(e, RealnameRegisteredIn) and e.contract_customer_ref is not None
+    ]
+    if not keys:
+        return {}
+    async with gw.pool.acquire() as conn:
+        return await contract_store.find_agreements(conn, keys)
+
+
 async def ingest_items(
     gw: Gateway, principal: Principal, items: list[Any], now: datetime
 ) -> list[EventResult]:
     """Validate and commit a list of raw JSON events; one result per item, in order."""
     context = {"now": now, "max_future_skew_s": gw.settings.max_future_skew_s}
     results: list[EventResult | None] = [None] * len(items)
-    ready: list[tuple[int, PreparedEvent]] = []
+    valid: list[tuple[int, EventIn]] = []
     for i, item in enumerate(items):
         try:
             event = EVENT_ADAPTER.validate_python(item, context=context)
@@ -101,7 +117,9 @@ async def ingest_items(
         if not await _site_known(gw, event.site_id):
             results[i] = _rejected(i, item, [FieldError("unknown_site", "site_id", "no such site")])
             continue
-        ready.append((i, prepare(event, gw.vault, now)))
+        valid.append((i, event))
+    agreements = await _agreements(gw, [e for _, e in valid])
+    ready = [(i, prepare(event, gw.vault, now, agreements)) for i, event in valid]
 
     outcomes = await gw.writer.submit([p for _, p in ready]) if ready else []
     counted: Counter[tuple[str, str]] = Counter()

@@ -40,6 +40,7 @@ class Reason(StrEnum):
 
     NO_REALNAME = "no_realname"
     INVALID_ID_DOCUMENT = "invalid_id_document"
+    NO_CONTRACT_AGREEMENT = "no_contract_agreement"  # a contract customer with none on file
     REALNAME_AFTER_DISPATCH = "realname_after_dispatch"
     NO_INSPECTION = "no_inspection"
     INSPECTION_NOT_PASSED = "inspection_not_passed"
@@ -53,6 +54,7 @@ class Reason(StrEnum):
 RULE_OF: dict[Reason, Rule] = {
     Reason.NO_REALNAME: Rule.REALNAME,
     Reason.INVALID_ID_DOCUMENT: Rule.REALNAME,
+    Reason.NO_CONTRACT_AGREEMENT: Rule.REALNAME,
     Reason.REALNAME_AFTER_DISPATCH: Rule.REALNAME,
     Reason.NO_INSPECTION: Rule.INSPECTION,
     Reason.INSPECTION_NOT_PASSED: Rule.INSPECTION,
@@ -123,12 +125,18 @@ def _realname_problems(events: list[ParcelEvent], cutoff: datetime | None) -> li
     if any(e.contract_customer or e.document_valid for e in in_time):
         return []
     if in_time:
-        return [Reason.INVALID_ID_DOCUMENT]
+        return [_invalid(in_time)]
     if any(e.contract_customer or e.document_valid for e in records):
         return [Reason.REALNAME_AFTER_DISPATCH]
     if records:
-        return [Reason.INVALID_ID_DOCUMENT]
+        return [_invalid(records)]
     return [Reason.NO_REALNAME]
+
+
+def _invalid(records: list[RealnameRegistered]) -> Reason:
+    if all(e.invalid_reason == "no_contract_agreement" for e in records):
+        return Reason.NO_CONTRACT_AGREEMENT
+    return Reason.INVALID_ID_DOCUMENT
 
 
 def _inspection_problems(events: list[ParcelEvent], cutoff: datetime | None) -> list[Reason]:

@@ -72,10 +72,32 @@ class PreparedEvent:
         return (self.site_id, self.waybill_no)
 
 
+@dataclass(frozen=True, slots=True)
+class ContractAgreement:
+    """A contract customer's security agreement on file (storage.contracts)."""
+
+    agreement_no: str
+    valid_from: date
+    valid_until: date | None
+
+    def covers(self, at: datetime) -> bool:
+        day = document_day(at)
+        return self.valid_from <= day and (self.valid_until is None or day <= self.valid_until)
+
+
+# What ingest writes into a contract customer's realname.registered payload: the agreement it
+# found on file for the event's day, or None when there was none.
+CONTRACT_AGREEMENT = "contract_agreement"
+
+
 def realname_valid(payload: Mapping[str, Any], occurred_at: datetime) -> tuple[bool, str | None]:
-    """Whether a real-name record proves identity: contract customers always do; a document only
-    when it was checked against its holder and had not expired on the day of the event."""
+    """Whether a real-name record proves identity: a contract customer's when its security
+    agreement was on file for the day; a document only when it was checked against its holder
+    and had not expired on the day of the event."""
     if payload.get("contract_customer_ref"):
+        # Events logged before agreements were checked carry no such key: accepted as they were.
+        if CONTRACT_AGREEMENT in payload and not payload[CONTRACT_AGREEMENT]:
+            return False, "no_contract_agreement"
         return True, None
     if payload.get("verification", "passed") != "passed":
         return False, "verification_failed"
@@ -112,7 +134,7 @@ def event_from_payload(
         valid, reason = realname_valid(payload, occurred_at)
         return RealnameRegistered(
             header,
-            contract_customer=bool(payload.get("contract_customer_ref")),
+            contract_customer=bool(payload.get("contract_customer_ref")) and valid,
             document_valid=valid,
             invalid_reason=reason,
         )

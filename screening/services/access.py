@@ -9,6 +9,7 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,7 +18,9 @@ import asyncpg
 from screening.domain.access import Principal, Role
 from screening.domain.compliance import SitePolicy
 from screening.domain.events import ALL_FLOWS, Flow
+from screening.domain.identity import DocumentType, IdentityDocumentError, validate_document
 from screening.errors import AuthenticationError, BadRequestError, NotFoundError
+from screening.storage import contracts as contract_store
 from screening.storage import keys as key_store
 from screening.storage import sites as site_store
 from screening.storage.keys import StoredKey
@@ -93,6 +96,40 @@ async def add_site(
         raise BadRequestError(str(exc), code="invalid_flow") from exc
     async with pool.acquire() as conn:
         await site_store.upsert_site(conn, site_id, name, SitePolicy(flows, timezone))
+
+
+async def add_contract(
+    pool: asyncpg.Pool[Any],
+    site_id: str,
+    customer_ref: str,
+    *,
+    name: str,
+    uscc: str,
+    agreement_no: str,
+    valid_from: date,
+    valid_until: date | None = None,
+) -> str:
+    """Record (or update) a contract customer's security agreement; returns the checked USCC."""
+    try:
+        code = validate_document(DocumentType.uscc, uscc)
+    except IdentityDocumentError as exc:
+        raise BadRequestError(exc.message, code=exc.code) from None
+    if not customer_ref.strip() or len(customer_ref) > 64 or not agreement_no.strip():
+        raise BadRequestError("a customer ref (1-64 characters) and an agreement number")
+    if valid_until is not None and valid_until < valid_from:
+        raise BadRequestError("the agreement ends before it begins", code="invalid_period")
+    async with pool.acquire() as conn:
+        if not await site_store.get_sites(conn, [site_id]):
+            raise NotFoundError(f"no site {site_id!r}", code="unknown_site")
+        await contract_store.upsert_contract(
+            conn, site_id, customer_ref, name, code, agreement_no, valid_from, valid_until
+        )
+    return code
+
+
+async def list_contracts(pool: asyncpg.Pool[Any], site_id: str) -> list[dict[str, object]]:
+    async with pool.acquire() as conn:
+        return await contract_store.list_contracts(conn, site_id)
 
 
 async def list_sites(pool: asyncpg.Pool[Any]) -> list[Site]:

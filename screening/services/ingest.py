@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -27,7 +27,13 @@ from screening.domain.compliance import ParcelStatus, SitePolicy, evaluate_parce
 from screening.domain.events import EventType, ParcelEvent, ParcelReceived
 from screening.domain.identity import mask_document, mask_name, mask_phone
 from screening.domain.rates import RateCounts, RateKey, contribution, rollup_delta
-from screening.domain.records import PreparedEvent, SealedPersonalData, event_from_payload
+from screening.domain.records import (
+    CONTRACT_AGREEMENT,
+    ContractAgreement,
+    PreparedEvent,
+    SealedPersonalData,
+    event_from_payload,
+)
 from screening.protection import PersonalDataVault, associated_data
 from screening.storage import Conn
 from screening.storage import events as event_store
@@ -48,14 +54,28 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def prepare(event: EventIn, vault: PersonalDataVault, received_at: datetime) -> PreparedEvent:
-    """Redact, seal and digest one validated event. Pure apart from the vault's random nonces."""
+def prepare(
+    event: EventIn,
+    vault: PersonalDataVault,
+    received_at: datetime,
+    agreements: Mapping[tuple[str, str], ContractAgreement] | None = None,
+) -> PreparedEvent:
+    """Redact, seal and digest one validated event. Pure apart from the vault's random nonces.
+
+    ``agreements``: the contract customers' agreements on file, by (site_id, customer_ref); a
+    contract customer's registration is stored with the one that covers its day, or with none.
+    """
     full = event.model_dump(mode="json")
     text = canonical_json(full).decode()
-    digest = vault.digest("event", text)
+    digest = vault.digest("event", text)  # of the event as sent: what a resend is judged by
     payload = dict(full)
     personal: SealedPersonalData | None = None
     stored_json: str | None = text  # what the log stores, when it is the event as received
+    if isinstance(event, RealnameRegisteredIn) and event.contract_customer_ref is not None:
+        found = (agreements or {}).get((event.site_id, event.contract_customer_ref))
+        covering = found is not None and found.covers(event.occurred_at)
+        payload[CONTRACT_AGREEMENT] = found.agreement_no if found and covering else None
+        stored_json = None  # the log's text is made from ``payload``
     if isinstance(event, RealnameRegisteredIn) and event.sender is not None:
         sender = event.sender
         aad = associated_data(event.site_id, str(event.event_id))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -133,6 +133,15 @@ async def test_a_cleared_flag_lets_the_parcel_leave_compliantly(agw: AlertGatewa
     wb = waybill()
     site = agw.site
     now = soon()
+    await access.add_contract(
+        agw.gw.pool,
+        site,
+        "C-1",
+        name="武汉光谷电子商务有限公司",
+        uscc="91420100MA4K00001U",
+        agreement_no="SA-1",
+        valid_from=date(2026, 1, 1),
+    )
     await agw.events(
         [
             event("parcel.received", site, wb, now, carrier="SF", flow="same_city"),

@@ -91,6 +91,20 @@ def test_only_invalid_documents_is_invalid_id_document() -> None:
     assert judge(events) == (Reason.INVALID_ID_DOCUMENT,)
 
 
+def test_a_contract_reference_without_an_agreement_is_its_own_violation() -> None:
+    unproven = RealnameRegistered(
+        h(1), contract_customer=False, document_valid=False,
+        invalid_reason="no_contract_agreement",
+    )  # fmt: skip
+    assert judge(replace(complete(), RealnameRegistered, unproven)) == (
+        Reason.NO_CONTRACT_AGREEMENT,
+    )
+    failed_id = realname(1, valid=False)
+    assert judge(replace(complete(), RealnameRegistered, unproven, failed_id)) == (
+        Reason.INVALID_ID_DOCUMENT,
+    )
+
+
 def test_realname_recorded_after_dispatch_is_a_violation() -> None:
     events = replace(complete(), RealnameRegistered, realname(m=9))
     assert judge(events) == (Reason.REALNAME_AFTER_DISPATCH,)

@@ -391,7 +391,7 @@ async function viewOverview(query) {
 
 // ---- supervisor: violations, parcel drill-down, CSV ---------------------------------------
 
-const REASONS = ["no_realname", "invalid_id_document", "realname_after_dispatch", "no_inspection", "inspection_not_passed",
+const REASONS = ["no_realname", "invalid_id_document", "no_contract_agreement", "realname_after_dispatch", "no_inspection", "inspection_not_passed",
   "sealed_before_inspection", "not_sealed", "no_xray", "xray_after_dispatch", "dispatched_while_flagged"];
 const RULES = ["realname", "inspection", "xray"];
 const FLOWS = ["air", "rail", "international", "inter_province", "intra_province", "same_city"];

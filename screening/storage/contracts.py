@@ -1,0 +1,64 @@
+"""SQL for contract customers: the security agreements that stand in for a sender's ID."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+
+from screening.domain.records import ContractAgreement
+from screening.storage import Conn
+
+UPSERT_CONTRACT = """
+INSERT INTO contract_customers (site_id, customer_ref, name, uscc, agreement_no, valid_from,
+                                valid_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (site_id, customer_ref) DO UPDATE SET
+    name = EXCLUDED.name, uscc = EXCLUDED.uscc, agreement_no = EXCLUDED.agreement_no,
+    valid_from = EXCLUDED.valid_from, valid_until = EXCLUDED.valid_until, updated_at = now()
+"""
+SELECT_AGREEMENTS = """
+SELECT c.site_id, c.customer_ref, c.agreement_no, c.valid_from, c.valid_until
+FROM contract_customers c
+JOIN unnest($1::text[], $2::text[]) AS k(site_id, customer_ref)
+  ON c.site_id = k.site_id AND c.customer_ref = k.customer_ref
+"""
+SELECT_CONTRACTS = """
+SELECT site_id, customer_ref, name, uscc, agreement_no, valid_from, valid_until
+FROM contract_customers WHERE site_id = $1 ORDER BY customer_ref
+"""
+
+
+async def upsert_contract(
+    conn: Conn,
+    site_id: str,
+    customer_ref: str,
+    name: str,
+    uscc: str,
+    agreement_no: str,
+    valid_from: date,
+    valid_until: date | None,
+) -> None:
+    await conn.execute(
+        UPSERT_CONTRACT, site_id, customer_ref, name, uscc, agreement_no, valid_from, valid_until
+    )
+
+
+async def find_agreements(
+    conn: Conn, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], ContractAgreement]:
+    """The agreements on file for these (site_id, customer_ref) pairs; missing ones are absent."""
+    keys = sorted(set(keys))
+    if not keys:
+        return {}
+    rows = await conn.fetch(SELECT_AGREEMENTS, [k[0] for k in keys], [k[1] for k in keys])
+    return {
+        (r["site_id"], r["customer_ref"]): ContractAgreement(
+            r["agreement_no"], r["valid_from"], r["valid_until"]
+        )
+        for r in rows
+    }
+
+
+async def list_contracts(conn: Conn, site_id: str) -> list[dict[str, object]]:
+    return [dict(r) for r in await conn.fetch(SELECT_CONTRACTS, site_id)]
+
