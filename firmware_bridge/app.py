@@ -47,7 +47,7 @@ from .frames import (
     RequestCalibration,
 )
 from .holds import HoldBook, Release, stop_reason
-from .protocol import Event, FrameDropped, SequenceGap
+from .protocol import DeliveryFailed, Event, FrameDropped, SequenceGap
 from .spool import Spool, SpoolRecord
 from .uplink import (
     Forwarder,
@@ -290,6 +290,7 @@ class Bridge:
             )
             self._calibration_requested = False
             self._on_outputs(self.assembler.on_hello(event))
+            self._reassert_holds()
         elif isinstance(event, Calibration):
             self.assembler.on_calibration(event)
         elif isinstance(event, BeltState):
@@ -308,6 +309,24 @@ class Bridge:
         elif isinstance(event, FrameDropped):
             self.stats.frames_dropped += 1
             log.warning("scanner link: frame %d dropped (%s)", event.seq, event.reason.name)
+        elif isinstance(event, DeliveryFailed) and isinstance(event.message, BeltStop | Hold):
+            # A stop that the scanner never acknowledged is never given up: send it again (the
+            # link re-sends it after a reconnect too), and say so loudly.
+            log.critical("ALARM scanner did not acknowledge %s: sending it again", event.message)
+            self._command(event.message)
+
+    def _reassert_holds(self) -> None:
+        """On every HELLO (a new link, or a scanner that rebooted and forgot its commanded
+        stop): if a hold stopped the belt and no person has restarted it, stop it again and
+        re-send each open hold."""
+        if not self.hold_book.belt_stopped:
+            return
+        self._command(BeltStop("holds open at the bridge"))
+        for hold_id, waybill_no in self.hold_book.open.items():
+            try:
+                self._command(Hold(waybill_no, hold_id))
+            except LocalProtocolError as exc:
+                log.critical("ALARM hold %s cannot be sent to the scanner: %s", hold_id, exc)
 
     def _on_outputs(self, outputs: list[Output]) -> None:
         for out in outputs:

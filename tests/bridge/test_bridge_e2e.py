@@ -16,8 +16,8 @@ from firmware_bridge.app import Bridge
 from firmware_bridge.assembler import Assembler
 from firmware_bridge.colour import from_u16
 from firmware_bridge.errors import SpoolError
-from firmware_bridge.frames import Barcode, Heartbeat, Line, Message
-from firmware_bridge.protocol import LinkProtocol, Role
+from firmware_bridge.frames import Barcode, BeltStop, Heartbeat, Line, Message
+from firmware_bridge.protocol import DeliveryFailed, LinkProtocol, Role
 from firmware_bridge.spool import Spool
 
 from .conftest import PIXELS, bridge_config, fast_scanner, running_bridge, wait_until
@@ -166,6 +166,36 @@ async def test_a_restarted_bridge_still_knows_the_hold_that_stopped_its_belt(
         await bridge.stop()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_rebooted_scanner_is_stopped_again_for_the_holds_still_open(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    """A scanner that reboots forgets the stop it was commanded; the bridge, restarted too,
+    stops it again and re-sends the hold at its first HELLO."""
+    first = fast_scanner(parcels=50, rate=500.0)
+    config_kw = {"spool": tmp_path / "spool.db"}
+    async with running_bridge(first, gateway, **config_kw):
+        await wait_until(lambda: len(gateway.sockets) == 1 and first.state.belt_running)
+        await gateway.push_hold("hold-9", "SF001000000005")
+        await wait_until(lambda: gateway.acks == ["hold-9"] and not first.state.belt_running)
+    rebooted = fast_scanner(parcels=50, rate=500.0)  # a new boot: belt running, no holds
+    async with running_bridge(rebooted, gateway, **config_kw):
+        await wait_until(lambda: bool(rebooted.state.holds) and not rebooted.state.belt_running)
+        assert [h.hold_id for h in rebooted.state.holds] == ["hold-9"]
+        assert gateway.acks == ["hold-9"]  # the gateway was not asked again
+
+
+async def test_a_stop_the_scanner_never_acknowledged_is_sent_again(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    scanner = fast_scanner(parcels=50, rate=500.0)
+    async with running_bridge(scanner, gateway, tmp_path / "s.db", holds=False) as bridge:
+        await wait_until(lambda: scanner.state.belt_running)
+        stops = scanner.state.stops
+        # What the link reports when every retransmission of a BELT_STOP went unanswered.
+        bridge._on_event(DeliveryFailed(BeltStop("hold h-lost")))
+        await wait_until(lambda: scanner.state.stops > stops and not scanner.state.belt_running)
 
 
 async def test_gateway_overload_and_rejection(gateway: FakeGateway, tmp_path: Path) -> None:
@@ -425,7 +455,10 @@ async def test_an_unforeseen_error_on_one_scanner_event_drops_only_that_event(
     monkeypatch.setattr(Assembler, "on_barcode", first_barcode_fails)
     scanner = fast_scanner(parcels=3)
     async with running_bridge(scanner, gateway, tmp_path / "s.db", holds=False) as bridge:
-        await wait_until(lambda: len(gateway.scans) == 3 or bool(bridge.stats.failed_tasks))
+        await wait_until(
+            lambda: (len(gateway.scans) == 3 and len(scanner.state.parcels_done) == 3)
+            or bool(bridge.stats.failed_tasks)
+        )
         assert bridge.stats.failed_tasks == []
         assert bridge.stats.event_errors == 1
         done = scanner.state.parcels_done
