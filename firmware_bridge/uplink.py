@@ -182,6 +182,11 @@ class Forwarder:
         self._clock = wall_clock
         self._now = now or (lambda: datetime.now().astimezone())
         self._wake = asyncio.Event()
+        # The gateway, not just one scan, is failing: consecutive transient failures and the
+        # pause before the next attempt of any scan (else a backlog of thousands is tried back
+        # to back against a gateway that is down, or that asked for a Retry-After).
+        self._failures = 0
+        self._paused_until = 0.0
 
     def wake(self) -> None:
         """A new scan is in the spool."""
@@ -204,6 +209,9 @@ class Forwarder:
 
     async def _step(self) -> None:
         """Send the next due scan, or wait until one is due or a new one arrives."""
+        pause = self._paused_until - self._clock()
+        if pause > 0:  # new scans do not cut this short: the gateway is what we wait for
+            await asyncio.sleep(pause)
         # clear before looking, so a scan spooled while we look still wakes us
         self._wake.clear()
         record = await asyncio.to_thread(self.spool.next_due, self._clock())
@@ -224,6 +232,9 @@ class Forwarder:
     async def _retry(self, record: SpoolRecord, error: str, delay: float) -> None:
         self.stats.retries += 1
         self.stats.last_error = error
+        self._failures += 1
+        gateway_wait = delay if self._failures == 1 else max(delay, self._backoff(self._failures))
+        self._paused_until = self._clock() + min(gateway_wait, self.backoff_max)
         await asyncio.to_thread(self.spool.mark_retry, record.scan_id, error, self._clock() + delay)
 
     async def _send(self, record: SpoolRecord) -> None:
@@ -234,6 +245,7 @@ class Forwarder:
             log.warning("scan %s: %s; retry in %.1f s", record.scan_id, exc, delay)
             await self._retry(record, str(exc), delay)
         except PermanentUploadError as exc:
+            self._failures = 0  # the gateway answered: it is up
             self.stats.dead += 1
             self.stats.last_error = str(exc)
             log.critical("ALARM scan %s rejected by the gateway: %s", record.scan_id, exc)
@@ -252,6 +264,7 @@ class Forwarder:
             )
             await self._retry(record, f"unexpected: {exc!r}", delay)
         else:
+            self._failures = 0
             if result.get("result") == "duplicate":
                 self.stats.duplicates += 1
             else:

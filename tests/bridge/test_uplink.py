@@ -68,6 +68,32 @@ async def test_server_errors_are_retried_and_a_resend_is_a_duplicate(
     assert len(gateway.scans) == 1
 
 
+async def test_a_backlog_is_not_hammered_at_a_gateway_that_is_down(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    """Each failure pauses the whole forwarder, growing while the gateway keeps failing, not just
+    the scan that failed: 50 pending scans cost a handful of requests a second, not 50."""
+    gateway.fail_next = 1_000_000
+    spool = Spool(tmp_path / "a.db")
+    for i in range(50):
+        spool.put(record(f"00000000-0000-5000-8000-{i:012d}"), time.time())
+    async with aiohttp.ClientSession() as session:
+        fwd = Forwarder(
+            spool, GatewayClient(session, gateway.url, KEY), backoff_initial=0.05, backoff_max=0.4
+        )
+        task = asyncio.get_running_loop().create_task(fwd.run())
+        try:
+            await asyncio.sleep(1.5)
+            tried = gateway.posts
+            gateway.fail_next = 0  # back up: the backlog drains
+            await wait_until(lambda: spool.depth().pending == 0 or task.done(), within=20)
+            assert not task.done()
+        finally:
+            task.cancel()
+    assert 2 <= tried <= 15, tried  # one at a time, 0.05 s growing to 0.4 s apart at most
+    assert len(gateway.scans) == 50
+
+
 async def test_conflict_is_dead_and_never_retried(gateway: FakeGateway, tmp_path: Path) -> None:
     spool = Spool(tmp_path / "a.db")
     spool.put(record("00000000-0000-5000-8000-000000000002", "SF1"), time.time())
