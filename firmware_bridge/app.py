@@ -63,6 +63,7 @@ from .video import VideoScan, VideoSource
 log = logging.getLogger("firmware_bridge")
 
 HOLD_BOOK_KEY = "hold_book"  # the spool's state entry for the hold book
+CALIBRATION_RETRY_S = 3.0  # between requests while lines arrive uncalibrated
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,7 @@ class Bridge:
         self._overflow: list[SpoolRecord] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
-        self._calibration_requested = False
+        self._calibration_requested_at: float | None = None  # monotonic; None: not asked
         self._stopped_for_spool = False
         self._restart_when_room = False  # an operator restarted the belt while the spool was full
         self._rate_mark = (time.monotonic(), 0)
@@ -288,10 +289,11 @@ class Bridge:
                 event.line_rate_hz,
                 event.boot_id,
             )
-            self._calibration_requested = False
+            self._calibration_requested_at = None
             self._on_outputs(self.assembler.on_hello(event))
             self._reassert_holds()
         elif isinstance(event, Calibration):
+            self._calibration_requested_at = None
             self.assembler.on_calibration(event)
         elif isinstance(event, BeltState):
             self.stats.belt = f"{event.state.name.lower()} ({event.reason.name.lower()})"
@@ -345,11 +347,26 @@ class Bridge:
                 self.stats.orphan_barcodes += 1
                 log.warning("waybill %s read but no image followed", out.barcode.waybill_no)
             elif isinstance(out, LinesUncalibrated):
-                if not self._calibration_requested:
-                    self._calibration_requested = True
-                    self._command(RequestCalibration())
+                self._ask_for_calibration()
             elif isinstance(out, FragmentDiscarded) and out.replayed:
                 self.stats.replays_skipped += 1
+
+    def _ask_for_calibration(self) -> None:
+        """Lines are arriving that cannot be imaged without the scanner's calibration: ask for
+        it, and again every ``CALIBRATION_RETRY_S`` while they keep coming (a lost request must
+        not cost every parcel after it), with an alarm from the second time on."""
+        now = time.monotonic()
+        asked = self._calibration_requested_at
+        if asked is not None and now - asked < CALIBRATION_RETRY_S:
+            return
+        if asked is not None:
+            log.critical(
+                "ALARM parcels are being dropped: no calibration from the scanner (%d lines); "
+                "asking again",
+                self.assembler.stats.uncalibrated_lines,
+            )
+        self._calibration_requested_at = now
+        self._command(RequestCalibration())
 
     # -- persistence ---------------------------------------------------------------------------
 

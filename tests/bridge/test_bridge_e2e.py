@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,14 @@ from firmware_bridge.app import Bridge
 from firmware_bridge.assembler import Assembler
 from firmware_bridge.colour import from_u16
 from firmware_bridge.errors import SpoolError
-from firmware_bridge.frames import Barcode, BeltStop, Heartbeat, Line, Message
+from firmware_bridge.frames import (
+    Barcode,
+    BeltStop,
+    Heartbeat,
+    Line,
+    Message,
+    RequestCalibration,
+)
 from firmware_bridge.protocol import DeliveryFailed, LinkProtocol, Role
 from firmware_bridge.spool import Spool
 
@@ -492,3 +501,36 @@ async def test_a_scan_that_cannot_be_spooled_is_lost_alone(
         assert bridge.stats.persist_errors == 1
         assert bridge.stats.failed_tasks == []
         assert (await bridge.status())["errors"]["scans_not_spooled"] == 1
+
+
+async def test_calibration_is_asked_for_again_while_lines_arrive_without_it(
+    gateway: FakeGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scanner whose CALIBRATION never comes (the request lost, say): the bridge keeps asking
+    while uncalibrated lines arrive, instead of asking once and dropping every parcel after."""
+    monkeypatch.setattr(app_module, "CALIBRATION_RETRY_S", 0.2)
+    belt = Belt()
+    asked: list[float] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        proto = LinkProtocol(Role.SCANNER)
+        clock = asyncio.get_running_loop().time
+        writer.write(proto.send(belt.hello(), clock()))  # and no CALIBRATION
+        try:
+            for line in belt.air(30):  # a line every 50 ms, for 1.5 s
+                writer.write(proto.send(line, clock()))
+                with contextlib.suppress(TimeoutError):
+                    data = await asyncio.wait_for(reader.read(65536), 0.05)
+                    for message in proto.receive_data(data, clock()):
+                        if isinstance(message, RequestCalibration):
+                            asked.append(clock())
+                writer.write(proto.data_to_send())
+                await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with running_bridge(server, gateway, tmp_path / "s.db", holds=False):
+        await wait_until(lambda: len(asked) >= 4, within=5)
+    # The link asks once as it opens; the bridge's own requests are then spaced out.
+    assert all(b - a >= 0.15 for a, b in itertools.pairwise(asked[1:]))
