@@ -35,9 +35,9 @@ from screening.storage.errors import DatabaseUnavailableError, UnstorableEventEr
 
 log = logging.getLogger(__name__)
 
+STREAM_REAUTH_S = 5.0  # a station's stream re-checks its key this often (on its next message)
 # Control messages a station sends on its stream, and the id field each acknowledges: a hold once
 # the belt is stopped, a release once it is shown at the tunnel (firmware_bridge/PROTOCOL.md).
-STREAM_REAUTH_S = 5.0  # a station's stream re-checks its key this often (on its next message)
 CONTROL_MESSAGES: dict[str, str | None] = {
     "hold.ack": "hold_id",
     "hold.release.ack": "release_id",
