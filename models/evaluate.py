@@ -101,13 +101,14 @@ def _blur_noise(rgb: np.ndarray) -> np.ndarray:
 
 # Renderings that none of our three vendor tables produces, to measure how much the detector
 # leans on our colours and image quality. (in training range?) is whether the training
-# augmentation covers that change (models/train.py, _photometric).
-PERTURBATIONS: dict[str, tuple[bool, Any]] = {
+# augmentation covers that change (models/train.py, _photometric); a string names the training
+# record's setting that says so for the model at hand (a stage that trained with it).
+PERTURBATIONS: dict[str, tuple[bool | str, Any]] = {
     "grey rendering": (True, lambda rgb: cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY),
                                                       cv2.COLOR_GRAY2RGB)),
     "channels swapped (BGR)": (True, lambda rgb: np.ascontiguousarray(rgb[..., ::-1])),
     "hue rotated 80 degrees": (False, lambda rgb: _hue(rgb, 40)),
-    "inverted (negative display)": (False, lambda rgb: 255 - rgb),
+    "inverted (negative display)": ("invert_p", lambda rgb: 255 - rgb),
     "gamma 0.5": (False, lambda rgb: cv2.LUT(rgb, (255 * (np.arange(256) / 255) ** 0.5)
                                              .astype(np.uint8))),
     "blur sigma 2 + noise sigma 10": (False, _blur_noise),
@@ -115,14 +116,16 @@ PERTURBATIONS: dict[str, tuple[bool, Any]] = {
 }
 
 
-def robustness(model: Path, manifest: Path, test: Sequence[Sample]) -> dict[str, Any]:
+def robustness(model: Path, manifest: Path, test: Sequence[Sample],
+               train_meta: dict[str, Any]) -> dict[str, Any]:
     """mAP50 on the test parcels re-rendered each way of PERTURBATIONS."""
     out: dict[str, Any] = {}
     for name, (in_range, change) in PERTURBATIONS.items():
         changed = [(change(s[0]), s[1], s[2]) for s in test]
         m = summarise(changed, predict(model, manifest, changed))
+        covered = in_range if isinstance(in_range, bool) else bool(train_meta.get(in_range))
         out[name] = {"map50": m["map50"], "map50_95": m["map50_95"],
-                     "in_training_range": in_range}
+                     "in_training_range": covered}
     return out
 
 
@@ -301,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
                                "parcel_level": parcel_rates(test, test_preds),
                                "at_manifest_thresholds": verdict_rates(test, test_preds,
                                                                        thresholds)}
-    metrics["robustness"] = robustness(a.model, manifest, test)
+    metrics["robustness"] = robustness(a.model, manifest, test, train_meta)
     metrics["latency_ms"] = {f"batch{b}_threads{t}": round(latency_ms(a.model, manifest, t, b), 2)
                              for t in (1, 2) for b in (1, 4)}
     # Earlier training stages on the same test set: what each stage bought.

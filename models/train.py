@@ -96,11 +96,16 @@ def _photometric(img: np.ndarray, rng: random.Random) -> np.ndarray:
     return img
 
 
-def augment(img: np.ndarray, boxes: np.ndarray, size: int, rng: random.Random
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Letterbox with scale jitter and random placement, flips, photometric jitter."""
+def augment(img: np.ndarray, boxes: np.ndarray, size: int, rng: random.Random,
+            invert_p: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Letterbox with scale jitter and random placement, flips, photometric jitter; with
+    probability ``invert_p`` the parcel is shown as a negative (an operator's display mode),
+    before letterboxing, as the serving path pads an inverted frame with the usual grey."""
     h, w = img.shape[:2]
     boxes = boxes.copy()
+    # No draw when 0, so runs without inversion keep the augmentation stream they always had.
+    if invert_p > 0 and rng.random() < invert_p:
+        img = 255 - img
     if rng.random() < 0.5:  # mirror across the belt
         img = img[:, ::-1]
         boxes[:, [1, 3]] = w - boxes[:, [3, 1]]
@@ -126,8 +131,8 @@ class Augmented(torch.utils.data.Dataset[tuple[np.ndarray, np.ndarray]]):
     run is the same for any number of loader workers."""
 
     def __init__(self, data: list[tuple[np.ndarray, np.ndarray]], size: int, seed: int,
-                 steps: int, batch: int) -> None:
-        self.data, self.size, self.seed = data, size, seed
+                 steps: int, batch: int, invert_p: float = 0.0) -> None:
+        self.data, self.size, self.seed, self.invert_p = data, size, seed, invert_p
         self.length = steps * batch
         self._perm: tuple[int, list[int]] = (-1, [])
 
@@ -141,7 +146,7 @@ class Augmented(torch.utils.data.Dataset[tuple[np.ndarray, np.ndarray]]):
             random.Random(self.seed * 7919 + epoch).shuffle(order)
             self._perm = (epoch, order)
         rng = random.Random(self.seed * 1_000_003 + k)
-        return augment(*self.data[self._perm[1][i]], self.size, rng)
+        return augment(*self.data[self._perm[1][i]], self.size, rng, self.invert_p)
 
 
 def collate(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -356,7 +361,8 @@ def train(args: argparse.Namespace) -> Path:
     elif total <= 0:
         raise SystemExit("nothing to train: give --steps, --epochs or --time-budget-s")
     loader = torch.utils.data.DataLoader(
-        Augmented(data, args.imgsz, args.seed, total if not budgeted else 10**6, args.batch),
+        Augmented(data, args.imgsz, args.seed, total if not budgeted else 10**6, args.batch,
+                  args.invert_p),
         batch_size=args.batch, num_workers=args.workers, collate_fn=collate,
         pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if args.workers else None)
@@ -464,15 +470,20 @@ def _export_run(model: torch.nn.Module, args: argparse.Namespace, width: tuple[i
          if device.type == "cuda" else "cpu", "threads": args.threads,
          "workers": args.workers, "styles": args.styles or "A,B,C", "version": args.version,
          "images_total": n_total, "init": str(args.init.name) if args.init else None,
+         "invert_p": args.invert_p,
          "time_budget_s": args.time_budget_s if not args.steps and args.time_budget_s else None},
         indent=2))
 
 
-# The committed model's recipe (models/xray-detector.train.json records the run that made it:
-# the parcels a 180 s generation on 16 cores reached, then a 270 s budget on one GPU).
+# The committed model's recipe (models/xray-detector.train.json records the runs that made it:
+# the parcels a 180 s generation on 16 cores reached, then a 270 s budget on one GPU; then a
+# second stage on two CPU cores, from that export, that adds the negative display).
 IMAGES = 3087
 STEPS = 4302
 XVENDOR_STEPS = 4145
+FINETUNE_STEPS = 843  # the second stage's record (models/xray-detector.train.json)
+FINETUNE_LR = 6e-4
+FINETUNE_INVERT_P = 0.2
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -500,10 +511,17 @@ def main(argv: list[str] | None = None) -> None:
                     help="data loader processes (augmentation)")
     ap.add_argument("--styles", default="", help="train only on these vendor styles (A,B,...)")
     ap.add_argument("--init", type=Path, default=None, help="start from one of our ONNX exports")
-    ap.add_argument("--version", default="2.0.0")
+    ap.add_argument("--invert-p", type=float, default=0.0,
+                    help="share of samples shown as a negative (inverted) display")
+    ap.add_argument("--version", default="2.1.0")
     ap.add_argument("--checkpoint-every-s", type=float, default=0,
                     help="also export the weight average this often while training")
     ap.add_argument("--no-evaluate", action="store_true", help="one run as given, no xvendor")
+    ap.add_argument("--finetune-steps", type=int, default=FINETUNE_STEPS,
+                    help="second stage: continue from the first's export with inverted "
+                         "displays (0: one stage)")
+    ap.add_argument("--finetune-lr", type=float, default=FINETUNE_LR)
+    ap.add_argument("--finetune-invert-p", type=float, default=FINETUNE_INVERT_P)
     ap.add_argument("--xvendor-steps", type=int, default=XVENDOR_STEPS,
                     help="cross-vendor run on styles A,B, tested on C (0: skip)")
     args = ap.parse_args(argv)
@@ -515,7 +533,18 @@ def main(argv: list[str] | None = None) -> None:
                         "--train", str(args.images), "--workers", str(os.cpu_count() or 1)],
                        check=True)
     args.limit_images = args.limit_images or args.images
-    train(args)
+    if args.finetune_steps > 0:
+        first = argparse.Namespace(**{**vars(args), "out": RUNS / "first-stage.onnx"})
+        train(first)
+        train(argparse.Namespace(**{
+            **vars(args), "init": first.out, "steps": args.finetune_steps,
+            "time_budget_s": 0, "lr": args.finetune_lr, "invert_p": args.finetune_invert_p}))
+        record = args.out.with_suffix(".train.json")
+        merged = json.loads(record.read_text())
+        merged["first_stage"] = json.loads(first.out.with_suffix(".train.json").read_text())
+        record.write_text(json.dumps(merged, indent=2))
+    else:
+        train(args)
     if args.no_evaluate:
         return
     cmd = [sys.executable, "-m", "models.evaluate", "--model", str(args.out), "--data",
