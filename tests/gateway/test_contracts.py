@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from screening.errors import BadRequestError, NotFoundError
 from screening.services import access
 from tests.conftest import RunningGateway
 from tests.gateway.events import BASE, event, parcel_flow
+from tests.gateway.test_verify_cli import cli
 
 USCC = "91420100MA4K00001U"  # 武汉 (420100), GB 32100 check character U
 
@@ -106,3 +108,25 @@ async def test_an_agreement_needs_a_valid_uscc_a_known_site_and_a_sane_period(
         await access.add_contract(
             gateway.pool, site, "C-X", uscc=USCC, **base, valid_until=date(2025, 12, 31)
         )
+
+
+async def test_the_cli_records_and_lists_agreements(
+    gateway: RunningGateway, database_url: str, tmp_path: Path
+) -> None:
+    site = gateway.keys.site
+    rc, out = await cli(
+        database_url, tmp_path, "contracts", "add", "--site", site, "--ref", "C-CLI",
+        "--name", "武汉光谷电子商务有限公司", "--uscc", USCC.lower(), "--agreement", "SA-9",
+        "--from", "2026-01-01", "--until", "2026-12-31",
+    )  # fmt: skip
+    assert rc == 0, out
+    rc, out = await cli(database_url, tmp_path, "contracts", "list", "--site", site)
+    assert rc == 0, out
+    assert f"C-CLI\t武汉光谷电子商务有限公司\t{USCC}\tSA-9\t2026-01-01..2026-12-31" in out
+    rc, out = await cli(
+        database_url, tmp_path, "contracts", "add", "--site", site, "--ref", "C-BAD",
+        "--name", "某公司", "--uscc", "91420100MA4K00001A", "--agreement", "SA-10",
+        "--from", "2026-01-01",
+    )  # fmt: skip
+    assert rc == 2
+    assert "(invalid_checksum)" in out
