@@ -234,9 +234,9 @@ class AlertService:
             await store.add_watchlist(conn, entries, principal.key_id, self._clock())
             return await store.watchlist_size(conn)
 
-    async def remove_watchlist(self, digests: list[bytes]) -> int:
+    async def remove_watchlist(self, principal: Principal, digests: list[bytes]) -> int:
         async with self._pool.acquire() as conn:
-            await store.remove_watchlist(conn, digests)
+            await store.remove_watchlist(conn, digests, principal.key_id, self._clock())
             return await store.watchlist_size(conn)
 
     async def add_endpoint(

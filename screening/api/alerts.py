@@ -366,9 +366,11 @@ async def add_watchlist(request: web.Request) -> web.Response:
 
 
 async def remove_watchlist(request: web.Request) -> web.Response:
-    await principal_of(request, Permission.MANAGE_WATCHLIST)
+    principal = await principal_of(request, Permission.MANAGE_WATCHLIST)
     body = await read_body(request, WatchlistRemoveIn)
-    size = await request.app[ALERTS].police.remove_watchlist([_digest(d) for d in body.digests])
+    size = await request.app[ALERTS].police.remove_watchlist(
+        principal, [_digest(d) for d in body.digests]
+    )
     return web.json_response({"entries": size})
 
 

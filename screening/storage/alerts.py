@@ -33,12 +33,25 @@ LOCK_POLICY = "LOCK TABLE alert_policies IN SHARE ROW EXCLUSIVE MODE"
 
 # -- watchlist -----------------------------------------------------------------------------------
 
+# Both write the change into watchlist_changes in the same statement (the audit trail).
 UPSERT_WATCHLIST = """
-INSERT INTO watchlist (document_hmac, label, added_by, added_at)
-SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::timestamptz[])
-ON CONFLICT (document_hmac) DO UPDATE SET label = EXCLUDED.label
+WITH saved AS (
+    INSERT INTO watchlist (document_hmac, label, added_by, added_at)
+    SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::timestamptz[])
+    ON CONFLICT (document_hmac) DO UPDATE SET label = EXCLUDED.label
+    RETURNING document_hmac, label
+)
+INSERT INTO watchlist_changes (document_hmac, change, label, actor, at)
+SELECT document_hmac, 'added', label, $3[1], $4[1] FROM saved
 """
-DELETE_WATCHLIST = "DELETE FROM watchlist WHERE document_hmac = ANY($1::bytea[])"
+DELETE_WATCHLIST = """
+WITH gone AS (
+    DELETE FROM watchlist WHERE document_hmac = ANY($1::bytea[])
+    RETURNING document_hmac, label
+)
+INSERT INTO watchlist_changes (document_hmac, change, label, actor, at)
+SELECT document_hmac, 'removed', label, $2, $3 FROM gone
+"""
 MATCH_WATCHLIST = (
     "SELECT document_hmac, label FROM watchlist WHERE document_hmac = ANY($1::bytea[])"
 )
@@ -429,8 +442,10 @@ async def add_watchlist(
     )
 
 
-async def remove_watchlist(conn: Conn, digests: Sequence[bytes]) -> None:
-    await conn.execute(DELETE_WATCHLIST, list(digests))
+async def remove_watchlist(
+    conn: Conn, digests: Sequence[bytes], actor: str, now: datetime
+) -> None:
+    await conn.execute(DELETE_WATCHLIST, list(digests), actor, now)
 
 
 async def match_watchlist(conn: Conn, digests: Sequence[bytes]) -> dict[bytes, str]:

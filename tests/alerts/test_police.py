@@ -121,6 +121,31 @@ async def test_a_watchlisted_sender_alerts_and_only_police_read_the_identity_wit
         await agw.call("POST", "/v1/watchlist/remove", json={"digests": [digest]})
 
 
+async def test_watchlist_additions_and_removals_are_recorded_with_who_and_when(
+    agw: AlertGateway, pool: asyncpg.Pool[Any]
+) -> None:
+    digest = uuid.uuid4().hex * 2  # 64 hex characters, like an HMAC-SHA256
+    status, _ = await agw.call(
+        "POST", "/v1/watchlist", json={"entries": [{"digest": digest, "label": "case 77"}]}
+    )
+    assert status == 200
+    adder = await pool.fetchval(
+        "SELECT added_by FROM watchlist WHERE document_hmac = $1", bytes.fromhex(digest)
+    )
+    status, _ = await agw.call("POST", "/v1/watchlist/remove", json={"digests": [digest]})
+    assert status == 200
+    rows = await pool.fetch(
+        "SELECT change, label, actor, at FROM watchlist_changes WHERE document_hmac = $1"
+        " ORDER BY at, change",
+        bytes.fromhex(digest),
+    )
+    assert [(r["change"], r["label"], r["actor"]) for r in rows] == [
+        ("added", "case 77", adder),
+        ("removed", "case 77", adder),  # the same police key took it off again
+    ]
+    assert rows[0]["at"] <= rows[1]["at"]
+
+
 async def test_acknowledge_assign_and_close_are_recorded_and_seizure_closes_the_hold(
     agw: AlertGateway,
 ) -> None:
