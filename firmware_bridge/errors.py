@@ -79,6 +79,11 @@ class TransientUploadError(UploadError):
         self.retry_after = retry_after
 
 
+class KeyRefusedError(TransientUploadError):
+    """401/403: the gateway refuses the station key. The key is wrong, rotated or revoked, not
+    the scan: keep every scan pending (and alarm) until the bridge runs with a good key."""
+
+
 class PermanentUploadError(UploadError):
     """The gateway rejected the scan for good (4xx, 409 conflict): keep it dead and alarm."""
 

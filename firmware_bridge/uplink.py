@@ -4,7 +4,9 @@ Contract (see PROTOCOL.md, "Gateway"):
 
 * ``POST {gateway}/v1/scans``, ``Authorization: Bearer <key>``, multipart parts ``metadata``
   (JSON), ``image`` (PNG RGB), ``high`` / ``low`` (PNG 16-bit attenuation).
-  201 accepted, 200 duplicate -> done; 409 conflict and other 4xx -> dead + alarm;
+  201 accepted, 200 duplicate -> done; 401 or 403 forbidden_role -> pending + alarm (the key,
+  not the scan);
+  409 conflict and other 4xx -> dead + alarm;
   503 -> retry after ``Retry-After`` (at most the backoff maximum); other 5xx, connection errors
   and anything unforeseen in one attempt -> retry with backoff.
 * ``GET {gateway}/v1/stations/stream`` (WebSocket): ``{"type": "hold", ...}`` in,
@@ -30,7 +32,13 @@ import cv2
 import numpy as np
 
 from .assembler import ParcelScan
-from .errors import FileImportError, PermanentUploadError, SpoolError, TransientUploadError
+from .errors import (
+    FileImportError,
+    KeyRefusedError,
+    PermanentUploadError,
+    SpoolError,
+    TransientUploadError,
+)
 from .spool import Spool, SpoolRecord
 from .video import VideoScan
 
@@ -123,6 +131,10 @@ class GatewayClient:
             raise TransientUploadError(
                 f"gateway overloaded: {body}", retry_after=_seconds(retry_after)
             )
+        if status == 401 or (status == 403 and code == "forbidden_role"):
+            # The key (wrong, rotated, revoked, or of a role that may not upload), not the scan;
+            # a 403 for the scan's own site is the scan's and goes to dead below.
+            raise KeyRefusedError(f"gateway refused the station key: {status} {body}")
         if status == 409 or (400 <= status < 500 and status not in (408, 429)):
             raise PermanentUploadError(
                 f"gateway rejected scan: {status} {body}", status=status, code=code
@@ -240,6 +252,12 @@ class Forwarder:
     async def _send(self, record: SpoolRecord) -> None:
         try:
             result = await self.client.upload(record)
+        except KeyRefusedError as exc:
+            # Every scan would fail alike: wait long between tries, and say what to fix.
+            log.critical(
+                "ALARM %s: scans stay in the spool until the bridge runs with a valid --key", exc
+            )
+            await self._retry(record, str(exc), self.backoff_max)
         except TransientUploadError as exc:
             delay = self._delay(exc, record.attempts)
             log.warning("scan %s: %s; retry in %.1f s", record.scan_id, exc, delay)

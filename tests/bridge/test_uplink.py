@@ -107,17 +107,30 @@ async def test_conflict_is_dead_and_never_retried(gateway: FakeGateway, tmp_path
     assert gateway.conflicts == 1
 
 
-async def test_bad_key_is_dead(gateway: FakeGateway, tmp_path: Path) -> None:
+async def test_a_refused_key_keeps_the_scans_until_the_bridge_has_a_good_one(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    """401/403 say the key is wrong (or rotated), not the scan: nothing goes to dead, the
+    forwarder backs off to its maximum, and a bridge restarted with the right key sends all."""
     spool = Spool(tmp_path / "a.db")
-    spool.put(record("00000000-0000-5000-8000-000000000003"), time.time())
+    for i in range(3):
+        spool.put(record(f"00000000-0000-5000-8000-00000000000{i}"), time.time())
     async with aiohttp.ClientSession() as session:
-        fwd = Forwarder(spool, GatewayClient(session, gateway.url, "wrong"))
+        fwd = Forwarder(
+            spool, GatewayClient(session, gateway.url, "wrong"), backoff_initial=0.01,
+            backoff_max=0.5,
+        )  # fmt: skip
         task = asyncio.get_running_loop().create_task(fwd.run())
         try:
-            await wait_until(lambda: spool.depth().dead == 1, within=10)
+            await wait_until(lambda: fwd.stats.retries >= 1)
+            await asyncio.sleep(0.3)
         finally:
             task.cancel()
-    assert "401" in spool.dead()[0][1]
+    assert (spool.depth().pending, spool.depth().dead) == (3, 0)
+    assert gateway.posts == 1  # one refusal, then the forwarder waits at its backoff maximum
+    assert "401" in (fwd.stats.last_error or "")
+    await forward_all(spool, gateway)  # the bridge restarted with its real key
+    assert len(gateway.scans) == 3
 
 
 async def test_full_spool_stops_the_belt_until_the_gateway_catches_up(tmp_path: Path) -> None:
