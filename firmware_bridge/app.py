@@ -444,8 +444,10 @@ class Bridge:
         await asyncio.to_thread(self.spool.put_state, HOLD_BOOK_KEY, self.hold_book.to_json())
 
     async def _on_hold(self, order: HoldOrder) -> None:
+        if not self.hold_book.hold(order.hold_id, order.waybill_no):
+            log.info("hold %s was released already: nothing to stop", order.hold_id)
+            return
         self.stats.holds += 1
-        self.hold_book.hold(order.hold_id, order.waybill_no)
         log.warning("HOLD %s for waybill %s: %s", order.hold_id, order.waybill_no, order.reason)
         # The belt stops first: a spool or disk error below must not leave it running. If the
         # book cannot be saved the hold is not acked, and the gateway sends it again.

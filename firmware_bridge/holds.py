@@ -39,9 +39,14 @@ class HoldBook:
     belt_stopped: bool = False  # the belt is stopped for a hold and not restarted since
     keep: int = 20
 
-    def hold(self, hold_id: str, waybill_no: str) -> None:
+    def hold(self, hold_id: str, waybill_no: str) -> bool:
+        """Record a hold; False for one this book has already seen released (a late copy of
+        the order, overtaken by its release): it must not stop the belt again for good."""
+        if any(r.hold_id == hold_id for r in self.released):
+            return False
         self.open[hold_id] = waybill_no
         self.belt_stopped = True
+        return True
 
     def release(self, release: Release) -> bool:
         """Record a release (again, if re-sent: idempotent); True when no hold keeps the belt

@@ -27,6 +27,16 @@ def test_the_belt_may_be_restarted_only_when_every_hold_that_stopped_it_is_relea
     assert not book.restart_allowed
 
 
+def test_a_late_copy_of_a_released_hold_does_not_stop_the_belt_again() -> None:
+    book = HoldBook()
+    assert book.hold("h-1", "SF1")
+    book.release(Release("h-1", "SF1", "released", NOW))
+    book.restarted()
+    assert not book.hold("h-1", "SF1")  # the order, re-sent, arriving after its release
+    assert not book.open
+    assert not book.keeps_belt_stopped
+
+
 def test_the_book_survives_a_round_trip_through_its_saved_form() -> None:
     book = HoldBook()
     book.hold("h-1", "SF1")
