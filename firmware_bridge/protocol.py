@@ -116,7 +116,7 @@ class DeliveryFailed:
 
 @dataclass(frozen=True, slots=True)
 class LinkSilent:
-    """Nothing has arrived for ``silent_s`` seconds (heartbeats are 1 s apart)."""
+    """No whole frame has arrived for ``silent_s`` seconds (heartbeats are 1 s apart)."""
 
     silent_s: float
 
@@ -177,10 +177,13 @@ class LinkProtocol:
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         events: list[Event] = []
         if data:
-            self._last_rx = now
-            self._silent_reported = False
             self.stats.bytes_in += len(data)
         for item in self._decoder.feed(data):
+            if not isinstance(item, Garbage):
+                # Silence is counted from the last whole frame, not the last byte: noise, or a
+                # false header that promises a long frame, must not keep a dead link "alive".
+                self._last_rx = now
+                self._silent_reported = False
             if isinstance(item, Frame):
                 self._on_frame(item, events)
             elif isinstance(item, Garbage):

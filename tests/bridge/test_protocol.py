@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import binascii
+import struct
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -114,6 +117,20 @@ def test_silence_is_reported_once() -> None:
     assert bridge.tick(2.9) == []
     assert bridge.tick(3.5) == [LinkSilent(3.5)]
     assert bridge.tick(4.0) == []
+
+
+def test_noise_or_a_false_header_does_not_keep_a_dead_link_alive() -> None:
+    """A header that passes its CRC by chance can promise a 64 KB frame; bytes trickling in
+    after it (noise, or heartbeats swallowed into that frame) are not a live peer."""
+    bridge, scanner = pair()
+    bridge.started(0.0)
+    bridge.receive_data(scanner.send(HELLO, 0.0), 0.0)
+    header = struct.pack("<2sBBBBIH", b"XL", 1, 0x10, 0, 0, 99, 65535)
+    bridge.receive_data(header + struct.pack("<H", binascii.crc_hqx(header, 0xFFFF)), 0.5)
+    for t in (1.0, 2.0, 2.9):
+        bridge.receive_data(scanner.send(Heartbeat(0, 0), t), t)  # held in the false frame
+        assert bridge.tick(t) == []
+    assert bridge.tick(3.5) == [LinkSilent(3.5)]  # the connection layer then reconnects
 
 
 def test_barcode_byte_by_byte_through_the_protocol() -> None:
