@@ -299,7 +299,9 @@ class Assembler:
         else:
             parcel.air_run = 0
             parcel.object_lines += 1
-            if len(parcel.indices) >= self.config.max_lines:
+            # The image spans the index range (missing lines are filled), so that is what is
+            # bounded: lines arriving with gaps must not build an image many times max_lines.
+            if index - parcel.indices[0] + 1 >= self.config.max_lines:
                 out += self._close(now, cut=True)
         return out
 

@@ -162,6 +162,17 @@ def test_long_object_is_cut_at_max_length_and_keeps_its_waybill() -> None:
     assert len({s.scan_id for s in got}) == 3
 
 
+def test_a_long_object_with_lines_missing_is_cut_by_its_span_not_its_line_count() -> None:
+    """Every other line lost: the filled image must still be at most max_lines tall."""
+    asm, belt = ready(AssemblerConfig(max_lines=100))
+    feed(asm, belt.air(50))
+    lines = belt.slab(400, "organic", 50)[::2] + belt.air(50)
+    got = scans(feed(asm, lines))
+    # (199 lines when the count of lines received was bounded instead of their span)
+    assert max(s.line_count for s in got) <= 100 + 2  # the cut lands on a received line
+    assert sum(s.truncated for s in got) >= 3
+
+
 def test_lost_lines_are_filled_and_counted() -> None:
     asm, belt = ready()
     lines = belt.air(50) + belt.slab(40, "organic", 50) + belt.air(50)
