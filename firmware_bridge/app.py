@@ -444,10 +444,11 @@ class Bridge:
         await asyncio.to_thread(self.spool.put_state, HOLD_BOOK_KEY, self.hold_book.to_json())
 
     async def _on_hold(self, order: HoldOrder) -> None:
+        again = order.hold_id in self.hold_book.open  # re-sent: not acked (say, a failed save)
         if not self.hold_book.hold(order.hold_id, order.waybill_no):
             log.info("hold %s was released already: nothing to stop", order.hold_id)
             return
-        self.stats.holds += 1
+        self.stats.holds += 0 if again else 1
         log.warning("HOLD %s for waybill %s: %s", order.hold_id, order.waybill_no, order.reason)
         # The belt stops first: a spool or disk error below must not leave it running. If the
         # book cannot be saved the hold is not acked, and the gateway sends it again.

@@ -386,6 +386,7 @@ async def test_the_belt_stops_for_a_hold_even_when_the_hold_book_cannot_be_saved
         await gateway.push_hold("hold-d", "SF001000000005")
         await wait_until(lambda: gateway.acks == ["hold-d"])
         assert bridge.stats.failed_tasks == []
+        assert bridge.stats.holds == 1  # one hold, sent twice
 
 
 async def serve_script(messages: list[Message]) -> asyncio.Server:
