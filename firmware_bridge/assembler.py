@@ -32,6 +32,7 @@ AIR_DRIFT: Final = 0.02  # relative air-level change that re-derives the segment
 # LINE carries a u64 index, but one line per 4 ms reaches 2**63 only after a billion years: a
 # larger index is corrupt or hostile, and would overflow the int64 arithmetic of the image fill.
 MAX_LINE_INDEX: Final = 2**63 - 1
+MAX_PENDING_BARCODES: Final = 256  # waybill reads not yet matched to a parcel, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +202,15 @@ class Assembler:
         self._update_threshold()
 
     def on_barcode(self, barcode: Barcode) -> None:
-        if barcode not in self._barcodes:  # a replay re-sends the same read
-            self._barcodes.append(barcode)
+        if barcode in self._barcodes:  # a replay re-sends the same read
+            return
+        if len(self._barcodes) >= MAX_PENDING_BARCODES:
+            # Reads waiting for their parcel are a handful; this many means a reader (or a
+            # peer) sending nonsense, e.g. indices far ahead that would never expire: the
+            # oldest waiting read becomes an orphan instead of the list growing without end.
+            self._barcodes.pop(0)
+            self.stats.orphan_barcodes += 1
+        self._barcodes.append(barcode)
 
     def _update_threshold(self) -> None:
         pixels = self._dark[0].shape[0]

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.assembler import (
+    MAX_PENDING_BARCODES,
     Assembler,
     AssemblerConfig,
     FragmentDiscarded,
@@ -171,6 +172,17 @@ def test_a_long_object_with_lines_missing_is_cut_by_its_span_not_its_line_count(
     # (199 lines when the count of lines received was bounded instead of their span)
     assert max(s.line_count for s in got) <= 100 + 2  # the cut lands on a received line
     assert sum(s.truncated for s in got) >= 3
+
+
+def test_waybill_reads_that_never_match_a_parcel_are_bounded() -> None:
+    asm, belt = ready()
+    feed(asm, belt.air(50))
+    for i in range(1000):  # reads far ahead of any line: they would never expire
+        asm.on_barcode(Barcode(10**12 + i, 1, f"SF{i:06d}"))
+    assert asm.stats.orphan_barcodes == 1000 - MAX_PENDING_BARCODES
+    asm.on_barcode(Barcode(belt.index, 1, "SF-REAL"))  # a real read still finds its parcel
+    got = scans(feed(asm, belt.slab(40, "organic", 50) + belt.air(50)))
+    assert [s.waybill_no for s in got] == ["SF-REAL"]
 
 
 def test_lost_lines_are_filled_and_counted() -> None:
