@@ -53,6 +53,36 @@ async def wait_for(predicate: Callable[[], Any], within: float = 10.0, step: flo
             await asyncio.sleep(step)
 
 
+async def sse_message(resp: aiohttp.ClientResponse) -> dict[str, str]:
+    """The fields of the next SSE message (comments skipped); {} once the stream has ended."""
+    fields: dict[str, str] = {}
+    async with asyncio.timeout(10):
+        while True:
+            raw = await resp.content.readline()
+            if not raw:
+                return fields
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if fields:
+                    return fields
+                continue
+            if not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+
+
+async def sse_events(resp: aiohttp.ClientResponse, n: int) -> list[dict[str, str]]:
+    """The next ``n`` SSE messages that carry data (id-only messages skipped)."""
+    out: list[dict[str, str]] = []
+    while len(out) < n:
+        message = await sse_message(resp)
+        if not message:
+            break
+        if "data" in message:
+            out.append(message)
+    return out
+
+
 async def _value(v: Any) -> Any:
     return await v if asyncio.iscoroutine(v) else v
 

@@ -17,7 +17,7 @@ from screening.api import alerts as alerts_api
 from screening.domain.access import Role
 from screening.protection import PersonalDataVault
 from screening.services import access
-from tests.alerts.conftest import DARK, AlertGateway, soon
+from tests.alerts.conftest import DARK, AlertGateway, soon, sse_events, sse_message
 from tests.gateway.events import event
 
 
@@ -178,40 +178,8 @@ async def test_acknowledge_assign_and_close_are_recorded_and_seizure_closes_the_
 
 
 async def read_events(resp: aiohttp.ClientResponse, n: int) -> list[tuple[str, dict[str, Any]]]:
-    """Parse ``n`` SSE events (id, data) off a streaming response."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    current: dict[str, str] = {}
-    async with asyncio.timeout(10):
-        while len(out) < n:
-            line = (await resp.content.readline()).decode().rstrip("\n")
-            if not line:
-                if "data" in current:
-                    out.append((current.get("id", ""), json.loads(current["data"])))
-                current = {}
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(": ")
-            current[name] = value
-    return out
-
-
-async def read_fields(resp: aiohttp.ClientResponse) -> dict[str, str]:
-    """The fields of the next SSE message, comments skipped; {} at the end of the stream."""
-    fields: dict[str, str] = {}
-    async with asyncio.timeout(10):
-        while True:
-            raw = await resp.content.readline()
-            if not raw:
-                return fields
-            line = raw.decode().rstrip("\n")
-            if not line:
-                if fields:
-                    return fields
-                continue
-            if not line.startswith(":"):
-                name, _, value = line.partition(": ")
-                fields[name] = value
+    """``n`` SSE events (id, data) off a streaming response."""
+    return [(m.get("id", ""), json.loads(m["data"])) for m in await sse_events(resp, n)]
 
 
 async def test_a_feed_lost_before_its_first_alert_resumes_where_it_began(
@@ -220,7 +188,7 @@ async def test_a_feed_lost_before_its_first_alert_resumes_where_it_began(
     await agw.set_policy(police=0.5)
     url = f"{agw.gw.url}/v1/alerts/stream"
     async with agw.gw.http.get(url, headers=agw.gw.auth("police")) as resp:
-        start = await read_fields(resp)  # the position it began at, before any alert
+        start = await sse_message(resp)  # the position it began at, before any alert
     assert start.keys() == {"retry", "id"}
     await agw.upload(DARK, "FEED-GAP-1")  # committed while the console reconnects
     headers = {**agw.gw.auth("police"), "Last-Event-ID": start["id"]}
@@ -236,10 +204,10 @@ async def test_a_revoked_key_loses_its_open_feed(
     key_id, key = await access.create_key(agw.gw.pool, Role.POLICE, [agw.site])
     url = f"{agw.gw.url}/v1/alerts/stream"
     async with agw.gw.http.get(url, headers={"Authorization": f"Bearer {key}"}) as resp:
-        assert "id" in await read_fields(resp)
+        assert "id" in await sse_message(resp)
         await access.revoke_key(agw.gw.pool, key_id)
-        assert (await read_fields(resp)).get("event") == "revoked"
-        assert await read_fields(resp) == {}  # and the stream ends
+        assert (await sse_message(resp)).get("event") == "revoked"
+        assert await sse_message(resp) == {}  # and the stream ends
     async with agw.gw.http.get(url, headers={"Authorization": f"Bearer {key}"}) as resp:
         assert resp.status == 401
 

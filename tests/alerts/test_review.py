@@ -25,6 +25,7 @@ from tests.alerts.conftest import (
     AlertGateway,
     Receiver,
     soon,
+    sse_events,
     start_alert_gateway,
     wait_for,
 )
@@ -457,20 +458,10 @@ async def test_a_skipped_item_is_released_at_once_and_comes_back_to_its_skipper_
 
 async def read_feed(resp: aiohttp.ClientResponse, n: int) -> list[tuple[str, str, dict[str, Any]]]:
     """``n`` SSE events off a live feed: (id, event name, data)."""
-    out: list[tuple[str, str, dict[str, Any]]] = []
-    current: dict[str, str] = {}
-    async with asyncio.timeout(10):
-        while len(out) < n:
-            line = (await resp.content.readline()).decode().rstrip("\n")
-            if not line:
-                if "data" in current:
-                    data = json.loads(current["data"])
-                    out.append((current.get("id", ""), current.get("event", "message"), data))
-                current = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(": ")
-                current[name] = value
-    return out
+    return [
+        (m.get("id", ""), m.get("event", "message"), json.loads(m["data"]))
+        for m in await sse_events(resp, n)
+    ]
 
 
 async def test_confirming_a_scan_police_already_have_updates_that_alert_instead_of_a_second(
