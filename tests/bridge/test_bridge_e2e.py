@@ -123,11 +123,7 @@ async def test_hold_order_stops_the_belt_and_is_acknowledged(
     gateway: FakeGateway, tmp_path: Path
 ) -> None:
     scanner = fast_scanner(parcels=50, rate=500.0)
-    server = await scanner.serve_tcp()
-    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "spool.db"))
-    await bridge.start()
-    try:
+    async with running_bridge(scanner, gateway, tmp_path / "spool.db") as bridge:
         await wait_until(lambda: len(gateway.sockets) == 1 and scanner.state.belt_running)
         await gateway.push_hold("hold-7", "SF001000000003")
         await wait_until(lambda: bool(scanner.state.holds) and gateway.acks == ["hold-7"])
@@ -137,10 +133,6 @@ async def test_hold_order_stops_the_belt_and_is_acknowledged(
         await asyncio.sleep(0.1)
         assert scanner.state.lines_sent == sent  # the belt really stopped
         assert "stopped" in (await bridge.status())["belt"]
-    finally:
-        await bridge.stop()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_restarted_bridge_still_knows_the_hold_that_stopped_its_belt(
@@ -210,35 +202,18 @@ async def test_a_stop_the_scanner_never_acknowledged_is_sent_again(
 async def test_gateway_overload_and_rejection(gateway: FakeGateway, tmp_path: Path) -> None:
     gateway.overload_next = 2
     scanner = fast_scanner(parcels=2)
-    server = await scanner.serve_tcp()
-    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "a.db", holds=False))
-    await bridge.start()
-    try:
+    async with running_bridge(scanner, gateway, tmp_path / "a.db", holds=False) as bridge:
         await wait_until(lambda: len(gateway.scans) == 2)
-    finally:
-        await bridge.stop()
-        server.close()
-        await server.wait_closed()
     # a site the key is not bound to: 403 problem+json -> dead, kept, never retried
     scanner = fast_scanner(parcels=2, seed=2)
-    server = await scanner.serve_tcp()
-    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    bridge = Bridge(
-        bridge_config(url, gateway.url, tmp_path / "b.db", site_id="other", holds=False)
-    )
-    await bridge.start()
-    try:
+    spool = tmp_path / "b.db"
+    async with running_bridge(scanner, gateway, spool, site_id="other", holds=False) as bridge:
         await wait_until(lambda: bridge.spool.depth().dead == 2)
         assert all("403" in error for _, error in bridge.spool.dead())
         posts = gateway.posts
         await asyncio.sleep(0.3)
         assert gateway.posts == posts
         assert bridge.spool.depth().pending == 0
-    finally:
-        await bridge.stop()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_serial_link_over_a_pty(gateway: FakeGateway, tmp_path: Path) -> None:
@@ -330,19 +305,11 @@ async def test_a_new_bridge_takes_over_from_a_stale_connection(
 
 async def test_scanner_keeps_its_line_rate(gateway: FakeGateway, tmp_path: Path) -> None:
     scanner = fast_scanner(parcels=1000, rate=500.0)
-    server = await scanner.serve_tcp()
-    url = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    bridge = Bridge(bridge_config(url, gateway.url, tmp_path / "s.db", holds=False))
-    await bridge.start()
-    try:
+    async with running_bridge(scanner, gateway, tmp_path / "s.db", holds=False) as bridge:
         await wait_until(lambda: bridge.stats.lines > 0)
         start = bridge.stats.lines
         await asyncio.sleep(1.0)
         assert 400 <= bridge.stats.lines - start <= 600
-    finally:
-        await bridge.stop()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_hold_with_a_long_multibyte_id_still_stops_the_belt_and_later_holds_work(
