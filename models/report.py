@@ -117,6 +117,42 @@ def _f(x: float | None) -> str:
     return "n/a" if x is None or x != x else f"{x:.3f}"
 
 
+def _training(tr: dict[str, Any]) -> str:
+    """The card's training paragraph: the run (or both stages) from the record, then the recipe."""
+    first = tr.get("first_stage")
+    if first:  # two stages: the GPU run, then a CPU stage from its export
+        runs = (
+            f"In two stages (`models/train.py`, which `make train` replays). First, from "
+            f"scratch: {first.get('steps')} steps of batch {first.get('batch')} "
+            f"({first.get('epochs')} passes) over {first.get('images')} generated parcels "
+            f"(seeds 1–{first.get('images')}) at {first.get('imgsz')} px on "
+            f"{first.get('device')}, **{first.get('train_wall_s', 0) / 60:.1f} min**; AdamW "
+            f"at lr {first.get('lr')}, warm-up then cosine, bf16 autocast on the GPU, weight "
+            f"EMA. Then, from that export, {tr.get('steps')} steps of batch {tr.get('batch')} "
+            f"at lr {tr.get('lr')} on {tr.get('device')} ({tr.get('threads')} threads, "
+            f"**{tr.get('train_wall_s', 0) / 60:.0f} min**), the same parcels with "
+            f"{tr.get('invert_p', 0):.0%} of samples shown as a negative (inverted) display."
+        )
+    else:
+        runs = (
+            f"From scratch (`models/train.py`): {tr.get('steps')} steps of batch "
+            f"{tr.get('batch')} ({tr.get('epochs')} passes) over {tr.get('images')} generated "
+            f"parcels (seeds 1–{tr.get('images')}) at {tr.get('imgsz')} px on "
+            f"{tr.get('device')}, **{tr.get('train_wall_s', 0) / 60:.1f} min** of training; "
+            f"AdamW at lr {tr.get('lr')}, warm-up then cosine, bf16 autocast on the GPU, "
+            "weight EMA."
+        )
+    return (
+        f"{runs} Augmentation: flips, scale and position, brightness/contrast, and "
+        "vendor-style jitter (hue rotation, channel order, grey rendering, gamma, blur, noise) "
+        "so the detector leans on shape and relative colour rather than one colour table. "
+        f"Network: CSP-style backbone (widths {tr.get('width')}), FPN+PAN neck "
+        f"({tr.get('neck')} channels), anchor-free head at strides 8/16/32 (~2 M parameters, "
+        "10 MB ONNX). Loss: quality focal loss (IoU as the soft target) + GIoU, FCOS "
+        "centre-sampling assignment with scale ranges, computed for the whole batch at once."
+    )
+
+
 def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
     m = doc["metrics"]
     t = m["test"]
@@ -220,42 +256,10 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
         "",
         "## Training",
         "",
-        f"From scratch (`models/train.py`): {tr.get('steps')} steps of batch {tr.get('batch')} "
-        f"({tr.get('epochs')} passes) over {tr.get('images')} generated parcels (seeds "
-        f"1–{tr.get('images')}) at {tr.get('imgsz')} px on {tr.get('device')}, "
-        f"**{tr.get('train_wall_s', 0) / 60:.1f} min** of training; AdamW at lr {tr.get('lr')}, "
-        "warm-up then cosine, bf16 autocast on the GPU, weight EMA. Augmentation: flips, scale "
-        "and position, brightness/contrast, and vendor-style jitter (hue rotation, channel "
-        "order, grey rendering, gamma, blur, noise) so the detector leans on shape and relative "
-        "colour rather than one colour table. Network: CSP-style backbone (widths "
-        f"{tr.get('width')}), FPN+PAN neck ({tr.get('neck')} channels), anchor-free head at "
-        "strides 8/16/32 (~2 M parameters, 10 MB ONNX). Loss: quality focal loss (IoU as the "
-        "soft target) + GIoU, FCOS centre-sampling assignment with scale ranges, computed for "
-        "the whole batch at once.",
+        _training(tr),
         "",
     ]
     first = tr.get("first_stage")
-    if first:  # two stages: the GPU run, then a CPU stage from its export
-        lines[-2] = (
-            f"In two stages (`models/train.py`, which `make train` replays). First, from "
-            f"scratch: {first.get('steps')} steps of batch {first.get('batch')} "
-            f"({first.get('epochs')} passes) over {first.get('images')} generated parcels "
-            f"(seeds 1–{first.get('images')}) at {first.get('imgsz')} px on "
-            f"{first.get('device')}, **{first.get('train_wall_s', 0) / 60:.1f} min**; AdamW "
-            f"at lr {first.get('lr')}, warm-up then cosine, bf16 autocast on the GPU, weight "
-            f"EMA. Then, from that export, {tr.get('steps')} steps of batch {tr.get('batch')} "
-            f"at lr {tr.get('lr')} on {tr.get('device')} ({tr.get('threads')} threads, "
-            f"**{tr.get('train_wall_s', 0) / 60:.0f} min**), the same parcels with "
-            f"{tr.get('invert_p', 0):.0%} of samples shown as a negative (inverted) display. "
-            "Augmentation: flips, scale "
-            "and position, brightness/contrast, and vendor-style jitter (hue rotation, channel "
-            "order, grey rendering, gamma, blur, noise) so the detector leans on shape and "
-            "relative colour rather than one colour table. Network: CSP-style backbone (widths "
-            f"{tr.get('width')}), FPN+PAN neck ({tr.get('neck')} channels), anchor-free head at "
-            "strides 8/16/32 (~2 M parameters, 10 MB ONNX). Loss: quality focal loss (IoU as "
-            "the soft target) + GIoU, FCOS centre-sampling assignment with scale ranges, "
-            "computed for the whole batch at once."
-        )
     budgeted = first if first and first.get("time_budget_s") else tr
     if budgeted.get("time_budget_s"):
         lines += [
