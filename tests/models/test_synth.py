@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from models.synth import Parcel, generate_parcel
 from models.synth.colour import STYLES, colourise, zeff
-from models.synth.dataset import render_sample, yolo_lines
+from models.synth.dataset import Split, render_sample, write_yolo, yolo_lines
 from models.synth.geometry import Part, Shape, rasterise
 from models.synth.physics import calibrate, random_scanner, transmission
 from models.taxonomy import CATEGORIES, CLASSES
@@ -133,6 +135,24 @@ def test_dataset_sample_and_yolo_labels() -> None:
         cls, *xywh = line.split()
         assert 0 <= int(cls) < len(CLASSES)
         assert all(0.0 <= float(v) <= 1.0 for v in xywh)
+
+
+def test_worker_pool_writes_what_one_process_writes(tmp_path: Path) -> None:
+    """Parallel generation (spawned, single-threaded workers) is the same dataset, byte for byte,
+    and leaves the parent's thread settings as they were."""
+    import os
+
+    before = os.environ.get("OMP_NUM_THREADS")
+    split = [Split("train", range(1, 5), ("A", "B", "C"), 0.8)]
+    write_yolo(tmp_path / "serial", split, workers=1, progress=False)
+    write_yolo(tmp_path / "pool", split, workers=2, progress=False)
+    assert os.environ.get("OMP_NUM_THREADS") == before
+    files = sorted(p.relative_to(tmp_path / "serial")
+                   for p in (tmp_path / "serial").rglob("*") if p.is_file()
+                   and p.name != "data.yaml")
+    assert len(files) == 4 * 3 + 1  # image, label and sidecar per parcel, and train.jsonl
+    for f in files:
+        assert (tmp_path / "pool" / f).read_bytes() == (tmp_path / "serial" / f).read_bytes(), f
 
 
 def test_every_class_maps_to_a_catalogue_category() -> None:
