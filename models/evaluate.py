@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -27,7 +29,8 @@ from models.synth.dataset import (
     TEST_SEEDS_START,
     TRAIN_SEEDS_START,
     VAL_SEEDS_START,
-    render_sample,
+    Split,
+    write_yolo,
 )
 from models.taxonomy import CATEGORIES, CLASSES
 from screening.inference import Detector, DetectorConfig
@@ -38,14 +41,15 @@ ROOT = Path(__file__).resolve().parent
 CALIB_SEEDS_START = 3_000_000
 FA_RATES = (0.01, 0.02, 0.05)
 MIN_THRESHOLD = 0.25
-# Per-class threshold: at most this share of clean calibration parcels alarms on that class.
-CLASS_FA_BUDGET = 0.0025
+# Share of clean calibration parcels the per-class thresholds may flag, all classes together:
+# below the 2% target, with room for the estimate's spread on 1,000 parcels (about ±0.4%).
+FLAG_BUDGET = 0.015
 
 Sample = tuple[np.ndarray, list[GroundTruth], str]  # RGB, ground truth, vendor style
 
 
-def load_test(data: Path, limit: int | None) -> list[Sample]:
-    rows = [json.loads(x) for x in (data / "meta" / "test.jsonl").read_text().splitlines()]
+def load_split(data: Path, split: str, limit: int | None = None) -> list[Sample]:
+    rows = [json.loads(x) for x in (data / "meta" / f"{split}.jsonl").read_text().splitlines()]
     out = []
     for row in rows[:limit]:
         rgb = decode_image((data / row["file"]).read_bytes())  # the bytes a station uploads
@@ -55,15 +59,11 @@ def load_test(data: Path, limit: int | None) -> list[Sample]:
     return out
 
 
-def render_set(start: int, n: int, styles: tuple[str, ...], threat_rate: float) -> list[Sample]:
-    out = []
-    for seed in range(start, start + n):
-        s = render_sample(seed, styles, threat_rate)
-        # Round-trip through PNG bytes like a stored upload.
-        png = cv2.imencode(".png", s.image[..., ::-1])[1].tobytes()
-        gts = [GroundTruth(lab.class_id, lab.box, lab.occlusion_level) for lab in s.labels]
-        out.append((decode_image(png), gts, s.style))
-    return out
+def rendered_split(data: Path, split: Split) -> list[Sample]:
+    """A held-out set rendered once into `data` (in parallel, resumable) and read back as the
+    PNG bytes a station uploads."""
+    write_yolo(data, [split], workers=os.cpu_count() or 1, progress=False)
+    return load_split(data, split.name)
 
 
 def predict(model: Path, manifest: Path, samples: Sequence[Sample], threads: int = 2,
@@ -177,12 +177,24 @@ def parcel_rates(samples: Sequence[Sample], preds: list[list[Prediction]]) -> di
 
 
 def per_class_thresholds(calib_preds: list[list[Prediction]]) -> dict[str, float]:
-    thr = {}
-    for c, name in enumerate(CLASSES):
-        scores = np.array([class_max(p, c) for p in calib_preds])
-        thr[name] = round(max(MIN_THRESHOLD, threshold_at_false_alarm(scores, CLASS_FA_BUDGET)),
-                          3)
-    return thr
+    """Per-class thresholds, each at the same share of clean calibration parcels, that share the
+    largest for which at most FLAG_BUDGET of them are flagged by any class (so eight classes
+    together keep the site's false-flag rate, not each class alone)."""
+    scores = np.array([[class_max(p, c) for c in range(len(CLASSES))] for p in calib_preds])
+
+    def at(rate: float) -> np.ndarray:
+        # Rounded up, so a published threshold never lets in a parcel the search kept out.
+        return np.array([math.ceil(1000 * max(MIN_THRESHOLD, threshold_at_false_alarm(
+            scores[:, c], rate))) / 1000 for c in range(len(CLASSES))])
+
+    lo, hi = 0.0, FLAG_BUDGET
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if np.mean((scores >= at(mid)).any(axis=1)) <= FLAG_BUDGET:
+            lo = mid
+        else:
+            hi = mid
+    return {name: float(t) for name, t in zip(CLASSES, at(lo), strict=True)}
 
 
 def verdict_rates(samples: Sequence[Sample], preds: list[list[Prediction]],
@@ -245,8 +257,9 @@ def manifest_doc(model: Path, version: str, train_meta: dict[str, Any], imgsz: i
                    "boxes": "cx, cy, w, h in input pixels", "scores": "per-class sigmoid",
                    "nms": "outside the graph, class-aware"},
         "thresholds": {"default": 0.5, "per_class": thresholds or {},
-                       "how": f"per class, at most {CLASS_FA_BUDGET:.2%} of {CALIB_N} clean "
-                              f"calibration parcels (seeds {CALIB_SEEDS_START}+), floor "
+                       "how": f"per class at one common rate, the largest with at most "
+                              f"{FLAG_BUDGET:.1%} of {CALIB_N} clean calibration parcels "
+                              f"(seeds {CALIB_SEEDS_START}+) flagged by any class; floor "
                               f"{MIN_THRESHOLD}"},
         "generator": {"version": GENERATOR_VERSION,
                       "train_seeds": [TRAIN_SEEDS_START, TRAIN_SEEDS_START
@@ -260,7 +273,7 @@ def manifest_doc(model: Path, version: str, train_meta: dict[str, Any], imgsz: i
     }
 
 
-CALIB_N = 300
+CALIB_N = 1000
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -294,10 +307,11 @@ def main(argv: list[str] | None = None) -> None:
     manifest.write_text(json.dumps(manifest_doc(a.model, version, train_meta, imgsz, None, None),
                                    indent=2))
     t0 = time.monotonic()
-    test = load_test(a.data, a.limit)
+    test = load_split(a.data, "test", a.limit)
     test_preds = predict(a.model, manifest, test)
     print(f"test: {len(test)} images in {time.monotonic() - t0:.0f} s", file=sys.stderr)
-    calib = render_set(CALIB_SEEDS_START, a.calib, ("A", "B", "C"), 0.0)
+    calib = rendered_split(a.data, Split("calib", range(CALIB_SEEDS_START, CALIB_SEEDS_START
+                                                         + a.calib), ("A", "B", "C"), 0.0))
     calib_preds = predict(a.model, manifest, calib)
     thresholds = per_class_thresholds(calib_preds)
     metrics: dict[str, Any] = {"test": summarise(test, test_preds),
@@ -326,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         xv_meta = json.loads(xv.with_suffix(".train.json").read_text())
         xv_manifest.write_text(json.dumps(manifest_doc(xv, "xvendor", xv_meta, imgsz, None,
                                                        None), indent=2))
-        style_c = render_set(TEST_SEEDS_START, a.xvendor_n, ("C",), 0.5)
+        style_c = rendered_split(a.data, Split("test_style_c", range(
+            TEST_SEEDS_START, TEST_SEEDS_START + a.xvendor_n), ("C",), 0.5))
         in_domain = [(s, p) for s, p in zip(test, range(len(test)), strict=True)
                      if s[2] in ("A", "B")]
         ab = [s for s, _ in in_domain]

@@ -117,31 +117,28 @@ def _f(x: float | None) -> str:
     return "n/a" if x is None or x != x else f"{x:.3f}"
 
 
+def _stage(st: dict[str, Any]) -> str:
+    """One training run of the record, in a sentence."""
+    where = st.get("device") if st.get("device") != "cpu" else f"{st.get('threads')} CPU threads"
+    inverted = (f", {st['invert_p']:.0%} of samples shown as a negative (inverted) display"
+                if st.get("invert_p") else "")
+    return (f"{st.get('steps')} steps of batch {st.get('batch')} ({st.get('epochs')} passes) "
+            f"over {st.get('images')} generated parcels (seeds 1–{st.get('images')}) at lr "
+            f"{st.get('lr')} on {where}, **{st.get('train_wall_s', 0) / 60:.1f} min**{inverted}")
+
+
 def _training(tr: dict[str, Any]) -> str:
-    """The card's training paragraph: the run (or both stages) from the record, then the recipe."""
-    first = tr.get("first_stage")
-    if first:  # two stages: the GPU run, then a CPU stage from its export
-        runs = (
-            f"In two stages (`models/train.py`, which `make train` replays). First, from "
-            f"scratch: {first.get('steps')} steps of batch {first.get('batch')} "
-            f"({first.get('epochs')} passes) over {first.get('images')} generated parcels "
-            f"(seeds 1–{first.get('images')}) at {first.get('imgsz')} px on "
-            f"{first.get('device')}, **{first.get('train_wall_s', 0) / 60:.1f} min**; AdamW "
-            f"at lr {first.get('lr')}, warm-up then cosine, bf16 autocast on the GPU, weight "
-            f"EMA. Then, from that export, {tr.get('steps')} steps of batch {tr.get('batch')} "
-            f"at lr {tr.get('lr')} on {tr.get('device')} ({tr.get('threads')} threads, "
-            f"**{tr.get('train_wall_s', 0) / 60:.0f} min**), the same parcels with "
-            f"{tr.get('invert_p', 0):.0%} of samples shown as a negative (inverted) display."
-        )
+    """The card's training paragraph: each stage of the record, then the recipe."""
+    stages = [*tr.get("earlier_stages", []), tr]
+    if len(stages) > 1:
+        steps = "; ".join(f"({k}) {'from scratch' if k == 1 else 'from the previous export'}, "
+                          + _stage(st) for k, st in enumerate(stages, 1))
+        runs = (f"In {len(stages)} stages (`models/train.py`, which `make train` replays): "
+                f"{steps}. All at {tr.get('imgsz')} px; AdamW, warm-up then cosine per stage, "
+                "bf16 autocast on the GPU, weight EMA.")
     else:
-        runs = (
-            f"From scratch (`models/train.py`): {tr.get('steps')} steps of batch "
-            f"{tr.get('batch')} ({tr.get('epochs')} passes) over {tr.get('images')} generated "
-            f"parcels (seeds 1–{tr.get('images')}) at {tr.get('imgsz')} px on "
-            f"{tr.get('device')}, **{tr.get('train_wall_s', 0) / 60:.1f} min** of training; "
-            f"AdamW at lr {tr.get('lr')}, warm-up then cosine, bf16 autocast on the GPU, "
-            "weight EMA."
-        )
+        runs = (f"From scratch (`models/train.py`): {_stage(tr)}, at {tr.get('imgsz')} px; "
+                "AdamW, warm-up then cosine, bf16 autocast on the GPU, weight EMA.")
     return (
         f"{runs} Augmentation: flips, scale and position, brightness/contrast, and "
         "vendor-style jitter (hue rotation, channel order, grey rendering, gamma, blur, noise) "
@@ -259,23 +256,25 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
         _training(tr),
         "",
     ]
-    first = tr.get("first_stage")
-    budgeted = first if first and first.get("time_budget_s") else tr
-    if budgeted.get("time_budget_s"):
+    notes = [f"Stage {k}: {st['note']}" for k, st in enumerate(
+        [*tr.get("earlier_stages", []), tr], 1) if st.get("note")]
+    if notes:
         lines += [
-            f"The {'first ' if first else ''}run was time-boxed: the trainer timed its first "
-            "steps and fixed the "
-            f"run's length to fit a {budgeted['time_budget_s']:.0f} s budget; that length "
-            "(steps) is what the record keeps and what `make train` replays on any device."
-            + (f" {budgeted['note']}" if budgeted.get("note") else ""),
+            "Runs on a lent machine were time-boxed: the trainer timed its first steps and fixed "
+            "the run's length to fit the budget; that length (steps) is what the record keeps "
+            "and what `make train` replays on any device. " + " ".join(notes),
             "",
         ]
     tried = m.get("stages_test", {})
     known = {
-        "stage-cpu-v1": "`cpu-v1` is the previous model (1 M parameters, 256 px, 76 min on 2 CPU "
+        "stage-cpu-v1": "`cpu-v1` is model 1.0 (1 M parameters, 256 px, 76 min on 2 CPU "
         "cores in four stages, about 4,500 steps of batch 32)",
-        "stage-gpu-16k": "`gpu-16k` trained on 16,109 parcels but for only 2,637 steps (115 s)",
-        "stage-gpu-2.0.0": "`gpu-2.0.0` is the first stage alone (the previous model, 2.0.0)",
+        "stage-gpu-16k": "`gpu-16k` trained from scratch on 16,109 parcels for only 2,637 steps "
+        "of batch 64 (115 s)",
+        "stage-gpu-2.0.0": "`gpu-2.0.0` is stage 1 alone (model 2.0.0: 4,302 steps of batch 64 "
+        "over 3,087 parcels)",
+        "stage-cpu-2.1.0": "`cpu-2.1.0` is stages 1-2 (model 2.1.0)",
+        "stage-gpu-s3": "`gpu-s3` is stages 1-3",
     }
     if tried:
         lines += [
@@ -283,9 +282,11 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
             + ", ".join(f"{k.removeprefix('stage-')} {_f(v['map50'])}" for k, v in tried.items())
             + f", shipped {_f(t['map50'])}. "
             + "; ".join(known[k] for k in tried if k in known)
-            + (". Steps matter more than parcel count at this scale; the next lever is more "
-               "steps over more parcels together (a longer GPU run)." if "stage-gpu-16k" in tried
-               else "."),
+            + (". Neither more parcels at few steps (gpu-16k) nor more steps over few parcels "
+               "(2.0.0, 2.1.0) got past 0.66; more parcels and more samples together did "
+               "(stages 3-4: 27,047 parcels, 1.1 M samples at batch 192). The next lever is "
+               "the same again: a longer GPU run over more parcels."
+               if "stage-gpu-s3" in tried else "."),
             "",
         ]
     lines += [
@@ -335,8 +336,9 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
             "",
             f"A separate run trained on styles {xv['train_styles']} only "
             f"({xv['train_images']} images, {xv['epochs']} passes, "
-            f"{(xv['train_wall_s'] or 0) / 60:.1f} min, same recipe otherwise) and tested on "
-            "the held-out seeds rendered in style C, a colour table it never saw:",
+            f"{(xv['train_wall_s'] or 0) / 60:.1f} min, stage 1's recipe alone: the "
+            "shipped model's later stages have no A+B counterpart yet) and tested on the "
+            "held-out seeds rendered in style C, a colour table it never saw:",
             "",
             "| model / test set | images | mAP50 | mAP50:95 |",
             "|---|---|---|---|",
@@ -375,9 +377,10 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
             ]
         elif inverted:
             lines += [
-                "Negative (inverted) displays are learnt in the second training stage only, "
-                "from a short CPU run: they are recognised, less well than the colours the "
-                "generator draws.",
+                f"Negative (inverted) displays are shown in training "
+                f"({tr.get('invert_p', 0):.0%} of samples, from the second stage on): they are "
+                f"recognised at {_f(inverted['map50'])} mAP50, against {_f(t['map50'])} for the "
+                "colours the generator draws.",
                 "",
             ]
     lat = m.get("latency_ms", {})
@@ -430,9 +433,9 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
         "the CPU), trains the cross-vendor control and runs `python -m models.evaluate`, which "
         "rewrites this card and `xray-detector.json`. The same steps over the same parcels "
         "reproduce the model up to floating-point non-determinism (bf16 on the GPU, "
-        "multi-threaded CPU kernels) and one difference: the recorded run's first 70 steps, "
-        "while the trainer timed them, used a provisional warm-up (100 steps instead of 300). "
-        "On a CPU the run is long: see the README for the measured step time.",
+        "multi-threaded CPU kernels) and one difference: in each time-boxed run the first 70 "
+        "steps, while the trainer timed them, used a provisional warm-up (100 steps instead of "
+        "up to 300). On a CPU the run is long: see the README for the measured step time.",
         "",
     ]
     return "\n".join(lines)

@@ -2,11 +2,14 @@
 one, else on the CPU), export ONNX, train the cross-vendor control, evaluate on held-out seeds and
 write the manifest and model card.
 
-Defaults reproduce the committed model (models/xray-detector.onnx) on any device: the run is a
-fixed number of steps over the same generated images; models/REPORT.md gives the measured wall
-time. Training: anchor-free FCOS-style assignment (centre sampling, scale ranges per
-stride), quality focal loss with the IoU as the soft target (so scores rank box quality, which
-mAP rewards), GIoU box loss, AdamW with a cosine schedule, weight EMA.
+Defaults reproduce the committed model (models/xray-detector.onnx) on any device: the recipe's
+stages (RECIPE), each a fixed number of steps over the same generated images from the previous
+stage's export; models/REPORT.md gives each stage's measured wall time. `--steps`, `--epochs` or
+`--time-budget-s` make a single run instead (as on a lent GPU, with `--init` to continue).
+
+Training: anchor-free FCOS-style assignment (centre sampling, scale ranges per stride),
+quality focal loss with the IoU as the soft target (so scores rank box quality, which mAP
+rewards), GIoU box loss, AdamW with a cosine schedule, weight EMA.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -475,30 +480,69 @@ def _export_run(model: torch.nn.Module, args: argparse.Namespace, width: tuple[i
         indent=2))
 
 
-# The committed model's recipe (models/xray-detector.train.json records the runs that made it:
-# the parcels a 180 s generation on 16 cores reached, then a 270 s budget on one GPU; then a
-# second stage on two CPU cores, from that export, that adds the negative display).
-IMAGES = 3087
-STEPS = 4302
-XVENDOR_STEPS = 4145
-FINETUNE_STEPS = 843  # the second stage's record (models/xray-detector.train.json)
-FINETUNE_LR = 6e-4
-FINETUNE_INVERT_P = 0.2
+@dataclass(frozen=True)
+class Stage:
+    """One run of a recipe: `steps` optimiser steps of `batch` over seeds 1..`images`, each stage
+    continuing from the previous one's export."""
+
+    steps: int
+    lr: float
+    batch: int
+    images: int
+    invert_p: float
+
+
+# The committed model's recipe, as models/xray-detector.train.json records it: the lengths are
+# what time-boxed runs reached (see each stage's note there); replaying them needs no budget.
+RECIPE = (
+    Stage(steps=4302, lr=2e-3, batch=64, images=3087, invert_p=0.0),  # GPU, from scratch
+    Stage(steps=843, lr=6e-4, batch=64, images=3087, invert_p=0.2),  # 2 CPU cores
+    Stage(steps=2707, lr=1.5e-3, batch=192, images=27047, invert_p=0.2),  # GPU
+    Stage(steps=3000, lr=8e-4, batch=192, images=27047, invert_p=0.2),  # GPU
+)
+# The cross-vendor control: from scratch on styles A and B only, tested on C.
+XVENDOR = Stage(steps=4145, lr=2e-3, batch=64, images=3087, invert_p=0.0)
+
+
+def run_stages(args: argparse.Namespace, stages: Sequence[Stage], out: Path) -> None:
+    """Train `stages` in turn, each from the previous export (the first from `args.init`), the
+    last to `out`; its record lists the earlier stages' records under `earlier_stages`."""
+    init, records = args.init, []
+    for i, st in enumerate(stages):
+        last = i == len(stages) - 1
+        run = argparse.Namespace(**{
+            **vars(args), "steps": st.steps, "lr": st.lr, "batch": st.batch,
+            "limit_images": st.images, "invert_p": st.invert_p, "init": init,
+            "epochs": 0, "time_budget_s": 0,
+            "out": out if last else RUNS / f"{out.stem}-stage{i + 1}.onnx"})
+        train(run)
+        if not last:
+            records.append(json.loads(run.out.with_suffix(".train.json").read_text()))
+        init = run.out
+    if records:
+        record = out.with_suffix(".train.json")
+        merged = json.loads(record.read_text())
+        merged["earlier_stages"] = records
+        record.write_text(json.dumps(merged, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=MODEL_PATH)
-    ap.add_argument("--images", type=int, default=IMAGES,
-                    help="synthetic training parcels to generate when --data has none")
-    ap.add_argument("--steps", type=int, default=STEPS,
-                    help="optimiser steps (0: use --epochs or --time-budget-s)")
-    ap.add_argument("--epochs", type=int, default=0, help="passes over the images (--steps 0)")
+    ap.add_argument("--stages", type=int, default=len(RECIPE),
+                    help="replay the first N stages of the committed recipe (default: all)")
+    ap.add_argument("--images", type=int, default=None,
+                    help="synthetic training parcels to generate when --data has fewer "
+                         "(default: what the recipe uses; for a single run, none)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="a single run instead of the recipe: this many optimiser steps "
+                         "(0: use --epochs or --time-budget-s)")
+    ap.add_argument("--epochs", type=int, default=0, help="single run: passes over the images")
     ap.add_argument("--time-budget-s", type=float, default=0,
-                    help="with --steps 0: as many steps as fit, timed on the first ones")
+                    help="single run: as many steps as fit, timed on the first ones")
     ap.add_argument("--limit-images", type=int, default=0,
-                    help="train on the first N only (default: --images; 0 with --images 0: all)")
+                    help="single run: train on the first N only (default: --images; 0: all)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--width", default=",".join(map(str, WIDTH)))
@@ -513,47 +557,39 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", type=Path, default=None, help="start from one of our ONNX exports")
     ap.add_argument("--invert-p", type=float, default=0.0,
                     help="share of samples shown as a negative (inverted) display")
-    ap.add_argument("--version", default="2.1.0")
+    ap.add_argument("--version", default="2.2.0")
     ap.add_argument("--checkpoint-every-s", type=float, default=0,
                     help="also export the weight average this often while training")
-    ap.add_argument("--no-evaluate", action="store_true", help="one run as given, no xvendor")
-    ap.add_argument("--finetune-steps", type=int, default=FINETUNE_STEPS,
-                    help="second stage: continue from the first's export with inverted "
-                         "displays (0: one stage)")
-    ap.add_argument("--finetune-lr", type=float, default=FINETUNE_LR)
-    ap.add_argument("--finetune-invert-p", type=float, default=FINETUNE_INVERT_P)
-    ap.add_argument("--xvendor-steps", type=int, default=XVENDOR_STEPS,
-                    help="cross-vendor run on styles A,B, tested on C (0: skip)")
+    ap.add_argument("--no-evaluate", action="store_true", help="no cross-vendor control, "
+                    "no evaluation")
+    ap.add_argument("--no-xvendor", action="store_true", help="skip the cross-vendor control")
     args = ap.parse_args(argv)
+    single = args.steps is not None or args.epochs > 0 or args.time_budget_s > 0
+    stages = RECIPE[: max(args.stages, 1)]
+    if args.images is None:
+        args.images = 0 if single else max(st.images for st in stages)
     train_dir = args.data / "images" / "train"
     have = len(list(train_dir.iterdir())) if train_dir.exists() else 0
     need_test = not args.no_evaluate and not (args.data / "meta" / "test.jsonl").exists()
     if have < args.images or need_test:  # resumable: parcels already written are kept
         subprocess.run([sys.executable, "-m", "models.synth", "--out", str(args.data),
-                        "--train", str(args.images), "--workers", str(os.cpu_count() or 1)],
-                       check=True)
-    args.limit_images = args.limit_images or args.images
-    if args.finetune_steps > 0:
-        first = argparse.Namespace(**{**vars(args), "out": RUNS / "first-stage.onnx"})
-        train(first)
-        train(argparse.Namespace(**{
-            **vars(args), "init": first.out, "steps": args.finetune_steps,
-            "time_budget_s": 0, "lr": args.finetune_lr, "invert_p": args.finetune_invert_p}))
-        record = args.out.with_suffix(".train.json")
-        merged = json.loads(record.read_text())
-        merged["first_stage"] = json.loads(first.out.with_suffix(".train.json").read_text())
-        record.write_text(json.dumps(merged, indent=2))
-    else:
+                        "--train", str(max(args.images, have)), "--workers",
+                        str(os.cpu_count() or 1)], check=True)
+    if single:
+        args.steps = args.steps or 0
+        args.limit_images = args.limit_images or args.images
         train(args)
+    else:
+        run_stages(args, stages, args.out)
     if args.no_evaluate:
         return
     cmd = [sys.executable, "-m", "models.evaluate", "--model", str(args.out), "--data",
            str(args.data)]
-    if args.xvendor_steps > 0:
-        xv = argparse.Namespace(**{**vars(args), "styles": "A,B", "steps": args.xvendor_steps,
-                                   "out": RUNS / "xvendor.onnx", "version": "xvendor"})
-        train(xv)
-        cmd += ["--xvendor-model", str(xv.out)]
+    if not args.no_xvendor:
+        xv = argparse.Namespace(**{**vars(args), "styles": "A,B", "version": "xvendor",
+                                   "init": None})
+        run_stages(xv, [XVENDOR], RUNS / "xvendor.onnx")
+        cmd += ["--xvendor-model", str(RUNS / "xvendor.onnx")]
     subprocess.run(cmd, check=True)
 
 

@@ -18,9 +18,9 @@ from screening.inference import DEFAULT_MODEL_PATH, Detector, DetectorConfig, Re
 
 # Held-out seeds (training uses seeds below 1,000,000); fixed so the test is repeatable.
 SEEDS = range(TEST_SEEDS_START + 50_000, TEST_SEEDS_START + 50_030)
-# Regression guards set below what the shipped model (2.1.0) measures on these seeds: 0.43 of
-# these threat parcels flagged, none of the clean ones; still far from the 0.8 goal.
-MIN_RECALL = 0.4  # share of threat parcels flagged at the manifest thresholds
+# Regression guards set below what the shipped model (2.2.0) measures on these seeds: 0.73 of
+# these threat parcels flagged (22 of 30), one clean parcel of 30; short of the 0.8.
+MIN_RECALL = 0.7  # share of threat parcels flagged at the manifest thresholds
 MAX_CLEAN_FLAGGED = 0.1  # share of clean parcels flagged
 
 
