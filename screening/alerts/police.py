@@ -235,7 +235,19 @@ class AlertService:
             return await store.watchlist_size(conn)
 
     async def remove_watchlist(self, principal: Principal, digests: list[bytes]) -> int:
-        async with self._pool.acquire() as conn:
+        """The watchlist alerts at every site, so a key scoped to some sites may take off only
+        the entries it put on; anyone else's needs a key without a site scope. All or nothing."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if principal.sites is not None:
+                adders = await store.watchlist_adders(conn, digests)
+                others = sorted(d.hex() for d, by in adders.items() if by != principal.key_id)
+                if others:
+                    raise ForbiddenError(
+                        f"{len(others)} of these entries were added by another key; removing "
+                        "them needs a key without a site scope (nothing was removed): "
+                        + ", ".join(others[:5]),
+                        code="watchlist_entry_of_another_key",
+                    )
             await store.remove_watchlist(conn, digests, principal.key_id, self._clock())
             return await store.watchlist_size(conn)
 

@@ -52,6 +52,10 @@ WITH gone AS (
 INSERT INTO watchlist_changes (document_hmac, change, label, actor, at)
 SELECT document_hmac, 'removed', label, $2, $3 FROM gone
 """
+# The entries about to be removed, locked so that a concurrent re-add waits for the removal.
+WATCHLIST_ADDERS = """
+SELECT document_hmac, added_by FROM watchlist WHERE document_hmac = ANY($1::bytea[]) FOR UPDATE
+"""
 MATCH_WATCHLIST = (
     "SELECT document_hmac, label FROM watchlist WHERE document_hmac = ANY($1::bytea[])"
 )
@@ -446,6 +450,12 @@ async def remove_watchlist(
     conn: Conn, digests: Sequence[bytes], actor: str, now: datetime
 ) -> None:
     await conn.execute(DELETE_WATCHLIST, list(digests), actor, now)
+
+
+async def watchlist_adders(conn: Conn, digests: Sequence[bytes]) -> dict[bytes, str]:
+    """Who added each of these entries (the key id), locking them until the commit."""
+    rows = await conn.fetch(WATCHLIST_ADDERS, list(digests))
+    return {bytes(r["document_hmac"]): r["added_by"] for r in rows}
 
 
 async def match_watchlist(conn: Conn, digests: Sequence[bytes]) -> dict[bytes, str]:

@@ -146,6 +146,41 @@ async def test_watchlist_additions_and_removals_are_recorded_with_who_and_when(
     assert rows[0]["at"] <= rows[1]["at"]
 
 
+async def test_a_site_scoped_key_may_remove_only_the_watchlist_entries_it_added(
+    agw: AlertGateway, pool: asyncpg.Pool[Any]
+) -> None:
+    """The watchlist alerts at every site: one station's police key must not be able to take a
+    province's entry off it."""
+    mine, theirs = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
+    for digest, headers in ((mine, {}), (theirs, agw.gw.auth("admin"))):
+        status, _ = await agw.call("POST", "/v1/watchlist", headers=headers,
+                                   json={"entries": [{"digest": digest, "label": "case"}]})
+        assert status == 200
+
+    async def listed(digest: str) -> bool:
+        return bool(await pool.fetchval(
+            "SELECT count(*) FROM watchlist WHERE document_hmac = $1", bytes.fromhex(digest)))
+
+    try:
+        # The site's police key (scoped), asking for both: refused, and nothing removed.
+        status, problem = await agw.call("POST", "/v1/watchlist/remove",
+                                         json={"digests": [mine, theirs]})
+        assert (status, problem["code"]) == (403, "watchlist_entry_of_another_key")
+        assert theirs in problem["detail"]
+        assert await listed(mine)
+        assert await listed(theirs)
+        # Its own entry it may remove; the unscoped admin may remove anyone's.
+        assert (await agw.call("POST", "/v1/watchlist/remove", json={"digests": [mine]}))[0] == 200
+        assert not await listed(mine)
+        status, _ = await agw.call("POST", "/v1/watchlist/remove", role="admin",
+                                   json={"digests": [theirs]})
+        assert status == 200
+        assert not await listed(theirs)
+    finally:
+        await agw.call("POST", "/v1/watchlist/remove", role="admin",
+                       json={"digests": [mine, theirs]})
+
+
 async def test_acknowledge_assign_and_close_are_recorded_and_seizure_closes_the_hold(
     agw: AlertGateway,
 ) -> None:
