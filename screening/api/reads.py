@@ -49,7 +49,8 @@ async def get_parcel(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     principal = await principal_of(request, Permission.READ_PARCELS)
     view = await queries.parcel_status(
-        gw.pool, principal, request.match_info["waybill_no"], request.query.get("site_id")
+        gw.pool, principal, request.match_info["waybill_no"].upper(),
+        request.query.get("site_id"),
     )
     dispatched = view.dispatched_at is not None
     out = ParcelOut(

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -27,8 +28,12 @@ from screening.domain.identity import (
 )
 
 SiteId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", examples=["WH-001"])]
+# Carriers print waybill numbers in capitals; a clerk's keyboard may not. One parcel is one
+# number however it was typed, so it is stored (and looked up) in capitals.
 WaybillNo = Annotated[
-    str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{5,39}$", examples=["SF1234567890"])
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{5,39}$", examples=["SF1234567890"]),
+    AfterValidator(str.upper),
 ]
 ShortText = Annotated[str, Field(min_length=1, max_length=64)]
 

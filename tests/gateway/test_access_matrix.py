@@ -28,7 +28,7 @@ class Endpoint:
     def request(self, site: str, waybill_no: str) -> tuple[str, str, dict[str, Any]]:
         """(method, path, keyword arguments for aiohttp) aimed at ``site``."""
         if self.name == "post_events":
-            body = event("parcel.sealed", site, f"MX{uuid.uuid4().hex[:12]}", clerk_id="c1")
+            body = event("parcel.sealed", site, f"MX{uuid.uuid4().hex[:12].upper()}", clerk_id="c1")
             return "POST", "/v1/events", {"json": body}
         if self.name == "get_parcel":
             return "GET", f"/v1/parcels/{waybill_no}", {"params": {"site_id": site}}
@@ -56,7 +56,7 @@ def expected(role: str, endpoint: Endpoint, other_site: bool) -> tuple[int, str 
 
 async def seed_parcels(gw: RunningGateway) -> str:
     """The same waybill, dispatched with a violation, at both test sites; returns it."""
-    waybill_no = f"MX{uuid.uuid4().hex[:12]}"
+    waybill_no = f"MX{uuid.uuid4().hex[:12].upper()}"
     for site in (gw.keys.site, gw.keys.other_site):
         flow = parcel_flow(site, waybill_no, skip=frozenset({"xray"}))
         async with gw.http.post(f"{gw.url}/v1/events", json=flow, headers=gw.auth("admin")) as resp:
@@ -110,8 +110,8 @@ async def test_access_follows_the_grants_and_the_key_scope(
 async def test_a_parcel_at_another_site_is_not_found_without_a_site_filter(
     gateway: RunningGateway, role: str
 ) -> None:
-    own = f"MX{uuid.uuid4().hex[:12]}"
-    foreign = f"MX{uuid.uuid4().hex[:12]}"
+    own = f"MX{uuid.uuid4().hex[:12].upper()}"
+    foreign = f"MX{uuid.uuid4().hex[:12].upper()}"
     for site, waybill_no in ((gateway.keys.site, own), (gateway.keys.other_site, foreign)):
         async with gateway.http.post(
             f"{gateway.url}/v1/events",

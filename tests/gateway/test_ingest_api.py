@@ -207,6 +207,25 @@ async def test_a_retried_parcel_flow_is_counted_once_in_the_rates(gateway: Runni
     assert rates["total"]["three_100_rate"] == 1.0
 
 
+async def test_a_waybill_typed_in_lower_case_is_the_same_parcel(gateway: RunningGateway) -> None:
+    """Scanners read capitals; a clerk may type lower case. Either way it is one parcel, and it
+    is found by either spelling."""
+    site, wb = gateway.keys.site, waybill()
+    flow = parcel_flow(site, wb)
+    for ev in flow[::2]:
+        ev["waybill_no"] = wb.lower()
+    status, _, body = await post(gateway, flow)
+    assert status == 200, body
+    assert body["accepted"] == 6
+    for spelling in (wb, wb.lower()):
+        status, text = await get_parcel(gateway, spelling)
+        assert status == 200, text
+        view = json.loads(text)
+        assert view["waybill_no"] == wb
+        assert view["compliant"] is True
+        assert len(view["events"]) == 6
+
+
 # --- per-event results -------------------------------------------------------------------------
 
 
