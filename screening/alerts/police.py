@@ -230,17 +230,21 @@ class AlertService:
     # -- watchlist, endpoints, dead letters, policy --------------------------------------------
 
     async def add_watchlist(self, principal: Principal, entries: list[tuple[bytes, str]]) -> int:
+        """List these entries. One already listed by another key keeps its label and owner,
+        unless the caller's key has no site scope."""
         async with self._pool.acquire() as conn:
-            await store.add_watchlist(conn, entries, principal.key_id, self._clock())
+            await store.add_watchlist(conn, entries, principal.key_id, self._clock(),
+                                      takes_over=principal.sites is None)
             return await store.watchlist_size(conn)
 
     async def remove_watchlist(self, principal: Principal, digests: list[bytes]) -> int:
         """The watchlist alerts at every site, so a key scoped to some sites may take off only
-        the entries it put on; anyone else's needs a key without a site scope. All or nothing."""
+        the entries it put on; anyone else's needs a key without a site scope. All or nothing:
+        the check runs on the rows the delete removed, and a refusal rolls the delete back."""
         async with self._pool.acquire() as conn, conn.transaction():
+            removed = await store.remove_watchlist(conn, digests, principal.key_id, self._clock())
             if principal.sites is not None:
-                adders = await store.watchlist_adders(conn, digests)
-                others = sorted(d.hex() for d, by in adders.items() if by != principal.key_id)
+                others = sorted(d.hex() for d, by in removed.items() if by != principal.key_id)
                 if others:
                     raise ForbiddenError(
                         f"{len(others)} of these entries were added by another key; removing "
@@ -248,7 +252,6 @@ class AlertService:
                         + ", ".join(others[:5]),
                         code="watchlist_entry_of_another_key",
                     )
-            await store.remove_watchlist(conn, digests, principal.key_id, self._clock())
             return await store.watchlist_size(conn)
 
     async def add_endpoint(

@@ -21,7 +21,7 @@ from screening.api.schemas import (
 )
 from screening.domain.access import Permission
 from screening.domain.rates import RateCounts
-from screening.errors import BadRequestError
+from screening.errors import BadRequestError, NotFoundError
 from screening.services import queries
 
 
@@ -48,10 +48,15 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
 async def get_parcel(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     principal = await principal_of(request, Permission.READ_PARCELS)
-    view = await queries.parcel_status(
-        gw.pool, principal, request.match_info["waybill_no"].upper(),
-        request.query.get("site_id"),
-    )
+    typed, site_id = request.match_info["waybill_no"], request.query.get("site_id")
+    try:
+        view = await queries.parcel_status(gw.pool, principal, typed.upper(), site_id)
+    except NotFoundError:
+        if typed == typed.upper():
+            raise
+        # Stored before waybill numbers were kept in capitals (the ledger's hashes cover the
+        # spelling, so old rows keep theirs): found as typed.
+        view = await queries.parcel_status(gw.pool, principal, typed, site_id)
     dispatched = view.dispatched_at is not None
     out = ParcelOut(
         site_id=view.site_id,

@@ -67,7 +67,8 @@ def prepare(
     """
     full = event.model_dump(mode="json")
     text = canonical_json(full).decode()
-    digest = vault.digest("event", text)  # of the event as sent: what a resend is judged by
+    # Of the event as validated (waybill in capitals): what a resend is judged by.
+    digest = vault.digest("event", text)
     payload = dict(full)
     personal: SealedPersonalData | None = None
     stored_json: str | None = text  # what the log stores, when it is the event as received

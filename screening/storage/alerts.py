@@ -34,27 +34,32 @@ LOCK_POLICY = "LOCK TABLE alert_policies IN SHARE ROW EXCLUSIVE MODE"
 # -- watchlist -----------------------------------------------------------------------------------
 
 # Both write the change into watchlist_changes in the same statement (the audit trail).
+# Adding an entry that is already listed relabels it and makes the adder its owner, when the
+# adder may act on every site ($5) or already owns it; a site-scoped key leaves another key's
+# entry as it is (it stays listed).
 UPSERT_WATCHLIST = """
 WITH saved AS (
     INSERT INTO watchlist (document_hmac, label, added_by, added_at)
     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::timestamptz[])
-    ON CONFLICT (document_hmac) DO UPDATE SET label = EXCLUDED.label
+    ON CONFLICT (document_hmac) DO UPDATE
+        SET label = EXCLUDED.label, added_by = EXCLUDED.added_by, added_at = EXCLUDED.added_at
+        WHERE $5::boolean OR watchlist.added_by = EXCLUDED.added_by
     RETURNING document_hmac, label
 )
 INSERT INTO watchlist_changes (document_hmac, change, label, actor, at)
 SELECT document_hmac, 'added', label, $3[1], $4[1] FROM saved
 """
+# Returns who had added each removed entry: the caller checks that, in the same transaction,
+# on the rows the delete itself locked and removed.
 DELETE_WATCHLIST = """
 WITH gone AS (
     DELETE FROM watchlist WHERE document_hmac = ANY($1::bytea[])
-    RETURNING document_hmac, label
+    RETURNING document_hmac, label, added_by
+), logged AS (
+    INSERT INTO watchlist_changes (document_hmac, change, label, actor, at)
+    SELECT document_hmac, 'removed', label, $2, $3 FROM gone
 )
-INSERT INTO watchlist_changes (document_hmac, change, label, actor, at)
-SELECT document_hmac, 'removed', label, $2, $3 FROM gone
-"""
-# The entries about to be removed, locked so that a concurrent re-add waits for the removal.
-WATCHLIST_ADDERS = """
-SELECT document_hmac, added_by FROM watchlist WHERE document_hmac = ANY($1::bytea[]) FOR UPDATE
+SELECT document_hmac, added_by FROM gone
 """
 MATCH_WATCHLIST = (
     "SELECT document_hmac, label FROM watchlist WHERE document_hmac = ANY($1::bytea[])"
@@ -435,26 +440,30 @@ async def insert_policy(conn: Conn, rules: dict[str, Any], actor: str, now: date
 
 
 async def add_watchlist(
-    conn: Conn, entries: Sequence[tuple[bytes, str]], actor: str, now: datetime
+    conn: Conn,
+    entries: Sequence[tuple[bytes, str]],
+    actor: str,
+    now: datetime,
+    *,
+    takes_over: bool,
 ) -> None:
+    """List these entries; ``takes_over``: the actor may relabel (and own) entries that another
+    key added (a key without a site scope)."""
     await conn.execute(
         UPSERT_WATCHLIST,
         [e[0] for e in entries],
         [e[1] for e in entries],
         [actor] * len(entries),
         [now] * len(entries),
+        takes_over,
     )
 
 
 async def remove_watchlist(
     conn: Conn, digests: Sequence[bytes], actor: str, now: datetime
-) -> None:
-    await conn.execute(DELETE_WATCHLIST, list(digests), actor, now)
-
-
-async def watchlist_adders(conn: Conn, digests: Sequence[bytes]) -> dict[bytes, str]:
-    """Who added each of these entries (the key id), locking them until the commit."""
-    rows = await conn.fetch(WATCHLIST_ADDERS, list(digests))
+) -> dict[bytes, str]:
+    """Remove the entries (and log the removals); who had added each one that was removed."""
+    rows = await conn.fetch(DELETE_WATCHLIST, list(digests), actor, now)
     return {bytes(r["document_hmac"]): r["added_by"] for r in rows}
 
 

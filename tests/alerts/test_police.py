@@ -176,6 +176,19 @@ async def test_a_site_scoped_key_may_remove_only_the_watchlist_entries_it_added(
                                    json={"digests": [theirs]})
         assert status == 200
         assert not await listed(theirs)
+        # An entry the scoped key added, then listed again by the admin, is the admin's now; and
+        # the scoped key re-adding it changes neither its label nor its owner.
+        for headers, label in (({}, "mine"), (agw.gw.auth("admin"), "province"), ({}, "mine")):
+            status, _ = await agw.call("POST", "/v1/watchlist", headers=headers,
+                                       json={"entries": [{"digest": mine, "label": label}]})
+            assert status == 200
+        row = await pool.fetchrow("SELECT label, added_by FROM watchlist WHERE document_hmac = $1",
+                                  bytes.fromhex(mine))
+        assert row["label"] == "province"
+        status, problem = await agw.call("POST", "/v1/watchlist/remove",
+                                         json={"digests": [mine]})
+        assert (status, problem["code"]) == (403, "watchlist_entry_of_another_key")
+        assert await listed(mine)
     finally:
         await agw.call("POST", "/v1/watchlist/remove", role="admin",
                        json={"digests": [mine, theirs]})

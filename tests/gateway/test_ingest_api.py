@@ -20,11 +20,12 @@ import pytest
 
 from screening.api import ingest as ingest_api
 from screening.api.context import GATEWAY
-from screening.api.schemas import IngestResponse
+from screening.api.schemas import EVENT_ADAPTER, IngestResponse
 from screening.domain.access import Role
 from screening.domain.identity import mask_document
 from screening.protection import PersonalDataVault, SealedValue, associated_data
 from screening.services import access
+from screening.services.ingest import commit_events, prepare
 from screening.settings import Settings
 from tests.conftest import RunningGateway, bounded_cleanup, make_keys, start_gateway
 from tests.gateway.events import event, parcel_flow, resident_id
@@ -224,6 +225,24 @@ async def test_a_waybill_typed_in_lower_case_is_the_same_parcel(gateway: Running
         assert view["waybill_no"] == wb
         assert view["compliant"] is True
         assert len(view["events"]) == 6
+
+
+async def test_a_parcel_stored_in_lower_case_before_capitals_is_still_found(
+    gateway: RunningGateway, vault: PersonalDataVault
+) -> None:
+    """Rows written before waybill numbers were kept in capitals keep their spelling (the
+    ledger's hashes cover it); the parcel view still finds them as typed."""
+    wb = waybill().lower()
+    now = datetime.now(UTC)
+    old = [prepare(EVENT_ADAPTER.validate_python(e).model_copy(update={"waybill_no": wb}),
+                   vault, now) for e in parcel_flow(gateway.keys.site, wb)]
+    async with gateway.pool.acquire() as conn, conn.transaction():
+        await commit_events(conn, old, now)
+    status, text = await get_parcel(gateway, wb)
+    assert status == 200, text
+    assert json.loads(text)["waybill_no"] == wb
+    status, _ = await get_parcel(gateway, wb.upper())  # capitals are another parcel
+    assert status == 404
 
 
 # --- per-event results -------------------------------------------------------------------------
