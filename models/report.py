@@ -127,6 +127,13 @@ def _stage(st: dict[str, Any]) -> str:
             f"{st.get('lr')} on {where}, **{st.get('train_wall_s', 0) / 60:.1f} min**{inverted}")
 
 
+def _from_stage(tr: dict[str, Any]) -> str:
+    """Where the record first showed negative displays, as ", from stage k on"."""
+    stages = [*tr.get("earlier_stages", []), tr]
+    first = next((k for k, st in enumerate(stages, 1) if st.get("invert_p")), None)
+    return f", from stage {first} on" if first and len(stages) > 1 else ""
+
+
 def _training(tr: dict[str, Any]) -> str:
     """The card's training paragraph: each stage of the record, then the recipe."""
     stages = [*tr.get("earlier_stages", []), tr]
@@ -256,13 +263,13 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
         _training(tr),
         "",
     ]
-    notes = [f"Stage {k}: {st['note']}" for k, st in enumerate(
-        [*tr.get("earlier_stages", []), tr], 1) if st.get("note")]
-    if notes:
+    stages = [*tr.get("earlier_stages", []), tr]
+    notes = [f"Stage {k}: {st['note']}" for k, st in enumerate(stages, 1) if st.get("note")]
+    if any(st.get("time_budget_s") for st in stages):
         lines += [
-            "Runs on a lent machine were time-boxed: the trainer timed its first steps and fixed "
-            "the run's length to fit the budget; that length (steps) is what the record keeps "
-            "and what `make train` replays on any device. " + " ".join(notes),
+            "The runs were time-boxed: the trainer timed its first steps and fixed the run's "
+            "length to fit the budget; that length (steps) is what the record keeps and what "
+            "`make train` replays on any device. " + " ".join(notes),
             "",
         ]
     tried = m.get("stages_test", {})
@@ -378,7 +385,7 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
         elif inverted:
             lines += [
                 f"Negative (inverted) displays are shown in training "
-                f"({tr.get('invert_p', 0):.0%} of samples, from the second stage on): they are "
+                f"({tr.get('invert_p', 0):.0%} of samples{_from_stage(tr)}): they are "
                 f"recognised at {_f(inverted['map50'])} mAP50, against {_f(t['map50'])} for the "
                 "colours the generator draws.",
                 "",

@@ -543,11 +543,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="single run: as many steps as fit, timed on the first ones")
     ap.add_argument("--limit-images", type=int, default=0,
                     help="single run: train on the first N only (default: --images; 0: all)")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64, help="single run only")
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--width", default=",".join(map(str, WIDTH)))
     ap.add_argument("--neck", type=int, default=NECK)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=2e-3, help="single run only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     ap.add_argument("--threads", type=int, default=2, help="torch threads on the CPU")
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--styles", default="", help="train only on these vendor styles (A,B,...)")
     ap.add_argument("--init", type=Path, default=None, help="start from one of our ONNX exports")
     ap.add_argument("--invert-p", type=float, default=0.0,
-                    help="share of samples shown as a negative (inverted) display")
+                    help="single run only: share of samples shown as a negative display")
     ap.add_argument("--version", default="2.2.0")
     ap.add_argument("--checkpoint-every-s", type=float, default=0,
                     help="also export the weight average this often while training")
@@ -576,6 +576,9 @@ def main(argv: list[str] | None = None) -> None:
                         "--train", str(max(args.images, have)), "--workers",
                         str(os.cpu_count() or 1)], check=True)
     if single:
+        if not have and not args.images:
+            raise SystemExit(f"no training parcels in {args.data}: give --images N to generate "
+                             "them (or point --data at a YOLO-format folder)")
         args.steps = args.steps or 0
         args.limit_images = args.limit_images or args.images
         train(args)

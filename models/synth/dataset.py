@@ -94,13 +94,17 @@ def _write_one(args: tuple[Path, str, int, tuple[str, ...], float]) -> dict[str,
     name = f"{seed:08d}"
     sidecar = out / "meta" / split / f"{name}.json"
     if sidecar.exists() and (out / "images" / split / f"{name}.png").exists():
-        return dict(json.loads(sidecar.read_text()))  # resumed: already rendered
+        row = dict(json.loads(sidecar.read_text()))
+        # Sidecars without the field predate it, all from generator 1.0.0.
+        if row.get("generator", "1.0.0") == GENERATOR_VERSION:
+            return row  # resumed: already rendered by this generator
     s = render_sample(seed, styles, threat_rate)
     h, w = s.image.shape[:2]
     cv2.imwrite(str(out / "images" / split / f"{name}.png"), s.image[..., ::-1])
     (out / "labels" / split / f"{name}.txt").write_text("\n".join(yolo_lines(s.labels, w, h)))
     row = {"seed": seed, "file": f"images/{split}/{name}.png", "style": s.style,
-           "width": w, "height": h, "labels": [asdict(lab) for lab in s.labels]}
+           "width": w, "height": h, "labels": [asdict(lab) for lab in s.labels],
+           "generator": GENERATOR_VERSION}
     sidecar.write_text(json.dumps(row))  # written last: its presence means the image is whole
     return row
 
@@ -126,7 +130,8 @@ def write_yolo(out: Path, splits: Sequence[Split], workers: int = 1,
     names = "\n".join(f"  {i}: {c}" for i, c in enumerate(CLASSES))
     lines = [f"# synthetic dual-energy X-ray parcels, generator {GENERATOR_VERSION}",
              f"path: {out.resolve()}"]
-    lines += [f"{s.name}: images/{s.name}" for s in splits]
+    present = sorted(d.name for d in (out / "images").iterdir() if d.is_dir())
+    lines += [f"{name}: images/{name}" for name in present]  # every split written so far
     (out / "data.yaml").write_text("\n".join(lines) + f"\nnames:\n{names}\n")
 
 

@@ -138,19 +138,19 @@ def test_dataset_sample_and_yolo_labels() -> None:
 
 
 def test_worker_pool_writes_what_one_process_writes(tmp_path: Path) -> None:
-    """Parallel generation (spawned, single-threaded workers) is the same dataset, byte for byte,
-    and leaves the parent's thread settings as they were."""
+    """Parallel generation (spawned workers, two chunks so both work) writes the same dataset,
+    byte for byte, and leaves the parent's thread settings as they were."""
     import os
 
     before = os.environ.get("OMP_NUM_THREADS")
-    split = [Split("train", range(1, 5), ("A", "B", "C"), 0.8)]
+    split = [Split("train", range(1, 11), ("A", "B", "C"), 0.8)]
     write_yolo(tmp_path / "serial", split, workers=1, progress=False)
     write_yolo(tmp_path / "pool", split, workers=2, progress=False)
     assert os.environ.get("OMP_NUM_THREADS") == before
     files = sorted(p.relative_to(tmp_path / "serial")
                    for p in (tmp_path / "serial").rglob("*") if p.is_file()
                    and p.name != "data.yaml")
-    assert len(files) == 4 * 3 + 1  # image, label and sidecar per parcel, and train.jsonl
+    assert len(files) == 10 * 3 + 1  # image, label and sidecar per parcel, and train.jsonl
     for f in files:
         assert (tmp_path / "pool" / f).read_bytes() == (tmp_path / "serial" / f).read_bytes(), f
 
