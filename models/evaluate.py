@@ -100,20 +100,43 @@ def _blur_noise(rgb: np.ndarray) -> np.ndarray:
     return np.clip(blurred + noise, 0, 255).astype(np.uint8)
 
 
+def _motion_blur(rgb: np.ndarray) -> np.ndarray:
+    """A belt that jerks: 9 px of blur along the scan."""
+    return cv2.filter2D(rgb, -1, np.full((1, 9), 1 / 9, np.float32))
+
+
+def _dead_pixels(rgb: np.ndarray) -> np.ndarray:
+    """2% of pixels stuck black or white, as a worn detector or a dirty capture shows."""
+    rng = np.random.default_rng(1)
+    out = rgb.copy()
+    hit = rng.random(rgb.shape[:2]) < 0.02
+    out[hit] = np.where(rng.random((int(hit.sum()), 1)) < 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _low_contrast(rgb: np.ndarray) -> np.ndarray:
+    """Contrast halved around mid-grey: a washed-out monitor capture."""
+    return (128 + (rgb.astype(np.int16) - 128) // 2).astype(np.uint8)
+
+
 # Renderings that none of our three vendor tables produces, to measure how much the detector
 # leans on our colours and image quality. (in training range?) is whether the training
 # augmentation covers that change (models/train.py, _photometric); a string names the training
-# record's setting that says so for the model at hand (a stage that trained with it).
+# record's setting that says so for the model at hand (a stage that trained with it). The last
+# three no augmentation of ours produces.
 PERTURBATIONS: dict[str, tuple[bool | str, Any]] = {
     "grey rendering": (True, lambda rgb: cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY),
                                                       cv2.COLOR_GRAY2RGB)),
     "channels swapped (BGR)": (True, lambda rgb: np.ascontiguousarray(rgb[..., ::-1])),
-    "hue rotated 80 degrees": (False, lambda rgb: _hue(rgb, 40)),
+    "hue rotated 80 degrees": ("wide_photometric", lambda rgb: _hue(rgb, 40)),
     "inverted (negative display)": ("invert_p", lambda rgb: 255 - rgb),
-    "gamma 0.5": (False, lambda rgb: cv2.LUT(rgb, (255 * (np.arange(256) / 255) ** 0.5)
+    "gamma 0.5": ("wide_photometric", lambda rgb: cv2.LUT(rgb, (255 * (np.arange(256) / 255) ** 0.5)
                                              .astype(np.uint8))),
-    "blur sigma 2 + noise sigma 10": (False, _blur_noise),
-    "JPEG quality 30": (False, lambda rgb: _jpeg(rgb, 30)),
+    "blur sigma 2 + noise sigma 10": ("wide_photometric", _blur_noise),
+    "JPEG quality 30": ("wide_photometric", lambda rgb: _jpeg(rgb, 30)),
+    "motion blur 9 px along the scan": (False, _motion_blur),
+    "2% dead pixels": (False, _dead_pixels),
+    "contrast halved": (False, _low_contrast),
 }
 
 

@@ -122,6 +122,9 @@ def _stage(st: dict[str, Any]) -> str:
     where = st.get("device") if st.get("device") != "cpu" else f"{st.get('threads')} CPU threads"
     inverted = (f", {st['invert_p']:.0%} of samples shown as a negative (inverted) display"
                 if st.get("invert_p") else "")
+    if st.get("wide_photometric"):
+        inverted += (", with wider jitter (any hue, gamma 0.45–1.8, blur up to sigma 2.5, noise "
+                     "up to sigma 14, JPEG quality 20–90)")
     return (f"{st.get('steps')} steps of batch {st.get('batch')} ({st.get('epochs')} passes) "
             f"over {st.get('images')} generated parcels (seeds 1–{st.get('images')}) at lr "
             f"{st.get('lr')} on {where}, **{st.get('train_wall_s', 0) / 60:.1f} min**{inverted}")

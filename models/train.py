@@ -77,32 +77,65 @@ def load_split(data: Path, split: str, styles: set[str] | None = None,
         return list(pool.map(read, files))
 
 
-def _photometric(img: np.ndarray, rng: random.Random) -> np.ndarray:
-    """Scanner-to-scanner variation beyond our three colour tables, so the detector leans on
-    shape and relative colour: hue rotation, channel order, grey rendering, gamma, blur, noise."""
-    if rng.random() < 0.3:  # another vendor's palette: rotate hue
+@dataclass(frozen=True)
+class Jitter:
+    """Photometric jitter: a probability for each change, then its range."""
+
+    hue_p: float
+    hue: int  # OpenCV hue units (half degrees), either way
+    shuffle_p: float
+    grey_p: float
+    gamma_p: float
+    gamma: tuple[float, float]
+    blur_p: float
+    blur: tuple[float, float]
+    blur_kernel: tuple[int, int]  # (0, 0): sized from sigma
+    noise_p: float
+    noise: tuple[float, float]
+    jpeg_p: float = 0.0
+    jpeg: tuple[int, int] = (20, 90)
+
+
+# Scanner-to-scanner variation beyond our three colour tables, so the detector leans on shape
+# and relative colour. NARROW is what every stage used up to the fourth; WIDE, for a late stage,
+# adds any hue, strong gamma, blur and noise, and JPEG screen captures.
+NARROW = Jitter(hue_p=0.3, hue=25, shuffle_p=0.1, grey_p=0.1, gamma_p=0.3, gamma=(0.7, 1.4),
+                blur_p=0.2, blur=(0.3, 1.2), blur_kernel=(3, 3), noise_p=0.25, noise=(2, 8))
+WIDE = Jitter(hue_p=0.5, hue=90, shuffle_p=0.15, grey_p=0.15, gamma_p=0.4, gamma=(0.45, 1.8),
+              blur_p=0.3, blur=(0.3, 2.5), blur_kernel=(0, 0), noise_p=0.3, noise=(2, 14),
+              jpeg_p=0.25)
+
+
+def _photometric(img: np.ndarray, rng: random.Random, j: Jitter = NARROW) -> np.ndarray:
+    """Hue rotation, channel order, grey rendering, gamma, blur, noise, JPEG, each drawn in
+    that order (a recorded run replays only with the same draws)."""
+    if rng.random() < j.hue_p:  # another vendor's palette: rotate hue
         hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + rng.randint(-25, 25)) % 180).astype(
-            np.uint8)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + rng.randint(-j.hue, j.hue)) % 180
+                       ).astype(np.uint8)
         img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    if rng.random() < 0.1:
+    if rng.random() < j.shuffle_p:
         img = np.ascontiguousarray(img[..., rng.sample(range(3), 3)])
-    if rng.random() < 0.1:  # grey-scale workstation view
+    if rng.random() < j.grey_p:  # grey-scale workstation view
         img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-    if rng.random() < 0.3:
-        lut = (255 * (np.arange(256) / 255) ** rng.uniform(0.7, 1.4)).astype(np.uint8)
+    if rng.random() < j.gamma_p:
+        lut = (255 * (np.arange(256) / 255) ** rng.uniform(*j.gamma)).astype(np.uint8)
         img = cv2.LUT(img, lut)
-    if rng.random() < 0.2:
-        img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.3, 1.2))
-    if rng.random() < 0.25:
-        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 8),
+    if rng.random() < j.blur_p:
+        img = cv2.GaussianBlur(img, j.blur_kernel, rng.uniform(*j.blur))
+    if rng.random() < j.noise_p:
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(*j.noise),
                                                                   img.shape)
         img = np.clip(img + noise, 0, 255).astype(np.uint8)
+    # No draw when 0, so runs without it keep the augmentation stream they always had.
+    if j.jpeg_p > 0 and rng.random() < j.jpeg_p:
+        buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(*j.jpeg)])[1]
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     return img
 
 
 def augment(img: np.ndarray, boxes: np.ndarray, size: int, rng: random.Random,
-            invert_p: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+            invert_p: float = 0.0, wide: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Letterbox with scale jitter and random placement, flips, photometric jitter; with
     probability ``invert_p`` the parcel is shown as a negative (an operator's display mode),
     before letterboxing, as the serving path pads an inverted frame with the usual grey."""
@@ -128,7 +161,7 @@ def augment(img: np.ndarray, boxes: np.ndarray, size: int, rng: random.Random,
     if rng.random() < 0.5:
         alpha, beta = rng.uniform(0.85, 1.15), rng.uniform(-15, 15)
         canvas = cv2.convertScaleAbs(canvas, alpha=alpha, beta=beta)
-    return _photometric(canvas, rng), boxes
+    return _photometric(canvas, rng, WIDE if wide else NARROW), boxes
 
 
 class Augmented(torch.utils.data.Dataset[tuple[np.ndarray, np.ndarray]]):
@@ -136,8 +169,9 @@ class Augmented(torch.utils.data.Dataset[tuple[np.ndarray, np.ndarray]]):
     run is the same for any number of loader workers."""
 
     def __init__(self, data: list[tuple[np.ndarray, np.ndarray]], size: int, seed: int,
-                 steps: int, batch: int, invert_p: float = 0.0) -> None:
+                 steps: int, batch: int, invert_p: float = 0.0, wide: bool = False) -> None:
         self.data, self.size, self.seed, self.invert_p = data, size, seed, invert_p
+        self.wide = wide
         self.length = steps * batch
         self._perm: tuple[int, list[int]] = (-1, [])
 
@@ -151,7 +185,7 @@ class Augmented(torch.utils.data.Dataset[tuple[np.ndarray, np.ndarray]]):
             random.Random(self.seed * 7919 + epoch).shuffle(order)
             self._perm = (epoch, order)
         rng = random.Random(self.seed * 1_000_003 + k)
-        return augment(*self.data[self._perm[1][i]], self.size, rng, self.invert_p)
+        return augment(*self.data[self._perm[1][i]], self.size, rng, self.invert_p, self.wide)
 
 
 def collate(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -367,7 +401,7 @@ def train(args: argparse.Namespace) -> Path:
         raise SystemExit("nothing to train: give --steps, --epochs or --time-budget-s")
     loader = torch.utils.data.DataLoader(
         Augmented(data, args.imgsz, args.seed, total if not budgeted else 10**6, args.batch,
-                  args.invert_p),
+                  args.invert_p, args.wide_photometric),
         batch_size=args.batch, num_workers=args.workers, collate_fn=collate,
         pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if args.workers else None)
@@ -475,7 +509,7 @@ def _export_run(model: torch.nn.Module, args: argparse.Namespace, width: tuple[i
          if device.type == "cuda" else "cpu", "threads": args.threads,
          "workers": args.workers, "styles": args.styles or "A,B,C", "version": args.version,
          "images_total": n_total, "init": str(args.init.name) if args.init else None,
-         "invert_p": args.invert_p,
+         "invert_p": args.invert_p, "wide_photometric": args.wide_photometric,
          "time_budget_s": args.time_budget_s if not args.steps and args.time_budget_s else None},
         indent=2))
 
@@ -490,6 +524,7 @@ class Stage:
     batch: int
     images: int
     invert_p: float
+    wide_photometric: bool = False
 
 
 # The committed model's recipe, as models/xray-detector.train.json records it: the lengths are
@@ -513,6 +548,7 @@ def run_stages(args: argparse.Namespace, stages: Sequence[Stage], out: Path) -> 
         run = argparse.Namespace(**{
             **vars(args), "steps": st.steps, "lr": st.lr, "batch": st.batch,
             "limit_images": st.images, "invert_p": st.invert_p, "init": init,
+            "wide_photometric": st.wide_photometric,
             "epochs": 0, "time_budget_s": 0,
             "out": out if last else RUNS / f"{out.stem}-stage{i + 1}.onnx"})
         train(run)
@@ -557,6 +593,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", type=Path, default=None, help="start from one of our ONNX exports")
     ap.add_argument("--invert-p", type=float, default=0.0,
                     help="single run only: share of samples shown as a negative display")
+    ap.add_argument("--wide-photometric", action="store_true",
+                    help="single run only: wider colour, blur, noise and JPEG jitter")
     ap.add_argument("--version", default="2.2.0")
     ap.add_argument("--checkpoint-every-s", type=float, default=0,
                     help="also export the weight average this often while training")
