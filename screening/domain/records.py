@@ -85,6 +85,17 @@ class ContractAgreement:
         return self.valid_from <= day and (self.valid_until is None or day <= self.valid_until)
 
 
+@dataclass(frozen=True, slots=True)
+class ContractCustomer:
+    """A site's contract customer (协议客户): who it is, and its agreement (USCC checked)."""
+
+    site_id: str
+    customer_ref: str
+    name: str
+    uscc: str
+    agreement: ContractAgreement
+
+
 # What ingest writes into a contract customer's realname.registered payload: the agreement it
 # found on file for the event's day, or None when there was none.
 CONTRACT_AGREEMENT = "contract_agreement"

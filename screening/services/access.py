@@ -19,6 +19,7 @@ from screening.domain.access import Principal, Role
 from screening.domain.compliance import SitePolicy
 from screening.domain.events import ALL_FLOWS, Flow
 from screening.domain.identity import DocumentType, IdentityDocumentError, validate_document
+from screening.domain.records import ContractAgreement, ContractCustomer
 from screening.errors import AuthenticationError, BadRequestError, NotFoundError
 from screening.storage import contracts as contract_store
 from screening.storage import keys as key_store
@@ -121,9 +122,9 @@ async def add_contract(
     async with pool.acquire() as conn:
         if not await site_store.get_sites(conn, [site_id]):
             raise NotFoundError(f"no site {site_id!r}", code="unknown_site")
-        await contract_store.upsert_contract(
-            conn, site_id, customer_ref, name, code, agreement_no, valid_from, valid_until
-        )
+        await contract_store.upsert_contract(conn, ContractCustomer(
+            site_id, customer_ref, name, code,
+            ContractAgreement(agreement_no, valid_from, valid_until)))
     return code
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
 
-from screening.domain.records import ContractAgreement
+from screening.domain.records import ContractAgreement, ContractCustomer
 from screening.storage import Conn
 
 UPSERT_CONTRACT = """
@@ -28,19 +27,10 @@ FROM contract_customers WHERE site_id = $1 ORDER BY customer_ref
 """
 
 
-async def upsert_contract(
-    conn: Conn,
-    site_id: str,
-    customer_ref: str,
-    name: str,
-    uscc: str,
-    agreement_no: str,
-    valid_from: date,
-    valid_until: date | None,
-) -> None:
-    await conn.execute(
-        UPSERT_CONTRACT, site_id, customer_ref, name, uscc, agreement_no, valid_from, valid_until
-    )
+async def upsert_contract(conn: Conn, c: ContractCustomer) -> None:
+    a = c.agreement
+    await conn.execute(UPSERT_CONTRACT, c.site_id, c.customer_ref, c.name, c.uscc,
+                       a.agreement_no, a.valid_from, a.valid_until)
 
 
 async def find_agreements(
