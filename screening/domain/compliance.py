@@ -134,7 +134,7 @@ def _realname_problems(events: list[ParcelEvent], cutoff: datetime | None) -> li
 
 
 def _invalid(records: list[RealnameRegistered]) -> Reason:
-    if all(e.invalid_reason == "no_contract_agreement" for e in records):
+    if all(e.invalid_reason == Reason.NO_CONTRACT_AGREEMENT for e in records):
         return Reason.NO_CONTRACT_AGREEMENT
     return Reason.INVALID_ID_DOCUMENT
 
