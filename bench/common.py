@@ -10,16 +10,19 @@ from typing import Any
 
 from aiohttp import web
 
+from screening.runtime import tune_collector
 from screening.settings import Settings
 from screening.storage.database import embedded_postgres
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    """Start `app` on a free loopback port: its runner (to clean up) and base URL."""
+    """Start `app` on a free loopback port: its runner (to clean up) and base URL. The process's
+    collector is then tuned as `screening serve` tunes the gateway's once it has started."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
+    tune_collector()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, f"http://127.0.0.1:{port}"
 

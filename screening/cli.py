@@ -19,6 +19,7 @@ from screening.app import create_app
 from screening.domain.access import Role
 from screening.domain.checkpoint import CheckpointError, NoteVerifier
 from screening.errors import ScreeningError
+from screening.runtime import tune_collector
 from screening.services import access
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner
@@ -54,6 +55,7 @@ async def serve(settings: Settings, dsn: str) -> None:
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
+        tune_collector(settings.gc_young_threshold)
         print(f"gateway listening on http://{settings.host}:{settings.port}", file=sys.stderr)
         try:
             await asyncio.Event().wait()

@@ -31,6 +31,7 @@ from screening.cli import database
 from screening.domain.access import Role
 from screening.domain.events import Flow
 from screening.inference import DEFAULT_MODEL_PATH
+from screening.runtime import tune_collector
 from screening.services import access
 from screening.settings import Settings
 from screening.storage.database import create_pool, migrate
@@ -436,6 +437,7 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
     await runner.setup()
     listener = web.TCPSite(runner, settings.host, settings.port)
     await listener.start()
+    tune_collector(settings.gc_young_threshold)
     url = f"http://{settings.host}:{settings.port}"
     print(f"gateway: {url}   (OpenAPI: {url}/v1/openapi.json, metrics: {url}/metrics)")
     print(f"supervisor key: {supervisor_key}")

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     group_commit_max_wait_ms: float = Field(default=2.0, ge=0)
     group_commit_max_inflight: int = Field(default=2, ge=1)
     ingest_queue_size: int = Field(default=20000, ge=1)
+    # Young-generation threshold of the cyclic garbage collector once started
+    # (screening.runtime): CPython's default of 700 makes a loaded gateway collect constantly.
+    gc_young_threshold: int = Field(default=10_000, ge=100)
 
     # Personal-data protection. Key material as the JSON produced by PersonalDataVault; when
     # unset a key file is created under data_dir (fine for development, not for production).

@@ -1,0 +1,29 @@
+"""Process-level tuning for a long-running gateway process (not for each app: tests make many).
+
+The cyclic garbage collector. CPython runs a young-generation collection whenever the tracked
+objects allocated since the last one outnumber those freed by 700 (the default threshold). A
+gateway under load keeps thousands of young objects alive in its in-flight requests (parsed
+bodies, validated events, futures waiting on a group commit), so that count crossed 700 every
+few milliseconds: at 256 concurrent single-event POSTs the collector ran about 150 times a
+second and took 5-10% of the process's CPU, most of it re-scanning the same live requests, and
+each full collection also walked every object made at import (schemas, routes, metrics).
+
+``tune_collector`` runs once the app is built: one full collection, then ``gc.freeze()`` moves
+everything alive to the permanent generation (never scanned again; such objects are still
+freed by reference counting), and the young threshold rises so that collections run only
+when garbage really accumulates. Reference cycles are still collected.
+"""
+
+from __future__ import annotations
+
+import gc
+
+DEFAULT_YOUNG_THRESHOLD = 10_000
+
+
+def tune_collector(young_threshold: int = DEFAULT_YOUNG_THRESHOLD) -> None:
+    """Freeze what start-up made and collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(young_threshold, older, oldest)
