@@ -153,6 +153,7 @@ class Assembler:
         self._air: list[F32Array] = []
         self._pixels = 0  # 0 until calibrated
         self._geometry: tuple[int, int] | None = None  # (pixels, channels) of the calibration
+        self._calibration: Calibration | None = None  # the one in use
         self._threshold_air: F32Array = np.zeros(0, np.float32)
         self._bin = 1
         self._bin_dark: F32Array = np.zeros(0, np.float32)
@@ -179,10 +180,16 @@ class Assembler:
         if self.hello is not None and hello.pixels_per_line != self.hello.pixels_per_line:
             self._pixels = 0
             self._dark, self._air = [], []
+            self._calibration = None
         self.hello = hello
         return out
 
     def on_calibration(self, cal: Calibration) -> None:
+        if cal == self._calibration:
+            # The same references again (the bridge asks for them on every connect): keep the
+            # air tracked since and the threshold as stepped from it, so that a parcel the
+            # scanner replays after the reconnect is cut at the same first line (same scan id).
+            return
         pixels = len(cal.dark_high) // 2
         if self.hello is not None and pixels != self.hello.pixels_per_line:
             raise AssemblyError(
@@ -200,6 +207,7 @@ class Assembler:
             air.append(np.frombuffer(cal.air_low, "<u2").astype(np.float32))
         self._dark, self._air = dark, air
         self._update_threshold()
+        self._calibration = cal
 
     def on_barcode(self, barcode: Barcode) -> None:
         if barcode in self._barcodes:  # a replay re-sends the same read
@@ -331,9 +339,10 @@ class Assembler:
 
     def _abandon_open(self, *, replay: bool) -> list[Output]:
         out: list[Output] = []
-        if self._parcel is not None:
+        parcel = self._parcel
+        # (A continuation opened by a cut holds no line until the next one comes: nothing lost.)
+        if parcel is not None and parcel.indices:
             self.stats.fragments += 1
-            parcel = self._parcel
             out.append(FragmentDiscarded(parcel.indices[0], parcel.object_lines, replay))
         self._parcel = None
         self._last_index = None
@@ -354,7 +363,7 @@ class Assembler:
     def _close(self, now: datetime, *, cut: bool) -> list[Output]:
         parcel = self._parcel
         self._parcel = None
-        if parcel is None:
+        if parcel is None or not parcel.indices:  # an empty continuation: the cut was the end
             return []
         if not cut:
             keep = len(parcel.indices) - max(0, parcel.air_run - self.config.margin_lines)

@@ -358,3 +358,44 @@ def test_each_parcel_becomes_exactly_one_scan_with_its_waybill(
     got = [(s.first_line, s.line_count, s.waybill_no) for s in scans(out)]
     assert got == expected
     assert not [o for o in out if isinstance(o, OrphanBarcode)]
+
+
+def test_a_cut_at_the_last_line_leaves_nothing_open_to_fail_on() -> None:
+    """A long object cut on the last line before the stream pauses opens an empty continuation:
+    a reboot, a long hole, a new geometry or a flush must not trip over it."""
+    asm, belt = ready(AssemblerConfig(max_lines=100))
+    feed(asm, belt.air(50))
+    got = scans(feed(asm, belt.slab(96, "organic", 50)))  # 4 leading air + 96 = the cut
+    assert [s.truncated for s in got] == [True]
+    rebooted = Hello("DEV", "v", "f", W, 16, 1000, 250_000, 2, 100)  # a new boot id
+    assert asm.on_hello(rebooted) == []  # nothing was open: no fragment, no IndexError
+    assert asm.flush(NOW) == []
+    belt.index = 0  # the new boot counts its lines from 0 again
+    out = feed(asm, belt.air(50) + belt.slab(40, "organic", 50) + belt.air(50))
+    assert [(s.boot_id, s.first_line) for s in scans(out)] == [(100, 46)]
+
+    asm, belt = ready(AssemblerConfig(max_lines=100))
+    feed(asm, belt.air(50) + belt.slab(96, "organic", 50))
+    belt.index += 500  # a long hole after the cut
+    out = feed(asm, belt.air(50) + belt.slab(40, "organic", 50) + belt.air(50))
+    assert len(scans(out)) == 1
+
+
+def test_the_same_calibration_again_keeps_the_air_tracked_since() -> None:
+    """The bridge asks for calibration on every connect; an unchanged one must not move the
+    threshold stepped from the running air, or a replayed parcel could get a new first line."""
+    asm, belt = ready()
+    belt.det = DetectorModel(  # the tube ages 8 %: air is re-acquired and the threshold steps
+        belt.det.dark_high,
+        belt.det.dark_low,
+        (belt.det.dark_high + (belt.det.air_high - belt.det.dark_high) * 0.92).astype(np.uint16),
+        (belt.det.dark_low + (belt.det.air_low - belt.det.dark_low) * 0.92).astype(np.uint16),
+    )
+    feed(asm, belt.air(400))
+    assert asm.stats.threshold_updates >= 1
+    stepped = asm._threshold_air.copy()
+    asm.on_calibration(Belt().calibration())  # the scanner's stored references, unchanged
+    assert np.array_equal(asm._threshold_air, stepped)
+    changed = belt.calibration()  # new references (the scanner re-calibrated): taken
+    asm.on_calibration(changed)
+    assert not np.array_equal(asm._threshold_air, stepped)
