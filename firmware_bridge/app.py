@@ -35,6 +35,8 @@ from .connection import Command, ScannerLink
 from .errors import AssemblyError, LocalProtocolError, SpoolError, SpoolFullError
 from .frames import (
     Barcode,
+    BeltReason,
+    BeltRunState,
     BeltStart,
     BeltState,
     BeltStop,
@@ -291,13 +293,15 @@ class Bridge:
             )
             self._calibration_requested_at = None
             self._on_outputs(self.assembler.on_hello(event))
-            self._reassert_holds()
+            self._reassert_stops()
         elif isinstance(event, Calibration):
             self._calibration_requested_at = None
             self.assembler.on_calibration(event)
         elif isinstance(event, BeltState):
             self.stats.belt = f"{event.state.name.lower()} ({event.reason.name.lower()})"
             log.info("belt %s", self.stats.belt)
+            if event.state is BeltRunState.RUNNING and event.reason is BeltReason.OPERATOR:
+                self._started_at_machine()
         elif isinstance(event, Fault):
             self.stats.faults += 1
             self.stats.last_fault = f"{event.code:#06x} {event.severity.name} {event.text}"
@@ -317,10 +321,12 @@ class Bridge:
             log.critical("ALARM scanner did not acknowledge %s: sending it again", event.message)
             self._command(event.message)
 
-    def _reassert_holds(self) -> None:
+    def _reassert_stops(self) -> None:
         """On every HELLO (a new link, or a scanner that rebooted and forgot its commanded
-        stop): if a hold stopped the belt and no person has restarted it, stop it again and
-        re-send each open hold."""
+        stop): while the spool is full, stop the belt again; if a hold stopped the belt and no
+        person has restarted it, stop it again and re-send each open hold."""
+        if self._stopped_for_spool:
+            self._command(BeltStop("bridge spool full"))
         if not self.hold_book.belt_stopped:
             return
         self._command(BeltStop("holds open at the bridge"))
@@ -479,6 +485,24 @@ class Bridge:
             if still
             else "the belt is running",
         )
+
+    def _started_at_machine(self) -> None:
+        """A person started the belt with the machine's own button (BELT_STATE running, reason
+        operator): that is the restart the holds wait for (PROTOCOL.md, "Hold release"), so a
+        later HELLO must not stop the belt again for them. While the spool is full, though, the
+        parcels it carries could not be recorded and their images would pile up in memory: the
+        belt is stopped again, and starts once the spool has room, as the person asked."""
+        if self.hold_book.belt_stopped:
+            self.hold_book.restarted()
+            self.spool.put_state(HOLD_BOOK_KEY, self.hold_book.to_json())  # a person's action
+            log.warning("belt restarted at the machine: the stop for holds is lifted")
+        if self._stopped_for_spool:
+            log.critical(
+                "ALARM belt started at the machine while the spool is full: stopping it until "
+                "there is room"
+            )
+            self._restart_when_room = True
+            self._command(BeltStop("bridge spool full"))
 
     def resume_belt(self, reason: str = "operator") -> None:
         """The operator has taken the held parcel aside: restart the belt (BELT_START), or,

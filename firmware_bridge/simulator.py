@@ -111,6 +111,7 @@ class SimulatorState:
     replays: int = 0
     stops: int = 0
     starts: int = 0  # BELT_STARTs received
+    operator_starts: int = 0  # presses of the machine's own start button
 
 
 class VirtualScanner:
@@ -137,6 +138,7 @@ class VirtualScanner:
         self._abort_session: Callable[[], None] | None = None
         self._started = time.monotonic()
         self._changed = asyncio.Event()
+        self._start_pressed = False
         self.hello = Hello(
             cfg.device_id,
             cfg.vendor,
@@ -150,6 +152,18 @@ class VirtualScanner:
         )
 
     # -- the belt ----------------------------------------------------------------------------
+
+    def drop_link(self) -> None:
+        """The link drops (a cable pulled, a switch restarting): this session ends and the
+        belt stops on the interlock; the bridge reconnects and gets a new HELLO."""
+        self._end_session.set()
+        self._changed.set()
+
+    def press_start(self) -> None:
+        """A person presses the machine's start button: the belt runs, whatever stop was
+        commanded, and the scanner reports BELT_STATE running (reason operator)."""
+        self._start_pressed = True
+        self._changed.set()
 
     @property
     def inside_parcel(self) -> int | None:
@@ -266,6 +280,11 @@ class VirtualScanner:
         try:
             while not reading.done() and not self._end_session.is_set():
                 t = now()
+                if self._start_pressed:
+                    self._start_pressed = False
+                    st.commanded_stop = False
+                    st.operator_starts += 1
+                    self._set_belt(proto, wire, running=True, reason=BeltReason.OPERATOR)
                 if st.belt_running:
                     due = int((t - t_run) * cfg.line_rate) - sent_since
                     if due > 0:

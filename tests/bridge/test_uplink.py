@@ -290,3 +290,51 @@ async def test_a_hold_that_fails_to_apply_is_not_acked_and_the_stream_goes_on(
             assert len(gateway.sockets) == 1  # the same connection carried on
         finally:
             task.cancel()
+
+
+async def test_a_restart_at_the_machine_is_the_persons_restart_for_holds(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    """The machine's own start button is how people restart a held belt (PROTOCOL.md): after
+    it, a reconnect's HELLO must not stop the belt again for holds already dealt with."""
+    scanner = fast_scanner(parcels=3, rate=1500.0)
+    async with running_bridge(scanner, gateway, tmp_path / "s.db") as bridge:
+        await wait_until(lambda: bool(gateway.sockets) and scanner.state.belt_running)
+        await gateway.push_hold("hold-m", "SF001000000001")
+        await wait_until(lambda: gateway.acks == ["hold-m"] and not scanner.state.belt_running)
+        await gateway.push_release("rel-m", "hold-m", "SF001000000001")
+        await wait_until(lambda: gateway.acks == ["hold-m", "rel-m"])
+        scanner.press_start()
+        await wait_until(lambda: not bridge.hold_book.belt_stopped and scanner.state.belt_running)
+        stops = scanner.state.stops
+        scanner.drop_link()  # the bridge reconnects: a new HELLO
+        await wait_until(lambda: scanner.state.sessions == 2 and scanner.state.belt_running)
+        await asyncio.sleep(0.3)  # a BELT_STOP would have reached the scanner by now
+        assert scanner.state.stops == stops
+        assert scanner.state.belt_running
+        assert not bridge._load_hold_book().belt_stopped  # and the spool keeps it so
+
+
+async def test_a_belt_started_at_the_machine_while_the_spool_is_full_is_stopped_until_room(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    """Scans the spool cannot take would pile up in memory: the bridge stops the belt again
+    (on the start button and on a reconnect) and starts it once there is room."""
+    gateway.fail_next = 1_000_000
+    scanner = fast_scanner(parcels=5, rate=1500.0)
+    async with running_bridge(
+        scanner, gateway, tmp_path / "s.db", holds=False, max_spool_scans=2
+    ) as bridge:
+        await wait_until(lambda: bridge.stats.spool_full and not scanner.state.belt_running)
+        stops = scanner.state.stops
+        scanner.press_start()
+        await wait_until(lambda: scanner.state.stops > stops and not scanner.state.belt_running)
+        stops = scanner.state.stops
+        scanner.drop_link()  # a scanner that forgot the stop over a reconnect runs on interlock
+        await wait_until(lambda: scanner.state.sessions == 2)
+        await wait_until(lambda: scanner.state.stops > stops and not scanner.state.belt_running)
+        gateway.fail_next = 0
+        await wait_until(
+            lambda: len(gateway.scans) == 5 and len(scanner.state.parcels_done) == 5, within=20
+        )
+        assert scanner.state.starts >= 1  # started by the spool's room, as the person asked
