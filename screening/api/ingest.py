@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 from screening.alerts import acknowledge_hold
 from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, Gateway
+from screening.api.jsonbody import parse_json
 from screening.api.problems import field_errors
 from screening.api.schemas import EVENT_ADAPTER, EventIn, RealnameRegisteredIn
 from screening.domain.access import Permission, Principal
@@ -134,23 +134,6 @@ async def ingest_items(
     return final
 
 
-def _refuse_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON (RFC 8259 §6); Python's parser accepts them unless told."""
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# One decoder for every body: json.loads with any keyword builds a new JSONDecoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
-
-
-def _parse_json(raw: bytes | str) -> Any:
-    """json.loads(raw, parse_constant=_refuse_constant), with the decoder built once."""
-    if isinstance(raw, bytes | bytearray):
-        # What json.loads does with bytes: UTF-8, -16 or -32, told apart as RFC 8259 §8.1 allows.
-        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
-    return _DECODER.decode(raw)
-
-
 def _summary(results: list[EventResult]) -> dict[str, Any]:
     """The body of schemas.IngestResponse."""
     counts = Counter(r["result"] for r in results)
@@ -169,7 +152,7 @@ async def post_events(request: web.Request) -> web.Response:
         )
     raw = await request.read()  # aiohttp enforces client_max_size while reading
     try:
-        body = _parse_json(raw)
+        body = parse_json(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequestError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
     single = isinstance(body, dict)
@@ -236,12 +219,13 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                     await ws.send_json({"type": "error", "code": "text_frames_only"})
                 continue
             try:
-                body = _parse_json(msg.data)
+                body = parse_json(msg.data)
             except ValueError:
                 await ws.send_json({"type": "error", "code": "malformed_json"})
                 continue
-            if isinstance(body, dict) and body.get("type") in CONTROL_MESSAGES:
-                order_key = CONTROL_MESSAGES[body["type"]]  # the id field an ack carries
+            kind = body.get("type") if isinstance(body, dict) else None
+            if isinstance(kind, str) and kind in CONTROL_MESSAGES:
+                order_key = CONTROL_MESSAGES[kind]  # the id field an ack carries
                 if order_key is not None:
                     await acknowledge_hold(request.app, sites, body.get(order_key))
                 continue

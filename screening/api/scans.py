@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 
@@ -11,6 +10,7 @@ from pydantic import ValidationError
 
 from screening.api.auth import principal_of
 from screening.api.context import GATEWAY
+from screening.api.jsonbody import parse_json
 from screening.api.problems import field_errors
 from screening.api.schemas import FindingOut, ScanMetadataIn, ScanOut, VerdictOut
 from screening.domain.access import Permission
@@ -41,6 +41,21 @@ async def _read_part(part: BodyPartReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _read_parts(request: web.Request, image_limit: int) -> dict[str, bytes]:
+    reader = await request.multipart()
+    parts: dict[str, bytes] = {}
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise BadRequestError("nested multipart is not supported", code="invalid_body")
+        if part.name not in PARTS:
+            raise BadRequestError(f"unknown part {part.name!r}", code="unknown_part")
+        if part.name in parts:
+            raise BadRequestError(f"part {part.name!r} sent twice", code="duplicate_part")
+        limit = 64 * 1024 if part.name == "metadata" else image_limit
+        parts[part.name] = await _read_part(part, limit)
+    return parts
+
+
 def scan_out(upload: ScanUpload, result: str, base: str) -> ScanOut:
     return ScanOut(
         scan_id=str(upload.scan_id),
@@ -67,23 +82,20 @@ async def post_scan(request: web.Request) -> web.Response:
     principal = await principal_of(request, Permission.WRITE_EVENTS)
     if not request.content_type.startswith("multipart/"):
         raise BadRequestError("send multipart/form-data", code="not_multipart")
-    reader = await request.multipart()
-    parts: dict[str, bytes] = {}
-    limit = gw.scans.limits.max_image_bytes
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise BadRequestError("nested multipart is not supported", code="invalid_body")
-        if part.name not in PARTS:
-            raise BadRequestError(f"unknown part {part.name!r}", code="unknown_part")
-        if part.name in parts:
-            raise BadRequestError(f"part {part.name!r} sent twice", code="duplicate_part")
-        parts[part.name] = await _read_part(part, 64 * 1024 if part.name == "metadata" else limit)
+    try:
+        parts = await _read_parts(request, gw.scans.limits.max_image_bytes)
+    except ValueError as exc:
+        # aiohttp's multipart reader: no boundary, a body that does not open with it, or one
+        # that ends inside a part (a truncated upload)
+        raise BadRequestError(
+            f"malformed multipart body: {exc}", code="malformed_multipart"
+        ) from None
     if "metadata" not in parts:
         raise BadRequestError("the metadata part is missing", code="missing_part")
     now = datetime.now(UTC)
     try:
-        raw = json.loads(parts["metadata"])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = parse_json(parts["metadata"])
+    except ValueError as exc:
         raise BadRequestError(f"metadata is not JSON: {exc}", code="malformed_json") from None
     try:
         meta = ScanMetadataIn.model_validate(

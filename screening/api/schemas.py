@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -114,6 +115,15 @@ class Sender(Wire):
             return validate_document(doc_type, value, today=today)
         except IdentityDocumentError as exc:
             raise PydanticCustomError(exc.code, exc.message) from None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        # Kept as sent (a resend must digest the same), but a "name" without one letter
+        # (spaces, zero-width characters, punctuation) names nobody: no real-name record.
+        if not any(unicodedata.category(c).startswith("L") for c in value):
+            raise PydanticCustomError("invalid_name", "the sender's name has no letter in it")
+        return value
 
     @field_validator("phone")
     @classmethod

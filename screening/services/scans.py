@@ -46,6 +46,7 @@ from screening.services.ingest import commit_events, prepare
 from screening.storage import Conn
 from screening.storage import scans as scan_store
 from screening.storage import sites as site_store
+from screening.storage.errors import StorageError
 from screening.storage.images import ImageStore
 from screening.storage.scans import ScanUpload
 
@@ -276,7 +277,15 @@ class ScanService:
             raise _invalid("invalid_image", "image", str(exc)) from exc
         verdict = judge(detections.boxes, detector.info, thresholds)
 
-        await asyncio.to_thread(self._store_files, image, info.kind, high, low)
+        try:
+            await asyncio.to_thread(self._store_files, image, info.kind, high, low)
+        except StorageError as exc:  # a full or failing disk: nothing recorded, worth a retry
+            log.exception("scan %s: the image store failed", meta.scan_id)
+            raise ServiceUnavailableError(
+                "the image store failed; nothing was recorded, retry later",
+                code="image_store_unavailable",
+                retry_after_s=30,
+            ) from exc
         event_id = (
             uuid.uuid5(SCAN_EVENT_NAMESPACE, f"{meta.site_id}/{meta.scan_id}")
             if meta.waybill_no

@@ -399,6 +399,20 @@ BAD_EVENTS = {
         _with(_sealed, type="parcel.teleported"), "unknown_event_type", "type"
     ),
     "event_id not a UUID": BadEvent(_with(_sealed, event_id="evt-1"), "invalid_uuid", "event_id"),
+    "sender name of spaces and a zero-width space": BadEvent(
+        lambda site: event(
+            "realname.registered",
+            site,
+            waybill(),
+            sender={
+                "document_type": "passport",
+                "document_number": "E12345678",
+                "name": " \u200b ",
+            },
+        ),
+        "invalid_name",
+        "sender.name",
+    ),
 }
 
 
@@ -545,6 +559,11 @@ MALFORMED = {
     "a string": (b'"parcel.received"', 400, "invalid_body"),
     "null": (b"null", 400, "invalid_body"),
     "empty batch": (b"[]", 400, "empty_batch"),
+    "nested deeper than the parser's stack": (
+        b"[" * 100_000 + b"]" * 100_000,
+        400,
+        "malformed_json",
+    ),
     "1,001 events (default limit 1,000)": (
         json.dumps([{}] * 1001).encode(),
         413,
@@ -721,6 +740,32 @@ async def test_malformed_json_on_the_station_stream_gets_an_error_and_the_socket
         assert error["code"] == "malformed_json"
 
         await ws.send_str(json.dumps(item))
+        ack = await ws.receive_json(timeout=10)
+        assert (ack["type"], ack["result"]) == ("ack", "accepted")
+        assert not ws.closed
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param('{"type": ["hold.ack"]}', None, id="a list where the type goes"),
+        pytest.param("[" * 100_000, "malformed_json", id="nested deeper than the parser's stack"),
+    ],
+)
+async def test_an_odd_frame_on_the_station_stream_never_closes_it(
+    gateway: RunningGateway, frame: str, code: str | None
+) -> None:
+    async with gateway.http.ws_connect(
+        f"{gateway.url}/v1/stations/stream", headers=gateway.auth()
+    ) as ws:
+        await ws.send_str(frame)
+        if code is not None:
+            error = await ws.receive_json(timeout=10)
+            assert (error["type"], error["code"]) == ("error", code)
+        else:  # not a control message: judged as an event, and rejected
+            ack = await ws.receive_json(timeout=10)
+            assert (ack["type"], ack["result"]) == ("ack", "rejected")
+        await ws.send_str(json.dumps(received(gateway.keys.site)))
         ack = await ws.receive_json(timeout=10)
         assert (ack["type"], ack["result"]) == ("ack", "accepted")
         assert not ws.closed

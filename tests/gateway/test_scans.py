@@ -17,6 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from screening.api.context import GATEWAY
 from screening.protection import PersonalDataVault
 from screening.settings import Settings
 from tests.conftest import RunningGateway, bounded_cleanup, make_keys, start_gateway
@@ -289,3 +290,63 @@ async def test_bad_metadata_and_forms_are_refused(scan_gateway: RunningGateway) 
     form.add_field("thumbnail", BRIGHT, filename="t.png")
     async with gw.http.post(f"{gw.url}/v1/scans", data=form, headers=gw.auth()) as resp:
         assert (await resp.json())["code"] == "unknown_part"
+
+
+async def post_raw(gw: RunningGateway, body: bytes, content_type: str) -> tuple[int, Any]:
+    headers = {**gw.auth(), "Content-Type": content_type}
+    async with gw.http.post(f"{gw.url}/v1/scans", data=body, headers=headers) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        pytest.param(b"--b\r\n", "multipart/form-data", id="no boundary"),
+        pytest.param(b"no boundary here\r\n", "multipart/form-data; boundary=b", id="no opening"),
+        pytest.param(
+            b'--b\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n{"scan',
+            "multipart/form-data; boundary=b",
+            id="ends inside a part",
+        ),
+    ],
+)
+async def test_a_malformed_multipart_body_is_a_400_not_a_crash(
+    scan_gateway: RunningGateway, body: bytes, content_type: str
+) -> None:
+    status, problem = await post_raw(scan_gateway, body, content_type)
+    assert (status, problem["code"]) == (400, "malformed_multipart"), problem
+    ok, _ = await upload(scan_gateway, metadata(scan_gateway, "SC0000000014"), image=BRIGHT)
+    assert ok == 201
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"line_count": ' + b"9" * 5000 + b"}", id="integer of 5000 digits"),
+        pytest.param(b"[" * 20_000 + b"]" * 20_000, id="nested too deeply"),
+        pytest.param(b'{"line_count": NaN}', id="NaN"),
+    ],
+)
+async def test_metadata_that_json_cannot_hold_is_malformed_json(
+    scan_gateway: RunningGateway, raw: bytes
+) -> None:
+    status, problem = await upload(scan_gateway, raw, image=BRIGHT)
+    assert (status, problem["code"]) == (400, "malformed_json"), problem
+
+
+async def test_a_failing_image_store_is_a_503_to_retry_and_records_nothing(
+    scan_gateway: RunningGateway, tmp_path: Path
+) -> None:
+    gw = scan_gateway
+    store = gw.app[GATEWAY].scans.images
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_bytes(b"")
+    kept, store.root = store.root, blocker  # every directory under it fails to be made
+    meta = metadata(gw, "SC0000000015")
+    try:
+        status, problem = await upload(gw, meta, image=BRIGHT)
+    finally:
+        store.root = kept
+    assert (status, problem["code"]) == (503, "image_store_unavailable"), problem
+    status, body = await upload(gw, meta, image=BRIGHT)  # the retry, once the disk is back
+    assert (status, body["result"]) == (201, "accepted")
