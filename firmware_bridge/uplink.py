@@ -97,12 +97,26 @@ class GatewayClient:
     """One upload = one POST; maps the gateway's answers onto the error tree."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, gateway: str, key: str, *, timeout: float = 30.0
+        self,
+        session: aiohttp.ClientSession,
+        gateway: str,
+        key: str,
+        *,
+        timeout: float = 30.0,
+        min_upload_bytes_per_s: float = 64 * 1024,
     ) -> None:
         self._session = session
         self.gateway = gateway.rstrip("/")
         self._headers = {"Authorization": f"Bearer {key}"}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout_s = timeout
+        self._min_rate = min_upload_bytes_per_s
+
+    def timeout_for(self, record: SpoolRecord) -> aiohttp.ClientTimeout:
+        """The whole upload's deadline: ``timeout`` plus the body's time at the slowest rate
+        we wait for (64 KiB/s, about 0.5 Mbit/s, by default). With a fixed deadline a large
+        dual-energy scan on a slow station line timed out every time, and was sent again and
+        again, whole, without ever arriving."""
+        return aiohttp.ClientTimeout(total=self._timeout_s + record.size / self._min_rate)
 
     async def upload(self, record: SpoolRecord) -> dict[str, Any]:
         form = aiohttp.FormData()
@@ -114,7 +128,10 @@ class GatewayClient:
             form.add_field("low", record.low, content_type="image/png", filename="low.png")
         try:
             async with self._session.post(
-                f"{self.gateway}/v1/scans", data=form, headers=self._headers, timeout=self._timeout
+                f"{self.gateway}/v1/scans",
+                data=form,
+                headers=self._headers,
+                timeout=self.timeout_for(record),
             ) as resp:
                 # Bytes, decoded leniently: an error page from a proxy in front of the gateway
                 # may be in any charset, and is only ever shown in a log line.

@@ -338,3 +338,15 @@ async def test_a_belt_started_at_the_machine_while_the_spool_is_full_is_stopped_
             lambda: len(gateway.scans) == 5 and len(scanner.state.parcels_done) == 5, within=20
         )
         assert scanner.state.starts >= 1  # started by the spool's room, as the person asked
+
+
+async def test_an_uploads_deadline_grows_with_its_size() -> None:
+    """A fixed 30 s failed every large scan on a slow station line, forever."""
+    async with aiohttp.ClientSession() as session:
+        client = GatewayClient(session, "http://gateway.invalid", KEY, timeout=30.0)
+        small = client.timeout_for(record("s-1"))
+        big = SpoolRecord("s-2", {}, b"i" * 2_000_000, b"h" * 1_500_000, b"l" * 1_500_000)
+        assert small.total is not None
+        assert 30.0 <= small.total < 31.0
+        # 5 MB at the slowest rate waited for, 64 KiB/s: about 76 s more than a small one
+        assert client.timeout_for(big).total == pytest.approx(30.0 + 5_000_000 / 65_536)
