@@ -82,6 +82,17 @@ DELETE FROM scans WHERE scan_id IN (
 """
 _STATE_OF = "SELECT state FROM scans WHERE scan_id = ?"
 _LIST_DEAD = "SELECT scan_id, last_error FROM scans WHERE state = 'dead' ORDER BY done_at"
+_DEAD_RECORDS = """
+SELECT scan_id, metadata, image, high, low, attempts, last_error, done_at FROM scans
+WHERE state = 'dead' ORDER BY done_at, scan_id
+"""
+# An operator's decision on a dead scan (firmware_bridge.dead): send it again, its cause fixed,
+# or let it go once it has been exported.
+_REVIVE = """
+UPDATE scans SET state = 'pending', next_attempt_at = 0, done_at = NULL
+WHERE scan_id = ? AND state = 'dead'
+"""
+_DISCARD = "DELETE FROM scans WHERE scan_id = ? AND state = 'dead'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,15 @@ class SpoolRecord:
     @property
     def size(self) -> int:
         return len(self.image) + len(self.high or b"") + len(self.low or b"")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadScan:
+    """A scan the gateway rejected for good, as the spool keeps it for an operator."""
+
+    record: SpoolRecord
+    error: str
+    died_at: float  # unix seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +257,42 @@ class Spool:
         log.critical("scan %s is dead in the spool (needs an operator): %s", scan_id, error)
         with self._locked():
             self._db.execute(_DEAD, (now, error, scan_id))
+
+    def dead_scans(self) -> list[DeadScan]:
+        """Every dead scan with its images, oldest first."""
+        with self._locked() as db:
+            rows = db.execute(_DEAD_RECORDS).fetchall()
+        return [
+            DeadScan(
+                SpoolRecord(scan_id, json.loads(meta), image, high, low, attempts),
+                str(error or ""),
+                float(done_at or 0.0),
+            )
+            for scan_id, meta, image, high, low, attempts, error, done_at in rows
+        ]
+
+    def revive(self, scan_ids: list[str]) -> list[str]:
+        """Make these dead scans pending again, due now; the ids that were dead."""
+        return self._each_dead(_REVIVE, scan_ids)
+
+    def discard(self, scan_ids: list[str]) -> list[str]:
+        """Delete these dead scans (images and row); the ids that were dead. The row goes with
+        them: a scanner replaying that very parcel later would be spooled as new."""
+        return self._each_dead(_DISCARD, scan_ids)
+
+    def _each_dead(self, statement: str, scan_ids: list[str]) -> list[str]:
+        done = []
+        with self._locked() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for scan_id in scan_ids:
+                    if db.execute(statement, (scan_id,)).rowcount == 1:
+                        done.append(scan_id)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return done
 
     def state_of(self, scan_id: str) -> str | None:
         with self._locked():

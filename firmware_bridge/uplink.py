@@ -43,6 +43,9 @@ from .spool import Spool, SpoolRecord
 from .video import VideoScan
 
 log = logging.getLogger("firmware_bridge.uplink")
+# The forwarder looks at the spool at least this often while it waits: an operator's tool in
+# another process (firmware_bridge.dead) may make a scan due without waking it.
+IDLE_LOOK_S = 60.0
 
 
 def _png(image: np.ndarray[Any, Any]) -> bytes:
@@ -246,9 +249,9 @@ class Forwarder:
         record = await asyncio.to_thread(self.spool.next_due, self._clock())
         if record is None:
             due = await asyncio.to_thread(self.spool.next_due_at)
-            wait = 3600.0 if due is None else max(0.0, due - self._clock())
+            wait = IDLE_LOOK_S if due is None else max(0.0, due - self._clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 3600.0))
+                await asyncio.wait_for(self._wake.wait(), timeout=min(wait, IDLE_LOOK_S))
             return
         await self._send(record)
 
