@@ -62,8 +62,10 @@ class Settings(BaseSettings):
     ledger_origin_prefix: str = "screening.example/sites"
     ledger_checkpoint_interval_s: float = Field(default=60.0, gt=0)
 
-    # Flagged parcels (screening.alerts). public_base_url is what links in webhooks point at.
-    public_base_url: str | None = None  # default http://host:port
+    # The gateway's address as clients see it (behind a TLS-terminating proxy, the proxy's):
+    # links in webhooks and answers, the console's sign-in origin, Secure cookies. Default:
+    # http://host:port for webhooks, each request's own scheme and host for the rest.
+    public_base_url: str | None = None
     webhook_timeout_s: float = Field(default=15.0, gt=0)
     webhook_retry_jitter: float = Field(default=0.2, ge=0, le=1)
     alert_relay_enabled: bool = True

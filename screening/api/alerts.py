@@ -17,6 +17,7 @@ from screening.alerts.feed import parse_cursor
 from screening.alerts.police import scope
 from screening.alerts.webhooks import check_secret, confirmation_json
 from screening.api.auth import principal_of, unscoped_principal_of
+from screening.api.context import public_base
 from screening.api.endpoints import Param, Route
 from screening.api.problems import field_errors
 from screening.domain.access import Permission
@@ -144,10 +145,6 @@ def hold_json(hold: Hold) -> dict[str, Any]:
     }
 
 
-def _base(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
-
-
 def _uuid(request: web.Request, name: str, code: str = "unknown_alert") -> uuid.UUID:
     try:
         return uuid.UUID(request.match_info[name])
@@ -184,7 +181,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     principal = await principal_of(request, Permission.READ_ALERTS)
     status = request.query.get("status")
     alerts = await request.app[ALERTS].police.find(principal, status, _limit(request))
-    base = _base(request)
+    base = public_base(request)
     return web.json_response({"alerts": [alert_json(a, base) for a in alerts]})
 
 
@@ -193,7 +190,7 @@ async def get_alert(request: web.Request) -> web.Response:
     alert, sender, actions = await request.app[ALERTS].police.details(
         principal, _uuid(request, "alert_id")
     )
-    body = alert_json(alert, _base(request))
+    body = alert_json(alert, public_base(request))
     body["sender"] = (
         None
         if sender is None
@@ -224,7 +221,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
     else:
         note = (await read_body(request, NoteIn)).note if request.can_read_body else ""
         alert = await police.act(principal, alert_id, action, note=note)
-    return web.json_response(alert_json(alert, _base(request)))
+    return web.json_response(alert_json(alert, public_base(request)))
 
 
 async def acknowledge_alert(request: web.Request) -> web.Response:
@@ -292,7 +289,7 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
         }
     )
     await resp.prepare(request)
-    base = _base(request)
+    base = public_base(request)
     loop = asyncio.get_running_loop()
     try:
         # The starting position as an id-only event: a console that loses the stream before the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from aiohttp import web
@@ -89,3 +90,20 @@ class Gateway:
 
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+
+
+def public_base(request: web.Request) -> str:
+    """The gateway's address as its clients see it, for the links and image addresses it
+    answers with and the origin a browser signs in from: ``public_base_url`` when set (behind
+    a TLS-terminating proxy the request itself says http and the proxy's upstream host), else
+    this request's own scheme and host."""
+    configured = request.app[GATEWAY].settings.public_base_url
+    if configured:
+        return configured.rstrip("/")
+    return f"{request.scheme}://{request.host}"
+
+
+def public_origin(request: web.Request) -> str:
+    """``public_base`` without its path: what a browser sends as Origin."""
+    parts = urlsplit(public_base(request))
+    return f"{parts.scheme}://{parts.netloc}"

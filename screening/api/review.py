@@ -14,6 +14,7 @@ from pydantic import Field
 from screening.alerts import ALERTS
 from screening.api.alerts import _Body, read_body
 from screening.api.auth import principal_of, unscoped_principal_of
+from screening.api.context import public_base
 from screening.api.endpoints import Param, Route
 from screening.api.reads import _date_param
 from screening.domain.access import Permission
@@ -63,7 +64,7 @@ async def next_review_item(request: web.Request) -> web.Response:
     item = await request.app[ALERTS].review.next(principal)
     if item is None:
         return web.Response(status=204)
-    return web.json_response(item_json(item, f"{request.scheme}://{request.host}"))
+    return web.json_response(item_json(item, public_base(request)))
 
 
 async def review_item_image(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from aiohttp import BodyPartReader, web
 from pydantic import ValidationError
 
 from screening.api.auth import principal_of
-from screening.api.context import GATEWAY
+from screening.api.context import GATEWAY, public_base
 from screening.api.jsonbody import parse_json
 from screening.api.problems import field_errors
 from screening.api.schemas import FindingOut, ScanMetadataIn, ScanOut, VerdictOut
@@ -117,7 +117,7 @@ async def post_scan(request: web.Request) -> web.Response:
     gw.metrics.scans.labels(outcome.value, upload.verdict).inc()
     if outcome.value == "accepted":
         gw.metrics.inference_seconds.observe(upload.inference_ms / 1000.0)
-    base = f"{request.scheme}://{request.host}"
+    base = public_base(request)
     body = scan_out(upload, outcome.value, base)
     return web.json_response(
         body.model_dump(mode="json"), status=201 if outcome.value == "accepted" else 200
@@ -128,7 +128,7 @@ async def get_scan(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     principal = await principal_of(request, Permission.READ_PARCELS)
     upload = await gw.scans.find(principal, _scan_id(request))
-    base = f"{request.scheme}://{request.host}"
+    base = public_base(request)
     return web.json_response(scan_out(upload, "duplicate", base).model_dump(mode="json"))
 
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from screening.api.auth import principal_of
-from screening.api.context import GATEWAY
+from screening.api.context import GATEWAY, public_origin
 from screening.api.problems import field_errors
 from screening.domain.access import Permission, Principal
 from screening.domain.compliance import DEFAULT_TIMEZONE
@@ -87,8 +87,12 @@ async def redirect_to_index(request: web.Request) -> web.StreamResponse:
 def _same_origin(request: web.Request) -> bool:
     # Sign-in carries no session yet, so SameSite cannot protect it: refuse cross-site posts
     # (login CSRF). Browsers send Origin on every POST; non-browser clients may omit it.
+    # Behind a TLS proxy the browser's origin is the public one (public_base_url).
     origin = request.headers.get("Origin")
-    return origin is None or origin == f"{request.scheme}://{request.host}"
+    return origin is None or origin in {
+        f"{request.scheme}://{request.host}",
+        public_origin(request),
+    }
 
 
 async def sign_in(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@ their dispositions, and the latest ledger checkpoint; one read-only transaction 
 
 from __future__ import annotations
 
+import base64
 import calendar
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -73,7 +74,7 @@ class AlertSummary:
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     tree_size: int
-    root_hash: str  # hex
+    root_hash: str  # base64, as the checkpoint note and GET .../ledger/checkpoint give it
     created_at: datetime
 
 
@@ -95,6 +96,9 @@ class MonthlyReport:
 def parse_month(raw: str) -> date:
     year, _, month = raw.partition("-")
     if len(year) != 4 or len(month) != 2 or not (year + month).isdigit():
+        raise BadRequestError("the month is YYYY-MM", code="invalid_month")
+    # Year 9999 has no day after its last one to end a range on.
+    if not 1 <= int(year) < date.max.year:
         raise BadRequestError("the month is YYYY-MM", code="invalid_month")
     try:
         return date(int(year), int(month), 1)
@@ -161,6 +165,8 @@ async def monthly_report(
         alerts=alerts,
         checkpoint=None
         if stored is None
-        else Checkpoint(stored.tree_size, stored.root_hash.hex(), stored.created_at),
+        else Checkpoint(
+            stored.tree_size, base64.b64encode(stored.root_hash).decode(), stored.created_at
+        ),
         generated_at=now,
     )

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from screening.api.context import public_origin
 from screening.domain.access import Principal, Role
 from screening.errors import AuthenticationError, ForbiddenError
 from screening.storage import Conn
@@ -123,7 +124,8 @@ def set_cookies(
         "path": "/",
         "max_age": max_age,
         "samesite": "Strict",
-        "secure": request.secure,
+        # Secure when the browser is on https, directly or through a TLS proxy.
+        "secure": request.secure or public_origin(request).startswith("https://"),
     }
     response.set_cookie(SESSION_COOKIE, session_id, httponly=True, **common)
     # Script-readable on purpose: the console's JS echoes it in the CSRF header.

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from screening.api.ledger import LEDGER_SIGNER
 from screening.errors import ScreeningError
+from screening.services import ledger as ledger_service
 from screening.web.pdf import find_chromium, html_to_pdf
 from tests.web.conftest import needs_chromium
 from tests.web.demo import Demo
@@ -64,9 +66,25 @@ async def test_a_station_report_has_no_alert_section_and_english_on_request(demo
     assert "Monthly compliance report" in page
 
 
+async def test_the_ledger_section_prints_the_root_as_the_api_and_the_note_give_it(
+    fresh: Demo,
+) -> None:
+    gw = fresh.gateway
+    site = gw.keys.site
+    await ledger_service.make_checkpoint(gw.pool, site, gw.app[LEDGER_SIGNER])
+    async with gw.http.get(
+        f"{gw.url}/v1/sites/{site}/ledger/checkpoint", headers=gw.auth("supervisor")
+    ) as resp:
+        assert resp.status == 200
+        root = (await resp.json())["root_hash"]  # base64, as in the signed note
+    status, _, body = await get(fresh, f"/console/reports/{site}/{report_month()}")
+    assert status == 200
+    assert root in body.decode()
+
+
 async def test_bad_months_and_formats_are_refused(demo: Demo) -> None:
     site = demo.gateway.keys.site
-    for month in ("2026-13", "2026-1", "26-01", "latest"):
+    for month in ("2026-13", "2026-1", "26-01", "latest", "9999-12", "0000-01"):
         status, ctype, _ = await get(demo, f"/console/reports/{site}/{month}")
         assert status == 400
         assert ctype.startswith("application/problem+json")

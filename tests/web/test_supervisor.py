@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -240,3 +241,34 @@ async def test_the_latest_signed_checkpoint_is_shown_verified(
 async def api_json(gw: Any, path: str) -> tuple[int, Any]:
     async with gw.http.get(f"{gw.url}{path}", headers=gw.auth("supervisor")) as resp:
         return resp.status, await resp.json()
+
+
+async def test_a_stations_image_ref_is_drawn_only_when_it_names_a_scan(
+    fresh: Demo, open_console: OpenConsole
+) -> None:
+    """image_ref is the station's text: only "scans/<uuid>" becomes an image address, so a
+    crafted "scans/../review/next" cannot make a reader's browser call another endpoint."""
+    gw = fresh.gateway
+    site, waybill = gw.keys.site, "SCREF0000001"
+    scan_id = str(uuid.uuid4())
+    events = [
+        {"type": "parcel.received", "event_id": str(uuid.uuid4()), "site_id": site,
+         "waybill_no": waybill, "occurred_at": "2026-11-20T10:00:00+08:00", "carrier": "SF",
+         "flow": "same_city"},
+        {"type": "xray.scanned", "event_id": str(uuid.uuid4()), "site_id": site,
+         "waybill_no": waybill, "occurred_at": "2026-11-20T10:01:00+08:00", "scanner_id": "X1",
+         "verdict": "clear", "image_ref": "scans/../review/next?x="},
+        {"type": "xray.scanned", "event_id": str(uuid.uuid4()), "site_id": site,
+         "waybill_no": waybill, "occurred_at": "2026-11-20T10:02:00+08:00", "scanner_id": "X1",
+         "verdict": "clear", "image_ref": f"scans/{scan_id}"},
+    ]  # fmt: skip
+    async with gw.http.post(f"{gw.url}/v1/events", json=events, headers=gw.auth()) as resp:
+        assert resp.status == 200
+        assert [r["result"] for r in (await resp.json())["results"]] == ["accepted"] * 3
+    page = await open_console(gw.url, gw.keys.by_role["supervisor"])
+    await page.goto(f"{gw.url}/console/#/parcel/{waybill}?site={site}")
+    await page.wait_for_selector("main[data-ready=parcel] #timeline")
+    sources = await page.locator("#timeline img").evaluate_all(
+        "els => els.map(e => e.getAttribute('src'))"
+    )
+    assert sources == [f"/v1/scans/{scan_id}/image?overlay=boxes"]

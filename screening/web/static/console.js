@@ -474,7 +474,10 @@ async function viewParcel(waybill, query) {
   } catch (err) { main.replaceChildren(errorBox(err)); return; }
   const status = p.compliant === null ? ["pending", t("parcel.pending")] : p.compliant ? ["ok", t("parcel.compliant")] : ["bad", t("parcel.violating")];
   const timeline = h("ol", { class: "timeline", id: "timeline" }, p.events.map((ev) => {
-    const scanRef = ev.payload?.image_ref?.startsWith("scans/") ? ev.payload.image_ref.slice(6) : null;
+    // Only a scan id goes into the address: image_ref is the station's text, and "scans/../x"
+    // would point the reviewer's browser (with its session) at another endpoint.
+    const ref = /^scans\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i.exec(ev.payload?.image_ref || "");
+    const scanRef = ref ? ref[1] : null;
     return h("li", { "data-type": ev.type },
       h("time", {}, fmtTime(ev.occurred_at)),
       h("b", {}, t(`event.${ev.type}`)),
