@@ -146,20 +146,37 @@ class AlertService:
     async def _settle_parcel(
         self, conn: Any, alert: Alert, disposition: str, actor: str
     ) -> Hold | None:
-        """Closing an alert closes the parcel's hold: seized, or released (which also clears the
-        flag for compliance, so the parcel may leave)."""
+        """Closing an alert closes the parcel's hold: seized, or released. A release waits for
+        the parcel's last open alert (a dismissed watchlist match must not let a parcel with a
+        confirmed firearm go), and then clears every flagged scan of the parcel for compliance,
+        reviewers' clears deferred to police included, so the parcel may leave."""
         if alert.waybill_no is None:
             return None
         now = self._clock()
         status = "seized" if disposition == "seized" else "released"
         await lock_parcel(conn, alert.site_id, alert.waybill_no)
+        if status == "released" and await store.parcel_has_open_alert(
+            conn, alert.site_id, alert.waybill_no
+        ):
+            return None  # (this alert is closed already in this transaction)
         hold = await store.close_parcel_hold(
             conn, alert.site_id, alert.waybill_no, status, now, actor
         )
-        if status == "released" and alert.scan_id is not None:
-            await self._clear_scan(
-                conn, alert.site_id, alert.scan_id, actor, f"alert:{alert.alert_id}"
+        if status == "released":
+            own = (
+                await review_store.upload_event_id(conn, alert.site_id, alert.scan_id)
+                if alert.scan_id is not None
+                else None
             )
+            flagged = await review_store.flagged_scan_events(
+                conn, alert.site_id, alert.waybill_no
+            )
+            for event_id in dict.fromkeys([*([own] if own else []), *flagged]):
+                key = f"alert:{alert.alert_id}"  # the alert's own scan: the key it always had
+                await append_review_event(
+                    conn, self._vault, alert.site_id, event_id, "cleared", actor,
+                    key if event_id == own else f"{key}/scan:{event_id}", now,
+                )  # fmt: skip
         return hold
 
     async def _clear_scan(

@@ -269,6 +269,13 @@ SELECT waybill_no, occurred_at, payload FROM events
 WHERE site_id = $1 AND event_id = $2 AND event_type = 'xray.scanned'
 """
 SELECT_UPLOAD_EVENT = "SELECT event_id FROM scan_uploads WHERE site_id = $1 AND scan_id = $2"
+# A parcel's own flagged scans (not the review outcomes recorded against them).
+SELECT_FLAGGED_SCAN_EVENTS = """
+SELECT event_id FROM events
+WHERE site_id = $1 AND waybill_no = $2 AND event_type = 'xray.scanned'
+  AND payload->>'verdict' = 'flagged' AND payload->>'reviewed_event_id' IS NULL
+ORDER BY occurred_at, event_id
+"""
 
 
 async def scan_event(conn: Conn, site_id: str, event_id: UUID) -> asyncpg.Record | None:
@@ -279,3 +286,9 @@ async def scan_event(conn: Conn, site_id: str, event_id: UUID) -> asyncpg.Record
 async def upload_event_id(conn: Conn, site_id: str, scan_id: UUID) -> UUID | None:
     got: UUID | None = await conn.fetchval(SELECT_UPLOAD_EVENT, site_id, scan_id)
     return got
+
+
+async def flagged_scan_events(conn: Conn, site_id: str, waybill_no: str) -> list[UUID]:
+    """The event ids of the parcel's flagged scans, oldest first."""
+    rows = await conn.fetch(SELECT_FLAGGED_SCAN_EVENTS, site_id, waybill_no)
+    return [r["event_id"] for r in rows]

@@ -291,3 +291,44 @@ async def test_the_live_feed_resumes_after_the_last_event_id(agw: AlertGateway) 
         "GET", url.replace(agw.gw.url, ""), headers={"Last-Event-ID": "x"}
     )
     assert status == 400
+
+
+@pytest.mark.parametrize("first", ["watchlist", "scan_score"])
+async def test_a_parcel_is_released_only_when_its_last_alert_closes_and_then_leaves_cleared(
+    agw: AlertGateway, vault: PersonalDataVault, first: str
+) -> None:
+    """A flagged scan (one alert, a hold) and a watchlisted sender (another) on one parcel:
+    police dismissing one must not let the parcel go while the other is open; once the last
+    closes, every flagged scan is cleared for compliance (whichever alert it was) and the
+    parcel's dispatch is compliant."""
+    await agw.set_policy(police=0.5)
+    number = unique_resident_id()
+    digest = vault.digest("document", number).hex()
+    await agw.call("POST", "/v1/watchlist", json={"entries": [{"digest": digest, "label": "x"}]})
+    try:
+        wb = waybill()
+        await agw.events([event("parcel.received", agw.site, wb, soon(), carrier="SF",
+                                flow="same_city"),
+                          registration(agw.site, wb, number),
+                          event("inspection.completed", agw.site, wb, soon(), clerk_id="c1",
+                                result="pass"),
+                          event("parcel.sealed", agw.site, wb, soon(), clerk_id="c1")])  # fmt: skip
+        await agw.upload(DARK, wb)
+        by_cause = {a["cause"]: a for a in await agw.alerts_of_site() if a["waybill_no"] == wb}
+        assert set(by_cause) == {"watchlist", "scan_score"}, by_cause
+
+        async def hold_status() -> list[str]:
+            _, holds = await agw.call("GET", "/v1/holds")
+            return [h["status"] for h in holds["holds"] if h["waybill_no"] == wb]
+
+        last = "scan_score" if first == "watchlist" else "watchlist"
+        for cause, disposition in ((first, "false_alarm"), (last, "released")):
+            path = f"/v1/alerts/{by_cause[cause]['alert_id']}/close"
+            assert (await agw.call("POST", path, json={"disposition": disposition}))[0] == 200
+            # held while the other alert is open; released with the last
+            assert await hold_status() == ["open" if cause == first else "released"]
+        await agw.events([event("parcel.dispatched", agw.site, wb, soon(1))])
+        _, parcel = await agw.call("GET", f"/v1/parcels/{wb}", role="station")
+        assert parcel["compliant"] is True, parcel
+    finally:
+        await agw.call("POST", "/v1/watchlist/remove", json={"digests": [digest]})
