@@ -150,6 +150,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except DatabaseUnavailableError as exc:
         return from_error(ServiceUnavailableError(str(exc), code="database_unavailable"))
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError) as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            # The client hung up mid-request (a flaky station line, a load tool stopping): not
+            # the database's fault, and nobody is left to answer.
+            log.info("client went away during %s %s", request.method, request.path)
+            return problem_response(
+                400, "client_disconnected", "Client disconnected", "the request was cut off"
+            )
         log.exception("database unreachable while serving %s", request.path, exc_info=exc)
         return from_error(
             ServiceUnavailableError("the database is unreachable", code="database_unavailable")
@@ -168,3 +175,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(
             500, "internal_error", "Internal error", "the gateway failed; nothing was reported done"
         )
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()

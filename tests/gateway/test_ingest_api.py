@@ -843,3 +843,27 @@ async def test_the_station_stream_refuses_a_role_that_may_not_write(
             f"{gateway.url}/v1/stations/stream", headers=gateway.auth("reviewer")
         )
     assert refused.value.status == 403
+
+
+async def test_a_client_that_hangs_up_mid_body_is_not_logged_as_a_database_failure(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A station on a flaky line drops mid-request: the gateway says so, without a traceback
+    blaming the database, and goes on serving."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    body = json.dumps(received(gateway.keys.site)).encode()
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: {gateway.auth()['Authorization']}\r\n"
+        f"Content-Length: {len(body) + 1000}\r\n\r\n"
+    ).encode()
+    with caplog.at_level(logging.INFO, logger="screening"):
+        for _ in range(3):
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.write(head + body[: len(body) // 2])
+            await writer.drain()
+            await asyncio.sleep(0.05)  # the handler is reading the body when the line drops
+            writer.transport.abort()
+        await assert_still_serves(gateway)
+    assert "database unreachable" not in caplog.text
+    assert "client went away during POST /v1/events" in caplog.text
