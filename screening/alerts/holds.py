@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -102,8 +103,10 @@ class HoldPusher:
         for gone in set(self._sent) - live:
             del self._sent[gone]
         count = 0
+        first_pushes: list[tuple[str, UUID]] = []
         for hold in holds:
             sent = self._sent.setdefault(hold.order_id, {})
+            first = not sent  # not yet written to any socket by this process
             message = hold_message(hold)
             for ws in list(self._streams.get(hold.site_id, ())):
                 last = sent.get(id(ws))
@@ -116,5 +119,11 @@ class HoldPusher:
                     continue
                 sent[id(ws)] = now
                 count += 1
+                if hold.status == "open" and first:
+                    first_pushes.append((hold.site_id, hold.hold_id))
+                    first = False
+        if first_pushes:
+            async with self._pool.acquire() as conn:
+                await store.mark_pushed(conn, sorted(set(first_pushes)), datetime.now(UTC))
         self.pushed += count
         return count

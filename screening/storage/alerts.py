@@ -246,10 +246,10 @@ SELECT site_id, hold_id, waybill_no, reason, scan_id, created_at, acked_at, stat
 FROM holds
 WHERE site_id = ANY($1::text[])
   AND ((status = 'open' AND acked_at IS NULL)
-       -- A release matters only where a station acted on the hold, and is pushed for a day at
-       -- most: a station that never acknowledges releases (an older bridge) is not sent them
-       -- for ever.
-       OR (status <> 'open' AND acked_at IS NOT NULL AND release_acked_at IS NULL
+       -- A release matters only where a station may have acted on the hold (it was pushed to
+       -- one), and is pushed for a day at most: a station that never acknowledges releases (an
+       -- older bridge) is not sent them for ever.
+       OR (status <> 'open' AND pushed_at IS NOT NULL AND release_acked_at IS NULL
            AND closed_at > now() - interval '1 day'))
 ORDER BY site_id, created_at
 """
@@ -727,6 +727,19 @@ async def insert_hold(
 
 async def unacked_holds(conn: Conn, sites: list[str]) -> list[Hold]:
     return [_hold(r) for r in await conn.fetch(UNACKED_HOLDS, sites)]
+
+
+MARK_PUSHED = """
+UPDATE holds SET pushed_at = $3
+FROM unnest($1::text[], $2::uuid[]) AS p(site_id, hold_id)
+WHERE holds.site_id = p.site_id AND holds.hold_id = p.hold_id AND holds.pushed_at IS NULL
+"""
+
+
+async def mark_pushed(conn: Conn, holds: list[tuple[str, UUID]], now: datetime) -> None:
+    """Record that these hold orders reached a station's socket (the first time counts)."""
+    if holds:
+        await conn.execute(MARK_PUSHED, [h[0] for h in holds], [h[1] for h in holds], now)
 
 
 async def ack_hold(conn: Conn, sites: list[str], order_id: UUID, now: datetime) -> bool:

@@ -254,3 +254,20 @@ async def test_a_release_is_not_pushed_for_a_hold_no_station_acted_on(
     async with station_stream(agw) as ws:
         with pytest.raises(TimeoutError):  # nothing, past the re-push interval
             await asyncio.wait_for(ws.receive(), 2.5)
+
+
+async def test_a_hold_whose_ack_was_lost_still_gets_its_release(
+    agw: AlertGateway, pool: asyncpg.Pool[Any]
+) -> None:
+    """The station got the hold (and stopped its belt) but its link dropped before the ack: the
+    release must still reach it when it comes back."""
+    await agw.set_policy(police=None)
+    wb = waybill()
+    async with station_stream(agw) as ws:
+        await agw.upload(DARK, wb)
+        hold = await next_message(ws)  # received; the link drops before any ack
+    status, _ = await agw.call("POST", f"/v1/holds/{hold['hold_id']}/release")
+    assert status == 200
+    async with station_stream(agw) as ws:
+        release = await next_message(ws)
+        assert (release["type"], release["hold_id"]) == ("hold.release", hold["hold_id"])
