@@ -41,6 +41,7 @@ from screening.inference import (
     Verdict,
     judge,
 )
+from screening.inference.preprocess import decode_image
 from screening.protection import PersonalDataVault
 from screening.services.ingest import commit_events, prepare
 from screening.storage import Conn
@@ -95,18 +96,46 @@ def image_info(data: bytes, part: str) -> ImageInfo:
         width, height = struct.unpack(">II", data[16:24])
         return ImageInfo("png", width, height)
     if data.startswith(b"\xff\xd8"):
-        i = 2
-        while i + 9 < len(data):  # walk JPEG segments to the frame header (SOFn)
-            if data[i] != 0xFF:
-                break
-            marker = data[i + 1]
-            length = struct.unpack(">H", data[i + 2 : i + 4])[0]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE):
-                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-                return ImageInfo("jpeg", width, height)
-            i += 2 + length
-        raise _invalid("invalid_image", part, "truncated or malformed JPEG")
+        size = _jpeg_frame_size(data)
+        if size is None:
+            raise _invalid("invalid_image", part, "truncated or malformed JPEG")
+        return ImageInfo("jpeg", *size)
     raise _invalid("unsupported_image_type", part, "expected a PNG or JPEG image")
+
+
+_JPEG_FRAMES = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE))
+
+
+def _jpeg_frame_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of the JPEG's first frame header, walking its segments as the decoder
+    reads them (ITU T.81 B.1.1.2): any number of 0xFF fill bytes may precede a marker, and
+    RSTn/TEM stand alone. A walk that skipped a fill byte as a segment would land somewhere
+    the decoder does not look, and take a crafted small 'size' there for the real one. None:
+    anything else (bytes between segments, a scan before any frame, a truncated header)."""
+    i = 2
+    while i < len(data):
+        if data[i] != 0xFF:
+            return None
+        while i < len(data) and data[i] == 0xFF:
+            i += 1
+        if i + 3 > len(data):
+            return None
+        marker = data[i]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            i += 1
+            continue
+        if marker in (0xD8, 0xD9, 0xDA, 0x00):  # a second SOI, EOI or a scan before a frame
+            return None
+        length = struct.unpack(">H", data[i + 1 : i + 3])[0]
+        if length < 2:
+            return None
+        if marker in _JPEG_FRAMES:
+            if i + 8 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[i + 4 : i + 8])
+            return width, height
+        i += 1 + length
+    return None
 
 
 def check_shape(info: ImageInfo, limits: ScanLimits, part: str) -> None:
@@ -355,10 +384,14 @@ class ScanService:
 
 
 def render_overlay(image: bytes, upload: ScanUpload) -> bytes:
-    """The stored image with the verdict's boxes drawn on it, as PNG."""
-    img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:  # pragma: no cover - only stored (already decoded) images get here
-        raise ServiceUnavailableError("stored image unreadable", code="image_unreadable")
+    """The stored image with the verdict's boxes drawn on it, as PNG. Decoded as the detector
+    decoded it (decode_image), so the boxes land on the pixels they were found on: OpenCV's
+    colour decode would, for one, turn a JPEG by its EXIF orientation, which the detector's
+    does not."""
+    try:
+        img = cv2.cvtColor(decode_image(image), cv2.COLOR_RGB2BGR)
+    except ImageDecodeError as exc:  # pragma: no cover - only stored (decoded) images get here
+        raise ServiceUnavailableError("stored image unreadable", code="image_unreadable") from exc
     for f in upload.findings:
         x1, y1, x2, y2 = (round(v) for v in f["box"])
         cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 255), 2)

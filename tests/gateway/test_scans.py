@@ -18,7 +18,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from screening.api.context import GATEWAY
+from screening.errors import InvalidEventError, PayloadTooLargeError
 from screening.protection import PersonalDataVault
+from screening.services.scans import ImageInfo, ScanLimits, check_shape, image_info
 from screening.settings import Settings
 from tests.conftest import RunningGateway, bounded_cleanup, make_keys, start_gateway
 from tests.gateway.events import BASE, parcel_flow
@@ -350,3 +352,57 @@ async def test_a_failing_image_store_is_a_503_to_retry_and_records_nothing(
     assert (status, problem["code"]) == (503, "image_store_unavailable"), problem
     status, body = await upload(gw, meta, image=BRIGHT)  # the retry, once the disk is back
     assert (status, body["result"]) == (201, "accepted")
+
+
+def test_the_jpeg_header_walk_reads_the_frame_header_the_decoder_reads() -> None:
+    """A fill byte (0xFF) before a marker is legal and the decoder skips it; a walk that took it
+    for a segment jumped to where a crafted comment could hold a small fake size, and a 49 KB
+    upload decoded to a 12000 x 12000 image past the pixel limit."""
+    ok, buf = cv2.imencode(".jpg", np.full((64, 80, 3), 128, np.uint8))
+    assert ok
+    data = bytes(buf)
+    sof = data.index(b"\xff\xc0")
+    padded = data[:sof] + b"\xff\xff" + data[sof:]  # two fill bytes before the frame header
+    assert image_info(padded, "image") == ImageInfo("jpeg", 80, 64)
+    decoded = cv2.imdecode(np.frombuffer(padded, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape[:2] == (64, 80)  # the decoder reads the same frame
+    # The frame header claims 12000 x 12000: that is the size judged, and refused.
+    bomb = bytearray(padded)
+    at = sof + 2 + 5  # past the fill bytes, the marker, the length and the precision
+    bomb[at : at + 4] = struct.pack(">HH", 12000, 12000)
+    info = image_info(bytes(bomb), "image")
+    assert (info.width, info.height) == (12000, 12000)
+    with pytest.raises(PayloadTooLargeError):
+        check_shape(info, ScanLimits(10**6, 16_000_000), "image")
+    # Bytes between segments, or a scan before any frame header: malformed, not guessed at.
+    for broken in (data[:sof] + b"\x00" + data[sof:], data[:2] + b"\xff\xda\x00\x02"):
+        with pytest.raises(InvalidEventError):
+            image_info(broken, "image")
+
+
+def jpeg_turned_by_exif(rows: int, cols: int, value: int, orientation: int) -> bytes:
+    """A JPEG of rows x cols pixels whose EXIF says to show it turned (6: 90 degrees)."""
+    ok, buf = cv2.imencode(".jpg", np.full((rows, cols, 3), value, np.uint8))
+    assert ok
+    data = bytes(buf)
+    tiff = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">H", 1)
+    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    exif = b"Exif\x00\x00" + tiff
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + data[2:]
+
+
+async def test_the_overlay_draws_on_the_pixels_the_detector_saw(
+    scan_gateway: RunningGateway,
+) -> None:
+    """OpenCV's colour decode turns a JPEG by its EXIF orientation, the detector's decode does
+    not: the overlay must use the detector's, or its boxes land on turned pixels."""
+    gw = scan_gateway
+    image = jpeg_turned_by_exif(48, 120, 20, orientation=6)
+    assert cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (120, 48)
+    meta = metadata(gw, "SC0000000017")
+    status, body = await upload(gw, meta, image=image)
+    assert status == 201, body
+    url = f"{gw.url}/v1/scans/{meta['scan_id']}/image?overlay=boxes"
+    async with gw.http.get(url, headers=gw.auth("supervisor")) as resp:
+        drawn = cv2.imdecode(np.frombuffer(await resp.read(), np.uint8), cv2.IMREAD_COLOR)
+    assert drawn.shape[:2] == (48, 120)  # the grid the boxes were found on
