@@ -91,9 +91,26 @@ def load_model_info(config: DetectorConfig, session: ort.InferenceSession) -> Mo
         info = load_manifest(path)
         if config.verify_sha256 and info.sha256 and info.sha256 != file_sha256(config.model_path):
             raise ModelLoadError(f"{config.model_path} does not match the sha256 in {path}")
-        return info
-    meta = session.get_modelmeta().custom_metadata_map
-    return parse_onnx_metadata(meta, list(session.get_inputs()[0].shape))
+    else:
+        meta = session.get_modelmeta().custom_metadata_map
+        info = parse_onnx_metadata(meta, list(session.get_inputs()[0].shape))
+    _check_output(info, list(session.get_outputs()[0].shape), path)
+    return info
+
+
+def _check_output(info: ModelInfo, shape: list[Any], source: Path) -> None:
+    """A layout named by the manifest is taken without looking at the output, so its static
+    dimensions are checked here, once: a [B, N, 4+nc] export read as [B, 4+nc, N] would give
+    boxes of classes that do not exist, judged against default thresholds."""
+    if len(shape) != 3:
+        raise ModelLoadError(f"output of rank {len(shape)}; expected [batch, ., .]")
+    nc = len(info.classes)
+    if info.layout is OutputLayout.YOLOV8 and isinstance(shape[1], int) and shape[1] != 4 + nc:
+        raise ModelLoadError(
+            f"output {shape} is not [batch, 4+{nc}, N] for the {nc} classes of {source.name}"
+        )
+    if info.layout is OutputLayout.END2END and isinstance(shape[2], int) and shape[2] != 6:
+        raise ModelLoadError(f"output {shape} is not the end-to-end [batch, K, 6]")
 
 
 @dataclass
@@ -168,6 +185,8 @@ class Detector:
         if self._queue.full():  # shed load before spending CPU on decoding
             raise InferenceOverloadedError(self._queue.qsize(), self.config.retry_after_s)
         image, lb = await asyncio.to_thread(self.prepare, image_bytes)
+        if self._closed:  # closed while decoding: no worker would ever take the job
+            raise DetectorClosedError("detector closed")
         loop = asyncio.get_running_loop()
         job = _Job(image, lb, loop.create_future(), loop)
         try:

@@ -62,7 +62,10 @@ def nms(
     offset = class_ids.astype(np.float32)[:, None] * (float(boxes_xyxy.max()) + 1.0)
     b = boxes_xyxy + offset
     xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
-    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, iou, top_k=max_det)
+    # top_k=0: every candidate takes part. OpenCV's top_k cuts the candidates before the
+    # suppression, so with it a crowd of overlapping boxes around one object could push a
+    # second, lower-scored object out before the crowd collapsed to one box.
+    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, iou, top_k=0)
     idx = np.asarray(keep, np.int64).reshape(-1)
     return idx[np.argsort(-scores[idx], kind="stable")][:max_det]
 

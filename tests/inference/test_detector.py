@@ -120,3 +120,24 @@ async def test_closed_detector_refuses_work(model: Path) -> None:
     await det.close()
     with pytest.raises(DetectorClosedError):
         await det.detect(png(64, 64))
+
+
+async def test_an_image_still_decoding_when_the_detector_closes_is_answered(model: Path) -> None:
+    """The worker is gone once close() returns: a job queued after it would wait for ever."""
+    det = Detector(DetectorConfig(model_path=model))
+    await det.start()
+    decoding, finish = threading.Event(), threading.Event()
+    original = det.prepare
+
+    def slow_prepare(data: bytes) -> object:
+        decoding.set()
+        finish.wait(10)
+        return original(data)
+
+    det.prepare = slow_prepare  # type: ignore[assignment,method-assign]
+    pending = asyncio.ensure_future(det.detect(png(64, 64)))
+    await asyncio.to_thread(decoding.wait, 10)
+    await det.close()
+    finish.set()
+    with pytest.raises(DetectorClosedError):
+        await asyncio.wait_for(pending, 5)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from screening.inference import Detector, DetectorConfig, OutputLayout
-from screening.inference.errors import OutputLayoutError
+from screening.inference.errors import ModelLoadError, OutputLayoutError
 from screening.inference.postprocess import detect_layout, nms
 from tests.inference.onnx_graphs import constant_model, end2end_prediction, yolov8_prediction
 
@@ -96,3 +96,31 @@ def test_nms_keeps_best_first() -> None:
     scores = np.array([0.5, 0.9, 0.7], np.float32)
     keep = nms(boxes, scores, np.zeros(3, np.int64), 0.5, 10)
     assert keep.tolist() == [1, 2]
+
+
+def test_a_crowd_of_boxes_around_one_object_does_not_push_out_another_object() -> None:
+    """120 overlapping candidates around a battery pack, one knife elsewhere with a lower score:
+    with at most 100 detections, the crowd collapses to one box and the knife is kept."""
+    crowd = np.array([[10 + i * 0.1, 10, 60 + i * 0.1, 60] for i in range(120)], np.float32)
+    knife = np.array([[200, 200, 240, 210]], np.float32)
+    boxes = np.concatenate([crowd, knife])
+    scores = np.array([0.9] * 120 + [0.7], np.float32)
+    classes = np.array([7] * 120 + [1], np.int64)
+    kept = nms(boxes, scores, classes, iou=0.5, max_det=100)
+    assert sorted(classes[kept].tolist()) == [1, 7]
+
+
+async def test_a_manifest_layout_the_output_does_not_have_is_refused_at_load(
+    tmp_path: Path,
+) -> None:
+    """A [1, N, 4+nc] export with a manifest saying yolov8 ([1, 4+nc, N]) would decode into
+    boxes of classes that do not exist: the model is refused when it loads."""
+    transposed = yolov8_prediction(2, 10, [(32, 32, 8, 8, 1, 0.9)]).transpose(0, 2, 1).copy()
+    model = constant_model(tmp_path / "m.onnx", transposed, size=SIZE)
+    (tmp_path / "m.json").write_text(json.dumps({
+        "format": "parcel-screening/model-manifest@1", "version": "7.1", "classes": ["a", "b"],
+        "input": {"size": [64, 64]}, "output": {"layout": "yolov8"},
+    }))
+    det = Detector(DetectorConfig(model_path=model))
+    with pytest.raises(ModelLoadError, match=r"not \[batch, 4\+2, N\]"):
+        await det.start()
