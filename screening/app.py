@@ -80,6 +80,8 @@ async def checkpoint_periodically(
             log.critical("a site's ledger does not extend its last checkpoint; not signing it")
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("ledger checkpointing failed; will retry: %s", exc)
+        except Exception:  # unforeseen: the next round must still come, for every site
+            log.exception("ledger checkpointing failed; will retry")
 
 
 def _metrics_middleware(metrics: Metrics) -> Any:

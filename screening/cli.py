@@ -22,7 +22,7 @@ from screening.errors import ScreeningError
 from screening.runtime import tune_collector
 from screening.services import access
 from screening.services import ledger as ledger_service
-from screening.services.ledger import LedgerSigner
+from screening.services.ledger import LedgerSigner, SignerKeyError
 from screening.settings import Settings
 from screening.storage.database import create_pool, embedded_postgres, migrate
 
@@ -154,13 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScreeningError as exc:
         print(f"error: {exc.detail} ({exc.code})", file=sys.stderr)
         return 2
+    except (SignerKeyError, CheckpointError) as exc:  # a key file or a --vkey that is not one
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "ledger" and args.action == "vkey":
-        print(LedgerSigner.load_or_create(settings.ledger_key_path).vkey())
+        # Load, never create: a new key made here (say, under a mistyped data directory) would
+        # be published or used by nobody who knows the gateway's. The gateway makes its key.
+        print(_signing_key(settings).vkey())
         return 0
     if args.command == "demo":
         from screening.demo import run_demo
@@ -248,8 +253,18 @@ async def _contracts(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:
     return 0
 
 
+def _signing_key(settings: Settings) -> LedgerSigner:
+    path = settings.ledger_key_path
+    if not path.exists():
+        raise SignerKeyError(
+            f"no ledger signing key at {path}: the gateway creates it on its first start "
+            "(or set SCREENING_LEDGER_KEY_FILE to where it is)"
+        )
+    return LedgerSigner.load(path)
+
+
 async def _ledger(pool: asyncpg.Pool[Any], args: argparse.Namespace, settings: Settings) -> int:
-    signer = LedgerSigner.load_or_create(settings.ledger_key_path)
+    signer = _signing_key(settings)
     note = await ledger_service.make_checkpoint(
         pool, args.site, signer, origin_prefix=settings.ledger_origin_prefix
     )

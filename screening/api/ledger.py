@@ -44,8 +44,8 @@ def _int(request: web.Request, name: str, *, required: bool) -> int | None:
         value = int(raw)
     except ValueError as exc:
         raise BadRequestError(f"{name} must be an integer", code="invalid_query") from exc
-    if value < 0:
-        raise BadRequestError(f"{name} must be >= 0", code="invalid_query")
+    if not 0 <= value < 2**63:  # tree sizes and indexes are PostgreSQL bigints
+        raise BadRequestError(f"{name} must be between 0 and 2^63 - 1", code="invalid_query")
     return value
 
 

@@ -85,7 +85,7 @@ async def add_site(
     timezone: str = "Asia/Shanghai",
     xray_flows: Sequence[str] | None = None,
 ) -> None:
-    if not _SITE_ID.match(site_id):
+    if not _SITE_ID.fullmatch(site_id):  # (match: '$' also matches before a final newline)
         raise BadRequestError(f"invalid site id {site_id!r}", code="invalid_site_id")
     try:
         ZoneInfo(timezone)

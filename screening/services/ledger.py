@@ -124,8 +124,11 @@ async def make_checkpoint(
     If the tree has not grown, the latest checkpoint is returned as it is.
     """
     async with pool.acquire() as conn, conn.transaction():
-        head = await ledger_store.latest_root(conn, site_id)
+        # The checkpoint first, then the head: each statement sees what was committed when it
+        # began, and the head only grows, so a checkpoint another gateway signs in between
+        # can never look larger than the head read after it (a false "does not extend").
         previous = await ledger_store.latest_checkpoint(conn, site_id)
+        head = await ledger_store.latest_root(conn, site_id)
         if previous is not None:
             if previous.tree_size > head.tree_size:
                 raise LedgerInconsistentError(
@@ -195,6 +198,10 @@ async def checkpoint_all(
                 "ledger of a site no longer extends its checkpoint", extra={"site": site_id}
             )
             failed.append(exc)
+        except (asyncpg.PostgresError, OSError):
+            raise  # the database or disk, not the site: the next round retries them all
+        except Exception:  # one site's unforeseen failure must not stop the others' signing
+            log.exception("checkpointing a site failed", extra={"site": site_id})
     if failed:
         raise failed[0]
     return notes

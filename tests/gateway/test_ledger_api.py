@@ -77,6 +77,11 @@ async def test_ledger_reads_respect_scope_and_input(gateway: RunningGateway) -> 
     assert (status, body["code"]) == (403, "forbidden_site")
     status, body = await get(gateway, f"/v1/sites/{site}/ledger/inclusion?event_id=nope")
     assert (status, body["code"]) == (400, "invalid_query")
+    # past PostgreSQL's bigint: a 400, not a 503 blaming the database
+    status, body = await get(
+        gateway, f"/v1/sites/{site}/ledger/consistency?old_size=1&new_size={2**63}"
+    )
+    assert (status, body["code"]) == (400, "invalid_query")
     status, body = await get(gateway, f"/v1/sites/{site}/ledger/inclusion?event_id={uuid.uuid4()}")
     assert (status, body["code"]) == (404, "not_in_ledger")
     async with gateway.http.get(f"{gateway.url}/v1/ledger/vkey") as resp:

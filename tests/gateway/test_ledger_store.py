@@ -457,3 +457,45 @@ async def test_leaves_beyond_the_checkpoint_are_counted_and_a_foreign_checkpoint
             assert not foreign.ok
         finally:
             await tx.rollback()
+
+
+async def test_a_checkpoint_signed_by_another_gateway_meanwhile_is_no_false_alarm(
+    server_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gateways sign checkpoints: while one reads the log, the log grows and the other
+    signs it. The first must not take that newer checkpoint for a log that stopped extending
+    it (a tamper alarm)."""
+    pool = await fresh_pool(server_dsn)
+    signer = LedgerSigner.load_or_create(tmp_path / "ledger.key")
+    reads = 0
+    real_root, real_checkpoint = store.latest_root, store.latest_checkpoint
+
+    async def other_gateway_meanwhile() -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await store.append_events(conn, SITE, await insert_events(conn, SITE, 2, 3))
+        monkeypatch.setattr(store, "latest_root", real_root)
+        monkeypatch.setattr(store, "latest_checkpoint", real_checkpoint)
+        await ledger_service.make_checkpoint(pool, SITE, signer)
+
+    def between_the_reads(real: Any) -> Any:
+        async def read(conn: Any, site_id: str) -> Any:
+            nonlocal reads
+            reads += 1
+            if reads == 2:  # after this gateway's first read, before its second
+                await other_gateway_meanwhile()
+            return await real(conn, site_id)
+
+        return read
+
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await store.append_events(conn, SITE, await insert_events(conn, SITE, 3, 0))
+        await ledger_service.make_checkpoint(pool, SITE, signer)
+        async with pool.acquire() as conn, conn.transaction():
+            await store.append_events(conn, SITE, await insert_events(conn, SITE, 1, 5))
+        monkeypatch.setattr(store, "latest_root", between_the_reads(real_root))
+        monkeypatch.setattr(store, "latest_checkpoint", between_the_reads(real_checkpoint))
+        signed = await ledger_service.make_checkpoint(pool, SITE, signer)  # no alarm
+        assert parse_and_verify(signed, signer.verifier()).tree_size == 6
+    finally:
+        await close_pool(pool)

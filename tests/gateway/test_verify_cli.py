@@ -97,3 +97,28 @@ async def test_a_forged_checkpoint_is_rejected(
     rc, out = await cli(database_url, tmp_path, "verify", "--site", site, "--checkpoint", str(note))
     assert rc == 1
     assert "checkpoint rejected" in out
+
+
+async def test_the_cli_never_makes_a_signing_key_and_refuses_bad_keys_cleanly(
+    gateway: RunningGateway, database_url: str, tmp_path: Path
+) -> None:
+    """A mistyped data directory must not get a fresh key that signs notes nobody can check;
+    a --vkey that is not one is an error message, not a traceback."""
+    elsewhere = tmp_path / "not-the-gateways"
+    rc, out = await cli(database_url, elsewhere, "ledger", "vkey")
+    assert rc == 2, out
+    assert "no ledger signing key" in out
+    rc, out = await cli(
+        database_url, elsewhere, "ledger", "checkpoint", "--site", gateway.keys.site
+    )
+    assert rc == 2, out
+    assert not list(elsewhere.rglob("*.key"))
+    note = tmp_path / "n.txt"
+    note.write_text("not a note\n")
+    rc, out = await cli(
+        database_url, tmp_path, "verify", "--site", gateway.keys.site, "--checkpoint",
+        str(note), "--vkey", "not-a-vkey",
+    )  # fmt: skip
+    assert rc == 2, out
+    assert out.startswith("error:")
+    assert "Traceback" not in out
