@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics["cross_vendor"] = {
             "train_styles": xv_meta.get("styles"), "epochs": xv_meta.get("epochs"),
             "train_images": xv_meta.get("images"), "train_wall_s": xv_meta.get("train_wall_s"),
+            "flip_ensemble": xv_meta.get("flip_ensemble"),
             "test_style_C": summarise(style_c, predict(xv, xv_manifest, style_c)),
             "test_styles_AB": summarise(ab, predict(xv, xv_manifest, ab)),
             "main_model_style_C": summarise(style_c, predict(a.model, manifest, style_c)),

@@ -131,3 +131,30 @@ class Exported(nn.Module):
         xy = (boxes[..., :2] + boxes[..., 2:]) / 2
         wh = boxes[..., 2:] - boxes[..., :2]
         return torch.cat([xy, wh, logits.sigmoid()], -1).permute(0, 2, 1)
+
+
+class FlipEnsemble(nn.Module):
+    """Test-time flips inside the graph: each image runs as it is, mirrored left-right,
+    top-bottom and both (one batch of 4B through ``exported``); each copy's boxes are mapped
+    back to the image and the four sets pooled along N, for the server's class-aware NMS.
+    Same layout as ``Exported``, [B, 4 + nc, 4N], so any YOLOv8-layout server reads it. The
+    weights are stored once: ``train.load_onnx_weights`` reads them back from this graph too."""
+
+    def __init__(self, exported: nn.Module, size: int) -> None:
+        super().__init__()
+        self.exported = exported
+        self.size = float(size)  # letterboxed square input: W = H = size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([images, images.flip(3), images.flip(2), images.flip(2, 3)], 0)
+        out = self.exported(x)  # [4B, 4 + nc, N]
+        plain, lr, tb, both = out.reshape(4, -1, out.shape[1], out.shape[2]).unbind(0)
+        s = self.size
+
+        def mirrored(o: torch.Tensor, across_x: bool, across_y: bool) -> torch.Tensor:
+            cx = s - o[:, 0:1] if across_x else o[:, 0:1]
+            cy = s - o[:, 1:2] if across_y else o[:, 1:2]
+            return torch.cat([cx, cy, o[:, 2:]], 1)
+
+        return torch.cat([plain, mirrored(lr, True, False), mirrored(tb, False, True),
+                          mirrored(both, True, True)], 2)

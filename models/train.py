@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from models.network import NECK, STRIDES, WIDTH, Detector, Exported, decode, grid
+from models.network import NECK, STRIDES, WIDTH, Detector, Exported, FlipEnsemble, decode, grid
 from models.synth.dataset import style_of
 from models.taxonomy import CLASSES
 from screening.inference.preprocess import LETTERBOX_VALUE
@@ -300,10 +300,13 @@ class EMA:
                     v.copy_(msd[k])
 
 
-def export(net: Detector, path: Path, size: int, meta: dict[str, str]) -> None:
+def export(net: Detector, path: Path, size: int, meta: dict[str, str],
+           flips: bool = False) -> None:
     import onnx
 
-    model = Exported(net).eval()
+    model: torch.nn.Module = Exported(net).eval()
+    if flips:
+        model = FlipEnsemble(model, size).eval()
     dummy = torch.zeros(1, 3, size, size)
     torch.onnx.export(model, (dummy,), str(path), opset_version=17, input_names=["images"],
                       output_names=["output0"], dynamic_axes={"images": {0: "batch"},
@@ -357,6 +360,27 @@ def load_onnx_weights(net: Detector, path: Path, size: int) -> None:
             bn.bias.copy_(b if b is not None else torch.zeros_like(bn.bias))
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)
+
+
+def make_flip_ensemble(path: Path, size: int, keep_plain: Path, version: str) -> None:
+    """Rewrite the export at ``path`` as its flip ensemble (network.FlipEnsemble): the same
+    weights, read back from the export, each image run four times (as it is, mirrored
+    left-right, top-bottom and both). The export as trained is kept at ``keep_plain``, and the
+    training record says ``flip_ensemble: 4``. ``version`` names the ensemble (its answers
+    differ from the plain export's, and every verdict records the version)."""
+    import onnx
+
+    record = path.with_suffix(".train.json")
+    doc = json.loads(record.read_text()) if record.exists() else {}
+    net = Detector(len(CLASSES), tuple(doc.get("width", WIDTH)), int(doc.get("neck", NECK)))
+    load_onnx_weights(net, path, size)
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props} | {"version": version}
+    keep_plain.parent.mkdir(parents=True, exist_ok=True)
+    keep_plain.write_bytes(path.read_bytes())
+    export(net.eval(), path, size, meta, flips=True)
+    if doc:
+        doc.update(flip_ensemble=4, version=version)
+        record.write_text(json.dumps(doc, indent=2))
 
 
 def freeze_bn(net: torch.nn.Module) -> None:
@@ -595,12 +619,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="single run only: share of samples shown as a negative display")
     ap.add_argument("--wide-photometric", action="store_true",
                     help="single run only: wider colour, blur, noise and JPEG jitter")
-    ap.add_argument("--version", default="2.2.0")
+    ap.add_argument("--version", default="2.3.0")
     ap.add_argument("--checkpoint-every-s", type=float, default=0,
                     help="also export the weight average this often while training")
     ap.add_argument("--no-evaluate", action="store_true", help="no cross-vendor control, "
                     "no evaluation")
     ap.add_argument("--no-xvendor", action="store_true", help="skip the cross-vendor control")
+    ap.add_argument("--no-flips", action="store_true",
+                    help="export the model as trained, without the four-flip ensemble")
     args = ap.parse_args(argv)
     single = args.steps is not None or args.epochs > 0 or args.time_budget_s > 0
     stages = RECIPE[: max(args.stages, 1)]
@@ -622,6 +648,9 @@ def main(argv: list[str] | None = None) -> None:
         train(args)
     else:
         run_stages(args, stages, args.out)
+    if not args.no_flips:
+        make_flip_ensemble(args.out, args.imgsz, RUNS / f"{args.out.stem}-plain.onnx",
+                           args.version)
     if args.no_evaluate:
         return
     cmd = [sys.executable, "-m", "models.evaluate", "--model", str(args.out), "--data",
@@ -630,6 +659,9 @@ def main(argv: list[str] | None = None) -> None:
         xv = argparse.Namespace(**{**vars(args), "styles": "A,B", "version": "xvendor",
                                    "init": None})
         run_stages(xv, [XVENDOR], RUNS / "xvendor.onnx")
+        if not args.no_flips:  # served as the shipped model is, so the two compare
+            make_flip_ensemble(RUNS / "xvendor.onnx", args.imgsz, RUNS / "xvendor-plain.onnx",
+                               "xvendor")
         cmd += ["--xvendor-model", str(RUNS / "xvendor.onnx")]
     subprocess.run(cmd, check=True)
 
