@@ -4,6 +4,7 @@ real gateway served on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -151,6 +152,19 @@ async def start_gateway(
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     http = aiohttp.ClientSession()
     return RunningGateway(f"http://127.0.0.1:{port}", http, pool, app, keys), runner
+
+
+@contextlib.asynccontextmanager
+async def gateway_with(
+    settings: Settings, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> AsyncIterator[RunningGateway]:
+    """A gateway on loopback with these settings and fresh keys, cleaned up on leaving."""
+    gw, runner = await start_gateway(settings, pool, vault, await make_keys(pool))
+    try:
+        yield gw
+    finally:
+        await gw.http.close()
+        await bounded_cleanup(runner)
 
 
 @pytest.fixture

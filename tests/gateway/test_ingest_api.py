@@ -27,7 +27,7 @@ from screening.protection import PersonalDataVault, SealedValue, associated_data
 from screening.services import access
 from screening.services.ingest import commit_events, prepare
 from screening.settings import Settings
-from tests.conftest import RunningGateway, bounded_cleanup, make_keys, start_gateway
+from tests.conftest import RunningGateway, gateway_with
 from tests.gateway.events import event, parcel_flow, resident_id
 
 PROBLEM_JSON = "application/problem+json"
@@ -589,12 +589,8 @@ async def small_gateway(
     settings = Settings(
         data_dir=tmp_path, api_key_cache_s=0.0, max_body_bytes=2048, max_batch_events=3
     )
-    gw, runner = await start_gateway(settings, pool, vault, await make_keys(pool))
-    try:
+    async with gateway_with(settings, pool, vault) as gw:
         yield gw
-    finally:
-        await gw.http.close()
-        await bounded_cleanup(runner)
 
 
 async def test_a_body_over_the_limit_is_413_body_too_large(small_gateway: RunningGateway) -> None:

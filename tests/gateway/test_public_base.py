@@ -12,7 +12,7 @@ import pytest
 
 from screening.protection import PersonalDataVault
 from screening.settings import Settings
-from tests.conftest import RunningGateway, bounded_cleanup, make_keys, start_gateway
+from tests.conftest import RunningGateway, gateway_with
 from tests.gateway.test_scans import BRIGHT, metadata, tiny_detector, upload
 
 PUBLIC = "https://gw.example/screening"
@@ -28,12 +28,8 @@ async def proxied(
         public_base_url=PUBLIC + "/",
         model_path=tiny_detector(tmp_path / "tiny.onnx"),
     )
-    gw, runner = await start_gateway(settings, pool, vault, await make_keys(pool))
-    try:
+    async with gateway_with(settings, pool, vault) as gw:
         yield gw
-    finally:
-        await gw.http.close()
-        await bounded_cleanup(runner)
 
 
 async def test_a_browser_on_the_public_origin_signs_in_with_secure_cookies(

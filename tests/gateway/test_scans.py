@@ -22,7 +22,7 @@ from screening.errors import InvalidEventError, PayloadTooLargeError
 from screening.protection import PersonalDataVault
 from screening.services.scans import ImageInfo, ScanLimits, check_shape, image_info
 from screening.settings import Settings
-from tests.conftest import RunningGateway, bounded_cleanup, make_keys, start_gateway
+from tests.conftest import RunningGateway, gateway_with
 from tests.gateway.events import BASE, parcel_flow
 
 
@@ -73,12 +73,8 @@ async def scan_gateway(
         max_image_bytes=200_000,
         max_image_pixels=1_000_000,
     )
-    gw, runner = await start_gateway(settings, pool, vault, await make_keys(pool))
-    try:
+    async with gateway_with(settings, pool, vault) as gw:
         yield gw
-    finally:
-        await gw.http.close()
-        await bounded_cleanup(runner)
 
 
 def metadata(gw: RunningGateway, waybill: str | None, **extra: Any) -> dict[str, Any]:
