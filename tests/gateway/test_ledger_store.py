@@ -499,3 +499,26 @@ async def test_a_checkpoint_signed_by_another_gateway_meanwhile_is_no_false_alar
         assert parse_and_verify(signed, signer.verifier()).tree_size == 6
     finally:
         await close_pool(pool)
+
+
+async def test_one_sites_unforeseen_failure_does_not_stop_the_others_checkpoints(
+    server_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = await fresh_pool(server_dsn)
+    signer = LedgerSigner.load_or_create(tmp_path / "ledger.key")
+    real = ledger_service.make_checkpoint
+
+    async def failing_for_one(pool_: Any, site_id: str, *args: Any, **kw: Any) -> str:
+        if site_id == SITE:
+            raise RuntimeError("something nobody foresaw")
+        return await real(pool_, site_id, *args, **kw)
+
+    try:
+        for site in (SITE, OTHER):
+            async with pool.acquire() as conn, conn.transaction():
+                await store.append_events(conn, site, await insert_events(conn, site, 2))
+        monkeypatch.setattr(ledger_service, "make_checkpoint", failing_for_one)
+        signed = await ledger_service.checkpoint_all(pool, signer)
+        assert list(signed) == [OTHER]
+    finally:
+        await close_pool(pool)

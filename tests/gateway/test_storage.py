@@ -14,7 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from screening.api.schemas import EVENT_ADAPTER
+from screening.errors import BadRequestError
 from screening.protection import PersonalDataVault
+from screening.services import access
 from screening.services.ingest import GroupCommitWriter, Outcome, prepare
 from screening.settings import Settings
 from screening.storage.database import create_pool, load_migrations, migrate
@@ -231,3 +233,14 @@ def test_a_pool_too_small_for_the_writer_is_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="pool_max_size"):
         Settings(pool_max_size=3, group_commit_max_inflight=2)
     assert Settings(pool_max_size=4, group_commit_max_inflight=2).pool_max_size == 4
+
+
+@pytest.mark.parametrize("site_id", ["S001\n", "", "-S001", "S 001", "S" * 65])
+async def test_a_site_id_outside_its_pattern_is_refused(
+    pool: asyncpg.Pool[Any], site_id: str
+) -> None:
+    """'S001\\n' passed a '^...$' pattern under re.match; such an id later broke the ledger's
+    checkpoint origin for every site after it."""
+    with pytest.raises(BadRequestError) as refused:
+        await access.add_site(pool, site_id, "bad id")
+    assert refused.value.code == "invalid_site_id"
