@@ -163,6 +163,7 @@ def create_app(
                 max_batch=settings.inference_max_batch,
                 max_wait_ms=settings.inference_max_wait_ms,
                 queue_size=settings.inference_queue_size,
+                max_decoding=settings.inference_max_decoding,
             ),
             ScanLimits(settings.max_image_bytes, settings.max_image_pixels),
         )

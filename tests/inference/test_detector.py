@@ -141,3 +141,32 @@ async def test_an_image_still_decoding_when_the_detector_closes_is_answered(mode
     finish.set()
     with pytest.raises(DetectorClosedError):
         await asyncio.wait_for(pending, 5)
+
+
+async def test_uploads_beyond_the_decoding_bound_are_shed_not_decoded(model: Path) -> None:
+    """Each decode holds a full-size image: past max_decoding an upload is answered overloaded
+    at once (the queue bound counts only decoded images)."""
+    det = Detector(DetectorConfig(model_path=model, max_decoding=2, retry_after_s=2.0))
+    await det.start()
+    started, finish = threading.Semaphore(0), threading.Event()
+    original = det.prepare
+
+    def slow_prepare(data: bytes) -> object:
+        started.release()
+        finish.wait(10)
+        return original(data)
+
+    det.prepare = slow_prepare  # type: ignore[assignment,method-assign]
+    try:
+        decoding = [asyncio.ensure_future(det.detect(png(64, 64))) for _ in range(2)]
+        for _ in range(2):
+            assert await asyncio.to_thread(started.acquire, True, 10)
+        with pytest.raises(InferenceOverloadedError) as err:
+            await det.detect(png(64, 64))
+        assert err.value.retry_after_s == 2.0
+        finish.set()
+        assert all(d.boxes for d in await asyncio.gather(*decoding))
+        assert (await det.detect(png(64, 64))).boxes  # room again once they are decoded
+    finally:
+        finish.set()
+        await det.close()
