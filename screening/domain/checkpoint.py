@@ -87,12 +87,18 @@ def _check_name(name: str, what: str) -> None:
 
 
 def _b64decode(text: str, what: str) -> bytes:
+    """Standard base64 in its one canonical spelling: the unused low bits of a final character
+    before '=' must be zero, or one note could be written several ways (and compared or
+    de-duplicated as different notes)."""
     if not _BASE64.fullmatch(text):
         raise MalformedNoteError(f"{what} is not standard base64")
     try:
-        return base64.b64decode(text, validate=True)
+        raw = base64.b64decode(text, validate=True)
     except binascii.Error as exc:
         raise MalformedNoteError(f"{what} is not standard base64") from exc
+    if base64.b64encode(raw).decode() != text:
+        raise MalformedNoteError(f"{what} is not canonical base64")
+    return raw
 
 
 # --- checkpoint bodies (c2sp.org/tlog-checkpoint) ------------------------------------------

@@ -200,3 +200,19 @@ def test_verifier_keys_round_trip_and_bad_ones_are_refused() -> None:
         NoteSigner.generate("has space")
     with pytest.raises(KeyFormatError):
         site_origin("a+b")
+
+
+def test_a_signature_spelt_in_non_canonical_base64_is_rejected() -> None:
+    """The unused low bits before '=' decode the same when set: accepting them would let one
+    checkpoint circulate as several different notes."""
+    note = sign_checkpoint(CHECKPOINT, SIGNER)
+    body, _, sig_line = note.rstrip("\n").rpartition("\n")
+    prefix, _, encoded = sig_line.rpartition(" ")
+    stripped = encoded.rstrip("=")
+    assert len(encoded) - len(stripped) == 1  # 68 bytes: one '=', two unused bits before it
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet[alphabet.index(stripped[-1]) ^ 1]  # flip an unused bit
+    respelt = stripped[:-1] + last + "="
+    assert base64.b64decode(respelt) == base64.b64decode(encoded)
+    with pytest.raises(MalformedNoteError):
+        parse_and_verify(f"{body}\n{prefix} {respelt}\n", VERIFIER)
