@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     inference_max_batch: int = Field(default=4, ge=1)
     inference_max_wait_ms: float = Field(default=5.0, ge=0)
     inference_queue_size: int = Field(default=32, ge=1)
-    inference_max_decoding: int = Field(default=8, ge=1)  # uploads decoded at once; more: 503
+    inference_max_decoding: int = Field(default=8, ge=1)  # uploads decoded at once; more wait
     max_image_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # per uploaded part
     max_image_pixels: int = Field(default=16_000_000, ge=1024)
 

@@ -49,9 +49,9 @@ class DetectorConfig:
     max_batch: int = 4
     max_wait_ms: float = 5.0
     queue_size: int = 32
-    # Images being decoded at once (off the loop, in executor threads): each holds its full-size
-    # pixels, up to hundreds of MB for a large 16-bit frame, and the queue bound counts only
-    # decoded images. Beyond this an upload is shed like a full queue (503, Retry-After).
+    # Images decoded at once (off the loop, in executor threads): each holds its full-size
+    # pixels, up to hundreds of MB for a large 16-bit frame. Others wait for a slot; images
+    # waiting or decoding count towards queue_size with the queued ones.
     max_decoding: int = 8
     conf: float = 0.05  # candidates below this never leave the detector
     iou: float = 0.5  # class-aware NMS overlap
@@ -141,7 +141,8 @@ class Detector:
         self._layout: OutputLayout | None = None
         self._max_batch = config.max_batch
         self._closed = False
-        self._decoding = 0  # images in prepare() now
+        self._admitted = 0  # images waiting to decode or decoding, not yet queued
+        self._decode_slots = asyncio.Semaphore(max(1, config.max_decoding))
 
     @property
     def info(self) -> ModelInfo:
@@ -187,14 +188,15 @@ class Detector:
         full, ImageDecodeError for a bad image."""
         if self._closed or self._thread is None:
             raise DetectorClosedError("detector not running")
-        if self._queue.full() or self._decoding >= self.config.max_decoding:
+        if self._queue.qsize() + self._admitted >= self.config.queue_size:
             # shed load before spending CPU and memory on decoding
             raise InferenceOverloadedError(self._queue.qsize(), self.config.retry_after_s)
-        self._decoding += 1  # (on the event loop: no other thread counts)
+        self._admitted += 1  # (on the event loop: no other thread counts)
         try:
-            image, lb = await asyncio.to_thread(self.prepare, image_bytes)
+            async with self._decode_slots:
+                image, lb = await asyncio.to_thread(self.prepare, image_bytes)
         finally:
-            self._decoding -= 1
+            self._admitted -= 1
         if self._closed:  # closed while decoding: no worker would ever take the job
             raise DetectorClosedError("detector closed")
         loop = asyncio.get_running_loop()

@@ -143,30 +143,44 @@ async def test_an_image_still_decoding_when_the_detector_closes_is_answered(mode
         await asyncio.wait_for(pending, 5)
 
 
-async def test_uploads_beyond_the_decoding_bound_are_shed_not_decoded(model: Path) -> None:
-    """Each decode holds a full-size image: past max_decoding an upload is answered overloaded
-    at once (the queue bound counts only decoded images)."""
-    det = Detector(DetectorConfig(model_path=model, max_decoding=2, retry_after_s=2.0))
+async def test_at_most_max_decoding_uploads_decode_at_once_and_the_rest_wait(
+    model: Path,
+) -> None:
+    """Each decode holds a full-size image: past max_decoding an upload waits for a slot; the
+    queue bound counts it while it waits, so a burst past queue_size is still shed."""
+    det = Detector(DetectorConfig(model_path=model, max_decoding=2, queue_size=3,
+                                  retry_after_s=2.0))
     await det.start()
     started, finish = threading.Semaphore(0), threading.Event()
     original = det.prepare
+    running = 0
+    most = 0
+    lock = threading.Lock()
 
     def slow_prepare(data: bytes) -> object:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
         started.release()
         finish.wait(10)
+        with lock:
+            running -= 1
         return original(data)
 
     det.prepare = slow_prepare  # type: ignore[assignment,method-assign]
     try:
-        decoding = [asyncio.ensure_future(det.detect(png(64, 64))) for _ in range(2)]
+        admitted = [asyncio.ensure_future(det.detect(png(64, 64))) for _ in range(3)]
         for _ in range(2):
             assert await asyncio.to_thread(started.acquire, True, 10)
-        with pytest.raises(InferenceOverloadedError) as err:
+        await asyncio.sleep(0.1)
+        assert most == 2  # the third waits for a slot
+        with pytest.raises(InferenceOverloadedError) as err:  # a fourth: past queue_size
             await det.detect(png(64, 64))
         assert err.value.retry_after_s == 2.0
         finish.set()
-        assert all(d.boxes for d in await asyncio.gather(*decoding))
-        assert (await det.detect(png(64, 64))).boxes  # room again once they are decoded
+        assert all(d.boxes for d in await asyncio.gather(*admitted))
+        assert most == 2
     finally:
         finish.set()
         await det.close()
