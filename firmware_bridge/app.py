@@ -445,9 +445,12 @@ class Bridge:
                 f"{h} ({w})" for h, w in book.open.items()))
         return book
 
+    def _write_hold_book(self) -> None:
+        self.spool.put_state(HOLD_BOOK_KEY, self.hold_book.to_json())
+
     async def _save_hold_book(self) -> None:
         # Before the ack goes back: an acknowledged hold is not sent again by the gateway.
-        await asyncio.to_thread(self.spool.put_state, HOLD_BOOK_KEY, self.hold_book.to_json())
+        await asyncio.to_thread(self._write_hold_book)
 
     async def _on_hold(self, order: HoldOrder) -> None:
         again = order.hold_id in self.hold_book.open  # re-sent: not acked (say, a failed save)
@@ -494,7 +497,7 @@ class Bridge:
         belt is stopped again, and starts once the spool has room, as the person asked."""
         if self.hold_book.belt_stopped:
             self.hold_book.restarted()
-            self.spool.put_state(HOLD_BOOK_KEY, self.hold_book.to_json())  # a person's action
+            self._write_hold_book()  # a person's action, at once
             log.warning("belt restarted at the machine: the stop for holds is lifted")
         if self._stopped_for_spool:
             log.critical(
@@ -508,7 +511,7 @@ class Bridge:
         """The operator has taken the held parcel aside: restart the belt (BELT_START), or,
         while the spool is full, as soon as it has room."""
         self.hold_book.restarted()
-        self.spool.put_state(HOLD_BOOK_KEY, self.hold_book.to_json())  # an operator's action
+        self._write_hold_book()  # an operator's action, at once
         if self._stopped_for_spool:
             # Running now would only pile scans up in memory: the belt starts once the spool
             # has room (``_store``), as the operator asked.

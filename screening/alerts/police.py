@@ -173,23 +173,19 @@ class AlertService:
             )
             for event_id in dict.fromkeys([*([own] if own else []), *flagged]):
                 key = f"alert:{alert.alert_id}"  # the alert's own scan: the key it always had
-                await append_review_event(
-                    conn, self._vault, alert.site_id, event_id, "cleared", actor,
-                    key if event_id == own else f"{key}/scan:{event_id}", now,
-                )  # fmt: skip
+                await self._clear(conn, alert.site_id, event_id, actor,
+                                  key if event_id == own else f"{key}/scan:{event_id}")
         return hold
 
-    async def _clear_scan(
-        self, conn: Any, site_id: str, scan_id: uuid.UUID, actor: str, decision_key: str
+    async def _clear(
+        self, conn: Any, site_id: str, scan_event_id: uuid.UUID, actor: str, decision_key: str
     ) -> None:
-        """Record a release as a clearing of the flagged scan, so compliance lets the parcel
-        leave (the caller holds the parcel's lock)."""
-        event_id = await review_store.upload_event_id(conn, site_id, scan_id)
-        if event_id is not None:
-            await append_review_event(
-                conn, self._vault, site_id, event_id, "cleared", actor, decision_key,
-                self._clock(),
-            )  # fmt: skip
+        """Record a release as a clearing of a flagged scan's event, so compliance lets the
+        parcel leave (the caller holds the parcel's lock)."""
+        await append_review_event(
+            conn, self._vault, site_id, scan_event_id, "cleared", actor, decision_key,
+            self._clock(),
+        )  # fmt: skip
 
     async def identity(
         self, principal: Principal, alert_id: uuid.UUID, purpose: str
@@ -332,10 +328,13 @@ class AlertService:
             )
             if closed is None:
                 raise AlertClosedError("the hold is already closed", code="hold_closed")
-            if status == "released" and hold.scan_id is not None:
-                await self._clear_scan(
-                    conn, hold.site_id, hold.scan_id, principal.key_id, f"hold:{hold_id}"
-                )
+            event_id = (
+                await review_store.upload_event_id(conn, hold.site_id, hold.scan_id)
+                if status == "released" and hold.scan_id is not None
+                else None
+            )
+            if event_id is not None:
+                await self._clear(conn, hold.site_id, event_id, principal.key_id, f"hold:{hold_id}")
         return closed
 
     async def ack_hold(self, sites: list[str], hold_id: uuid.UUID) -> bool:
