@@ -150,6 +150,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except DatabaseUnavailableError as exc:
         return from_error(ServiceUnavailableError(str(exc), code="database_unavailable"))
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError) as exc:
+        if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
+            # asyncpg's client-side DataError: a value from the request it cannot encode (an
+            # integer past bigint, say). The request's fault, not an outage.
+            return problem_response(
+                400, "invalid_value", "Invalid value", "a value in the request is out of range"
+            )
         if isinstance(exc, ConnectionError) and _client_gone(request):
             # The client hung up mid-request (a flaky station line, a load tool stopping): not
             # the database's fault, and nobody is left to answer.

@@ -863,3 +863,22 @@ async def test_a_client_that_hangs_up_mid_body_is_not_logged_as_a_database_failu
         await assert_still_serves(gateway)
     assert "database unreachable" not in caplog.text
     assert "client went away during POST /v1/events" in caplog.text
+
+
+async def test_a_value_the_driver_cannot_encode_is_a_400_not_an_outage(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncpg's client-side DataError (an InterfaceError and a ValueError) is raised for a
+    request value it cannot encode; it was answered 503 'database unreachable' and logged so."""
+    from asyncpg.exceptions._base import DataError as ClientDataError
+
+    async def unencodable(key: str) -> None:
+        raise ClientDataError("value out of int64 range")
+
+    monkeypatch.setattr(gateway.app[GATEWAY].authenticator, "authenticate", unencodable)
+    with caplog.at_level(logging.INFO, logger="screening"):
+        status, ctype, body = await post(gateway, received(gateway.keys.site))
+    assert_problem(status, ctype, body, 400, "invalid_value")
+    assert "database unreachable" not in caplog.text
+    monkeypatch.undo()
+    await assert_still_serves(gateway)
