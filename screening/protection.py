@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import struct
@@ -177,7 +176,9 @@ class PersonalDataVault:
         if "\x00" in kind:
             raise ValueError("digest kind must not contain NUL")
         message = kind.encode("utf-8") + b"\x00" + value.encode("utf-8")
-        return hmac.new(self._hmac_key, message, hashlib.sha256).digest()
+        # The one-shot form: the same HMAC, computed in OpenSSL without the Python-level HMAC
+        # object that hmac.new builds (a few µs on every ingested event).
+        return hmac.digest(self._hmac_key, message, "sha256")
 
     def to_json_dict(self) -> dict[str, object]:
         """`{"active_key_id": ..., "keys": {id: base64}, "hmac_key": base64}` (secret: store with

@@ -20,7 +20,7 @@ from typing import Any
 from screening.domain.events import EventType
 from screening.domain.records import PreparedEvent, event_from_payload
 from screening.protection import PersonalDataVault
-from screening.services.ingest import canonical_json, commit_events
+from screening.services.ingest import canonical_text, commit_events
 from screening.storage import Conn
 from screening.storage import parcels as parcel_store
 from screening.storage import review as review_store
@@ -69,7 +69,7 @@ async def append_review_event(
         occurred_at=occurred,
         received_at=now,
         payload=payload,
-        digest=vault.digest("event", canonical_json(payload).decode()),
+        digest=vault.digest("event", canonical_text(payload)),
         event=event_from_payload(
             EventType.XRAY_SCANNED.value, event_id, site_id, waybill_no, occurred, payload
         ),

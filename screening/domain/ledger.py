@@ -448,10 +448,14 @@ class LedgerEvent:
     record_digest: bytes  # SHA-256 of the stored, redacted payload (jsonb text)
 
 
-def _short(data: bytes, what: str) -> bytes:
+_MICROSECOND = timedelta(microseconds=1)
+_MICROS = struct.Struct(">q")
+
+
+def _check_short(data: bytes, what: str) -> None:
+    """An opaque<..255> field: its length goes in one byte."""
     if len(data) > 255:
         raise LedgerEntryError(f"{what} is longer than 255 bytes")
-    return bytes([len(data)]) + data
 
 
 def canonical_entry(
@@ -493,16 +497,23 @@ def canonical_entry(
         raise LedgerEntryError("occurred_at must be timezone-aware")
     if len(record_digest) != HASH_SIZE:
         raise LedgerEntryError("record_digest is a 32-byte SHA-256")
-    micros = (occurred_at - _EPOCH) // timedelta(microseconds=1)
+    site = site_id.encode()
+    kind = event_type.encode()
+    _check_short(site, "site_id")
+    _check_short(kind, "event_type")
+    _check_short(payload_digest, "payload_digest")
+    micros = (occurred_at - _EPOCH) // _MICROSECOND
     return b"".join(
         (
-            bytes([ENTRY_VERSION]),
-            _short(site_id.encode(), "site_id"),
+            bytes((ENTRY_VERSION, len(site))),
+            site,
             event_id.bytes,
-            _short(event_type.encode(), "event_type"),
-            struct.pack(">q", micros),
+            bytes((len(kind),)),
+            kind,
+            _MICROS.pack(micros),
             hashlib.sha256(waybill_no.encode()).digest(),
-            _short(payload_digest, "payload_digest"),
+            bytes((len(payload_digest),)),
+            payload_digest,
             record_digest,
         )
     )

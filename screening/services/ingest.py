@@ -50,8 +50,17 @@ class Outcome(StrEnum):
     CONFLICT = "conflict"
 
 
+# One encoder for every event: json.dumps with any option builds a new JSONEncoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def canonical_text(data: Any) -> str:
+    """JSON with sorted keys, no spaces and non-ASCII kept: the text an event is digested as."""
+    return _CANONICAL.encode(data)
+
+
 def canonical_json(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return canonical_text(data).encode()
 
 
 def prepare(
@@ -66,7 +75,7 @@ def prepare(
     contract customer's registration is stored with the one that covers its day, or with none.
     """
     full = event.model_dump(mode="json")
-    text = canonical_json(full).decode()
+    text = canonical_text(full)
     # Of the event as validated (waybill in capitals): what a resend is judged by.
     digest = vault.digest("event", text)
     payload = dict(full)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -22,12 +21,13 @@ EventKey = tuple[str, UUID]
 # One statement writes a group's events and reads what the recomputation of their parcels needs:
 # the log rows; for the rows that were new, their per-type detail rows (a duplicate event gets
 # none: its details are already there); the parcels' stored rows; and the events those parcels
-# had before this statement. Each detail array set names its events by (site_id, event_id) and
-# takes waybill and time from the log row; types absent from the group pass empty arrays. It
-# runs after the parcels are locked, so its snapshot holds every committed event of them; the
-# rows it inserts itself are not in that snapshot (the caller adds them). Each new row comes
-# back with its record_digest: SHA-256 of the jsonb as stored, exactly as storage.ledger
-# derives it when verifying.
+# had before this statement. The detail rows are read out of each new log row's payload in SQL
+# (the fields the types' wire models require), so the driver encodes each event's values once;
+# only the real-name records, whose sealed columns are not in the payload, come as arrays that
+# name their events by (site_id, event_id). It runs after the parcels are locked, so its
+# snapshot holds every committed event of them; the rows it inserts itself are not in that
+# snapshot (the caller adds them). Each new row comes back with its record_digest: SHA-256 of
+# the jsonb as stored, exactly as storage.ledger derives it when verifying.
 INSERT_EVENTS = """
 WITH ev AS (
     INSERT INTO events (site_id, event_id, event_type, waybill_no, occurred_at, received_at,
@@ -35,33 +35,28 @@ WITH ev AS (
     SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[],
                          $6::timestamptz[], $7::jsonb[], $8::bytea[])
     ON CONFLICT (site_id, event_id) DO NOTHING
-    RETURNING site_id, event_id, waybill_no, occurred_at,
+    RETURNING site_id, event_id, event_type, waybill_no, occurred_at, payload,
               sha256(convert_to(payload::text, 'UTF8')) AS record_digest
 ), inspections_new AS (
     INSERT INTO inspections (site_id, event_id, waybill_no, occurred_at, clerk_id, result, note)
-    SELECT ev.site_id, ev.event_id, ev.waybill_no, ev.occurred_at, d.clerk_id, d.result, d.note
-    FROM unnest($9::text[], $10::uuid[], $11::text[], $12::text[], $13::text[])
-         AS d(site_id, event_id, clerk_id, result, note)
-    JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
+    SELECT site_id, event_id, waybill_no, occurred_at, payload->>'clerk_id', payload->>'result',
+           coalesce(payload->>'note', '')
+    FROM ev WHERE event_type = 'inspection.completed'
 ), seals_new AS (
     INSERT INTO seals (site_id, event_id, waybill_no, occurred_at, clerk_id)
-    SELECT ev.site_id, ev.event_id, ev.waybill_no, ev.occurred_at, d.clerk_id
-    FROM unnest($14::text[], $15::uuid[], $16::text[]) AS d(site_id, event_id, clerk_id)
-    JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
+    SELECT site_id, event_id, waybill_no, occurred_at, payload->>'clerk_id'
+    FROM ev WHERE event_type = 'parcel.sealed'
 ), scans_new AS (
     INSERT INTO scans (site_id, event_id, waybill_no, occurred_at, scanner_id, image_ref, verdict,
                        detections, model_version)
-    SELECT ev.site_id, ev.event_id, ev.waybill_no, ev.occurred_at, d.scanner_id, d.image_ref,
-           d.verdict, d.detections, d.model_version
-    FROM unnest($17::text[], $18::uuid[], $19::text[], $20::text[], $21::text[], $22::jsonb[],
-                $23::text[])
-         AS d(site_id, event_id, scanner_id, image_ref, verdict, detections, model_version)
-    JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
+    SELECT site_id, event_id, waybill_no, occurred_at, payload->>'scanner_id',
+           payload->>'image_ref', payload->>'verdict',
+           coalesce(payload->'detections', '[]'::jsonb), payload->>'model_version'
+    FROM ev WHERE event_type = 'xray.scanned'
 ), dispatches_new AS (
     INSERT INTO dispatches (site_id, event_id, waybill_no, occurred_at, carrier)
-    SELECT ev.site_id, ev.event_id, ev.waybill_no, ev.occurred_at, d.carrier
-    FROM unnest($24::text[], $25::uuid[], $26::text[]) AS d(site_id, event_id, carrier)
-    JOIN ev ON ev.site_id = d.site_id AND ev.event_id = d.event_id
+    SELECT site_id, event_id, waybill_no, occurred_at, payload->>'carrier'
+    FROM ev WHERE event_type = 'parcel.dispatched'
 ), realname_new AS (
     INSERT INTO realname_records (site_id, event_id, waybill_no, occurred_at,
         contract_customer_ref, document_type, document_masked, document_hmac, pii_key_id,
@@ -71,9 +66,9 @@ WITH ev AS (
            d.document_type, d.document_masked, d.document_hmac, d.pii_key_id, d.document_sealed,
            d.name_masked, d.name_sealed, d.phone_masked, d.phone_sealed, d.document_expires_on,
            d.verification, d.document_valid
-    FROM unnest($27::text[], $28::uuid[], $29::text[], $30::text[], $31::text[], $32::bytea[],
-                $33::text[], $34::bytea[], $35::text[], $36::bytea[], $37::text[], $38::bytea[],
-                $39::date[], $40::text[], $41::bool[])
+    FROM unnest($9::text[], $10::uuid[], $11::text[], $12::text[], $13::text[], $14::bytea[],
+                $15::text[], $16::bytea[], $17::text[], $18::bytea[], $19::text[], $20::bytea[],
+                $21::date[], $22::text[], $23::bool[])
          AS d(site_id, event_id, contract_customer_ref, document_type, document_masked,
               document_hmac, pii_key_id, document_sealed, name_masked, name_sealed,
               phone_masked, phone_sealed, document_expires_on, verification, document_valid)
@@ -141,14 +136,9 @@ async def insert_events(conn: Conn, prepared: Sequence[PreparedEvent]) -> Insert
     """
     if not prepared:
         return InsertedGroup({}, {}, {})
-    by_type: dict[EventType, list[PreparedEvent]] = defaultdict(list)
-    for p in prepared:
-        by_type[p.event_type].append(p)
-    inspections = by_type.get(EventType.INSPECTION_COMPLETED, [])
-    seals = by_type.get(EventType.PARCEL_SEALED, [])
-    scans = by_type.get(EventType.XRAY_SCANNED, [])
-    dispatches = by_type.get(EventType.PARCEL_DISPATCHED, [])
-    realname = [_realname_row(p) for p in by_type.get(EventType.REALNAME_REGISTERED, [])]
+    realname = [
+        _realname_row(p) for p in prepared if p.event_type is EventType.REALNAME_REGISTERED
+    ]
     realname_columns = (
         [list(column) for column in zip(*realname, strict=True)]
         if realname
@@ -158,34 +148,12 @@ async def insert_events(conn: Conn, prepared: Sequence[PreparedEvent]) -> Insert
         INSERT_EVENTS,
         [p.site_id for p in prepared],
         [p.event_id for p in prepared],
-        [p.event_type.value for p in prepared],
+        [p.event_type for p in prepared],  # a StrEnum: a str, encoded as text
         [p.waybill_no for p in prepared],
         [p.occurred_at for p in prepared],
         [p.received_at for p in prepared],
         [p.payload_json or _json(p.payload) for p in prepared],
         [p.digest for p in prepared],
-        # inspections
-        [p.site_id for p in inspections],
-        [p.event_id for p in inspections],
-        [p.payload["clerk_id"] for p in inspections],
-        [p.payload["result"] for p in inspections],
-        [p.payload.get("note", "") for p in inspections],
-        # seals
-        [p.site_id for p in seals],
-        [p.event_id for p in seals],
-        [p.payload["clerk_id"] for p in seals],
-        # scans
-        [p.site_id for p in scans],
-        [p.event_id for p in scans],
-        [p.payload["scanner_id"] for p in scans],
-        [p.payload.get("image_ref") for p in scans],
-        [p.payload["verdict"] for p in scans],
-        [json.dumps(p.payload.get("detections", [])) for p in scans],
-        [p.payload.get("model_version") for p in scans],
-        # dispatches
-        [p.site_id for p in dispatches],
-        [p.event_id for p in dispatches],
-        [p.payload.get("carrier") for p in dispatches],
         *realname_columns,  # real-name records
     )
     assert row is not None  # an aggregate query returns one row
@@ -200,7 +168,7 @@ async def insert_events(conn: Conn, prepared: Sequence[PreparedEvent]) -> Insert
         inserted[p.key] = LedgerEvent(
             site_id=p.site_id,
             event_id=p.event_id,
-            event_type=p.event_type.value,
+            event_type=p.event_type,  # a StrEnum member is its str value
             waybill_no=p.waybill_no,
             occurred_at=p.occurred_at,
             payload_digest=p.digest,

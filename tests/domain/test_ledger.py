@@ -270,6 +270,17 @@ def test_an_entry_is_versioned_and_holds_no_waybill_in_clear() -> None:
     assert len(entry) == 1 + 5 + 16 + 21 + 8 + 32 + 33 + 32
 
 
+def test_an_entry_keeps_its_layout_byte_for_byte() -> None:
+    # Known answer: every stored leaf was hashed from this layout, so any rewrite of the encoder
+    # must give these bytes again, or the stored logs no longer verify.
+    assert canonical_entry(**EVENT).hex() == (  # type: ignore[arg-type]
+        "0104533030311234567812345678123456781234567814696e7370656374696f6e2e636f6d706c6574"
+        "656400064bf247911600aa28fd36255174c48faeb1cceba38575b9267de24512d3bfa2c2e6ad5c518b"
+        "de20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f8a82ef08604e3b"
+        "3b63aa9a58672bf141a7146bfb32b4aec7f06565b2bf1edc13"
+    )
+
+
 def test_an_entry_is_the_same_for_the_same_instant_in_any_time_zone() -> None:
     shanghai = timezone(timedelta(hours=8))
     moved = dict(EVENT, occurred_at=EVENT["occurred_at"].astimezone(shanghai))  # type: ignore[attr-defined]
