@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -139,38 +140,61 @@ async def list_sites(pool: asyncpg.Pool[Any]) -> list[Site]:
 
 
 class KeyAuthenticator:
-    """Resolves bearer keys to principals, caching lookups briefly (revocation lag <= cache_s)."""
+    """Resolves bearer keys to principals, caching lookups briefly (revocation lag <= cache_s).
+
+    Requests that miss the cache for the same key at the same time share one database lookup:
+    when a busy station's entry expires, its hundreds of in-flight requests would otherwise each
+    take a pool connection for the same row.
+    """
 
     def __init__(self, pool: asyncpg.Pool[Any], cache_s: float = 5.0) -> None:
         self._pool = pool
         self._cache_s = cache_s
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
+        self._lookups: dict[bytes, asyncio.Task[Principal | None]] = {}
+
+    async def _load(self, digest: bytes) -> Principal | None:
+        async with self._pool.acquire() as conn:
+            stored = await key_store.find_by_hash(conn, digest)
+        if stored is None or stored.revoked_at is not None:
+            return None
+        role = Role(stored.role)
+        return Principal(
+            key_id=stored.key_id,
+            role=role,
+            sites=None
+            if role is Role.ADMIN and not stored.site_ids
+            else frozenset(stored.site_ids),
+        )
+
+    async def _lookup(self, digest: bytes) -> Principal | None:
+        task = self._lookups.get(digest)
+        if task is None:
+            started = time.monotonic()
+            task = asyncio.create_task(self._load(digest), name="api-key-lookup")
+            self._lookups[digest] = task
+
+            def settle(done: asyncio.Task[Principal | None]) -> None:
+                self._lookups.pop(digest, None)
+                if not done.cancelled() and done.exception() is None:
+                    if len(self._cache) > 10_000:
+                        self._cache.clear()
+                    self._cache[digest] = (started, done.result())
+
+            task.add_done_callback(settle)
+        # Shielded: a request that gives up does not cancel the lookup the others wait for.
+        return await asyncio.shield(task)
 
     async def authenticate(self, key: str) -> Principal:
         match = _KEY_FORMAT.match(key)
         if match is None:
             raise AuthenticationError("malformed API key", code="invalid_api_key")
         digest = hash_key(key)
-        now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and now - cached[0] < self._cache_s:
+        if cached is not None and time.monotonic() - cached[0] < self._cache_s:
             principal = cached[1]
         else:
-            async with self._pool.acquire() as conn:
-                stored = await key_store.find_by_hash(conn, digest)
-            principal = None
-            if stored is not None and stored.revoked_at is None:
-                role = Role(stored.role)
-                principal = Principal(
-                    key_id=stored.key_id,
-                    role=role,
-                    sites=None
-                    if role is Role.ADMIN and not stored.site_ids
-                    else frozenset(stored.site_ids),
-                )
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now, principal)
+            principal = await self._lookup(digest)
         if principal is None or not hmac.compare_digest(match.group(1), principal.role.value):
             raise AuthenticationError("unknown or revoked API key", code="invalid_api_key")
         return principal
