@@ -46,7 +46,9 @@ class Letterbox:
 def decode_image(data: bytes) -> U8:
     """Decode PNG/JPEG bytes (8- or 16-bit, grey, RGB or RGBA) to RGB uint8 (H, W, 3).
 
-    16-bit images (raw detector frames) are scaled to 8 bits by their full range, 65535 -> 255."""
+    16-bit images (raw detector frames) are scaled to 8 bits by their full range, 65535 -> 255.
+    An alpha channel is flattened onto white: white is air on an X-ray display, while the colour
+    stored under transparent pixels (often black) would read as a block of dense material."""
     if not data:
         raise ImageDecodeError("empty image")
     buf = np.frombuffer(data, np.uint8)
@@ -60,7 +62,9 @@ def decode_image(data: bytes) -> U8:
     if img.ndim == 2:
         return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_GRAY2RGB))
     if img.shape[2] == 4:
-        return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGRA2RGB))
+        alpha = img[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
+        flat = img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5
+        return np.ascontiguousarray(cv2.cvtColor(flat.astype(np.uint8), cv2.COLOR_BGR2RGB))
     if img.shape[2] == 3:
         return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     raise ImageDecodeError(f"unsupported channel count {img.shape[2]}")

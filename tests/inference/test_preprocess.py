@@ -49,6 +49,19 @@ def test_jpeg_and_rgba_decode() -> None:
     assert decode_image(png(rgba)).shape == (16, 16, 3)
 
 
+def test_transparent_pixels_are_air_not_dense_material() -> None:
+    # A parcel cut-out on a transparent background: the colour stored under the transparency
+    # is black, which an X-ray display means as opaque material; air is white.
+    bgra = np.zeros((4, 4, 4), np.uint8)
+    bgra[:2, :, :3] = (40, 90, 200)  # an orange-ish object (BGR), fully opaque
+    bgra[:2, :, 3] = 255
+    bgra[2, :, 3] = 128  # half transparent over black
+    rgb = decode_image(png(bgra))
+    assert rgb[0, 0].tolist() == [200, 90, 40]
+    assert rgb[3, 0].tolist() == [255, 255, 255]
+    assert rgb[2, 0].tolist() == [127, 127, 127]
+
+
 @pytest.mark.parametrize("data", [b"", b"not an image", png(np.zeros((8, 8), np.uint8))[:30]])
 def test_undecodable_bytes_raise(data: bytes) -> None:
     with pytest.raises(ImageDecodeError):
