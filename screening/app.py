@@ -65,6 +65,19 @@ async def _stop(what: str, closing: Awaitable[Any]) -> None:
         log.critical("%s did not stop within %.0f s; abandoning it", what, STOP_LIMIT_S)
 
 
+async def _end_streams(app: web.Application) -> None:
+    """First step of a stop, before the server waits for its handlers: long-lived streams would
+    otherwise hold that wait to its limit. Stations get close code 1001 (going away) and
+    reconnect, to another gateway or to this one restarted; police feeds end, and their
+    consumers resume from Last-Event-ID."""
+    if ALERTS in app:
+        app[ALERTS].feed.close()
+    if GATEWAY in app:
+        for sockets in app[GATEWAY].station_streams.values():
+            for ws in list(sockets):
+                await _stop("station socket", ws.close(code=1001, message=b"shutting down"))
+
+
 async def checkpoint_periodically(
     pool: asyncpg.Pool[Any], signer: LedgerSigner, settings: Settings
 ) -> None:
@@ -228,6 +241,7 @@ def create_app(
                 await _stop("database pool", the_pool.close())
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(_end_streams)
     add_routes(app)
     add_console(app)
     return app

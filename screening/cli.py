@@ -19,7 +19,7 @@ from screening.app import create_app
 from screening.domain.access import Role
 from screening.domain.checkpoint import CheckpointError, NoteVerifier
 from screening.errors import ScreeningError
-from screening.runtime import tune_collector
+from screening.runtime import SHUTDOWN_DRAIN_S, stop_on_signals, tune_collector
 from screening.services import access
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerKeyError
@@ -48,17 +48,22 @@ async def _with_pool(dsn: str, action: Callable[[asyncpg.Pool[Any]], Awaitable[i
 
 
 async def serve(settings: Settings, dsn: str) -> None:
+    """Run the gateway until SIGTERM or SIGINT, then stop: no new connections, station streams
+    closed (1001), requests in flight finished, the writer's last group committed."""
     pool = await create_pool(dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
     try:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
         app = create_app(settings, pool=pool)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         tune_collector(settings.gc_young_threshold)
         print(f"gateway listening on http://{settings.host}:{settings.port}", file=sys.stderr)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
+            print("gateway stopping", file=sys.stderr)
         finally:
             await runner.cleanup()
     finally:

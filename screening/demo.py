@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import random
-import signal
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from screening.cli import database
 from screening.domain.access import Role
 from screening.domain.events import Flow
 from screening.inference import DEFAULT_MODEL_PATH
-from screening.runtime import tune_collector
+from screening.runtime import SHUTDOWN_DRAIN_S, stop_on_signals, tune_collector
 from screening.services import access
 from screening.settings import Settings
 from screening.storage.database import create_pool, migrate
@@ -433,7 +432,7 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
     _, reviewer_key = await access.create_key(pool, Role.REVIEWER, sites, "demo reviewer")
 
     app = create_app(settings, pool=pool)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
     await runner.setup()
     listener = web.TCPSite(runner, settings.host, settings.port)
     await listener.start()
@@ -453,10 +452,8 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
     )
 
     stop = asyncio.Event()
+    stop_on_signals(stop)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     stats = {s: StationStats() for s in sites}
     images: list[bytes] = []
     model = settings.model_path or DEFAULT_MODEL_PATH

@@ -1,4 +1,5 @@
-"""Process-level tuning for a long-running gateway process (not for each app: tests make many).
+"""Process-level settings for a long-running gateway process (not for each app: tests make many):
+how it stops on a signal, and the garbage collector.
 
 The cyclic garbage collector. CPython runs a young-generation collection whenever the tracked
 objects allocated since the last one outnumber those freed by 700 (the default threshold). A
@@ -16,9 +17,25 @@ when garbage really accumulates. Reference cycles are still collected.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import signal
 
 DEFAULT_YOUNG_THRESHOLD = 10_000
+
+# How long a stopping gateway lets requests in flight finish before cancelling them; the stop
+# as a whole must fit the service manager's limit (TimeoutStopSec=30 in deploy/).
+SHUTDOWN_DRAIN_S = 10.0
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM (a service manager, a container runtime) and SIGINT (Ctrl-C) both stop the
+    gateway the graceful way; without a handler SIGTERM kills the process where it stands."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
+            loop.add_signal_handler(sig, stop.set)
 
 
 def tune_collector(young_threshold: int = DEFAULT_YOUNG_THRESHOLD) -> None:

@@ -24,10 +24,17 @@ def parse_cursor(value: str) -> tuple[int, int]:
 class FeedHub:
     def __init__(self) -> None:
         self._waiters: set[asyncio.Event] = set()
+        self.closing = False
 
     def wake(self, _payload: str = "") -> None:
         for event in self._waiters:
             event.set()
+
+    def close(self) -> None:
+        """The gateway is stopping: wake every stream so that it ends (its consumer resumes
+        elsewhere with Last-Event-ID) instead of holding the shutdown until it is cancelled."""
+        self.closing = True
+        self.wake()
 
     @contextmanager
     def subscription(self) -> Iterator[asyncio.Event]:

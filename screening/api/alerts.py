@@ -301,6 +301,8 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woke.wait(), FEED_POLL_S)
                 woke.clear()
+                if component.feed.closing:
+                    break
                 if loop.time() - authenticated_at >= FEED_REAUTH_S:
                     # A key revoked (or a console session ended) while its feed is open.
                     try:

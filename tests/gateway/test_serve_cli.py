@@ -1,0 +1,85 @@
+"""`screening serve` as a service manager runs it: SIGTERM stops it the graceful way."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from tests.conftest import make_keys
+from tests.gateway.events import parcel_flow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _listening(proc: asyncio.subprocess.Process) -> None:
+    assert proc.stderr is not None
+    while True:
+        line = await asyncio.wait_for(proc.stderr.readline(), timeout=60)
+        assert line, "the gateway exited before listening"
+        if b"gateway listening" in line:
+            return
+
+
+async def test_sigterm_closes_streams_and_exits_cleanly(
+    database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    keys = await make_keys(pool)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SCREENING_DATABASE_URL": database_url,
+        "SCREENING_DATA_DIR": str(tmp_path),
+        "SCREENING_PORT": str(port),
+        "SCREENING_LOG_JSON": "false",
+        "SCREENING_ALERT_RELAY_ENABLED": "false",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "screening.cli", "serve",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await _listening(proc)
+        base = f"http://127.0.0.1:{port}"
+        station = {"Authorization": f"Bearer {keys.by_role['station']}"}
+        police = {"Authorization": f"Bearer {keys.by_role['police']}"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{base}/v1/events", json=parcel_flow(keys.site, "ST0000000001"), headers=station
+            ) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["accepted"] == 6
+            ws = await http.ws_connect(f"{base}/v1/stations/stream", headers=station)
+            feed = await http.get(f"{base}/v1/alerts/stream", headers=police)
+            assert feed.status == 200
+            await feed.content.readline()  # the stream is open (its starting position)
+
+            started = asyncio.get_running_loop().time()
+            proc.send_signal(signal.SIGTERM)
+            closing = await asyncio.wait_for(ws.receive(), timeout=15)
+            assert closing.type is aiohttp.WSMsgType.CLOSE
+            assert closing.data == aiohttp.WSCloseCode.GOING_AWAY
+            # The police feed ends instead of holding the stop until it is cancelled.
+            rest = await asyncio.wait_for(feed.content.read(), timeout=15)
+            assert b"event: alert" not in rest
+            feed.release()
+            await ws.close()
+        assert await asyncio.wait_for(proc.wait(), timeout=20) == 0
+        # Well inside the drain limit: nothing waited for a stream to time out.
+        assert asyncio.get_running_loop().time() - started < 8
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
