@@ -205,7 +205,7 @@ class ReviewService:
             await lock_parcel(conn, item.site_id, item.waybill_no)
         policy = await self._policies.get(conn)
         key = f"scan:{item.scan_id}" if item.scan_id is not None else f"review:{item.item_id}"
-        alert_id, _outcome = await store.confirm_alert(
+        confirmed = await store.confirm_alert(
             conn,
             store.NewAlert(
                 site_id=item.site_id,
@@ -223,6 +223,12 @@ class ReviewService:
             store.Confirmation(reviewer, now, item.item_id, category, item.level),
             now,
         )
+        if confirmed.closed:
+            # Police closed this alert already (seized it, or found nothing at the parcel): the
+            # confirmation is on the alert and sent to them as an update, but their disposition
+            # stands. Holding the parcel again, or logging "confirmed" over their clearance,
+            # would stop a parcel that police settled, with no open alert left to release it.
+            return confirmed.alert_id
         if item.waybill_no:  # an audit sample that turns out bad is held now
             await store.insert_hold(
                 conn,
@@ -244,7 +250,7 @@ class ReviewService:
                 f"review:{item.item_id}",
                 now,
             )
-        return alert_id
+        return confirmed.alert_id
 
     async def _clear(
         self, conn: Any, item: ReviewItem, reviewer: str, now: datetime

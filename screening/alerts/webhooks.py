@@ -105,6 +105,11 @@ def alert_payload(alert: Alert, base_url: str, message: str = "created") -> dict
             f"{base}/v1/scans/{alert.scan_id}/image?overlay=boxes" if alert.scan_id else None
         ),
         "revision": alert.revision,
+        # Where police stand with it: an update can come for an alert they have closed (a
+        # review confirming it afterwards), and a receiver must not read that as a new case.
+        "status": alert.status,
+        "disposition": alert.disposition,
+        "closed_at": alert.closed_at.isoformat() if alert.closed_at else None,
         "confirmation": confirmation_json(alert),
     }
     at = alert.created_at

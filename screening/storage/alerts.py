@@ -92,9 +92,11 @@ SET confirmed_by = EXCLUDED.confirmed_by, confirmed_at = EXCLUDED.confirmed_at,
     seq = nextval(pg_get_serial_sequence('alerts', 'seq')),
     txid = (pg_current_xact_id()::text)::bigint
 WHERE alerts.confirmed_at IS NULL
-RETURNING alert_id, revision
+RETURNING alert_id, revision, status
 """
-SELECT_ALERT_ID_BY_KEY = "SELECT alert_id FROM alerts WHERE site_id = $1 AND dedupe_key = $2"
+SELECT_ALERT_ID_BY_KEY = (
+    "SELECT alert_id, status FROM alerts WHERE site_id = $1 AND dedupe_key = $2"
+)
 # The outbox rows, in the same transaction as the alert or its update: one per enabled endpoint
 # in scope, per message ('created', 'confirmed').
 # Every endpoint of the site gets the delivery, a disabled one too: its deliveries wait (the
@@ -498,9 +500,18 @@ async def _announce(conn: Conn, site_id: str, alert_id: UUID, message: str, now:
     await notify(conn, ALERTS_CHANNEL, site_id)
 
 
-async def confirm_alert(
-    conn: Conn, a: NewAlert, c: Confirmation, now: datetime
-) -> tuple[UUID, str]:
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """What ``confirm_alert`` did: ``outcome`` is 'created', 'confirmed' (an existing alert
+    annotated, police sent the update) or 'unchanged' (confirmed already); ``closed`` when
+    police had already closed the alert, whose disposition then stands."""
+
+    alert_id: UUID
+    outcome: str
+    closed: bool
+
+
+async def confirm_alert(conn: Conn, a: NewAlert, c: Confirmation, now: datetime) -> Confirmed:
     """One alert per cause (``a.dedupe_key``), confirmed by review: raise it with the
     confirmation ('created'), or annotate the alert this cause already raised and send police
     the update ('confirmed'), or nothing when it is confirmed already ('unchanged')."""
@@ -514,8 +525,9 @@ async def confirm_alert(
         c.category,
     )
     if row is None:
-        alert_id: UUID = await conn.fetchval(SELECT_ALERT_ID_BY_KEY, a.site_id, a.dedupe_key)
-        return alert_id, "unchanged"
+        found = await conn.fetchrow(SELECT_ALERT_ID_BY_KEY, a.site_id, a.dedupe_key)
+        assert found is not None  # the conflicting row: alerts are never deleted
+        return Confirmed(found["alert_id"], "unchanged", found["status"] == "closed")
     alert_id = row["alert_id"]
     outcome = "created" if row["revision"] == 1 else "confirmed"
     if outcome == "confirmed":
@@ -531,7 +543,7 @@ async def confirm_alert(
             json.dumps(detail),
         )
     await _announce(conn, a.site_id, alert_id, outcome, now)
-    return alert_id, outcome
+    return Confirmed(alert_id, outcome, row["status"] == "closed")
 
 
 async def get_alert(

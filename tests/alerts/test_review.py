@@ -187,6 +187,38 @@ async def test_a_reviewer_clear_leaves_a_parcel_police_were_alerted_to_with_them
     assert "dispatched_while_flagged" not in parcel["missing_before_dispatch"]
 
 
+async def test_a_confirmation_after_police_closed_the_alert_does_not_hold_the_parcel_again(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    await agw.register(receiver)
+    await agw.set_policy(police=0.5)  # the flag reaches police at once
+    wb = waybill()
+    await agw.upload(DARK, wb)
+    (alert,) = await agw.alerts_of_site()
+    _, item = await next_item(agw)  # a reviewer has the image open ...
+    # ... while police check the parcel itself and find nothing.
+    status, _ = await agw.call(
+        "POST", f"/v1/alerts/{alert['alert_id']}/close", json={"disposition": "false_alarm"}
+    )
+    assert status == 200
+    status, _ = await decide(agw, item["item_id"], "confirm", category="firearms")
+    assert status == 200
+    # Police's disposition stands: no new hold, the parcel may still leave.
+    _, holds = await agw.call("GET", "/v1/holds", role="station")
+    assert [h["status"] for h in holds["holds"] if h["waybill_no"] == wb] == ["released"]
+    _, parcel = await agw.call("GET", f"/v1/parcels/{wb}", role="station")
+    assert "dispatched_while_flagged" not in parcel["missing_before_dispatch"]
+    # The confirmation is on the alert, and police hear of it with the alert's state.
+    (after,) = await agw.alerts_of_site()
+    assert (after["status"], after["disposition"]) == ("closed", "false_alarm")
+    assert after["confirmation"]["category"] == "firearms"
+    await wait_for(lambda: len(receiver.received) == 2)
+    update = receiver.received[1][1]
+    assert update["data"]["change"] == "review_confirmed"
+    assert (update["data"]["status"], update["data"]["disposition"]) == ("closed", "false_alarm")
+    assert update["data"]["closed_at"] is not None
+
+
 async def test_a_confirmed_flag_still_makes_dispatch_a_violation(agw: AlertGateway) -> None:
     await agw.set_policy(police=None)
     wb = waybill()
@@ -546,7 +578,7 @@ async def test_concurrent_confirmations_of_one_scan_annotate_its_alert_once(
         assert await alert_store.insert_alert(conn, alert, now)
     first_done, release = asyncio.Event(), asyncio.Event()
 
-    async def confirm(reviewer: str, hold: bool) -> tuple[uuid.UUID, str]:
+    async def confirm(reviewer: str, hold: bool) -> alert_store.Confirmed:
         confirmation = alert_store.Confirmation(reviewer, now, uuid.uuid4(), "firearms", 1)
         async with pool.acquire() as conn, conn.transaction():
             got = await alert_store.confirm_alert(conn, alert, confirmation, now)
@@ -568,7 +600,8 @@ async def test_concurrent_confirmations_of_one_scan_annotate_its_alert_once(
 
     await wait_for(second_waits)
     release.set()
-    assert [o for _, o in await asyncio.gather(first, second)] == ["confirmed", "unchanged"]
+    done = await asyncio.gather(first, second)
+    assert [c.outcome for c in done] == ["confirmed", "unchanged"]
     row = await pool.fetchrow(
         "SELECT revision, confirmed_by FROM alerts WHERE site_id = $1 AND dedupe_key = $2",
         agw.site,
