@@ -328,14 +328,24 @@ class AlertService:
             )
             if closed is None:
                 raise AlertClosedError("the hold is already closed", code="hold_closed")
-            event_id = (
-                await review_store.upload_event_id(conn, hold.site_id, hold.scan_id)
-                if status == "released" and hold.scan_id is not None
-                else None
-            )
-            if event_id is not None:
-                await self._clear(conn, hold.site_id, event_id, principal.key_id, f"hold:{hold_id}")
+            if status == "released":
+                await self._clear_released(conn, hold, principal.key_id)
         return closed
+
+    async def _clear_released(self, conn: Any, hold: Hold, actor: str) -> None:
+        """The flags a released hold stood for are cleared: its scan's, or, for a station's own
+        flag (no image, so no review item and no scan id), the parcel's flagged scans, as
+        closing an alert clears them; else nobody could ever clear that flag."""
+        key = f"hold:{hold.hold_id}"
+        if hold.scan_id is not None:
+            own = await review_store.upload_event_id(conn, hold.site_id, hold.scan_id)
+            if own is not None:
+                await self._clear(conn, hold.site_id, own, actor, key)
+            return
+        for event_id in await review_store.flagged_scan_events(
+            conn, hold.site_id, hold.waybill_no
+        ):
+            await self._clear(conn, hold.site_id, event_id, actor, f"{key}/scan:{event_id}")
 
     async def ack_hold(self, sites: list[str], hold_id: uuid.UUID) -> bool:
         async with self._pool.acquire() as conn:

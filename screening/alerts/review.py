@@ -263,7 +263,16 @@ class ReviewService:
             police_decide = await store.parcel_has_open_alert(
                 conn, item.site_id, item.waybill_no
             )
-            if not police_decide:
+            # The parcel's one hold covers all its flagged scans: clearing one of them releases
+            # it only when no other still waits for a reviewer. An audit sample never held the
+            # parcel, so clearing it releases nothing (a hold then is another flag's).
+            if (
+                not police_decide
+                and item.kind == "flagged"
+                and not await review_store.other_flags_pending(
+                    conn, item.site_id, item.waybill_no, item.item_id
+                )
+            ):
                 await store.close_parcel_hold(
                     conn, item.site_id, item.waybill_no, "released", now, reviewer
                 )

@@ -288,6 +288,21 @@ async def upload_event_id(conn: Conn, site_id: str, scan_id: UUID) -> UUID | Non
     return got
 
 
+# Flagged scans of a parcel, other than one item's, that still wait for a reviewer.
+SELECT_OTHER_PENDING_FLAGS = """
+SELECT EXISTS (
+    SELECT 1 FROM review_items
+    WHERE site_id = $1 AND waybill_no = $2 AND status = 'pending' AND kind = 'flagged'
+      AND item_id <> $3
+)
+"""
+
+
+async def other_flags_pending(conn: Conn, site_id: str, waybill_no: str, item_id: UUID) -> bool:
+    """Whether another flagged scan of the parcel still waits for review."""
+    return bool(await conn.fetchval(SELECT_OTHER_PENDING_FLAGS, site_id, waybill_no, item_id))
+
+
 async def flagged_scan_events(conn: Conn, site_id: str, waybill_no: str) -> list[UUID]:
     """The event ids of the parcel's flagged scans, oldest first."""
     rows = await conn.fetch(SELECT_FLAGGED_SCAN_EVENTS, site_id, waybill_no)

@@ -271,3 +271,46 @@ async def test_a_hold_whose_ack_was_lost_still_gets_its_release(
     async with station_stream(agw) as ws:
         release = await next_message(ws)
         assert (release["type"], release["hold_id"]) == ("hold.release", hold["hold_id"])
+
+
+async def test_releasing_a_station_flag_hold_clears_the_flag(agw: AlertGateway) -> None:
+    """A station's own flagged verdict (no image, so no review item) holds the parcel; the
+    police release is the only way out, and it must clear the flag for compliance too."""
+    await agw.set_policy(police=None)
+    wb = waybill()
+    flagged = event("xray.scanned", agw.site, wb, soon(), scanner_id="XR-9", verdict="flagged")
+    assert (await agw.events([flagged]))["accepted"] == 1
+    _, holds = await agw.call("GET", "/v1/holds", role="station")
+    (hold,) = [h for h in holds["holds"] if h["waybill_no"] == wb]
+    assert hold["status"] == "open"
+    status, _ = await agw.call("POST", f"/v1/holds/{hold['hold_id']}/release")
+    assert status == 200
+    await agw.events([event("parcel.dispatched", agw.site, wb, soon(60), carrier="SF")])
+    _, parcel = await agw.call("GET", f"/v1/parcels/{wb}", role="station")
+    assert "dispatched_while_flagged" not in parcel["violations"]
+
+
+async def test_clearing_one_flagged_scan_keeps_the_hold_while_another_waits_for_review(
+    agw: AlertGateway,
+) -> None:
+    await agw.set_policy(police=None)
+    wb = waybill()
+    await agw.upload(DARK, wb)
+    await agw.upload(DARK, wb)  # scanned again, flagged again: one hold, two items
+    _, first = await agw.call("GET", "/v1/review/next", role="reviewer")
+    status, _ = await agw.call(
+        "POST", f"/v1/review/items/{first['item_id']}/decision", role="reviewer",
+        json={"decision": "clear"},
+    )  # fmt: skip
+    assert status == 200
+    _, holds = await agw.call("GET", "/v1/holds", role="station")
+    assert [h["status"] for h in holds["holds"] if h["waybill_no"] == wb] == ["open"]
+    _, second = await agw.call("GET", "/v1/review/next", role="reviewer")
+    assert second["item_id"] != first["item_id"]
+    status, _ = await agw.call(
+        "POST", f"/v1/review/items/{second['item_id']}/decision", role="reviewer",
+        json={"decision": "clear"},
+    )  # fmt: skip
+    assert status == 200
+    _, holds = await agw.call("GET", "/v1/holds", role="station")
+    assert [h["status"] for h in holds["holds"] if h["waybill_no"] == wb] == ["released"]
