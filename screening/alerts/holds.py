@@ -103,10 +103,11 @@ class HoldPusher:
         for gone in set(self._sent) - live:
             del self._sent[gone]
         count = 0
-        first_pushes: list[tuple[str, UUID]] = []
+        # Every open hold written to a socket in this round: recorded at its first push (an
+        # earlier round's record may have failed; the update skips holds already marked).
+        pushed: list[tuple[str, UUID]] = []
         for hold in holds:
             sent = self._sent.setdefault(hold.order_id, {})
-            first = not sent  # not yet written to any socket by this process
             message = hold_message(hold)
             for ws in list(self._streams.get(hold.site_id, ())):
                 last = sent.get(id(ws))
@@ -119,11 +120,10 @@ class HoldPusher:
                     continue
                 sent[id(ws)] = now
                 count += 1
-                if hold.status == "open" and first:
-                    first_pushes.append((hold.site_id, hold.hold_id))
-                    first = False
-        if first_pushes:
+                if hold.status == "open":
+                    pushed.append((hold.site_id, hold.hold_id))
+        if pushed:
             async with self._pool.acquire() as conn:
-                await store.mark_pushed(conn, sorted(set(first_pushes)), datetime.now(UTC))
+                await store.mark_pushed(conn, sorted(set(pushed)), datetime.now(UTC))
         self.pushed += count
         return count

@@ -257,9 +257,12 @@ ORDER BY site_id, created_at
 """
 # A station's ack names the order it acknowledges: a hold by its hold_id, a release by its
 # release_id.
+# An acknowledged hold reached a station, whatever the pusher managed to record: its release
+# must be pushed too (UNACKED_HOLDS sends releases only of holds with pushed_at set).
 ACK_HOLD = """
 UPDATE holds
 SET acked_at = CASE WHEN hold_id = $2 THEN coalesce(acked_at, $3) ELSE acked_at END,
+    pushed_at = CASE WHEN hold_id = $2 THEN coalesce(pushed_at, $3) ELSE pushed_at END,
     release_acked_at = CASE WHEN release_id = $2 THEN coalesce(release_acked_at, $3)
                             ELSE release_acked_at END
 WHERE site_id = ANY($1::text[]) AND (hold_id = $2 OR release_id = $2)

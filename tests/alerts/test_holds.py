@@ -314,3 +314,36 @@ async def test_clearing_one_flagged_scan_keeps_the_hold_while_another_waits_for_
     assert status == 200
     _, holds = await agw.call("GET", "/v1/holds", role="station")
     assert [h["status"] for h in holds["holds"] if h["waybill_no"] == wb] == ["released"]
+
+
+async def test_an_acknowledged_hold_gets_its_release_even_if_its_push_went_unrecorded(
+    agw: AlertGateway, pool: asyncpg.Pool[Any]
+) -> None:
+    """The pusher wrote the hold to the station's socket but failed to record it (a database
+    error): the station's ack is proof enough that a belt may be stopped for it."""
+    await agw.set_policy(police=None)
+    wb = waybill()
+    async with station_stream(agw) as ws:
+        await agw.upload(DARK, wb)
+        hold = await next_message(ws)
+        await wait_for(
+            lambda: pool.fetchval(
+                "SELECT pushed_at IS NOT NULL FROM holds WHERE site_id = $1 AND hold_id = $2",
+                agw.site, uuid.UUID(hold["hold_id"]),
+            )
+        )  # fmt: skip
+        await pool.execute(  # as if that record had failed
+            "UPDATE holds SET pushed_at = NULL WHERE site_id = $1 AND hold_id = $2",
+            agw.site, uuid.UUID(hold["hold_id"]),
+        )  # fmt: skip
+        await ws.send_json({"type": "hold.ack", "hold_id": hold["hold_id"]})
+        await wait_for(
+            lambda: pool.fetchval(
+                "SELECT acked_at IS NOT NULL FROM holds WHERE site_id = $1 AND hold_id = $2",
+                agw.site, uuid.UUID(hold["hold_id"]),
+            )
+        )  # fmt: skip
+        status, _ = await agw.call("POST", f"/v1/holds/{hold['hold_id']}/release")
+        assert status == 200
+        release = await next_message(ws)
+        assert (release["type"], release["hold_id"]) == ("hold.release", hold["hold_id"])
