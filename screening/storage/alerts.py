@@ -139,8 +139,13 @@ ORDER BY a.txid, a.seq
 LIMIT $4
 """
 FEED_HORIZON = "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
+# A police action (acknowledge, assign, close) is a new revision at the live feed's end, as a
+# review confirmation is: open consoles and feed consumers see the alert's new state.
 UPDATE_ALERT_STATE = """
-UPDATE alerts SET status = $3, assignee = coalesce($4, assignee), disposition = $5, closed_at = $6
+UPDATE alerts SET status = $3, assignee = coalesce($4, assignee), disposition = $5, closed_at = $6,
+    revision = revision + 1,
+    seq = nextval(pg_get_serial_sequence('alerts', 'seq')),
+    txid = (pg_current_xact_id()::text)::bigint
 WHERE site_id = $1 AND alert_id = $2
 """
 INSERT_ACTION = """
@@ -587,6 +592,7 @@ async def update_alert_state(
     await conn.execute(
         UPDATE_ALERT_STATE, alert.site_id, alert.alert_id, status, assignee, disposition, closed_at
     )
+    await notify(conn, ALERTS_CHANNEL, alert.site_id)  # wake the live feeds at commit
 
 
 async def insert_action(

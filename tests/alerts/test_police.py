@@ -332,3 +332,27 @@ async def test_a_parcel_is_released_only_when_its_last_alert_closes_and_then_lea
         assert parcel["compliant"] is True, parcel
     finally:
         await agw.call("POST", "/v1/watchlist/remove", json={"digests": [digest]})
+
+
+async def test_the_live_feed_shows_each_police_action_as_the_alerts_new_state(
+    agw: AlertGateway,
+) -> None:
+    await agw.set_policy(police=0.5)
+    feed_url = f"{agw.gw.url}/v1/alerts/stream"
+    async with agw.gw.http.get(feed_url, headers=agw.gw.auth("police")) as feed:
+        await sse_message(feed)  # the starting position
+        await agw.upload(DARK, f"PF{uuid.uuid4().hex[:12].upper()}")
+        (created,) = await sse_events(feed, 1)
+        alert = json.loads(created["data"])
+        path = f"/v1/alerts/{alert['alert_id']}"
+        assert (await agw.call("POST", f"{path}/acknowledge"))[0] == 200
+        assert (await agw.call("POST", f"{path}/assign", json={"assignee": "officer-7"}))[0] == 200
+        assert (await agw.call("POST", f"{path}/close", json={"disposition": "seized"}))[0] == 200
+        updates = [json.loads(m["data"]) for m in await sse_events(feed, 3)]
+    assert [(u["alert_id"], u["status"]) for u in updates] == [
+        (alert["alert_id"], "acknowledged"),
+        (alert["alert_id"], "assigned"),
+        (alert["alert_id"], "closed"),
+    ]
+    assert [u["revision"] for u in updates] == [2, 3, 4]  # a consumer keeps the highest
+    assert updates[-1]["disposition"] == "seized"
