@@ -150,6 +150,14 @@ class ReviewService:
         async with self._pool.acquire() as conn, conn.transaction():
             item = await self._locked_item(conn, principal, item_id)
             if not _holds_lease(item, reviewer, now):
+                if (
+                    item.status == "done"
+                    and item.decided_by == reviewer
+                    and item.decision == decision
+                    and item.decided_at is not None
+                ):
+                    # A retried decision (its answer was lost): it was recorded, say so.
+                    return Decision(item.item_id, decision, reviewer, item.decided_at, item.level)
                 raise LeaseLostError(LEASE_LOST)
             if decision == "escalate" and item.level >= 2:
                 raise ConflictError("level 2 is the last level", code="cannot_escalate")

@@ -40,12 +40,13 @@ UPDATE review_items r SET lease_owner = $4, lease_until = $5
 FROM next WHERE r.site_id = next.site_id AND r.item_id = next.item_id
 RETURNING r.site_id, r.item_id, r.kind, r.level, r.status, r.scan_id, r.event_id, r.waybill_no,
           r.findings, r.score, r.category, r.image_sha256, r.image_type, r.tip_truth,
-          r.occurred_at, r.created_at, r.lease_owner, r.lease_until
+          r.occurred_at, r.created_at, r.lease_owner, r.lease_until, r.decision, r.decided_by,
+          r.decided_at
 """
 SELECT_ITEM = """
 SELECT site_id, item_id, kind, level, status, scan_id, event_id, waybill_no, findings, score,
        category, image_sha256, image_type, tip_truth, occurred_at, created_at, lease_owner,
-       lease_until
+       lease_until, decision, decided_by, decided_at
 FROM review_items
 WHERE item_id = $1 AND ($2::text[] IS NULL OR site_id = ANY($2::text[]))
 """
@@ -138,6 +139,10 @@ class ReviewItem:
     created_at: datetime
     lease_owner: str | None
     lease_until: datetime | None
+    # Once done: how, by whom, when.
+    decision: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
 
 
 _FIELDS = tuple(ReviewItem.__dataclass_fields__)

@@ -541,8 +541,11 @@ async def test_confirming_a_scan_police_already_have_updates_that_alert_instead_
     ((action),) = details["actions"]
     assert (action["action"], action["actor"]) == ("review_confirmed", decided["reviewer"])
     assert action["detail"] == {"item_id": item["item_id"], "category": "firearms", "level": 1}
-    # A retried decision is refused by the lease and sends nothing more.
-    assert (await decide(agw, item["item_id"], "confirm", category="firearms"))[0] == 409
+    # A retried decision (its answer lost) is answered as recorded, and sends nothing more; a
+    # different decision on the finished item is refused.
+    status, again = await decide(agw, item["item_id"], "confirm", category="firearms")
+    assert (status, again) == (200, decided)
+    assert (await decide(agw, item["item_id"], "clear"))[0] == 409
     await asyncio.sleep(0.5)
     assert len(receiver.received) == 2
     # Police closing it as a false alarm counts against the reviewer who confirmed it.
