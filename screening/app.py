@@ -70,12 +70,17 @@ async def _end_streams(app: web.Application) -> None:
     otherwise hold that wait to its limit. Stations get close code 1001 (going away) and
     reconnect, to another gateway or to this one restarted; police feeds end, and their
     consumers resume from Last-Event-ID."""
-    if ALERTS in app:
-        app[ALERTS].feed.close()
-    if GATEWAY in app:
-        for sockets in app[GATEWAY].station_streams.values():
-            for ws in list(sockets):
-                await _stop("station socket", ws.close(code=1001, message=b"shutting down"))
+    try:
+        if ALERTS in app:
+            app[ALERTS].feed.close()
+        if GATEWAY in app:
+            # A snapshot (a stream still opening may add a site meanwhile), closed all at once
+            # under one bound: a dead peer's close waits for its timeout, not once per socket.
+            sockets = {ws for group in list(app[GATEWAY].station_streams.values()) for ws in group}
+            closing = (ws.close(code=1001, message=b"shutting down") for ws in sockets)
+            await _stop("station sockets", asyncio.gather(*closing, return_exceptions=True))
+    except Exception:  # never let this hook abort the stop: the parts after it must still run
+        log.exception("closing the streams at shutdown failed")
 
 
 async def checkpoint_periodically(

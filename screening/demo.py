@@ -250,6 +250,8 @@ class PoliceDesk:
     bad_signatures: int = 0
     feed: int = 0  # new alerts on the live feed
     feed_updates: int = 0  # alerts a reviewer confirmed after they were raised
+    feed_seen: set[str] = field(default_factory=set)  # alert ids the feed has shown
+    feed_confirmed: set[str] = field(default_factory=set)  # ... and those shown confirmed
     secret: str = ""
 
     async def receive(self, request: web.Request) -> web.Response:
@@ -285,10 +287,15 @@ class PoliceDesk:
                         if line.startswith("id: "):
                             last = line[4:]
                         elif line.startswith("data: "):
-                            if json.loads(line[6:]).get("revision", 1) > 1:
-                                self.feed_updates += 1  # the same alert again, confirmed
-                            else:
+                            data = json.loads(line[6:])
+                            alert_id = data.get("alert_id")
+                            if alert_id not in self.feed_seen:
+                                self.feed_seen.add(alert_id)
                                 self.feed += 1
+                            elif data.get("confirmation") and alert_id not in self.feed_confirmed:
+                                self.feed_updates += 1  # the same alert again, confirmed
+                            if data.get("confirmation"):
+                                self.feed_confirmed.add(alert_id)
             except aiohttp.ClientError:
                 await asyncio.sleep(1.0)
 

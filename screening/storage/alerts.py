@@ -348,7 +348,7 @@ class Alert:
     assignee: str | None
     disposition: str | None
     closed_at: datetime | None
-    revision: int = 1  # 1 as raised; +1 per update sent to police (a review confirmation)
+    revision: int = 1  # 1 as raised; +1 per update: a review confirmation, a police action
     confirmed_by: str | None = None  # the reviewer (API key id) whose confirmation it carries
     confirmed_at: datetime | None = None
     confirmed_item_id: UUID | None = None

@@ -79,6 +79,17 @@ async def test_a_reviewer_confirms_and_police_see_the_alert_live(
     await police.fill("#assignee", "王警官")
     await police.click("#assign")
     await police.wait_for_selector("#alert-status[data-status=assigned]")
+    # Another officer hands it on: the feed brings the alert's new state to this console, which
+    # updates its row; an action is not news, so the row is not marked new again.
+    alert_id = await police.locator("#alert-list li.alert").first.get_attribute("data-alert")
+    async with gw.http.post(
+        f"{gw.url}/v1/alerts/{alert_id}/assign",
+        json={"assignee": "李警官"},
+        headers=gw.auth("police"),
+    ) as resp:
+        assert resp.status == 200
+    await police.wait_for_timeout(1500)  # the feed's update has come
+    assert await police.locator("#alert-list li.alert.fresh").count() == 0
     # The full identity, read with a stated purpose (and recorded by the alerts API).
     await police.click("#alert-detail details.identity-box summary")
     await police.fill("#purpose", "案件 2026-118 核查寄件人")
@@ -91,7 +102,7 @@ async def test_a_reviewer_confirms_and_police_see_the_alert_live(
     await police.wait_for_selector("#alert-status[data-status=closed]")
     assert "查扣" in (await police.text_content("#alert-status") or "")
     assert await police.locator("#alert-list li.alert[data-status=closed]").count() == 1
-    assert await police.locator(".actions-log li").count() == 3  # acknowledge, assign, close
+    assert await police.locator(".actions-log li").count() == 4  # acknowledge, 2 assigns, close
 
 
 async def test_a_supervisor_reads_alerts_but_cannot_act_or_review(
