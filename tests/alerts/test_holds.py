@@ -297,23 +297,20 @@ async def test_clearing_one_flagged_scan_keeps_the_hold_while_another_waits_for_
     wb = waybill()
     await agw.upload(DARK, wb)
     await agw.upload(DARK, wb)  # scanned again, flagged again: one hold, two items
-    _, first = await agw.call("GET", "/v1/review/next", role="reviewer")
-    status, _ = await agw.call(
-        "POST", f"/v1/review/items/{first['item_id']}/decision", role="reviewer",
-        json={"decision": "clear"},
-    )  # fmt: skip
-    assert status == 200
-    _, holds = await agw.call("GET", "/v1/holds", role="station")
-    assert [h["status"] for h in holds["holds"] if h["waybill_no"] == wb] == ["open"]
-    _, second = await agw.call("GET", "/v1/review/next", role="reviewer")
-    assert second["item_id"] != first["item_id"]
-    status, _ = await agw.call(
-        "POST", f"/v1/review/items/{second['item_id']}/decision", role="reviewer",
-        json={"decision": "clear"},
-    )  # fmt: skip
-    assert status == 200
-    _, holds = await agw.call("GET", "/v1/holds", role="station")
-    assert [h["status"] for h in holds["holds"] if h["waybill_no"] == wb] == ["released"]
+
+    async def clear_next() -> list[str]:
+        """The next item cleared by a reviewer; the parcel's holds after it."""
+        _, item = await agw.call("GET", "/v1/review/next", role="reviewer")
+        status, _ = await agw.call(
+            "POST", f"/v1/review/items/{item['item_id']}/decision", role="reviewer",
+            json={"decision": "clear"},
+        )  # fmt: skip
+        assert status == 200
+        _, holds = await agw.call("GET", "/v1/holds", role="station")
+        return [h["status"] for h in holds["holds"] if h["waybill_no"] == wb]
+
+    assert await clear_next() == ["open"]  # the second scan still waits for review
+    assert await clear_next() == ["released"]
 
 
 async def test_an_acknowledged_hold_gets_its_release_even_if_its_push_went_unrecorded(
@@ -323,26 +320,23 @@ async def test_an_acknowledged_hold_gets_its_release_even_if_its_push_went_unrec
     error): the station's ack is proof enough that a belt may be stopped for it."""
     await agw.set_policy(police=None)
     wb = waybill()
+
+    async def recorded(column: str) -> bool:
+        return bool(await pool.fetchval(
+            f"SELECT {column} IS NOT NULL FROM holds WHERE site_id = $1 AND hold_id = $2",
+            agw.site, uuid.UUID(hold["hold_id"]),
+        ))  # fmt: skip
+
     async with station_stream(agw) as ws:
         await agw.upload(DARK, wb)
         hold = await next_message(ws)
-        await wait_for(
-            lambda: pool.fetchval(
-                "SELECT pushed_at IS NOT NULL FROM holds WHERE site_id = $1 AND hold_id = $2",
-                agw.site, uuid.UUID(hold["hold_id"]),
-            )
-        )  # fmt: skip
+        await wait_for(lambda: recorded("pushed_at"))
         await pool.execute(  # as if that record had failed
             "UPDATE holds SET pushed_at = NULL WHERE site_id = $1 AND hold_id = $2",
             agw.site, uuid.UUID(hold["hold_id"]),
         )  # fmt: skip
         await ws.send_json({"type": "hold.ack", "hold_id": hold["hold_id"]})
-        await wait_for(
-            lambda: pool.fetchval(
-                "SELECT acked_at IS NOT NULL FROM holds WHERE site_id = $1 AND hold_id = $2",
-                agw.site, uuid.UUID(hold["hold_id"]),
-            )
-        )  # fmt: skip
+        await wait_for(lambda: recorded("acked_at"))
         status, _ = await agw.call("POST", f"/v1/holds/{hold['hold_id']}/release")
         assert status == 200
         release = await next_message(ws)
