@@ -264,9 +264,10 @@ async def list_identity_reads(request: web.Request) -> web.Response:
 
 async def alert_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events; ``id`` is a resumable cursor (send it back as Last-Event-ID). Each
-    ``alert`` event carries an alert's current state. An update police must hear about (a
-    review confirming an alert raised on score) moves the alert to the feed's end, so it comes
-    again with a higher ``revision``: a consumer keeps one row per ``alert_id``. Always the same
+    ``alert`` event carries an alert's current state. An update (a review confirming an alert
+    raised on score; a police action: acknowledged, assigned, closed) moves the alert to the
+    feed's end, so it comes again with a higher ``revision``: a consumer keeps one row per
+    ``alert_id``. Always the same
     event name, so a consumer that missed the first message (or never resumed) still hears of
     the alert from the update alone."""
     principal = await principal_of(request, Permission.READ_ALERTS)
