@@ -342,13 +342,12 @@ async def test_the_live_feed_shows_each_police_action_as_the_alerts_new_state(
     async with agw.gw.http.get(feed_url, headers=agw.gw.auth("police")) as feed:
         await sse_message(feed)  # the starting position
         await agw.upload(DARK, f"PF{uuid.uuid4().hex[:12].upper()}")
-        (created,) = await sse_events(feed, 1)
-        alert = json.loads(created["data"])
+        ((_, alert),) = await read_events(feed, 1)
         path = f"/v1/alerts/{alert['alert_id']}"
         assert (await agw.call("POST", f"{path}/acknowledge"))[0] == 200
         assert (await agw.call("POST", f"{path}/assign", json={"assignee": "officer-7"}))[0] == 200
         assert (await agw.call("POST", f"{path}/close", json={"disposition": "seized"}))[0] == 200
-        updates = [json.loads(m["data"]) for m in await sse_events(feed, 3)]
+        updates = [data for _, data in await read_events(feed, 3)]
     assert [(u["alert_id"], u["status"]) for u in updates] == [
         (alert["alert_id"], "acknowledged"),
         (alert["alert_id"], "assigned"),
