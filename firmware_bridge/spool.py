@@ -81,7 +81,6 @@ DELETE FROM scans WHERE scan_id IN (
 )
 """
 _STATE_OF = "SELECT state FROM scans WHERE scan_id = ?"
-_LIST_DEAD = "SELECT scan_id, last_error FROM scans WHERE state = 'dead' ORDER BY done_at"
 _DEAD_RECORDS = """
 SELECT scan_id, metadata, image, high, low, attempts, last_error, done_at FROM scans
 WHERE state = 'dead' ORDER BY done_at, scan_id
@@ -298,7 +297,3 @@ class Spool:
         with self._locked():
             row = self._db.execute(_STATE_OF, (scan_id,)).fetchone()
         return None if row is None else str(row[0])
-
-    def dead(self) -> list[tuple[str, str]]:
-        with self._locked():
-            return [(str(a), str(b)) for a, b in self._db.execute(_LIST_DEAD).fetchall()]

@@ -209,7 +209,7 @@ async def test_gateway_overload_and_rejection(gateway: FakeGateway, tmp_path: Pa
     spool = tmp_path / "b.db"
     async with running_bridge(scanner, gateway, spool, site_id="other", holds=False) as bridge:
         await wait_until(lambda: bridge.spool.depth().dead == 2)
-        assert all("403" in error for _, error in bridge.spool.dead())
+        assert all("403" in d.error for d in bridge.spool.dead_scans())
         posts = gateway.posts
         await asyncio.sleep(0.3)
         assert gateway.posts == posts

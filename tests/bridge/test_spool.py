@@ -69,7 +69,7 @@ def test_retry_schedule_and_dead_letters(tmp_path: Path) -> None:
     spool.mark_dead("scan-1", "409 conflict", now=101.0)
     assert spool.next_due(now=1e9) is None
     assert spool.depth().dead == 1
-    assert spool.dead() == [("scan-1", "409 conflict")]
+    assert [(d.record.scan_id, d.error) for d in spool.dead_scans()] == [("scan-1", "409 conflict")]
 
 
 def test_wal_mode(tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ async def test_conflict_is_dead_and_never_retried(gateway: FakeGateway, tmp_path
     fwd = await forward_all(other, gateway)
     assert fwd.stats.dead == 1
     assert other.depth().dead == 1
-    assert "409" in other.dead()[0][1]
+    assert "409" in other.dead_scans()[0].error
     assert gateway.conflicts == 1
 
 
