@@ -49,7 +49,8 @@ async def _with_pool(dsn: str, action: Callable[[asyncpg.Pool[Any]], Awaitable[i
 
 async def serve(settings: Settings, dsn: str) -> None:
     """Run the gateway until SIGTERM or SIGINT, then stop: no new connections, station streams
-    closed (1001), requests in flight finished, the writer's last group committed."""
+    closed (1001), requests in flight finished with their group commits (for up to
+    SHUTDOWN_DRAIN_S; later ones fail, never reported accepted)."""
     pool = await create_pool(dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
     try:
         stop = asyncio.Event()

@@ -163,29 +163,40 @@ class AlertService:
             conn, alert.site_id, alert.waybill_no, status, now, actor
         )
         if status == "released":
-            own = (
-                await review_store.upload_event_id(conn, alert.site_id, alert.scan_id)
-                if alert.scan_id is not None
-                else None
-            )
-            flagged = await review_store.flagged_scan_events(
-                conn, alert.site_id, alert.waybill_no
-            )
-            for event_id in dict.fromkeys([*([own] if own else []), *flagged]):
-                key = f"alert:{alert.alert_id}"  # the alert's own scan: the key it always had
-                await self._clear(conn, alert.site_id, event_id, actor,
-                                  key if event_id == own else f"{key}/scan:{event_id}")
+            await self._clear_flags(
+                conn, alert.site_id, alert.waybill_no, alert.scan_id, actor,
+                f"alert:{alert.alert_id}", every_flag=True,
+            )  # fmt: skip
         return hold
 
-    async def _clear(
-        self, conn: Any, site_id: str, scan_event_id: uuid.UUID, actor: str, decision_key: str
+    async def _clear_flags(
+        self,
+        conn: Any,
+        site_id: str,
+        waybill_no: str,
+        scan_id: uuid.UUID | None,
+        actor: str,
+        key: str,
+        *,
+        every_flag: bool,
     ) -> None:
-        """Record a release as a clearing of a flagged scan's event, so compliance lets the
-        parcel leave (the caller holds the parcel's lock)."""
-        await append_review_event(
-            conn, self._vault, site_id, scan_event_id, "cleared", actor, decision_key,
-            self._clock(),
-        )  # fmt: skip
+        """Record a release as the clearing of flagged scans' events, so compliance lets the
+        parcel leave (the caller holds the parcel's lock): the scan ``scan_id`` names, under
+        ``key``, and with ``every_flag`` each other flagged scan of the parcel too, under
+        ``key/scan:<event id>``."""
+        own = (
+            await review_store.upload_event_id(conn, site_id, scan_id)
+            if scan_id is not None
+            else None
+        )
+        flagged = (
+            await review_store.flagged_scan_events(conn, site_id, waybill_no) if every_flag else []
+        )
+        for event_id in dict.fromkeys([*([own] if own else []), *flagged]):
+            await append_review_event(
+                conn, self._vault, site_id, event_id, "cleared", actor,
+                key if event_id == own else f"{key}/scan:{event_id}", self._clock(),
+            )  # fmt: skip
 
     async def identity(
         self, principal: Principal, alert_id: uuid.UUID, purpose: str
@@ -329,23 +340,14 @@ class AlertService:
             if closed is None:
                 raise AlertClosedError("the hold is already closed", code="hold_closed")
             if status == "released":
-                await self._clear_released(conn, hold, principal.key_id)
+                # The flags the hold stood for: its scan's, or, for a station's own flag (no
+                # image, so no review item and no scan id), the parcel's flagged scans, as
+                # closing an alert clears them; else nobody could ever clear that flag.
+                await self._clear_flags(
+                    conn, hold.site_id, hold.waybill_no, hold.scan_id, principal.key_id,
+                    f"hold:{hold_id}", every_flag=hold.scan_id is None,
+                )  # fmt: skip
         return closed
-
-    async def _clear_released(self, conn: Any, hold: Hold, actor: str) -> None:
-        """The flags a released hold stood for are cleared: its scan's, or, for a station's own
-        flag (no image, so no review item and no scan id), the parcel's flagged scans, as
-        closing an alert clears them; else nobody could ever clear that flag."""
-        key = f"hold:{hold.hold_id}"
-        if hold.scan_id is not None:
-            own = await review_store.upload_event_id(conn, hold.site_id, hold.scan_id)
-            if own is not None:
-                await self._clear(conn, hold.site_id, own, actor, key)
-            return
-        for event_id in await review_store.flagged_scan_events(
-            conn, hold.site_id, hold.waybill_no
-        ):
-            await self._clear(conn, hold.site_id, event_id, actor, f"{key}/scan:{event_id}")
 
     async def ack_hold(self, sites: list[str], hold_id: uuid.UUID) -> bool:
         async with self._pool.acquire() as conn:

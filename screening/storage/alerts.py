@@ -94,7 +94,7 @@ SET confirmed_by = EXCLUDED.confirmed_by, confirmed_at = EXCLUDED.confirmed_at,
 WHERE alerts.confirmed_at IS NULL
 RETURNING alert_id, revision, status
 """
-SELECT_ALERT_ID_BY_KEY = (
+SELECT_ALERT_BY_KEY = (
     "SELECT alert_id, status FROM alerts WHERE site_id = $1 AND dedupe_key = $2"
 )
 # The outbox rows, in the same transaction as the alert or its update: one per enabled endpoint
@@ -533,7 +533,7 @@ async def confirm_alert(conn: Conn, a: NewAlert, c: Confirmation, now: datetime)
         c.category,
     )
     if row is None:
-        found = await conn.fetchrow(SELECT_ALERT_ID_BY_KEY, a.site_id, a.dedupe_key)
+        found = await conn.fetchrow(SELECT_ALERT_BY_KEY, a.site_id, a.dedupe_key)
         assert found is not None  # the conflicting row: alerts are never deleted
         return Confirmed(found["alert_id"], "unchanged", found["status"] == "closed")
     alert_id = row["alert_id"]

@@ -692,8 +692,10 @@ async function viewAlerts(query, selected) {
         h("span", { class: "meta" }, [a.score === null ? "" : pct(a.score), t(`status.${a.status}`), fmtTime(a.created_at)].filter(Boolean).join(" · "))));
     return li;
   };
-  const confirmedAt = new Map();  // alert id -> the confirmation last shown
+  const confirmedAt = new Map();  // alert id -> the confirmation its row shows
+  const confirmationOf = (a) => (a.confirmation ? a.confirmation.confirmed_at : null);
   const upsert = (a, fresh) => {
+    confirmedAt.set(a.alert_id, confirmationOf(a));
     const old = seen.get(a.alert_id);
     const li = row(a, fresh);
     seen.set(a.alert_id, li);
@@ -702,10 +704,7 @@ async function viewAlerts(query, selected) {
 
   try {
     const { alerts } = await api("/v1/alerts?limit=100");
-    for (const a of alerts.slice().reverse()) {
-      confirmedAt.set(a.alert_id, a.confirmation ? a.confirmation.confirmed_at : null);
-      upsert(a, false);
-    }
+    for (const a of alerts.slice().reverse()) upsert(a, false);
   } catch (err) { list.replaceChildren(errorBox(err)); }
   if (!list.children.length) list.append(h("li", { class: "empty", id: "no-alerts" }, t("alerts.none")));
 
@@ -717,9 +716,8 @@ async function viewAlerts(query, selected) {
     list.querySelector("#no-alerts")?.remove();
     // "New" for an alert not seen before or one a reviewer has just confirmed; a police action
     // (acknowledged, assigned, closed) only updates its row.
-    const confirmation = a.confirmation ? a.confirmation.confirmed_at : null;
+    const confirmation = confirmationOf(a);
     const fresh = !seen.has(a.alert_id) || (confirmation !== null && confirmation !== confirmedAt.get(a.alert_id));
-    confirmedAt.set(a.alert_id, confirmation);
     upsert(a, fresh);
   };
   // An alert comes again when it is updated (a reviewer confirmed it, police acted on it): its
