@@ -150,14 +150,8 @@ class ReviewService:
         async with self._pool.acquire() as conn, conn.transaction():
             item = await self._locked_item(conn, principal, item_id)
             if not _holds_lease(item, reviewer, now):
-                if (
-                    item.status == "done"
-                    and item.decided_by == reviewer
-                    and item.decision == decision
-                    and item.decided_at is not None
-                ):
-                    # A retried decision (its answer was lost): it was recorded, say so.
-                    return Decision(item.item_id, decision, reviewer, item.decided_at, item.level)
+                if retried := await self._retried(conn, item, reviewer, decision):
+                    return retried
                 raise LeaseLostError(LEASE_LOST)
             if decision == "escalate" and item.level >= 2:
                 raise ConflictError("level 2 is the last level", code="cannot_escalate")
@@ -178,6 +172,22 @@ class ReviewService:
             return Decision(
                 item.item_id, decision, reviewer, now, item.level, audit_item_id=audit_id
             )
+
+    @staticmethod
+    async def _retried(
+        conn: Any, item: ReviewItem, reviewer: str, decision: str
+    ) -> Decision | None:
+        """The decision as recorded, when this is its retry (the answer to the first try was
+        lost): the item finished by this reviewer with it, or escalated by them and waiting
+        at level 2 (which returns an escalated item to no one at level 1)."""
+        if item.status == "done" and item.decided_by == reviewer and item.decision == decision:
+            assert item.decided_at is not None  # set with the decision
+            return Decision(item.item_id, decision, reviewer, item.decided_at, item.level)
+        if decision == "escalate" and item.status == "pending" and item.level >= 2:
+            found = await review_store.own_decision(conn, item, reviewer, "escalate")
+            if found is not None:
+                return Decision(item.item_id, decision, reviewer, found[0], found[1])
+        return None
 
     async def skip(self, principal: Principal, item_id: uuid.UUID) -> None:
         """Give the item back now instead of at lease expiry. Idempotent: skipping again an item

@@ -215,6 +215,21 @@ async def record_skip(conn: Conn, item: ReviewItem, reviewer: str, now: datetime
     await conn.execute(UPSERT_SKIP, item.site_id, item.item_id, reviewer, now)
 
 
+SELECT_OWN_DECISION = """
+SELECT decided_at, level FROM review_decisions
+WHERE site_id = $1 AND item_id = $2 AND reviewer = $3 AND decision = $4
+ORDER BY decided_at DESC LIMIT 1
+"""
+
+
+async def own_decision(
+    conn: Conn, item: ReviewItem, reviewer: str, decision: str
+) -> tuple[datetime, int] | None:
+    """When ``reviewer`` last made ``decision`` on ``item``, and at which level (None: never)."""
+    row = await conn.fetchrow(SELECT_OWN_DECISION, item.site_id, item.item_id, reviewer, decision)
+    return None if row is None else (row["decided_at"], row["level"])
+
+
 async def skipped_at(conn: Conn, item: ReviewItem, reviewer: str) -> datetime | None:
     """When ``reviewer`` last skipped ``item`` (None: never)."""
     got: datetime | None = await conn.fetchval(SELECT_SKIPPED, item.site_id, item.item_id, reviewer)

@@ -244,8 +244,10 @@ async def test_escalation_goes_to_a_level_two_reviewer_and_every_decision_is_rec
     assert status == 200
     await agw.upload(DARK, waybill())
     _, item = await next_item(agw)
-    status, body = await decide(agw, item["item_id"], "escalate")
+    status, escalated = await decide(agw, item["item_id"], "escalate")
     assert status == 200
+    # Its answer lost, the reviewer sends it again: told it was recorded, nothing more done.
+    assert await decide(agw, item["item_id"], "escalate") == (200, escalated)
     assert (await next_item(agw))[0] == 204  # level 1 no longer sees it
     status, again = await next_item(agw, senior)
     assert status == 200
