@@ -31,11 +31,20 @@ SHUTDOWN_DRAIN_S = 10.0
 
 def stop_on_signals(stop: asyncio.Event) -> None:
     """SIGTERM (a service manager, a container runtime) and SIGINT (Ctrl-C) both stop the
-    gateway the graceful way; without a handler SIGTERM kills the process where it stands."""
+    gateway the graceful way; without a handler SIGTERM kills the process where it stands.
+    The first one only: a second (Ctrl-C again during a stop that hangs) acts as it would
+    without these handlers, ending the process at once."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def first() -> None:
+        stop.set()
+        for sig in signals:
+            loop.remove_signal_handler(sig)  # back to Python's defaults
+
+    for sig in signals:
         with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, first)
 
 
 def tune_collector(young_threshold: int = DEFAULT_YOUNG_THRESHOLD) -> None:

@@ -1,8 +1,11 @@
-"""screening.runtime: what a started gateway does to its process's garbage collector."""
+"""screening.runtime: what a started gateway does to its process: the garbage collector, and
+how it stops on signals."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -32,3 +35,29 @@ def test_tune_collector_freezes_startup_objects_and_raises_the_young_threshold()
 
 def test_the_setting_defaults_to_the_module_default() -> None:
     assert Settings().gc_young_threshold == DEFAULT_YOUNG_THRESHOLD
+
+
+# Run in a child: the signals are real, and the test process keeps its own handlers.
+SIGNALS_CHILD = """
+import asyncio, os, signal
+from screening.runtime import stop_on_signals
+
+async def main():
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(stop.wait(), 5)
+    print(signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+          signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+
+asyncio.run(main())
+"""
+
+
+def test_the_first_signal_stops_gracefully_and_a_second_acts_as_by_default() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNALS_CHILD], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    # After the first: Ctrl-C raises KeyboardInterrupt again, SIGTERM terminates.
+    assert done.stdout.split() == ["True", "True"]
