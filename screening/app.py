@@ -167,6 +167,7 @@ def create_app(
         def observe(report: CommitReport, size: int) -> None:
             metrics.commit_size.observe(size)
             metrics.commit_seconds.observe(report.seconds)
+            metrics.writer_depth.set(writer.depth)
 
         writer.on_commit.append(observe)
         await writer.start()

@@ -15,7 +15,8 @@ import asyncpg
 from aiohttp import web
 
 from screening import logs
-from screening.app import create_app
+from screening.app import create_app, load_vault
+from screening.background import cancel_and_wait
 from screening.domain.access import Role
 from screening.domain.checkpoint import CheckpointError, NoteVerifier
 from screening.errors import ScreeningError
@@ -25,6 +26,14 @@ from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerKeyError
 from screening.settings import Settings
 from screening.storage.database import create_pool, embedded_postgres, migrate
+from screening.workers import (
+    Supervisor,
+    fresh_metrics_dir,
+    metrics_dir,
+    watch_parent,
+    worker_command,
+    worker_env,
+)
 
 
 @contextlib.contextmanager
@@ -47,18 +56,24 @@ async def _with_pool(dsn: str, action: Callable[[asyncpg.Pool[Any]], Awaitable[i
         await pool.close()
 
 
-async def serve(settings: Settings, dsn: str) -> None:
+async def serve(settings: Settings, dsn: str, *, worker: bool = False) -> None:
     """Run the gateway until SIGTERM or SIGINT, then stop: no new connections, station streams
     closed (1001), requests in flight finished with their group commits (for up to
-    SHUTDOWN_DRAIN_S; later ones fail, never reported accepted)."""
+    SHUTDOWN_DRAIN_S; later ones fail, never reported accepted).
+
+    ``worker``: one of several processes on the port (screening.workers): it binds with
+    SO_REUSEPORT and stops, too, when its supervisor is gone."""
     pool = await create_pool(dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+    watchdog: asyncio.Task[None] | None = None
     try:
         stop = asyncio.Event()
         stop_on_signals(stop)
+        if worker:
+            watchdog = asyncio.create_task(watch_parent(stop), name="supervisor-watch")
         app = create_app(settings, pool=pool)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=worker or None)
         await site.start()
         tune_collector(settings.gc_young_threshold)
         print(f"gateway listening on http://{settings.host}:{settings.port}", file=sys.stderr)
@@ -68,13 +83,44 @@ async def serve(settings: Settings, dsn: str) -> None:
         finally:
             await runner.cleanup()
     finally:
+        await cancel_and_wait(watchdog)
         await pool.close()
+
+
+async def supervise(settings: Settings, dsn: str, count: int) -> int:
+    """Run ``count`` gateway workers on the port (screening.workers) until SIGTERM or SIGINT."""
+    await _with_pool(dsn, _nothing)  # migrations, once, before any worker starts
+    if settings.pii_keys_json is None:
+        load_vault(settings)  # the development key file, made here so workers cannot race
+    LedgerSigner.load_or_create(settings.ledger_key_path)
+    metrics = metrics_dir(settings)
+    fresh_metrics_dir(metrics)
+    print(
+        f"gateway starting {count} workers on http://{settings.host}:{settings.port}",
+        file=sys.stderr,
+    )
+    return await Supervisor(count, worker_command(), worker_env(dsn, metrics)).run()
+
+
+async def _nothing(pool: asyncpg.Pool[Any]) -> int:
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="screening", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the gateway")
+    serve_p = sub.add_parser("serve", help="run the gateway")
+    serve_p.add_argument(
+        "--workers", type=_positive, help="gateway processes on the port (SCREENING_WORKERS)"
+    )
+    serve_p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal
     sub.add_parser("migrate", help="apply database migrations")
 
     sites = sub.add_parser("sites", help="manage sites").add_subparsers(
@@ -183,15 +229,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     with database(settings) as dsn:
         if args.command == "serve":
+            count = args.workers if args.workers is not None else settings.workers
             with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(serve(settings, dsn))
+                if count > 1 and not args.worker:
+                    return asyncio.run(supervise(settings, dsn, count))
+                asyncio.run(serve(settings, dsn, worker=args.worker))
             return 0
         if args.command == "migrate":
-
-            async def do_migrate(pool: asyncpg.Pool[Any]) -> int:
-                return 0
-
-            asyncio.run(_with_pool(dsn, do_migrate))
+            asyncio.run(_with_pool(dsn, _nothing))
             print("migrations applied")
             return 0
         if args.command == "sites":

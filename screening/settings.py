@@ -21,6 +21,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var")
     host: str = "127.0.0.1"
     port: int = 8080
+    # Gateway processes `screening serve` runs on the one port (Linux SO_REUSEPORT: the kernel
+    # spreads connections over them). One Python process uses one core; set this to the cores
+    # the gateway may use. Each process has its own database pool of pool_max_size.
+    workers: int = Field(default=1, ge=1, le=64)
+    # Set by `screening serve` for its workers (prometheus_client's own variable, read by it at
+    # import): where every worker's metric values go, so /metrics can sum them.
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
+    )
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
 

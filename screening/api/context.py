@@ -43,7 +43,10 @@ class Metrics:
             "screening_group_commit_seconds", "Group commit transaction time", registry=r
         )
         self.writer_depth = Gauge(
-            "screening_ingest_queue_depth", "Submissions waiting for the writer", registry=r
+            "screening_ingest_queue_depth",
+            "Submissions waiting for the writer",
+            registry=r,
+            multiprocess_mode="livesum",  # with several workers: the sum of the live ones
         )
         self.scans = Counter(
             "screening_scans_total",
@@ -58,7 +61,10 @@ class Metrics:
             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
         )
         self.station_streams = Gauge(
-            "screening_station_streams", "Open station WebSockets", registry=r
+            "screening_station_streams",
+            "Open station WebSockets",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self._event_series: dict[tuple[str, str], Any] = {}
 

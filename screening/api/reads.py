@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from screening.api.auth import principal_of
 from screening.api.context import GATEWAY
@@ -177,7 +177,15 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     gw.metrics.writer_depth.set(gw.writer.depth)
-    body = generate_latest(gw.metrics.registry)
+    registry = gw.metrics.registry
+    if gw.settings.prometheus_multiproc_dir is not None:
+        # One of several workers (screening.workers): report the sum over all of them, from
+        # the files every worker's metrics write their values to.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+            registry, str(gw.settings.prometheus_multiproc_dir)
+        )
+    body = generate_latest(registry)
     resp = web.Response(body=body)
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     resp.charset = "utf-8"

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,43 +12,17 @@ import asyncpg
 
 from tests.conftest import make_keys
 from tests.gateway.events import parcel_flow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _listening(proc: asyncio.subprocess.Process) -> None:
-    assert proc.stderr is not None
-    while True:
-        line = await asyncio.wait_for(proc.stderr.readline(), timeout=60)
-        assert line, "the gateway exited before listening"
-        if b"gateway listening" in line:
-            return
+from tests.gateway.serving import free_port, listening, serve_env, start_serve
 
 
 async def test_sigterm_closes_streams_and_exits_cleanly(
     database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
 ) -> None:
     keys = await make_keys(pool)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "SCREENING_DATABASE_URL": database_url,
-        "SCREENING_DATA_DIR": str(tmp_path),
-        "SCREENING_PORT": str(port),
-        "SCREENING_LOG_JSON": "false",
-        "SCREENING_ALERT_RELAY_ENABLED": "false",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "screening.cli", "serve",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    port = free_port()
+    proc = await start_serve(serve_env(database_url, tmp_path, port))
     try:
-        await _listening(proc)
+        await listening(proc)
         base = f"http://127.0.0.1:{port}"
         station = {"Authorization": f"Bearer {keys.by_role['station']}"}
         police = {"Authorization": f"Bearer {keys.by_role['police']}"}

@@ -1,0 +1,174 @@
+"""`screening serve` with several gateway processes: a supervisor and its workers.
+
+One Python process runs on one core, and a loaded gateway keeps its core busy (parsing, validating
+and sealing events between group commits). With ``SCREENING_WORKERS=N`` the supervisor starts N
+copies of the gateway (``screening serve --worker``), each with its own event loop, database pool
+and group-commit writer, all listening on the one port with SO_REUSEPORT so that the kernel spreads
+connections over them. Gateways already share everything through PostgreSQL (see README,
+"several gateways"), so the workers need nothing from each other.
+
+The supervisor:
+- applies migrations and makes the data directory's keys (personal-data keys, ledger signing key)
+  before any worker starts, so workers never race to create them;
+- gives the workers one Prometheus multiprocess directory, so that /metrics, whichever worker
+  answers it, reports the sum over all of them;
+- restarts a worker that dies (at most ``MAX_RESTARTS`` in ``RESTART_WINDOW_S``; past that the
+  fault is not transient and the supervisor stops, exit status 1, for the service manager);
+- on SIGTERM or SIGINT passes SIGTERM on to every worker, which stops the graceful way
+  (screening.runtime), and waits for them; a worker still running after ``STOP_WAIT_S`` is killed.
+
+Workers run in their own process group, so a Ctrl-C at a terminal reaches the supervisor alone
+and the workers get the one SIGTERM it sends: a second signal would end a worker at once.
+A worker whose supervisor has gone (killed outright) stops by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from prometheus_client import multiprocess
+
+from screening.runtime import SHUTDOWN_DRAIN_S, stop_on_signals
+from screening.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+RESTART_DELAY_S = 1.0
+# A worker drains for SHUTDOWN_DRAIN_S and then stops its parts; all of it must fit the service
+# manager's stop timeout (TimeoutStopSec=30 in deploy/).
+STOP_WAIT_S = SHUTDOWN_DRAIN_S + 12.0
+PARENT_CHECK_S = 1.0
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
+
+
+def metrics_dir(settings: Settings) -> Path:
+    return settings.data_dir / "metrics"
+
+
+def fresh_metrics_dir(path: Path) -> None:
+    """An empty directory: files left by an earlier run would be added into this run's sums."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, mode=0o700)
+
+
+def worker_command() -> list[str]:
+    return [sys.executable, "-m", "screening.cli", "serve", "--worker"]
+
+
+def worker_env(dsn: str, metrics: Path) -> dict[str, str]:
+    """The environment of a worker: the supervisor's, with the database it resolved (an embedded
+    PostgreSQL is started by the supervisor, not by each worker) and the metrics directory."""
+    return {
+        **os.environ,
+        "SCREENING_DATABASE_URL": dsn,
+        "SCREENING_WORKERS": "1",
+        METRICS_ENV: str(metrics),
+    }
+
+
+class Supervisor:
+    """Starts ``count`` workers, keeps them running, and stops them on a signal."""
+
+    def __init__(self, count: int, command: list[str], env: dict[str, str]) -> None:
+        self.count = count
+        self.command = command
+        self.env = env
+        self.metrics = env.get(METRICS_ENV)
+        self.procs: dict[int, asyncio.subprocess.Process] = {}  # slot -> its current process
+        self.restarts: deque[float] = deque()
+        self.stop = asyncio.Event()
+        self.failed = False
+
+    async def _start(self, slot: int) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(*self.command, env=self.env, process_group=0)
+        self.procs[slot] = proc
+        log.info("gateway worker %d started, pid %d", slot, proc.pid)
+        return proc
+
+    def _may_restart(self) -> bool:
+        now = time.monotonic()
+        self.restarts.append(now)
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW_S:
+            self.restarts.popleft()
+        return len(self.restarts) <= MAX_RESTARTS
+
+    async def _keep(self, slot: int) -> None:
+        """One worker slot: its worker runs until the stop, and is started again if it exits.
+        The slot stops its own worker, so a worker started as the stop came is stopped too."""
+        while not self.stop.is_set():
+            proc = await self._start(slot)
+            exited = asyncio.ensure_future(proc.wait())
+            stopping = asyncio.ensure_future(self.stop.wait())
+            try:
+                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not exited.done():  # the stop, or this task cancelled: the worker goes too
+                    await _terminate(proc)
+            self._mark_dead(proc.pid)
+            if self.stop.is_set():
+                return
+            log.error("gateway worker %d (pid %d) exited with status %s", slot, proc.pid,
+                      proc.returncode)  # fmt: skip
+            if not self._may_restart():
+                log.critical("gateway workers keep exiting (%d restarts in %.0f s); stopping",
+                             MAX_RESTARTS, RESTART_WINDOW_S)  # fmt: skip
+                self.failed = True
+                self.stop.set()
+                return
+            with contextlib.suppress(TimeoutError):  # a pause, cut short by the stop
+                await asyncio.wait_for(self.stop.wait(), RESTART_DELAY_S)
+
+    async def run(self) -> int:
+        """Until SIGTERM or SIGINT (or workers failing for good); the exit status."""
+        stop_on_signals(self.stop)
+        slots = [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(self.count)]
+        try:
+            await asyncio.gather(*slots)  # each slot ends once the stop is set
+        finally:
+            for task in slots:  # only when this was cancelled: each stops its worker
+                task.cancel()
+            await asyncio.gather(*slots, return_exceptions=True)
+        return 1 if self.failed else 0
+
+    def _mark_dead(self, pid: int) -> None:
+        """Drop a dead worker's live gauges (open station streams, queue depth) from the sums;
+        its counters and histograms stay counted."""
+        if self.metrics is not None:
+            multiprocess.mark_process_dead(pid, self.metrics)  # type: ignore[no-untyped-call]
+
+
+async def watch_parent(stop: asyncio.Event) -> None:
+    """In a worker: stop when the supervisor is gone (killed outright; it would have sent
+    SIGTERM otherwise), instead of serving on without anyone to restart or stop it."""
+    parent = os.getppid()
+    while not stop.is_set():
+        await asyncio.sleep(PARENT_CHECK_S)
+        if os.getppid() != parent:
+            log.error("the supervisor is gone; stopping")
+            stop.set()
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the graceful stop), then SIGKILL if it has not stopped within STOP_WAIT_S."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), STOP_WAIT_S)
+    except TimeoutError:
+        log.critical("gateway worker %d did not stop in %.0f s; killing it", proc.pid,
+                     STOP_WAIT_S)  # fmt: skip
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

@@ -1,0 +1,67 @@
+"""Running `screening serve` as a subprocess, as a service manager runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def serve_env(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SCREENING_DATABASE_URL": database_url,
+        "SCREENING_DATA_DIR": str(data_dir),
+        "SCREENING_PORT": str(port),
+        "SCREENING_LOG_JSON": "false",
+        "SCREENING_ALERT_RELAY_ENABLED": "false",
+    }
+
+
+async def start_serve(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "screening.cli", "serve", *args,
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def listening(proc: asyncio.subprocess.Process, processes: int = 1) -> None:
+    """Until ``processes`` gateway processes have said they listen."""
+    assert proc.stderr is not None
+    while processes:
+        line = await asyncio.wait_for(proc.stderr.readline(), timeout=60)
+        assert line, "the gateway exited before listening"
+        if b"gateway listening" in line:
+            processes -= 1
+
+
+def children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid`` (from /proc: Linux)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat[1]) == pid and stat[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

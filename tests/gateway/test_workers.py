@@ -1,0 +1,145 @@
+"""`screening serve --workers N`: several gateway processes on one port (screening.workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from screening import workers
+from screening.cli import main
+from screening.workers import Supervisor
+from tests.conftest import make_keys
+from tests.gateway.events import parcel_flow
+from tests.gateway.serving import alive, children, free_port, listening, serve_env, start_serve
+
+
+async def _until(check: Any) -> None:
+    async with asyncio.timeout(20):
+        while not check():  # noqa: ASYNC110 - other processes: nothing to await
+            await asyncio.sleep(0.1)
+
+
+def _accepted_total(metrics_text: str) -> float:
+    found = re.findall(r'^screening_events_total\{[^}]*result="accepted"[^}]*\} (\S+)$',
+                       metrics_text, re.MULTILINE)  # fmt: skip
+    return sum(float(v) for v in found)
+
+
+async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
+    database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    keys = await make_keys(pool)
+    port = free_port()
+    proc = await start_serve(serve_env(database_url, tmp_path, port), "--workers", "2")
+    try:
+        await listening(proc, processes=2)
+        pids = children(proc.pid)
+        assert len(pids) == 2
+        base = f"http://127.0.0.1:{port}"
+        station = {"Authorization": f"Bearer {keys.by_role['station']}"}
+        # A new connection per request: the kernel spreads connections, not requests.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            for n in range(12):
+                flow = parcel_flow(keys.site, f"WK{n:010d}")
+                async with http.post(f"{base}/v1/events", json=flow, headers=station) as resp:
+                    assert resp.status == 200
+                    assert (await resp.json())["accepted"] == 6
+            # Both workers served: each wrote its metric values under its own pid.
+            written = {int(m[1]) for f in os.listdir(tmp_path / "metrics")
+                       if (m := re.match(r"\w+?_(\d+)\.db$", f))}  # fmt: skip
+            assert written == pids
+            # Whichever worker answers /metrics reports the sum over both.
+            for _ in range(4):
+                async with http.get(f"{base}/metrics") as resp:
+                    assert _accepted_total(await resp.text()) == 72
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+        assert not any(alive(pid) for pid in pids)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_a_worker_that_dies_is_replaced(
+    database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    keys = await make_keys(pool)
+    port = free_port()
+    proc = await start_serve(serve_env(database_url, tmp_path, port), "--workers", "2")
+    try:
+        await listening(proc, processes=2)
+        first = children(proc.pid)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        await listening(proc)  # its replacement
+        now = children(proc.pid)
+        assert len(now) == 2
+        assert victim not in now
+        assert (first - {victim}) <= now  # the other worker served on
+        station = {"Authorization": f"Bearer {keys.by_role['station']}"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            for n in range(6):
+                flow = parcel_flow(keys.site, f"WR{n:010d}")
+                url = f"http://127.0.0.1:{port}/v1/events"
+                async with http.post(url, json=flow, headers=station) as resp:
+                    assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(
+    database_url: str, tmp_path: Path
+) -> None:
+    proc = await start_serve(serve_env(database_url, tmp_path, free_port()), "--workers", "2")
+    try:
+        await listening(proc, processes=2)
+        pids = children(proc.pid)
+        proc.kill()  # no SIGTERM passed on: the workers notice on their own
+        await proc.wait()
+        await _until(lambda: not any(alive(pid) for pid in pids))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_supervisor_gives_up_on_workers_that_keep_exiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(workers, "RESTART_DELAY_S", 0.01)
+    starts: list[int] = []
+    supervisor = Supervisor(2, [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ))
+    real_start = supervisor._start
+
+    async def counted(slot: int) -> asyncio.subprocess.Process:
+        starts.append(slot)
+        return await real_start(slot)
+
+    monkeypatch.setattr(supervisor, "_start", counted)
+    assert await asyncio.wait_for(supervisor.run(), timeout=30) == 1
+    # Each exit was counted; the one past the limit stopped everything, and no slot started a
+    # worker after that (a slot pausing before its restart then does not restart).
+    assert len(supervisor.restarts) == workers.MAX_RESTARTS + 1
+    assert workers.MAX_RESTARTS + 1 <= len(starts) <= workers.MAX_RESTARTS + 2
+    assert all(p.returncode is not None for p in supervisor.procs.values())  # none left
+
+
+def test_serve_refuses_fewer_than_one_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--workers", "0"])
+    assert exited.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
