@@ -30,6 +30,7 @@ class Notifications:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self._interrupt = asyncio.Event()  # connection lost, or close() called
+        self._closing = asyncio.Event()  # close() called
         self._stopping = False
 
     def subscribe(self, channel: str, callback: Callback) -> None:
@@ -45,6 +46,7 @@ class Notifications:
     async def close(self) -> None:
         """Stop listening; the connection goes back to the pool with its listeners removed."""
         self._stopping = True
+        self._closing.set()
         self._interrupt.set()
         if self._task is not None:
             try:
@@ -62,8 +64,10 @@ class Notifications:
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 log.warning("alert notifications: connection lost (%r); retrying", exc)
             if not self._stopping:
+                # Not the interrupt: a lost connection leaves it set until the next one is
+                # made, and while the database is down that wait would return at once.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._interrupt.wait(), self._retry_s)
+                    await asyncio.wait_for(self._closing.wait(), self._retry_s)
 
     async def _listen(self) -> None:
         async with self._pool.acquire() as conn:
