@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import socket
 import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -37,3 +41,72 @@ def run_on_database(run: Callable[[str], Coroutine[Any, Any, None]]) -> int:
     with tempfile.TemporaryDirectory() as tmp, embedded_postgres(Path(tmp) / "pg") as dsn:
         asyncio.run(run(dsn))
     return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its live descendants (from /proc: Linux)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(stat[1])
+    tree = [root]
+    for pid in tree:  # grows as children are found
+        tree.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
+
+
+class ServerProcess:
+    """A server run as its own process tree (a supervisor and its workers, say), started with
+    `command` and ready once `processes` lines containing `ready_text` came on its stderr."""
+
+    def __init__(self, command: list[str], env: dict[str, str], ready_text: bytes,
+                 processes: int) -> None:  # fmt: skip
+        self.command = command
+        self.env = env
+        self.ready_text = ready_text
+        self.processes = processes
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> ServerProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.command, env=self.env, stderr=asyncio.subprocess.PIPE
+        )
+        assert self.proc.stderr is not None
+        waiting = self.processes
+        while waiting:
+            line = await asyncio.wait_for(self.proc.stderr.readline(), timeout=120)
+            if not line:
+                raise RuntimeError(f"{self.command[2:4]} exited before it was ready")
+            if self.ready_text in line:
+                waiting -= 1
+        self._drain = asyncio.create_task(self._discard(self.proc.stderr))
+        return self
+
+    @staticmethod
+    async def _discard(stream: asyncio.StreamReader) -> None:
+        while await stream.readline():
+            pass
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return process_tree(self.proc.pid)
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 40)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self._drain.cancel()

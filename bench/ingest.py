@@ -6,12 +6,19 @@
     Python client costs about 120-190 µs of CPU per request, and on a 2-core machine that is
     CPU taken from the server under test. Each side runs at 64 and at 256 connections; the
     ratio is of each side's best, as a durable path is latency-bound at low concurrency (each
-    request waits for a group commit) while the ceiling is CPU-bound at any;
+    request waits for a group commit) while the ceiling is CPU-bound at any. Both sides run as
+    one process (the setup of the reference figures in the design notes: one aiohttp process,
+    the load on the other core) and, where the machine has more cores, as one process per core
+    (`screening serve --workers N`; the ceiling likewise): there the ceiling has every core to
+    itself while the gateway shares them with PostgreSQL;
 (b) events/s in batches of 500 through the API, against raw asyncpg COPY of the same rows into
-    the same events table in 500-row transactions (the database ceiling);
+    the same events table in 500-row transactions (the database ceiling), with the gateway as
+    one process and as one per core (the deployment: SCREENING_WORKERS);
 (c) p95 latency of a one-month rates query for a site with one million dispatched parcels.
 
-Usage: python -m bench.ingest [--duration S] [--parcels N] [--python-load]
+Servers run as their own processes (CPU read from /proc: Linux).
+
+Usage: python -m bench.ingest [--duration S] [--parcels N] [--workers N] [--python-load]
 """
 
 from __future__ import annotations
@@ -35,53 +42,22 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
-from pydantic import ValidationError
 
-from bench.common import run_on_database, serve
+from bench.common import ServerProcess, free_port, run_on_database
 from bench.load import make_events
 from screening.api.schemas import EVENT_ADAPTER
-from screening.app import create_app
 from screening.domain.access import Role
 from screening.protection import PersonalDataVault
 from screening.services import access
 from screening.services.ingest import prepare
-from screening.settings import Settings
 from screening.storage.database import create_pool, migrate
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner, base = await serve(app)
-    return runner, f"{base}/v1/events"
-
-
-def ceiling_app(vault: PersonalDataVault) -> web.Application:
-    """Same request parsing, validation and sealing as the gateway; no database, no auth."""
-
-    async def handler(request: web.Request) -> web.Response:
-        body = json.loads(await request.read())
-        items = body if isinstance(body, list) else [body]
-        now = datetime.now(UTC)
-        results = []
-        for i, item in enumerate(items):
-            try:
-                event = EVENT_ADAPTER.validate_python(item, context={"now": now})
-            except ValidationError:
-                results.append({"index": i, "result": "rejected"})
-                continue
-            prepare(event, vault, now)
-            results.append({"index": i, "event_id": str(event.event_id), "result": "accepted"})
-        return web.json_response({"results": results}, status=201 if len(items) == 1 else 200)
-
-    app = web.Application(client_max_size=8 * 1024 * 1024)
-    app.router.add_post("/v1/events", handler)
-    return app
-
-
 class CpuMeter:
-    """CPU seconds spent by each party of a run on this machine: this process (the gateway or the
-    ceiling handler, whichever is loaded), the load generator (a waited-for child) and the
-    PostgreSQL server processes (read from /proc: Linux, and only when the server is local)."""
+    """CPU seconds spent by each party of a run on this machine: the server under load (the
+    gateway or the ceiling, each a process tree: a supervisor and its workers), the load
+    generator (a waited-for child) and the PostgreSQL server processes (all read from /proc:
+    Linux, and for PostgreSQL only when the server is local)."""
 
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self.pool = pool
@@ -99,31 +75,33 @@ class CpuMeter:
             return None
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    async def sample(self) -> dict[str, Any]:
-        pids = await self._server_pids()
-        server = {pid: self._proc_seconds(pid) for pid in pids}
+    def _times(self, pids: list[int]) -> dict[int, float]:
+        times = {pid: self._proc_seconds(pid) for pid in pids}
+        return {pid: t for pid, t in times.items() if t is not None}
+
+    async def sample(self, loaded: ServerProcess) -> dict[str, Any]:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         return {
             "wall": time.perf_counter(),
-            "gateway": time.process_time(),
+            "gateway": self._times(loaded.pids()),
             "load": children.ru_utime + children.ru_stime,
-            "server": {pid: t for pid, t in server.items() if t is not None},
+            "postgres": self._times(await self._server_pids()),
         }
 
-    async def measure(self, run: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-        """Run ``run`` (a load) and add its CPU shares to the stats it returns."""
-        before = await self.sample()
+    async def measure(
+        self, run: Coroutine[Any, Any, dict[str, Any]], loaded: ServerProcess
+    ) -> dict[str, Any]:
+        """Run ``run`` (a load against ``loaded``) and add its CPU shares to the stats it
+        returns."""
+        before = await self.sample(loaded)
         stats = await run
-        after = await self.sample()
+        after = await self.sample(loaded)
         wall = after["wall"] - before["wall"]
-        used = {
-            "gateway": after["gateway"] - before["gateway"],
-            "load": after["load"] - before["load"],
-        }
-        if after["server"]:  # a server process new in the run counts from zero
-            used["postgres"] = sum(
-                t - before["server"].get(pid, 0.0) for pid, t in after["server"].items()
-            )
+        used = {"load": after["load"] - before["load"]}
+        for party in ("gateway", "postgres"):  # a process new in the run counts from zero
+            if after[party]:
+                used[party] = sum(t - before[party].get(pid, 0.0)
+                                  for pid, t in after[party].items())  # fmt: skip
         stats["cpu_cores"] = {k: v / wall for k, v in used.items()}
         events = stats["events"] or 1
         stats["cpu_us_per_event"] = {k: v / events * 1e6 for k, v in used.items()}
@@ -295,76 +273,109 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         agreement_no="SA-BENCH", valid_from=date(2026, 1, 1),
     )  # fmt: skip
     _, key = await access.create_key(pool, Role.STATION, [site])
-    vault = PersonalDataVault.generate()
-    settings = Settings(data_dir=Path(tempfile.mkdtemp()))
-    gateway, gw_url = await _serve(create_app(settings, pool=pool, vault=vault))
-    ceiling, ceil_url = await _serve(ceiling_app(vault))
-    try:
-        d = args.duration
-        meter = CpuMeter(pool)
-        use_wrk = shutil.which("wrk") is not None and not args.python_load
+    vault = PersonalDataVault.generate()  # for the COPY ceiling's rows
+    meter = CpuMeter(pool)
+    d = args.duration
+    use_wrk = shutil.which("wrk") is not None and not args.python_load
+    loader = "wrk, 1 thread" if use_wrk else "bench.load (Python; install wrk for a C one)"
+    data_dir = tempfile.mkdtemp()
 
-        def single(url: str, conc: int) -> Coroutine[Any, Any, dict[str, Any]]:
-            if use_wrk:
-                return wrk_load(url, key, site, conc, d)
-            return load(url, key, site, 1, conc, d)
+    def gateway(n: int, port: int) -> ServerProcess:
+        env = {
+            **os.environ,
+            "SCREENING_DATABASE_URL": dsn,
+            "SCREENING_DATA_DIR": data_dir,
+            "SCREENING_PORT": str(port),
+            "SCREENING_LOG_LEVEL": "WARNING",
+        }
+        command = [sys.executable, "-m", "screening.cli", "serve", "--workers", str(n)]
+        return ServerProcess(command, env, b"gateway listening", n)
 
-        loader = "wrk, 1 thread" if use_wrk else "bench.load (Python; install wrk for a C one)"
-        print(f"(a) single-event POSTs, {d:.0f} s each, load from {loader}", flush=True)
+    def ceiling(n: int, port: int) -> ServerProcess:
+        command = [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--workers", str(n)]
+        return ServerProcess(command, dict(os.environ), b"ceiling listening", n)
+
+    def single(url: str, conc: int) -> Coroutine[Any, Any, dict[str, Any]]:
+        if use_wrk:
+            return wrk_load(url, key, site, conc, d)
+        return load(url, key, site, 1, conc, d)
+
+    counts = sorted({1, args.workers})
+    print(f"this machine has {meter.cores} cores; the gateway and the HTTP ceiling run as "
+          f"{' and as '.join(map(str, counts))} process(es) on one port "
+          f"(screening serve --workers N)")  # fmt: skip
+    print(f"(a) single-event POSTs, {d:.0f} s each, load from {loader}", flush=True)
+    for n in counts:
+        gw_port, ceil_port = free_port(), free_port()
         best: dict[str, float] = {"ceiling": 0.0, "gateway": 0.0}
-        for conc in (64, 256):
-            ceil_a = await meter.measure(single(ceil_url, conc))
-            real_a = await meter.measure(single(gw_url, conc))
-            print(f"    {conc} connections")
-            print(
-                f"    HTTP ceiling (no DB):  {ceil_a['events_per_s']:8.0f} events/s  "
-                f"p50 {ceil_a['p50_ms']:.1f} ms, errors {ceil_a['errors']}"
-            )
-            print(f"      {cpu_line(ceil_a, meter.cores)}")
-            print(
-                f"    gateway, durable:      {real_a['events_per_s']:8.0f} events/s  "
-                f"p50 {real_a['p50_ms']:.1f} ms, p99 {real_a['p99_ms']:.1f} ms, "
-                f"errors {real_a['errors']}"
-            )
-            print(f"      {cpu_line(real_a, meter.cores)}")
-            best["ceiling"] = max(best["ceiling"], ceil_a["events_per_s"])
-            best["gateway"] = max(best["gateway"], real_a["events_per_s"])
+        async with gateway(n, gw_port) as gw, ceiling(n, ceil_port) as ceil:
+            for conc in (64, 256):
+                ceil_a = await meter.measure(
+                    single(f"http://127.0.0.1:{ceil_port}/v1/events", conc), ceil
+                )
+                real_a = await meter.measure(
+                    single(f"http://127.0.0.1:{gw_port}/v1/events", conc), gw
+                )
+                print(f"    {n} process(es) each, {conc} connections")
+                print(
+                    f"    HTTP ceiling (no DB):  {ceil_a['events_per_s']:8.0f} events/s  "
+                    f"p50 {ceil_a['p50_ms']:.1f} ms, errors {ceil_a['errors']}"
+                )
+                print(f"      {cpu_line(ceil_a, meter.cores)}")
+                print(
+                    f"    gateway, durable:      {real_a['events_per_s']:8.0f} events/s  "
+                    f"p50 {real_a['p50_ms']:.1f} ms, p99 {real_a['p99_ms']:.1f} ms, "
+                    f"errors {real_a['errors']}"
+                )
+                print(f"      {cpu_line(real_a, meter.cores)}")
+                best["ceiling"] = max(best["ceiling"], ceil_a["events_per_s"])
+                best["gateway"] = max(best["gateway"], real_a["events_per_s"])
         print(
-            f"    ratio of the best: {best['gateway']:.0f} / {best['ceiling']:.0f} = "
-            f"{best['gateway'] / best['ceiling']:.2f}  (target >= 0.6)"
+            f"    {n} process(es) each, ratio of the best: {best['gateway']:.0f} / "
+            f"{best['ceiling']:.0f} = {best['gateway'] / best['ceiling']:.2f}  (target >= 0.6)",
+            flush=True,
         )
 
-        print(f"(b) batches of 500 events, 4 concurrent, {d:.0f} s", flush=True)
-        real_b = await meter.measure(load(gw_url, key, site, 500, 4, d))
-        copy_b = await copy_ceiling(pool, vault, site, 50_000)
-        print(f"    raw COPY ceiling:      {copy_b:8.0f} events/s")
+    print(f"(b) batches of 500 events, {d:.0f} s each", flush=True)
+    copy_b = await copy_ceiling(pool, vault, site, 50_000)
+    print(f"    raw COPY ceiling:      {copy_b:8.0f} events/s")
+    for n in counts:
+        conc_b = args.batch_concurrency or 4 * n
+        gw_port = free_port()
+        async with gateway(n, gw_port) as gw:
+            url = f"http://127.0.0.1:{gw_port}/v1/events"
+            real_b = await meter.measure(load(url, key, site, 500, conc_b, d), gw)
         print(
-            f"    gateway, durable:      {real_b['events_per_s']:8.0f} events/s  "
+            f"    gateway, {n} process(es), {conc_b} requests in flight: "
+            f"{real_b['events_per_s']:8.0f} events/s  "
             f"p50 {real_b['p50_ms']:.0f} ms per batch, errors {real_b['errors']}"
         )
         print(f"      {cpu_line(real_b, meter.cores)}")
-        print(f"    ratio: {real_b['events_per_s'] / copy_b:.2f}  (target >= 0.4)")
+        print(f"      ratio: {real_b['events_per_s'] / copy_b:.2f}  (target >= 0.4)", flush=True)
 
+    rates_port = free_port()
+    async with gateway(1, rates_port):
         print(
             f"(c) one-month rates query, site with {args.parcels:,} dispatched parcels", flush=True
         )
         async with aiohttp.ClientSession() as http:
             p95, p50, total = await rates_latency(
-                pool, http, gw_url.rsplit("/v1", 1)[0], key, args.parcels
+                pool, http, f"http://127.0.0.1:{rates_port}", key, args.parcels
             )
         print(
             f"    {total:,} parcels in range; p50 {p50:.1f} ms, p95 {p95:.1f} ms  (target < 50 ms)"
         )
-    finally:
-        await gateway.cleanup()
-        await ceiling.cleanup()
-        await pool.close()
+    await pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.ingest")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--parcels", type=int, default=1_000_000)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="processes of the gateway and of the HTTP ceiling (default: the cores)")
+    ap.add_argument("--batch-concurrency", type=int, default=0,
+                    help="(b): requests in flight (default 4 per worker)")
     ap.add_argument("--python-load", action="store_true",
                     help="(a): load from bench.load even where wrk is installed")
     args = ap.parse_args(argv if argv is not None else [])

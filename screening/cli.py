@@ -67,7 +67,7 @@ async def serve(settings: Settings, dsn: str, *, worker: bool = False) -> None:
     watchdog: asyncio.Task[None] | None = None
     try:
         stop = asyncio.Event()
-        stop_on_signals(stop)
+        stop_on_signals(stop, second_ends=not worker)
         if worker:
             watchdog = asyncio.create_task(watch_parent(stop), name="supervisor-watch")
         app = create_app(settings, pool=pool)

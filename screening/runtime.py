@@ -29,18 +29,23 @@ DEFAULT_YOUNG_THRESHOLD = 10_000
 SHUTDOWN_DRAIN_S = 10.0
 
 
-def stop_on_signals(stop: asyncio.Event) -> None:
+def stop_on_signals(stop: asyncio.Event, *, second_ends: bool = True) -> None:
     """SIGTERM (a service manager, a container runtime) and SIGINT (Ctrl-C) both stop the
     gateway the graceful way; without a handler SIGTERM kills the process where it stands.
     The first one only: a second (Ctrl-C again during a stop that hangs) acts as it would
-    without these handlers, ending the process at once."""
+    without these handlers, ending the process at once.
+
+    Not so with ``second_ends=False`` (a worker under screening.workers): a service manager
+    that signals the whole process group and the supervisor passing its signal on would
+    otherwise end the worker mid-drain. Its supervisor kills a worker that hangs."""
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
 
     def first() -> None:
         stop.set()
-        for sig in signals:
-            loop.remove_signal_handler(sig)  # back to Python's defaults
+        if second_ends:
+            for sig in signals:
+                loop.remove_signal_handler(sig)  # back to Python's defaults
 
     for sig in signals:
         with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform

@@ -61,3 +61,28 @@ def test_the_first_signal_stops_gracefully_and_a_second_acts_as_by_default() -> 
     assert done.returncode == 0, done.stderr
     # After the first: Ctrl-C raises KeyboardInterrupt again, SIGTERM terminates.
     assert done.stdout.split() == ["True", "True"]
+
+
+WORKER_SIGNALS_CHILD = """
+import asyncio, os, signal
+from screening.runtime import stop_on_signals
+
+async def main():
+    stop = asyncio.Event()
+    stop_on_signals(stop, second_ends=False)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(stop.wait(), 5)
+    os.kill(os.getpid(), signal.SIGTERM)  # the service manager's, after the supervisor's
+    await asyncio.sleep(0.2)
+    print("still draining")
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_keeps_draining_when_a_second_sigterm_comes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_SIGNALS_CHILD], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "still draining"

@@ -1,0 +1,81 @@
+"""The HTTP ceiling of bench.ingest (a): the gateway's request parsing, validation and sealing,
+with no database and no auth, served like the gateway (`screening serve --workers N`): N
+processes on one port under screening.workers' supervisor.
+
+Usage: python -m bench.ceiling --port P [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from screening.api.schemas import EVENT_ADAPTER
+from screening.protection import PersonalDataVault
+from screening.runtime import stop_on_signals, tune_collector
+from screening.services.ingest import prepare
+from screening.workers import Supervisor, watch_parent
+
+
+def ceiling_app(vault: PersonalDataVault) -> web.Application:
+    """Same request parsing, validation and sealing as the gateway; no database, no auth."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        items = body if isinstance(body, list) else [body]
+        now = datetime.now(UTC)
+        results = []
+        for i, item in enumerate(items):
+            try:
+                event = EVENT_ADAPTER.validate_python(item, context={"now": now})
+            except ValidationError:
+                results.append({"index": i, "result": "rejected"})
+                continue
+            prepare(event, vault, now)
+            results.append({"index": i, "event_id": str(event.event_id), "result": "accepted"})
+        return web.json_response({"results": results}, status=201 if len(items) == 1 else 200)
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_post("/v1/events", handler)
+    return app
+
+
+async def serve_one(port: int, worker: bool) -> None:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    watchdog = asyncio.create_task(watch_parent(stop)) if worker else None
+    runner = web.AppRunner(ceiling_app(PersonalDataVault.generate()), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=worker or None).start()
+    tune_collector()
+    print(f"ceiling listening on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.ceiling")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.workers > 1 and not args.worker:
+        command = [sys.executable, "-m", "bench.ceiling", "--port", str(args.port), "--worker"]
+        return asyncio.run(Supervisor(args.workers, command, dict(os.environ)).run())
+    asyncio.run(serve_one(args.port, args.worker))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
