@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from screening.api.schemas import EVENT_ADAPTER
+from screening.background import cancel_and_wait
 from screening.protection import PersonalDataVault
 from screening.runtime import stop_on_signals, tune_collector
 from screening.services.ingest import prepare
@@ -47,20 +48,19 @@ def ceiling_app(vault: PersonalDataVault) -> web.Application:
     return app
 
 
-async def serve_one(port: int, worker: bool) -> None:
+async def serve_one(port: int, supervisor: int | None) -> None:
     stop = asyncio.Event()
-    stop_on_signals(stop)
-    watchdog = asyncio.create_task(watch_parent(stop)) if worker else None
+    stop_on_signals(stop, second_ends=supervisor is None)
+    watchdog = None if supervisor is None else asyncio.create_task(watch_parent(stop, supervisor))
     runner = web.AppRunner(ceiling_app(PersonalDataVault.generate()), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=worker or None).start()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=supervisor is not None).start()
     tune_collector()
     print(f"ceiling listening on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:
-        if watchdog is not None:
-            watchdog.cancel()
+        await cancel_and_wait(watchdog)
         await runner.cleanup()
 
 
@@ -68,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.ceiling")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.workers > 1 and not args.worker:
-        command = [sys.executable, "-m", "bench.ceiling", "--port", str(args.port), "--worker"]
+    if args.workers > 1 and args.worker_of is None:
+        command = [sys.executable, "-m", "bench.ceiling", "--port", str(args.port),
+                   "--worker-of", str(os.getpid())]  # fmt: skip
         return asyncio.run(Supervisor(args.workers, command, dict(os.environ)).run())
-    asyncio.run(serve_one(args.port, args.worker))
+    asyncio.run(serve_one(args.port, args.worker_of))
     return 0
 
 

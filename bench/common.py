@@ -80,16 +80,25 @@ class ServerProcess:
         self.proc = await asyncio.create_subprocess_exec(
             *self.command, env=self.env, stderr=asyncio.subprocess.PIPE
         )
-        assert self.proc.stderr is not None
+        try:
+            await self._ready(self.proc)
+        except BaseException:
+            if self.proc.returncode is None:
+                self.proc.kill()  # its workers stop once they see it gone
+                await self.proc.wait()
+            raise
+        self._drain = asyncio.create_task(self._discard(self.proc.stderr))
+        return self
+
+    async def _ready(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
         waiting = self.processes
         while waiting:
-            line = await asyncio.wait_for(self.proc.stderr.readline(), timeout=120)
+            line = await asyncio.wait_for(proc.stderr.readline(), timeout=120)
             if not line:
                 raise RuntimeError(f"{self.command[2:4]} exited before it was ready")
             if self.ready_text in line:
                 waiting -= 1
-        self._drain = asyncio.create_task(self._discard(self.proc.stderr))
-        return self
 
     @staticmethod
     async def _discard(stream: asyncio.StreamReader) -> None:

@@ -264,6 +264,13 @@ async def rates_latency(
 
 async def run(args: argparse.Namespace, dsn: str) -> None:
     pool = await create_pool(dsn, min_size=2, max_size=10)
+    try:
+        await _run(args, dsn, pool)
+    finally:
+        await pool.close()
+
+
+async def _run(args: argparse.Namespace, dsn: str, pool: asyncpg.Pool[Any]) -> None:
     async with pool.acquire() as conn:
         await migrate(conn)
     site = f"BN-{uuid.uuid4().hex[:6]}"
@@ -365,7 +372,6 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         print(
             f"    {total:,} parcels in range; p50 {p50:.1f} ms, p95 {p95:.1f} ms  (target < 50 ms)"
         )
-    await pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,6 +102,14 @@ async def checkpoint_periodically(
             log.exception("ledger checkpointing failed; will retry")
 
 
+async def _report_depth(metrics: Metrics, writer: GroupCommitWriter) -> None:
+    """The writer's queue depth, every second: with several workers, /metrics may be answered
+    by another process, and a stalled writer commits nothing that would update it."""
+    while True:
+        metrics.writer_depth.set(writer.depth)
+        await asyncio.sleep(1.0)
+
+
 def _metrics_middleware(metrics: Metrics) -> Any:
     # The labelled histogram of each (method, route, status), looked up once: labels() takes
     # a lock and builds the label tuple on every call, on every request.
@@ -167,7 +175,6 @@ def create_app(
         def observe(report: CommitReport, size: int) -> None:
             metrics.commit_size.observe(size)
             metrics.commit_seconds.observe(report.seconds)
-            metrics.writer_depth.set(writer.depth)
 
         writer.on_commit.append(observe)
         await writer.start()
@@ -230,9 +237,11 @@ def create_app(
         checkpoints = asyncio.create_task(
             checkpoint_periodically(the_pool, signer, settings), name="ledger-checkpoints"
         )
+        depth = asyncio.create_task(_report_depth(metrics, writer), name="queue-depth")
         try:
             yield
         finally:
+            await cancel_and_wait(depth)
             await cancel_and_wait(checkpoints)
             # Each part gets a bounded time to stop, so one stuck part cannot hold the process
             # past its service manager's stop timeout with the others not yet stopped.

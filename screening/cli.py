@@ -56,20 +56,21 @@ async def _with_pool(dsn: str, action: Callable[[asyncpg.Pool[Any]], Awaitable[i
         await pool.close()
 
 
-async def serve(settings: Settings, dsn: str, *, worker: bool = False) -> None:
+async def serve(settings: Settings, dsn: str, *, supervisor: int | None = None) -> None:
     """Run the gateway until SIGTERM or SIGINT, then stop: no new connections, station streams
     closed (1001), requests in flight finished with their group commits (for up to
     SHUTDOWN_DRAIN_S; later ones fail, never reported accepted).
 
-    ``worker``: one of several processes on the port (screening.workers): it binds with
-    SO_REUSEPORT and stops, too, when its supervisor is gone."""
+    ``supervisor``: the pid of the supervisor of which this is one of several workers on the
+    port (screening.workers): it binds with SO_REUSEPORT and stops, too, when that is gone."""
+    worker = supervisor is not None
     pool = await create_pool(dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
     watchdog: asyncio.Task[None] | None = None
     try:
         stop = asyncio.Event()
         stop_on_signals(stop, second_ends=not worker)
-        if worker:
-            watchdog = asyncio.create_task(watch_parent(stop), name="supervisor-watch")
+        if supervisor is not None:
+            watchdog = asyncio.create_task(watch_parent(stop, supervisor), name="supervisor-watch")
         app = create_app(settings, pool=pool)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
         await runner.setup()
@@ -108,8 +109,8 @@ async def _nothing(pool: asyncpg.Pool[Any]) -> int:
 
 def _positive(text: str) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be from 1 to 64")
     return value
 
 
@@ -120,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_p.add_argument(
         "--workers", type=_positive, help="gateway processes on the port (SCREENING_WORKERS)"
     )
-    serve_p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal
+    serve_p.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)  # supervisor's pid
     sub.add_parser("migrate", help="apply database migrations")
 
     sites = sub.add_parser("sites", help="manage sites").add_subparsers(
@@ -231,9 +232,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "serve":
             count = args.workers if args.workers is not None else settings.workers
             with contextlib.suppress(KeyboardInterrupt):
-                if count > 1 and not args.worker:
+                if count > 1 and args.worker_of is None:
                     return asyncio.run(supervise(settings, dsn, count))
-                asyncio.run(serve(settings, dsn, worker=args.worker))
+                asyncio.run(serve(settings, dsn, supervisor=args.worker_of))
             return 0
         if args.command == "migrate":
             asyncio.run(_with_pool(dsn, _nothing))

@@ -12,14 +12,17 @@ The supervisor:
   before any worker starts, so workers never race to create them;
 - gives the workers one Prometheus multiprocess directory, so that /metrics, whichever worker
   answers it, reports the sum over all of them;
-- restarts a worker that dies (at most ``MAX_RESTARTS`` in ``RESTART_WINDOW_S``; past that the
-  fault is not transient and the supervisor stops, exit status 1, for the service manager);
+- restarts a worker that dies (at most ``MAX_RESTARTS`` per worker in ``RESTART_WINDOW_S``; past
+  that the fault is not transient and the supervisor stops, exit status 1, for the service
+  manager);
 - on SIGTERM or SIGINT passes SIGTERM on to every worker, which stops the graceful way
-  (screening.runtime), and waits for them; a worker still running after ``STOP_WAIT_S`` is killed.
+  (screening.runtime), and waits for them; a worker still running after ``STOP_WAIT_S`` is
+  killed, and a second signal to the supervisor kills them all at once.
 
-Workers run in their own process group, so a Ctrl-C at a terminal reaches the supervisor alone
-and the workers get the one SIGTERM it sends: a second signal would end a worker at once.
-A worker whose supervisor has gone (killed outright) stops by itself.
+Workers run in their own process group, so a Ctrl-C at a terminal reaches the supervisor alone.
+A worker ignores a second SIGTERM (a service manager may signal every process of the service as
+well): the supervisor kills one that hangs. A worker whose supervisor has gone (killed outright)
+stops by itself.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pathlib import Path
 
 from prometheus_client import multiprocess
 
-from screening.runtime import SHUTDOWN_DRAIN_S, stop_on_signals
+from screening.runtime import SHUTDOWN_DRAIN_S
 from screening.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,9 +48,10 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 RESTART_DELAY_S = 1.0
-# A worker drains for SHUTDOWN_DRAIN_S and then stops its parts; all of it must fit the service
-# manager's stop timeout (TimeoutStopSec=30 in deploy/).
-STOP_WAIT_S = SHUTDOWN_DRAIN_S + 12.0
+# A worker drains for SHUTDOWN_DRAIN_S and then stops its parts (each bounded, and quick unless
+# something is stuck); a worker killed past this has nothing unanswered reported accepted. Fits
+# the service manager's stop timeout (TimeoutStopSec=30 in deploy/).
+STOP_WAIT_S = SHUTDOWN_DRAIN_S + 15.0
 PARENT_CHECK_S = 1.0
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
 
@@ -63,7 +67,7 @@ def fresh_metrics_dir(path: Path) -> None:
 
 
 def worker_command() -> list[str]:
-    return [sys.executable, "-m", "screening.cli", "serve", "--worker"]
+    return [sys.executable, "-m", "screening.cli", "serve", "--worker-of", str(os.getpid())]
 
 
 def worker_env(dsn: str, metrics: Path) -> dict[str, str]:
@@ -101,7 +105,7 @@ class Supervisor:
         self.restarts.append(now)
         while self.restarts and now - self.restarts[0] > RESTART_WINDOW_S:
             self.restarts.popleft()
-        return len(self.restarts) <= MAX_RESTARTS
+        return len(self.restarts) <= MAX_RESTARTS * self.count
 
     async def _keep(self, slot: int) -> None:
         """One worker slot: its worker runs until the stop, and is started again if it exits.
@@ -123,23 +127,38 @@ class Supervisor:
                       proc.returncode)  # fmt: skip
             if not self._may_restart():
                 log.critical("gateway workers keep exiting (%d restarts in %.0f s); stopping",
-                             MAX_RESTARTS, RESTART_WINDOW_S)  # fmt: skip
+                             len(self.restarts) - 1, RESTART_WINDOW_S)  # fmt: skip
                 self.failed = True
                 self.stop.set()
                 return
             with contextlib.suppress(TimeoutError):  # a pause, cut short by the stop
                 await asyncio.wait_for(self.stop.wait(), RESTART_DELAY_S)
 
+    def _on_signal(self) -> None:
+        if not self.stop.is_set():
+            self.stop.set()  # the graceful stop
+            return
+        log.warning("a second signal: killing the gateway workers")
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
     async def run(self) -> int:
         """Until SIGTERM or SIGINT (or workers failing for good); the exit status."""
-        stop_on_signals(self.stop)
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for sig in signals:
+            loop.add_signal_handler(sig, self._on_signal)
         slots = [asyncio.create_task(self._keep(i), name=f"worker-{i}") for i in range(self.count)]
         try:
             await asyncio.gather(*slots)  # each slot ends once the stop is set
         finally:
-            for task in slots:  # only when this was cancelled: each stops its worker
+            for task in slots:  # only when this was cancelled: each kills its worker
                 task.cancel()
             await asyncio.gather(*slots, return_exceptions=True)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
         return 1 if self.failed else 0
 
     def _mark_dead(self, pid: int) -> None:
@@ -149,15 +168,16 @@ class Supervisor:
             multiprocess.mark_process_dead(pid, self.metrics)  # type: ignore[no-untyped-call]
 
 
-async def watch_parent(stop: asyncio.Event) -> None:
-    """In a worker: stop when the supervisor is gone (killed outright; it would have sent
-    SIGTERM otherwise), instead of serving on without anyone to restart or stop it."""
-    parent = os.getppid()
+async def watch_parent(stop: asyncio.Event, supervisor: int) -> None:
+    """In a worker: stop when the supervisor (pid ``supervisor``, given on the command line, so
+    that one gone before the worker looked is noticed too) is gone, killed outright (it would
+    have sent SIGTERM otherwise), instead of serving on without anyone to restart or stop it."""
     while not stop.is_set():
-        await asyncio.sleep(PARENT_CHECK_S)
-        if os.getppid() != parent:
+        if os.getppid() != supervisor:
             log.error("the supervisor is gone; stopping")
             stop.set()
+            return
+        await asyncio.sleep(PARENT_CHECK_S)
 
 
 async def _terminate(proc: asyncio.subprocess.Process) -> None:
@@ -166,6 +186,10 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
         proc.send_signal(signal.SIGTERM)
     try:
         await asyncio.wait_for(asyncio.shield(proc.wait()), STOP_WAIT_S)
+    except asyncio.CancelledError:  # the supervisor is being torn down: no more waiting
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
     except TimeoutError:
         log.critical("gateway worker %d did not stop in %.0f s; killing it", proc.pid,
                      STOP_WAIT_S)  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 
 from screening import workers
 from screening.cli import main
@@ -34,6 +35,18 @@ def _accepted_total(metrics_text: str) -> float:
     return sum(float(v) for v in found)
 
 
+def _accepted_in(path: Path) -> float:
+    """One worker's accepted-events count, from its prometheus_client multiprocess file."""
+    if not path.exists():
+        return 0.0
+    values = MmapedDict(str(path), read_mode=True)
+    try:
+        return sum(value for key, value, _ in values.read_all_values()
+                   if '"screening_events_total"' in key and '"accepted"' in key)  # fmt: skip
+    finally:
+        values.close()
+
+
 async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
     database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
 ) -> None:
@@ -53,10 +66,10 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
                 async with http.post(f"{base}/v1/events", json=flow, headers=station) as resp:
                     assert resp.status == 200
                     assert (await resp.json())["accepted"] == 6
-            # Both workers served: each wrote its metric values under its own pid.
-            written = {int(m[1]) for f in os.listdir(tmp_path / "metrics")
-                       if (m := re.match(r"\w+?_(\d+)\.db$", f))}  # fmt: skip
-            assert written == pids
+            # Both workers served: each counted events in its own file.
+            served = {pid: _accepted_in(tmp_path / "metrics" / f"counter_{pid}.db") for pid in pids}
+            assert all(n > 0 for n in served.values()), served
+            assert sum(served.values()) == 72
             # Whichever worker answers /metrics reports the sum over both.
             for _ in range(4):
                 async with http.get(f"{base}/metrics") as resp:
@@ -131,15 +144,40 @@ async def test_supervisor_gives_up_on_workers_that_keep_exiting(
 
     monkeypatch.setattr(supervisor, "_start", counted)
     assert await asyncio.wait_for(supervisor.run(), timeout=30) == 1
-    # Each exit was counted; the one past the limit stopped everything, and no slot started a
-    # worker after that (a slot pausing before its restart then does not restart).
-    assert len(supervisor.restarts) == workers.MAX_RESTARTS + 1
-    assert workers.MAX_RESTARTS + 1 <= len(starts) <= workers.MAX_RESTARTS + 2
+    # Each exit was counted against a budget of MAX_RESTARTS per worker; the one past it
+    # stopped everything, and no slot started a worker after that (a slot pausing before its
+    # restart then does not restart).
+    budget = workers.MAX_RESTARTS * 2
+    assert len(supervisor.restarts) == budget + 1
+    assert budget + 1 <= len(starts) <= budget + 2
     assert all(p.returncode is not None for p in supervisor.procs.values())  # none left
 
 
-def test_serve_refuses_fewer_than_one_worker(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_a_second_signal_kills_workers_that_do_not_stop() -> None:
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    supervisor = Supervisor(2, [sys.executable, "-c", stubborn], dict(os.environ))
+    running = asyncio.create_task(supervisor.run())
+    try:
+        async with asyncio.timeout(20):
+            while len(supervisor.procs) < 2:  # noqa: ASYNC110 - started by the supervisor
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # let them install their SIGTERM handling
+            supervisor._on_signal()  # SIGTERM: passed on, and ignored by these workers
+            await asyncio.sleep(0.5)
+            assert all(p.returncode is None for p in supervisor.procs.values())
+            supervisor._on_signal()  # a second: no more waiting
+            assert await running == 0
+        assert all(p.returncode == -signal.SIGKILL for p in supervisor.procs.values())
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+@pytest.mark.parametrize("count", ["0", "65"])
+def test_serve_refuses_a_worker_count_out_of_range(
+    count: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exited:
-        main(["serve", "--workers", "0"])
+        main(["serve", "--workers", count])
     assert exited.value.code == 2
-    assert "at least 1" in capsys.readouterr().err
+    assert "must be from 1 to 64" in capsys.readouterr().err
