@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 
@@ -32,6 +34,22 @@ async def start_serve(env: dict[str, str], *args: str) -> asyncio.subprocess.Pro
         sys.executable, "-m", "screening.cli", "serve", *args,
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    env: dict[str, str], *args: str, processes: int = 1
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`screening serve *args`, once ``processes`` gateway processes listen; killed on leaving
+    if it is still running."""
+    proc = await start_serve(env, *args)
+    try:
+        await listening(proc, processes)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def listening(proc: asyncio.subprocess.Process, processes: int = 1) -> None:

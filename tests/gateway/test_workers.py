@@ -20,7 +20,7 @@ from screening.cli import main
 from screening.workers import Supervisor
 from tests.conftest import make_keys
 from tests.gateway.events import parcel_flow
-from tests.gateway.serving import alive, children, free_port, listening, serve_env, start_serve
+from tests.gateway.serving import alive, children, free_port, listening, serve_env, serving
 
 
 async def _until(check: Any) -> None:
@@ -52,9 +52,8 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
 ) -> None:
     keys = await make_keys(pool)
     port = free_port()
-    proc = await start_serve(serve_env(database_url, tmp_path, port), "--workers", "2")
-    try:
-        await listening(proc, processes=2)
+    env = serve_env(database_url, tmp_path, port)
+    async with serving(env, "--workers", "2", processes=2) as proc:
         pids = children(proc.pid)
         assert len(pids) == 2
         base = f"http://127.0.0.1:{port}"
@@ -77,10 +76,6 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
         assert not any(alive(pid) for pid in pids)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_a_worker_that_dies_is_replaced(
@@ -88,9 +83,8 @@ async def test_a_worker_that_dies_is_replaced(
 ) -> None:
     keys = await make_keys(pool)
     port = free_port()
-    proc = await start_serve(serve_env(database_url, tmp_path, port), "--workers", "2")
-    try:
-        await listening(proc, processes=2)
+    env = serve_env(database_url, tmp_path, port)
+    async with serving(env, "--workers", "2", processes=2) as proc:
         first = children(proc.pid)
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
@@ -108,26 +102,17 @@ async def test_a_worker_that_dies_is_replaced(
                     assert resp.status == 200
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_workers_stop_when_their_supervisor_is_killed(
     database_url: str, tmp_path: Path
 ) -> None:
-    proc = await start_serve(serve_env(database_url, tmp_path, free_port()), "--workers", "2")
-    try:
-        await listening(proc, processes=2)
+    env = serve_env(database_url, tmp_path, free_port())
+    async with serving(env, "--workers", "2", processes=2) as proc:
         pids = children(proc.pid)
         proc.kill()  # no SIGTERM passed on: the workers notice on their own
         await proc.wait()
         await _until(lambda: not any(alive(pid) for pid in pids))
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_supervisor_gives_up_on_workers_that_keep_exiting(
