@@ -2,7 +2,7 @@
 
 One Python process runs on one core, and a loaded gateway keeps its core busy (parsing, validating
 and sealing events between group commits). With ``SCREENING_WORKERS=N`` the supervisor starts N
-copies of the gateway (``screening serve --worker``), each with its own event loop, database pool
+copies of the gateway (``screening serve --worker-of PID``), each with its own event loop, pool
 and group-commit writer, all listening on the one port with SO_REUSEPORT so that the kernel spreads
 connections over them. Gateways already share everything through PostgreSQL (see README,
 "several gateways"), so the workers need nothing from each other.
