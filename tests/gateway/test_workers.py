@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from screening import workers
 from screening.cli import main
 from screening.workers import Supervisor
-from tests.conftest import make_keys
+from tests.conftest import Keys, make_keys
 from tests.gateway.events import parcel_flow
 from tests.gateway.serving import alive, children, free_port, listening, serve_env, serving
 
@@ -47,16 +49,24 @@ def _accepted_in(path: Path) -> float:
         values.close()
 
 
-async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
+@contextlib.asynccontextmanager
+async def two_workers(
     database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, Keys]]:
+    """`screening serve --workers 2` once both listen: the supervisor, the base URL, keys."""
     keys = await make_keys(pool)
     port = free_port()
     env = serve_env(database_url, tmp_path, port)
     async with serving(env, "--workers", "2", processes=2) as proc:
+        yield proc, f"http://127.0.0.1:{port}", keys
+
+
+async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
+    database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    async with two_workers(database_url, pool, tmp_path) as (proc, base, keys):
         pids = children(proc.pid)
         assert len(pids) == 2
-        base = f"http://127.0.0.1:{port}"
         station = {"Authorization": f"Bearer {keys.by_role['station']}"}
         # A new connection per request: the kernel spreads connections, not requests.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
@@ -81,10 +91,7 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
 async def test_a_worker_that_dies_is_replaced(
     database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
 ) -> None:
-    keys = await make_keys(pool)
-    port = free_port()
-    env = serve_env(database_url, tmp_path, port)
-    async with serving(env, "--workers", "2", processes=2) as proc:
+    async with two_workers(database_url, pool, tmp_path) as (proc, base, keys):
         first = children(proc.pid)
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
@@ -97,8 +104,7 @@ async def test_a_worker_that_dies_is_replaced(
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
             for n in range(6):
                 flow = parcel_flow(keys.site, f"WR{n:010d}")
-                url = f"http://127.0.0.1:{port}/v1/events"
-                async with http.post(url, json=flow, headers=station) as resp:
+                async with http.post(f"{base}/v1/events", json=flow, headers=station) as resp:
                     assert resp.status == 200
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
