@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import date
@@ -100,7 +101,10 @@ async def supervise(settings: Settings, dsn: str, count: int) -> int:
         f"gateway starting {count} workers on http://{settings.host}:{settings.port}",
         file=sys.stderr,
     )
-    return await Supervisor(count, worker_command(), worker_env(dsn, metrics)).run()
+    try:
+        return await Supervisor(count, worker_command(), worker_env(dsn, metrics)).run()
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)  # nobody reads this run's metrics any more
 
 
 async def _nothing(pool: asyncpg.Pool[Any]) -> int:

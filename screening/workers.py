@@ -10,8 +10,9 @@ connections over them. Gateways already share everything through PostgreSQL (see
 The supervisor:
 - applies migrations and makes the data directory's keys (personal-data keys, ledger signing key)
   before any worker starts, so workers never race to create them;
-- gives the workers one Prometheus multiprocess directory, so that /metrics, whichever worker
-  answers it, reports the sum over all of them;
+- gives the workers one Prometheus multiprocess directory, its own (``data_dir/metrics/<pid>``,
+  removed when it stops), so that /metrics, whichever worker answers it, reports the sum over
+  all of them and over nobody else's;
 - restarts a worker that dies (at most ``MAX_RESTARTS`` per worker in ``RESTART_WINDOW_S``; past
   that the fault is not transient and the supervisor stops, exit status 1, for the service
   manager);
@@ -56,14 +57,30 @@ PARENT_CHECK_S = 1.0
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
 
 
-def metrics_dir(settings: Settings) -> Path:
-    return settings.data_dir / "metrics"
+def metrics_dir(settings: Settings, supervisor: int | None = None) -> Path:
+    """This supervisor's own metrics directory, ``data_dir/metrics/<its pid>``: two supervisors
+    sharing a data directory (a second gateway on another port) keep apart sums."""
+    return settings.data_dir / "metrics" / str(os.getpid() if supervisor is None else supervisor)
 
 
 def fresh_metrics_dir(path: Path) -> None:
-    """An empty directory: files left by an earlier run would be added into this run's sums."""
+    """An empty directory: files left by an earlier run would be added into this run's sums.
+    Also removes the directories of supervisors that are gone (killed before they could)."""
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, mode=0o700)
+    for other in path.parent.iterdir():
+        if other != path and (not other.name.isdigit() or not _alive(int(other.name))):
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def worker_command() -> list[str]:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -64,7 +65,18 @@ async def two_workers(
 async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
     database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
 ) -> None:
+    # Metrics directories already in the data directory: one left by a supervisor that was
+    # killed (its pid is gone), one of a supervisor still running (this test's pid stands in).
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    stale, running = tmp_path / "metrics" / str(exited.pid), tmp_path / "metrics" / str(os.getpid())
+    for path in (stale, running):
+        path.mkdir(parents=True)
+        (path / "counter_1.db").write_bytes(b"")
     async with two_workers(database_url, pool, tmp_path) as (proc, base, keys):
+        mine = tmp_path / "metrics" / str(proc.pid)
+        assert not stale.exists()
+        assert (running / "counter_1.db").exists()
         pids = children(proc.pid)
         assert len(pids) == 2
         station = {"Authorization": f"Bearer {keys.by_role['station']}"}
@@ -76,7 +88,7 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
                     assert resp.status == 200
                     assert (await resp.json())["accepted"] == 6
             # Both workers served: each counted events in its own file.
-            served = {pid: _accepted_in(tmp_path / "metrics" / f"counter_{pid}.db") for pid in pids}
+            served = {pid: _accepted_in(mine / f"counter_{pid}.db") for pid in pids}
             assert all(n > 0 for n in served.values()), served
             assert sum(served.values()) == 72
             # Whichever worker answers /metrics reports the sum over both.
@@ -86,6 +98,8 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
         assert not any(alive(pid) for pid in pids)
+        assert not mine.exists()  # removed by its supervisor on the way out
+        assert running.exists()  # the other supervisor's is not this one's to remove
 
 
 async def test_a_worker_that_dies_is_replaced(
