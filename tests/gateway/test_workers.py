@@ -7,7 +7,6 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -67,8 +66,8 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
 ) -> None:
     # Metrics directories already in the data directory: one left by a supervisor that was
     # killed (its pid is gone), one of a supervisor still running (this test's pid stands in).
-    exited = subprocess.Popen([sys.executable, "-c", "pass"])
-    exited.wait()
+    exited = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await exited.wait()
     stale, running = tmp_path / "metrics" / str(exited.pid), tmp_path / "metrics" / str(os.getpid())
     for path in (stale, running):
         path.mkdir(parents=True)
