@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -289,7 +290,20 @@ class AlertService:
 
     async def endpoints(self) -> list[dict[str, Any]]:
         async with self._pool.acquire() as conn:
-            return await store.list_endpoints(conn)
+            return await store.list_endpoints(conn, self._clock())
+
+    async def rotate_secret(
+        self, endpoint_id: uuid.UUID, secret: str | None, overlap_s: float
+    ) -> tuple[str, datetime | None]:
+        """Give the endpoint a new secret (``secret``, or a fresh one); the old one is still
+        signed with for ``overlap_s`` seconds. The new secret, and when the old one stops."""
+        secret = secret or new_secret()
+        now = self._clock()
+        until = now + timedelta(seconds=overlap_s)
+        async with self._pool.acquire() as conn:
+            if not await store.rotate_endpoint_secret(conn, endpoint_id, secret, until, now):
+                raise UnknownAlertError("no such endpoint", code="unknown_endpoint")
+        return secret, until if overlap_s > 0 else None
 
     async def enable_endpoint(self, endpoint_id: uuid.UUID, enabled: bool) -> None:
         async with self._pool.acquire() as conn, conn.transaction():

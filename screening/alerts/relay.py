@@ -124,7 +124,8 @@ class OutboxRelay:
 
     async def _deliver(self, d: store.ClaimedDelivery) -> None:
         body = encode_body(alert_payload(d.alert, self._base_url, d.message))
-        headers = signed_headers(d.secret, webhook_id(d.alert, d.message), body, self._clock())
+        now = self._clock()
+        headers = signed_headers(d.secrets(now), webhook_id(d.alert, d.message), body, now)
         await self._record(d, await self._transport.send(d.url, headers, body))
 
     async def _record(self, d: store.ClaimedDelivery, result: SendResult) -> None:

@@ -39,6 +39,11 @@ DEFAULT_SCHEDULE: tuple[float, ...] = (
 # A receiver's Retry-After is obeyed up to the longest delay of the schedule; a larger (or
 # non-finite) value would park the alert past the time police were promised it.
 MAX_RETRY_AFTER_S = max(DEFAULT_SCHEDULE)
+# How long the secret before a rotation is still signed with, by default and at most: a day lets
+# the police side deploy its new secret in working hours; a week is the longest an old secret may
+# stay trusted.
+ROTATION_OVERLAP_S = 86400
+MAX_ROTATION_OVERLAP_S = 7 * 86400
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = (24, 64)  # bounds on a secret's key length, decoded
 
@@ -123,12 +128,20 @@ def encode_body(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
-def signed_headers(secret: str, msg_id: str, body: str, now: datetime) -> dict[str, str]:
-    """``webhook-timestamp`` is the attempt's time (receivers reject stale replays by it)."""
+def signed_headers(
+    secrets: str | Sequence[str], msg_id: str, body: str, now: datetime
+) -> dict[str, str]:
+    """``webhook-timestamp`` is the attempt's time (receivers reject stale replays by it). With
+    several secrets (a rotation's window) the signature header lists one signature per secret,
+    space-separated, as Standard Webhooks allows: a receiver accepts the request if any of
+    them verifies with its own secret."""
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
+    if not keys:
+        raise ValueError("no secret to sign with")
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(msg_id, now, body),
+        "webhook-signature": " ".join(Webhook(key).sign(msg_id, now, body) for key in keys),
         "content-type": "application/json",
     }
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -15,7 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from screening.alerts import ALERTS
 from screening.alerts.feed import parse_cursor
 from screening.alerts.police import scope
-from screening.alerts.webhooks import check_secret, confirmation_json
+from screening.alerts.webhooks import (
+    MAX_ROTATION_OVERLAP_S,
+    ROTATION_OVERLAP_S,
+    check_secret,
+    confirmation_json,
+)
 from screening.api.auth import principal_of, unscoped_principal_of
 from screening.api.context import public_base
 from screening.api.endpoints import Param, Route
@@ -76,6 +82,25 @@ class WatchlistIn(_Body):
 
 class WatchlistRemoveIn(_Body):
     digests: list[str] = Field(min_length=1, max_length=10000)
+
+
+class RotateSecretIn(_Body):
+    secret: str | None = Field(
+        default=None,
+        pattern=r"^whsec_[A-Za-z0-9+/=]{32,}$",
+        description="the new secret (whsec_ and base64 of 24 to 64 bytes); empty: one is made",
+    )
+    overlap_s: int = Field(
+        default=ROTATION_OVERLAP_S,
+        ge=0,
+        le=MAX_ROTATION_OVERLAP_S,
+        description="seconds the old secret is still signed with beside the new one; 0: none",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_decodes(cls, value: str | None) -> str | None:
+        return check_secret(value) if value is not None else None
 
 
 class EndpointIn(_Body):
@@ -171,7 +196,12 @@ async def read_body(request: web.Request, model: type[M]) -> M:
 
 
 def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return json.loads(json.dumps(rows, default=str))  # type: ignore[no-any-return]
+    return json.loads(json.dumps(rows, default=_json_value))  # type: ignore[no-any-return]
+
+
+def _json_value(value: Any) -> str:
+    """Times in ISO 8601, as everywhere else in the API; ids and the rest as their text."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 # -- alerts --------------------------------------------------------------------------------------
@@ -397,6 +427,23 @@ async def _set_endpoint(request: web.Request, enabled: bool) -> web.Response:
     return web.json_response({"endpoint_id": str(endpoint_id), "enabled": enabled})
 
 
+async def rotate_webhook_secret(request: web.Request) -> web.Response:
+    await unscoped_principal_of(request, Permission.MANAGE_ALERTING)
+    endpoint_id = _uuid(request, "endpoint_id", "unknown_endpoint")
+    body = await read_body(request, RotateSecretIn) if request.body_exists else RotateSecretIn()
+    secret, until = await request.app[ALERTS].police.rotate_secret(
+        endpoint_id, body.secret, body.overlap_s
+    )
+    # Like the first secret, the new one is shown once.
+    return web.json_response(
+        {
+            "endpoint_id": str(endpoint_id),
+            "secret": secret,
+            "previous_secret_until": until.isoformat() if until else None,
+        }
+    )
+
+
 async def enable_webhook_endpoint(request: web.Request) -> web.Response:
     return await _set_endpoint(request, True)
 
@@ -582,6 +629,16 @@ ROUTES: tuple[Route, ...] = (
         roles=_ADMIN,
         body=EndpointIn,
         success=(("201", "Created"),),
+    ),
+    Route(
+        "POST",
+        "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+        rotate_webhook_secret,
+        "Give an endpoint a new secret, returned once; the old one is signed with beside it for "
+        "overlap_s seconds (default a day)",
+        roles=_ADMIN,
+        params=(_ENDPOINT,),
+        body=RotateSecretIn,
     ),
     Route(
         "POST",

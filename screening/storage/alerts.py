@@ -164,8 +164,23 @@ INSERT INTO webhook_endpoints (endpoint_id, url, secret, site_ids, enabled, crea
 VALUES ($1, $2, $3, $4, true, $5)
 """
 LIST_ENDPOINTS = """
-SELECT endpoint_id, url, site_ids, enabled, disabled_reason, created_at FROM webhook_endpoints
+SELECT endpoint_id, url, site_ids, enabled, disabled_reason, created_at, secret_rotated_at,
+       CASE WHEN previous_secret_until > $1::timestamptz THEN previous_secret_until END
+           AS previous_secret_until
+FROM webhook_endpoints
 ORDER BY created_at, endpoint_id
+"""
+# The new secret, and the one it replaces kept until $3 (none when $3 is not after $4, the time
+# of the rotation: the old secret stops at once). A rotation inside the window of an earlier one
+# drops that earlier secret: only the latest two are ever signed with.
+ROTATE_ENDPOINT_SECRET = """
+UPDATE webhook_endpoints
+SET previous_secret = CASE WHEN $3::timestamptz > $4::timestamptz THEN secret END,
+    previous_secret_until = CASE WHEN $3::timestamptz > $4::timestamptz THEN $3::timestamptz END,
+    secret = $2,
+    secret_rotated_at = $4
+WHERE endpoint_id = $1
+RETURNING endpoint_id
 """
 SET_ENDPOINT_ENABLED = """
 UPDATE webhook_endpoints SET enabled = $2, disabled_reason = $3 WHERE endpoint_id = $1
@@ -195,7 +210,8 @@ SELECT_CLAIMED = """
 SELECT a.site_id, a.alert_id, a.seq, a.txid, a.cause, a.category, a.score, a.waybill_no, a.scan_id,
 a.source_event_id, a.policy_version, a.occurred_at, a.created_at, a.status, a.assignee,
 a.disposition, a.closed_at, a.revision, a.confirmed_by, a.confirmed_at, a.confirmed_item_id,
-a.confirmed_category, k.message, k.endpoint_id, k.attempts, e.url, e.secret
+a.confirmed_category, k.message, k.endpoint_id, k.attempts, e.url, e.secret, e.previous_secret,
+e.previous_secret_until
 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::uuid[], $5::int[])
      AS k(site_id, alert_id, message, endpoint_id, attempts)
 JOIN alerts a ON a.site_id = k.site_id AND a.alert_id = k.alert_id
@@ -399,6 +415,15 @@ class ClaimedDelivery:
     attempts: int
     url: str
     secret: str
+    previous_secret: str | None = None  # the secret before a rotation, signed with until:
+    previous_until: datetime | None = None
+
+    def secrets(self, now: datetime) -> tuple[str, ...]:
+        """What to sign an attempt made at ``now`` with: the current secret, then the previous
+        one while its rotation window is open."""
+        if self.previous_secret and self.previous_until is not None and now < self.previous_until:
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -635,8 +660,18 @@ async def insert_endpoint(
     await conn.execute(INSERT_ENDPOINT, endpoint_id, url, secret, sites, now)
 
 
-async def list_endpoints(conn: Conn) -> list[dict[str, Any]]:
-    return [dict(r) for r in await conn.fetch(LIST_ENDPOINTS)]
+async def list_endpoints(conn: Conn, now: datetime) -> list[dict[str, Any]]:
+    """Every endpoint, never its secrets: ``previous_secret_until`` is set while a rotation's
+    window is open at ``now``."""
+    return [dict(r) for r in await conn.fetch(LIST_ENDPOINTS, now)]
+
+
+async def rotate_endpoint_secret(
+    conn: Conn, endpoint_id: UUID, secret: str, previous_until: datetime, now: datetime
+) -> bool:
+    """Whether the endpoint exists (and now signs with ``secret``)."""
+    found = await conn.fetchval(ROTATE_ENDPOINT_SECRET, endpoint_id, secret, previous_until, now)
+    return found is not None
 
 
 async def set_endpoint_enabled(
@@ -662,7 +697,14 @@ async def claim_deliveries(
     )
     return [
         ClaimedDelivery(
-            _alert(r), r["message"], r["endpoint_id"], r["attempts"], r["url"], r["secret"]
+            _alert(r),
+            r["message"],
+            r["endpoint_id"],
+            r["attempts"],
+            r["url"],
+            r["secret"],
+            r["previous_secret"],
+            r["previous_secret_until"],
         )
         for r in rows
     ]

@@ -95,6 +95,7 @@ class Receiver:
     port: int = 0
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (id, payload)
     bad_signatures: int = 0
+    signatures: list[str] = field(default_factory=list)  # every request's webhook-signature
     status: int = 200
     hang: asyncio.Event | None = None  # set: requests wait on it (a stuck delivery)
     hung: int = 0
@@ -111,6 +112,7 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.text()
+        self.signatures.append(request.headers.get("webhook-signature", ""))
         try:
             payload = Webhook(self.secret).verify(body, dict(request.headers))
         except WebhookVerificationError:

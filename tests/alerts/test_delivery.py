@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from screening.alerts.relay import OutboxRelay
 from screening.alerts.webhooks import (
@@ -19,10 +24,12 @@ from screening.alerts.webhooks import (
     RetrySchedule,
     _retry_after,
     new_secret,
+    signed_headers,
 )
 from screening.domain.access import Role
 from screening.protection import PersonalDataVault
 from screening.services import access
+from screening.storage.alerts import ClaimedDelivery
 from tests.alerts.conftest import DARK, AlertGateway, Receiver, start_alert_gateway, wait_for
 
 
@@ -217,9 +224,7 @@ async def test_an_unsignable_secret_fails_its_deliveries_not_the_relay(
     """An endpoint whose stored secret cannot be decoded (written before secrets were checked,
     or by hand) is retried like a refused delivery; other endpoints' alerts go out."""
     await agw.register(receiver)
-    broken, _ = await agw.alerts.police.add_endpoint(
-        receiver.url, [agw.site], "whsec_" + "=" * 40
-    )
+    broken, _ = await agw.alerts.police.add_endpoint(receiver.url, [agw.site], "whsec_" + "=" * 40)
     await agw.set_policy(police=0.5)
     relay = agw.alerts.relay
     assert relay is not None
@@ -276,6 +281,118 @@ async def test_alerts_raised_while_an_endpoint_is_disabled_go_out_once_it_is_ena
     assert sorted(p["data"]["waybill_no"] for _, p in receiver.received) == waybills
 
 
+async def test_a_rotated_secret_is_signed_with_beside_the_old_one_for_the_overlap(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    endpoint_id = await agw.register(receiver)
+    old = receiver.secret
+    await agw.set_policy(police=0.5)
+    path = f"/v1/webhook-endpoints/{endpoint_id}/rotate-secret"
+    status, body = await agw.call("POST", path, role="admin", json={"overlap_s": 3600})
+    assert status == 200, body
+    new = body["secret"]
+    assert new.startswith("whsec_")
+    assert new != old
+    window = datetime.fromisoformat(body["previous_secret_until"]) - datetime.now(UTC)
+    assert timedelta(minutes=59) < window <= timedelta(hours=1)
+    # The police side still verifies with the old secret: accepted.
+    await agw.upload(DARK, waybill())
+    await wait_for(lambda: len(receiver.received) == 1)
+    # It switches to the new secret at some moment of the window: accepted as well.
+    receiver.secret = new
+    await agw.upload(DARK, waybill())
+    await wait_for(lambda: len(receiver.received) == 2)
+    assert receiver.bad_signatures == 0
+    assert [len(sig.split(" ")) for sig in receiver.signatures] == [2, 2]
+    # The listing says when the old secret stops; it never shows a secret.
+    status, listed = await agw.call("GET", "/v1/webhook-endpoints", role="admin")
+    assert status == 200
+    row = next(e for e in listed["endpoints"] if e["endpoint_id"] == endpoint_id)
+    assert row["secret_rotated_at"] is not None
+    assert row["previous_secret_until"] == body["previous_secret_until"]
+    assert old not in json.dumps(listed)
+    assert new not in json.dumps(listed)
+
+
+async def test_a_rotation_without_overlap_stops_the_old_secret_at_once(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    """What an admin does when a secret has leaked: the old one signs nothing from then on."""
+    endpoint_id = await agw.register(receiver)
+    await agw.set_policy(police=0.5)
+    chosen = new_secret()
+    status, body = await agw.call(
+        "POST",
+        f"/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+        role="admin",
+        json={"secret": chosen, "overlap_s": 0},
+    )
+    assert (status, body) == (
+        200,
+        {"endpoint_id": endpoint_id, "secret": chosen, "previous_secret_until": None},
+    )
+    await agw.upload(DARK, waybill())
+    await wait_for(lambda: receiver.bad_signatures >= 1)  # verified with the old secret: refused
+    assert receiver.received == []
+    receiver.secret = chosen
+    await wait_for(lambda: len(receiver.received) == 1)  # the retry, signed with the new one
+    assert all(" " not in sig for sig in receiver.signatures)
+
+
+async def test_rotation_requests_that_cannot_be_carried_out_are_refused(
+    agw: AlertGateway, receiver: Receiver
+) -> None:
+    endpoint_id = await agw.register(receiver)
+    path = f"/v1/webhook-endpoints/{endpoint_id}/rotate-secret"
+    bad_bodies = [
+        ({"secret": "whsec_" + "=" * 40}, "secret"),
+        ({"overlap_s": -1}, "overlap_s"),
+        ({"overlap_s": 7 * 86400 + 1}, "overlap_s"),
+        ({"overlap": 60}, "overlap"),
+    ]
+    for bad, field_path in bad_bodies:
+        status, problem = await agw.call("POST", path, role="admin", json=bad)
+        assert status == 422, bad
+        assert problem["errors"][0]["path"] == field_path, problem
+    status, problem = await agw.call(
+        "POST", f"/v1/webhook-endpoints/{uuid.uuid4()}/rotate-secret", role="admin"
+    )
+    assert (status, problem["code"]) == (404, "unknown_endpoint")
+    status, problem = await agw.call("POST", path, role="police")
+    assert status == 403, problem
+    # None of these changed the secret the endpoint signs with.
+    await agw.set_policy(police=0.5)
+    await agw.upload(DARK, waybill())
+    await wait_for(lambda: len(receiver.received) == 1)
+    assert receiver.bad_signatures == 0
+    # No body: a fresh secret, the old one kept for a day.
+    status, body = await agw.call("POST", path, role="admin")
+    assert status == 200, body
+    window = datetime.fromisoformat(body["previous_secret_until"]) - datetime.now(UTC)
+    assert timedelta(hours=23, minutes=59) < window <= timedelta(days=1)
+
+
+def test_a_delivery_signs_with_the_previous_secret_only_inside_its_window() -> None:
+    old, new = new_secret(), new_secret()
+    now = datetime.now(UTC)  # receivers refuse a webhook-timestamp far from their clock
+    delivery = ClaimedDelivery(
+        cast(Any, None), "created", uuid.uuid4(), 1, "http://127.0.0.1/hook", new, old,
+        now + timedelta(hours=1),
+    )  # fmt: skip
+    assert delivery.secrets(now) == (new, old)
+    assert delivery.secrets(now + timedelta(hours=1)) == (new,)
+    assert replace(delivery, previous_secret=None).secrets(now) == (new,)
+    body = '{"type":"alert.created"}'
+    headers = signed_headers(delivery.secrets(now), "msg_1", body, now)
+    # Each receiver, whichever of the two secrets it has, verifies the same request.
+    for secret in (old, new):
+        assert Webhook(secret).verify(body, headers) == {"type": "alert.created"}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+    with pytest.raises(ValueError, match="no secret"):
+        signed_headers((), "msg_1", body, now)
+
+
 async def test_a_site_scoped_admin_may_not_change_what_serves_every_site(
     agw: AlertGateway, receiver: Receiver
 ) -> None:
@@ -288,6 +405,7 @@ async def test_a_site_scoped_admin_may_not_change_what_serves_every_site(
         ("POST", "/v1/webhook-endpoints", {"url": receiver.url, "site_ids": []}),
         ("GET", "/v1/webhook-endpoints", None),
         ("POST", f"/v1/webhook-endpoints/{endpoint_id}/disable", None),
+        ("POST", f"/v1/webhook-endpoints/{endpoint_id}/rotate-secret", {"overlap_s": 0}),
         ("POST", "/v1/alerts/dead-letters/replay", {"endpoint_id": endpoint_id}),
         ("PUT", "/v1/alerts/policy", {"categories": {}}),
         ("PUT", f"/v1/review/reviewers/{uuid.uuid4().hex[:12]}/level", {"level": 2}),
