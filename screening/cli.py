@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import date
@@ -28,9 +27,9 @@ from screening.services.ledger import LedgerSigner, SignerKeyError
 from screening.settings import Settings
 from screening.storage.database import create_pool, embedded_postgres, migrate
 from screening.workers import (
+    RunDir,
     Supervisor,
-    fresh_metrics_dir,
-    metrics_dir,
+    beat,
     watch_parent,
     worker_command,
     worker_env,
@@ -57,16 +56,20 @@ async def _with_pool(dsn: str, action: Callable[[asyncpg.Pool[Any]], Awaitable[i
         await pool.close()
 
 
-async def serve(settings: Settings, dsn: str, *, supervisor: int | None = None) -> None:
+async def serve(
+    settings: Settings, dsn: str, *, supervisor: int | None = None, heartbeats: Path | None = None
+) -> None:
     """Run the gateway until SIGTERM or SIGINT, then stop: no new connections, station streams
     closed (1001), requests in flight finished with their group commits (for up to
     SHUTDOWN_DRAIN_S; later ones fail, never reported accepted).
 
     ``supervisor``: the pid of the supervisor of which this is one of several workers on the
-    port (screening.workers): it binds with SO_REUSEPORT and stops, too, when that is gone."""
+    port (screening.workers): it binds with SO_REUSEPORT and stops, too, when that is gone.
+    ``heartbeats``: where it beats for that supervisor once it listens (``workers.beat``)."""
     worker = supervisor is not None
     pool = await create_pool(dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
     watchdog: asyncio.Task[None] | None = None
+    heartbeat: asyncio.Task[None] | None = None
     try:
         stop = asyncio.Event()
         stop_on_signals(stop, second_ends=not worker)
@@ -78,6 +81,8 @@ async def serve(settings: Settings, dsn: str, *, supervisor: int | None = None) 
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=worker or None)
         await site.start()
         tune_collector(settings.gc_young_threshold)
+        if heartbeats is not None:
+            heartbeat = asyncio.create_task(beat(heartbeats), name="heartbeat")
         print(f"gateway listening on http://{settings.host}:{settings.port}", file=sys.stderr)
         try:
             await stop.wait()
@@ -85,6 +90,7 @@ async def serve(settings: Settings, dsn: str, *, supervisor: int | None = None) 
         finally:
             await runner.cleanup()
     finally:
+        await cancel_and_wait(heartbeat)
         await cancel_and_wait(watchdog)
         await pool.close()
 
@@ -95,16 +101,23 @@ async def supervise(settings: Settings, dsn: str, count: int) -> int:
     if settings.pii_keys_json is None:
         load_vault(settings)  # the development key file, made here so workers cannot race
     LedgerSigner.load_or_create(settings.ledger_key_path)
-    metrics = metrics_dir(settings)
-    fresh_metrics_dir(metrics)
+    run = RunDir.of(settings)
+    run.make_fresh()
     print(
         f"gateway starting {count} workers on http://{settings.host}:{settings.port}",
         file=sys.stderr,
     )
+    supervisor = Supervisor(
+        count,
+        worker_command(run.heartbeats),
+        worker_env(dsn, run.metrics),
+        heartbeats=run.heartbeats,
+        wedged_s=settings.worker_wedged_s,
+    )
     try:
-        return await Supervisor(count, worker_command(), worker_env(dsn, metrics)).run()
+        return await supervisor.run()
     finally:
-        shutil.rmtree(metrics, ignore_errors=True)  # nobody reads this run's metrics any more
+        run.remove()  # nobody reads this run's metrics or heartbeats any more
 
 
 async def _nothing(pool: asyncpg.Pool[Any]) -> int:
@@ -126,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=_positive, help="gateway processes on the port (SCREENING_WORKERS)"
     )
     serve_p.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)  # supervisor's pid
+    serve_p.add_argument("--heartbeats", type=Path, help=argparse.SUPPRESS)  # where to beat
     sub.add_parser("migrate", help="apply database migrations")
 
     sites = sub.add_parser("sites", help="manage sites").add_subparsers(
@@ -238,7 +252,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 if count > 1 and args.worker_of is None:
                     return asyncio.run(supervise(settings, dsn, count))
-                asyncio.run(serve(settings, dsn, supervisor=args.worker_of))
+                asyncio.run(
+                    serve(settings, dsn, supervisor=args.worker_of, heartbeats=args.heartbeats)
+                )
             return 0
         if args.command == "migrate":
             asyncio.run(_with_pool(dsn, _nothing))

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # spreads connections over them). One Python process uses one core; set this to the cores
     # the gateway may use. Each process has its own database pool of pool_max_size.
     workers: int = Field(default=1, ge=1, le=64)
+    # With several workers: one whose event loop has not run for this long (a blocking call, a
+    # deadlock; it still accepts connections) is killed and replaced by the supervisor.
+    worker_wedged_s: float = Field(default=30.0, ge=2.0, le=3600.0)
     # Set by `screening serve` for its workers (prometheus_client's own variable, read by it at
     # import): where every worker's metric values go, so /metrics can sum them.
     prometheus_multiproc_dir: Path | None = Field(

@@ -10,9 +10,13 @@ connections over them. Gateways already share everything through PostgreSQL (see
 The supervisor:
 - applies migrations and makes the data directory's keys (personal-data keys, ledger signing key)
   before any worker starts, so workers never race to create them;
-- gives the workers one Prometheus multiprocess directory, its own (``data_dir/metrics/<pid>``,
-  removed when it stops), so that /metrics, whichever worker answers it, reports the sum over
-  all of them and over nobody else's;
+- gives the workers one Prometheus multiprocess directory, its own (under
+  ``data_dir/run/<its pid>``, removed when it stops), so that /metrics, whichever worker answers
+  it, reports the sum over all of them and over nobody else's;
+- kills and replaces a worker whose event loop has stopped running (a blocking call, a deadlock):
+  each worker writes a heartbeat from its loop every ``HEARTBEAT_S``, and one that has not beaten
+  for ``worker_wedged_s`` (settings) is killed, as a process that exits would be restarted; a
+  wedged worker still accepts connections (the kernel does), so nothing else would notice it;
 - restarts a worker that dies (at most ``MAX_RESTARTS`` per worker in ``RESTART_WINDOW_S``; past
   that the fault is not transient and the supervisor stops, exit status 1, for the service
   manager);
@@ -37,6 +41,7 @@ import signal
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import multiprocess
@@ -54,23 +59,41 @@ RESTART_DELAY_S = 1.0
 # the service manager's stop timeout (TimeoutStopSec=30 in deploy/).
 STOP_WAIT_S = SHUTDOWN_DRAIN_S + 15.0
 PARENT_CHECK_S = 1.0
+HEARTBEAT_S = 1.0  # a worker's heartbeat period; the supervisor looks as often
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
 
 
-def metrics_dir(settings: Settings, supervisor: int | None = None) -> Path:
-    """This supervisor's own metrics directory, ``data_dir/metrics/<its pid>``: two supervisors
-    sharing a data directory (a second gateway on another port) keep apart sums."""
-    return settings.data_dir / "metrics" / str(os.getpid() if supervisor is None else supervisor)
+@dataclass(frozen=True, slots=True)
+class RunDir:
+    """A supervisor's own directory, ``data_dir/run/<its pid>``: two supervisors sharing a data
+    directory (a second gateway on another port) keep apart metric sums and heartbeats."""
 
+    path: Path
 
-def fresh_metrics_dir(path: Path) -> None:
-    """An empty directory: files left by an earlier run would be added into this run's sums.
-    Also removes the directories of supervisors that are gone (killed before they could)."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, mode=0o700)
-    for other in path.parent.iterdir():
-        if other != path and (not other.name.isdigit() or not _alive(int(other.name))):
-            shutil.rmtree(other, ignore_errors=True)
+    @classmethod
+    def of(cls, settings: Settings) -> RunDir:
+        return cls(settings.data_dir / "run" / str(os.getpid()))
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics"
+
+    @property
+    def heartbeats(self) -> Path:
+        return self.path / "heartbeats"
+
+    def make_fresh(self) -> None:
+        """Empty (files left by an earlier run would be added into this run's sums), and the
+        directories of supervisors that are gone (killed before they could clean up) removed."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        for path in (self.metrics, self.heartbeats):
+            path.mkdir(parents=True, mode=0o700)
+        for other in self.path.parent.iterdir():
+            if other != self.path and (not other.name.isdigit() or not _alive(int(other.name))):
+                shutil.rmtree(other, ignore_errors=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -83,8 +106,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def worker_command() -> list[str]:
-    return [sys.executable, "-m", "screening.cli", "serve", "--worker-of", str(os.getpid())]
+def worker_command(heartbeats: Path) -> list[str]:
+    return [sys.executable, "-m", "screening.cli", "serve", "--worker-of", str(os.getpid()),
+            "--heartbeats", str(heartbeats)]  # fmt: skip
 
 
 def worker_env(dsn: str, metrics: Path) -> dict[str, str]:
@@ -99,12 +123,25 @@ def worker_env(dsn: str, metrics: Path) -> dict[str, str]:
 
 
 class Supervisor:
-    """Starts ``count`` workers, keeps them running, and stops them on a signal."""
+    """Starts ``count`` workers, keeps them running, and stops them on a signal.
 
-    def __init__(self, count: int, command: list[str], env: dict[str, str]) -> None:
+    ``heartbeats``: the directory the workers beat in (``beat``), each in the file named by its
+    pid; a worker whose beat is older than ``wedged_s`` is killed and replaced. None: workers
+    are only watched for exiting."""
+
+    def __init__(
+        self,
+        count: int,
+        command: list[str],
+        env: dict[str, str],
+        heartbeats: Path | None = None,
+        wedged_s: float = 30.0,
+    ) -> None:
         self.count = count
         self.command = command
         self.env = env
+        self.heartbeats = heartbeats
+        self.wedged_s = wedged_s
         self.metrics = env.get(METRICS_ENV)
         self.procs: dict[int, asyncio.subprocess.Process] = {}  # slot -> its current process
         self.restarts: deque[float] = deque()
@@ -131,11 +168,21 @@ class Supervisor:
             proc = await self._start(slot)
             exited = asyncio.ensure_future(proc.wait())
             stopping = asyncio.ensure_future(self.stop.wait())
+            wedged = asyncio.ensure_future(self._wedged(proc.pid))
             try:
-                await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {exited, stopping, wedged}, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 stopping.cancel()
-                if not exited.done():  # the stop, or this task cancelled: the worker goes too
+                wedged.cancel()
+                if not exited.done() and wedged.done() and not wedged.cancelled():
+                    log.error("gateway worker %d (pid %d) has not run its event loop for %.0f s; "
+                              "killing it", slot, proc.pid, self.wedged_s)  # fmt: skip
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()  # SIGTERM would wait for the loop that is stuck
+                    await exited
+                elif not exited.done():  # the stop, or this task cancelled: the worker goes too
                     await _terminate(proc)
             self._mark_dead(proc.pid)
             if self.stop.is_set():
@@ -178,11 +225,26 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
         return 1 if self.failed else 0
 
+    async def _wedged(self, pid: int) -> None:
+        """Returns once worker ``pid`` has beaten and then not for ``wedged_s``; never when
+        there are no heartbeats. A worker that has not beaten yet is still starting."""
+        if self.heartbeats is None:
+            await asyncio.Future()  # forever (cancelled with its slot's wait)
+            return
+        path = self.heartbeats / str(pid)
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            last = last_beat(path)
+            if last is not None and time.monotonic() - last > self.wedged_s:
+                return
+
     def _mark_dead(self, pid: int) -> None:
-        """Drop a dead worker's live gauges (open station streams, queue depth) from the sums;
-        its counters and histograms stay counted."""
+        """Drop a dead worker's live gauges (open station streams, queue depth) from the sums,
+        and its heartbeat; its counters and histograms stay counted."""
         if self.metrics is not None:
             multiprocess.mark_process_dead(pid, self.metrics)  # type: ignore[no-untyped-call]
+        if self.heartbeats is not None:
+            (self.heartbeats / str(pid)).unlink(missing_ok=True)
 
 
 async def watch_parent(stop: asyncio.Event, supervisor: int) -> None:
@@ -195,6 +257,28 @@ async def watch_parent(stop: asyncio.Event, supervisor: int) -> None:
             stop.set()
             return
         await asyncio.sleep(PARENT_CHECK_S)
+
+
+async def beat(heartbeats: Path) -> None:
+    """In a worker: write the time to ``heartbeats/<pid>`` every ``HEARTBEAT_S``, from the event
+    loop, so the time stops when the loop does. CLOCK_MONOTONIC is one clock for every process
+    of the machine (unlike the wall clock, it does not jump when the time is set)."""
+    path = heartbeats / str(os.getpid())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            os.pwrite(fd, f"{time.monotonic():024.6f}".encode(), 0)  # fixed width: one write
+            await asyncio.sleep(HEARTBEAT_S)
+    finally:
+        os.close(fd)
+
+
+def last_beat(path: Path) -> float | None:
+    """The monotonic time of a worker's last beat; None before its first (or unreadable)."""
+    try:
+        return float(path.read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 async def _terminate(proc: asyncio.subprocess.Process) -> None:

@@ -68,14 +68,14 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
     # killed (its pid is gone), one of a supervisor still running (this test's pid stands in).
     exited = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
     await exited.wait()
-    stale, running = tmp_path / "metrics" / str(exited.pid), tmp_path / "metrics" / str(os.getpid())
+    stale, running = tmp_path / "run" / str(exited.pid), tmp_path / "run" / str(os.getpid())
     for path in (stale, running):
-        path.mkdir(parents=True)
-        (path / "counter_1.db").write_bytes(b"")
+        (path / "metrics").mkdir(parents=True)
+        (path / "metrics" / "counter_1.db").write_bytes(b"")
     async with two_workers(database_url, pool, tmp_path) as (proc, base, keys):
-        mine = tmp_path / "metrics" / str(proc.pid)
+        mine = tmp_path / "run" / str(proc.pid)
         assert not stale.exists()
-        assert (running / "counter_1.db").exists()
+        assert (running / "metrics" / "counter_1.db").exists()
         pids = children(proc.pid)
         assert len(pids) == 2
         station = {"Authorization": f"Bearer {keys.by_role['station']}"}
@@ -87,7 +87,9 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
                     assert resp.status == 200
                     assert (await resp.json())["accepted"] == 6
             # Both workers served: each counted events in its own file.
-            served = {pid: _accepted_in(mine / f"counter_{pid}.db") for pid in pids}
+            served = {pid: _accepted_in(mine / "metrics" / f"counter_{pid}.db") for pid in pids}
+            # Each worker beats, from its event loop, in its own heartbeat file.
+            assert {int(p.name) for p in (mine / "heartbeats").iterdir()} == pids
             assert all(n > 0 for n in served.values()), served
             assert sum(served.values()) == 72
             # Whichever worker answers /metrics reports the sum over both.
@@ -98,7 +100,7 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
         assert not any(alive(pid) for pid in pids)
         assert not mine.exists()  # removed by its supervisor on the way out
-        assert running.exists()  # the other supervisor's is not this one's to remove
+        assert running.exists()  # another supervisor's is not this one's to remove
 
 
 async def test_a_worker_that_dies_is_replaced(
@@ -121,6 +123,74 @@ async def test_a_worker_that_dies_is_replaced(
                     assert resp.status == 200
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+
+
+async def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(
+    database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    """A stopped (SIGSTOP) worker stands for one stuck in a blocking call: the kernel still
+    hands it connections, which nobody answers, until the supervisor replaces it."""
+    keys = await make_keys(pool)
+    port = free_port()
+    env = {**serve_env(database_url, tmp_path, port), "SCREENING_WORKER_WEDGED_S": "2"}
+    async with serving(env, "--workers", "2", processes=2) as proc:
+        first = children(proc.pid)
+        victim = min(first)
+        os.kill(victim, signal.SIGSTOP)
+        await listening(proc)  # its replacement, once its heartbeat was 2 s old
+        now = children(proc.pid)
+        assert len(now) == 2
+        assert victim not in now
+        assert not alive(victim)
+        station = {"Authorization": f"Bearer {keys.by_role['station']}"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            for n in range(6):  # every connection answered: none lands on the stopped worker
+                flow = parcel_flow(keys.site, f"WS{n:010d}")
+                async with http.post(
+                    f"http://127.0.0.1:{port}/v1/events", json=flow, headers=station
+                ) as resp:
+                    assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+
+
+async def test_supervisor_kills_a_worker_only_once_its_heartbeat_stops(tmp_path: Path) -> None:
+    # Beats for a second, then blocks its event loop; no heartbeat file: the test's own
+    # "worker" that never beats is left alone however long it runs.
+    stuck = (
+        "import asyncio, sys, time\n"
+        "from pathlib import Path\n"
+        "from screening.workers import beat\n"
+        "async def main():\n"
+        "    asyncio.create_task(beat(Path(sys.argv[1])))\n"
+        "    await asyncio.sleep(1.0)\n"
+        "    time.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    beats = tmp_path / "heartbeats"
+    beats.mkdir()
+    quiet = Supervisor(1, [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ),
+                       heartbeats=beats, wedged_s=0.5)  # fmt: skip
+    supervisor = Supervisor(1, [sys.executable, "-c", stuck, str(beats)], dict(os.environ),
+                            heartbeats=beats, wedged_s=1.5)  # fmt: skip
+    runs = [asyncio.create_task(s.run()) for s in (quiet, supervisor)]
+    try:
+        async with asyncio.timeout(30):
+            while not supervisor.procs:  # noqa: ASYNC110 - started by the supervisor
+                await asyncio.sleep(0.05)
+            first = supervisor.procs[0]
+            assert await first.wait() == -signal.SIGKILL  # killed, at about 2.5 s
+            while supervisor.procs[0] is first:  # noqa: ASYNC110 - restarted by the supervisor
+                await asyncio.sleep(0.05)
+            assert not (beats / str(first.pid)).exists()  # the dead worker's beat is gone
+            assert quiet.procs[0].returncode is None  # never beat: not judged
+            for s in (quiet, supervisor):
+                s._on_signal()
+            assert await asyncio.gather(*runs) == [0, 0]
+    finally:
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
 
 
 async def test_workers_stop_when_their_supervisor_is_killed(
