@@ -150,12 +150,21 @@ def _inspection_problems(events: list[ParcelEvent], cutoff: datetime | None) -> 
     if seals:
         seal_at = seals[0].header.occurred_at  # the first seal closes the box
         judged = [e for e in inspections if e.header.occurred_at <= seal_at]
+        # A look inside after the seal (the box reopened) that did not pass stands, unless a
+        # later one before dispatch passed: the parcel would leave with what it found.
+        reopened = [
+            e
+            for e in inspections
+            if e.header.occurred_at > seal_at and (cutoff is None or e.header.occurred_at <= cutoff)
+        ]
         if not judged:
             problems.append(
                 Reason.SEALED_BEFORE_INSPECTION if inspections else Reason.NO_INSPECTION
             )
         elif judged[-1].result is not InspectionResult.PASS:
             # The last look inside before sealing is what counts.
+            problems.append(Reason.INSPECTION_NOT_PASSED)
+        elif reopened and reopened[-1].result is not InspectionResult.PASS:
             problems.append(Reason.INSPECTION_NOT_PASSED)
     else:
         problems.append(Reason.NOT_SEALED)
@@ -173,18 +182,29 @@ def _xray_problems(events: list[ParcelEvent], cutoff: datetime | None) -> list[R
     in_time = [e for e in scans if cutoff is None or e.header.occurred_at <= cutoff]
     if not in_time:
         return [Reason.XRAY_AFTER_DISPATCH] if scans else [Reason.NO_XRAY]
-    last = in_time[-1]  # a rescan supersedes earlier ones, and their reviews with them
-    if last.verdict is not ScanVerdict.FLAGGED:
-        return []
-    # Only a decision on this very scan, made before dispatch, counts; the latest one wins.
+    # Every flag raised before dispatch must have been cleared by a reviewer before dispatch. A
+    # later clear scan does not lift it: a flagged parcel is opened and decided on by a person,
+    # and a station's own "clear" rescan would otherwise undo any flag.
+    for scan in in_time:
+        if scan.verdict is ScanVerdict.FLAGGED and _decision(every, scan, cutoff) is not (
+            ReviewOutcome.CLEARED
+        ):
+            return [Reason.DISPATCHED_WHILE_FLAGGED]
+    return []
+
+
+def _decision(
+    every: list[XrayScanned], scan: XrayScanned, cutoff: datetime | None
+) -> ReviewOutcome | None:
+    """The reviewers' decision on ``scan``: only one on this very scan, made before dispatch,
+    counts, and the latest one wins; else any decision the scan event itself carries."""
     decisions = [
         e.review
         for e in every
-        if e.reviewed_event_id == last.header.event_id
+        if e.reviewed_event_id == scan.header.event_id
         and (cutoff is None or e.header.occurred_at <= cutoff)
     ]
-    outcome = decisions[-1] if decisions else last.review
-    return [] if outcome is ReviewOutcome.CLEARED else [Reason.DISPATCHED_WHILE_FLAGGED]
+    return decisions[-1] if decisions else scan.review
 
 
 def evaluate_parcel(

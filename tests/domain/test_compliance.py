@@ -141,6 +141,17 @@ def test_the_last_inspection_before_the_seal_decides() -> None:
     assert judge(events) == ()
 
 
+def test_a_failed_inspection_after_the_seal_stands_unless_a_later_one_passed() -> None:
+    """The box reopened after sealing and prohibited items found: it must not leave as is."""
+    for result in (InspectionResult.REFUSED, InspectionResult.PROHIBITED_FOUND):
+        found = InspectionCompleted(h(3.5), result=result)
+        assert judge([*complete(), found]) == (Reason.INSPECTION_NOT_PASSED,)
+        passed_again = InspectionCompleted(h(3.8), result=InspectionResult.PASS)
+        assert judge([*complete(), found, passed_again]) == ()
+        # After dispatch it did not change what left.
+        assert judge([*complete(), InspectionCompleted(h(6), result=result)]) == ()
+
+
 def test_dispatch_without_seal_is_not_sealed() -> None:
     assert judge(replace(complete(), ParcelSealed)) == (Reason.NOT_SEALED,)
 
@@ -184,8 +195,21 @@ def test_a_decision_on_an_earlier_scan_does_not_clear_a_flagged_rescan() -> None
     )
     late = review_of(rescan, 6, ReviewOutcome.CLEARED)
     assert judge([*base, first, rescan, late]) == (Reason.DISPATCHED_WHILE_FLAGGED,)
-    # A clear rescan after a flagged scan needs no decision at all.
-    assert judge([*base, first, XrayScanned(h(4.5), ScanVerdict.CLEAR)]) == ()
+
+
+
+def test_a_clear_rescan_does_not_lift_a_flag_a_reviewer_has_not_cleared() -> None:
+    """Otherwise any station could undo a flag by posting a "clear" scan of its own."""
+    first = scan(4, ScanVerdict.FLAGGED)
+    clear_rescan = XrayScanned(h(4.5), ScanVerdict.CLEAR)
+    base = [e for e in complete() if not isinstance(e, XrayScanned)]
+    assert judge([*base, first, clear_rescan]) == (Reason.DISPATCHED_WHILE_FLAGGED,)
+    confirmed = review_of(first, 4.8, ReviewOutcome.CONFIRMED)
+    assert judge([*base, first, clear_rescan, confirmed]) == (Reason.DISPATCHED_WHILE_FLAGGED,)
+    cleared = review_of(first, 4.9, ReviewOutcome.CLEARED)
+    assert judge([*base, first, clear_rescan, confirmed, cleared]) == ()
+    # A flag raised after dispatch was not one the parcel left under.
+    assert judge([*base, clear_rescan, scan(6, ScanVerdict.FLAGGED)]) == ()
 
 
 def test_flows_outside_the_xray_policy_need_no_scan() -> None:
