@@ -139,10 +139,24 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if "%00" in request.raw_path:
+        # U+0000 in a path or query value: PostgreSQL text cannot hold it, and no id, waybill
+        # or parameter of this API has it. Refused here, before any handler sends it to SQL.
+        return problem_response(
+            400, "invalid_character", "Invalid request", "the URL must not contain U+0000 (%00)"
+        )
     try:
         return await handler(request)
     except ScreeningError as exc:
         return from_error(exc)
+    except asyncpg.DataError as exc:
+        # The server refused a value the request carried (out of range, not in its character
+        # set): the request's fault, not an outage. Its text is not echoed (it may quote it).
+        log.warning("%s %s: the database refused a value: %s", request.method, request.path,
+                    exc.__class__.__name__)  # fmt: skip
+        return problem_response(
+            400, "invalid_value", "Invalid value", "a value in the request is out of range"
+        )
     except UnstorableEventError as exc:
         return problem_response(
             422, "unstorable_value", "Invalid event", f"the database refused a value: {exc}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -90,7 +90,17 @@ def _site_today(site: Site, now: datetime) -> date:
     return now.astimezone(ZoneInfo(site.policy.timezone)).date()
 
 
+# Days a period may name: wide of any record (events start in 2000), narrow enough that the
+# arithmetic on them cannot leave the calendar.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 1, 1)
+
+
 def _period(first: date | None, last: date | None, today: date) -> tuple[date, date]:
+    for day in (first, last):
+        if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+            raise BadRequestError(
+                f"dates are from {FIRST_DAY} to {LAST_DAY}", code="invalid_period"
+            )
     last = last or today
     first = first or (last - timedelta(days=29))
     if first > last:
@@ -149,12 +159,18 @@ def encode_cursor(row: ViolationRow) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str, str]:
+    """The position an ``encode_cursor`` names; anything else (edited, forged) is a 400."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         at, waybill, reason = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(at), str(waybill), str(reason)
-    except (ValueError, TypeError) as exc:
+        moment = datetime.fromisoformat(at)
+        day = moment.astimezone(UTC).date() if moment.tzinfo is not None else None
+        waybill, reason = str(waybill), str(reason)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequestError("invalid cursor", code="invalid_cursor") from exc
+    if day is None or not FIRST_DAY <= day <= LAST_DAY or "\x00" in waybill + reason:
+        raise BadRequestError("invalid cursor", code="invalid_cursor")
+    return moment, waybill, reason
 
 
 async def site_violations(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -173,3 +175,40 @@ async def test_a_late_earlier_dispatch_the_same_day_moves_its_violations_time(
     assert len(before) == 1
     assert before != {after[0]["dispatched_at"]}
     assert datetime.fromisoformat(after[0]["dispatched_at"]) == earlier
+
+
+def _cursor(at: str, waybill: str = "RT0000000001", reason: str = "no_xray") -> str:
+    raw = json.dumps([at, waybill, reason]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_read_parameters_the_database_cannot_take_are_4xx(gateway: RunningGateway) -> None:
+    """U+0000 (PostgreSQL text cannot hold it), dates at the calendar's ends and forged cursors:
+    each a problem document naming the fault, never a 500."""
+    site = gateway.keys.site
+    violations = f"/v1/sites/{site}/violations"
+    nul_cursor = _cursor("2026-11-20T00:00:00+08:00", "A\x00")
+    cases = [
+        ("supervisor", f"{violations}?flow=%00", 400, "invalid_character"),
+        ("supervisor", "/v1/parcels/AB%00CDEF", 400, "invalid_character"),
+        ("admin", "/v1/parcels/RT0000000001?site_id=%00", 400, "invalid_character"),
+        ("admin", "/v1/sites/%00/rates", 400, "invalid_character"),
+        ("supervisor", f"/v1/sites/{site}/rates?to=0001-01-05", 400, "invalid_period"),
+        ("supervisor", f"{violations}?to=0001-01-05", 400, "invalid_period"),
+        ("supervisor", f"/v1/sites/{site}/rates?from=9999-12-31", 400, "invalid_period"),
+        ("supervisor", f"{violations}?cursor={_cursor('0001-01-01T00:00:00+14:00')}", 400,
+         "invalid_cursor"),
+        ("supervisor", f"{violations}?cursor={_cursor('9999-12-31T23:59:59-14:00')}", 400,
+         "invalid_cursor"),
+        ("supervisor", f"{violations}?cursor={_cursor('2026-11-20T00:00:00')}", 400,
+         "invalid_cursor"),
+        ("supervisor", f"{violations}?cursor={nul_cursor}", 400, "invalid_cursor"),
+    ]  # fmt: skip
+    for role, path, status, code in cases:
+        async with gateway.http.get(f"{gateway.url}{path}", headers=gateway.auth(role)) as resp:
+            body = await resp.json()
+            assert (resp.status, body.get("code")) == (status, code), path
+            assert resp.content_type == "application/problem+json"
+    # A cursor as the API writes it still pages.
+    ok = f"{violations}?cursor={_cursor('2026-11-20T00:00:00+08:00')}"
+    assert "items" in await get(gateway, ok)
