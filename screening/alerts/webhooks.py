@@ -18,6 +18,7 @@ import aiohttp
 from standardwebhooks import Webhook
 
 from screening.storage.alerts import Alert
+from screening.storage.scans import scan_image_url
 
 # Standard Webhooks' example schedule (seconds before attempt n+1 after n failures): immediately,
 # 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h = 75.5 h in all, so an endpoint down over a
@@ -107,7 +108,7 @@ def alert_payload(alert: Alert, base_url: str, message: str = "created") -> dict
         "created_at": alert.created_at.isoformat(),
         "details_url": f"{base}/v1/alerts/{alert.alert_id}",
         "image_url": (
-            f"{base}/v1/scans/{alert.scan_id}/image?overlay=boxes" if alert.scan_id else None
+            scan_image_url(base, alert.scan_id, alert.site_id) if alert.scan_id else None
         ),
         "revision": alert.revision,
         # Where police stand with it: an update can come for an alert they have closed (a

@@ -37,6 +37,7 @@ from screening.errors import (
 from screening.storage import alerts as store
 from screening.storage.alerts import Alert, Hold
 from screening.storage.errors import StorageError
+from screening.storage.scans import scan_image_url
 
 FEED_POLL_S = 1.0  # re-read even without a NOTIFY (a withheld alert becomes visible on its own)
 FEED_KEEPALIVE_S = 15.0  # an SSE comment keeps proxies from closing an idle stream
@@ -150,7 +151,7 @@ def alert_json(alert: Alert, base: str) -> dict[str, Any]:
         "confirmation": confirmation_json(alert),
         "details_url": f"{base}/v1/alerts/{alert.alert_id}",
         "image_url": (
-            f"{base}/v1/scans/{alert.scan_id}/image?overlay=boxes" if alert.scan_id else None
+            scan_image_url(base, alert.scan_id, alert.site_id) if alert.scan_id else None
         ),
     }
 

@@ -24,6 +24,10 @@ _PERIOD = (
 )
 _SITE = Param("site_id", "path", "Site id", required=True)
 
+# A scan id is the station's, unique within its site: with a key for several sites, the site
+# says which scan is meant when two of them used the same id.
+_SCAN_SITE = Param("site_id", "query", "The scan's site (needed when its id is not unique)")
+
 ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
@@ -103,7 +107,10 @@ ROUTES: tuple[Route, ...] = (
         "A stored scan and its verdict",
         roles=("station", "reviewer", "supervisor", "police", "admin"),
         response=ScanOut,
-        params=(Param("scan_id", "path", "Scan id", {"type": "string", "format": "uuid"}, True),),
+        params=(
+            Param("scan_id", "path", "Scan id", {"type": "string", "format": "uuid"}, True),
+            _SCAN_SITE,
+        ),
     ),
     Route(
         "GET",
@@ -117,6 +124,7 @@ ROUTES: tuple[Route, ...] = (
             Param(
                 "overlay", "query", "boxes or none", {"type": "string", "enum": ["boxes", "none"]}
             ),
+            _SCAN_SITE,
         ),
     ),
     *alerts.ROUTES,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -22,7 +23,7 @@ from screening.errors import (
 )
 from screening.services.scans import ScanMetadata, render_overlay
 from screening.storage.errors import StorageError
-from screening.storage.scans import ScanUpload
+from screening.storage.scans import ScanUpload, scan_image_url
 
 PARTS = ("metadata", "image", "high", "low")
 
@@ -73,7 +74,7 @@ def scan_out(upload: ScanUpload, result: str, base: str) -> ScanOut:
             model_version=upload.model_version,
             max_scores=upload.max_scores,
         ),
-        image_url=f"{base}/v1/scans/{upload.scan_id}/image?overlay=boxes",
+        image_url=scan_image_url(base, upload.scan_id, upload.site_id),
     )
 
 
@@ -127,7 +128,7 @@ async def post_scan(request: web.Request) -> web.Response:
 async def get_scan(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     principal = await principal_of(request, Permission.READ_PARCELS)
-    upload = await gw.scans.find(principal, _scan_id(request))
+    upload = await gw.scans.find(principal, _scan_id(request), request.query.get("site_id"))
     base = public_base(request)
     return web.json_response(scan_out(upload, "duplicate", base).model_dump(mode="json"))
 
@@ -135,16 +136,19 @@ async def get_scan(request: web.Request) -> web.Response:
 async def get_scan_image(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     principal = await principal_of(request, Permission.READ_PARCELS)
-    upload = await gw.scans.find(principal, _scan_id(request))
+    upload = await gw.scans.find(principal, _scan_id(request), request.query.get("site_id"))
     overlay = request.query.get("overlay", "")
     if overlay not in ("", "none", "boxes"):
         raise BadRequestError("overlay is boxes or none", code="invalid_query")
+    # Off the event loop: a large image takes a good part of a second to read, decode, draw on
+    # and encode, and every other request of this process would wait meanwhile.
     try:
-        data = gw.scans.images.get(upload.image_sha256, upload.image_type)
+        data = await asyncio.to_thread(gw.scans.images.get, upload.image_sha256, upload.image_type)
     except StorageError as exc:
         raise NotFoundError(str(exc), code="image_missing") from exc
     if overlay == "boxes":
-        return web.Response(body=render_overlay(data, upload), content_type="image/png")
+        png = await asyncio.to_thread(render_overlay, data, upload)
+        return web.Response(body=png, content_type="image/png")
     return web.Response(body=data, content_type=f"image/{upload.image_type}")
 
 

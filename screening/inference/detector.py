@@ -16,6 +16,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,17 +187,9 @@ class Detector:
     async def detect(self, image_bytes: bytes) -> Detections:
         """Detections for one encoded image. Raises InferenceOverloadedError when the queue is
         full, ImageDecodeError for a bad image."""
-        if self._closed or self._thread is None:
-            raise DetectorClosedError("detector not running")
-        if self._queue.qsize() + self._admitted >= self.config.queue_size:
-            # shed load before spending CPU and memory on decoding
-            raise InferenceOverloadedError(self._queue.qsize(), self.config.retry_after_s)
-        self._admitted += 1  # (on the event loop: no other thread counts)
-        try:
-            async with self._decode_slots:
-                image, lb = await asyncio.to_thread(self.prepare, image_bytes)
-        finally:
-            self._admitted -= 1
+        self.check_admission()
+        async with self.decoding():
+            image, lb = await asyncio.to_thread(self.prepare, image_bytes)
         if self._closed:  # closed while decoding: no worker would ever take the job
             raise DetectorClosedError("detector closed")
         loop = asyncio.get_running_loop()
@@ -206,6 +199,25 @@ class Detector:
         except queue.Full:
             raise InferenceOverloadedError(self._queue.qsize(), self.config.retry_after_s) from None
         return await job.future
+
+    def check_admission(self) -> None:
+        """Raises DetectorClosedError when not running, InferenceOverloadedError when a new
+        image would not be taken now: shed load before spending CPU and memory on decoding."""
+        if self._closed or self._thread is None:
+            raise DetectorClosedError("detector not running")
+        if self._queue.qsize() + self._admitted >= self.config.queue_size:
+            raise InferenceOverloadedError(self._queue.qsize(), self.config.retry_after_s)
+
+    @contextlib.asynccontextmanager
+    async def decoding(self) -> AsyncIterator[None]:
+        """One of the ``max_decoding`` slots for holding a full-size image (this detector's
+        decode, or a caller's own, such as colourising a raw pair), counted as admitted."""
+        self._admitted += 1  # (on the event loop: no other thread counts)
+        try:
+            async with self._decode_slots:
+                yield
+        finally:
+            self._admitted -= 1
 
     def prepare(self, image_bytes: bytes) -> tuple[np.ndarray, Letterbox]:
         """Decode and letterbox as this model expects (pure; any thread)."""

@@ -11,7 +11,7 @@ import struct
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +36,7 @@ from screening.inference import (
     Detector,
     DetectorConfig,
     ImageDecodeError,
+    InferenceError,
     InferenceOverloadedError,
     ModelLoadError,
     Verdict,
@@ -171,7 +172,30 @@ def colourise_pair(high: bytes, low: bytes) -> bytes:
     return bytes(encoded.tobytes())
 
 
-def content_digest(meta: ScanMetadata, image: str, high: str | None, low: str | None) -> bytes:
+def content_digest(
+    meta: ScanMetadata, image: str | None, high: str | None, low: str | None
+) -> bytes:
+    """What a resend of this scan must match: its metadata, the time in UTC (one instant
+    written with two offsets is one scan), and the SHA-256 of each part as sent (``image``
+    None for a raw pair sent alone: a resend is judged before the pair is colourised)."""
+    doc = {
+        "v": 2,
+        "site_id": meta.site_id,
+        "scanner_id": meta.scanner_id,
+        "waybill_no": meta.waybill_no,
+        "occurred_at": meta.occurred_at.astimezone(UTC).isoformat(),
+        "image": image,
+        "high": high,
+        "low": low,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).digest()
+
+
+def legacy_content_digest(
+    meta: ScanMetadata, image: str, high: str | None, low: str | None
+) -> bytes:
+    """The digest gateways before ``content_digest`` v2 stored: the time with the offset as
+    sent, and ``image`` the SHA-256 of the colour image made from a raw pair."""
     doc = {
         "site_id": meta.site_id,
         "scanner_id": meta.scanner_id,
@@ -247,12 +271,25 @@ class ScanService:
             await self._detector.close()
             self._detector = None
 
-    async def find(self, principal: Principal, scan_id: uuid.UUID) -> ScanUpload:
+    async def find(
+        self, principal: Principal, scan_id: uuid.UUID, site_id: str | None = None
+    ) -> ScanUpload:
+        """The scan ``scan_id`` in the principal's sites (in ``site_id`` when given). Scan ids
+        are the stations' own, unique within a site: one that names scans at several of the
+        principal's sites is refused (409) rather than answered with either."""
         scope = None if principal.sites is None else sorted(principal.sites)
+        if site_id is not None:
+            scope = [site_id] if principal.covers(site_id) else []
         async with self._pool.acquire() as conn:
-            found = await scan_store.find_uploads(conn, scan_id, scope)
+            found = await scan_store.find_uploads(conn, scan_id, scope) if scope != [] else []
         if not found:
             raise NotFoundError("no such scan in your sites", code="unknown_scan")
+        if len(found) > 1:
+            raise ConflictError(
+                "scans at several of your sites have this id; say which with site_id",
+                code="ambiguous_scan_id",
+                sites=sorted(u.site_id for u in found),
+            )
         return found[0]
 
     async def submit(
@@ -273,16 +310,11 @@ class ScanService:
         for name, data in (("image", image), ("high", high), ("low", low)):
             if data is not None:
                 check_shape(image_info(data, name), self.limits, name)
-        if image is None:
-            assert high is not None
-            assert low is not None
-            image = await asyncio.to_thread(colourise_pair, high, low)
-        info = image_info(image, "image")
 
-        image_sha = hashlib.sha256(image).hexdigest()
+        sent_sha = hashlib.sha256(image).hexdigest() if image is not None else None
         high_sha = hashlib.sha256(high).hexdigest() if high is not None else None
         low_sha = hashlib.sha256(low).hexdigest() if low is not None else None
-        digest = content_digest(meta, image_sha, high_sha, low_sha)
+        digest = content_digest(meta, sent_sha, high_sha, low_sha)
 
         async with self._pool.acquire() as conn:
             sites = await site_store.get_sites(conn, [meta.site_id])
@@ -290,11 +322,20 @@ class ScanService:
                 raise _invalid("unknown_site", "metadata.site_id", "no such site")
             existing = await scan_store.find_uploads(conn, meta.scan_id, [meta.site_id])
             thresholds = await scan_store.site_thresholds(conn, meta.site_id)
-        if existing:  # a resend: answer from the record, no second inference
-            return self._same_or_conflict(existing[0], digest)
+        if existing:  # a resend: answer from the record, no colourising, no second inference
+            return await self._resend(existing[0], digest, meta, image, (high, high_sha),
+                                      (low, low_sha))  # fmt: skip
 
         detector = await self.detector()
         try:
+            if image is None:
+                assert high is not None
+                assert low is not None
+                # Decoding a raw pair holds two full-size 16-bit images: it takes one of the
+                # detector's decode slots, and is shed like an image when the detector is full.
+                detector.check_admission()
+                async with detector.decoding():
+                    image = await asyncio.to_thread(colourise_pair, high, low)
             detections = await detector.detect(image)
         except InferenceOverloadedError as exc:
             raise ServiceUnavailableError(
@@ -304,6 +345,15 @@ class ScanService:
             ) from exc
         except ImageDecodeError as exc:
             raise _invalid("invalid_image", "image", str(exc)) from exc
+        except InferenceError as exc:  # the session failed, or the detector is stopping
+            log.exception("scan %s: inference failed", meta.scan_id)
+            raise ServiceUnavailableError(
+                "the X-ray detector failed on this upload; nothing was recorded, retry shortly",
+                code="inference_failed",
+                retry_after_s=5,
+            ) from exc
+        info = image_info(image, "image")
+        image_sha = sent_sha or hashlib.sha256(image).hexdigest()
         verdict = judge(detections.boxes, detector.info, thresholds)
 
         try:
@@ -373,6 +423,26 @@ class ScanService:
         if high is not None and low is not None:
             self.images.put(high, "png")
             self.images.put(low, "png")
+
+    async def _resend(
+        self,
+        stored: ScanUpload,
+        digest: bytes,
+        meta: ScanMetadata,
+        image: bytes | None,
+        high: tuple[bytes | None, str | None],
+        low: tuple[bytes | None, str | None],
+    ) -> tuple[ScanOutcome, ScanUpload]:
+        """Duplicate or conflict. A record stored before digests v2 holds the legacy form,
+        which for a raw pair names the colour image made from it."""
+        if stored.content_digest != digest:
+            if image is None and high[0] is not None and low[0] is not None:
+                image = await asyncio.to_thread(colourise_pair, high[0], low[0])
+            if image is not None:
+                sha = hashlib.sha256(image).hexdigest()
+                if stored.content_digest == legacy_content_digest(meta, sha, high[1], low[1]):
+                    return ScanOutcome.DUPLICATE, stored
+        return self._same_or_conflict(stored, digest)
 
     @staticmethod
     def _same_or_conflict(stored: ScanUpload, digest: bytes) -> tuple[ScanOutcome, ScanUpload]:

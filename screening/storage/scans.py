@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 from screening.storage import Conn
@@ -86,6 +87,12 @@ async def insert_upload(conn: Conn, u: ScanUpload) -> bool:
         u.inference_ms,
     )
     return got is not None
+
+
+def scan_image_url(base: str, scan_id: UUID, site_id: str) -> str:
+    """Where the API serves a stored scan's image with its boxes. A scan id is unique within
+    its site only, so the address names the site too."""
+    return f"{base.rstrip('/')}/v1/scans/{scan_id}/image?overlay=boxes&site_id={quote(site_id)}"
 
 
 async def find_uploads(conn: Conn, scan_id: UUID, site_ids: list[str] | None) -> list[ScanUpload]:

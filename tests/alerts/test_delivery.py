@@ -55,7 +55,9 @@ async def test_a_confident_flag_reaches_police_as_a_signed_webhook(
     assert data["cause"] == "scan_score"
     assert data["score"] > 0.5
     assert data["category"]
-    assert data["image_url"].endswith(f"/v1/scans/{scan['scan_id']}/image?overlay=boxes")
+    assert data["image_url"].endswith(
+        f"/v1/scans/{scan['scan_id']}/image?overlay=boxes&site_id={agw.site}"
+    )
     assert data["details_url"].endswith(f"/v1/alerts/{data['alert_id']}")
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import uuid
 import zlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,16 @@ from onnx import TensorProto, helper
 
 from screening.api.context import GATEWAY
 from screening.errors import InvalidEventError, PayloadTooLargeError
+from screening.inference import InferenceError
 from screening.protection import PersonalDataVault
-from screening.services.scans import ImageInfo, ScanLimits, check_shape, image_info
+from screening.services import scans as scans_service
+from screening.services.scans import (
+    ImageInfo,
+    ScanLimits,
+    ScanMetadata,
+    check_shape,
+    image_info,
+)
 from screening.settings import Settings
 from tests.conftest import RunningGateway, gateway_with
 from tests.gateway.events import BASE, parcel_flow
@@ -402,3 +412,103 @@ async def test_the_overlay_draws_on_the_pixels_the_detector_saw(
     async with gw.http.get(url, headers=gw.auth("supervisor")) as resp:
         drawn = cv2.imdecode(np.frombuffer(await resp.read(), np.uint8), cv2.IMREAD_COLOR)
     assert drawn.shape[:2] == (48, 120)  # the grid the boxes were found on
+
+
+async def test_one_instant_written_with_another_offset_is_the_same_scan(
+    scan_gateway: RunningGateway,
+) -> None:
+    gw = scan_gateway
+    meta = metadata(gw, "SC0000000031", occurred_at="2026-11-20T02:04:00+00:00")
+    assert (await upload(gw, meta, image=BRIGHT))[0] == 201
+    shanghai = {**meta, "occurred_at": "2026-11-20T10:04:00+08:00"}
+    status, body = await upload(gw, shanghai, image=BRIGHT)
+    assert (status, body["result"]) == (200, "duplicate")
+    later = {**meta, "occurred_at": "2026-11-20T10:05:00+08:00"}
+    assert (await upload(gw, later, image=BRIGHT))[0] == 409
+
+
+async def test_a_pair_resend_is_judged_without_colourising_it_again(
+    scan_gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = scan_gateway
+    high, low = png(2000, depth=np.uint16), png(2600, depth=np.uint16)
+    meta = metadata(gw, "SC0000000032")
+    assert (await upload(gw, meta, high=high, low=low))[0] == 201
+    calls: list[int] = []
+    real = scans_service.colourise_pair
+
+    def counted(h: bytes, lo: bytes) -> bytes:
+        calls.append(1)
+        return real(h, lo)
+
+    monkeypatch.setattr(scans_service, "colourise_pair", counted)
+    status, body = await upload(gw, meta, high=high, low=low)
+    assert (status, body["result"]) == (200, "duplicate")
+    assert calls == []
+    # A record stored by an earlier gateway holds the legacy digest (the time as sent, and the
+    # colour image made from the pair): its resend is still a duplicate.
+    scan_meta = ScanMetadata(**{**meta, "scan_id": uuid.UUID(meta["scan_id"]),
+                                "occurred_at": datetime.fromisoformat(meta["occurred_at"])})
+    colour = hashlib.sha256(real(high, low)).hexdigest()
+    legacy = scans_service.legacy_content_digest(scan_meta, colour,
+                                                 hashlib.sha256(high).hexdigest(),
+                                                 hashlib.sha256(low).hexdigest())  # fmt: skip
+    async with gw.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE scan_uploads SET content_digest = $3 WHERE site_id = $1 AND scan_id = $2",
+            meta["site_id"], uuid.UUID(meta["scan_id"]), legacy,
+        )  # fmt: skip
+    status, body = await upload(gw, meta, high=high, low=low)
+    assert (status, body["result"]) == (200, "duplicate")
+    status, body = await upload(gw, meta, high=low, low=high)  # another pair: a conflict
+    assert (status, body["code"]) == (409, "conflict")
+
+
+async def test_a_scan_id_used_at_two_sites_is_read_by_naming_the_site(
+    scan_gateway: RunningGateway,
+) -> None:
+    gw = scan_gateway
+    meta = metadata(gw, "SC0000000033")
+    other = {**meta, "site_id": gw.keys.other_site}
+    assert (await upload(gw, meta, image=BRIGHT))[0] == 201
+    assert (await upload(gw, other, other=True, image=DARK))[0] == 201
+    base = f"{gw.url}/v1/scans/{meta['scan_id']}"
+    admin = gw.auth("admin")  # reads both sites
+    async with gw.http.get(base, headers=admin) as resp:
+        problem = await resp.json()
+        assert (resp.status, problem["code"]) == (409, "ambiguous_scan_id")
+        assert problem["sites"] == sorted([gw.keys.site, gw.keys.other_site])
+    for site, verdict in ((gw.keys.site, "clear"), (gw.keys.other_site, "flagged")):
+        async with gw.http.get(f"{base}?site_id={site}", headers=admin) as resp:
+            body = await resp.json()
+            assert (resp.status, body["site_id"], body["verdict"]["result"]) == (200, site, verdict)
+            assert body["image_url"].endswith(f"/image?overlay=boxes&site_id={site}")
+        async with gw.http.get(body["image_url"], headers=admin) as resp:
+            assert resp.status == 200
+            assert resp.content_type == "image/png"
+    # A key for one site reads its own scan without naming it, and not the other's by naming.
+    async with gw.http.get(base, headers=gw.auth("supervisor")) as resp:
+        assert (await resp.json())["site_id"] == gw.keys.site
+    url = f"{base}?site_id={gw.keys.other_site}"
+    async with gw.http.get(url, headers=gw.auth("supervisor")) as resp:
+        assert resp.status == 404
+
+
+async def test_an_inference_failure_is_a_503_to_retry_and_records_nothing(
+    scan_gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = scan_gateway
+    detector = await gw.app[GATEWAY].scans.detector()
+
+    async def failing(image: bytes) -> Any:
+        raise InferenceError("the session failed")  # as the worker thread reports one
+
+    meta = metadata(gw, "SC0000000034")
+    with monkeypatch.context() as patch:
+        patch.setattr(detector, "detect", failing)
+        status, problem = await upload(gw, meta, image=BRIGHT)
+    assert (status, problem["code"]) == (503, "inference_failed"), problem
+    async with gw.http.get(f"{gw.url}/v1/scans/{meta['scan_id']}", headers=gw.auth()) as resp:
+        assert resp.status == 404
+    status, body = await upload(gw, meta, image=BRIGHT)
+    assert (status, body["result"]) == (201, "accepted")

@@ -271,4 +271,4 @@ async def test_a_stations_image_ref_is_drawn_only_when_it_names_a_scan(
     sources = await page.locator("#timeline img").evaluate_all(
         "els => els.map(e => e.getAttribute('src'))"
     )
-    assert sources == [f"/v1/scans/{scan_id}/image?overlay=boxes"]
+    assert sources == [f"/v1/scans/{scan_id}/image?overlay=boxes&site_id={site}"]

@@ -482,7 +482,7 @@ async function viewParcel(waybill, query) {
       h("time", {}, fmtTime(ev.occurred_at)),
       h("b", {}, t(`event.${ev.type}`)),
       h("span", { class: "detail" }, eventDetail(ev)),
-      scanRef ? h("img", { class: "thumb", alt: "X-ray", src: `/v1/scans/${scanRef}/image?overlay=boxes` }) : null);
+      scanRef ? h("img", { class: "thumb", alt: "X-ray", src: `/v1/scans/${scanRef}/image?overlay=boxes&site_id=${encodeURIComponent(p.site_id)}` }) : null);
   }));
   main.replaceChildren(
     h("button", { type: "button", class: "back link", onclick: () => history.back() }, `← ${t("parcel.back")}`),
