@@ -83,7 +83,7 @@ def _rejected(index: int, item: Any, errors: list[FieldError]) -> EventResult:
 
 async def _agreements(
     gw: Gateway, events: list[EventIn]
-) -> dict[tuple[str, str], ContractAgreement]:
+) -> dict[tuple[str, str], list[ContractAgreement]]:
     """The security agreements on file for the contract customers these events name."""
     keys = [
         (e.site_id, e.contract_customer_ref)

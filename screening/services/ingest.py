@@ -67,7 +67,7 @@ def prepare(
     event: EventIn,
     vault: PersonalDataVault,
     received_at: datetime,
-    agreements: Mapping[tuple[str, str], ContractAgreement] | None = None,
+    agreements: Mapping[tuple[str, str], Sequence[ContractAgreement]] | None = None,
 ) -> PreparedEvent:
     """Redact, seal and digest one validated event. Pure apart from the vault's random nonces.
 
@@ -82,9 +82,9 @@ def prepare(
     personal: SealedPersonalData | None = None
     stored_json: str | None = text  # what the log stores, when it is the event as received
     if isinstance(event, RealnameRegisteredIn) and event.contract_customer_ref is not None:
-        found = (agreements or {}).get((event.site_id, event.contract_customer_ref))
-        covering = found is not None and found.covers(event.occurred_at)
-        payload[CONTRACT_AGREEMENT] = found.agreement_no if found and covering else None
+        on_file = (agreements or {}).get((event.site_id, event.contract_customer_ref), ())
+        covering = next((a for a in on_file if a.covers(event.occurred_at)), None)
+        payload[CONTRACT_AGREEMENT] = covering.agreement_no if covering else None
         stored_json = None  # the log's text is made from ``payload``
     if isinstance(event, RealnameRegisteredIn) and event.sender is not None:
         sender = event.sender

@@ -65,6 +65,37 @@ async def test_a_contract_customer_counts_only_with_an_agreement_covering_the_da
     assert (total["dispatched"], total["realname_rate"]) == (3, pytest.approx(1 / 3))
 
 
+async def test_a_late_registration_is_judged_by_the_agreement_of_its_day_after_a_renewal(
+    gateway: RunningGateway,
+) -> None:
+    """A station offline over a renewal sends the old day's registration afterwards: the
+    agreement that covered that day counts, though the customer's current one starts later."""
+    site = gateway.keys.site
+    event_day = BASE.date()
+    await access.add_contract(
+        gateway.pool, site, "C-RENEWED", name="武汉长江物流有限公司", uscc=USCC,
+        agreement_no="SA-2026-100", valid_from=date(2026, 1, 1), valid_until=event_day,
+    )  # fmt: skip
+    await access.add_contract(
+        gateway.pool, site, "C-RENEWED", name="武汉长江物流有限公司", uscc=USCC,
+        agreement_no="SA-2027-100", valid_from=event_day + timedelta(days=1),
+    )  # fmt: skip
+    assert (await post(gateway, contract_parcel(site, "CT0000000021", "C-RENEWED")))[
+        "accepted"
+    ] == 6
+    assert await violations_of(gateway, "CT0000000021") == []
+    async with gateway.pool.acquire() as conn:
+        kept = await conn.fetchval(
+            "SELECT payload->>'contract_agreement' FROM events WHERE site_id = $1 AND "
+            "waybill_no = $2 AND event_type = 'realname.registered'", site, "CT0000000021",
+        )  # fmt: skip
+    assert kept == "SA-2026-100"
+    # The listing shows the customer's current agreement.
+    contracts = await access.list_contracts(gateway.pool, site)
+    renewed = next(c for c in contracts if c["customer_ref"] == "C-RENEWED")
+    assert renewed["agreement_no"] == "SA-2027-100"
+
+
 async def test_the_agreement_found_is_kept_with_the_event_and_a_resend_is_a_duplicate(
     gateway: RunningGateway,
 ) -> None:
