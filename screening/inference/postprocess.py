@@ -58,8 +58,11 @@ def nms(
     """Class-aware NMS: indices kept, best first."""
     if len(scores) == 0:
         return np.zeros(0, np.int64)
-    # Offsetting each class into its own region makes one NMS pass class-aware.
-    offset = class_ids.astype(np.float32)[:, None] * (float(boxes_xyxy.max()) + 1.0)
+    # Offsetting each class into its own region makes one NMS pass class-aware. The stride is
+    # the whole span of the coordinates, so that boxes reaching past the image's edges
+    # (negative, or beyond it) of two classes can never meet.
+    span = float(boxes_xyxy.max()) - min(float(boxes_xyxy.min()), 0.0) + 1.0
+    offset = class_ids.astype(np.float32)[:, None] * span
     b = boxes_xyxy + offset
     xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
     # top_k=0: every candidate takes part. OpenCV's top_k cuts the candidates before the
@@ -73,15 +76,18 @@ def nms(
 def decode_yolov8(
     pred: F32, conf: float, iou: float, max_det: int = 300, max_candidates: int = 3000
 ) -> list[tuple[F32, F32, npt.NDArray[np.int64]]]:
-    """[B, 4+nc, N] -> per image (boxes x1y1x2y2 in input px, scores, classes) after NMS."""
+    """[B, 4+nc, N] -> per image (boxes x1y1x2y2 in input px, scores, classes) after NMS.
+
+    Multi-label: every class of an anchor that scores ``conf`` or more is a candidate of its
+    own, not only the anchor's best. Verdicts hold each class to its own threshold, so a
+    firearm at 0.60 (its threshold 0.535) must not vanish behind a battery at 0.65 on the same
+    anchor (its threshold 0.663): the parcel would be judged clear."""
     out = []
     for p in pred:
         p = p.T  # (N, 4+nc)
-        cls_scores = p[:, 4:]
-        cls = cls_scores.argmax(1)
-        score = cls_scores[np.arange(len(cls)), cls]
-        keep = score >= conf
-        p, cls, score = p[keep], cls[keep], score[keep]
+        anchor, cls = np.nonzero(p[:, 4:] >= conf)
+        score = p[anchor, 4 + cls]
+        p = p[anchor]
         if len(score) > max_candidates:
             top = np.argpartition(-score, max_candidates)[:max_candidates]
             p, cls, score = p[top], cls[top], score[top]

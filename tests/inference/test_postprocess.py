@@ -50,6 +50,21 @@ async def test_nms_is_class_aware(tmp_path: Path) -> None:
     assert [(c, s) for c, s, _ in boxes] == [(0, 0.9), (1, 0.7)]
 
 
+async def test_every_class_of_an_anchor_over_the_confidence_is_a_detection(
+    tmp_path: Path,
+) -> None:
+    """A gun at 0.60 must not hide behind a battery at 0.65 on the same anchor: each class is
+    held to its own threshold later, and the gun's may be the lower one."""
+    pred = yolov8_prediction(3, 20, [(32, 32, 20, 20, 2, 0.65)])
+    pred[0, 4 + 0, 0] = 0.60  # the same anchor's gun score
+    pred[0, 4 + 1, 0] = 0.04  # and a knife score under the confidence
+    model = constant_model(tmp_path / "m.onnx", pred, size=SIZE,
+                           metadata={"names": NAMES, "imgsz": "64"})  # fmt: skip
+    boxes = await run(model, png(64, 64), conf=0.05)
+    assert [(c, s) for c, s, _ in boxes] == [(2, 0.65), (0, 0.6)]
+    assert boxes[0][2] == boxes[1][2]  # one box, two classes
+
+
 async def test_confidence_threshold_drops_weak_boxes(tmp_path: Path) -> None:
     model = constant_model(tmp_path / "m.onnx",
                            yolov8_prediction(3, 20, [(32, 32, 8, 8, 0, 0.04)]), size=SIZE,
@@ -96,6 +111,14 @@ def test_nms_keeps_best_first() -> None:
     scores = np.array([0.5, 0.9, 0.7], np.float32)
     keep = nms(boxes, scores, np.zeros(3, np.int64), 0.5, 10)
     assert keep.tolist() == [1, 2]
+
+
+def test_boxes_of_two_classes_past_the_image_edges_never_suppress_each_other() -> None:
+    """Raw boxes can reach past the input (negative corners): shifting each class by the
+    largest coordinate alone then let one class's region overlap the next one's."""
+    boxes = np.array([[280, 280, 330, 330], [-50, -50, 0.5, 0.5]], np.float32)
+    kept = nms(boxes, np.array([0.9, 0.8], np.float32), np.array([0, 1], np.int64), 0.5, 10)
+    assert kept.tolist() == [0, 1]
 
 
 def test_a_crowd_of_boxes_around_one_object_does_not_push_out_another_object() -> None:
