@@ -226,6 +226,12 @@ class LinkProtocol:
             reason = NakReason.UNSUPPORTED if frame.type not in _KNOWN else NakReason.MALFORMED
             self._drop(Corrupt(frame.seq, frame.type, reason), events, str(exc))
             return
+        if isinstance(message, Hello) and message != self.peer_hello:
+            # The peer starting over: a scanner that rebooted behind a serial port which stayed
+            # open numbers its frames from 0 again. The old boot's numbers must not make the new
+            # boot's frames (its HELLO's retransmission first) look like duplicates.
+            self._rx_expected = None
+            self._recent_acked.clear()
         fresh = self._track_seq(frame.seq, frame.flags, events)
         if frame.flags & FLAG_ACK_REQUEST:
             self._queue(Ack(frame.seq))

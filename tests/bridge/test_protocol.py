@@ -52,6 +52,40 @@ def test_hello_is_delivered_acked_and_remembered() -> None:
     assert scanner.awaiting_ack == 0
 
 
+def test_a_scanner_rebooting_behind_an_open_serial_port_is_heard_from_its_new_hello() -> None:
+    """No reconnect resets a serial link: the new boot numbers its frames from 0 again, and the
+    retransmission of its first (damaged) HELLO must not pass for the old boot's HELLO."""
+    bridge, first_boot = pair()
+    bridge.receive_data(first_boot.send(HELLO, 0.0), 0.0)
+    for i in range(100):
+        bridge.receive_data(first_boot.send(Line(i, 0, b"\xff\x0f" * 2), 0.0), 0.1)
+    bridge.data_to_send()
+    rebooted = Hello("XR-1", "sim", "1", 2, 16, 800, 250_000, 2, 8)  # a new boot id
+    second_boot = LinkProtocol(Role.SCANNER)
+    damaged = bytearray(second_boot.send(rebooted, 1.0))
+    damaged[HEADER_SIZE + 2] ^= 0xFF  # a payload byte hit on the line
+    assert [type(e) for e in bridge.receive_data(bytes(damaged), 1.0)] == [FrameDropped]
+    second_boot.receive_data(bridge.data_to_send(), 1.0)  # the NAK
+    second_boot.tick(1.01)
+    events = bridge.receive_data(second_boot.data_to_send(), 1.02)  # the retransmission
+    assert events == [rebooted]
+    assert bridge.peer_hello == rebooted
+    assert second_boot.receive_data(bridge.data_to_send(), 1.03) == [Acknowledged(rebooted)]
+    line = Line(0, 0, b"\xff\x0f" * 2)
+    assert bridge.receive_data(second_boot.send(line, 1.1), 1.1) == [line]  # no "duplicate"
+
+
+def test_a_hello_sent_again_because_its_ack_was_lost_is_not_a_new_start() -> None:
+    bridge, scanner = pair()
+    assert bridge.receive_data(scanner.send(HELLO, 0.0), 0.0) == [HELLO]
+    bridge.data_to_send()  # the ACK, lost on the line
+    line = Line(0, 0, b"\xff\x0f" * 2)
+    assert bridge.receive_data(scanner.send(line, 0.1), 0.1) == [line]
+    scanner.tick(0.6)
+    assert bridge.receive_data(scanner.data_to_send(), 0.6) == []  # acked again, not delivered
+    assert scanner.receive_data(bridge.data_to_send(), 0.7) == [Acknowledged(HELLO)]
+
+
 def test_command_is_retransmitted_until_acked_and_delivered_once() -> None:
     bridge, scanner = pair()
     first = bridge.send(BeltStop("hold"), 0.0)
