@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -145,6 +146,16 @@ class GatewayClient:
             raise TransientUploadError(f"gateway unreachable: {exc!r}") from exc
         body = _json_or_text(text)
         if status in (200, 201):
+            # Only the gateway's own answer about this very scan means it is stored: a proxy or
+            # captive portal answering 200 with a page of its own must not get the images
+            # deleted from the spool.
+            answer_for = _uuid(body.get("scan_id"))
+            if answer_for is None or answer_for != _uuid(record.metadata.get("scan_id")) or (
+                body.get("result") not in ("accepted", "duplicate")
+            ):
+                raise TransientUploadError(
+                    f"a {status} that is not the gateway's answer for this scan: {text[:200]!r}"
+                )
             return body
         code = str(body.get("code")) if "code" in body else None
         if status == 503:
@@ -162,6 +173,13 @@ class GatewayClient:
         raise TransientUploadError(
             f"gateway error {status}: {body}", retry_after=_seconds(retry_after)
         )
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 def _json_or_text(text: str) -> dict[str, Any]:
@@ -204,6 +222,7 @@ class Forwarder:
         on_dead: Callable[[str, str], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
         now: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spool = spool
         self.client = client
@@ -211,7 +230,8 @@ class Forwarder:
         self.backoff_max = backoff_max
         self.stats = UplinkStats()
         self._on_dead = on_dead
-        self._clock = wall_clock
+        self._clock = wall_clock  # for the spool's due times, which outlive the process
+        self._monotonic = monotonic  # for the pause, which does not: no clock step moves it
         self._now = now or (lambda: datetime.now().astimezone())
         self._wake = asyncio.Event()
         # The gateway, not just one scan, is failing: consecutive transient failures and the
@@ -241,12 +261,14 @@ class Forwarder:
 
     async def _step(self) -> None:
         """Send the next due scan, or wait until one is due or a new one arrives."""
-        pause = self._paused_until - self._clock()
+        pause = self._paused_until - self._monotonic()
         if pause > 0:  # new scans do not cut this short: the gateway is what we wait for
             await asyncio.sleep(pause)
         # clear before looking, so a scan spooled while we look still wakes us
         self._wake.clear()
-        record = await asyncio.to_thread(self.spool.next_due, self._clock())
+        now = self._clock()
+        # A due time past now + the longest backoff was planned before the clock went back.
+        record = await asyncio.to_thread(self.spool.next_due, now, now + self.backoff_max)
         if record is None:
             due = await asyncio.to_thread(self.spool.next_due_at)
             wait = IDLE_LOOK_S if due is None else max(0.0, due - self._clock())
@@ -266,7 +288,7 @@ class Forwarder:
         self.stats.last_error = error
         self._failures += 1
         gateway_wait = delay if self._failures == 1 else max(delay, self._backoff(self._failures))
-        self._paused_until = self._clock() + min(gateway_wait, self.backoff_max)
+        self._paused_until = self._monotonic() + min(gateway_wait, self.backoff_max)
         await asyncio.to_thread(self.spool.mark_retry, record.scan_id, error, self._clock() + delay)
 
     async def _send(self, record: SpoolRecord) -> None:

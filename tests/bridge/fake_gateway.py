@@ -39,6 +39,7 @@ class FakeGateway:
     overload_next: int = 0  # answer this many POSTs with 503 + Retry-After
     fail_next: int = 0  # answer this many POSTs with 500
     bad_gateway_next: int = 0  # answer this many POSTs with a proxy's 502 page in GBK
+    portal_next: int = 0  # answer this many POSTs with a captive portal's 200 page
     retry_after: str = "0"  # the Retry-After sent with each 503
     acks: list[str] = field(default_factory=list)
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
@@ -84,6 +85,11 @@ class FakeGateway:
             # a reverse proxy's error page: not JSON, not UTF-8, and no charset declared
             page = "<html><body><h1>502 网关错误</h1></body></html>".encode("gbk")
             return web.Response(status=502, body=page, content_type="text/html")
+        if self.portal_next > 0:
+            self.portal_next -= 1
+            # a hotel-style captive portal or a misrouted proxy: 200, and nothing stored
+            page = "<html><body>请先登录 / please sign in</body></html>"
+            return web.Response(status=200, text=page, content_type="text/html")
         if self.overload_next > 0:
             self.overload_next -= 1
             resp = problem(503, "overloaded", "inference busy")

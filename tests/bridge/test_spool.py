@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge.errors import SpoolFullError
-from firmware_bridge.spool import Spool, SpoolRecord
+from firmware_bridge.spool import _DEPTH, Spool, SpoolRecord
 
 
 def record(n: int, size: int = 100) -> SpoolRecord:
@@ -48,6 +48,33 @@ def test_full_spool_raises_and_keeps_everything(tmp_path: Path) -> None:
     assert spool.depth().pending == 2
     spool.mark_sent("scan-1", {}, 1.0)
     assert spool.put(record(3), 2.0)
+
+
+def test_a_stopping_bridge_may_store_past_the_bound(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db", max_scans=1, max_bytes=150)
+    spool.put(record(1), 0.0)
+    with pytest.raises(SpoolFullError):
+        spool.put(record(2), 0.0)
+    assert spool.put(record(2), 0.0, beyond_bound=True)
+    assert spool.depth().pending == 2
+
+
+def test_the_depth_is_counted_without_reading_the_images(tmp_path: Path) -> None:
+    """Every put checks the bound: the count and bytes come from an index, not from walking
+    each pending scan's images (which sit before the size column in a row)."""
+    spool = Spool(tmp_path / "s.db")
+    plan = spool._db.execute("EXPLAIN QUERY PLAN " + _DEPTH).fetchall()
+    assert "COVERING INDEX scans_size" in str(plan)
+
+
+def test_a_due_time_past_any_backoff_is_due_now(tmp_path: Path) -> None:
+    """Planned before the wall clock was set back by hours: not waited out."""
+    spool = Spool(tmp_path / "s.db")
+    spool.put(record(1), 0.0)
+    spool.mark_retry("scan-1", "503", next_attempt_at=1000.0 + 6 * 3600)
+    assert spool.next_due(now=1000.0, latest=1000.0 + 300) is not None
+    spool.mark_retry("scan-1", "503", next_attempt_at=1000.0 + 200)
+    assert spool.next_due(now=1000.0, latest=1000.0 + 300) is None
 
 
 def test_byte_bound(tmp_path: Path) -> None:
