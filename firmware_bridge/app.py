@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +33,13 @@ from .assembler import (
     ParcelScan,
 )
 from .connection import Command, ScannerLink
-from .errors import AssemblyError, LocalProtocolError, SpoolError, SpoolFullError
+from .errors import (
+    AssemblyError,
+    LocalProtocolError,
+    SpoolError,
+    SpoolFullError,
+    VideoSourceError,
+)
 from .frames import (
     Barcode,
     BeltReason,
@@ -49,7 +56,7 @@ from .frames import (
     RequestCalibration,
 )
 from .holds import HoldBook, Release, stop_reason
-from .protocol import DeliveryFailed, Event, FrameDropped, SequenceGap
+from .protocol import Acknowledged, DeliveryFailed, Event, FrameDropped, SequenceGap
 from .spool import Spool, SpoolRecord
 from .uplink import (
     Forwarder,
@@ -66,6 +73,14 @@ log = logging.getLogger("firmware_bridge")
 
 HOLD_BOOK_KEY = "hold_book"  # the spool's state entry for the hold book
 CALIBRATION_RETRY_S = 3.0  # between requests while lines arrive uncalibrated
+# A stop or hold the scanner did not acknowledge is sent again after RESEND_FIRST_S, doubling
+# while it keeps failing, up to RESEND_MAX_S; its alarm is logged once per RESEND_ALARM_EVERY_S.
+RESEND_FIRST_S = 0.5
+RESEND_MAX_S = 30.0
+RESEND_ALARM_EVERY_S = 60.0
+# A live video source that stops is reopened after VIDEO_REOPEN_FIRST_S, doubling up to the max.
+VIDEO_REOPEN_FIRST_S = 1.0
+VIDEO_REOPEN_MAX_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +122,7 @@ class BridgeStats:
     assembly_errors: int = 0
     event_errors: int = 0  # scanner events that failed for a reason nobody foresaw
     persist_errors: int = 0  # assembled scans that could not be encoded or spooled
+    video_reopens: int = 0  # times a live video source stopped and was opened again
 
 
 class Bridge:
@@ -136,6 +152,10 @@ class Bridge:
         self.holds: HoldListener | None = None
         self._persist: asyncio.Queue[ParcelScan | VideoScan] = asyncio.Queue()
         self._overflow: list[SpoolRecord] = []
+        self._closing = asyncio.Event()  # stopping: closed parcels go to disk past the bound
+        self._resends: set[asyncio.Task[None]] = set()  # stops/holds waiting to be sent again
+        self._resend_failures = 0  # unacknowledged stops and holds in a row
+        self._resend_alarmed_at = -math.inf  # monotonic time of the last such alarm
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
         self._calibration_requested_at: float | None = None  # monotonic; None: not asked
@@ -195,11 +215,14 @@ class Bridge:
         if link_task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(link_task), grace_s)
+        # Parcels already closed are not sent again by the scanner: a full spool takes them
+        # past its bound now rather than lose them (the bound is for a running belt).
+        self._closing.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._persist.join(), grace_s)
-        for task in self._tasks:
+        for task in [*self._tasks, *self._resends]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._resends]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -234,8 +257,29 @@ class Bridge:
             for scan in video.scans():
                 loop.call_soon_threadsafe(self._on_video_scan, scan)
 
-        await asyncio.to_thread(read)
-        log.info("video source %s ended after %d frames", video.capture, video.frames)
+        delay = VIDEO_REOPEN_FIRST_S
+        while True:
+            try:
+                await asyncio.to_thread(read)
+            except VideoSourceError as exc:
+                if not video.live or video.stopping:
+                    raise
+                why = str(exc)
+            else:
+                if not video.live or video.stopping:
+                    log.info("video source %s ended after %d frames", video.capture, video.frames)
+                    return
+                why = f"no frame after {video.frames}"
+            # A live device that stopped (a USB glitch, a capture card reset): reopened, with
+            # growing pauses, and counted in the status, never left silently recording nothing.
+            self.stats.video_reopens += 1
+            log.critical("ALARM live video source %s stopped (%s): reopening in %.0f s",
+                         video.capture, why, delay)  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay)
+            if video.stopping:
+                return
+            delay = min(VIDEO_REOPEN_MAX_S, delay * 2)
 
     def _on_video_scan(self, scan: VideoScan) -> None:
         self.stats.scans += 1
@@ -316,10 +360,34 @@ class Bridge:
             self.stats.frames_dropped += 1
             log.warning("scanner link: frame %d dropped (%s)", event.seq, event.reason.name)
         elif isinstance(event, DeliveryFailed) and isinstance(event.message, BeltStop | Hold):
-            # A stop that the scanner never acknowledged is never given up: send it again (the
-            # link re-sends it after a reconnect too), and say so loudly.
-            log.critical("ALARM scanner did not acknowledge %s: sending it again", event.message)
-            self._command(event.message)
+            # A stop that the scanner never acknowledged is never given up: it is sent again
+            # (the link re-sends it after a reconnect too). After a pause that grows while the
+            # scanner keeps refusing (a firmware that NAKs it answers within milliseconds: sent
+            # again at once, that was 20 frames and 10 alarms a second), and said loudly, but
+            # once a minute, not once a failure.
+            self._resend_failures += 1
+            delay = min(RESEND_MAX_S, RESEND_FIRST_S * 2 ** min(self._resend_failures - 1, 10))
+            now = time.monotonic()
+            if now - self._resend_alarmed_at >= RESEND_ALARM_EVERY_S:
+                self._resend_alarmed_at = now
+                log.critical("ALARM scanner did not acknowledge %s (%d times in a row): "
+                             "sending it again in %.1f s", event.message, self._resend_failures,
+                             delay)  # fmt: skip
+            self._resends.add(asyncio.get_running_loop().create_task(
+                self._resend(event.message, delay), name="resend"))  # fmt: skip
+        elif isinstance(event, Acknowledged) and isinstance(event.message, BeltStop | Hold):
+            self._resend_failures = 0
+
+    async def _resend(self, message: BeltStop | Hold, delay: float) -> None:
+        try:
+            with contextlib.suppress(TimeoutError):  # the pause, cut short by nothing but stop
+                await asyncio.wait_for(self._closing.wait(), delay)
+            if not self._closing.is_set():
+                self._command(message)
+        finally:
+            current = asyncio.current_task()
+            if current is not None:
+                self._resends.discard(current)
 
     def _reassert_stops(self) -> None:
         """On every HELLO (a new link, or a scanner that rebooted and forgot its commanded
@@ -397,7 +465,9 @@ class Bridge:
         while self._overflow:
             head = self._overflow[0]
             try:
-                fresh = await asyncio.to_thread(self.spool.put, head, time.time())
+                fresh = await asyncio.to_thread(
+                    self.spool.put, head, time.time(), beyond_bound=self._closing.is_set()
+                )
             except SpoolError as exc:
                 # full, or the disk failed: either way nothing may pass unrecorded
                 if not self.stats.spool_full:
@@ -406,7 +476,8 @@ class Bridge:
                     self.stats.spool_full = True
                     self._stopped_for_spool = True
                     self._command(BeltStop("bridge spool full"))
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(TimeoutError):  # a second, or until the stop begins
+                    await asyncio.wait_for(self._closing.wait(), 1.0)
                 continue
             self._overflow.pop(0)
             if not fresh:
@@ -581,6 +652,7 @@ class Bridge:
                 "scans_not_spooled": self.stats.persist_errors,
                 "hold_orders_not_applied": self.holds.failures if self.holds else 0,
             },
+            "video_reopens": self.stats.video_reopens,
             "failed_tasks": list(self.stats.failed_tasks),
         }
 

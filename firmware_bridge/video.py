@@ -304,11 +304,19 @@ class VideoSource:
         self.roi: tuple[int, int, int, int] | None = self.config.roi
         self.frames = 0
         self.tracker: ScrollTracker | None = None
+        # A camera or capture device (an index, or a /dev path): it has no end of its own, so
+        # its stream ending is a fault to recover from, unlike a recording's last frame.
+        self.live = isinstance(capture, int) or str(capture).startswith("/dev/")
+        self._columns = 0  # belt columns seen in this session, over every opening
         self._stopping = False
 
     def stop(self) -> None:
         """Make ``scans()`` return after the current frame (thread-safe)."""
         self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def _open(self) -> Any:
         cap = cv2.VideoCapture(self.capture)
@@ -320,8 +328,13 @@ class VideoSource:
         """Blocking iterator over parcels (run it in a thread next to an event loop)."""
         cfg = self.config
         cap = self._open()
+        # Reopened after a stop, the stream does not go on from its last frame: the scroll is
+        # measured afresh (the region on the screen, once found, stays).
+        self.tracker = None
         start = datetime.now(UTC)
-        segmenter = ColumnSegmenter(cfg, self.source_id, self.session_id)
+        # Columns count on from the last opening: a parcel's id names its first column, so a
+        # parcel after a reopen must not take the id of one before it (and pass for a replay).
+        segmenter = ColumnSegmenter(cfg, self.source_id, self.session_id, column=self._columns)
         pending: list[BGR] = []
         try:
             while not self._stopping:
@@ -352,6 +365,7 @@ class VideoSource:
                 raise VideoSourceError("the belt image never scrolled")
             yield from segmenter.flush()
         finally:
+            self._columns = segmenter.column
             cap.release()
 
     def _tracker(self, frames: list[BGR]) -> ScrollTracker:

@@ -179,6 +179,49 @@ async def test_an_undecodable_502_page_is_retried_and_the_scan_delivered(
     assert spool.depth().dead == 0
 
 
+async def test_a_200_that_is_not_the_gateways_answer_keeps_the_scan_for_a_retry(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    """A captive portal or a misrouted proxy answering 200 stored nothing: deleting the images
+    on its word would lose the scan for good."""
+    gateway.portal_next = 2
+    spool = Spool(tmp_path / "a.db")
+    spool.put(record("00000000-0000-5000-8000-000000000005"), time.time())
+    fwd = await forward_all(spool, gateway)
+    assert fwd.stats.retries == 2
+    assert fwd.stats.uploaded == 1
+    assert "00000000-0000-5000-8000-000000000005" in gateway.scans
+    assert spool.depth().dead == 0
+
+
+async def test_a_clock_set_back_does_not_park_the_forwarder(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    """NTP steps the wall clock back 6 h right after a failed upload: the retry planned in
+    the old time, and the pause, must not wait the 6 h out."""
+    gateway.fail_next = 1
+    step = [0.0]
+
+    def wall() -> float:
+        if gateway.posts >= 1:
+            step[0] = -6 * 3600.0
+        return time.time() + step[0]
+
+    spool = Spool(tmp_path / "a.db")
+    spool.put(record("00000000-0000-5000-8000-000000000006"), time.time())
+    async with aiohttp.ClientSession() as session:
+        fwd = Forwarder(spool, GatewayClient(session, gateway.url, KEY), backoff_initial=0.01,
+                        backoff_max=0.05, wall_clock=wall)  # fmt: skip
+        task = asyncio.get_running_loop().create_task(fwd.run())
+        try:
+            await wait_until(lambda: spool.depth().pending == 0 or task.done(), within=10)
+            assert not task.done(), task.exception()
+        finally:
+            task.cancel()
+    assert step[0] < 0  # the clock did go back
+    assert (fwd.stats.retries, fwd.stats.uploaded) == (1, 1)
+
+
 class _FlakyClient(GatewayClient):
     """The real client, but its first upload fails in a way no one planned for."""
 
@@ -244,6 +287,24 @@ async def test_a_drained_spool_never_restarts_a_belt_that_a_hold_stopped(
             lambda: len(gateway.scans) == 5 and len(scanner.state.parcels_done) == 5, within=20
         )
         assert scanner.state.starts == 1
+
+
+async def test_parcels_closed_while_the_spool_is_full_are_kept_at_a_stop(
+    gateway: FakeGateway, tmp_path: Path
+) -> None:
+    """The scanner does not send a parcel it closed long ago again: one waiting for room
+    when the bridge is stopped goes to disk past the bound, not into an alarm."""
+    gateway.fail_next = 1_000_000
+    scanner = fast_scanner(parcels=5, rate=1500.0)
+    async with running_bridge(scanner, gateway, tmp_path / "s.db", max_spool_scans=1) as bridge:
+        await wait_until(lambda: bridge.stats.spool_full and bool(bridge._overflow))
+        closed = len(scanner.state.parcels_done)
+        assert closed >= 2
+    spool = Spool(tmp_path / "s.db")
+    try:
+        assert spool.depth().pending == closed
+    finally:
+        spool.close()
 
 
 async def test_an_operator_restart_while_the_spool_is_full_waits_for_room(

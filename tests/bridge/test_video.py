@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+import firmware_bridge.app as app_module
 from firmware_bridge.app import Bridge
 from firmware_bridge.display import DisplayLayout, render_frames, render_video
 from firmware_bridge.errors import VideoSourceError
@@ -85,5 +86,34 @@ async def test_bridge_uploads_parcels_from_a_monitor_recording(
         await wait_until(lambda: len(gateway.scans) == len(widths))
         assert {m["waybill_no"] for m in gateway.scans.values()} == {None}
         assert (await bridge.status())["unbound_scans"] == len(widths)
+    finally:
+        await bridge.stop()
+
+
+async def test_a_live_video_source_that_stops_is_reopened_and_counted(
+    recording: tuple[Path, list[int]],
+    gateway: FakeGateway,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A capture device whose stream ends (a USB glitch) is a fault: reopened with a pause and
+    shown in the status, not left recording nothing while the bridge looks healthy. The
+    recording stands in for a device here: what it shows after a reopen is new belt, whose
+    parcels must not take the ids of earlier ones (and be skipped as replays)."""
+    monkeypatch.setattr(app_module, "VIDEO_REOPEN_FIRST_S", 0.05)
+    path, widths = recording
+    config = bridge_config(f"video://{path}", gateway.url, tmp_path / "v.db", holds=False)
+    bridge = Bridge(config)
+    assert bridge.video is not None
+    assert not bridge.video.live  # a file ends; only a device is reopened
+    bridge.video.live = True
+    await bridge.start()
+    try:
+        await wait_until(lambda: bridge.stats.video_reopens >= 2)
+        await wait_until(lambda: len(gateway.scans) >= 2 * len(widths))
+        status = await bridge.status()
+        assert status["video_reopens"] >= 2
+        assert status["failed_tasks"] == []
+        assert bridge.stats.replays_skipped == 0
     finally:
         await bridge.stop()
