@@ -43,6 +43,9 @@ class Letterbox:
         return out
 
 
+_ROWS = 256  # rows per band when flattening alpha
+
+
 def decode_image(data: bytes) -> U8:
     """Decode PNG/JPEG bytes (8- or 16-bit, grey, RGB or RGBA) to RGB uint8 (H, W, 3).
 
@@ -56,15 +59,21 @@ def decode_image(data: bytes) -> U8:
     if img is None or img.size == 0:
         raise ImageDecodeError("not a decodable PNG/JPEG image")
     if img.dtype == np.uint16:
-        img = (img.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+        # Straight to 8 bits, rounded (no value lands on a .5): no full-size float copies,
+        # which for a 16 Mpx RGBA frame were most of a gigabyte.
+        img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)
     elif img.dtype != np.uint8:
         raise ImageDecodeError(f"unsupported pixel type {img.dtype}")
     if img.ndim == 2:
         return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_GRAY2RGB))
     if img.shape[2] == 4:
-        alpha = img[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
-        flat = img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5
-        return np.ascontiguousarray(cv2.cvtColor(flat.astype(np.uint8), cv2.COLOR_BGR2RGB))
+        flat = np.empty((*img.shape[:2], 3), np.uint8)
+        for top in range(0, img.shape[0], _ROWS):  # in bands: float copies of a band only
+            band = img[top : top + _ROWS]
+            alpha = band[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
+            out = band[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5
+            flat[top : top + _ROWS] = out.astype(np.uint8)
+        return np.ascontiguousarray(cv2.cvtColor(flat, cv2.COLOR_BGR2RGB))
     if img.shape[2] == 3:
         return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     raise ImageDecodeError(f"unsupported channel count {img.shape[2]}")

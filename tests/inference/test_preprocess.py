@@ -49,6 +49,22 @@ def test_jpeg_and_rgba_decode() -> None:
     assert decode_image(png(rgba)).shape == (16, 16, 3)
 
 
+def test_sixteen_bit_rgba_decodes_exactly_as_the_per_pixel_formula_in_bands() -> None:
+    """The decode works without full-size float copies (a 16 Mpx RGBA frame peaked at most of
+    a gigabyte): each pixel still comes out as round(v * 255 / 65535), alpha-flattened onto
+    white, across band edges too (600 rows: bands of 256)."""
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 65536, (600, 37, 4)).astype(np.uint16)
+    img.flat[:65536] = np.arange(65536)  # every 16-bit value once
+    decoded = decode_image(cv2.imencode(".png", img)[1].tobytes())
+    eight = np.floor(img.astype(np.float64) * 255.0 / 65535.0 + 0.5)
+    alpha = eight[:, :, 3:4] / 255.0
+    flat = np.floor(eight[:, :, :3] * alpha + 255.0 * (1.0 - alpha) + 0.5)
+    expected = flat[:, :, ::-1].astype(np.uint8)  # OpenCV's BGR to RGB
+    assert np.abs(decoded.astype(int) - expected.astype(int)).max() <= 1  # float32 vs 64
+    assert (decoded != expected).mean() < 0.001
+
+
 def test_transparent_pixels_are_air_not_dense_material() -> None:
     # A parcel cut-out on a transparent background: the colour stored under the transparency
     # is black, which an X-ray display means as opaque material; air is white.
