@@ -140,7 +140,7 @@ class Bridge:
         if config.scanner.startswith("video:"):
             # a scanner with only a monitor output: video:///path/to/file.avi or video://0
             target = config.scanner.removeprefix("video://").removeprefix("video:")
-            capture: str | int = int(target) if target.isdigit() else target
+            capture: str | int = int(target) if target.isascii() and target.isdigit() else target
             self.video = VideoSource(capture, source_id=config.scanner_id or config.scanner)
         else:
             self.link = ScannerLink(

@@ -89,7 +89,8 @@ class RunDir:
         for path in (self.metrics, self.heartbeats):
             path.mkdir(parents=True, mode=0o700)
         for other in self.path.parent.iterdir():
-            if other != self.path and (not other.name.isdigit() or not _alive(int(other.name))):
+            name = other.name
+            if other != self.path and not (name.isascii() and name.isdigit() and _alive(int(name))):
                 shutil.rmtree(other, ignore_errors=True)
 
     def remove(self) -> None:

@@ -12,13 +12,21 @@ from contextlib import contextmanager
 
 from screening.storage.errors import StorageError
 
+_BIGINT = 2**63 - 1  # PostgreSQL's bigint: what txid and seq are compared with
+
 
 def parse_cursor(value: str) -> tuple[int, int]:
-    """``"<txid>-<seq>"`` (an SSE event id) -> cursor; raises StorageError when malformed."""
+    """``"<txid>-<seq>"`` (an SSE event id) -> cursor; raises StorageError when malformed,
+    before any stream starts (ASCII digits only: "²" is a digit to str.isdigit, not to int;
+    and values past bigint, which the query could not take)."""
     txid, sep, seq = value.strip().partition("-")
-    if not sep or not txid.isdigit() or not seq.lstrip("-").isdigit():
+    digits = seq.removeprefix("-")
+    if not sep or not (txid + digits).isascii() or not txid.isdigit() or not digits.isdigit():
         raise StorageError("malformed Last-Event-ID")
-    return int(txid), int(seq)
+    cursor = int(txid), int(seq)
+    if cursor[0] > _BIGINT or abs(cursor[1]) > _BIGINT:
+        raise StorageError("malformed Last-Event-ID")
+    return cursor
 
 
 class FeedHub:

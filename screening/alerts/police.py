@@ -149,25 +149,33 @@ class AlertService:
     ) -> Hold | None:
         """Closing an alert closes the parcel's hold: seized, or released. A release waits for
         the parcel's last open alert (a dismissed watchlist match must not let a parcel with a
-        confirmed firearm go), and then clears every flagged scan of the parcel for compliance,
-        reviewers' clears deferred to police included, so the parcel may leave."""
+        confirmed firearm go) and for reviewers still owing a decision on another flagged scan
+        of it (only this alert's own scan is cleared meanwhile); then it clears the parcel's
+        flagged scans for compliance, reviewers' clears deferred to police included, so the
+        parcel may leave. A parcel police seized is never cleared."""
         if alert.waybill_no is None:
             return None
         now = self._clock()
+        site_id, waybill_no = alert.site_id, alert.waybill_no
         status = "seized" if disposition == "seized" else "released"
-        await lock_parcel(conn, alert.site_id, alert.waybill_no)
-        if status == "released" and await store.parcel_has_open_alert(
-            conn, alert.site_id, alert.waybill_no
-        ):
+        await lock_parcel(conn, site_id, waybill_no)
+        if status == "seized":
+            return await store.close_parcel_hold(conn, site_id, waybill_no, status, now, actor)
+        if await store.parcel_has_open_alert(conn, site_id, waybill_no):
             return None  # (this alert is closed already in this transaction)
-        hold = await store.close_parcel_hold(
-            conn, alert.site_id, alert.waybill_no, status, now, actor
+        own = (
+            await review_store.upload_event_id(conn, site_id, alert.scan_id)
+            if alert.scan_id is not None
+            else None
         )
-        if status == "released":
-            await self._clear_flags(
-                conn, alert.site_id, alert.waybill_no, alert.scan_id, actor,
-                f"alert:{alert.alert_id}", every_flag=True,
-            )  # fmt: skip
+        waiting = await review_store.flags_awaiting_review(conn, site_id, waybill_no)
+        if waiting - {own}:
+            await self._clear_flags(conn, site_id, waybill_no, alert.scan_id, actor,
+                                    f"alert:{alert.alert_id}", every_flag=False)  # fmt: skip
+            return None
+        hold = await store.close_parcel_hold(conn, site_id, waybill_no, status, now, actor)
+        await self._clear_flags(conn, site_id, waybill_no, alert.scan_id, actor,
+                                f"alert:{alert.alert_id}", every_flag=True)  # fmt: skip
         return hold
 
     async def _clear_flags(
@@ -183,16 +191,24 @@ class AlertService:
     ) -> None:
         """Record a release as the clearing of flagged scans' events, so compliance lets the
         parcel leave (the caller holds the parcel's lock): the scan ``scan_id`` names, under
-        ``key``, and with ``every_flag`` each other flagged scan of the parcel too, under
-        ``key/scan:<event id>``."""
+        ``key``, and with ``every_flag`` each other flagged scan of the parcel that no reviewer
+        still has to decide, under ``key/scan:<event id>``. Nothing, for a parcel police
+        seized: a release of a later hold must not clear the flag it was seized for."""
+        if await store.parcel_seized(conn, site_id, waybill_no):
+            return
         own = (
             await review_store.upload_event_id(conn, site_id, scan_id)
             if scan_id is not None
             else None
         )
-        flagged = (
-            await review_store.flagged_scan_events(conn, site_id, waybill_no) if every_flag else []
-        )
+        flagged: list[uuid.UUID] = []
+        if every_flag:
+            waiting = await review_store.flags_awaiting_review(conn, site_id, waybill_no)
+            flagged = [
+                e
+                for e in await review_store.flagged_scan_events(conn, site_id, waybill_no)
+                if e not in waiting
+            ]
         for event_id in dict.fromkeys([*([own] if own else []), *flagged]):
             await append_review_event(
                 conn, self._vault, site_id, event_id, "cleared", actor,

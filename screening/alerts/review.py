@@ -282,14 +282,20 @@ class ReviewService:
                 conn, item.site_id, item.waybill_no
             )
             # The parcel's one hold covers all its flagged scans: clearing one of them releases
-            # it only when no other still waits for a reviewer. An audit sample never held the
-            # parcel, so clearing it releases nothing (a hold then is another flag's).
+            # it only when no other scan still waits for a reviewer and no other flag stands
+            # uncleared (a station's own, say: no image, so no review item; police release
+            # that one). An audit sample never held the parcel, so clearing it releases
+            # nothing.
             if (
                 not police_decide
                 and item.kind == "flagged"
                 and not await review_store.other_flags_pending(
                     conn, item.site_id, item.waybill_no, item.item_id
                 )
+                and not set(
+                    await review_store.uncleared_flags(conn, item.site_id, item.waybill_no)
+                )
+                - {item.event_id}
             ):
                 await store.close_parcel_hold(
                     conn, item.site_id, item.waybill_no, "released", now, reviewer

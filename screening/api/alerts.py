@@ -180,7 +180,7 @@ def _uuid(request: web.Request, name: str, code: str = "unknown_alert") -> uuid.
 
 def _limit(request: web.Request, default: int = 100) -> int:
     raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
         raise BadRequestError("limit is 1..1000", code="invalid_query")
     return int(raw)
 

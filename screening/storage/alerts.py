@@ -825,6 +825,19 @@ SELECT EXISTS (SELECT 1 FROM alerts
 """
 
 
+PARCEL_SEIZED = """
+SELECT EXISTS (SELECT 1 FROM holds
+               WHERE site_id = $1 AND waybill_no = $2 AND status = 'seized')
+    OR EXISTS (SELECT 1 FROM alerts
+               WHERE site_id = $1 AND waybill_no = $2 AND disposition = 'seized')
+"""
+
+
+async def parcel_seized(conn: Conn, site_id: str, waybill_no: str) -> bool:
+    """Whether police seized the parcel (its hold, or an alert closed as seized)."""
+    return bool(await conn.fetchval(PARCEL_SEIZED, site_id, waybill_no))
+
+
 async def parcel_has_open_alert(conn: Conn, site_id: str, waybill_no: str) -> bool:
     """Whether police hold an alert on the parcel that they have not closed."""
     return bool(await conn.fetchval(PARCEL_HAS_OPEN_ALERT, site_id, waybill_no))

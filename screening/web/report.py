@@ -95,7 +95,8 @@ class MonthlyReport:
 
 def parse_month(raw: str) -> date:
     year, _, month = raw.partition("-")
-    if len(year) != 4 or len(month) != 2 or not (year + month).isdigit():
+    digits = year + month
+    if len(year) != 4 or len(month) != 2 or not (digits.isascii() and digits.isdigit()):
         raise BadRequestError("the month is YYYY-MM", code="invalid_month")
     # Year 9999 has no day after its last one to end a range on.
     if not 1 <= int(year) < date.max.year:

@@ -355,3 +355,91 @@ async def test_the_live_feed_shows_each_police_action_as_the_alerts_new_state(
     ]
     assert [u["revision"] for u in updates] == [2, 3, 4]  # a consumer keeps the highest
     assert updates[-1]["disposition"] == "seized"
+
+
+def hd_waybill() -> str:
+    return f"HD{uuid.uuid4().hex[:12].upper()}"
+
+
+async def _holds(agw: AlertGateway, waybill: str) -> list[str]:
+    _, body = await agw.call("GET", "/v1/holds", role="station")
+    return [h["status"] for h in body["holds"] if h["waybill_no"] == waybill]
+
+
+async def _violations_after_dispatch(agw: AlertGateway, waybill: str) -> list[str]:
+    await agw.events([event("parcel.dispatched", agw.site, waybill, soon(60), carrier="SF")])
+    _, parcel = await agw.call("GET", f"/v1/parcels/{waybill}", role="station")
+    return list(parcel["violations"])
+
+
+async def test_a_seized_parcel_is_not_cleared_by_closing_its_other_alert(
+    agw: AlertGateway,
+) -> None:
+    """Found by review: closing the parcel's other alert as a false alarm cleared every flagged
+    scan, the seized one too, and the seized parcel could leave counted compliant."""
+    await agw.set_policy(police=0.5)  # the dark scan (~0.92) alerts police on its score
+    wb = hd_waybill()
+    await agw.events([event("inspection.completed", agw.site, wb, soon(), clerk_id="C1",
+                            result="prohibited_found")])  # fmt: skip
+    await agw.upload(DARK, wb)
+    alerts = {a["cause"]: a for a in await agw.alerts_of_site() if a["waybill_no"] == wb}
+    seized = alerts["scan_score"]["alert_id"]
+    assert (await agw.call("POST", f"/v1/alerts/{seized}/close",
+                           json={"disposition": "seized"}))[0] == 200  # fmt: skip
+    assert await _holds(agw, wb) == ["seized"]
+    other = alerts["inspection_prohibited"]["alert_id"]
+    assert (await agw.call("POST", f"/v1/alerts/{other}/close",
+                           json={"disposition": "false_alarm"}))[0] == 200  # fmt: skip
+    assert "dispatched_while_flagged" in await _violations_after_dispatch(agw, wb)
+
+
+async def test_a_false_alarm_does_not_release_a_parcel_whose_scan_awaits_review(
+    agw: AlertGateway,
+) -> None:
+    await agw.set_policy(police=None)  # the scan itself alerts nobody: a reviewer decides it
+    wb = hd_waybill()
+    await agw.events([event("inspection.completed", agw.site, wb, soon(), clerk_id="C1",
+                            result="prohibited_found")])  # fmt: skip
+    await agw.upload(DARK, wb)  # flagged: a review item waits
+    (alert,) = [a for a in await agw.alerts_of_site() if a["waybill_no"] == wb]
+    assert (await agw.call("POST", f"/v1/alerts/{alert['alert_id']}/close",
+                           json={"disposition": "false_alarm"}))[0] == 200  # fmt: skip
+    assert await _holds(agw, wb) == ["open"]  # the reviewer's decision is still owed
+    _, item = await agw.call("GET", "/v1/review/next", role="reviewer")
+    status, _ = await agw.call("POST", f"/v1/review/items/{item['item_id']}/decision",
+                               role="reviewer", json={"decision": "clear"})  # fmt: skip
+    assert status == 200
+    assert await _holds(agw, wb) == ["released"]
+    assert "dispatched_while_flagged" not in await _violations_after_dispatch(agw, wb)
+
+
+async def test_a_reviewers_clear_does_not_release_a_hold_a_stations_own_flag_raised(
+    agw: AlertGateway,
+) -> None:
+    """The station's flag has no image and no review item: police release it, nobody else."""
+    await agw.set_policy(police=None)
+    wb = hd_waybill()
+    station_flag = event("xray.scanned", agw.site, wb, soon(), scanner_id="XR-9",
+                         verdict="flagged")  # fmt: skip
+    await agw.events([station_flag])
+    await agw.upload(DARK, wb)
+    _, item = await agw.call("GET", "/v1/review/next", role="reviewer")
+    status, _ = await agw.call("POST", f"/v1/review/items/{item['item_id']}/decision",
+                               role="reviewer", json={"decision": "clear"})  # fmt: skip
+    assert status == 200
+    assert await _holds(agw, wb) == ["open"]
+    _, holds = await agw.call("GET", "/v1/holds", role="police")
+    (hold,) = [h for h in holds["holds"] if h["waybill_no"] == wb]
+    assert (await agw.call("POST", f"/v1/holds/{hold['hold_id']}/release"))[0] == 200
+    assert "dispatched_while_flagged" not in await _violations_after_dispatch(agw, wb)
+
+
+async def test_counts_and_cursors_the_database_could_not_take_are_400(agw: AlertGateway) -> None:
+    """"²" is a digit to str.isdigit, not to int(); a cursor past bigint used to start a
+    stream (200) that then failed inside it, and the console resumed with it forever."""
+    for path in ("/v1/alerts?limit=%C2%B2", "/v1/holds?limit=%C2%B2"):
+        status, body = await agw.call("GET", path)
+        assert (status, body["code"]) == (400, "invalid_query"), path
+    for cursor in ("%C2%B2-1", "99999999999999999999-1", "1-99999999999999999999"):
+        status, body = await agw.call("GET", f"/v1/alerts/stream?last_event_id={cursor}")
+        assert (status, body["code"]) == (400, "invalid_last_event_id"), cursor
