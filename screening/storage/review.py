@@ -323,11 +323,15 @@ WHERE s.site_id = $1 AND s.waybill_no = $2 AND s.event_type = 'xray.scanned'
                s.payload->>'review', '') <> 'cleared'
 ORDER BY s.occurred_at, s.event_id
 """
-# The scan events of a parcel's flagged review items that no reviewer has decided yet.
+# The scan events of a parcel's flagged review items that nobody has decided yet: no reviewer,
+# and no police officer closing the scan's own alert as released or a false alarm.
 SELECT_FLAGS_AWAITING_REVIEW = """
-SELECT event_id FROM review_items
-WHERE site_id = $1 AND waybill_no = $2 AND status = 'pending' AND kind = 'flagged'
-  AND event_id IS NOT NULL
+SELECT r.event_id FROM review_items r
+WHERE r.site_id = $1 AND r.waybill_no = $2 AND r.status = 'pending' AND r.kind = 'flagged'
+  AND r.event_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM alerts a
+                  WHERE a.site_id = r.site_id AND a.scan_id = r.scan_id AND a.status = 'closed'
+                    AND a.disposition IN ('released', 'false_alarm'))
 """
 
 
@@ -337,7 +341,8 @@ async def uncleared_flags(conn: Conn, site_id: str, waybill_no: str) -> list[UUI
 
 
 async def flags_awaiting_review(conn: Conn, site_id: str, waybill_no: str) -> set[UUID]:
-    """The parcel's flagged scan events whose review items are still pending."""
+    """The parcel's flagged scan events still owed a decision: their review items are
+    pending, and police have not dismissed their own alerts."""
     rows = await conn.fetch(SELECT_FLAGS_AWAITING_REVIEW, site_id, waybill_no)
     return {r["event_id"] for r in rows}
 
