@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -42,15 +44,27 @@ def load_vault(settings: Settings) -> PersonalDataVault:
             json.loads(settings.pii_keys_json.get_secret_value())
         )
     path = settings.pii_key_file
-    if path.exists():
-        return PersonalDataVault.from_json_dict(json.loads(path.read_text()))
-    vault = PersonalDataVault.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(vault.to_json_dict(), fh)
-    log.warning("generated development PII keys", extra={"path": str(path)})
-    return vault
+    if not path.exists():
+        # Written aside, synced, then linked into place: a crash leaves no empty or half file
+        # (which every later start would refuse, and whose replacement could open nothing
+        # sealed before), and of two gateways starting together one key wins for both.
+        candidate = PersonalDataVault.generate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(candidate.to_json_dict(), fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(aside, path)
+                log.warning("generated development PII keys", extra={"path": str(path)})
+            except FileExistsError:
+                pass  # another process won: use its keys
+        finally:
+            aside.unlink(missing_ok=True)
+    return PersonalDataVault.from_json_dict(json.loads(path.read_text()))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -58,11 +72,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STOP_LIMIT_S = 10.0  # per part at shutdown
 
 
-async def _stop(what: str, closing: Awaitable[Any]) -> None:
+async def _stop(what: str, close: Callable[[], Awaitable[Any]]) -> None:
     try:
-        await asyncio.wait_for(closing, STOP_LIMIT_S)
+        await asyncio.wait_for(close(), STOP_LIMIT_S)
     except TimeoutError:
         log.critical("%s did not stop within %.0f s; abandoning it", what, STOP_LIMIT_S)
+
+
+async def _close_station_sockets(gw: Gateway) -> None:
+    for sockets in gw.station_streams.values():
+        for ws in list(sockets):
+            await _stop("station socket", partial(ws.close, code=1001, message=b"shutting down"))
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -78,7 +98,8 @@ async def _end_streams(app: web.Application) -> None:
             # under one bound: a dead peer's close waits for its timeout, not once per socket.
             sockets = {ws for group in list(app[GATEWAY].station_streams.values()) for ws in group}
             closing = (ws.close(code=1001, message=b"shutting down") for ws in sockets)
-            await _stop("station sockets", asyncio.gather(*closing, return_exceptions=True))
+            all_closed = asyncio.gather(*closing, return_exceptions=True)
+            await _stop("station sockets", lambda: all_closed)
     except Exception:  # never let this hook abort the stop: the parts after it must still run
         log.exception("closing the streams at shutdown failed")
 
@@ -150,110 +171,109 @@ def create_app(
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        own_pool = pool is None
-        if pool is None:
-            if settings.database_url is None:
-                raise RuntimeError("no database: set SCREENING_DATABASE_URL or use the CLI")
-            the_pool = await create_pool(
-                settings.database_url.get_secret_value(),
-                min_size=settings.pool_min_size,
-                max_size=settings.pool_max_size,
+        # Each part that starts registers its stop at once, so a failure later in the startup
+        # (a key file that cannot be read, say) stops what had started and the process exits,
+        # instead of hanging on a pool that a running task still holds. Stops run in reverse:
+        # depth and checkpoints, alerts, station sockets, writer, detector, pool. Each gets a
+        # bounded time, so one stuck part cannot hold the process past its service manager's
+        # stop timeout with the others not yet stopped.
+        async with contextlib.AsyncExitStack() as stops:
+            if pool is None:
+                if settings.database_url is None:
+                    raise RuntimeError("no database: set SCREENING_DATABASE_URL or use the CLI")
+                the_pool = await create_pool(
+                    settings.database_url.get_secret_value(),
+                    min_size=settings.pool_min_size,
+                    max_size=settings.pool_max_size,
+                )
+                stops.push_async_callback(_stop, "database pool", the_pool.close)
+            else:
+                the_pool = pool
+            if run_migrations:
+                async with the_pool.acquire() as conn:
+                    await migrate(conn)
+            # Key material before anything starts: what most often fails at a start.
+            the_vault = vault or load_vault(settings)
+            signer = await asyncio.to_thread(LedgerSigner.load_or_create, settings.ledger_key_path)
+            app[LEDGER_SIGNER] = signer
+            scans = ScanService(
+                the_pool,
+                the_vault,
+                ImageStore(settings.image_dir),
+                DetectorConfig(
+                    model_path=settings.model_path or DEFAULT_MODEL_PATH,
+                    intra_op_threads=settings.inference_threads,
+                    max_batch=settings.inference_max_batch,
+                    max_wait_ms=settings.inference_max_wait_ms,
+                    queue_size=settings.inference_queue_size,
+                    max_decoding=settings.inference_max_decoding,
+                ),
+                ScanLimits(settings.max_image_bytes, settings.max_image_pixels),
             )
-        else:
-            the_pool = pool
-        if run_migrations:
-            async with the_pool.acquire() as conn:
-                await migrate(conn)
-        writer = GroupCommitWriter(
-            the_pool,
-            max_events=settings.group_commit_max_events,
-            max_wait_s=settings.group_commit_max_wait_ms / 1000.0,
-            max_inflight=settings.group_commit_max_inflight,
-            queue_size=settings.ingest_queue_size,
-        )
+            stops.push_async_callback(_stop, "detector", scans.close)
+            writer = GroupCommitWriter(
+                the_pool,
+                max_events=settings.group_commit_max_events,
+                max_wait_s=settings.group_commit_max_wait_ms / 1000.0,
+                max_inflight=settings.group_commit_max_inflight,
+                queue_size=settings.ingest_queue_size,
+            )
 
-        def observe(report: CommitReport, size: int) -> None:
-            metrics.commit_size.observe(size)
-            metrics.commit_seconds.observe(report.seconds)
+            def observe(report: CommitReport, size: int) -> None:
+                metrics.commit_size.observe(size)
+                metrics.commit_seconds.observe(report.seconds)
 
-        writer.on_commit.append(observe)
-        await writer.start()
-        the_vault = vault or load_vault(settings)
-        scans = ScanService(
-            the_pool,
-            the_vault,
-            ImageStore(settings.image_dir),
-            DetectorConfig(
-                model_path=settings.model_path or DEFAULT_MODEL_PATH,
-                intra_op_threads=settings.inference_threads,
-                max_batch=settings.inference_max_batch,
-                max_wait_ms=settings.inference_max_wait_ms,
-                queue_size=settings.inference_queue_size,
-                max_decoding=settings.inference_max_decoding,
-            ),
-            ScanLimits(settings.max_image_bytes, settings.max_image_pixels),
-        )
-        app[GATEWAY] = Gateway(
-            settings=settings,
-            pool=the_pool,
-            vault=the_vault,
-            writer=writer,
-            authenticator=KeyAuthenticator(the_pool, settings.api_key_cache_s),
-            metrics=metrics,
-            scans=scans,
-        )
-        alert_options: dict[str, Any] = {
-            "public_base_url": settings.public_base_url
-            or f"http://{settings.host}:{settings.port}",
-            "webhook_timeout_s": settings.webhook_timeout_s,
-            "retry_jitter": settings.webhook_retry_jitter,
-            "relay_enabled": settings.alert_relay_enabled,
-            "relay_lease_s": settings.alert_relay_lease_s,
-            "relay_batch": settings.alert_relay_batch,
-            "relay_poll_s": settings.alert_relay_poll_s,
-            "review_lease_s": settings.review_lease_s,
-            "tip_rate": settings.tip_rate,
-            "clear_audit_share": settings.clear_audit_share,
-            "cleared_audit_share": settings.cleared_audit_share,
-            "hold_repush_s": settings.hold_repush_s,
-        }
-        if ALERT_OPTIONS in app:  # tests inject clocks, transports and schedules
-            overrides: dict[str, Any] = app[ALERT_OPTIONS]
-            alert_options.update(overrides)
-        alerts = AlertsComponent(
-            the_pool,
-            the_vault,
-            scans.images,
-            app[GATEWAY].station_streams,
-            scans=scans,
-            **alert_options,
-        )
-        scans.on_verdict = alerts.on_verdict  # in the upload transaction
-        writer.on_accepted = alerts.on_events  # in the ingest transaction
-        app[ALERTS] = alerts
-        await alerts.start()
-        signer = await asyncio.to_thread(LedgerSigner.load_or_create, settings.ledger_key_path)
-        app[LEDGER_SIGNER] = signer
-        checkpoints = asyncio.create_task(
-            checkpoint_periodically(the_pool, signer, settings), name="ledger-checkpoints"
-        )
-        depth = asyncio.create_task(_report_depth(metrics, writer), name="queue-depth")
-        try:
+            writer.on_commit.append(observe)
+            await writer.start()
+            stops.push_async_callback(_stop, "writer", writer.close)
+            app[GATEWAY] = Gateway(
+                settings=settings,
+                pool=the_pool,
+                vault=the_vault,
+                writer=writer,
+                authenticator=KeyAuthenticator(the_pool, settings.api_key_cache_s),
+                metrics=metrics,
+                scans=scans,
+            )
+            stops.push_async_callback(_close_station_sockets, app[GATEWAY])
+            alert_options: dict[str, Any] = {
+                "public_base_url": settings.public_base_url
+                or f"http://{settings.host}:{settings.port}",
+                "webhook_timeout_s": settings.webhook_timeout_s,
+                "retry_jitter": settings.webhook_retry_jitter,
+                "relay_enabled": settings.alert_relay_enabled,
+                "relay_lease_s": settings.alert_relay_lease_s,
+                "relay_batch": settings.alert_relay_batch,
+                "relay_poll_s": settings.alert_relay_poll_s,
+                "review_lease_s": settings.review_lease_s,
+                "tip_rate": settings.tip_rate,
+                "clear_audit_share": settings.clear_audit_share,
+                "cleared_audit_share": settings.cleared_audit_share,
+                "hold_repush_s": settings.hold_repush_s,
+            }
+            if ALERT_OPTIONS in app:  # tests inject clocks, transports and schedules
+                overrides: dict[str, Any] = app[ALERT_OPTIONS]
+                alert_options.update(overrides)
+            alerts = AlertsComponent(
+                the_pool,
+                the_vault,
+                scans.images,
+                app[GATEWAY].station_streams,
+                scans=scans,
+                **alert_options,
+            )
+            scans.on_verdict = alerts.on_verdict  # in the upload transaction
+            writer.on_accepted = alerts.on_events  # in the ingest transaction
+            app[ALERTS] = alerts
+            stops.push_async_callback(_stop, "alerts", alerts.close)
+            await alerts.start()
+            checkpoints = asyncio.create_task(
+                checkpoint_periodically(the_pool, signer, settings), name="ledger-checkpoints"
+            )
+            stops.push_async_callback(cancel_and_wait, checkpoints)
+            depth = asyncio.create_task(_report_depth(metrics, writer), name="queue-depth")
+            stops.push_async_callback(cancel_and_wait, depth)
             yield
-        finally:
-            await cancel_and_wait(depth)
-            await cancel_and_wait(checkpoints)
-            # Each part gets a bounded time to stop, so one stuck part cannot hold the process
-            # past its service manager's stop timeout with the others not yet stopped.
-            await _stop("alerts", alerts.close())
-            gw = app[GATEWAY]
-            for sockets in gw.station_streams.values():
-                for ws in list(sockets):
-                    await _stop("station socket", ws.close(code=1001, message=b"shutting down"))
-            await _stop("writer", writer.close())
-            await _stop("detector", scans.close())
-            if own_pool:
-                await _stop("database pool", the_pool.close())
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(_end_streams)

@@ -7,11 +7,13 @@ import dataclasses
 import hashlib
 import hmac
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from screening.app import load_vault
 from screening.protection import (
     KeyMaterialError,
     PersonalDataError,
@@ -19,6 +21,7 @@ from screening.protection import (
     SealedValue,
     associated_data,
 )
+from screening.settings import Settings
 
 K1 = bytes(range(32))
 K2 = bytes(range(32, 64))
@@ -267,3 +270,15 @@ def test_repr_names_key_ids_but_never_key_bytes(vault: PersonalDataVault) -> Non
         assert base64.b64encode(secret).decode() not in text
         assert secret.hex() not in text
         assert repr(secret) not in text
+
+
+def test_the_development_key_file_is_made_whole_once_and_reused(tmp_path: Path) -> None:
+    """Written aside, synced and linked into place: never a half file that every later start
+    refuses (and whose replacement could open nothing sealed before), no leftovers."""
+    settings = Settings(data_dir=tmp_path)
+    first = load_vault(settings)
+    again = load_vault(settings)
+    sealed = first.seal("110105194912310025", aad=b"row")
+    assert again.open(sealed, aad=b"row") == "110105194912310025"
+    assert oct(settings.pii_key_file.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [settings.pii_key_file.name]

@@ -15,9 +15,14 @@ from screening.api.endpoints import Param, Route
 from screening.domain.access import Permission, Principal
 from screening.domain.checkpoint import Checkpoint
 from screening.domain.ledger import LeafNotFoundError, ProofRequestError
-from screening.errors import BadRequestError, ForbiddenError, NotFoundError
+from screening.errors import (
+    BadRequestError,
+    ForbiddenError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from screening.services import ledger as ledger_service
-from screening.services.ledger import LedgerSigner
+from screening.services.ledger import LedgerSigner, signed_by
 from screening.storage import ledger as ledger_store
 
 LEDGER_SIGNER: web.AppKey[LedgerSigner] = web.AppKey("ledger_signer", LedgerSigner)
@@ -56,6 +61,15 @@ async def get_checkpoint(request: web.Request) -> web.Response:
         stored = await ledger_store.latest_checkpoint(conn, site_id)
     if stored is None:
         raise NotFoundError("no checkpoint for this site yet", code="no_checkpoint")
+    signer = request.app[LEDGER_SIGNER]
+    if not signed_by(stored.note, signer):
+        # Never hand out a note with a vkey that does not verify it.
+        raise ServiceUnavailableError(
+            "this gateway's ledger key is not the one the site's checkpoints are signed with; "
+            "every gateway must share one key file",
+            code="ledger_key_mismatch",
+            retry_after_s=60,
+        )
     checkpoint = Checkpoint.from_body(stored.note.split("\n\n", 1)[0] + "\n")
     body: dict[str, Any] = {
         "site_id": site_id,
@@ -64,7 +78,7 @@ async def get_checkpoint(request: web.Request) -> web.Response:
         "root_hash": _b64(stored.root_hash),
         "note": stored.note,
         "created_at": stored.created_at.isoformat(),
-        "vkey": request.app[LEDGER_SIGNER].vkey(),
+        "vkey": signer.vkey(),
     }
     return web.json_response(body)
 

@@ -17,6 +17,7 @@ import asyncpg
 from screening.domain.checkpoint import (
     DEFAULT_ORIGIN_PREFIX,
     Checkpoint,
+    CheckpointError,
     KeyFormatError,
     NoteSigner,
     NoteVerifier,
@@ -40,6 +41,21 @@ DEFAULT_KEY_NAME = "screening.example/ledger"
 
 class SignerKeyError(Exception):
     """The ledger signing key file cannot be read, or holds another key than expected."""
+
+
+class SignerMismatchError(SignerKeyError):
+    """A site's checkpoints are signed with another key than this gateway's: gateways on one
+    database must share one key file, or their notes alternate between keys that each verify
+    only some of them."""
+
+
+def signed_by(note: str, signer: LedgerSigner) -> bool:
+    """Whether ``note`` carries a valid signature of ``signer``'s key."""
+    try:
+        parse_and_verify(note, signer.verifier())
+    except CheckpointError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +145,12 @@ async def make_checkpoint(
         # can never look larger than the head read after it (a false "does not extend").
         previous = await ledger_store.latest_checkpoint(conn, site_id)
         head = await ledger_store.latest_root(conn, site_id)
+        if previous is not None and not signed_by(previous.note, signer):
+            raise SignerMismatchError(
+                f"site {site_id}: its checkpoints are signed with another key than this "
+                f"gateway's ({signer.vkey()}); give every gateway the same "
+                "SCREENING_LEDGER_KEY_FILE"
+            )
         if previous is not None:
             if previous.tree_size > head.tree_size:
                 raise LedgerInconsistentError(
@@ -198,6 +220,8 @@ async def checkpoint_all(
                 "ledger of a site no longer extends its checkpoint", extra={"site": site_id}
             )
             failed.append(exc)
+        except SignerMismatchError as exc:
+            log.critical("not signing: %s", exc, extra={"site": site_id})
         except (asyncpg.PostgresError, OSError):
             raise  # the database or disk, not the site: the next round retries them all
         except Exception:  # one site's unforeseen failure must not stop the others' signing

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import uuid
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from screening.api.context import GATEWAY as GATEWAY_KEY
+from screening.api.ledger import LEDGER_SIGNER
 from screening.domain.checkpoint import NoteVerifier, parse_and_verify
 from screening.domain.ledger import verify_consistency, verify_inclusion
 from screening.services import ledger as ledger_service
-from screening.services.ledger import LedgerSigner
+from screening.services.ledger import LedgerSigner, SignerMismatchError
 from tests.conftest import RunningGateway
 from tests.gateway.events import parcel_flow
 
@@ -87,3 +91,28 @@ async def test_ledger_reads_respect_scope_and_input(gateway: RunningGateway) -> 
     async with gateway.http.get(f"{gateway.url}/v1/ledger/vkey") as resp:
         assert resp.status == 200
         assert (await resp.text()).startswith("screening.example/ledger+")
+
+
+async def test_a_site_signed_with_another_key_is_neither_extended_nor_served(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    """Found by review: gateways with their own key files took turns signing a site's
+    checkpoints, and the API paired a note with a vkey that did not verify it."""
+    site = gateway.keys.site
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events", json=parcel_flow(site, "LG0000000031"), headers=gateway.auth()
+    ):
+        pass
+    elsewhere = LedgerSigner.load_or_create(tmp_path / "another-gateway.key")
+    await ledger_service.make_checkpoint(gateway.pool, site, elsewhere)  # the other one first
+    status, problem = await get(gateway, f"/v1/sites/{site}/ledger/checkpoint")
+    assert (status, problem["code"]) == (503, "ledger_key_mismatch")
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events", json=parcel_flow(site, "LG0000000032"), headers=gateway.auth()
+    ):
+        pass
+    ours = gateway.app[LEDGER_SIGNER]
+    with pytest.raises(SignerMismatchError, match="same SCREENING_LEDGER_KEY_FILE"):
+        await ledger_service.make_checkpoint(gateway.pool, site, ours)
+    # The periodic job skips the site with an alarm, and signs the others.
+    assert site not in await ledger_service.checkpoint_all(gateway.pool, ours)

@@ -54,3 +54,24 @@ async def test_sigterm_closes_streams_and_exits_cleanly(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_start_that_fails_exits_instead_of_hanging(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Found by review: a ledger key file that could not be read failed the start after the
+    writer and the alert tasks had started; nothing stopped them, and closing the pool waited
+    for good on the connection one of them held: no listening, no exit, no restart."""
+    (tmp_path / "ledger-signing.key").write_text("not a key\n")
+    proc = await start_serve(serve_env(database_url, tmp_path, free_port()))
+    assert proc.stderr is not None
+    try:
+        status = await asyncio.wait_for(proc.wait(), timeout=60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    err = (await proc.stderr.read()).decode()
+    assert status != 0
+    assert "ledger" in err
+    assert "gateway listening" not in err
