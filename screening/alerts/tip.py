@@ -77,9 +77,15 @@ class TipLibrary:
         self.available = True
 
     def ensure_started(self) -> None:
-        """Start filling the pool (once; idempotent)."""
-        if self._task is None and self._size > 0:
+        """Fill the pool up to its size in the background (idempotent)."""
+        running = self._task is not None and not self._task.done()
+        if not running and self.available and len(self._pool) < self._size:
             self._task = asyncio.create_task(self._fill(), name="tip-render")
+
+    @property
+    def ready(self) -> bool:
+        """Whether an image is waiting to be projected."""
+        return bool(self._pool)
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
@@ -98,8 +104,12 @@ class TipLibrary:
                 self._pool.append(image)
 
     def draw(self) -> TipImage | None:
-        """A random image from the pool (reused: the pool is small and reviewers many)."""
-        self.ensure_started()
+        """An image from the pool, shown once: a fresh one is rendered in its place (from a
+        pool reused instead, reviewers had seen all 8 of them within the hour, and spotting a
+        projection then says nothing about spotting a threat). None while the pool is empty."""
         if not self._pool:
+            self.ensure_started()
             return None
-        return self._rng.choice(self._pool)
+        image = self._pool.pop(self._rng.randrange(len(self._pool)))
+        self.ensure_started()
+        return image

@@ -30,6 +30,7 @@ from tests.alerts.conftest import (
     wait_for,
 )
 from tests.gateway.events import event
+from tests.gateway.test_scans import png
 
 
 def waybill() -> str:
@@ -305,8 +306,11 @@ async def test_projected_threats_score_the_reviewer_and_never_reach_police(
     )
     try:
         await g.set_policy(police=0.5)
-        await wait_for(lambda: g.alerts.tips.draw() is not None)  # rendered in the background
-        first, second = (await next_item(g))[1], (await next_item(g))[1]
+        g.alerts.tips.ensure_started()
+        await wait_for(lambda: g.alerts.tips.ready)  # rendered in the background
+        first = (await next_item(g))[1]
+        await wait_for(lambda: g.alerts.tips.ready)
+        second = (await next_item(g))[1]
         assert first["findings"]  # the model's boxes, as on any real item
         assert (await decide(g, first["item_id"], "confirm", category="controlled_knives"))[
             0
@@ -322,6 +326,37 @@ async def test_projected_threats_score_the_reviewer_and_never_reach_police(
         assert mine["tip_hits"] == 1
         assert mine["tip_misses"] == 1
         assert mine["hit_rate"] == 0.5
+    finally:
+        await g.close()
+
+
+async def test_each_projected_threat_is_a_fresh_image(
+    tmp_path: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> None:
+    """Found by review: a fixed pool of 8 images was shown again and again, and reviewers
+    learn them within the hour; then spotting a projection says nothing of their eye."""
+    rendered: list[int] = []
+
+    def numbered_tip(seed: int) -> TipImage:
+        rendered.append(seed)
+        return TipImage(png(20 + len(rendered)), fake_tip(seed).truth)
+
+    g = await start_alert_gateway(tmp_path, pool, vault, tip_rate=1.0, tip_pool_size=2,
+                                  tip_renderer=numbered_tip)  # fmt: skip
+    try:
+        await g.set_policy(police=None)
+        seen = set()
+        for _ in range(6):
+            g.alerts.tips.ensure_started()
+            await wait_for(lambda: g.alerts.tips.ready)
+            item = (await next_item(g))[1]
+            status, image = await g.call(
+                "GET", f"/v1/review/items/{item['item_id']}/image?overlay=none", role="reviewer"
+            )
+            assert status == 200
+            seen.add(image)
+            assert (await decide(g, item["item_id"], "clear"))[0] == 200
+        assert len(seen) == 6
     finally:
         await g.close()
 
@@ -347,14 +382,17 @@ async def test_review_stats_name_each_reviewer_and_filter_by_period_and_site(
             "PUT", f"/v1/review/reviewers/{key_id}/level", role="admin", json={"level": 2}
         )
         assert status == 200
-        await wait_for(lambda: g.alerts.tips.draw() is not None)
+        g.alerts.tips.ensure_started()
+        await wait_for(lambda: g.alerts.tips.ready)
         # Forty days ago: a projected threat missed. Today: one hit, and at the other site a miss.
         shift[0] = timedelta(days=-40)
         tip = (await next_item(g, key))[1]
         assert (await decide(g, tip["item_id"], "clear", key))[0] == 200
         shift[0] = timedelta(0)
+        await wait_for(lambda: g.alerts.tips.ready)  # each projection a fresh image
         tip = (await next_item(g, key))[1]
         assert (await decide(g, tip["item_id"], "confirm", key, category="firearms"))[0] == 200
+        await wait_for(lambda: g.alerts.tips.ready)
         tip = (await next_item(g, other_key))[1]
         assert tip["site_id"] == g.gw.keys.other_site
         assert (await decide(g, tip["item_id"], "clear", other_key))[0] == 200

@@ -235,7 +235,8 @@ async def judge_projected_threats(
     alerts.review.tip_rate = 1.0
     try:
         async with asyncio.timeout(120):
-            while alerts.tips.draw() is None:  # noqa: ASYNC110 - rendered in the background
+            alerts.tips.ensure_started()
+            while not alerts.tips.ready:  # noqa: ASYNC110 - rendered in the background
                 await asyncio.sleep(0.1)
         for label, hits in TIP_REVIEWERS:
             key = (await access.create_key(pool, Role.REVIEWER, sites, label))[1]

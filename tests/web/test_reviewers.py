@@ -80,7 +80,8 @@ def project_threats(gw: RunningGateway, on: bool) -> None:
 async def tip_pool_ready(gw: RunningGateway) -> None:
     tips = gw.app[ALERTS].tips
     async with asyncio.timeout(10):
-        while tips.draw() is None:  # noqa: ASYNC110 - rendered by a background task
+        tips.ensure_started()
+        while not tips.ready:  # noqa: ASYNC110 - rendered by a background task
             await asyncio.sleep(0.02)
 
 
