@@ -17,10 +17,17 @@ SessionLookup = Callable[[web.Request], Awaitable[Principal | None]]
 SESSION_LOOKUP: web.AppKey[SessionLookup] = web.AppKey("session_lookup")
 
 
-async def principal_of(request: web.Request, permission: Permission) -> Principal:
-    """Authenticate the request's key and check that its role grants ``permission``."""
+async def principal_of(
+    request: web.Request, permission: Permission, *, bearer_only: bool = False
+) -> Principal:
+    """Authenticate the request's key and check that its role grants ``permission``.
+
+    ``bearer_only``: no console session. For a WebSocket: its handshake is a GET, so no CSRF
+    token guards it, and browsers apply no same-origin rule to WebSockets: with the session
+    cookie, any page of the same site could open the stream and write events as the signed-in
+    user."""
     header = request.headers.get("Authorization", "")
-    lookup = request.app.get(SESSION_LOOKUP)
+    lookup = None if bearer_only else request.app.get(SESSION_LOOKUP)
     session = await lookup(request) if not header and lookup is not None else None
     if session is not None:
         principal = session

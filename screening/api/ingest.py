@@ -193,7 +193,7 @@ async def post_events(request: web.Request) -> web.Response:
 async def station_stream(request: web.Request) -> web.WebSocketResponse:
     """WebSocket for stations: send events (object or array), get one ack per event back."""
     gw = request.app[GATEWAY]
-    principal = await principal_of(request, Permission.WRITE_EVENTS)
+    principal = await principal_of(request, Permission.WRITE_EVENTS, bearer_only=True)
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=gw.settings.max_body_bytes)
     await ws.prepare(request)
     sites = sorted(principal.sites or [])
@@ -206,7 +206,7 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
         async for msg in ws:
             if loop.time() - authenticated_at >= STREAM_REAUTH_S:
                 try:  # a key revoked while its station stays connected
-                    await principal_of(request, Permission.WRITE_EVENTS)
+                    await principal_of(request, Permission.WRITE_EVENTS, bearer_only=True)
                 except (AuthenticationError, ForbiddenError):
                     await ws.send_json(
                         {"type": "error", "code": "revoked", "detail": "the key was revoked"}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import pytest
 
 from screening.domain.access import Principal, Role
 from screening.services import access
@@ -104,6 +105,22 @@ async def test_state_changing_requests_need_the_sessions_csrf_token(fresh: Demo)
             f"{gw.url}/console/session", headers={"X-CSRF-Token": body["csrf_token"]}
         ) as resp:
             assert resp.status == 204
+
+
+async def test_the_station_stream_takes_a_key_never_the_console_session(fresh: Demo) -> None:
+    """Found by review: a WebSocket handshake is a GET (no CSRF token) and browsers apply no
+    same-origin rule to WebSockets, so with the session cookie any page of the same site (the
+    gateway host's other port, say) could open the stream and write events as the user."""
+    gw = fresh.gateway
+    http, _ = await sign_in(fresh, gw.keys.admin)
+    async with http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with http.ws_connect(f"{gw.url}/v1/stations/stream"):
+                pass
+        assert refused.value.status == 401
+        headers = {"Authorization": f"Bearer {gw.keys.by_role['station']}"}
+        async with http.ws_connect(f"{gw.url}/v1/stations/stream", headers=headers) as ws:
+            assert not ws.closed
 
 
 async def test_sign_in_from_another_origin_or_as_a_form_is_refused(demo: Demo) -> None:
