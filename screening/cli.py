@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from pydantic import ValidationError
 
 from screening import logs
 from screening.app import create_app, load_vault
@@ -20,7 +21,7 @@ from screening.background import cancel_and_wait
 from screening.domain.access import Role
 from screening.domain.checkpoint import CheckpointError, NoteVerifier
 from screening.errors import ScreeningError
-from screening.runtime import SHUTDOWN_DRAIN_S, stop_on_signals, tune_collector
+from screening.runtime import SHUTDOWN_DRAIN_S, StartupError, stop_on_signals, tune_collector
 from screening.services import access
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerKeyError
@@ -78,13 +79,18 @@ async def serve(
         app = create_app(settings, pool=pool)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=worker or None)
-        await site.start()
-        tune_collector(settings.gc_young_threshold)
-        if heartbeats is not None:
-            heartbeat = asyncio.create_task(beat(heartbeats), name="heartbeat")
-        print(f"gateway listening on http://{settings.host}:{settings.port}", file=sys.stderr)
-        try:
+        try:  # from here the app's parts run: whatever fails, they are stopped
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=worker or None)
+            try:
+                await site.start()
+            except OSError as exc:  # a port in use, an address not on this host
+                raise StartupError(
+                    f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+                ) from exc
+            tune_collector(settings.gc_young_threshold)
+            if heartbeats is not None:
+                heartbeat = asyncio.create_task(beat(heartbeats), name="heartbeat")
+            print(f"gateway listening on http://{settings.host}:{settings.port}", file=sys.stderr)
             await stop.wait()
             print("gateway stopping", file=sys.stderr)
         finally:
@@ -129,6 +135,22 @@ def _positive(text: str) -> int:
     if not 1 <= value <= 64:
         raise argparse.ArgumentTypeError("must be from 1 to 64")
     return value
+
+
+def _number(kind: type[float] | type[int], low: float, high: float) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` from ``low`` to ``high`` (a refused value is a
+    usage error, not a traceback later)."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -195,21 +217,26 @@ def _parser() -> argparse.ArgumentParser:
     ledger.add_parser("vkey", help="print the verifier key to publish")
 
     demo = sub.add_parser("demo", help="gateway + embedded PostgreSQL + simulated stations")
-    demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
-    demo.add_argument("--sites", type=int, default=4)
-    demo.add_argument("--rate", type=float, default=2.0, help="parcels per second per site")
+    demo.add_argument("--duration", type=_number(float, 0.1, 1e9), default=None,
+                      help="stop after SECONDS")  # fmt: skip
+    demo.add_argument("--sites", type=_number(int, 1, 50), default=4)
+    demo.add_argument("--rate", type=_number(float, 0.01, 1000), default=2.0,
+                      help="parcels per second per site")  # fmt: skip
     demo.add_argument(
         "--no-xray-images",
         action="store_true",
         help="stations report X-ray verdicts as events instead of uploading generated frames",
     )
     demo.add_argument(
-        "--break-share", type=float, default=0.08, help="share of parcels with a rule break"
+        "--break-share",
+        type=_number(float, 0, 1),
+        default=0.08,
+        help="share of parcels with a rule break",
     )
-    demo.add_argument("--port", type=int, default=None)
+    demo.add_argument("--port", type=_number(int, 0, 65535), default=None)
     demo.add_argument(
         "--scanners",
-        type=int,
+        type=_number(int, 0, 50),
         default=2,
         help="sites that also run a virtual X-ray scanner and its firmware bridge",
     )
@@ -218,14 +245,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # SCREENING_* values: one line each, not a traceback
+        for err in exc.errors(include_url=False, include_input=False):
+            name = "_".join(str(part) for part in err["loc"]).upper()
+            where = f"SCREENING_{name}" if name else "SCREENING_* settings"
+            print(f"error: {where}: {err['msg']}", file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, json_lines=settings.log_json and args.command != "demo")
     try:
         return _run(args, settings)
     except ScreeningError as exc:
         print(f"error: {exc.detail} ({exc.code})", file=sys.stderr)
         return 2
-    except (SignerKeyError, CheckpointError) as exc:  # a key file or a --vkey that is not one
+    except (SignerKeyError, CheckpointError, StartupError) as exc:
+        # a key file or a --vkey that is not one; a port in use
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -337,12 +372,19 @@ def _signing_key(settings: Settings) -> LedgerSigner:
 
 async def _ledger(pool: asyncpg.Pool[Any], args: argparse.Namespace, settings: Settings) -> int:
     signer = _signing_key(settings)
+    if not await access.site_exists(pool, args.site):
+        print(f"error: no site {args.site!r}", file=sys.stderr)
+        return 2
     note = await ledger_service.make_checkpoint(
         pool, args.site, signer, origin_prefix=settings.ledger_origin_prefix
     )
+    print(note, end="")  # first: signed and stored, the note is not lost if --out fails
     if args.out:
-        args.out.write_text(note)
-    print(note, end="")
+        try:
+            args.out.write_text(note)
+        except OSError as exc:
+            print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -352,7 +394,12 @@ async def _verify(pool: asyncpg.Pool[Any], args: argparse.Namespace, settings: S
         verifier = NoteVerifier.from_vkey(args.vkey)
     else:
         verifier = LedgerSigner.load(settings.ledger_key_path).verifier()
-    note = args.checkpoint.read_text()
+    try:
+        note = args.checkpoint.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        # 2, not 1: 1 says the records were changed
+        print(f"error: cannot read {args.checkpoint}: {exc}", file=sys.stderr)
+        return 2
     try:
         report = await ledger_service.verify(
             pool, args.site, note, verifier, origin_prefix=settings.ledger_origin_prefix

@@ -30,7 +30,7 @@ from screening.cli import database
 from screening.domain.access import Role
 from screening.domain.events import Flow
 from screening.inference import DEFAULT_MODEL_PATH
-from screening.runtime import SHUTDOWN_DRAIN_S, stop_on_signals, tune_collector
+from screening.runtime import SHUTDOWN_DRAIN_S, StartupError, stop_on_signals, tune_collector
 from screening.services import access
 from screening.settings import Settings
 from screening.storage.database import create_pool, migrate
@@ -442,7 +442,14 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
     await runner.setup()
     listener = web.TCPSite(runner, settings.host, settings.port)
-    await listener.start()
+    try:
+        await listener.start()
+    except OSError as exc:  # a port in use (8080 often is on a workstation)
+        await runner.cleanup()
+        raise StartupError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} "
+            "(choose another with --port)"
+        ) from exc
     tune_collector(settings.gc_young_threshold)
     url = f"http://{settings.host}:{settings.port}"
     print(f"gateway: {url}   (OpenAPI: {url}/v1/openapi.json, metrics: {url}/metrics)")

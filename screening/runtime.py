@@ -29,6 +29,11 @@ DEFAULT_YOUNG_THRESHOLD = 10_000
 SHUTDOWN_DRAIN_S = 10.0
 
 
+class StartupError(Exception):
+    """The gateway cannot start as configured (a port it cannot listen on, say): said in one
+    line by the CLI, exit status 2."""
+
+
 def stop_on_signals(stop: asyncio.Event, *, second_ends: bool = True) -> None:
     """SIGTERM (a service manager, a container runtime) and SIGINT (Ctrl-C) both stop the
     gateway the graceful way; without a handler SIGTERM kills the process where it stands.

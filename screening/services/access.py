@@ -139,6 +139,11 @@ async def list_sites(pool: asyncpg.Pool[Any]) -> list[Site]:
         return await site_store.list_sites(conn)
 
 
+async def site_exists(pool: asyncpg.Pool[Any], site_id: str) -> bool:
+    async with pool.acquire() as conn:
+        return site_id in await site_store.get_sites(conn, [site_id])
+
+
 class KeyAuthenticator:
     """Resolves bearer keys to principals, caching lookups briefly (revocation lag <= cache_s).
 

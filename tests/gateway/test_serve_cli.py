@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 
+from screening.cli import main
 from tests.conftest import make_keys
 from tests.gateway.events import parcel_flow
 from tests.gateway.serving import free_port, listening, serve_env, start_serve
@@ -75,3 +78,42 @@ async def test_a_start_that_fails_exits_instead_of_hanging(
     assert status != 0
     assert "ledger" in err
     assert "gateway listening" not in err
+
+
+async def test_a_port_in_use_is_a_one_line_error_and_an_exit(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Found by review: the bind error was never printed and the process never exited (the
+    app's tasks held the pool open), so a service manager never restarted it."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        proc = await start_serve(serve_env(database_url, tmp_path, port))
+        assert proc.stderr is not None
+        try:
+            status = await asyncio.wait_for(proc.wait(), timeout=60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    finally:
+        taken.close()
+    err = (await proc.stderr.read()).decode()
+    assert status == 2, err
+    assert f"error: cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--rate", "0"], ["--scanners", "-1"], ["--break-share", "1.5"], ["--sites", "x"]],
+)
+def test_demo_arguments_out_of_range_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", *argv])
+    assert exited.value.code == 2
+    assert "usage:" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from screening.services.ledger import LedgerSigner
 from tests.conftest import RunningGateway
 from tests.gateway.events import parcel_flow
 
@@ -122,3 +123,37 @@ async def test_the_cli_never_makes_a_signing_key_and_refuses_bad_keys_cleanly(
     assert rc == 2, out
     assert out.startswith("error:")
     assert "Traceback" not in out
+
+
+async def test_cli_mistakes_are_one_line_errors_with_status_2(
+    gateway: RunningGateway, database_url: str, tmp_path: Path
+) -> None:
+    """Found by review: each of these was a traceback (and a missing checkpoint file exited 1,
+    the status that says the records were changed), and an unknown site got a signed note."""
+    site = gateway.keys.site
+    data_dir = tmp_path / "data"
+    LedgerSigner.load_or_create(data_dir / "ledger-signing.key")
+    rc, out = await cli(database_url, data_dir, "verify", "--site", site,
+                        "--checkpoint", str(tmp_path / "missing.txt"))  # fmt: skip
+    assert (rc, out.startswith("error: cannot read")) == (2, True), out
+    rc, out = await cli(database_url, data_dir, "ledger", "checkpoint", "--site", "NO-SUCH")
+    assert (rc, out.strip()) == (2, "error: no site 'NO-SUCH'")
+    async with gateway.pool.acquire() as conn:
+        assert await conn.fetchval(
+            "SELECT count(*) FROM ledger_checkpoints WHERE site_id = 'NO-SUCH'"
+        ) == 0
+    rc, out = await cli(database_url, data_dir, "ledger", "checkpoint", "--site", site,
+                        "--out", str(tmp_path / "no-such-dir" / "cp.txt"))  # fmt: skip
+    assert rc == 2, out
+    assert "error: cannot write" in out
+    assert "\n— " in out  # the note, signed and stored, was printed before
+    for setting, value in (("SCREENING_PORT", "abc"), ("SCREENING_POOL_MAX_SIZE", "3")):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "screening.cli", "migrate",
+            env={**os.environ, setting: value, "SCREENING_DATA_DIR": str(data_dir)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out = (await asyncio.wait_for(proc.communicate(), timeout=60))[0].decode()
+        assert proc.returncode == 2, out
+        assert out.startswith("error: SCREENING_"), out
+        assert "Traceback" not in out
