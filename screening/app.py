@@ -236,6 +236,12 @@ def create_app(
                 scans=scans,
             )
             stops.push_async_callback(_close_station_sockets, app[GATEWAY])
+            if settings.public_base_url is None and settings.host in ("0.0.0.0", "::", ""):
+                log.warning(
+                    "SCREENING_PUBLIC_BASE_URL is not set: police webhook links will name "
+                    "http://%s:%d, which nobody can open; set it to the gateway's public address",
+                    settings.host, settings.port,
+                )  # fmt: skip
             alert_options: dict[str, Any] = {
                 "public_base_url": settings.public_base_url
                 or f"http://{settings.host}:{settings.port}",
