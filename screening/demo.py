@@ -29,10 +29,12 @@ from screening.app import create_app
 from screening.cli import database
 from screening.domain.access import Role
 from screening.domain.events import Flow
+from screening.errors import NotFoundError
 from screening.inference import DEFAULT_MODEL_PATH
 from screening.runtime import SHUTDOWN_DRAIN_S, StartupError, stop_on_signals, tune_collector
 from screening.services import access
 from screening.settings import Settings
+from screening.storage import alerts as alert_store
 from screening.storage.database import create_pool, migrate
 
 CARRIERS = ("SF", "ZTO", "YTO", "STO", "YD", "JD", "EMS")
@@ -300,18 +302,41 @@ class PoliceDesk:
                 await asyncio.sleep(1.0)
 
 
+DEMO_LABEL = "demo"  # the first word of every key label the demo makes
+DEMO_RECEIVER_PATH = "/police-webhook"
+
+
+async def retire_demo_runs(pool: asyncpg.Pool[Any]) -> None:
+    """Revoke the keys and disable the police endpoints that demo runs made (an earlier run's
+    at a start, a run killed before it could clean up; this run's at its end): the printed keys
+    stop working, and no relay keeps retrying a receiver that has gone for 72 hours."""
+    for key in await access.list_keys(pool):
+        if key.revoked_at is None and key.label.split(" ", 1)[0] == DEMO_LABEL:
+            with contextlib.suppress(NotFoundError):
+                await access.revoke_key(pool, key.key_id)
+    async with pool.acquire() as conn:
+        for endpoint in await alert_store.list_endpoints(conn, datetime.now(UTC)):
+            url = str(endpoint["url"])
+            if endpoint["enabled"] and url.startswith("http://127.0.0.1:") and url.endswith(
+                DEMO_RECEIVER_PATH
+            ):
+                await alert_store.set_endpoint_enabled(
+                    conn, endpoint["endpoint_id"], False, "a demo run's receiver, gone"
+                )
+
+
 async def start_police_desk(
     pool: asyncpg.Pool[Any], url: str, admin_key: str, http: aiohttp.ClientSession
 ) -> tuple[PoliceDesk, web.AppRunner, str]:
     desk = PoliceDesk()
     app = web.Application()
-    app.router.add_post("/police-webhook", desk.receive)
+    app.router.add_post(DEMO_RECEIVER_PATH, desk.receive)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    receiver = f"http://127.0.0.1:{port}/police-webhook"
+    receiver = f"http://127.0.0.1:{port}{DEMO_RECEIVER_PATH}"
     async with http.post(
         f"{url}/v1/webhook-endpoints",
         json={"url": receiver, "site_ids": []},
@@ -430,6 +455,7 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
                 agreement_no=f"SA-{site}-{ref}",
                 valid_from=date(2026, 1, 1),
             )
+    await retire_demo_runs(pool)
     station_keys = {
         s: (await access.create_key(pool, Role.STATION, [s], "demo station"))[1] for s in sites
     }
@@ -543,6 +569,7 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
             await asyncio.gather(*helpers, return_exceptions=True)
             await desk_runner.cleanup()
     await runner.cleanup()
+    await retire_demo_runs(pool)
     await pool.close()
     breaks = {k: sum(s.breaks.get(k, 0) for s in stats.values()) for k in BREAKS}
     print(
