@@ -62,8 +62,10 @@ def average_precision(
     level: int | None = None,
 ) -> tuple[float, F64, F64]:
     """AP of one class at one IoU over images. With `level`, ground truths of other occlusion
-    levels are 'ignore' regions: detections matching them count neither way (COCO's area-range
-    rule)."""
+    levels are 'ignore' regions: detections matching them count neither way. Unlike COCO's
+    area ranges (where a detection has an area of its own), a detection matching nothing has no
+    level, so it counts as a false positive at every level: a level with fewer objects reads
+    lower for it (models.evaluate.found_by_level compares levels without that bias)."""
     tps, scores, n_gt = [], [], 0
     for g_img, p_img in zip(gts, preds, strict=True):
         g = [x for x in g_img if x.cls == cls]

@@ -225,13 +225,15 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
     vr = m["at_manifest_thresholds"]
     for name in ("firearm", "knife", "organic_mass"):
         r = at2.get(name, {})
-        lines.append(f"| parcel detection, {name}, one threshold at 2% false alarms | ≥ 0.95 | "
-                     f"{_f(r.get('alarm'))} alarm / {_f(r.get('localised'))} localised |")
+        lines.append(f"| parcel detection, {name}, one threshold set for 2% false alarms on the "
+                     f"calibration parcels ({_pct(at2.get('measured_false_alarm'))} on the test "
+                     f"parcels) | ≥ 0.95 | {_f(r.get('alarm'))} alarm / "
+                     f"{_f(r.get('alarm_alone'))} alone / {_f(r.get('localised'))} localised |")
     for name in ("firearm", "knife", "organic_mass"):
         lines.append(f"| parcel detection, {name}, per-class manifest thresholds "
                      f"({_pct(vr['false_alarm'])} of clean parcels flagged) | ≥ 0.95 | "
-                     f"{_f(vr[name]['flagged'])} flagged / {_f(vr[name]['localised'])} "
-                     "localised |")
+                     f"{_f(vr[name]['flagged'])} flagged / {_f(vr[name].get('flagged_alone'))} "
+                     f"alone / {_f(vr[name]['localised'])} localised |")
     xv = m.get("cross_vendor")
     if xv:
         lines.append(f"| cross-vendor mAP50 (train A+B, test C) | ≥ 0.75 | "
@@ -356,16 +358,28 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
     ]
     for name, r in t["per_class"].items():
         lines.append(f"| {name} | {r['objects']} | {_f(r['ap50'])} | {_f(r['ap50_95'])} |")
-    lines += ["", "AP by occlusion level (mAP over classes; other levels ignored as in COCO "
-              "area ranges):", "", "| level | objects | mAP50 | mAP50:95 |", "|---|---|---|---|"]
+    found = m["at_manifest_thresholds"].get("found_by_occlusion_level", {})
+    lines += ["", "By occlusion level: *found* = the share of the level's threat objects with a "
+              "box of their class at or over the manifest threshold (IoU ≥ 0.5), the fair "
+              "comparison between levels; mAP over classes with the other levels' objects "
+              "ignored, where a detection matching nothing has no level and counts as a false "
+              "positive at every level, so a level with fewer objects reads lower for that "
+              "alone (shuffling the levels at random gave 0.83 / 0.76 / 0.76 mAP50 with these "
+              "object counts):", "",
+              "| level | objects | found | mAP50 | mAP50:95 |", "|---|---|---|---|---|"]
     for lv, r in t["by_occlusion_level"].items():
         name = {"1": "1 (clear)", "2": "2 (partly hidden)", "3": "3 (hidden)"}[lv]
-        lines.append(f"| {name} | {r['objects']} | {_f(r['map50'])} | {_f(r['map50_95'])} |")
+        lines.append(f"| {name} | {r['objects']} | {_f(found.get(lv, {}).get('found'))} | "
+                     f"{_f(r['map50'])} | {_f(r['map50_95'])} |")
     pl = m["parcel_level"]
-    lines += ["", f"Parcel level ({pl['clean_parcels']} clean parcels): the alarm threshold on "
-              "the parcel's highest score is set for a false-alarm rate on clean parcels; "
-              "*alarm* = the parcel alarms, *localised* = a box of the right class (IoU ≥ 0.3) "
-              "is at or above the threshold.", "",
+    lines += ["", f"Parcel level ({pl['clean_parcels']} clean test parcels): the alarm "
+              "threshold on the parcel's highest score is set for a false-alarm rate on the "
+              f"{pl.get('calibration_parcels', 'n/a')} clean calibration parcels, and the false "
+              "alarms are measured on the clean test parcels; *alarm* = the parcel alarms (on "
+              "any class: a parcel holds one to three threats, so another one may raise it), "
+              "*localised* = a box of the right class (IoU ≥ 0.3) is at or above the "
+              "threshold. In the summary, *alone* is the alarm rate over the parcels whose only "
+              "threat is that class.", "",
               "| false alarms | threshold | " + " | ".join(CLASSES) + " | any threat |",
               "|---|---|" + "---|" * (len(CLASSES) + 1)]
     for rate, row in pl["at"].items():
@@ -483,6 +497,14 @@ def markdown(doc: dict[str, Any], figs: dict[str, str]) -> str:
         "bridge's colouriser) before inference.",
         "- Thresholds come from 1,000 synthetic clean parcels; re-calibrate them on real clean "
         "parcels of each site's scanner.",
+        "- Generator bias, found by review and not yet corrected (a correction changes the "
+        "training data, so it comes with the next training run): the extra laptop, metal tray, "
+        "book or clothes that conceal a threat are added only to parcels with a threat (test "
+        "parcels: 0.18 laptops per clean parcel against 0.38 per threat parcel, metal trays "
+        "0.11 against 0.33), so "
+        "the model may lean on dense cover as a sign of a threat, and the clean parcels that "
+        "set the thresholds are less cluttered than real ones. Occlusion levels also count "
+        "other threats as cover (31 of 418 test labels change level for that alone).",
         "",
         "## Reproduce",
         "",
