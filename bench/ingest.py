@@ -12,8 +12,9 @@
     (`screening serve --workers N`; the ceiling likewise): there the ceiling has every core to
     itself while the gateway shares them with PostgreSQL;
 (b) events/s in batches of 500 through the API, against raw asyncpg COPY of the same rows into
-    the same events table in 500-row transactions (the database ceiling), with the gateway as
-    one process and as one per core (the deployment: SCREENING_WORKERS);
+    the same events table in 500-row transactions from one connection (the database ceiling),
+    with the gateway as one process and as one per core (the deployment: SCREENING_WORKERS);
+    for context also against COPY from one connection per gateway process;
 (c) p95 latency of a one-month rates query for a site with one million dispatched parcels.
 
 Servers run as their own processes (CPU read from /proc: Linux).
@@ -173,12 +174,14 @@ async def wrk_load(url: str, key: str, site: str, conc: int, dur: float) -> dict
 
 
 async def copy_ceiling(
-    pool: asyncpg.Pool[Any], vault: PersonalDataVault, site: str, n: int
+    pool: asyncpg.Pool[Any], vault: PersonalDataVault, site: str, n: int, streams: int = 1,
+    seq: int = 999_999,
 ) -> float:
-    """Events/s for raw COPY of the rows our ingest writes to `events`, 500 rows a transaction."""
+    """Events/s for raw COPY of the rows our ingest writes to `events`, 500 rows a transaction,
+    from ``streams`` connections at once (each its own share of the rows)."""
     now = datetime.now(UTC)
     rows = []
-    for item in make_events(site, n, 999_999):
+    for item in make_events(site, n, seq):
         p = prepare(EVENT_ADAPTER.validate_python(item), vault, now)
         rows.append(
             (
@@ -202,11 +205,16 @@ async def copy_ceiling(
         "payload",
         "payload_digest",
     ]
+    batches = [rows[i : i + 500] for i in range(0, n, 500)]
+
+    async def stream(mine: list[list[tuple[Any, ...]]]) -> None:
+        async with pool.acquire() as conn:
+            for batch in mine:
+                async with conn.transaction():
+                    await conn.copy_records_to_table("events", records=batch, columns=cols)
+
     started = time.perf_counter()
-    async with pool.acquire() as conn:
-        for i in range(0, n, 500):
-            async with conn.transaction():
-                await conn.copy_records_to_table("events", records=rows[i : i + 500], columns=cols)
+    await asyncio.gather(*(stream(batches[k::streams]) for k in range(streams)))
     return n / (time.perf_counter() - started)
 
 
@@ -345,7 +353,13 @@ async def _run(args: argparse.Namespace, dsn: str, pool: asyncpg.Pool[Any]) -> N
 
     print(f"(b) batches of 500 events, {d:.0f} s each", flush=True)
     copy_b = await copy_ceiling(pool, vault, site, 50_000)
-    print(f"    raw COPY ceiling:      {copy_b:8.0f} events/s")
+    print(f"    raw COPY ceiling:      {copy_b:8.0f} events/s  (one connection: the target's)")
+    # For context: COPY from as many connections as the gateway has processes, which the
+    # one-connection figure leaves one core of a 2-core machine free for.
+    copy_n = {n: await copy_ceiling(pool, vault, site, 50_000, streams=n, seq=999_000 - n)
+              for n in counts if n > 1}  # fmt: skip
+    for n, rate in copy_n.items():
+        print(f"    raw COPY, {n} connections: {rate:8.0f} events/s")
     for n in counts:
         conc_b = args.batch_concurrency or 4 * n
         gw_port = free_port()
@@ -358,7 +372,10 @@ async def _run(args: argparse.Namespace, dsn: str, pool: asyncpg.Pool[Any]) -> N
             f"p50 {real_b['p50_ms']:.0f} ms per batch, errors {real_b['errors']}"
         )
         print(f"      {cpu_line(real_b, meter.cores)}")
-        print(f"      ratio: {real_b['events_per_s'] / copy_b:.2f}  (target >= 0.4)", flush=True)
+        also = (f"; {real_b['events_per_s'] / copy_n[n]:.2f} of COPY from {n} connections"
+                if n in copy_n else "")  # fmt: skip
+        print(f"      ratio: {real_b['events_per_s'] / copy_b:.2f}  (target >= 0.4){also}",
+              flush=True)  # fmt: skip
 
     rates_port = free_port()
     async with gateway(1, rates_port):
