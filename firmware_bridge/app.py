@@ -259,6 +259,7 @@ class Bridge:
 
         delay = VIDEO_REOPEN_FIRST_S
         while True:
+            frames_before = video.frames
             try:
                 await asyncio.to_thread(read)
             except VideoSourceError as exc:
@@ -279,7 +280,13 @@ class Bridge:
                 await asyncio.wait_for(self._closing.wait(), delay)
             if video.stopping:
                 return
-            delay = min(VIDEO_REOPEN_MAX_S, delay * 2)
+            # Doubling while the device keeps failing at once; an opening that delivered
+            # frames was a recovery, and the next glitch starts again from the first pause.
+            delay = (
+                min(VIDEO_REOPEN_MAX_S, delay * 2)
+                if video.frames == frames_before
+                else VIDEO_REOPEN_FIRST_S
+            )
 
     def _on_video_scan(self, scan: VideoScan) -> None:
         self.stats.scans += 1
@@ -382,12 +389,20 @@ class Bridge:
         try:
             with contextlib.suppress(TimeoutError):  # the pause, cut short by nothing but stop
                 await asyncio.wait_for(self._closing.wait(), delay)
-            if not self._closing.is_set():
+            if not self._closing.is_set() and self._still_wanted(message):
                 self._command(message)
         finally:
             current = asyncio.current_task()
             if current is not None:
                 self._resends.discard(current)
+
+    def _still_wanted(self, message: BeltStop | Hold) -> bool:
+        """Whether a stop or hold waiting to be sent again still stands: the belt may have been
+        started meanwhile (the spool has room, a person restarted it), and a stale BELT_STOP
+        would stop it with nobody left to start it again."""
+        if isinstance(message, Hold):
+            return message.hold_id in self.hold_book.open
+        return self._stopped_for_spool or self.hold_book.belt_stopped
 
     def _reassert_stops(self) -> None:
         """On every HELLO (a new link, or a scanner that rebooted and forgot its commanded

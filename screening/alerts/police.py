@@ -168,15 +168,15 @@ class AlertService:
             if alert.scan_id is not None
             else None
         )
-        waiting = await review_store.flags_awaiting_review(conn, site_id, waybill_no)
-        if waiting - {own}:
-            await self._clear_flags(conn, site_id, waybill_no, alert.scan_id, actor,
-                                    f"alert:{alert.alert_id}", every_flag=False)  # fmt: skip
-            return None
-        hold = await store.close_parcel_hold(conn, site_id, waybill_no, status, now, actor)
+        # Every flag nobody else still owes a decision on is cleared now (the alert's own, a
+        # station's, reviewers' clears deferred to police); the hold waits for the rest, and
+        # the reviewer who clears the last of them releases it.
         await self._clear_flags(conn, site_id, waybill_no, alert.scan_id, actor,
                                 f"alert:{alert.alert_id}", every_flag=True)  # fmt: skip
-        return hold
+        waiting = await review_store.flags_awaiting_review(conn, site_id, waybill_no)
+        if waiting - {own}:
+            return None
+        return await store.close_parcel_hold(conn, site_id, waybill_no, status, now, actor)
 
     async def _clear_flags(
         self,

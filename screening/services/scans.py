@@ -395,7 +395,9 @@ class ScanService:
             if not await scan_store.insert_upload(conn, upload):
                 # Lost a race with a concurrent resend: judge against the winner.
                 winner = await scan_store.find_uploads(conn, meta.scan_id, [meta.site_id])
-                return self._same_or_conflict(winner[0], digest)
+                # (the winner may be a gateway of the version before: its legacy digest too)
+                return await self._resend(winner[0], digest, meta, image, (high, high_sha),
+                                          (low, low_sha))  # fmt: skip
             if event_id is not None and meta.waybill_no is not None:
                 event = XrayScannedIn(
                     type="xray.scanned",

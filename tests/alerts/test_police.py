@@ -443,3 +443,33 @@ async def test_counts_and_cursors_the_database_could_not_take_are_400(agw: Alert
     for cursor in ("%C2%B2-1", "99999999999999999999-1", "1-99999999999999999999"):
         status, body = await agw.call("GET", f"/v1/alerts/stream?last_event_id={cursor}")
         assert (status, body["code"]) == (400, "invalid_last_event_id"), cursor
+
+
+async def test_a_reviewers_clear_deferred_to_police_is_not_lost_while_another_scan_waits(
+    agw: AlertGateway,
+) -> None:
+    """Found by review of the change above: police dismissing the parcel's alert while a
+    second scan still waited for review kept the hold but cleared nothing, not even the first
+    scan, whose reviewer's clear had been deferred to police; once the second was cleared the
+    first still stood, and the hold could never be released by a decision."""
+    await agw.set_policy(police=None)
+    wb = hd_waybill()
+    await agw.events([event("inspection.completed", agw.site, wb, soon(), clerk_id="C1",
+                            result="prohibited_found")])  # fmt: skip
+    await agw.upload(DARK, wb)  # two flagged scans, each a review item
+    await agw.upload(DARK, wb)
+
+    async def clear_next() -> None:
+        _, item = await agw.call("GET", "/v1/review/next", role="reviewer")
+        status, _ = await agw.call("POST", f"/v1/review/items/{item['item_id']}/decision",
+                                   role="reviewer", json={"decision": "clear"})  # fmt: skip
+        assert status == 200
+
+    await clear_next()  # deferred to police: their alert is open
+    (alert,) = [a for a in await agw.alerts_of_site() if a["waybill_no"] == wb]
+    assert (await agw.call("POST", f"/v1/alerts/{alert['alert_id']}/close",
+                           json={"disposition": "false_alarm"}))[0] == 200  # fmt: skip
+    assert await _holds(agw, wb) == ["open"]  # the second scan still waits
+    await clear_next()
+    assert await _holds(agw, wb) == ["released"]
+    assert "dispatched_while_flagged" not in await _violations_after_dispatch(agw, wb)

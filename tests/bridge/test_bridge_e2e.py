@@ -194,6 +194,7 @@ async def test_a_stop_the_scanner_never_acknowledged_is_sent_again(
     async with running_bridge(scanner, gateway, tmp_path / "s.db", holds=False) as bridge:
         await wait_until(lambda: scanner.state.belt_running)
         stops = scanner.state.stops
+        bridge.hold_book.hold("h-lost", "SF1")  # the hold the stop was for stands
         # What the link reports when every retransmission of a BELT_STOP went unanswered.
         bridge._on_event(DeliveryFailed(BeltStop("hold h-lost")))
         await wait_until(lambda: scanner.state.stops > stops and not scanner.state.belt_running)

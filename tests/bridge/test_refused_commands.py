@@ -13,6 +13,8 @@ from firmware_bridge.app import Bridge
 from firmware_bridge.frames import (
     FLAG_ACK_REQUEST,
     Ack,
+    BeltStart,
+    BeltStop,
     Frame,
     FrameDecoder,
     Heartbeat,
@@ -22,6 +24,7 @@ from firmware_bridge.frames import (
     NakReason,
     encode,
 )
+from firmware_bridge.protocol import DeliveryFailed
 
 from .conftest import bridge_config
 
@@ -74,6 +77,7 @@ async def test_a_refused_hold_is_sent_again_after_a_growing_pause_with_one_alarm
     try:
         await asyncio.sleep(0.5)  # HELLO exchanged
         with caplog.at_level(logging.CRITICAL, logger="firmware_bridge"):
+            bridge.hold_book.hold("hold-1", "SF123")  # an open hold: it stands until released
             bridge._command(Hold("SF123", "hold-1"))
             await asyncio.sleep(3.0)
         alarms = [r for r in caplog.records if "did not acknowledge" in r.getMessage()]
@@ -85,3 +89,28 @@ async def test_a_refused_hold_is_sent_again_after_a_growing_pause_with_one_alarm
         await bridge.stop(grace_s=1.0)
         server.close()
         await server.wait_closed()
+
+
+async def test_a_stop_waiting_to_be_sent_again_is_dropped_once_the_belt_may_run(
+    tmp_path: Path,
+) -> None:
+    """Found by review: a stop refused while the spool was full went out again after its pause
+    even though the spool had room by then and the bridge had started the belt: the belt stopped
+    with nobody left to start it."""
+    bridge = Bridge(bridge_config("tcp://127.0.0.1:9", "http://127.0.0.1:9", tmp_path / "s.db",
+                                  holds=False))  # fmt: skip
+    sent: list[str] = []
+    bridge._command = lambda command: sent.append(type(command).__name__)  # type: ignore[method-assign]
+    bridge._stopped_for_spool = True
+    bridge._dispatch(DeliveryFailed(BeltStop("bridge spool full")))
+    bridge._dispatch(DeliveryFailed(Hold("SF123", "hold-gone")))  # a hold no longer open
+    await asyncio.sleep(0.1)
+    bridge._stopped_for_spool = False  # room again: the bridge starts the belt
+    bridge._command(BeltStart())
+    await asyncio.sleep(1.0)  # past the first pause (0.5 s)
+    assert sent == ["BeltStart"]
+    # While the stop still stands, it is sent again.
+    bridge._stopped_for_spool = True
+    bridge._dispatch(DeliveryFailed(BeltStop("bridge spool full")))
+    await asyncio.sleep(2.5)  # the third failure in a row: a 2 s pause
+    assert sent == ["BeltStart", "BeltStop"]

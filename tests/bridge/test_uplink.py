@@ -43,13 +43,8 @@ async def forward_all(
     **forwarder: Any,
 ) -> Forwarder:
     async with aiohttp.ClientSession() as session:
-        fwd = Forwarder(
-            spool,
-            client(session, gateway.url, KEY),
-            backoff_initial=0.01,
-            backoff_max=0.05,
-            **forwarder,
-        )
+        params: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.05, **forwarder}
+        fwd = Forwarder(spool, client(session, gateway.url, KEY), **params)
         task = asyncio.get_running_loop().create_task(fwd.run())
         try:
             await wait_until(lambda: spool.depth().pending == 0 or task.done(), within=10)
@@ -200,20 +195,25 @@ async def test_an_answer_that_is_not_the_gateways_is_retried_and_the_scan_delive
 async def test_a_clock_set_back_does_not_park_the_forwarder(
     gateway: FakeGateway, tmp_path: Path
 ) -> None:
-    """NTP steps the wall clock back 6 h right after a failed upload: the retry planned in
-    the old time, and the pause, must not wait the 6 h out."""
+    """NTP steps the wall clock back 6 h while the forwarder waits to retry: the retry planned
+    in the old time, and the pause, must not wait the 6 h out."""
     gateway.fail_next = 1
     step = [0.0]
-
-    def wall() -> float:
-        if gateway.posts >= 1:
-            step[0] = -6 * 3600.0
-        return time.time() + step[0]
-
     spool = Spool(tmp_path / "a.db")
     spool.put(record("00000000-0000-5000-8000-000000000006"), time.time())
-    fwd = await forward_all(spool, gateway, wall_clock=wall)
-    assert step[0] < 0  # the clock did go back
+    async with aiohttp.ClientSession() as session:
+        fwd = Forwarder(spool, GatewayClient(session, gateway.url, KEY), backoff_initial=2.0,
+                        backoff_max=5.0, wall_clock=lambda: time.time() + step[0])  # fmt: skip
+        task = asyncio.get_running_loop().create_task(fwd.run())
+        try:
+            # The failed upload's retry is planned 1-2 s ahead, in the old time; then the
+            # clock goes back.
+            await wait_until(lambda: (spool.next_due_at() or 0.0) > time.time(), within=10)
+            step[0] = -6 * 3600.0
+            await wait_until(lambda: spool.depth().pending == 0 or task.done(), within=10)
+            assert not task.done(), task.exception()
+        finally:
+            task.cancel()
     assert (fwd.stats.retries, fwd.stats.uploaded) == (1, 1)
 
 
