@@ -11,8 +11,8 @@ The supervisor:
 - applies migrations and makes the data directory's keys (personal-data keys, ledger signing key)
   before any worker starts, so workers never race to create them;
 - gives the workers one Prometheus multiprocess directory, its own (under
-  ``data_dir/run/<its pid>``, removed when it stops), so that /metrics, whichever worker answers
-  it, reports the sum over all of them and over nobody else's;
+  ``data_dir/run/<its pid>-<random>``, locked while it runs, removed when it stops), so that
+  /metrics, whichever worker answers it, reports the sum over all of them and nobody else's;
 - kills and replaces a worker whose event loop has stopped running (a blocking call, a deadlock):
   each worker writes a heartbeat from its loop every ``HEARTBEAT_S``, and one that has not beaten
   for ``worker_wedged_s`` (settings) is killed, as a process that exits would be restarted; a
@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -63,16 +65,20 @@ HEARTBEAT_S = 1.0  # a worker's heartbeat period; the supervisor looks as often
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunDir:
-    """A supervisor's own directory, ``data_dir/run/<its pid>``: two supervisors sharing a data
-    directory (a second gateway on another port) keep apart metric sums and heartbeats."""
+    """A supervisor's own directory, ``data_dir/run/<pid>-<random>``: two supervisors sharing a
+    data directory (a second gateway on another port, or in another container, where every
+    supervisor may be pid 1) keep apart metric sums and heartbeats. The supervisor holds an
+    exclusive lock on its ``lock`` file while it runs: a directory whose lock can be taken
+    belongs to a supervisor that is gone, whatever its pid means in this namespace."""
 
     path: Path
+    _lock: int | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> RunDir:
-        return cls(settings.data_dir / "run" / str(os.getpid()))
+        return cls(settings.data_dir / "run" / f"{os.getpid()}-{secrets.token_hex(4)}")
 
     @property
     def metrics(self) -> Path:
@@ -83,27 +89,43 @@ class RunDir:
         return self.path / "heartbeats"
 
     def make_fresh(self) -> None:
-        """Empty (files left by an earlier run would be added into this run's sums), and the
-        directories of supervisors that are gone (killed before they could clean up) removed."""
+        """Made empty and locked, and the directories of supervisors that are gone (killed
+        before they could clean up) removed."""
         shutil.rmtree(self.path, ignore_errors=True)
         for path in (self.metrics, self.heartbeats):
             path.mkdir(parents=True, mode=0o700)
+        self._lock = _hold_lock(self.path / "lock")
         for other in self.path.parent.iterdir():
-            name = other.name
-            if other != self.path and not (name.isascii() and name.isdigit() and _alive(int(name))):
+            if other != self.path and _abandoned(other):
                 shutil.rmtree(other, ignore_errors=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
 
-def _alive(pid: int) -> bool:
+def _hold_lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _abandoned(run: Path) -> bool:
+    """Whether ``run`` is another supervisor's directory that nobody holds any more."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(run / "lock", os.O_RDWR)
+    except FileNotFoundError:
+        return True  # never locked, or half removed: nobody's
+    except OSError:
         return False
-    except PermissionError:  # another user's process: alive
-        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # its supervisor runs
+    finally:
+        os.close(fd)
     return True
 
 

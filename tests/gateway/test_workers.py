@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 import signal
@@ -64,16 +65,18 @@ async def two_workers(
 async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
     database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
 ) -> None:
-    # Metrics directories already in the data directory: one left by a supervisor that was
-    # killed (its pid is gone), one of a supervisor still running (this test's pid stands in).
-    exited = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
-    await exited.wait()
-    stale, running = tmp_path / "run" / str(exited.pid), tmp_path / "run" / str(os.getpid())
+    # Run directories already in the data directory: one left by a supervisor that was killed
+    # (nobody holds its lock), one of a supervisor still running (this test holds the lock),
+    # both named with pid 1, as every supervisor is in its own container.
+    stale, running = tmp_path / "run" / "1-aaaaaaaa", tmp_path / "run" / "1-bbbbbbbb"
     for path in (stale, running):
         (path / "metrics").mkdir(parents=True)
         (path / "metrics" / "counter_1.db").write_bytes(b"")
+        (path / "lock").write_bytes(b"")
+    held = os.open(running / "lock", os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)
     async with two_workers(database_url, pool, tmp_path) as (proc, base, keys):
-        mine = tmp_path / "run" / str(proc.pid)
+        (mine,) = [p for p in (tmp_path / "run").iterdir() if p.name.startswith(f"{proc.pid}-")]
         assert not stale.exists()
         assert (running / "metrics" / "counter_1.db").exists()
         pids = children(proc.pid)
@@ -101,6 +104,7 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
         assert not any(alive(pid) for pid in pids)
         assert not mine.exists()  # removed by its supervisor on the way out
         assert running.exists()  # another supervisor's is not this one's to remove
+    os.close(held)
 
 
 async def test_a_worker_that_dies_is_replaced(
