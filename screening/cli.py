@@ -214,6 +214,12 @@ def _parser() -> argparse.ArgumentParser:
     checkpoint = ledger.add_parser("checkpoint", help="sign a checkpoint now and print it")
     checkpoint.add_argument("--site", required=True)
     checkpoint.add_argument("--out", type=Path, help="also write the note to this file")
+    checkpoint.add_argument(
+        "--adopt-key",
+        action="store_true",
+        help="sign although another key signed the site's last checkpoint (after replacing "
+        "a lost or retired key; publish the new vkey)",
+    )
     ledger.add_parser("vkey", help="print the verifier key to publish")
 
     demo = sub.add_parser("demo", help="gateway + embedded PostgreSQL + simulated stations")
@@ -376,7 +382,11 @@ async def _ledger(pool: asyncpg.Pool[Any], args: argparse.Namespace, settings: S
         print(f"error: no site {args.site!r}", file=sys.stderr)
         return 2
     note = await ledger_service.make_checkpoint(
-        pool, args.site, signer, origin_prefix=settings.ledger_origin_prefix
+        pool,
+        args.site,
+        signer,
+        origin_prefix=settings.ledger_origin_prefix,
+        adopt_key=args.adopt_key,
     )
     print(note, end="")  # first: signed and stored, the note is not lost if --out fails
     if args.out:

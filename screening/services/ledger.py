@@ -131,8 +131,13 @@ async def make_checkpoint(
     signer: LedgerSigner,
     *,
     origin_prefix: str = DEFAULT_ORIGIN_PREFIX,
+    adopt_key: bool = False,
 ) -> str:
     """Sign the site's current tree head as a checkpoint note, store it and return it.
+
+    A site whose latest checkpoint another key signed is refused (``SignerMismatchError``)
+    unless ``adopt_key``: an operator replacing a lost or retired key says so once per site
+    (``screening ledger checkpoint --adopt-key``), and from then on this key extends it.
 
     C2SP tlog-checkpoint: a log MUST NOT sign a checkpoint inconsistent with one it signed
     before, so the new head is first proven consistent with the latest stored checkpoint
@@ -145,7 +150,7 @@ async def make_checkpoint(
         # can never look larger than the head read after it (a false "does not extend").
         previous = await ledger_store.latest_checkpoint(conn, site_id)
         head = await ledger_store.latest_root(conn, site_id)
-        if previous is not None and not signed_by(previous.note, signer):
+        if previous is not None and not adopt_key and not signed_by(previous.note, signer):
             raise SignerMismatchError(
                 f"site {site_id}: its checkpoints are signed with another key than this "
                 f"gateway's ({signer.vkey()}); give every gateway the same "

@@ -116,3 +116,8 @@ async def test_a_site_signed_with_another_key_is_neither_extended_nor_served(
         await ledger_service.make_checkpoint(gateway.pool, site, ours)
     # The periodic job skips the site with an alarm, and signs the others.
     assert site not in await ledger_service.checkpoint_all(gateway.pool, ours)
+    # An operator adopting this gateway's key (the other was lost) signs the site once with it,
+    # after the same consistency check; from then on it is extended and served.
+    await ledger_service.make_checkpoint(gateway.pool, site, ours, adopt_key=True)
+    status, cp = await get(gateway, f"/v1/sites/{site}/ledger/checkpoint")
+    assert (status, cp["tree_size"]) == (200, 12)
