@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
+import asyncpg
+import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from screening.alerts import AlertsComponent
+from screening.api.context import GATEWAY
+from screening.app import create_app
+from screening.protection import PersonalDataVault
+from screening.settings import Settings
 from tests.conftest import RunningGateway
 from tests.gateway.events import event
 
@@ -86,3 +95,28 @@ async def test_concurrent_single_event_posts_share_transactions(gateway: Running
     ) - value(before, "screening_events_total", type="parcel.received", result="accepted") == (
         requests
     )
+
+
+async def test_a_start_failing_late_stops_every_part_already_started(
+    settings: Settings, pool: asyncpg.Pool[Any], vault: PersonalDataVault,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A failure after the writer has started (here the alert component's start, as a database
+    that refuses its LISTEN connection would fail it) stops the writer and every other part
+    started before it, so the process can exit instead of waiting on what they hold."""
+
+    async def refused(self: AlertsComponent) -> None:
+        raise ConnectionRefusedError("LISTEN connection refused")
+
+    monkeypatch.setattr(AlertsComponent, "start", refused)
+    app = create_app(settings, pool=pool, vault=vault)
+    runner = web.AppRunner(app)
+    with pytest.raises(ConnectionRefusedError):
+        await runner.setup()
+    writer = app[GATEWAY].writer
+    assert not writer.running  # started, then stopped by the failure
+    assert {t.get_name() for t in asyncio.all_tasks()}.isdisjoint(
+        {"group-commit-writer", "ledger-checkpoints", "queue-depth"}
+    )
+    async with pool.acquire() as conn:  # the shared pool (not the app's) is left working
+        assert await conn.fetchval("SELECT 1") == 1

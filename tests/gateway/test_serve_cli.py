@@ -64,7 +64,9 @@ async def test_a_start_that_fails_exits_instead_of_hanging(
 ) -> None:
     """Found by review: a ledger key file that could not be read failed the start after the
     writer and the alert tasks had started; nothing stopped them, and closing the pool waited
-    for good on the connection one of them held: no listening, no exit, no restart."""
+    for good on the connection one of them held: no listening, no exit, no restart. Keys now
+    load before anything starts (a failure after that is test_ops'
+    test_a_start_failing_late_stops_every_part_already_started)."""
     (tmp_path / "ledger-signing.key").write_text("not a key\n")
     proc = await start_serve(serve_env(database_url, tmp_path, free_port()))
     assert proc.stderr is not None
