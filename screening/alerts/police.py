@@ -149,10 +149,11 @@ class AlertService:
     ) -> Hold | None:
         """Closing an alert closes the parcel's hold: seized, or released. A release waits for
         the parcel's last open alert (a dismissed watchlist match must not let a parcel with a
-        confirmed firearm go) and for reviewers still owing a decision on another flagged scan
-        of it (only this alert's own scan is cleared meanwhile); then it clears the parcel's
-        flagged scans for compliance, reviewers' clears deferred to police included, so the
-        parcel may leave. A parcel police seized is never cleared."""
+        confirmed firearm go); then it clears, for compliance, every flagged scan of the parcel
+        that nobody else still owes a decision on (its own, a station's, reviewers' clears
+        deferred to police), and releases the hold unless a reviewer still has to decide
+        another scan (that reviewer's clear releases it). A parcel police seized is never
+        cleared."""
         if alert.waybill_no is None:
             return None
         now = self._clock()
