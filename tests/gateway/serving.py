@@ -36,6 +36,20 @@ async def start_serve(env: dict[str, str], *args: str) -> asyncio.subprocess.Pro
     )  # fmt: skip
 
 
+async def serve_until_exit(env: dict[str, str]) -> tuple[int, str]:
+    """`screening serve` that is expected to exit by itself: its status and stderr (killed,
+    and the test failed, if it is still running after 60 s)."""
+    proc = await start_serve(env)
+    assert proc.stderr is not None
+    try:
+        status = await asyncio.wait_for(proc.wait(), timeout=60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return status, (await proc.stderr.read()).decode()
+
+
 @contextlib.asynccontextmanager
 async def serving(
     env: dict[str, str], *args: str, processes: int = 1

@@ -15,7 +15,13 @@ import pytest
 from screening.cli import main
 from tests.conftest import make_keys
 from tests.gateway.events import parcel_flow
-from tests.gateway.serving import free_port, listening, serve_env, start_serve
+from tests.gateway.serving import (
+    free_port,
+    listening,
+    serve_env,
+    serve_until_exit,
+    start_serve,
+)
 
 
 async def test_sigterm_closes_streams_and_exits_cleanly(
@@ -68,15 +74,7 @@ async def test_a_start_that_fails_exits_instead_of_hanging(
     load before anything starts (a failure after that is test_ops'
     test_a_start_failing_late_stops_every_part_already_started)."""
     (tmp_path / "ledger-signing.key").write_text("not a key\n")
-    proc = await start_serve(serve_env(database_url, tmp_path, free_port()))
-    assert proc.stderr is not None
-    try:
-        status = await asyncio.wait_for(proc.wait(), timeout=60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    err = (await proc.stderr.read()).decode()
+    status, err = await serve_until_exit(serve_env(database_url, tmp_path, free_port()))
     assert status != 0
     assert "ledger" in err
     assert "gateway listening" not in err
@@ -92,17 +90,9 @@ async def test_a_port_in_use_is_a_one_line_error_and_an_exit(
     taken.listen()
     try:
         port = taken.getsockname()[1]
-        proc = await start_serve(serve_env(database_url, tmp_path, port))
-        assert proc.stderr is not None
-        try:
-            status = await asyncio.wait_for(proc.wait(), timeout=60)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        status, err = await serve_until_exit(serve_env(database_url, tmp_path, port))
     finally:
         taken.close()
-    err = (await proc.stderr.read()).decode()
     assert status == 2, err
     assert f"error: cannot listen on 127.0.0.1:{port}" in err
     assert "Traceback" not in err
