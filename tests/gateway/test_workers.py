@@ -62,6 +62,18 @@ async def two_workers(
         yield proc, f"http://127.0.0.1:{port}", keys
 
 
+async def post_parcels(base: str, keys: Keys, prefix: str, n: int) -> None:
+    """``n`` parcel flows, each on a new connection (the kernel spreads connections, not
+    requests), every event accepted."""
+    station = {"Authorization": f"Bearer {keys.by_role['station']}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        for i in range(n):
+            flow = parcel_flow(keys.site, f"{prefix}{i:010d}")
+            async with http.post(f"{base}/v1/events", json=flow, headers=station) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["accepted"] == 6
+
+
 async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
     database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
 ) -> None:
@@ -81,14 +93,8 @@ async def test_workers_share_the_port_sum_their_metrics_and_stop_on_sigterm(
         assert (running / "metrics" / "counter_1.db").exists()
         pids = children(proc.pid)
         assert len(pids) == 2
-        station = {"Authorization": f"Bearer {keys.by_role['station']}"}
-        # A new connection per request: the kernel spreads connections, not requests.
+        await post_parcels(base, keys, "WK", 12)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-            for n in range(12):
-                flow = parcel_flow(keys.site, f"WK{n:010d}")
-                async with http.post(f"{base}/v1/events", json=flow, headers=station) as resp:
-                    assert resp.status == 200
-                    assert (await resp.json())["accepted"] == 6
             # Both workers served: each counted events in its own file.
             served = {pid: _accepted_in(mine / "metrics" / f"counter_{pid}.db") for pid in pids}
             # Each worker beats, from its event loop, in its own heartbeat file.
@@ -119,12 +125,7 @@ async def test_a_worker_that_dies_is_replaced(
         assert len(now) == 2
         assert victim not in now
         assert (first - {victim}) <= now  # the other worker served on
-        station = {"Authorization": f"Bearer {keys.by_role['station']}"}
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-            for n in range(6):
-                flow = parcel_flow(keys.site, f"WR{n:010d}")
-                async with http.post(f"{base}/v1/events", json=flow, headers=station) as resp:
-                    assert resp.status == 200
+        await post_parcels(base, keys, "WR", 6)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
 
@@ -146,14 +147,8 @@ async def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(
         assert len(now) == 2
         assert victim not in now
         assert not alive(victim)
-        station = {"Authorization": f"Bearer {keys.by_role['station']}"}
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-            for n in range(6):  # every connection answered: none lands on the stopped worker
-                flow = parcel_flow(keys.site, f"WS{n:010d}")
-                async with http.post(
-                    f"http://127.0.0.1:{port}/v1/events", json=flow, headers=station
-                ) as resp:
-                    assert resp.status == 200
+        # Every connection answered: none lands on the stopped worker.
+        await post_parcels(f"http://127.0.0.1:{port}", keys, "WS", 6)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
 
