@@ -172,9 +172,10 @@ class AlertService:
         # Every flag nobody else still owes a decision on is cleared now (the alert's own, a
         # station's, reviewers' clears deferred to police); the hold waits for the rest, and
         # the reviewer who clears the last of them releases it.
-        await self._clear_flags(conn, site_id, waybill_no, alert.scan_id, actor,
-                                f"alert:{alert.alert_id}", every_flag=True)  # fmt: skip
         waiting = await review_store.flags_awaiting_review(conn, site_id, waybill_no)
+        await self._clear_flags(conn, site_id, waybill_no, alert.scan_id, actor,
+                                f"alert:{alert.alert_id}", every_flag=True,
+                                waiting=waiting)  # fmt: skip
         if waiting - {own}:
             return None
         return await store.close_parcel_hold(conn, site_id, waybill_no, status, now, actor)
@@ -189,12 +190,14 @@ class AlertService:
         key: str,
         *,
         every_flag: bool,
+        waiting: set[uuid.UUID] | None = None,
     ) -> None:
         """Record a release as the clearing of flagged scans' events, so compliance lets the
         parcel leave (the caller holds the parcel's lock): the scan ``scan_id`` names, under
         ``key``, and with ``every_flag`` each other flagged scan of the parcel that no reviewer
-        still has to decide, under ``key/scan:<event id>``. Nothing, for a parcel police
-        seized: a release of a later hold must not clear the flag it was seized for."""
+        still has to decide (``waiting``, when the caller has read them already), under
+        ``key/scan:<event id>``. Nothing, for a parcel police seized: a release of a later hold
+        must not clear the flag it was seized for."""
         if await store.parcel_seized(conn, site_id, waybill_no):
             return
         own = (
@@ -204,7 +207,8 @@ class AlertService:
         )
         flagged: list[uuid.UUID] = []
         if every_flag:
-            waiting = await review_store.flags_awaiting_review(conn, site_id, waybill_no)
+            if waiting is None:
+                waiting = await review_store.flags_awaiting_review(conn, site_id, waybill_no)
             flagged = [
                 e
                 for e in await review_store.flagged_scan_events(conn, site_id, waybill_no)
