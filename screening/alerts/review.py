@@ -28,9 +28,11 @@ from screening.alerts.intake import Clock, PolicyCache, utc_now
 from screening.alerts.outcomes import append_review_event, lock_parcel
 from screening.alerts.tip import TipLibrary
 from screening.domain.access import Principal
+from screening.domain.compliance import uncleared_flags
 from screening.errors import BadRequestError, ConflictError, ForbiddenError
 from screening.protection import PersonalDataVault
 from screening.storage import alerts as store
+from screening.storage import events as event_store
 from screening.storage import review as review_store
 from screening.storage.images import ImageStore
 from screening.storage.review import ReviewItem
@@ -270,6 +272,11 @@ class ReviewService:
             )
         return confirmed.alert_id
 
+    @staticmethod
+    async def _uncleared_flags(conn: Any, site_id: str, waybill_no: str) -> list[uuid.UUID]:
+        key = (site_id, waybill_no)
+        return uncleared_flags((await event_store.load_parcel_events(conn, [key]))[key])
+
     async def _clear(
         self, conn: Any, item: ReviewItem, reviewer: str, now: datetime
     ) -> uuid.UUID | None:
@@ -292,9 +299,7 @@ class ReviewService:
                 and not await review_store.other_flags_pending(
                     conn, item.site_id, item.waybill_no, item.item_id
                 )
-                and not set(
-                    await review_store.uncleared_flags(conn, item.site_id, item.waybill_no)
-                )
+                and not set(await self._uncleared_flags(conn, item.site_id, item.waybill_no))
                 - {item.event_id}
             ):
                 await store.close_parcel_hold(

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from screening.domain.events import (
@@ -185,12 +186,26 @@ def _xray_problems(events: list[ParcelEvent], cutoff: datetime | None) -> list[R
     # Every flag raised before dispatch must have been cleared by a reviewer before dispatch. A
     # later clear scan does not lift it: a flagged parcel is opened and decided on by a person,
     # and a station's own "clear" rescan would otherwise undo any flag.
-    for scan in in_time:
-        if scan.verdict is ScanVerdict.FLAGGED and _decision(every, scan, cutoff) is not (
-            ReviewOutcome.CLEARED
-        ):
-            return [Reason.DISPATCHED_WHILE_FLAGGED]
+    if any(_flag_stands(every, scan, cutoff) for scan in in_time):
+        return [Reason.DISPATCHED_WHILE_FLAGGED]
     return []
+
+
+def uncleared_flags(events: Iterable[ParcelEvent]) -> list[UUID]:
+    """The event ids of the parcel's flagged scans that no decision has cleared (yet), oldest
+    first: the flags that hold it back, by the same rule its compliance is judged by."""
+    every = [e for e in _canonical(events) if isinstance(e, XrayScanned)]
+    return [
+        scan.header.event_id
+        for scan in every
+        if scan.reviewed_event_id is None and _flag_stands(every, scan, None)
+    ]
+
+
+def _flag_stands(every: list[XrayScanned], scan: XrayScanned, cutoff: datetime | None) -> bool:
+    return scan.verdict is ScanVerdict.FLAGGED and (
+        _decision(every, scan, cutoff) is not ReviewOutcome.CLEARED
+    )
 
 
 def _decision(

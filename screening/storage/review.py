@@ -308,21 +308,6 @@ async def upload_event_id(conn: Conn, site_id: str, scan_id: UUID) -> UUID | Non
     return got
 
 
-# A parcel's flagged scans not (or no longer) cleared: the latest decision on each, recorded as
-# an event naming it, else the decision the scan event carries, is not 'cleared' (as
-# screening.domain.compliance judges them).
-SELECT_UNCLEARED_FLAGS = """
-SELECT s.event_id FROM events s
-WHERE s.site_id = $1 AND s.waybill_no = $2 AND s.event_type = 'xray.scanned'
-  AND s.payload->>'verdict' = 'flagged' AND s.payload->>'reviewed_event_id' IS NULL
-  AND coalesce((SELECT r.payload->>'review' FROM events r
-                WHERE r.site_id = s.site_id AND r.waybill_no = s.waybill_no
-                  AND r.event_type = 'xray.scanned'
-                  AND r.payload->>'reviewed_event_id' = s.event_id::text
-                ORDER BY r.occurred_at DESC, r.event_id DESC LIMIT 1),
-               s.payload->>'review', '') <> 'cleared'
-ORDER BY s.occurred_at, s.event_id
-"""
 # The scan events of a parcel's flagged review items that nobody has decided yet: no reviewer,
 # and no police officer closing the scan's own alert as released or a false alarm.
 SELECT_FLAGS_AWAITING_REVIEW = """
@@ -333,11 +318,6 @@ WHERE r.site_id = $1 AND r.waybill_no = $2 AND r.status = 'pending' AND r.kind =
                   WHERE a.site_id = r.site_id AND a.scan_id = r.scan_id AND a.status = 'closed'
                     AND a.disposition IN ('released', 'false_alarm'))
 """
-
-
-async def uncleared_flags(conn: Conn, site_id: str, waybill_no: str) -> list[UUID]:
-    """The parcel's flagged scan events that nobody has cleared, oldest first."""
-    return [r["event_id"] for r in await conn.fetch(SELECT_UNCLEARED_FLAGS, site_id, waybill_no)]
 
 
 async def flags_awaiting_review(conn: Conn, site_id: str, waybill_no: str) -> set[UUID]:

@@ -8,7 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from screening.domain.compliance import Reason, Rule, SitePolicy, evaluate_parcel
+from screening.domain.compliance import (
+    Reason,
+    Rule,
+    SitePolicy,
+    evaluate_parcel,
+    uncleared_flags,
+)
 from screening.domain.events import (
     EventHeader,
     Flow,
@@ -285,3 +291,20 @@ def test_rollup_delta_moves_a_parcel_between_days() -> None:
     key = RateKey(day=date(2026, 11, 20), flow="inter_province")
     assert delta == {key: RateCounts(xray_ok=1, all_ok=1)}
     assert rollup_delta([(None, contribution(after)), (contribution(after), None)]) == {}
+
+
+def test_the_flags_holding_a_parcel_back_are_those_no_decision_cleared() -> None:
+    """What a hold waits on, by the rule compliance judges: each flagged scan's latest
+    decision, whenever made (dispatch or not)."""
+    first = scan(4, ScanVerdict.FLAGGED)
+    second = XrayScanned(h(4.5), ScanVerdict.FLAGGED)
+    clear = XrayScanned(h(4.6), ScanVerdict.CLEAR)
+    cleared_first = review_of(first, 4.8, ReviewOutcome.CLEARED)
+    assert uncleared_flags([first, second, clear]) == [
+        first.header.event_id,
+        second.header.event_id,
+    ]
+    assert uncleared_flags([cleared_first, second, first, clear]) == [second.header.event_id]
+    confirmed_again = review_of(first, 4.9, ReviewOutcome.CONFIRMED)
+    assert uncleared_flags([first, cleared_first, confirmed_again]) == [first.header.event_id]
+    assert uncleared_flags([first, review_of(first, 7, ReviewOutcome.CLEARED)]) == []
