@@ -276,8 +276,7 @@ class Bridge:
             self.stats.video_reopens += 1
             log.critical("ALARM live video source %s stopped (%s): reopening in %.0f s",
                          video.capture, why, delay)  # fmt: skip
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), delay)
+            await self._pause(delay)
             if video.stopping:
                 return
             # Doubling while the device keeps failing at once; an opening that delivered
@@ -380,21 +379,23 @@ class Bridge:
                 log.critical("ALARM scanner did not acknowledge %s (%d times in a row): "
                              "sending it again in %.1f s", event.message, self._resend_failures,
                              delay)  # fmt: skip
-            self._resends.add(asyncio.get_running_loop().create_task(
-                self._resend(event.message, delay), name="resend"))  # fmt: skip
+            resend = asyncio.get_running_loop().create_task(
+                self._resend(event.message, delay), name="resend"
+            )
+            self._resends.add(resend)
+            resend.add_done_callback(self._resends.discard)
         elif isinstance(event, Acknowledged) and isinstance(event.message, BeltStop | Hold):
             self._resend_failures = 0
 
     async def _resend(self, message: BeltStop | Hold, delay: float) -> None:
-        try:
-            with contextlib.suppress(TimeoutError):  # the pause, cut short by nothing but stop
-                await asyncio.wait_for(self._closing.wait(), delay)
-            if not self._closing.is_set() and self._still_wanted(message):
-                self._command(message)
-        finally:
-            current = asyncio.current_task()
-            if current is not None:
-                self._resends.discard(current)
+        await self._pause(delay)
+        if not self._closing.is_set() and self._still_wanted(message):
+            self._command(message)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or until the stop begins."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
 
     def _still_wanted(self, message: BeltStop | Hold) -> bool:
         """Whether a stop or hold waiting to be sent again still stands: the belt may have been
@@ -491,8 +492,7 @@ class Bridge:
                     self.stats.spool_full = True
                     self._stopped_for_spool = True
                     self._command(BeltStop("bridge spool full"))
-                with contextlib.suppress(TimeoutError):  # a second, or until the stop begins
-                    await asyncio.wait_for(self._closing.wait(), 1.0)
+                await self._pause(1.0)
                 continue
             self._overflow.pop(0)
             if not fresh:
