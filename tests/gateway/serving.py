@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from bench.common import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["alive", "children", "free_port", "listening", "serve_env", "serve_until_exit",
+           "serving", "start_serve"]
 
 
 def serve_env(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
