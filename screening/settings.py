@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(default=300.0, ge=0)  # station clocks drift; 5 min tolerated
     # Group commit: the writer takes up to this many events per transaction, waiting at most
     # this long for company after the first one arrives, with up to max_inflight transactions
-    # (each on its own connection, taken from the pool) committing at once.
+    # (each on its own connection, taken from the pool) committing at once. What has queued
+    # is split evenly over the free transactions (screening.services.ingest).
     group_commit_max_events: int = Field(default=2000, ge=1)
     group_commit_max_wait_ms: float = Field(default=2.0, ge=0)
     group_commit_max_inflight: int = Field(default=2, ge=1)

@@ -260,6 +260,7 @@ class GroupCommitWriter:
     max_wait_s: float = 0.002
     queue_size: int = 20000
     max_inflight: int = 2
+    min_share: int = 32  # a group split over free slots takes at least this many events
     acquire_timeout_s: float = 10.0  # waiting longer for a connection fails the group (503)
     on_commit: list[Any] = field(default_factory=list)  # callables(CommitReport, batch_size)
     on_accepted: EventsHook | None = None  # in the transaction, with the new events
@@ -267,6 +268,8 @@ class GroupCommitWriter:
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _inflight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _idle: list[PoolConnectionProxy[Any]] = field(default_factory=list, init=False)  # held
+    _queued_events: int = field(default=0, init=False)  # in the submissions queued
+    _busy: int = field(default=0, init=False)  # slots taken: groups gathering or committing
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.queue_size)
@@ -302,6 +305,7 @@ class GroupCommitWriter:
             return []
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Submission(events, future))
+        self._queued_events += len(events)
         return await future
 
     async def _run(self) -> None:
@@ -310,14 +314,18 @@ class GroupCommitWriter:
         while True:
             # A free slot first, then the group: whatever queued while all were busy joins it.
             await slots.acquire()
+            self._busy += 1
             try:
                 group = [await self._queue.get()]
             except asyncio.CancelledError:
+                self._busy -= 1
                 slots.release()
                 raise
             total = len(group[0].events)
+            self._queued_events -= total
+            limit = self._share(total)
             deadline = loop.time() + self.max_wait_s
-            while total < self.max_events:
+            while total < limit:
                 try:
                     sub = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -336,9 +344,28 @@ class GroupCommitWriter:
                     continue
                 group.append(sub)
                 total += len(sub.events)
+                self._queued_events -= len(sub.events)
             task = asyncio.create_task(self._commit_in_slot(group, slots), name="group-commit")
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
+
+    def _share(self, first: int) -> int:
+        """How many events the group being gathered may take: its fair share of what is queued
+        when other slots are free too.
+
+        Requests that arrive together (many connections each waiting for its commit) are
+        parsed in one pass of the event loop and queue up before the writer runs. Taken as one
+        group they would commit alone while the process waits for the database with nothing
+        else to do, then all answer at once and come back together: a convoy that leaves the
+        other slots idle. Splitting what is queued over the free slots puts their commits in
+        flight together; answers then come back at different times, and the next requests
+        are parsed while earlier groups are in the database.
+        """
+        free = self.max_inflight - self._busy + 1  # this group's slot and the idle ones
+        if free <= 1:
+            return self.max_events
+        share = -(-(first + self._queued_events) // free)  # rounded up
+        return max(self.min_share, min(self.max_events, share))
 
     async def _commit_in_slot(self, group: list[_Submission], slots: asyncio.Semaphore) -> None:
         try:
@@ -353,6 +380,7 @@ class GroupCommitWriter:
             log.exception("group commit raised; nothing in it was reported accepted")
             self._fail(group, "", error=exc)
         finally:
+            self._busy -= 1
             slots.release()
 
     @staticmethod

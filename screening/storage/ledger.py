@@ -183,6 +183,9 @@ async def append_entries(
     ids = [event_id for event_id, _ in entries]
     if len(set(ids)) != len(ids):
         raise DuplicateEntryError(f"an event appears twice in one append to site {site_id}")
+    # Hashed before the lock is taken: appends to one site wait for each other from the lock
+    # to the commit, so only what needs the locked state belongs in between.
+    leaves = [leaf_hash(entry) for _, entry in entries]
     # The first append of a site creates its state row. Concurrent first appends both find no
     # row and both INSERT: the loser waits for the winner's commit and inserts nothing (ON
     # CONFLICT DO NOTHING), then both lock the one row in turn.
@@ -195,7 +198,6 @@ async def append_entries(
     state = _compact_range(row)
     if not entries:
         return AppendResult(state.size, state.size, state.root())
-    leaves = [leaf_hash(entry) for _, entry in entries]
     new_state, completed = state.extend(leaves)
     root = new_state.root()
     try:

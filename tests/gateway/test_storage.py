@@ -145,6 +145,33 @@ async def test_concurrent_group_commits_accept_each_event_once_and_log_it_once(
             assert dispatched == len(flows)  # each parcel counted once in the rollup
 
 
+@pytest.mark.parametrize(("inflight", "groups"), [(1, [40]), (2, [20, 20]), (4, [10, 10, 10, 10])])
+async def test_requests_queued_together_are_split_over_the_free_commit_slots(
+    server_dsn: str, vault: PersonalDataVault, inflight: int, groups: list[int]
+) -> None:
+    # Forty single-event requests queue before the writer runs (as a loop pass that parsed
+    # them all leaves them): the writer splits them evenly over its free commit slots, so the
+    # groups commit side by side; with one slot they are one group.
+    async with writer_on_fresh_database(
+        server_dsn, inflight + 2, max_wait_s=0.0, max_inflight=inflight, min_share=4
+    ) as (pool, writer, keys):
+        now = datetime.now(UTC)
+        prepared = [
+            prepare(EVENT_ADAPTER.validate_python(e), vault, now)
+            for n in range(40)
+            for e in parcel_flow(keys.site, f"FS{n:010d}")[:1]
+        ]
+        sizes: list[int] = []
+        writer.on_commit.append(lambda report, size: sizes.append(size))
+        waiting = [asyncio.ensure_future(writer.submit([p])) for p in prepared]
+        await asyncio.sleep(0)  # every submission queued
+        assert writer.depth == 40
+        await writer.start()
+        outcomes = await asyncio.gather(*waiting)
+        assert [o for (o,) in outcomes] == [Outcome.ACCEPTED] * 40
+        assert sorted(sizes) == sorted(groups)
+
+
 async def test_the_writer_replaces_a_kept_connection_that_the_server_closed(
     server_dsn: str, vault: PersonalDataVault
 ) -> None:
