@@ -154,7 +154,7 @@ async def test_requests_queued_together_are_split_over_the_free_commit_slots(
     # groups commit side by side; with one slot they are one group.
     async with writer_on_fresh_database(
         server_dsn, inflight + 2, max_wait_s=0.0, max_inflight=inflight, min_share=4
-    ) as (pool, writer, keys):
+    ) as (_pool, writer, keys):
         now = datetime.now(UTC)
         prepared = [
             prepare(EVENT_ADAPTER.validate_python(e), vault, now)
