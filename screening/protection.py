@@ -4,8 +4,9 @@ An ID number is sensitive personal information (PIPL Art 28) and must never be s
 in the clear. Each value is kept in two forms, for two different needs:
 
 - `PersonalDataVault.seal` encrypts it with AES-256-GCM so that an audited read (a police
-  request) can recover it; the associated data binds the ciphertext to its row, so a blob copied
-  into another row does not open there.
+  request) can recover it; the associated data binds the ciphertext to its row and column
+  (`field_associated_data`), so a blob copied into another row, or moved into another column of
+  its own row, does not open there.
 - `PersonalDataVault.digest` gives a keyed HMAC-SHA256 so that equal values can be matched (a
   watchlist, one ID behind many senders) without decrypting anything.
 
@@ -36,6 +37,7 @@ __all__ = [
     "PersonalDataVault",
     "SealedValue",
     "associated_data",
+    "field_associated_data",
 ]
 
 KEY_BYTES: Final = 32  # AES-256
@@ -75,6 +77,16 @@ def associated_data(*parts: str) -> bytes:
         out += struct.pack(">I", len(encoded))
         out += encoded
     return bytes(out)
+
+
+def field_associated_data(site_id: str, record_id: str, field: str) -> bytes:
+    """The associated data of one sealed field of one record (``field``: the column's name).
+
+    Binding the field as well as the row means that someone with write access to the table
+    cannot swap a row's sealed values between columns (a name into the ID-number column) and
+    have them open as the other field.
+    """
+    return associated_data(site_id, record_id, field)
 
 
 class PersonalDataVault:

@@ -18,7 +18,13 @@ from screening.alerts.policy import AlertPolicy
 from screening.alerts.webhooks import new_secret
 from screening.domain.access import Principal, Role
 from screening.errors import BadRequestError, ForbiddenError
-from screening.protection import PersonalDataError, PersonalDataVault, SealedValue, associated_data
+from screening.protection import (
+    PersonalDataError,
+    PersonalDataVault,
+    SealedValue,
+    associated_data,
+    field_associated_data,
+)
 from screening.storage import alerts as store
 from screening.storage import review as review_store
 from screening.storage.alerts import Alert, Hold
@@ -241,20 +247,25 @@ class AlertService:
             row = await store.find_sender(conn, alert.site_id, *_sender_key(alert))
             if row is None:
                 raise UnknownAlertError("no real-name record for this alert", code="no_sender")
-            aad = associated_data(alert.site_id, str(row["event_id"]))
+            record = (alert.site_id, str(row["event_id"]))
 
-            def open_(blob: bytes | None) -> str | None:
+            def open_(field: str, blob: bytes | None) -> str | None:
                 if blob is None or row is None:
                     return None
-                return self._vault.open(SealedValue(row["pii_key_id"], bytes(blob)), aad=aad)
+                sealed = SealedValue(row["pii_key_id"], bytes(blob))
+                try:
+                    return self._vault.open(sealed, aad=field_associated_data(*record, field))
+                except PersonalDataError:
+                    # Sealed before each field was bound: one associated data for the row.
+                    return self._vault.open(sealed, aad=associated_data(*record))
 
             try:
                 identity = SenderIdentity(
                     record_event_id=row["event_id"],
                     document_type=row["document_type"],
-                    document_number=open_(row["document_sealed"]),
-                    name=open_(row["name_sealed"]),
-                    phone=open_(row["phone_sealed"]),
+                    document_number=open_("document_number", row["document_sealed"]),
+                    name=open_("name", row["name_sealed"]),
+                    phone=open_("phone", row["phone_sealed"]),
                     contract_customer_ref=row["contract_customer_ref"],
                 )
             except PersonalDataError as exc:

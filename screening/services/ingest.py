@@ -34,7 +34,7 @@ from screening.domain.records import (
     SealedPersonalData,
     event_from_payload,
 )
-from screening.protection import PersonalDataVault, associated_data
+from screening.protection import PersonalDataVault, field_associated_data
 from screening.storage import Conn
 from screening.storage import events as event_store
 from screening.storage import ledger as ledger_store
@@ -88,10 +88,16 @@ def prepare(
         stored_json = None  # the log's text is made from ``payload``
     if isinstance(event, RealnameRegisteredIn) and event.sender is not None:
         sender = event.sender
-        aad = associated_data(event.site_id, str(event.event_id))
-        document = vault.seal(sender.document_number, aad=aad)
-        name = vault.seal(sender.name, aad=aad)
-        phone = vault.seal(sender.phone, aad=aad) if sender.phone else None
+        record = (event.site_id, str(event.event_id))
+        document = vault.seal(
+            sender.document_number, aad=field_associated_data(*record, "document_number")
+        )
+        name = vault.seal(sender.name, aad=field_associated_data(*record, "name"))
+        phone = (
+            vault.seal(sender.phone, aad=field_associated_data(*record, "phone"))
+            if sender.phone
+            else None
+        )
         personal = SealedPersonalData(
             key_id=document.key_id,
             document_type=sender.document_type.value,

@@ -15,7 +15,7 @@ from stdnum.iso7064 import mod_11_2
 
 from screening.api import alerts as alerts_api
 from screening.domain.access import Role
-from screening.protection import PersonalDataVault
+from screening.protection import PersonalDataVault, associated_data
 from screening.services import access
 from tests.alerts.conftest import DARK, AlertGateway, soon, sse_events, sse_message
 from tests.gateway.events import event
@@ -117,6 +117,50 @@ async def test_a_watchlisted_sender_alerts_and_only_police_read_the_identity_wit
         # The watchlist holds no plaintext.
         stored = await pool.fetch("SELECT document_hmac, label FROM watchlist")
         assert all(number.encode() not in bytes(r["document_hmac"]) for r in stored)
+    finally:
+        await agw.call("POST", "/v1/watchlist/remove", json={"digests": [digest]})
+
+
+async def test_sealed_identity_fields_open_only_in_their_own_columns(
+    agw: AlertGateway, vault: PersonalDataVault, pool: asyncpg.Pool[Any]
+) -> None:
+    number = unique_resident_id()
+    digest = vault.digest("document", number).hex()
+    await agw.call(
+        "POST", "/v1/watchlist", json={"entries": [{"digest": digest, "label": "case 43"}]}
+    )
+    try:
+        wb = waybill()
+        await agw.events([registration(agw.site, wb, number)])
+        (alert,) = await agw.alerts_of_site()
+        path = f"/v1/alerts/{alert['alert_id']}/identity"
+        purpose = {"purpose": "case 43: identify the sender"}
+        where = "WHERE site_id = $1 AND waybill_no = $2"
+        row = await pool.fetchrow(f"SELECT * FROM realname_records {where}", agw.site, wb)
+        # Someone with write access to the table swaps the name and the ID number.
+        await pool.execute(
+            "UPDATE realname_records SET document_sealed = name_sealed,"
+            f" name_sealed = document_sealed {where}",
+            agw.site,
+            wb,
+        )
+        status, body = await agw.call("POST", path, json=purpose)
+        assert status == 404
+        assert body["code"] == "record_unreadable"
+        # A record sealed before fields were bound (one associated data for its row) opens.
+        legacy = associated_data(agw.site, str(row["event_id"]))
+        await pool.execute(
+            f"UPDATE realname_records SET document_sealed = $3, name_sealed = $4,"
+            f" phone_sealed = $5 {where}",
+            agw.site,
+            wb,
+            *(vault.seal(v, aad=legacy).blob for v in (number, "张三丰", "13812345678")),
+        )
+        status, who = await agw.call("POST", path, json=purpose)
+        assert status == 200, who
+        assert (who["document_number"], who["name"], who["phone"]) == (
+            number, "张三丰", "13812345678"
+        )
     finally:
         await agw.call("POST", "/v1/watchlist/remove", json={"digests": [digest]})
 

@@ -23,7 +23,12 @@ from screening.api.context import GATEWAY
 from screening.api.schemas import EVENT_ADAPTER, IngestResponse
 from screening.domain.access import Role
 from screening.domain.identity import mask_document
-from screening.protection import PersonalDataVault, SealedValue, associated_data
+from screening.protection import (
+    PersonalDataError,
+    PersonalDataVault,
+    SealedValue,
+    field_associated_data,
+)
 from screening.services import access
 from screening.services.ingest import commit_events, prepare
 from screening.settings import Settings
@@ -680,8 +685,10 @@ async def test_the_document_number_never_leaves_in_clear(
     [record] = [r for r in records if r["waybill_no"] == wb]
     assert record["document_masked"] == "1101**********002X"
     sealed = SealedValue(record["pii_key_id"], record["document_sealed"])
-    aad = associated_data(site, realname["event_id"])
-    assert vault.open(sealed, aad=aad) == DOCUMENT  # ciphertext of the number, bound to its row
+    aad = field_associated_data(site, realname["event_id"], "document_number")
+    assert vault.open(sealed, aad=aad) == DOCUMENT  # bound to its row and its column
+    with pytest.raises(PersonalDataError):  # so it does not open as another field of the row
+        vault.open(sealed, aad=field_associated_data(site, realname["event_id"], "name"))
 
     for log_record in caplog.records:
         line = log_record.getMessage() + repr(log_record.__dict__)
