@@ -1,4 +1,7 @@
-"""SQL for the event log and its per-type detail tables (real-name, inspections, seals, ...)."""
+"""SQL for the event log and its per-type detail tables (real-name records, scans).
+
+Inspections, seals and dispatches are views over the log (migration 0015), not tables.
+"""
 
 from __future__ import annotations
 
@@ -37,15 +40,6 @@ WITH ev AS (
     ON CONFLICT (site_id, event_id) DO NOTHING
     RETURNING site_id, event_id, event_type, waybill_no, occurred_at, payload,
               sha256(convert_to(payload::text, 'UTF8')) AS record_digest
-), inspections_new AS (
-    INSERT INTO inspections (site_id, event_id, waybill_no, occurred_at, clerk_id, result, note)
-    SELECT site_id, event_id, waybill_no, occurred_at, payload->>'clerk_id', payload->>'result',
-           coalesce(payload->>'note', '')
-    FROM ev WHERE event_type = 'inspection.completed'
-), seals_new AS (
-    INSERT INTO seals (site_id, event_id, waybill_no, occurred_at, clerk_id)
-    SELECT site_id, event_id, waybill_no, occurred_at, payload->>'clerk_id'
-    FROM ev WHERE event_type = 'parcel.sealed'
 ), scans_new AS (
     INSERT INTO scans (site_id, event_id, waybill_no, occurred_at, scanner_id, image_ref, verdict,
                        detections, model_version)
@@ -53,10 +47,6 @@ WITH ev AS (
            payload->>'image_ref', payload->>'verdict',
            coalesce(payload->'detections', '[]'::jsonb), payload->>'model_version'
     FROM ev WHERE event_type = 'xray.scanned'
-), dispatches_new AS (
-    INSERT INTO dispatches (site_id, event_id, waybill_no, occurred_at, carrier)
-    SELECT site_id, event_id, waybill_no, occurred_at, payload->>'carrier'
-    FROM ev WHERE event_type = 'parcel.dispatched'
 ), realname_new AS (
     INSERT INTO realname_records (site_id, event_id, waybill_no, occurred_at,
         contract_customer_ref, document_type, document_masked, document_hmac, pii_key_id,

@@ -145,6 +145,35 @@ async def test_concurrent_group_commits_accept_each_event_once_and_log_it_once(
             assert dispatched == len(flows)  # each parcel counted once in the rollup
 
 
+async def test_inspections_seals_and_dispatches_are_read_from_the_event_log(
+    server_dsn: str, vault: PersonalDataVault
+) -> None:
+    async with writer_on_fresh_database(server_dsn, 4) as (pool, writer, keys):
+        flow = parcel_flow(keys.site, "DV0000000001")
+        await writer.start()
+        await writer.submit(
+            [prepare(EVENT_ADAPTER.validate_python(e), vault, datetime.now(UTC)) for e in flow]
+        )
+        sent = {e["type"]: e for e in flow}
+        where = "WHERE site_id = $1 AND waybill_no = 'DV0000000001'"
+        async with pool.acquire() as conn:
+            inspection = await conn.fetchrow(f"SELECT * FROM inspections {where}", keys.site)
+            seal = await conn.fetchrow(f"SELECT * FROM seals {where}", keys.site)
+            dispatch = await conn.fetchrow(f"SELECT * FROM dispatches {where}", keys.site)
+            # They are the log's rows, so there is no second copy to change on its own.
+            with pytest.raises(asyncpg.PostgresError):
+                await conn.execute(f"UPDATE seals SET clerk_id = 'someone else' {where}", keys.site)
+        assert inspection is not None
+        assert seal is not None
+        assert dispatch is not None
+        ins = sent["inspection.completed"]
+        assert (str(inspection["event_id"]), inspection["clerk_id"], inspection["result"]) == (
+            ins["event_id"], ins["clerk_id"], ins["result"]
+        )
+        assert str(seal["event_id"]) == sent["parcel.sealed"]["event_id"]
+        assert dispatch["carrier"] == sent["parcel.dispatched"]["carrier"] == "SF"
+
+
 @pytest.mark.parametrize(("inflight", "groups"), [(1, [40]), (2, [20, 20]), (4, [10, 10, 10, 10])])
 async def test_requests_queued_together_are_split_over_the_free_commit_slots(
     server_dsn: str, vault: PersonalDataVault, inflight: int, groups: list[int]
