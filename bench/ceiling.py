@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from pydantic import ValidationError
 
-from screening.api.schemas import EVENT_ADAPTER
+from screening.api.schemas import validate_event
 from screening.background import cancel_and_wait
 from screening.protection import PersonalDataVault
 from screening.runtime import stop_on_signals, tune_collector
@@ -35,7 +35,7 @@ def ceiling_app(vault: PersonalDataVault) -> web.Application:
         results = []
         for i, item in enumerate(items):
             try:
-                event = EVENT_ADAPTER.validate_python(item, context={"now": now})
+                event = validate_event(item, {"now": now})
             except ValidationError:
                 results.append({"index": i, "result": "rejected"})
                 continue

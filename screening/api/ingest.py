@@ -16,7 +16,7 @@ from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, Gateway
 from screening.api.jsonbody import parse_json
 from screening.api.problems import field_errors
-from screening.api.schemas import EVENT_ADAPTER, EventIn, RealnameRegisteredIn
+from screening.api.schemas import EventIn, RealnameRegisteredIn, validate_event
 from screening.domain.access import Permission, Principal
 from screening.domain.records import ContractAgreement
 from screening.errors import (
@@ -105,7 +105,7 @@ async def ingest_items(
     valid: list[tuple[int, EventIn]] = []
     for i, item in enumerate(items):
         try:
-            event = EVENT_ADAPTER.validate_python(item, context=context)
+            event = validate_event(item, context)
         except ValidationError as exc:
             results[i] = _rejected(i, item, field_errors(exc))
             continue

@@ -40,6 +40,7 @@ _HTTP_CODES = {
 # is itself stable across pydantic 2.x releases.
 _PYDANTIC_CODES = {
     "missing": "missing_field",
+    "json_invalid": "string_unicode",  # a lone surrogate escape (screening.api.schemas)
     "extra_forbidden": "unknown_field",
     "timezone_aware": "naive_timestamp",
     "datetime_parsing": "invalid_timestamp",
@@ -49,6 +50,7 @@ _PYDANTIC_CODES = {
     "union_tag_not_found": "missing_event_type",
     "model_attributes_type": "wrong_type",
     "model_type": "wrong_type",
+    "dict_type": "wrong_type",
     "string_type": "wrong_type",
     "int_type": "wrong_type",
     "int_parsing": "wrong_type",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -198,6 +199,20 @@ EventIn = Annotated[
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[EventIn] = TypeAdapter(EventIn)
+# One encoder for every event: json.dumps with any option builds a new JSONEncoder per call.
+_RAW = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+
+
+def validate_event(item: Any, context: dict[str, Any] | None = None) -> EventIn:
+    """One event of a request body (already parsed from JSON), validated by JSON's types.
+
+    Strict JSON-mode validation: a number is refused where text is due and text where a
+    number is due, ``true`` is not 1, and a time must be text with its offset (pydantic's
+    Python mode would take ``"500"`` or ``true`` as a weight and a bare epoch number as a UTC
+    time). Text holding a lone surrogate escape fails here (``json_invalid``), before any of it
+    is digested or stored.
+    """
+    return EVENT_ADAPTER.validate_json(_RAW.encode(item), strict=True, context=context)
 
 
 # --- responses ---------------------------------------------------------------------------------

@@ -382,6 +382,34 @@ BAD_EVENTS = {
         "wrong_type",
         "detections.0.score",
     ),
+    # JSON's types, not Python's conversions: none of these is taken as the value it resembles.
+    "wrong type (true for an integer)": BadEvent(
+        lambda site: received(site, weight_g=True), "wrong_type", "weight_g"
+    ),
+    "wrong type (digits in a string for an integer)": BadEvent(
+        lambda site: received(site, weight_g="500"), "wrong_type", "weight_g"
+    ),
+    "wrong type (a number with a fraction for an integer)": BadEvent(
+        lambda site: received(site, weight_g=500.5), "wrong_type", "weight_g"
+    ),
+    "wrong type (a string for a score)": BadEvent(
+        lambda site: event(
+            "xray.scanned",
+            site,
+            waybill(),
+            scanner_id="x1",
+            verdict="flagged",
+            detections=[{"class_name": "knife", "score": "0.9", "box": [0, 0, 1, 1]}],
+        ),
+        "wrong_type",
+        "detections.0.score",
+    ),
+    "epoch seconds for a time (no offset)": BadEvent(
+        _with(_sealed, occurred_at=1763604000), "invalid_timestamp", "occurred_at"
+    ),
+    "a number for the event id": BadEvent(
+        _with(_sealed, event_id=12345), "invalid_uuid", "event_id"
+    ),
     "unknown field": BadEvent(lambda site: received(site, colour="red"), "unknown_field", "colour"),
     "missing field": BadEvent(_without("clerk_id"), "missing_field", "clerk_id"),
     "naive timestamp": BadEvent(
@@ -438,6 +466,24 @@ async def test_an_invalid_event_is_rejected_with_a_stable_code_and_path(
     assert result["code"] == case.code
     assert [(e["code"], e["path"]) for e in result["errors"]] == [(case.code, case.path)]
 
+    await assert_still_serves(gateway)
+
+
+async def test_a_lone_surrogate_escape_in_text_is_rejected(
+    gateway: RunningGateway,
+) -> None:
+    # Valid JSON (RFC 8259 allows any \\u escape) that is not Unicode text: PostgreSQL could not
+    # store it. The code is the one this case had before events were validated as JSON.
+    item = json.dumps(received(gateway.keys.site, carrier="SF"))
+    broken = item.replace('"carrier":"SF"', '"carrier":"SF\\ud800"').replace(
+        '"carrier": "SF"', '"carrier": "SF\\ud800"'
+    )
+    assert "\\ud800" in broken
+    status, ctype, body = await post(gateway, data=broken.encode())
+    assert_problem(status, ctype, body, 422, "string_unicode")
+    status, _, body = await post(gateway, data=f"[{broken}, {item}]".encode())
+    assert status == 200, body
+    assert [r["result"] for r in body["results"]] == ["rejected", "accepted"]
     await assert_still_serves(gateway)
 
 
