@@ -29,7 +29,7 @@ from screening.alerts.outcomes import append_review_event, lock_parcel
 from screening.alerts.tip import TipLibrary
 from screening.domain.access import Principal
 from screening.domain.compliance import uncleared_flags
-from screening.errors import BadRequestError, ConflictError, ForbiddenError
+from screening.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 from screening.protection import PersonalDataVault
 from screening.storage import alerts as store
 from screening.storage import events as event_store
@@ -345,7 +345,8 @@ class ReviewService:
         if level not in (1, 2):
             raise BadRequestError("level is 1 or 2", code="invalid_level")
         async with self._pool.acquire() as conn:
-            await review_store.set_reviewer_level(conn, key_id, level)
+            if not await review_store.set_reviewer_level(conn, key_id, level):
+                raise NotFoundError("no live reviewer or admin key has that id", code="unknown_key")
 
     async def stats(
         self,

@@ -10,8 +10,10 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+import yarl
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from screening.alerts import ALERTS
 from screening.alerts.feed import parse_cursor
@@ -25,6 +27,7 @@ from screening.alerts.webhooks import (
 from screening.api.auth import principal_of, unscoped_principal_of
 from screening.api.context import public_base
 from screening.api.endpoints import Param, Route
+from screening.api.jsonbody import read_json
 from screening.api.problems import field_errors
 from screening.domain.access import Permission
 from screening.errors import (
@@ -80,6 +83,20 @@ class WatchlistEntryIn(_Body):
 class WatchlistIn(_Body):
     entries: list[WatchlistEntryIn] = Field(min_length=1, max_length=10000)
 
+    @field_validator("entries")
+    @classmethod
+    def _each_digest_once(cls, entries: list[WatchlistEntryIn]) -> list[WatchlistEntryIn]:
+        first: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            if entry.digest in first:  # which label would stand is not for us to guess
+                raise PydanticCustomError(
+                    "duplicate_entry",
+                    "entries {a} and {b} name the same digest",
+                    {"a": first[entry.digest], "b": i},
+                )
+            first[entry.digest] = i
+        return entries
+
 
 class WatchlistRemoveIn(_Body):
     digests: list[str] = Field(min_length=1, max_length=10000)
@@ -104,8 +121,32 @@ class RotateSecretIn(_Body):
         return check_secret(value) if value is not None else None
 
 
+def deliverable_url(value: str) -> str:
+    """An http(s) URL a delivery can be made to: it parses, names a host, and each label of
+    that host is one a name lookup takes (IDNA, 1 to 63 characters). Checked when the endpoint
+    is registered; otherwise every alert's delivery to it fails with the same error."""
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise PydanticCustomError("invalid_url", "the URL has spaces or control characters")
+    try:
+        url = yarl.URL(value)
+        host = url.raw_host
+        if host and ":" not in host:  # a name (an IPv6 literal has colons)
+            host.encode("idna")
+    except (ValueError, UnicodeError):
+        raise PydanticCustomError("invalid_url", "the URL cannot be parsed") from None
+    if url.scheme not in ("http", "https") or not host:
+        raise PydanticCustomError("invalid_url", "an http or https URL with a host is needed")
+    return value
+
+
 class EndpointIn(_Body):
     url: str = Field(pattern=r"^https?://", max_length=2000)
+
+    @field_validator("url")
+    @classmethod
+    def _deliverable(cls, value: str) -> str:
+        return deliverable_url(value)
+
     site_ids: list[str] = Field(default_factory=list, description="empty: every site")
     secret: str | None = Field(
         default=None,
@@ -187,8 +228,8 @@ def _limit(request: web.Request, default: int = 100) -> int:
 
 async def read_body(request: web.Request, model: type[M]) -> M:
     try:
-        raw = await request.json(loads=json.loads)
-    except ValueError as exc:
+        raw = await read_json(request)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequestError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
     try:
         return model.model_validate(raw)

@@ -37,3 +37,12 @@ class Route:
     raw_response: str | None = None  # content type of a non-JSON response
     success: tuple[tuple[str, str], ...] = (("200", "OK"),)
     multipart: bool = False
+    # A GET also answers HEAD (RFC 9110 §9.3.2) unless reading it changes something (a lease).
+    head: bool = True
+
+    @property
+    def answers_head(self) -> bool:
+        """Whether HEAD is routed to the handler too: not for a stream, whose answer (a
+        WebSocket, server-sent events) never ends."""
+        streams = self.websocket or self.raw_response == "text/event-stream"
+        return self.method == "GET" and self.head and not streams

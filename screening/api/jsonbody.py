@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aiohttp import web
+
 
 def _refuse_constant(name: str) -> Any:
     """NaN and Infinity are not JSON (RFC 8259 §6); Python's parser accepts them unless told."""
@@ -25,3 +27,9 @@ def parse_json(raw: bytes | str) -> Any:
         return _DECODER.decode(raw)
     except RecursionError:  # '[[[[...' deeper than the interpreter's stack
         raise ValueError("the JSON is nested too deeply") from None
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's body through ``parse_json``: the charset a Content-Type names is not
+    consulted (JSON is UTF-8, -16 or -32, told apart by its first bytes: RFC 8259 §8.1)."""
+    return parse_json(await request.read())

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from screening.domain.events import EventType
@@ -189,7 +190,24 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
-        return problem_response(exc.status, code, exc.reason, exc.reason)
+        allow = exc.headers.get("Allow")  # a 405 names the methods the route takes
+        return problem_response(
+            exc.status, code, exc.reason, exc.reason, headers={"Allow": allow} if allow else None
+        )
+    except RequestPayloadError as exc:
+        # The body could not be read as sent: a Content-Encoding it does not decode with, a
+        # chunked framing that breaks off. The client's fault; nothing was read or done.
+        log.info("%s %s: unreadable body: %s", request.method, request.path, exc)
+        response = problem_response(
+            400, "malformed_body", "Bad request", "the body could not be read as sent"
+        )
+        # The rest of the body cannot be read past, so the connection ends with this answer:
+        # sent here, then closed (aiohttp would otherwise try to read the body's remainder).
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+        return response
     except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
         raise
     except Exception:  # a bug or an unforeseen database answer: still a problem document

@@ -143,6 +143,7 @@ ROUTES: tuple[Route, ...] = (
         "Lease the next image to judge (204 when the queue is empty); the lease expires",
         roles=("reviewer", "admin"),
         success=(("200", "An item, leased to you"), ("204", "Nothing to review")),
+        head=False,  # a HEAD would lease an item nobody sees
     ),
     Route(
         "GET",

@@ -141,6 +141,8 @@ def add_routes(app: web.Application) -> None:
 
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
+        if route.answers_head:
+            app.router.add_route("HEAD", route.path, route.handler)
     app.router.add_get("/v1/openapi.json", openapi_handler)
 
 

@@ -166,7 +166,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str, str]:
         moment = datetime.fromisoformat(at)
         day = moment.astimezone(UTC).date() if moment.tzinfo is not None else None
         waybill, reason = str(waybill), str(reason)
-    except (ValueError, TypeError, OverflowError) as exc:
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise BadRequestError("invalid cursor", code="invalid_cursor") from exc
     if day is None or not FIRST_DAY <= day <= LAST_DAY or "\x00" in waybill + reason:
         raise BadRequestError("invalid cursor", code="invalid_cursor")

@@ -80,9 +80,13 @@ INSERT INTO review_decisions (site_id, decision_id, item_id, kind, level, review
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 """
 SELECT_LEVEL = "SELECT level FROM reviewer_levels WHERE key_id = $1"
+# Only for a live key that may review (reviewer or admin): nothing is written for any other id.
 UPSERT_LEVEL = """
-INSERT INTO reviewer_levels (key_id, level) VALUES ($1, $2)
+INSERT INTO reviewer_levels (key_id, level)
+SELECT key_id, $2 FROM api_keys
+WHERE key_id = $1 AND role IN ('reviewer', 'admin') AND revoked_at IS NULL
 ON CONFLICT (key_id) DO UPDATE SET level = EXCLUDED.level
+RETURNING key_id
 """
 # Per reviewer: TIP hits (a projected threat confirmed), misses (cleared), and false alarms
 # (a real item confirmed that police later closed as a false alarm). $1: the sites in scope (NULL:
@@ -270,8 +274,10 @@ async def reviewer_level(conn: Conn, key_id: str) -> int:
     return 1 if level is None else int(level)
 
 
-async def set_reviewer_level(conn: Conn, key_id: str, level: int) -> None:
-    await conn.execute(UPSERT_LEVEL, key_id, level)
+async def set_reviewer_level(conn: Conn, key_id: str, level: int) -> bool:
+    """Set a reviewing key's level; False (nothing written) when no live key of a role that
+    reviews has that id."""
+    return await conn.fetchval(UPSERT_LEVEL, key_id, level) is not None
 
 
 async def reviewer_stats(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, public_origin
+from screening.api.jsonbody import read_json
 from screening.api.problems import field_errors
 from screening.domain.access import Permission, Principal
 from screening.domain.compliance import DEFAULT_TIMEZONE
@@ -102,8 +103,8 @@ async def sign_in(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         raise BadRequestError("send the key as application/json", code="invalid_body")
     try:
-        body = SignInIn.model_validate(await request.json())
-    except ValueError as exc:
+        body = SignInIn.model_validate(await read_json(request))
+    except ValueError as exc:  # UnicodeDecodeError and ValidationError among them
         if isinstance(exc, ValidationError):
             raise InvalidEventError("invalid sign-in body", field_errors(exc)) from None
         raise BadRequestError("the body is not valid JSON", code="malformed_json") from None

@@ -109,13 +109,14 @@ async def test_a_start_failing_late_stops_every_part_already_started(
         raise ConnectionRefusedError("LISTEN connection refused")
 
     monkeypatch.setattr(AlertsComponent, "start", refused)
+    before = asyncio.all_tasks()  # a session-scoped gateway of other tests may be running
     app = create_app(settings, pool=pool, vault=vault)
     runner = web.AppRunner(app)
     with pytest.raises(ConnectionRefusedError):
         await runner.setup()
     writer = app[GATEWAY].writer
     assert not writer.running  # started, then stopped by the failure
-    assert {t.get_name() for t in asyncio.all_tasks()}.isdisjoint(
+    assert {t.get_name() for t in asyncio.all_tasks() - before}.isdisjoint(
         {"group-commit-writer", "ledger-checkpoints", "queue-depth"}
     )
     async with pool.acquire() as conn:  # the shared pool (not the app's) is left working
