@@ -181,7 +181,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     create = keys.add_parser("create", help="create a key (printed once)")
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
-    create.add_argument("--site", action="append", default=[], help="site in scope (repeat)")
+    create.add_argument(
+        "--site", action="extend", nargs="+", default=[], metavar="SITE",
+        help="sites in scope: --site A B, or --site A --site B",
+    )  # fmt: skip
     create.add_argument("--label", default="")
     keys.add_parser("list", help="list keys (never the keys themselves)")
     revoke = keys.add_parser("revoke", help="revoke a key")
@@ -317,10 +320,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 async def _sites(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:
     if args.action == "add":
         flows = args.xray_flows.split(",") if args.xray_flows else None
-        await access.add_site(
+        reevaluated = await access.add_site(
             pool, args.site_id, args.name, timezone=args.timezone, xray_flows=flows
         )
         print(f"site {args.site_id} saved")
+        if reevaluated is not None:
+            print(f"its policy changed: {reevaluated} parcels derived again under the new one")
     else:
         for site in await access.list_sites(pool):
             flows = ",".join(sorted(site.policy.xray_flows))

@@ -22,6 +22,7 @@ from screening.domain.events import ALL_FLOWS, Flow
 from screening.domain.identity import DocumentType, IdentityDocumentError, validate_document
 from screening.domain.records import ContractAgreement, ContractCustomer
 from screening.errors import AuthenticationError, BadRequestError, NotFoundError
+from screening.services.ingest import reevaluate_site
 from screening.storage import contracts as contract_store
 from screening.storage import keys as key_store
 from screening.storage import sites as site_store
@@ -85,7 +86,10 @@ async def add_site(
     *,
     timezone: str = "Asia/Shanghai",
     xray_flows: Sequence[str] | None = None,
-) -> None:
+) -> int | None:
+    """Add a site or update its name and policy. When the policy (time zone, X-ray flows)
+    of an existing site changes, its stored parcels are derived again under the new one: the
+    number of them (None when nothing had to be)."""
     if not _SITE_ID.fullmatch(site_id):  # (match: '$' also matches before a final newline)
         raise BadRequestError(f"invalid site id {site_id!r}", code="invalid_site_id")
     try:
@@ -96,8 +100,16 @@ async def add_site(
         flows = ALL_FLOWS if xray_flows is None else frozenset(Flow(f) for f in xray_flows)
     except ValueError as exc:
         raise BadRequestError(str(exc), code="invalid_flow") from exc
+    policy = SitePolicy(flows, timezone)
     async with pool.acquire() as conn:
-        await site_store.upsert_site(conn, site_id, name, SitePolicy(flows, timezone))
+        before = (await site_store.get_sites(conn, [site_id])).get(site_id)
+        await site_store.upsert_site(conn, site_id, name, policy)
+        changed_at = await conn.fetchval("SELECT clock_timestamp()")
+    if before is None or before.policy == policy:
+        return None
+    # One policy per site, applied to all its parcels (as the parcel endpoint applies it): a
+    # change re-derives what is stored under the old one.
+    return await reevaluate_site(pool, site_id, changed_at)
 
 
 async def add_contract(

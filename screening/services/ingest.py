@@ -39,7 +39,9 @@ from screening.storage import Conn
 from screening.storage import events as event_store
 from screening.storage import ledger as ledger_store
 from screening.storage import parcels as parcel_store
+from screening.storage import sites as site_store
 from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
+from screening.storage.sites import Site
 
 log = logging.getLogger(__name__)
 
@@ -193,24 +195,10 @@ async def commit_events(
     if parcel_keys:
         # The insert read each parcel's row and earlier events in its own snapshot, which
         # does not hold the rows it wrote: the new events join their parcels' histories here.
-        stored = group.parcels
         history = {key: group.history.get(key, []) for key in parcel_keys}
         for p in new:
             history[p.parcel_key].append(p.event)
-        carriers: dict[tuple[str, str], str | None] = {}
-        changes: dict[str, list[Any]] = {}
-        for key in parcel_keys:
-            policy = sites[key[0]].policy if key[0] in sites else SitePolicy()
-            status = evaluate_parcel(key[1], history[key], policy)
-            statuses[key] = status
-            carriers[key] = _carrier(history[key])
-            old = stored[key].contribution if key in stored else None
-            changes.setdefault(key[0], []).append((old, contribution(status)))
-        deltas: dict[tuple[str, RateKey], RateCounts] = {}
-        for site_id, pairs in changes.items():
-            for rate_key, counts in rollup_delta(pairs).items():
-                deltas[(site_id, rate_key)] = counts
-        await parcel_store.save_parcels(conn, statuses, carriers, now, stored, deltas)
+        statuses = await _derive_and_save(conn, history, group.parcels, sites, now)
     if on_accepted is not None and new:
         await on_accepted(conn, new, now)
     # Each accepted event becomes a leaf of its site's Merkle log in this same transaction, so
@@ -220,6 +208,79 @@ async def commit_events(
     await ledger_store.append_stored(conn, [inserted[p.key] for p in new])
     final = [o if o is not None else Outcome.CONFLICT for o in outcomes]
     return final, CommitReport(len(new), statuses, time.perf_counter() - started)
+
+
+async def _derive_and_save(
+    conn: Conn,
+    history: Mapping[tuple[str, str], list[ParcelEvent]],
+    stored: Mapping[tuple[str, str], parcel_store.StoredParcel],
+    sites: Mapping[str, Site],
+    now: datetime,
+) -> dict[tuple[str, str], ParcelStatus]:
+    """Evaluate each parcel from its whole history under its site's policy and save what
+    changed: its row, its violations, and the rollup's move from what it contributed before
+    (``stored``) to what it contributes now. The parcels must be locked."""
+    statuses: dict[tuple[str, str], ParcelStatus] = {}
+    carriers: dict[tuple[str, str], str | None] = {}
+    changes: dict[str, list[Any]] = {}
+    for key in sorted(history):
+        policy = sites[key[0]].policy if key[0] in sites else SitePolicy()
+        status = evaluate_parcel(key[1], history[key], policy)
+        statuses[key] = status
+        carriers[key] = _carrier(history[key])
+        old = stored[key].contribution if key in stored else None
+        changes.setdefault(key[0], []).append((old, contribution(status)))
+    deltas: dict[tuple[str, RateKey], RateCounts] = {}
+    for site_id, pairs in changes.items():
+        for rate_key, counts in rollup_delta(pairs).items():
+            deltas[(site_id, rate_key)] = counts
+    await parcel_store.save_parcels(conn, statuses, carriers, now, stored, deltas)
+    return statuses
+
+
+async def reevaluate_parcels(
+    conn: Conn, keys: Sequence[tuple[str, str]], now: datetime
+) -> dict[tuple[str, str], ParcelStatus]:
+    """Derive the given stored parcels again from their logged events under their sites'
+    current policies, in the caller's transaction (after a site's policy changed)."""
+    sites = await parcel_store.lock_parcels_read_sites(conn, keys)
+    # Read after the lock, so every committed event and the current row are seen.
+    stored = await parcel_store.read_stored(conn, keys)
+    history = await event_store.load_parcel_events(conn, keys)
+    return await _derive_and_save(conn, history, stored, sites, now)
+
+
+async def reevaluate_site(
+    pool: asyncpg.Pool[Any],
+    site_id: str,
+    changed_at: datetime,
+    batch: int = 1000,
+    settle_s: float = 30.0,
+) -> int:
+    """Derive every stored parcel of a site again under its policy as it now is (changed and
+    committed at ``changed_at``), so that its rows, violations and rates agree with what the
+    parcel endpoint says; the number of parcels. One transaction per ``batch`` parcels, each
+    locking them as ingest does, so ingest goes on meanwhile.
+
+    First it waits (at most ``settle_s``) for transactions that began before the change: an
+    ingest among them may have read the old policy and not yet written its parcels.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settle_s
+    async with pool.acquire() as conn:
+        while loop.time() < deadline:
+            if not await site_store.older_transactions(conn, changed_at):
+                break
+            await asyncio.sleep(0.05)
+    done, after = 0, ""
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            keys = await parcel_store.parcel_keys_after(conn, site_id, after, batch)
+            if not keys:
+                return done
+            await reevaluate_parcels(conn, keys, datetime.now(UTC))
+        done += len(keys)
+        after = keys[-1][1]
 
 
 def _open(conn: PoolConnectionProxy[Any]) -> bool:

@@ -100,6 +100,35 @@ async def lock_parcels_read_sites(conn: Conn, keys: Iterable[ParcelKey]) -> dict
     return {r["site_id"]: site_of_row(r) for r in rows if r["site_id"] is not None}
 
 
+SELECT_STORED = """
+SELECT p.site_id, p.waybill_no, p.dispatch_day, p.rate_flow, p.xray_required, p.realname_ok,
+       p.inspection_ok, p.xray_ok, p.compliant, p.problems, p.dispatched_at
+FROM parcels p
+JOIN unnest($1::text[], $2::text[]) AS k(site_id, waybill_no)
+  ON p.site_id = k.site_id AND p.waybill_no = k.waybill_no
+"""
+SELECT_KEYS_AFTER = """
+SELECT waybill_no FROM parcels WHERE site_id = $1 AND waybill_no > $2
+ORDER BY waybill_no LIMIT $3
+"""
+
+
+async def read_stored(conn: Conn, keys: Iterable[ParcelKey]) -> dict[ParcelKey, StoredParcel]:
+    """The rows of the given parcels (those that have one) as what each contributes."""
+    keys = list(keys)
+    rows = await conn.fetch(SELECT_STORED, [k[0] for k in keys], [k[1] for k in keys])
+    # The columns after the key are stored_parcel's arguments, in its order.
+    return {(r["site_id"], r["waybill_no"]): stored_parcel(*tuple(r)[2:]) for r in rows}
+
+
+async def parcel_keys_after(
+    conn: Conn, site_id: str, after: str, limit: int
+) -> list[ParcelKey]:
+    """The next ``limit`` parcels of a site in waybill order, after waybill ``after``."""
+    rows = await conn.fetch(SELECT_KEYS_AFTER, site_id, after, limit)
+    return [(site_id, r["waybill_no"]) for r in rows]
+
+
 def stored_parcel(
     dispatch_day: date | None,
     rate_flow: str | None,

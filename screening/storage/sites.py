@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -54,3 +55,15 @@ async def get_sites(conn: Conn, site_ids: Iterable[str]) -> dict[str, Site]:
     if not ids:
         return {}
     return {r["site_id"]: site_of_row(r) for r in await conn.fetch(SELECT_SOME_SITES, ids)}
+
+
+# Transactions of this database still open that began before $1 (other than the caller's): an
+# ingest among them may have read a site's policy as it was before a change committed.
+COUNT_OLDER_TRANSACTIONS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start < $1
+"""
+
+
+async def older_transactions(conn: Conn, moment: datetime) -> int:
+    return int(await conn.fetchval(COUNT_OLDER_TRANSACTIONS, moment))

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from screening.domain.access import Role
 from screening.services import access
 from tests.conftest import RunningGateway
 from tests.gateway.events import BASE, event, parcel_flow
@@ -212,3 +213,61 @@ async def test_read_parameters_the_database_cannot_take_are_4xx(gateway: Running
     # A cursor as the API writes it still pages.
     ok = f"{violations}?cursor={_cursor('2026-11-20T00:00:00+08:00')}"
     assert "items" in await get(gateway, ok)
+
+
+async def test_a_changed_site_policy_re_derives_its_parcels_rates_and_violations(
+    gateway: RunningGateway,
+) -> None:
+    # Its own site: the policy change must not reach other tests' parcels.
+    site = f"PC-{uuid.uuid4().hex[:8]}"
+    await access.add_site(gateway.pool, site, "policy change")
+    _, station = await access.create_key(gateway.pool, Role.STATION, [site])
+    events = [
+        *parcel_flow(site, "PC0000000001", flow="same_city", skip=frozenset({"xray"})),
+        *parcel_flow(site, "PC0000000002", flow="air", skip=frozenset({"xray"})),
+    ]
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events", json=events, headers={"Authorization": f"Bearer {station}"}
+    ) as resp:
+        assert resp.status == 200
+    day = "from=2026-11-20&to=2026-11-20"
+
+    async def views() -> tuple[bool, float, list[tuple[str, str]]]:
+        parcel = await get(gateway, "/v1/parcels/PC0000000001", role="admin")
+        rates = await get(gateway, f"/v1/sites/{site}/rates?{day}", role="admin")
+        listed = await get(gateway, f"/v1/sites/{site}/violations?{day}", role="admin")
+        return (
+            parcel["compliant"],
+            rates["total"]["three_100_rate"],
+            sorted((v["waybill_no"], v["reason"]) for v in listed["items"]),
+        )
+
+    assert await views() == (
+        False, 0.0, [("PC0000000001", "no_xray"), ("PC0000000002", "no_xray")]
+    )
+    # X-ray now required for air parcels only: the same-city parcel becomes compliant in the
+    # parcel view, the rates and the violations list alike.
+    assert await access.add_site(gateway.pool, site, "policy change", xray_flows=["air"]) == 2
+    assert await views() == (True, 0.5, [("PC0000000002", "no_xray")])
+    # A time zone eighteen hours behind moves the dispatch day (10:05 in Shanghai is 16:05 the
+    # day before in Honolulu): the rollup follows.
+    await access.add_site(
+        gateway.pool, site, "policy change", timezone="Pacific/Honolulu", xray_flows=["air"]
+    )
+    after = await get(gateway, f"/v1/sites/{site}/rates?{day}", role="admin")
+    assert after["total"]["dispatched"] == 0
+    before = await get(
+        gateway, f"/v1/sites/{site}/rates?from=2026-11-19&to=2026-11-19", role="admin"
+    )
+    assert before["total"]["dispatched"] == 2
+    moved = await get(
+        gateway, f"/v1/sites/{site}/violations?from=2026-11-19&to=2026-11-19", role="admin"
+    )
+    assert [(v["waybill_no"], v["reason"]) for v in moved["items"]] == [("PC0000000002", "no_xray")]
+    # Saving the same policy again derives nothing.
+    assert (
+        await access.add_site(
+            gateway.pool, site, "renamed", timezone="Pacific/Honolulu", xray_flows=["air"]
+        )
+        is None
+    )
