@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import pytest
 
 from screening.domain.access import Role
 from screening.services import access
@@ -271,3 +274,57 @@ async def test_a_changed_site_policy_re_derives_its_parcels_rates_and_violations
         )
         is None
     )
+
+
+def _moved(kind: str, minutes: int) -> Callable[[list[dict[str, Any]]], None]:
+    """Move the parcel's event of ``kind`` to ``minutes`` after its dispatch."""
+
+    def change(events: list[dict[str, Any]]) -> None:
+        dispatched = next(e for e in events if e["type"] == "parcel.dispatched")
+        at = datetime.fromisoformat(dispatched["occurred_at"]) + timedelta(minutes=minutes)
+        next(e for e in events if e["type"] == kind)["occurred_at"] = at.isoformat()
+
+    return change
+
+
+def _realname(**fields: Any) -> Callable[[list[dict[str, Any]]], None]:
+    def change(events: list[dict[str, Any]]) -> None:
+        next(e for e in events if e["type"] == "realname.registered").update(fields)
+
+    return change
+
+
+# Each violation code through the API and the database: a parcel's life with one rule broken,
+# and the code the violations list then holds for it (and no other).
+VIOLATION_CASES: dict[str, tuple[dict[str, Any], Callable[[list[dict[str, Any]]], None] | None]] = {
+    "no_realname": ({"skip": frozenset({"realname"})}, None),
+    "invalid_id_document": ({}, _realname(verification="failed")),
+    "realname_after_dispatch": ({}, _moved("realname.registered", 1)),
+    "no_inspection": ({"skip": frozenset({"inspection"})}, None),
+    "inspection_not_passed": ({"inspection_result": "refused"}, None),
+    "sealed_before_inspection": ({"seal_first": True}, None),
+    "not_sealed": ({"skip": frozenset({"seal"})}, None),
+    "no_xray": ({"skip": frozenset({"xray"})}, None),
+    "xray_after_dispatch": ({}, _moved("xray.scanned", 1)),
+    "dispatched_while_flagged": ({"verdict": "flagged"}, None),
+}
+
+
+@pytest.mark.parametrize("reason", list(VIOLATION_CASES))
+async def test_each_violation_code_is_stored_and_listed(
+    gateway: RunningGateway, reason: str
+) -> None:
+    site = gateway.keys.site
+    waybill = f"VC{uuid.uuid4().hex[:10].upper()}"
+    options, change = VIOLATION_CASES[reason]
+    events = parcel_flow(site, waybill, **options)
+    if change is not None:
+        change(events)
+    assert (await post(gateway, events))["accepted"] == len(events)
+    listed = await get(
+        gateway, f"/v1/sites/{site}/violations?from=2026-11-20&to=2026-11-20&limit=1000"
+    )
+    assert sorted(v["reason"] for v in listed["items"] if v["waybill_no"] == waybill) == [reason]
+    parcel = await get(gateway, f"/v1/parcels/{waybill}")
+    assert parcel["compliant"] is False
+    assert parcel["violations"] == [reason]
