@@ -10,16 +10,33 @@ from datetime import UTC, datetime
 from typing import Any
 
 # Defence in depth: code never logs personal data on purpose, but a message or exception text
-# could still contain one. GB 11643 numbers (17 digits + digit/X), USCC-like 18-char codes and
-# mainland mobile numbers are masked before any record leaves the process.
-_ID_LIKE = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
+# could still contain one. Masked before any record leaves the process: GB 11643 numbers (17
+# digits + digit/X: resident IDs, residence permits, the 2023 permanent-residence card) even
+# right after letters ("id110105..."), the travel documents whose shape is distinctive (PRC
+# passports, Hong Kong/Macao permits, the 2017 permanent-residence card) and mainland mobile
+# numbers. Not masked: shapes too common to tell from ids and counters (Taiwan permits' 8 or 10
+# digits, other countries' passports, military IDs), and company credit codes (USCC), which
+# name an organisation, not a person.
+_ID_LIKE = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
+_TRAVEL_DOCUMENT = re.compile(
+    r"(?<![0-9A-Za-z])"
+    r"(?:[EGHM](?:[0-9]{8}|[A-Z][0-9]{7}|[0-9]{10})"  # PRC passports E/G; HK/Macao permits H/M
+    r"|[A-Z]{3}[0-9]{12})"  # the 2017 permanent-residence card
+    r"(?![0-9A-Za-z])"
+)
 _MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+def _mask_travel(m: re.Match[str]) -> str:
+    text = m.group(0)
+    return text[:1] + "*" * (len(text) - 3) + text[-2:]
+
+
 def redact(text: str) -> str:
     text = _ID_LIKE.sub(lambda m: m.group(1)[:4] + "*" * 10 + m.group(2), text)
+    text = _TRAVEL_DOCUMENT.sub(_mask_travel, text)
     return _MOBILE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
 
 
