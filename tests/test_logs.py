@@ -52,7 +52,7 @@ def _emit(formatter: logging.Formatter, message: str, **extra: object) -> str:
     logger.handlers[:] = [handler]
     logger.propagate = False
     try:
-        raise ValueError("bad document 11010519491231002X")
+        int("bad document 11010519491231002X")  # a ValueError quoting its input
     except ValueError:
         logger.exception(message, extra=extra)
     return stream.getvalue()
