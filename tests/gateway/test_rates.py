@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -328,3 +329,60 @@ async def test_each_violation_code_is_stored_and_listed(
     parcel = await get(gateway, f"/v1/parcels/{waybill}")
     assert parcel["compliant"] is False
     assert parcel["violations"] == [reason]
+
+
+async def test_any_arrival_order_stores_the_same_rows_violations_and_rates(
+    gateway: RunningGateway,
+) -> None:
+    """What is stored (not only what GET /v1/parcels derives afresh from the log) does not
+    depend on the order events arrive in, nor on resends: two sites get the same parcels, one
+    in order in one batch, the other shuffled, one event per request, some sent twice."""
+    shapes: list[dict[str, Any]] = [
+        {},
+        {"skip": frozenset({"xray"})},
+        {"seal_first": True},
+        {"inspection_result": "refused"},
+        {"skip": frozenset({"realname", "seal"})},
+        {"flow": "same_city", "skip": frozenset({"dispatch"})},
+    ]
+    stored: list[Any] = []
+    for shuffled in (False, True):
+        site = f"AO-{uuid.uuid4().hex[:8]}"
+        await access.add_site(gateway.pool, site, "arrival order")
+        _, key = await access.create_key(gateway.pool, Role.STATION, [site])
+        events = [
+            e
+            for n, shape in enumerate(shapes)
+            for e in parcel_flow(site, f"AO{n:010d}", start=BASE + timedelta(hours=n), **shape)
+        ]
+        requests = [events]
+        if shuffled:
+            rng = random.Random(7)
+            resent = rng.sample(events, 8)
+            requests = [[e] for e in rng.sample(events + resent, len(events) + 8)]
+        for body in requests:
+            async with gateway.http.post(
+                f"{gateway.url}/v1/events", json=body, headers={"Authorization": f"Bearer {key}"}
+            ) as resp:
+                assert resp.status == 200
+        rates = await get(
+            gateway, f"/v1/sites/{site}/rates?from=2026-11-20&to=2026-11-21", role="admin"
+        )
+        parcels = await gateway.pool.fetch(
+            "SELECT waybill_no, dispatch_day, rate_flow, xray_required, realname_ok,"
+            " inspection_ok, xray_ok, compliant, problems FROM parcels WHERE site_id = $1"
+            " ORDER BY waybill_no",
+            site,
+        )
+        violations = await gateway.pool.fetch(
+            "SELECT waybill_no, reason, rule, dispatch_day, flow FROM violations"
+            " WHERE site_id = $1 ORDER BY waybill_no, reason",
+            site,
+        )
+        stored.append(
+            (rates["rows"], rates["total"], [tuple(r) for r in parcels],
+             [tuple(v) for v in violations])
+        )  # fmt: skip
+    assert stored[0] == stored[1]
+    assert stored[0][1]["dispatched"] == 5
+    assert len(stored[0][3]) >= 4
