@@ -7,12 +7,16 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
 from pydantic import ValidationError
 
+from screening.api.context import GATEWAY
+from screening.app import create_app
 from screening.api.schemas import EVENT_ADAPTER
 from screening.errors import BadRequestError
 from screening.protection import PersonalDataVault
@@ -56,6 +60,29 @@ async def test_two_gateways_migrating_at_once_apply_each_migration_once(server_d
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_two_gateways_starting_at_once_on_a_fresh_database_migrate_it_once(
+    server_dsn: str, tmp_path: Path, vault: PersonalDataVault
+) -> None:
+    """Two gateways (each its own pool, as two hosts would be) start together on an empty
+    database: each migration is applied once, under the advisory lock, and both serve."""
+    dsn = await make_database(server_dsn)
+    settings = Settings(data_dir=tmp_path, database_url=dsn, pool_min_size=1, pool_max_size=4)
+    runners = [web.AppRunner(create_app(settings, vault=vault)) for _ in range(2)]
+    try:
+        await asyncio.gather(*(r.setup() for r in runners))
+        conn = await asyncpg.connect(dsn)
+        try:
+            versions = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+        finally:
+            await conn.close()
+        assert sorted(versions) == [m.version for m in load_migrations()]
+        for runner in runners:  # both started every part, the writer among them
+            assert runner.app[GATEWAY].writer.running
+    finally:
+        for runner in runners:
+            await bounded_cleanup(runner)
 
 
 FAIL_ON_PARCEL = """
