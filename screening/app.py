@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -22,6 +21,7 @@ from screening.api.problems import problem_middleware
 from screening.api.routes import add_routes
 from screening.background import cancel_and_wait
 from screening.domain.ledger import LedgerInconsistentError
+from screening.files import create_once
 from screening.inference import DEFAULT_MODEL_PATH, DetectorConfig
 from screening.protection import PersonalDataVault
 from screening.services import ledger as ledger_service
@@ -44,26 +44,10 @@ def load_vault(settings: Settings) -> PersonalDataVault:
             json.loads(settings.pii_keys_json.get_secret_value())
         )
     path = settings.pii_key_file
-    if not path.exists():
-        # Written aside, synced, then linked into place: a crash leaves no empty or half file
-        # (which every later start would refuse, and whose replacement could open nothing
-        # sealed before), and of two gateways starting together one key wins for both.
-        candidate = PersonalDataVault.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(candidate.to_json_dict(), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(aside, path)
-                log.warning("generated development PII keys", extra={"path": str(path)})
-            except FileExistsError:
-                pass  # another process won: use its keys
-        finally:
-            aside.unlink(missing_ok=True)
+    if not path.exists() and create_once(
+        path, json.dumps(PersonalDataVault.generate().to_json_dict())
+    ):
+        log.warning("generated development PII keys", extra={"path": str(path)})
     return PersonalDataVault.from_json_dict(json.loads(path.read_text()))
 
 

@@ -3,9 +3,7 @@ log's signing key kept in a file."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from screening.domain.ledger import (
     VerificationReport,
     verify_consistency,
 )
+from screening.files import create_once
 from screening.storage import ledger as ledger_store
 
 log = logging.getLogger(__name__)
@@ -77,19 +76,7 @@ class LedgerSigner:
         """
         path = Path(path)
         if not path.exists():
-            candidate = NoteSigner.generate(name)
-            aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "w", encoding="ascii") as f:
-                    f.write(candidate.skey() + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                with contextlib.suppress(FileExistsError):  # another process won: use its key
-                    os.link(aside, path)
-            finally:
-                aside.unlink(missing_ok=True)
+            create_once(path, NoteSigner.generate(name).skey() + "\n")  # or another's won
         signer = cls.load(path)
         if signer.name != name:
             raise SignerKeyError(f"{path} holds the key of {signer.name!r}, not {name!r}")

@@ -16,8 +16,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from screening.api.context import GATEWAY
-from screening.app import create_app
 from screening.api.schemas import EVENT_ADAPTER
+from screening.app import create_app
 from screening.errors import BadRequestError
 from screening.protection import PersonalDataVault
 from screening.services import access
