@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -22,12 +23,14 @@ from screening.domain.events import ALL_FLOWS, Flow
 from screening.domain.identity import DocumentType, IdentityDocumentError, validate_document
 from screening.domain.records import ContractAgreement, ContractCustomer
 from screening.errors import AuthenticationError, BadRequestError, NotFoundError
-from screening.services.ingest import reevaluate_site
+from screening.services.ingest import reevaluate_site, settle_after
 from screening.storage import contracts as contract_store
 from screening.storage import keys as key_store
 from screening.storage import sites as site_store
 from screening.storage.keys import StoredKey
 from screening.storage.sites import Site
+
+log = logging.getLogger(__name__)
 
 # scr_<role>_<key id>_<secret>: the typed prefix lets secret scanners and people recognise a key
 # and its role at a glance; only SHA-256(key) is stored (keys are 256-bit random, so a fast hash
@@ -102,14 +105,25 @@ async def add_site(
         raise BadRequestError(str(exc), code="invalid_flow") from exc
     policy = SitePolicy(flows, timezone)
     async with pool.acquire() as conn:
-        before = (await site_store.get_sites(conn, [site_id])).get(site_id)
-        await site_store.upsert_site(conn, site_id, name, policy)
+        pending = await site_store.upsert_site(conn, site_id, name, policy)
         changed_at = await conn.fetchval("SELECT clock_timestamp()")
-    if before is None or before.policy == policy:
+    if not pending:
         return None
     # One policy per site, applied to all its parcels (as the parcel endpoint applies it): a
-    # change re-derives what is stored under the old one.
-    return await reevaluate_site(pool, site_id, changed_at)
+    # change re-derives what is stored under the old one. Marked pending until done, so an
+    # interrupted run is finished by the next `sites add` of the site.
+    settled = await settle_after(pool, changed_at)
+    if not settled:
+        log.warning(
+            "transactions begun before the policy change of %s are still open; its parcels"
+            " are derived now and it stays marked: run `sites add` again once it is idle",
+            site_id,
+        )
+    done = await reevaluate_site(pool, site_id)
+    if settled:
+        async with pool.acquire() as conn:
+            await site_store.clear_rederive(conn, site_id, policy)
+    return done
 
 
 async def add_contract(

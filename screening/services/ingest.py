@@ -250,28 +250,25 @@ async def reevaluate_parcels(
     return await _derive_and_save(conn, history, stored, sites, now)
 
 
-async def reevaluate_site(
-    pool: asyncpg.Pool[Any],
-    site_id: str,
-    changed_at: datetime,
-    batch: int = 1000,
-    settle_s: float = 30.0,
-) -> int:
-    """Derive every stored parcel of a site again under its policy as it now is (changed and
-    committed at ``changed_at``), so that its rows, violations and rates agree with what the
-    parcel endpoint says; the number of parcels. One transaction per ``batch`` parcels, each
-    locking them as ingest does, so ingest goes on meanwhile.
-
-    First it waits (at most ``settle_s``) for transactions that began before the change: an
-    ingest among them may have read the old policy and not yet written its parcels.
-    """
+async def settle_after(pool: asyncpg.Pool[Any], moment: datetime, limit_s: float = 30.0) -> bool:
+    """Wait (at most ``limit_s``) until no transaction of the database that began before
+    ``moment`` is still open: after a site's policy changed, an ingest among them may have
+    read the old policy and not yet written its parcels. Whether they all ended."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settle_s
+    deadline = loop.time() + limit_s
     async with pool.acquire() as conn:
-        while loop.time() < deadline:
-            if not await site_store.older_transactions(conn, changed_at):
-                break
+        while await site_store.older_transactions(conn, moment):
+            if loop.time() >= deadline:
+                return False
             await asyncio.sleep(0.05)
+    return True
+
+
+async def reevaluate_site(pool: asyncpg.Pool[Any], site_id: str, batch: int = 1000) -> int:
+    """Derive every stored parcel of a site again under its policy as it now is, so that its
+    rows, violations and rates agree with what the parcel endpoint says; the number of
+    parcels. One transaction per ``batch`` parcels, each locking them as ingest does, so
+    ingest goes on meanwhile."""
     done, after = 0, ""
     while True:
         async with pool.acquire() as conn, conn.transaction():
@@ -432,7 +429,7 @@ class GroupCommitWriter:
         if free <= 1:
             return self.max_events
         share = -(-(first + self._queued_events) // free)  # rounded up
-        return max(self.min_share, min(self.max_events, share))
+        return min(self.max_events, max(self.min_share, share))
 
     async def _commit_in_slot(self, group: list[_Submission], slots: asyncio.Semaphore) -> None:
         try:

@@ -12,10 +12,19 @@ from screening.domain.compliance import SitePolicy
 from screening.domain.events import Flow
 from screening.storage import Conn
 
+# A changed policy marks the site for re-derivation in the same statement (migration 0016).
 INSERT_SITE = """
-INSERT INTO sites (site_id, name, timezone, xray_flows) VALUES ($1, $2, $3, $4)
+INSERT INTO sites AS s (site_id, name, timezone, xray_flows) VALUES ($1, $2, $3, $4)
 ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezone,
-    xray_flows = EXCLUDED.xray_flows
+    xray_flows = EXCLUDED.xray_flows,
+    rederive_pending = s.rederive_pending
+        OR (s.timezone, s.xray_flows) IS DISTINCT FROM (EXCLUDED.timezone, EXCLUDED.xray_flows)
+RETURNING rederive_pending
+"""
+# Cleared only while the policy is still the one the parcels were derived under.
+CLEAR_REDERIVE = """
+UPDATE sites SET rederive_pending = false
+WHERE site_id = $1 AND timezone = $2 AND xray_flows = $3
 """
 SELECT_SITES = "SELECT site_id, name, timezone, xray_flows FROM sites ORDER BY site_id"
 SELECT_SOME_SITES = """
@@ -40,10 +49,18 @@ def site_of_row(r: asyncpg.Record) -> Site:
     )
 
 
-async def upsert_site(conn: Conn, site_id: str, name: str, policy: SitePolicy) -> None:
-    await conn.execute(
-        INSERT_SITE, site_id, name, policy.timezone, sorted(f.value for f in policy.xray_flows)
-    )
+def _flows(policy: SitePolicy) -> list[str]:
+    return sorted(f.value for f in policy.xray_flows)
+
+
+async def upsert_site(conn: Conn, site_id: str, name: str, policy: SitePolicy) -> bool:
+    """Add or update a site; whether its stored parcels await derivation under its policy
+    (changed now, or earlier by a re-derivation that did not finish)."""
+    return bool(await conn.fetchval(INSERT_SITE, site_id, name, policy.timezone, _flows(policy)))
+
+
+async def clear_rederive(conn: Conn, site_id: str, policy: SitePolicy) -> None:
+    await conn.execute(CLEAR_REDERIVE, site_id, policy.timezone, _flows(policy))
 
 
 async def list_sites(conn: Conn) -> list[Site]:
@@ -62,6 +79,7 @@ async def get_sites(conn: Conn, site_ids: Iterable[str]) -> dict[str, Site]:
 COUNT_OLDER_TRANSACTIONS = """
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start < $1
+  AND backend_type = 'client backend'
 """
 
 

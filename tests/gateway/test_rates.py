@@ -386,3 +386,35 @@ async def test_any_arrival_order_stores_the_same_rows_violations_and_rates(
     assert stored[0] == stored[1]
     assert stored[0][1]["dispatched"] == 5
     assert len(stored[0][3]) >= 4
+
+
+async def test_an_interrupted_re_derivation_is_finished_by_the_next_sites_add(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = f"PI-{uuid.uuid4().hex[:8]}"
+    await access.add_site(gateway.pool, site, "interrupted")
+    _, station = await access.create_key(gateway.pool, Role.STATION, [site])
+    events = parcel_flow(site, "PI0000000001", flow="same_city", skip=frozenset({"xray"}))
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events", json=events, headers={"Authorization": f"Bearer {station}"}
+    ) as resp:
+        assert resp.status == 200
+
+    async def stopped(*_: Any, **__: Any) -> int:
+        raise ConnectionResetError("the operator's connection dropped")
+
+    monkeypatch.setattr(access, "reevaluate_site", stopped)
+    with pytest.raises(ConnectionResetError):
+        await access.add_site(gateway.pool, site, "interrupted", xray_flows=["air"])
+    monkeypatch.undo()
+    listed = await get(
+        gateway, f"/v1/sites/{site}/violations?from=2026-11-20&to=2026-11-20", role="admin"
+    )
+    assert [v["reason"] for v in listed["items"]] == ["no_xray"]  # still the old policy's
+    # The same command again: the policy is unchanged now, but the site is still marked.
+    assert await access.add_site(gateway.pool, site, "interrupted", xray_flows=["air"]) == 1
+    listed = await get(
+        gateway, f"/v1/sites/{site}/violations?from=2026-11-20&to=2026-11-20", role="admin"
+    )
+    assert listed["items"] == []
+    assert await access.add_site(gateway.pool, site, "interrupted", xray_flows=["air"]) is None

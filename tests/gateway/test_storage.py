@@ -201,16 +201,25 @@ async def test_inspections_seals_and_dispatches_are_read_from_the_event_log(
         assert dispatch["carrier"] == sent["parcel.dispatched"]["carrier"] == "SF"
 
 
-@pytest.mark.parametrize(("inflight", "groups"), [(1, [40]), (2, [20, 20]), (4, [10, 10, 10, 10])])
+@pytest.mark.parametrize(
+    ("inflight", "max_events", "groups"),
+    [
+        (1, 2000, [40]),
+        (2, 2000, [20, 20]),
+        (4, 2000, [10, 10, 10, 10]),
+        (2, 3, [1] + [3] * 13),  # the configured group size holds over the split's minimum
+    ],
+)
 async def test_requests_queued_together_are_split_over_the_free_commit_slots(
-    server_dsn: str, vault: PersonalDataVault, inflight: int, groups: list[int]
+    server_dsn: str, vault: PersonalDataVault, inflight: int, max_events: int, groups: list[int]
 ) -> None:
     # Forty single-event requests queue before the writer runs (as a loop pass that parsed
     # them all leaves them): the writer splits them evenly over its free commit slots, so the
     # groups commit side by side; with one slot they are one group.
     async with writer_on_fresh_database(
-        server_dsn, inflight + 2, max_wait_s=0.0, max_inflight=inflight, min_share=4
-    ) as (_pool, writer, keys):
+        server_dsn, inflight + 2, max_wait_s=0.0, max_inflight=inflight, min_share=4,
+        max_events=max_events,
+    ) as (_pool, writer, keys):  # fmt: skip
         now = datetime.now(UTC)
         prepared = [
             prepare(EVENT_ADAPTER.validate_python(e), vault, now)
