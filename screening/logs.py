@@ -9,22 +9,32 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from stdnum.iso7064 import mod_11_2
+
 # Defence in depth: code never logs personal data on purpose, but a message or exception text
 # could still contain one. Masked before any record leaves the process: GB 11643 numbers (17
-# digits + digit/X: resident IDs, residence permits, the 2023 permanent-residence card) even
-# right after letters ("id110105..."), the travel documents whose shape is distinctive (PRC
-# passports, Hong Kong/Macao permits, the 2017 permanent-residence card) and mainland mobile
-# numbers. Not masked: shapes too common to tell from ids and counters (Taiwan permits' 8 or 10
-# digits, other countries' passports, military IDs), and company credit codes (USCC), which
-# name an organisation, not a person.
-_ID_LIKE = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
+# digits + digit/X: resident IDs, residence permits, the 2023 permanent-residence card), also
+# inside longer text ("id110105...X"), when the check digit (MOD 11-2) and the birth date hold,
+# so that a waybill that happens to carry 18 digits stays readable; PRC passports and Hong
+# Kong/Macao permits; mainland mobile numbers, with or without +86. Not masked: shapes too common
+# to tell from waybills and counters (Taiwan permits' 8 or 10 digits, the 2017 permanent-
+# residence card's 3 letters and 12 digits, other countries' passports, military IDs), and
+# company credit codes (USCC), which name an organisation, not a person.
+_ID_LIKE = re.compile(r"(?<!\d)(\d{6})(\d{8})(\d{3}[0-9Xx])(?!\d)")
 _TRAVEL_DOCUMENT = re.compile(
-    r"(?<![0-9A-Za-z])"
-    r"(?:[EGHM](?:[0-9]{8}|[A-Z][0-9]{7}|[0-9]{10})"  # PRC passports E/G; HK/Macao permits H/M
-    r"|[A-Z]{3}[0-9]{12})"  # the 2017 permanent-residence card
-    r"(?![0-9A-Za-z])"
+    r"(?<![0-9A-Za-z])[EGHM](?:[0-9]{8}|[A-Z][0-9]{7}|[0-9]{10})(?![0-9A-Za-z])"
 )
-_MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+_MOBILE = re.compile(r"(?:(?<=\+86)|(?<=0086)|(?<!\d))(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+
+
+def _mask_id(m: re.Match[str]) -> str:
+    text = m.group(0)
+    born = m.group(2)
+    plausible = born[:2] in ("18", "19", "20") and "01" <= born[4:6] <= "12" \
+        and "01" <= born[6:8] <= "31"  # fmt: skip
+    if not plausible or mod_11_2.checksum(text.upper()) != 1:
+        return text
+    return m.group(1)[:4] + "*" * 10 + m.group(3)
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -35,7 +45,7 @@ def _mask_travel(m: re.Match[str]) -> str:
 
 
 def redact(text: str) -> str:
-    text = _ID_LIKE.sub(lambda m: m.group(1)[:4] + "*" * 10 + m.group(2), text)
+    text = _ID_LIKE.sub(_mask_id, text)
     text = _TRAVEL_DOCUMENT.sub(_mask_travel, text)
     return _MOBILE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
 

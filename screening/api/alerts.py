@@ -134,8 +134,10 @@ def deliverable_url(value: str) -> str:
             host.encode("idna")
     except (ValueError, UnicodeError):
         raise PydanticCustomError("invalid_url", "the URL cannot be parsed") from None
-    if url.scheme not in ("http", "https") or not host:
+    if url.scheme not in ("http", "https") or not host or "%" in host:
         raise PydanticCustomError("invalid_url", "an http or https URL with a host is needed")
+    if url.explicit_port is not None and not 1 <= url.explicit_port <= 65535:
+        raise PydanticCustomError("invalid_url", "the port is not 1 to 65535")
     return value
 
 

@@ -41,7 +41,6 @@ _HTTP_CODES = {
 # is itself stable across pydantic 2.x releases.
 _PYDANTIC_CODES = {
     "missing": "missing_field",
-    "json_invalid": "string_unicode",  # a lone surrogate escape (screening.api.schemas)
     "extra_forbidden": "unknown_field",
     "timezone_aware": "naive_timestamp",
     "datetime_parsing": "invalid_timestamp",
@@ -73,6 +72,16 @@ _PYDANTIC_CODES = {
 _EVENT_TAGS = frozenset(t.value for t in EventType)
 
 
+def _code(kind: str, message: str) -> str:
+    if kind == "json_invalid":
+        # An event is validated from JSON text the gateway wrote itself from the parsed body
+        # (screening.api.schemas.validate_event), which can fail only two ways, neither with a
+        # field path: nesting past the validator's depth, and a lone surrogate escape
+        # (\\uD800-\\uDFFF unpaired: not Unicode text), whose messages vary.
+        return "nested_too_deeply" if "recursion" in message else "string_unicode"
+    return _PYDANTIC_CODES.get(kind, kind)
+
+
 def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     """Flatten pydantic errors into (code, dotted path, message); never echoes input values."""
     out: list[FieldError] = []
@@ -85,7 +94,7 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
         path = ".".join([prefix, *loc] if prefix else loc) or (
             "type" if kind.startswith("union_tag") else ""
         )
-        out.append(FieldError(_PYDANTIC_CODES.get(kind, kind), path, str(err["msg"])))
+        out.append(FieldError(_code(kind, str(err["msg"])), path, str(err["msg"])))
     return out
 
 

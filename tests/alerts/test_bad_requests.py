@@ -108,6 +108,8 @@ async def test_a_digest_listed_twice_in_one_watchlist_addition_is_refused(
         "http://x\r\nHost: y",
         "https://",
         "https://a..b/hook",
+        "http://example.com:0/hook",
+        "http://ex%20ample.com/hook",
     ],
 )
 async def test_a_webhook_url_no_delivery_could_reach_is_refused(

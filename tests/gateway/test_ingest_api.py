@@ -487,6 +487,18 @@ async def test_a_lone_surrogate_escape_in_text_is_rejected(
     await assert_still_serves(gateway)
 
 
+async def test_a_value_nested_deeper_than_the_event_validator_reads_is_rejected(
+    gateway: RunningGateway,
+) -> None:
+    # Deep enough to pass the body's parser, too deep for the validator's (about 200 levels).
+    item = json.dumps(received(gateway.keys.site)).replace(
+        '"carrier"', '"declared_contents": ' + "[" * 250 + "]" * 250 + ', "carrier"', 1
+    )
+    status, ctype, body = await post(gateway, data=item.encode())
+    assert_problem(status, ctype, body, 422, "nested_too_deeply")
+    await assert_still_serves(gateway)
+
+
 async def test_an_unforeseen_failure_is_still_a_problem_document(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
