@@ -13,11 +13,12 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from screening.api.schemas import validate_event
+from screening.api.schemas import validate_event, validate_whole_body
 from screening.background import cancel_and_wait
 from screening.protection import PersonalDataVault
 from screening.runtime import stop_on_signals, tune_collector
@@ -29,13 +30,17 @@ def ceiling_app(vault: PersonalDataVault) -> web.Application:
     """Same request parsing, validation and sealing as the gateway; no database, no auth."""
 
     async def handler(request: web.Request) -> web.Response:
-        body = json.loads(await request.read())
-        items = body if isinstance(body, list) else [body]
+        raw = await request.read()
         now = datetime.now(UTC)
+        context = {"now": now, "max_future_skew_s": 300.0}
+        whole = validate_whole_body(raw, context, 1000)  # the gateway's path for a valid body
+        items: list[Any] = whole[1] if whole is not None else json.loads(raw)
+        if not isinstance(items, list):
+            items = [items]
         results = []
         for i, item in enumerate(items):
             try:
-                event = validate_event(item, {"now": now})
+                event = item if whole is not None else validate_event(item, context)
             except ValidationError:
                 results.append({"index": i, "result": "rejected"})
                 continue

@@ -16,7 +16,13 @@ from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, Gateway
 from screening.api.jsonbody import parse_json
 from screening.api.problems import field_errors
-from screening.api.schemas import EventIn, RealnameRegisteredIn, validate_event
+from screening.api.schemas import (
+    EventBase,
+    EventIn,
+    RealnameRegisteredIn,
+    validate_event,
+    validate_whole_body,
+)
 from screening.domain.access import Permission, Principal
 from screening.domain.records import ContractAgreement
 from screening.errors import (
@@ -55,6 +61,8 @@ async def _site_known(gw: Gateway, site_id: str) -> bool:
 
 
 def _event_id_of(item: Any) -> str | None:
+    if isinstance(item, EventBase):  # validated already (all_valid)
+        return str(item.event_id)
     if isinstance(item, dict):
         value = item.get("event_id")
         return value if isinstance(value, str) and len(value) <= 64 else None
@@ -96,19 +104,37 @@ async def _agreements(
         return await contract_store.find_agreements(conn, keys)
 
 
+def _context(gw: Gateway, now: datetime) -> dict[str, Any]:
+    return {"now": now, "max_future_skew_s": gw.settings.max_future_skew_s}
+
+
+def all_valid(gw: Gateway, text: bytes | str, now: datetime) -> tuple[bool, list[EventIn]] | None:
+    """``schemas.validate_whole_body`` with this gateway's limits."""
+    return validate_whole_body(text, _context(gw, now), gw.settings.max_batch_events)
+
+
 async def ingest_items(
-    gw: Gateway, principal: Principal, items: list[Any], now: datetime
+    gw: Gateway,
+    principal: Principal,
+    items: list[Any],
+    now: datetime,
+    *,
+    validated: bool = False,
 ) -> list[EventResult]:
-    """Validate and commit a list of raw JSON events; one result per item, in order."""
-    context = {"now": now, "max_future_skew_s": gw.settings.max_future_skew_s}
+    """Validate and commit a list of raw JSON events (or of events ``all_valid`` already
+    validated); one result per item, in order."""
+    context = _context(gw, now)
     results: list[EventResult | None] = [None] * len(items)
     valid: list[tuple[int, EventIn]] = []
     for i, item in enumerate(items):
-        try:
-            event = validate_event(item, context)
-        except ValidationError as exc:
-            results[i] = _rejected(i, item, field_errors(exc))
-            continue
+        if validated:
+            event = item
+        else:
+            try:
+                event = validate_event(item, context)
+            except ValidationError as exc:
+                results[i] = _rejected(i, item, field_errors(exc))
+                continue
         if not principal.covers(event.site_id):
             results[i] = _rejected(
                 i, item, [FieldError("forbidden_site", "site_id", "this key may not write here")]
@@ -143,6 +169,25 @@ def _summary(results: list[EventResult]) -> dict[str, Any]:
     }
 
 
+def _items_of(raw: bytes, max_events: int) -> tuple[bool, list[Any]]:
+    """A body's events as parsed JSON (whether it was one event), or its body-level error."""
+    try:
+        body = parse_json(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
+    if isinstance(body, dict):
+        return True, [body]
+    if not isinstance(body, list):
+        raise BadRequestError("send one event object or an array of them", code="invalid_body")
+    if not body:
+        raise BadRequestError("the batch is empty", code="empty_batch")
+    if len(body) > max_events:
+        raise PayloadTooLargeError(
+            f"at most {max_events} events per request", code="too_many_events"
+        )
+    return False, body
+
+
 async def post_events(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     principal = await principal_of(request, Permission.WRITE_EVENTS)
@@ -151,24 +196,13 @@ async def post_events(request: web.Request) -> web.Response:
             f"body exceeds {gw.settings.max_body_bytes} bytes", code="body_too_large"
         )
     raw = await request.read()  # aiohttp enforces client_max_size while reading
-    try:
-        body = parse_json(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequestError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
-    single = isinstance(body, dict)
-    if single:
-        items = [body]
-    elif isinstance(body, list):
-        items = body
+    now = datetime.now(UTC)
+    if (whole := all_valid(gw, raw, now)) is not None:
+        single, events = whole
+        results = await ingest_items(gw, principal, events, now, validated=True)
     else:
-        raise BadRequestError("send one event object or an array of them", code="invalid_body")
-    if not items:
-        raise BadRequestError("the batch is empty", code="empty_batch")
-    if len(items) > gw.settings.max_batch_events:
-        raise PayloadTooLargeError(
-            f"at most {gw.settings.max_batch_events} events per request", code="too_many_events"
-        )
-    results = await ingest_items(gw, principal, items, datetime.now(UTC))
+        single, items = _items_of(raw, gw.settings.max_batch_events)
+        results = await ingest_items(gw, principal, items, now)
     summary = _summary(results)
     if single:
         only = results[0]
@@ -218,23 +252,29 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                 if msg.type is WSMsgType.BINARY:
                     await ws.send_json({"type": "error", "code": "text_frames_only"})
                 continue
+            now = datetime.now(UTC)
+            whole = all_valid(gw, msg.data, now)
+            if whole is None:  # a control message, or events not all valid
+                try:
+                    body = parse_json(msg.data)
+                except ValueError:
+                    await ws.send_json({"type": "error", "code": "malformed_json"})
+                    continue
+                kind = body.get("type") if isinstance(body, dict) else None
+                if isinstance(kind, str) and kind in CONTROL_MESSAGES:
+                    order_key = CONTROL_MESSAGES[kind]  # the id field an ack carries
+                    if order_key is not None:
+                        await acknowledge_hold(request.app, sites, body.get(order_key))
+                    continue
+                items = body if isinstance(body, list) else [body]
+                if not items or len(items) > gw.settings.max_batch_events:
+                    await ws.send_json({"type": "error", "code": "invalid_batch_size"})
+                    continue
             try:
-                body = parse_json(msg.data)
-            except ValueError:
-                await ws.send_json({"type": "error", "code": "malformed_json"})
-                continue
-            kind = body.get("type") if isinstance(body, dict) else None
-            if isinstance(kind, str) and kind in CONTROL_MESSAGES:
-                order_key = CONTROL_MESSAGES[kind]  # the id field an ack carries
-                if order_key is not None:
-                    await acknowledge_hold(request.app, sites, body.get(order_key))
-                continue
-            items = body if isinstance(body, list) else [body]
-            if not items or len(items) > gw.settings.max_batch_events:
-                await ws.send_json({"type": "error", "code": "invalid_batch_size"})
-                continue
-            try:
-                results = await ingest_items(gw, principal, items, datetime.now(UTC))
+                if whole is not None:
+                    results = await ingest_items(gw, principal, whole[1], now, validated=True)
+                else:
+                    results = await ingest_items(gw, principal, items, now)
             except UnstorableEventError:
                 await ws.send_json(
                     {"type": "error", "code": "unstorable_value", "detail": "nothing committed"}

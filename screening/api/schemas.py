@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import unicodedata
 from datetime import UTC, date, datetime, timedelta
@@ -15,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -201,6 +203,34 @@ EventIn = Annotated[
 EVENT_ADAPTER: TypeAdapter[EventIn] = TypeAdapter(EventIn)
 # One encoder for every event: json.dumps with any option builds a new JSONEncoder per call.
 _RAW = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+
+
+@functools.cache
+def batch_adapter(max_events: int) -> TypeAdapter[list[EventIn]]:
+    """A batch of 1 to ``max_events`` events validated straight from its JSON text (strict, as
+    ``validate_event``): for a batch whose every event is valid, one pass that builds no
+    Python objects for the items first."""
+    return TypeAdapter(Annotated[list[EventIn], Field(min_length=1, max_length=max_events)])
+
+
+def validate_whole_body(
+    text: bytes | str, context: dict[str, Any], max_events: int
+) -> tuple[bool, list[EventIn]] | None:
+    """A request body (whether it was one event, and its events) when the whole of it is
+    valid: the common case, validated in one pass straight from its JSON text. None when
+    anything in it is not: the caller then parses it and judges each event on its own
+    (``validate_event``), for per-event results and the body-level errors (malformed JSON, an
+    empty or too long batch)."""
+    start = text.lstrip()[:1]
+    try:
+        if start in (b"{", "{"):
+            return True, [EVENT_ADAPTER.validate_json(text, strict=True, context=context)]
+        if start in (b"[", "["):
+            events = batch_adapter(max_events).validate_json(text, strict=True, context=context)
+            return False, events
+    except ValidationError:
+        pass
+    return None
 
 
 def validate_event(item: Any, context: dict[str, Any] | None = None) -> EventIn:
