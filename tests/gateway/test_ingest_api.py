@@ -499,6 +499,13 @@ async def test_a_value_nested_deeper_than_the_event_validator_reads_is_rejected(
     await assert_still_serves(gateway)
 
 
+async def test_a_utf16_body_is_read_like_a_utf8_one(gateway: RunningGateway) -> None:
+    item = received(gateway.keys.site)
+    status, _, body = await post(gateway, data=json.dumps([item]).encode("utf-16"))
+    assert status == 200, body
+    assert body["accepted"] == 1
+
+
 async def test_an_unforeseen_failure_is_still_a_problem_document(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
