@@ -26,17 +26,17 @@ _TRAVEL_DOCUMENT = re.compile(
 )
 _MOBILE = re.compile(r"(?:(?<=\+86)|(?<=0086)|(?<!\d))(1[3-9]\d)\d{4}(\d{4})(?!\d)")
 
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
 
 def _mask_id(m: re.Match[str]) -> str:
     text = m.group(0)
     born = m.group(2)
-    plausible = born[:2] in ("18", "19", "20") and "01" <= born[4:6] <= "12" \
-        and "01" <= born[6:8] <= "31"  # fmt: skip
+    month, day = born[4:6], born[6:8]
+    plausible = born[:2] in ("18", "19", "20") and "01" <= month <= "12" and "01" <= day <= "31"
     if not plausible or mod_11_2.checksum(text.upper()) != 1:
         return text
     return m.group(1)[:4] + "*" * 10 + m.group(3)
-
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 def _mask_travel(m: re.Match[str]) -> str:

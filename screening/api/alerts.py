@@ -143,18 +143,17 @@ def deliverable_url(value: str) -> str:
 
 class EndpointIn(_Body):
     url: str = Field(pattern=r"^https?://", max_length=2000)
-
-    @field_validator("url")
-    @classmethod
-    def _deliverable(cls, value: str) -> str:
-        return deliverable_url(value)
-
     site_ids: list[str] = Field(default_factory=list, description="empty: every site")
     secret: str | None = Field(
         default=None,
         pattern=r"^whsec_[A-Za-z0-9+/=]{32,}$",
         description="whsec_ and standard base64 of a 24 to 64 byte key; empty: one is made",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _deliverable(cls, value: str) -> str:
+        return deliverable_url(value)
 
     @field_validator("secret")
     @classmethod
@@ -231,7 +230,7 @@ def _limit(request: web.Request, default: int = 100) -> int:
 async def read_body(request: web.Request, model: type[M]) -> M:
     try:
         raw = await read_json(request)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:  # every failure of parse_json
         raise BadRequestError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
     try:
         return model.model_validate(raw)

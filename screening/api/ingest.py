@@ -173,7 +173,7 @@ def _items_of(raw: bytes, max_events: int) -> tuple[bool, list[Any]]:
     """A body's events as parsed JSON (whether it was one event), or its body-level error."""
     try:
         body = parse_json(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:  # every failure of parse_json
         raise BadRequestError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
     if isinstance(body, dict):
         return True, [body]

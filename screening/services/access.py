@@ -106,7 +106,7 @@ async def add_site(
     policy = SitePolicy(flows, timezone)
     async with pool.acquire() as conn:
         pending = await site_store.upsert_site(conn, site_id, name, policy)
-        changed_at = await conn.fetchval("SELECT clock_timestamp()")
+        changed_at = await site_store.database_clock(conn)  # the change is committed by now
     if not pending:
         return None
     # One policy per site, applied to all its parcels (as the parcel endpoint applies it): a

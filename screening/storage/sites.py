@@ -83,5 +83,11 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start < 
 """
 
 
+async def database_clock(conn: Conn) -> datetime:
+    """The database server's clock now (what ``older_transactions`` compares with)."""
+    moment: datetime = await conn.fetchval("SELECT clock_timestamp()")
+    return moment
+
+
 async def older_transactions(conn: Conn, moment: datetime) -> int:
     return int(await conn.fetchval(COUNT_OLDER_TRANSACTIONS, moment))
