@@ -60,6 +60,15 @@ async def _site_known(gw: Gateway, site_id: str) -> bool:
     return site_id in found
 
 
+async def _site_refusal(gw: Gateway, principal: Principal, site_id: str) -> FieldError | None:
+    """Why events for ``site_id`` are refused to this key, if they are."""
+    if not principal.covers(site_id):
+        return FieldError("forbidden_site", "site_id", "this key may not write here")
+    if not await _site_known(gw, site_id):
+        return FieldError("unknown_site", "site_id", "no such site")
+    return None
+
+
 def _event_id_of(item: Any) -> str | None:
     if isinstance(item, EventBase):  # validated already (all_valid)
         return str(item.event_id)
@@ -126,6 +135,7 @@ async def ingest_items(
     context = _context(gw, now)
     results: list[EventResult | None] = [None] * len(items)
     valid: list[tuple[int, EventIn]] = []
+    refusals: dict[str, FieldError | None] = {}  # each site named: why its events are refused
     for i, item in enumerate(items):
         if validated:
             event = item
@@ -135,13 +145,11 @@ async def ingest_items(
             except ValidationError as exc:
                 results[i] = _rejected(i, item, field_errors(exc))
                 continue
-        if not principal.covers(event.site_id):
-            results[i] = _rejected(
-                i, item, [FieldError("forbidden_site", "site_id", "this key may not write here")]
-            )
-            continue
-        if not await _site_known(gw, event.site_id):
-            results[i] = _rejected(i, item, [FieldError("unknown_site", "site_id", "no such site")])
+        site = event.site_id
+        if site not in refusals:  # once per site and request, not once per event
+            refusals[site] = await _site_refusal(gw, principal, site)
+        if (refusal := refusals[site]) is not None:
+            results[i] = _rejected(i, item, [refusal])
             continue
         valid.append((i, event))
     agreements = await _agreements(gw, [e for _, e in valid])
@@ -150,7 +158,8 @@ async def ingest_items(
     outcomes = await gw.writer.submit([p for _, p in ready]) if ready else []
     counted: Counter[tuple[str, str]] = Counter()
     for (i, p), outcome in zip(ready, outcomes, strict=True):
-        results[i] = _result(i, str(p.event_id), outcome.value)
+        # The id as the payload has it: str(p.event_id), without a Python-level UUID.__str__.
+        results[i] = _result(i, p.payload["event_id"], outcome.value)
         counted[(p.event_type.value, outcome.value)] += 1
     final = [r for r in results if r is not None]
     if rejected := len(final) - len(ready):

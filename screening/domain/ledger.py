@@ -31,6 +31,7 @@ against a trusted tree head (``SiteAudit``) live here too, so the storage edge o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -497,19 +498,13 @@ def canonical_entry(
         raise LedgerEntryError("occurred_at must be timezone-aware")
     if len(record_digest) != HASH_SIZE:
         raise LedgerEntryError("record_digest is a 32-byte SHA-256")
-    site = site_id.encode()
-    kind = event_type.encode()
-    _check_short(site, "site_id")
-    _check_short(kind, "event_type")
     _check_short(payload_digest, "payload_digest")
     micros = (occurred_at - _EPOCH) // _MICROSECOND
     return b"".join(
         (
-            bytes((ENTRY_VERSION, len(site))),
-            site,
+            _site_field(site_id),
             event_id.bytes,
-            bytes((len(kind),)),
-            kind,
+            _type_field(event_type),
             _MICROS.pack(micros),
             hashlib.sha256(waybill_no.encode()).digest(),
             bytes((len(payload_digest),)),
@@ -517,6 +512,22 @@ def canonical_entry(
             record_digest,
         )
     )
+
+
+# A log holds a few sites and six event types: their fields are encoded once, not per entry.
+@functools.lru_cache(maxsize=4096)
+def _site_field(site_id: str) -> bytes:
+    """The entry's version, then ``site_id`` as an opaque<1..255>."""
+    site = site_id.encode()
+    _check_short(site, "site_id")
+    return bytes((ENTRY_VERSION, len(site))) + site
+
+
+@functools.lru_cache(maxsize=64)
+def _type_field(event_type: str) -> bytes:
+    kind = event_type.encode()
+    _check_short(kind, "event_type")
+    return bytes((len(kind),)) + kind
 
 
 def event_entry(event: LedgerEvent) -> bytes:

@@ -128,6 +128,14 @@ def document_day(at: datetime) -> date:
     return at.astimezone(DOCUMENT_TIMEZONE).date()
 
 
+# Members by value: a dict lookup, where calling the enum costs about five times as much, on a
+# path that runs for every event ingested and every event of a recomputed parcel.
+EVENT_TYPES = {m.value: m for m in EventType}
+_FLOWS = {m.value: m for m in Flow}
+_INSPECTION_RESULTS = {m.value: m for m in InspectionResult}
+_VERDICTS = {m.value: m for m in ScanVerdict}
+
+
 def event_from_payload(
     event_type: str,
     event_id: UUID,
@@ -138,9 +146,12 @@ def event_from_payload(
 ) -> ParcelEvent:
     """The domain event a stored (redacted) payload stands for."""
     header = EventHeader(event_id, site_id, waybill_no, occurred_at)
-    kind = EventType(event_type)
+    kind = EVENT_TYPES.get(event_type) or EventType(event_type)  # the call raises ValueError
     if kind is EventType.PARCEL_RECEIVED:
-        return ParcelReceived(header, carrier=str(payload["carrier"]), flow=Flow(payload["flow"]))
+        flow = payload["flow"]
+        return ParcelReceived(
+            header, carrier=str(payload["carrier"]), flow=_FLOWS.get(flow) or Flow(flow)
+        )
     if kind is EventType.REALNAME_REGISTERED:
         valid, reason = realname_valid(payload, occurred_at)
         return RealnameRegistered(
@@ -150,7 +161,10 @@ def event_from_payload(
             invalid_reason=reason,
         )
     if kind is EventType.INSPECTION_COMPLETED:
-        return InspectionCompleted(header, result=InspectionResult(payload["result"]))
+        result = payload["result"]
+        return InspectionCompleted(
+            header, result=_INSPECTION_RESULTS.get(result) or InspectionResult(result)
+        )
     if kind is EventType.PARCEL_SEALED:
         return ParcelSealed(header)
     if kind is EventType.XRAY_SCANNED:
@@ -158,7 +172,7 @@ def event_from_payload(
         reviewed = payload.get("reviewed_event_id")
         return XrayScanned(
             header,
-            verdict=ScanVerdict(payload["verdict"]),
+            verdict=_VERDICTS.get(payload["verdict"]) or ScanVerdict(payload["verdict"]),
             review=ReviewOutcome(review) if review else None,
             reviewed_event_id=UUID(str(reviewed)) if reviewed else None,
         )

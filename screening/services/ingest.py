@@ -24,11 +24,13 @@ from asyncpg.pool import PoolConnectionProxy
 from screening.api.schemas import EventIn, RealnameRegisteredIn
 from screening.background import cancel_and_wait
 from screening.domain.compliance import ParcelStatus, SitePolicy, evaluate_parcel
-from screening.domain.events import EventType, ParcelEvent, ParcelReceived
+from screening.domain.events import ParcelEvent, ParcelReceived
 from screening.domain.identity import mask_document, mask_name, mask_phone
+from screening.domain.ledger import canonical_entry
 from screening.domain.rates import RateCounts, RateKey, contribution, rollup_delta
 from screening.domain.records import (
     CONTRACT_AGREEMENT,
+    EVENT_TYPES,
     ContractAgreement,
     PreparedEvent,
     SealedPersonalData,
@@ -80,15 +82,22 @@ def prepare(
     text = canonical_text(full)
     # Of the event as validated (waybill in capitals): what a resend is judged by.
     digest = vault.digest("event", text)
-    payload = dict(full)
+    payload = full  # redacted below where it must be; ``text`` is the event as received
     personal: SealedPersonalData | None = None
     stored_json: str | None = text  # what the log stores, when it is the event as received
-    if isinstance(event, RealnameRegisteredIn) and event.contract_customer_ref is not None:
+    # The type's tag before isinstance: a pydantic model class checks instances through
+    # ABCMeta, at a cost that shows on this path (it runs for every event).
+    realname = event.type == "realname.registered"
+    if (
+        realname
+        and isinstance(event, RealnameRegisteredIn)
+        and event.contract_customer_ref is not None
+    ):
         on_file = (agreements or {}).get((event.site_id, event.contract_customer_ref), ())
         covering = next((a for a in on_file if a.covers(event.occurred_at)), None)
         payload[CONTRACT_AGREEMENT] = covering.agreement_no if covering else None
         stored_json = None  # the log's text is made from ``payload``
-    if isinstance(event, RealnameRegisteredIn) and event.sender is not None:
+    if realname and isinstance(event, RealnameRegisteredIn) and event.sender is not None:
         sender = event.sender
         record = (event.site_id, str(event.event_id))
         document = vault.seal(
@@ -122,7 +131,7 @@ def prepare(
         event.type, event.event_id, event.site_id, event.waybill_no, event.occurred_at, payload
     )
     return PreparedEvent(
-        event_type=EventType(event.type),
+        event_type=EVENT_TYPES[event.type],
         site_id=event.site_id,
         event_id=event.event_id,
         waybill_no=event.waybill_no,
@@ -159,37 +168,39 @@ async def commit_events(
     started = time.perf_counter()
     outcomes: list[Outcome | None] = [None] * len(prepared)
     first_index: dict[tuple[str, Any], int] = {}
-    unique: list[PreparedEvent] = []
+    unique: list[int] = []  # the first of each event id, in arrival order
     copies: list[int] = []  # the same event id again in this group
     for i, p in enumerate(prepared):
-        if p.key in first_index:
-            copies.append(i)
+        if first_index.setdefault(p.key, i) == i:
+            unique.append(i)
         else:
-            first_index[p.key] = i
-            unique.append(p)
+            copies.append(i)
+    firsts = [prepared[i] for i in unique]
 
     # Lock the affected parcels first, so a concurrent gateway cannot interleave recomputation.
-    sites = await parcel_store.lock_parcels_read_sites(conn, {p.parcel_key for p in unique})
+    sites = await parcel_store.lock_parcels_read_sites(conn, {p.parcel_key for p in firsts})
     # Rows go in in key order, so two transactions holding the same event ids (a retry racing
     # its original) wait on each other in one order and cannot deadlock.
-    group = await event_store.insert_events(conn, sorted(unique, key=_event_order))
-    inserted = group.inserted
+    ordered = sorted(firsts, key=_event_order)
+    group = await event_store.insert_events(conn, ordered)
+    # The new events by identity (each prepared event is its own object), which spares hashing
+    # their keys again: a UUID's __hash__ is Python code.
+    record_digests = {id(ordered[i]): digest for i, digest in group.inserted}
     existing = await event_store.fetch_digests(
-        conn, [p.key for p in unique if p.key not in inserted]
+        conn, [p.key for p in firsts if id(p) not in record_digests]
     )
-    for p in unique:
-        i = first_index[p.key]
-        if p.key in inserted:
+    for i in unique:
+        p = prepared[i]
+        if id(p) in record_digests:
             outcomes[i] = Outcome.ACCEPTED
         else:
             outcomes[i] = Outcome.DUPLICATE if existing.get(p.key) == p.digest else Outcome.CONFLICT
     for i in copies:  # judged against what is stored now: the first copy, or the earlier event
         p = prepared[i]
-        stored_digest = prepared[first_index[p.key]].digest if p.key in inserted \
-            else existing.get(p.key)
+        first = prepared[first_index[p.key]]
+        stored_digest = first.digest if id(first) in record_digests else existing.get(p.key)
         outcomes[i] = Outcome.DUPLICATE if stored_digest == p.digest else Outcome.CONFLICT
-    new = [p for p in unique if p.key in inserted]
-
+    new = [p for p in firsts if id(p) in record_digests]
     statuses: dict[tuple[str, str], ParcelStatus] = {}
     parcel_keys = sorted({p.parcel_key for p in new})
     if parcel_keys:
@@ -205,7 +216,9 @@ async def commit_events(
     # no committed event is ever missing from the ledger (screening.domain.ledger). Last, because
     # it locks the site's log until the commit: concurrent commits to one site then wait for
     # each other only around the commit itself.
-    await ledger_store.append_stored(conn, [inserted[p.key] for p in new])
+    await ledger_store.append_stored(
+        conn, [(p.site_id, p.event_id, _ledger_entry(p, record_digests[id(p)])) for p in new]
+    )
     final = [o if o is not None else Outcome.CONFLICT for o in outcomes]
     return final, CommitReport(len(new), statuses, time.perf_counter() - started)
 
@@ -289,8 +302,16 @@ def _open(conn: PoolConnectionProxy[Any]) -> bool:
         return False
 
 
-def _event_order(p: PreparedEvent) -> tuple[str, bytes]:
-    return (p.site_id, p.event_id.bytes)
+def _event_order(p: PreparedEvent) -> tuple[str, int]:
+    return (p.site_id, p.event_id.int)  # the int orders as the bytes do (big-endian)
+
+
+def _ledger_entry(p: PreparedEvent, record_digest: bytes) -> bytes:
+    """A new event's ledger entry: of the values just written (text, bytea and microsecond
+    timestamps are stored unchanged) and the record digest PostgreSQL computed."""
+    return canonical_entry(
+        p.site_id, p.event_id, p.event_type, p.waybill_no, p.occurred_at, p.digest, record_digest
+    )
 
 
 def _carrier(events: list[ParcelEvent]) -> str | None:

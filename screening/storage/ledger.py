@@ -260,23 +260,20 @@ async def append_accepted(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> dict[
 
 
 async def append_stored(
-    conn: Conn,
-    events: Sequence[LedgerEvent],
-    entry_for_event: Callable[[LedgerEvent], bytes] = event_entry,
+    conn: Conn, entries: Sequence[tuple[str, UUID, bytes]]
 ) -> dict[str, AppendResult]:
-    """Append newly stored events whose ledger columns the caller already read back.
+    """Append the entries of newly stored events: (site_id, event_id, ``canonical_entry``).
 
-    The call for ``commit_events``: ``insert_events`` returns each new row's ledger columns as
-    PostgreSQL stored them (``record_digest`` over the stored jsonb, as ``verify_site`` derives
-    it), so no second read of the rows is needed. Same ordering and locking as
-    ``append_accepted``: sites in sorted order, leaves in the order of ``events``.
+    The call for ``commit_events``: ``insert_events`` returns each new row's ``record_digest``
+    as PostgreSQL stored it (over the stored jsonb, as ``verify_site`` derives it) and the other
+    columns are the values just written, so no second read of the rows is needed. Same ordering
+    and locking as ``append_accepted``: sites in sorted order, leaves in the order given.
     """
-    by_site: dict[str, list[LedgerEvent]] = {}
-    for e in events:
-        by_site.setdefault(e.site_id, []).append(e)
+    by_site: dict[str, list[tuple[UUID, bytes]]] = {}
+    for site_id, event_id, entry in entries:
+        by_site.setdefault(site_id, []).append((event_id, entry))
     return {
-        site: await append_entries(conn, site, [(e.event_id, entry_for_event(e)) for e in items])
-        for site, items in sorted(by_site.items())
+        site: await append_entries(conn, site, items) for site, items in sorted(by_site.items())
     }
 
 
