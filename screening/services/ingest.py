@@ -201,6 +201,11 @@ async def commit_events(
         stored_digest = first.digest if id(first) in record_digests else existing.get(p.key)
         outcomes[i] = Outcome.DUPLICATE if stored_digest == p.digest else Outcome.CONFLICT
     new = [p for p in firsts if id(p) in record_digests]
+    if on_accepted is not None and new:
+        # Before the parcels are saved: saving them updates the site's rollup rows, which
+        # every concurrent commit of the site's day also updates, so from there to the commit
+        # these commits run one at a time, and that stretch is kept short.
+        await on_accepted(conn, new, now)
     statuses: dict[tuple[str, str], ParcelStatus] = {}
     parcel_keys = sorted({p.parcel_key for p in new})
     if parcel_keys:
@@ -210,8 +215,6 @@ async def commit_events(
         for p in new:
             history[p.parcel_key].append(p.event)
         statuses = await _derive_and_save(conn, history, group.parcels, sites, now)
-    if on_accepted is not None and new:
-        await on_accepted(conn, new, now)
     # Each accepted event becomes a leaf of its site's Merkle log in this same transaction, so
     # no committed event is ever missing from the ledger (screening.domain.ledger). Last, because
     # it locks the site's log until the commit: concurrent commits to one site then wait for
