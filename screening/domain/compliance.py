@@ -120,8 +120,7 @@ def _canonical(events: Iterable[ParcelEvent]) -> list[ParcelEvent]:
     return sorted(unique.values(), key=lambda e: (e.header.occurred_at, e.header.event_id))
 
 
-def _realname_problems(events: list[ParcelEvent], cutoff: datetime | None) -> list[Reason]:
-    records = [e for e in events if isinstance(e, RealnameRegistered)]
+def _realname_problems(records: list[RealnameRegistered], cutoff: datetime | None) -> list[Reason]:
     in_time = [e for e in records if cutoff is None or e.header.occurred_at <= cutoff]
     if any(e.contract_customer or e.document_valid for e in in_time):
         return []
@@ -140,13 +139,10 @@ def _invalid(records: list[RealnameRegistered]) -> Reason:
     return Reason.INVALID_ID_DOCUMENT
 
 
-def _inspection_problems(events: list[ParcelEvent], cutoff: datetime | None) -> list[Reason]:
-    seals = [
-        e
-        for e in events
-        if isinstance(e, ParcelSealed) and (cutoff is None or e.header.occurred_at <= cutoff)
-    ]
-    inspections = [e for e in events if isinstance(e, InspectionCompleted)]
+def _inspection_problems(
+    sealed: list[ParcelSealed], inspections: list[InspectionCompleted], cutoff: datetime | None
+) -> list[Reason]:
+    seals = [e for e in sealed if cutoff is None or e.header.occurred_at <= cutoff]
     problems: list[Reason] = []
     if seals:
         seal_at = seals[0].header.occurred_at  # the first seal closes the box
@@ -177,8 +173,7 @@ def _inspection_problems(events: list[ParcelEvent], cutoff: datetime | None) -> 
     return problems
 
 
-def _xray_problems(events: list[ParcelEvent], cutoff: datetime | None) -> list[Reason]:
-    every = [e for e in events if isinstance(e, XrayScanned)]
+def _xray_problems(every: list[XrayScanned], cutoff: datetime | None) -> list[Reason]:
     scans = [e for e in every if e.reviewed_event_id is None]  # the station's own scans
     in_time = [e for e in scans if cutoff is None or e.header.occurred_at <= cutoff]
     if not in_time:
@@ -226,28 +221,45 @@ def evaluate_parcel(
     waybill_no: str, events: Iterable[ParcelEvent], policy: SitePolicy
 ) -> ParcelStatus:
     """Derive the parcel's status from all its known events."""
-    ordered = _canonical(events)
-    received = [e for e in ordered if isinstance(e, ParcelReceived)]
+    received: list[ParcelReceived] = []
+    records: list[RealnameRegistered] = []
+    inspections: list[InspectionCompleted] = []
+    seals: list[ParcelSealed] = []
+    scans: list[XrayScanned] = []
+    dispatches: list[ParcelDispatched] = []
+    for e in _canonical(events):  # one pass sorts them by kind, each list in canonical order
+        if isinstance(e, ParcelReceived):
+            received.append(e)
+        elif isinstance(e, RealnameRegistered):
+            records.append(e)
+        elif isinstance(e, InspectionCompleted):
+            inspections.append(e)
+        elif isinstance(e, ParcelSealed):
+            seals.append(e)
+        elif isinstance(e, XrayScanned):
+            scans.append(e)
+        elif isinstance(e, ParcelDispatched):
+            dispatches.append(e)
     flow = received[-1].flow if received else None
-    dispatches = [e for e in ordered if isinstance(e, ParcelDispatched)]
     dispatched_at = dispatches[0].header.occurred_at if dispatches else None
     dispatch_day = (
         dispatched_at.astimezone(ZoneInfo(policy.timezone)).date() if dispatched_at else None
     )
     xray_required = policy.xray_required(flow)
 
-    by_rule: dict[Rule, list[Reason]] = {
-        Rule.REALNAME: _realname_problems(ordered, dispatched_at),
-        Rule.INSPECTION: _inspection_problems(ordered, dispatched_at),
-        Rule.XRAY: _xray_problems(ordered, dispatched_at) if xray_required else [],
-    }
-    problems = tuple(reason for rule in Rule for reason in by_rule[rule])
+    realname = _realname_problems(records, dispatched_at)
+    inspection = _inspection_problems(seals, inspections, dispatched_at)
+    xray = _xray_problems(scans, dispatched_at) if xray_required else []
     return ParcelStatus(
         waybill_no=waybill_no,
         flow=flow,
         xray_required=xray_required,
         dispatched_at=dispatched_at,
         dispatch_day=dispatch_day,
-        problems=problems,
-        rules_ok={rule: not reasons for rule, reasons in by_rule.items()},
+        problems=(*realname, *inspection, *xray),  # in the order of Rule
+        rules_ok={
+            Rule.REALNAME: not realname,
+            Rule.INSPECTION: not inspection,
+            Rule.XRAY: not xray,
+        },
     )
