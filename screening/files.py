@@ -30,3 +30,24 @@ def create_once(path: Path, text: str, mode: int = 0o600) -> bool:
         return True
     finally:
         aside.unlink(missing_ok=True)
+
+
+def replace_file(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace ``path``'s contents with ``text`` all at once: written aside, synced, renamed
+    over it, and the rename synced. A crash leaves the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

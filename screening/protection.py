@@ -136,6 +136,15 @@ class PersonalDataVault:
         new_key = AESGCM.generate_key(bit_length=KEY_BYTES * 8) if key is None else key
         return type(self)({**self._keys, key_id: new_key}, key_id, self._hmac_key)
 
+    def without(self, key_id: str) -> Self:
+        """A copy without ``key_id`` (retired: nothing sealed under it is to open any more)."""
+        if key_id == self._active_key_id:
+            raise KeyMaterialError(f"key {key_id!r} is the active key")
+        if key_id not in self._keys:
+            raise KeyMaterialError(f"key {key_id!r} is not in the keyring")
+        keys = {k: v for k, v in self._keys.items() if k != key_id}
+        return type(self)(keys, self._active_key_id, self._hmac_key)
+
     @property
     def active_key_id(self) -> str:
         return self._active_key_id

@@ -6,11 +6,13 @@ Inspections, seals and dispatches are views over the log (migration 0015), not t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
+
+import asyncpg
 
 from screening.domain.events import EventType, ParcelEvent
 from screening.domain.records import PreparedEvent, event_from_payload, realname_valid
@@ -281,3 +283,58 @@ async def parcel_timeline(conn: Conn, site_id: str, waybill_no: str) -> list[dic
         }
         for r in rows
     ]
+
+
+# --- sealed personal data of real-name records (services.pii) ---------------------------------
+
+LOCK_SEALED_AFTER = """
+SELECT site_id, event_id, pii_key_id, document_sealed AS document_number_sealed, name_sealed,
+       phone_sealed
+FROM realname_records
+WHERE pii_key_id IS NOT NULL AND ($1::text IS NULL OR (site_id, event_id) > ($1, $2::uuid))
+ORDER BY site_id, event_id
+LIMIT $3
+FOR UPDATE
+"""
+UPDATE_SEALED = """
+UPDATE realname_records r
+SET pii_key_id = $1, document_sealed = u.document_sealed, name_sealed = u.name_sealed,
+    phone_sealed = u.phone_sealed
+FROM unnest($2::text[], $3::uuid[], $4::bytea[], $5::bytea[], $6::bytea[])
+     AS u(site_id, event_id, document_sealed, name_sealed, phone_sealed)
+WHERE r.site_id = u.site_id AND r.event_id = u.event_id
+"""
+COUNT_SEALED_UNDER = "SELECT count(*) FROM realname_records WHERE pii_key_id = $1"
+
+
+async def lock_sealed_records(
+    conn: Conn, after: tuple[str, UUID] | None, limit: int
+) -> list[asyncpg.Record]:
+    """The next ``limit`` real-name records with sealed fields after ``after`` (site_id,
+    event_id), locked for the caller's transaction; columns ``{field}_sealed`` by the field
+    names their associated data binds (protection.field_associated_data)."""
+    site, event_id = after if after is not None else (None, None)
+    return list(await conn.fetch(LOCK_SEALED_AFTER, site, event_id, limit))
+
+
+async def update_sealed_records(
+    conn: Conn, key_id: str, rows: Sequence[tuple[str, UUID, Mapping[str, bytes | None]]]
+) -> None:
+    """Store records' fields sealed anew under ``key_id``: (site_id, event_id, blobs by field
+    name: document_number, name, phone)."""
+    if not rows:
+        return
+    await conn.execute(
+        UPDATE_SEALED,
+        key_id,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2]["document_number"] for r in rows],
+        [r[2]["name"] for r in rows],
+        [r[2]["phone"] for r in rows],
+    )
+
+
+async def count_sealed_under(conn: Conn, key_id: str) -> int:
+    count: int = await conn.fetchval(COUNT_SEALED_UNDER, key_id)
+    return count

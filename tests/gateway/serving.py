@@ -11,8 +11,8 @@ from pathlib import Path
 
 from bench.common import free_port
 
-__all__ = ["alive", "children", "free_port", "listening", "serve_env", "serve_until_exit",
-           "serving", "start_serve"]
+__all__ = ["alive", "children", "free_port", "listening", "screening", "serve_env",
+           "serve_until_exit", "serving", "start_serve"]
 
 
 def serve_env(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
@@ -94,3 +94,14 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+async def screening(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Run an admin command (``screening ARGS``) as an operator would: status and output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "screening.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from tests.gateway.serving import free_port, listening, serve_env, start_serve
-
-
-async def screening(env: dict[str, str], *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "screening.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+from tests.gateway.serving import free_port, listening, screening, serve_env, start_serve
 
 
 async def test_sites_and_keys_from_the_command_line(

@@ -1,0 +1,222 @@
+"""Rotating the keys that seal personal data: rotate, reseal, retire (services.pii and the
+`screening pii` commands). Each test has a database of its own: a reseal goes over every
+stored record, and the session's shared records are sealed under the session's vault."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from screening.api.schemas import validate_event
+from screening.protection import (
+    PersonalDataError,
+    PersonalDataVault,
+    SealedValue,
+    associated_data,
+    field_associated_data,
+)
+from screening.services import access, pii
+from screening.services.ingest import commit_events, prepare
+from screening.storage.database import create_pool, migrate
+from tests.conftest import close_pool, make_database
+from tests.gateway.events import event, resident_id
+from tests.gateway.serving import screening, serve_env
+
+SITE = "PII-SITE"
+FIELDS = {"document_number": "document_sealed", "name": "name_sealed", "phone": "phone_sealed"}
+
+
+@pytest.fixture
+async def own_database(server_dsn: str) -> AsyncIterator[tuple[str, asyncpg.Pool[Any]]]:
+    dsn = await make_database(server_dsn)
+    pool = await create_pool(dsn, min_size=1, max_size=4)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    await access.add_site(pool, SITE, "PII site")
+    yield dsn, pool
+    await close_pool(pool)
+
+
+def _sender(i: int, phone: bool) -> dict[str, Any]:
+    sender = {
+        "document_type": "resident_id",
+        "document_number": resident_id(f"110105199001{i % 28 + 1:02d}0{i % 10}2"),
+        "name": f"张三{i}",
+    }
+    if phone:
+        sender["phone"] = f"138{i:08d}"
+    return sender
+
+
+async def store_registrations(
+    pool: asyncpg.Pool[Any], vault: PersonalDataVault, count: int
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """``count`` real-name registrations ingested as a station's would be (the last one without
+    a phone): each record's sender, by its event id."""
+    now = datetime.now(UTC)
+    context = {"now": now, "max_future_skew_s": 300}
+    items = [
+        event("realname.registered", SITE, f"PII{uuid.uuid4().hex[:10].upper()}",
+              sender=_sender(i, phone=i < count - 1))
+        for i in range(count)
+    ]  # fmt: skip
+    prepared = [prepare(validate_event(item, context), vault, now) for item in items]
+    async with pool.acquire() as conn, conn.transaction():
+        await commit_events(conn, prepared, now)
+    return {uuid.UUID(item["event_id"]): item["sender"] for item in items}
+
+
+async def sealed_row(pool: asyncpg.Pool[Any], event_id: uuid.UUID) -> asyncpg.Record:
+    row = await pool.fetchrow(
+        "SELECT * FROM realname_records WHERE site_id = $1 AND event_id = $2", SITE, event_id
+    )
+    assert row is not None
+    return row
+
+
+def open_field(
+    vault: PersonalDataVault, row: asyncpg.Record, field: str, *, row_bound: bool = False
+) -> str | None:
+    blob = row[FIELDS[field]]
+    if blob is None:
+        return None
+    record = (SITE, str(row["event_id"]))
+    aad = associated_data(*record) if row_bound else field_associated_data(*record, field)
+    return vault.open(SealedValue(row["pii_key_id"], bytes(blob)), aad=aad)
+
+
+async def test_reseal_moves_records_to_the_active_key_and_binds_each_field(
+    own_database: tuple[str, asyncpg.Pool[Any]],
+) -> None:
+    _, pool = own_database
+    old = PersonalDataVault.generate("k1")
+    senders = await store_registrations(pool, old, 5)
+    ids = list(senders)
+    legacy, broken = ids[0], ids[1]
+    # A record sealed before each field was bound to its column: one associated data per row.
+    row = await sealed_row(pool, legacy)
+    row_aad = associated_data(SITE, str(legacy))
+    await pool.execute(
+        "UPDATE realname_records SET document_sealed = $3, name_sealed = $4, phone_sealed = $5"
+        " WHERE site_id = $1 AND event_id = $2",
+        SITE, legacy,
+        *(old.seal(open_field(old, row, f) or "", aad=row_aad).blob for f in FIELDS),
+    )  # fmt: skip
+    # A record whose name was overwritten: it opens under neither binding.
+    garbage = os.urandom(40)
+    await pool.execute(
+        "UPDATE realname_records SET name_sealed = $3 WHERE site_id = $1 AND event_id = $2",
+        SITE, broken, garbage,
+    )  # fmt: skip
+
+    new = pii.rotated(old, now=datetime(2026, 11, 29, 6, 0, tzinfo=UTC))
+    assert new.active_key_id == "k20261129T060000Z"
+    assert new.key_ids == {"k1", "k20261129T060000Z"}
+    assert pii.rotated(new, now=datetime(2026, 11, 29, 6, 0, tzinfo=UTC)).active_key_id == (
+        "k20261129T060000Z-2"
+    )
+
+    report = await pii.reseal(pool, new, batch=2)  # three batches and an empty read
+    assert (report.examined, report.resealed, report.current) == (5, 4, 0)
+    assert report.unreadable == [(SITE, str(broken))]
+    assert report.by_key_before == {"k1": 5}
+
+    for event_id, sender in senders.items():
+        row = await sealed_row(pool, event_id)
+        if event_id == broken:  # left exactly as it was
+            assert (row["pii_key_id"], bytes(row["name_sealed"])) == ("k1", garbage)
+            continue
+        assert row["pii_key_id"] == new.active_key_id
+        for field in FIELDS:
+            assert open_field(new, row, field) == sender.get(field)
+        # Bound to its column now: swapped into another column, it does not open there.
+        with pytest.raises(PersonalDataError):
+            new.open(
+                SealedValue(row["pii_key_id"], bytes(row["name_sealed"])),
+                aad=field_associated_data(SITE, str(event_id), "document_number"),
+            )
+    with pytest.raises(PersonalDataError):  # the legacy row's old binding is gone
+        open_field(new, await sealed_row(pool, legacy), "name", row_bound=True)
+
+    again = await pii.reseal(pool, new)
+    assert (again.examined, again.resealed, again.current, len(again.unreadable)) == (5, 0, 4, 1)
+    assert again.by_key_before == {"k1": 1, new.active_key_id: 4}
+
+    # The old key cannot go while a record still uses it, nor the active key ever.
+    with pytest.raises(pii.KeyInUseError, match="1 stored records"):
+        await pii.retire(pool, new, "k1")
+    with pytest.raises(pii.KeyInUseError, match="active"):
+        await pii.retire(pool, new, new.active_key_id)
+    with pytest.raises(KeyError):
+        await pii.retire(pool, new, "k9")
+    await pool.execute(
+        "DELETE FROM realname_records WHERE site_id = $1 AND event_id = $2", SITE, broken
+    )
+    smaller = await pii.retire(pool, new, "k1")
+    assert smaller.key_ids == {new.active_key_id}
+    assert await pii.records_by_key(pool, smaller) == {new.active_key_id: 4}
+    for event_id, sender in senders.items():
+        if event_id != broken:
+            row = await sealed_row(pool, event_id)
+            assert open_field(smaller, row, "document_number") == sender["document_number"]
+    # Matching digests do not depend on the sealing keys: the HMAC key stays.
+    number = senders[legacy]["document_number"]
+    assert smaller.digest("document", number) == old.digest("document", number)
+
+
+async def test_pii_commands_rotate_reseal_and_retire_the_key_file(
+    own_database: tuple[str, asyncpg.Pool[Any]], tmp_path: Path
+) -> None:
+    dsn, pool = own_database
+    env = serve_env(dsn, tmp_path, 0)
+    rc, out = await screening(env, "pii", "status")  # makes the development key file
+    assert rc == 0, out
+    key_file = tmp_path / "pii-keys.json"
+    first = PersonalDataVault.from_json_dict(json.loads(key_file.read_text()))
+    assert f"{first.active_key_id}\tactive\t0 records" in out
+    senders = await store_registrations(pool, first, 3)
+
+    rc, out = await screening(env, "pii", "rotate")
+    assert rc == 0, out
+    assert "screening pii reseal" in out
+    rotated = PersonalDataVault.from_json_dict(json.loads(key_file.read_text()))
+    assert rotated.key_ids == {first.active_key_id, rotated.active_key_id}
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".pii-keys")] == []
+
+    rc, out = await screening(env, "pii", "retire", first.active_key_id)
+    assert rc == 2
+    assert "3 stored records" in out
+    rc, out = await screening(env, "pii", "reseal", "--batch", "2")
+    assert rc == 0, out
+    assert f"3 records examined: 3 sealed again under {rotated.active_key_id}" in out
+    rc, out = await screening(env, "pii", "retire", first.active_key_id)
+    assert rc == 0, out
+    final = PersonalDataVault.from_json_dict(json.loads(key_file.read_text()))
+    assert final.key_ids == {rotated.active_key_id}
+    rc, out = await screening(env, "pii", "status")
+    assert f"{rotated.active_key_id}\tactive\t3 records" in out
+    for event_id, sender in senders.items():
+        row = await sealed_row(pool, event_id)
+        assert open_field(final, row, "name") == sender["name"]
+
+    # Keys kept in SCREENING_PII_KEYS_JSON: the rotated set comes out on stdout to store there.
+    env_keys = {**env, "SCREENING_PII_KEYS_JSON": key_file.read_text()}
+    rc, out = await screening(env_keys, "pii", "rotate")
+    assert rc == 0, out
+    (line,) = [line for line in out.splitlines() if line.startswith("{")]
+    printed = PersonalDataVault.from_json_dict(json.loads(line))
+    assert printed.key_ids == {rotated.active_key_id, printed.active_key_id}
+    assert "SCREENING_PII_KEYS_JSON is set" in out
+    assert PersonalDataVault.from_json_dict(json.loads(key_file.read_text())).key_ids == {
+        rotated.active_key_id
+    }
