@@ -52,7 +52,7 @@ def add_console(
     r = app.router
     r.add_get("/console", console.redirect_to_index)
     r.add_get("/console/", console.index)
-    r.add_static("/console/static", console.STATIC_DIR, append_version=False)
+    r.add_get("/console/static/{path:.+}", console.static_file)
     r.add_post("/console/session", console.sign_in)
     r.add_get("/console/session", console.current_session)
     r.add_delete("/console/session", console.sign_out)

@@ -81,6 +81,16 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS | NO_STORE)
 
 
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """A script, style or strings file of the console. One that is not there is a problem
+    document like any other 404 (aiohttp's own static route answers an empty body)."""
+    root = STATIC_DIR.resolve()
+    path = (root / request.match_info["path"]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)
+
+
 async def redirect_to_index(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/console/")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from screening.domain.access import Principal, Role
 from screening.services import access
@@ -148,6 +149,25 @@ async def test_the_page_forbids_framing_and_foreign_scripts(demo: Demo) -> None:
         assert "script-src 'self'" in csp
         assert "frame-ancestors 'none'" in csp
         assert resp.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_static_files_are_served_and_a_missing_one_is_a_problem_document(
+    demo: Demo,
+) -> None:
+    base = f"{demo.gateway.url}/console/static"
+    for name, kind in (("console.js", "javascript"), ("i18n/zh-CN.json", "json")):
+        async with demo.gateway.http.get(f"{base}/{name}") as resp:
+            assert resp.status == 200
+            assert kind in resp.headers["Content-Type"]
+            assert await resp.read()
+        async with demo.gateway.http.head(f"{base}/{name}") as resp:
+            assert resp.status == 200
+    # Missing, a directory, or outside the static directory (encoded dots reach the handler).
+    for name in ("missing.js", "i18n", "%2e%2e/console.py", "..%2F..%2Fsettings.py"):
+        async with demo.gateway.http.get(URL(f"{base}/{name}", encoded=True)) as resp:
+            assert resp.status == 404, name
+            assert resp.headers["Content-Type"].startswith("application/problem+json")
+            assert (await resp.json())["code"] == "not_found"
 
 
 async def test_an_expired_session_is_refused(fresh: Demo) -> None:
