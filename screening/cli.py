@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import date
@@ -16,18 +15,15 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
-from screening import logs
+from screening import logs, pii_cli
 from screening.app import create_app, load_vault
 from screening.background import cancel_and_wait
 from screening.domain.access import Role
 from screening.domain.checkpoint import CheckpointError, NoteVerifier
 from screening.errors import ScreeningError
-from screening.files import replace_file
-from screening.protection import PersonalDataVault
 from screening.runtime import SHUTDOWN_DRAIN_S, StartupError, stop_on_signals, tune_collector
 from screening.services import access
 from screening.services import ledger as ledger_service
-from screening.services import pii as pii_service
 from screening.services.ledger import LedgerSigner, SignerKeyError
 from screening.settings import Settings
 from screening.storage.database import create_pool, embedded_postgres, migrate
@@ -229,17 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ledger.add_parser("vkey", help="print the verifier key to publish")
 
-    pii = sub.add_parser(
-        "pii", help="rotate the keys that seal personal data (ID numbers, names, phones)"
-    ).add_subparsers(dest="action", required=True)
-    pii.add_parser("status", help="the keyring, and how many stored records each key sealed")
-    pii.add_parser("rotate", help="add a fresh key and make it the active one")
-    reseal = pii.add_parser(
-        "reseal", help="seal stored records again under the active key, each field bound"
-    )
-    reseal.add_argument("--batch", type=_number(int, 1, 100_000), default=500)
-    retire = pii.add_parser("retire", help="remove a key that no stored record uses any more")
-    retire.add_argument("key_id")
+    pii_cli.add_parser(sub)
 
     demo = sub.add_parser("demo", help="gateway + embedded PostgreSQL + simulated stations")
     demo.add_argument("--duration", type=_number(float, 0.1, 1e9), default=None,
@@ -298,12 +284,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         # be published or used by nobody who knows the gateway's. The gateway makes its key.
         print(_signing_key(settings).vkey())
         return 0
-    if args.command == "pii" and args.action == "rotate":  # the keyring only: no database
-        vault = pii_service.rotated(load_vault(settings))
-        _save_keyring(settings, vault)
-        print(f"active key: {vault.active_key_id}; restart the gateways, then run "
-              "`screening pii reseal`", file=sys.stderr)  # fmt: skip
-        return 0
+    if args.command == "pii":
+
+        def with_pool(action: pii_cli.PoolAction) -> int:
+            with database(settings) as dsn:
+                return asyncio.run(_with_pool(dsn, action))
+
+        return pii_cli.main(args, settings, with_pool)
     if args.command == "demo":
         from screening.demo import run_demo
 
@@ -336,51 +323,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(_with_pool(dsn, lambda pool: _verify(pool, args, settings)))
         if args.command == "ledger":
             return asyncio.run(_with_pool(dsn, lambda pool: _ledger(pool, args, settings)))
-        if args.command == "pii":
-            return asyncio.run(_with_pool(dsn, lambda pool: _pii(pool, args, settings)))
     return 2
-
-
-def _save_keyring(settings: Settings, vault: PersonalDataVault) -> None:
-    """Store a changed keyring where the gateway reads it: its key file, or, when the keys come
-    from SCREENING_PII_KEYS_JSON, stdout, for the operator to put where that value is kept."""
-    text = json.dumps(vault.to_json_dict())
-    if settings.pii_keys_json is not None:
-        print(text)
-        print("SCREENING_PII_KEYS_JSON is set: store the key set above as its new value",
-              file=sys.stderr)  # fmt: skip
-        return
-    replace_file(settings.pii_key_file, text)
-    print(f"keyring saved to {settings.pii_key_file}", file=sys.stderr)
-
-
-async def _pii(pool: asyncpg.Pool[Any], args: argparse.Namespace, settings: Settings) -> int:
-    vault = load_vault(settings)
-    if args.action == "status":
-        counts = await pii_service.records_by_key(pool, vault)
-        for key_id in sorted(counts):
-            active = "active" if key_id == vault.active_key_id else "old"
-            print(f"{key_id}\t{active}\t{counts[key_id]} records")
-        return 0
-    if args.action == "reseal":
-        report = await pii_service.reseal(pool, vault, batch=args.batch)
-        print(f"{report.examined} records examined: {report.resealed} sealed again under "
-              f"{vault.active_key_id}, {report.current} already were, "
-              f"{len(report.unreadable)} unreadable")  # fmt: skip
-        for site_id, event_id in report.unreadable[:20]:
-            print(f"unreadable: site {site_id}, event {event_id}", file=sys.stderr)
-        return 1 if report.unreadable else 0
-    try:
-        smaller = await pii_service.retire(pool, vault, args.key_id)
-    except KeyError:
-        print(f"error: no key {args.key_id} in the keyring", file=sys.stderr)
-        return 2
-    except pii_service.KeyInUseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    _save_keyring(settings, smaller)
-    print(f"key {args.key_id} retired", file=sys.stderr)
-    return 0
 
 
 async def _sites(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:

@@ -1,9 +1,14 @@
-"""Files the gateway creates once and then only reads (its key files)."""
+"""The gateway's key files: created once (``create_once``), replaced whole when an operator
+rotates keys (``replace_file``, under ``locked``)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -34,20 +39,51 @@ def create_once(path: Path, text: str, mode: int = 0o600) -> bool:
 
 def replace_file(path: Path, text: str, mode: int = 0o600) -> None:
     """Replace ``path``'s contents with ``text`` all at once: written aside, synced, renamed
-    over it, and the rename synced. A crash leaves the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    over it, and the rename synced. A crash leaves the old file or the new one, never a mix.
+
+    The file keeps its owner, group and permissions (an operator running the command as root
+    must not leave the gateway a key file it cannot read; ``PermissionError`` where they
+    cannot be kept), and a link to it stays a link: the file it names is replaced. A new file
+    gets ``mode``.
+    """
+    target = path.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        before: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        before = None
+    aside = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            if before is not None and (before.st_uid, before.st_gid) != (
+                os.geteuid(),
+                os.getegid(),
+            ):
+                os.fchown(fh.fileno(), before.st_uid, before.st_gid)
+            os.fchmod(fh.fileno(), stat.S_IMODE(before.st_mode) if before else mode)
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(aside, path)
+        os.replace(aside, target)
     finally:
         aside.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
+    directory = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path``'s lock file (``<name>.lock`` beside it) for a read, change
+    and write of ``path``: two key commands at once would otherwise each write their change
+    over the other's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

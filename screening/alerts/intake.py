@@ -2,9 +2,10 @@
 
 - ``on_verdict``: in the scan-upload transaction (``ScanService.submit``), after the
   ``xray.scanned`` event: review item, hold order and, above the police score, the alert.
-- ``on_events``: at the end of ``commit_events`` (the ingest transaction) with the newly accepted
-  events: ``prohibited_found`` inspections, watchlist matches on real-name registrations, and
-  dispatches of parcels that are on hold.
+- ``on_events``: in ``commit_events`` (the ingest transaction), once the new events are in the
+  log and before their parcels are saved, with the newly accepted events: ``prohibited_found``
+  inspections, watchlist matches on real-name registrations, and dispatches of parcels that
+  are on hold.
 
 So an alert exists if and only if its cause was committed (transactional outbox).
 """

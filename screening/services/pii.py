@@ -136,10 +136,17 @@ async def reseal(
             after = (rows[-1]["site_id"], rows[-1]["event_id"])
 
 
-async def records_by_key(pool: asyncpg.Pool[Any], vault: PersonalDataVault) -> dict[str, int]:
-    """How many stored records each key of the keyring sealed."""
+async def records_by_key(
+    pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> dict[str, tuple[int, datetime | None]]:
+    """Each key of the keyring, and each key id stored records name that is not in it (sealed
+    by a gateway with another keyring, or retired too soon): how many records it sealed, and
+    when the latest of them was received (a gateway still sealing under an old key after a
+    rotation has not been restarted)."""
     async with pool.acquire() as conn:
-        return {k: await event_store.count_sealed_under(conn, k) for k in sorted(vault.key_ids)}
+        stored = await event_store.sealed_by_key(conn)
+    keys = {k: (0, None) for k in vault.key_ids} | stored
+    return dict(sorted(keys.items()))
 
 
 async def retire(

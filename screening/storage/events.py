@@ -217,7 +217,7 @@ _REALNAME_COLUMNS = 15
 
 
 def _realname_row(p: PreparedEvent) -> tuple[Any, ...]:
-    """The real-name detail columns of one event ($27..$41 of INSERT_EVENTS, in order)."""
+    """The real-name detail columns of one event ($2..$16 of INSERT_EVENTS, in order)."""
     valid, _ = realname_valid(p.payload, p.occurred_at)
     pd = p.personal_data
     expires = p.payload.get("document_expires_on")
@@ -287,14 +287,19 @@ async def parcel_timeline(conn: Conn, site_id: str, waybill_no: str) -> list[dic
 
 # --- sealed personal data of real-name records (services.pii) ---------------------------------
 
-LOCK_SEALED_AFTER = """
+_SEALED_COLUMNS = """
 SELECT site_id, event_id, pii_key_id, document_sealed AS document_number_sealed, name_sealed,
        phone_sealed
 FROM realname_records
-WHERE pii_key_id IS NOT NULL AND ($1::text IS NULL OR (site_id, event_id) > ($1, $2::uuid))
-ORDER BY site_id, event_id
-LIMIT $3
-FOR UPDATE
+"""
+# Pages in key order: a range scan of the primary key from where the last page ended.
+LOCK_SEALED_FIRST = _SEALED_COLUMNS + """
+WHERE pii_key_id IS NOT NULL
+ORDER BY site_id, event_id LIMIT $1 FOR UPDATE
+"""
+LOCK_SEALED_AFTER = _SEALED_COLUMNS + """
+WHERE (site_id, event_id) > ($1, $2) AND pii_key_id IS NOT NULL
+ORDER BY site_id, event_id LIMIT $3 FOR UPDATE
 """
 UPDATE_SEALED = """
 UPDATE realname_records r
@@ -305,6 +310,13 @@ FROM unnest($2::text[], $3::uuid[], $4::bytea[], $5::bytea[], $6::bytea[])
 WHERE r.site_id = u.site_id AND r.event_id = u.event_id
 """
 COUNT_SEALED_UNDER = "SELECT count(*) FROM realname_records WHERE pii_key_id = $1"
+SEALED_BY_KEY = """
+SELECT r.pii_key_id, count(*) AS records, max(e.received_at) AS last_received
+FROM realname_records r
+JOIN events e ON e.site_id = r.site_id AND e.event_id = r.event_id
+WHERE r.pii_key_id IS NOT NULL
+GROUP BY r.pii_key_id
+"""
 
 
 async def lock_sealed_records(
@@ -313,8 +325,9 @@ async def lock_sealed_records(
     """The next ``limit`` real-name records with sealed fields after ``after`` (site_id,
     event_id), locked for the caller's transaction; columns ``{field}_sealed`` by the field
     names their associated data binds (protection.field_associated_data)."""
-    site, event_id = after if after is not None else (None, None)
-    return list(await conn.fetch(LOCK_SEALED_AFTER, site, event_id, limit))
+    if after is None:
+        return list(await conn.fetch(LOCK_SEALED_FIRST, limit))
+    return list(await conn.fetch(LOCK_SEALED_AFTER, *after, limit))
 
 
 async def update_sealed_records(
@@ -338,3 +351,9 @@ async def update_sealed_records(
 async def count_sealed_under(conn: Conn, key_id: str) -> int:
     count: int = await conn.fetchval(COUNT_SEALED_UNDER, key_id)
     return count
+
+
+async def sealed_by_key(conn: Conn) -> dict[str, tuple[int, datetime]]:
+    """Each key id that sealed stored records: how many, and when the latest was received."""
+    rows = await conn.fetch(SEALED_BY_KEY)
+    return {r["pii_key_id"]: (r["records"], r["last_received"]) for r in rows}

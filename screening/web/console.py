@@ -85,8 +85,12 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     """A script, style or strings file of the console. One that is not there is a problem
     document like any other 404 (aiohttp's own static route answers an empty body)."""
     root = STATIC_DIR.resolve()
-    path = (root / request.match_info["path"]).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    try:
+        path = (root / request.match_info["path"]).resolve()
+        found = path.is_relative_to(root) and path.is_file()
+    except (ValueError, OSError):  # a NUL in the name, a name too long for the file system
+        found = False
+    if not found:
         raise web.HTTPNotFound()
     return web.FileResponse(path)
 

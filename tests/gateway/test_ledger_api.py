@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ from screening.api.context import GATEWAY as GATEWAY_KEY
 from screening.api.ledger import LEDGER_SIGNER
 from screening.domain.checkpoint import NoteVerifier, parse_and_verify
 from screening.domain.ledger import verify_consistency, verify_inclusion
+from screening.services import access
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerMismatchError
 from tests.conftest import RunningGateway
-from tests.gateway.events import parcel_flow
+from tests.gateway.events import event, parcel_flow
 
 
 async def get(gw: RunningGateway, path: str, role: str = "supervisor") -> tuple[int, Any]:
@@ -121,3 +123,54 @@ async def test_a_site_signed_with_another_key_is_neither_extended_nor_served(
     await ledger_service.make_checkpoint(gateway.pool, site, ours, adopt_key=True)
     status, cp = await get(gateway, f"/v1/sites/{site}/ledger/checkpoint")
     assert (status, cp["tree_size"]) == (200, 12)
+
+
+async def test_the_log_columns_are_the_events_as_validated_and_the_ledger_verifies(
+    gateway: RunningGateway,
+) -> None:
+    """The log's columns are read from each event's payload in SQL while the ledger leaf is
+    built from the validated event in Python: a Beijing offset with fractions of a second, a
+    waybill sent in lower case, a sender and a contract customer must all agree, or the site
+    would not verify against its checkpoint."""
+    site = gateway.keys.site
+    await access.add_contract(
+        gateway.pool, site, "C-LEDGER", name="某电商公司", uscc="91420100MA4K00001U",
+        agreement_no="SA-LEDGER", valid_from=date(2026, 1, 1),
+    )  # fmt: skip
+    beijing = timezone(timedelta(hours=8))
+    start = datetime(2026, 11, 20, 10, 0, 0, 123456, tzinfo=beijing)
+    events = parcel_flow(site, "lgoffset00001", start=start)
+    contract = event("realname.registered", site, "lgoffset00001",
+                     start + timedelta(seconds=1.5), contract_customer_ref="C-LEDGER")  # fmt: skip
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events", json=[*events, contract], headers=gateway.auth()
+    ) as resp:
+        body = await resp.json()
+        assert resp.status == 200, body
+        assert body["accepted"] == 7
+    rows = await gateway.pool.fetch(
+        "SELECT event_id, event_type, waybill_no, occurred_at FROM events WHERE site_id = $1",
+        site,
+    )
+    sent = {uuid.UUID(e["event_id"]): e for e in [*events, contract]}
+    assert {r["event_id"] for r in rows} == set(sent)
+    for r in rows:
+        assert r["event_type"] == sent[r["event_id"]]["type"]
+        assert r["waybill_no"] == "LGOFFSET00001"
+        assert r["occurred_at"] == datetime.fromisoformat(sent[r["event_id"]]["occurred_at"])
+    records = await gateway.pool.fetch(
+        "SELECT event_id, contract_customer_ref, document_masked FROM realname_records"
+        " WHERE site_id = $1 ORDER BY occurred_at",
+        site,
+    )
+    assert [(r["contract_customer_ref"], r["document_masked"] is None) for r in records] == [
+        ("C-LEDGER", True),  # 1.5 s after the start
+        (None, False),  # the sender's, a minute after
+    ]
+    await checkpoint_now(gateway)
+    _, cp = await get(gateway, f"/v1/sites/{site}/ledger/checkpoint")
+    report = await ledger_service.verify(
+        gateway.pool, site, cp["note"], NoteVerifier.from_vkey(cp["vkey"])
+    )
+    assert report.ok, report
+    assert cp["tree_size"] == 7

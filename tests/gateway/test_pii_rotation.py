@@ -163,7 +163,9 @@ async def test_reseal_moves_records_to_the_active_key_and_binds_each_field(
     )
     smaller = await pii.retire(pool, new, "k1")
     assert smaller.key_ids == {new.active_key_id}
-    assert await pii.records_by_key(pool, smaller) == {new.active_key_id: 4}
+    assert {k: n for k, (n, _) in (await pii.records_by_key(pool, smaller)).items()} == {
+        new.active_key_id: 4
+    }
     for event_id, sender in senders.items():
         if event_id != broken:
             row = await sealed_row(pool, event_id)
@@ -178,45 +180,99 @@ async def test_pii_commands_rotate_reseal_and_retire_the_key_file(
 ) -> None:
     dsn, pool = own_database
     env = serve_env(dsn, tmp_path, 0)
-    rc, out = await screening(env, "pii", "status")  # makes the development key file
-    assert rc == 0, out
     key_file = tmp_path / "pii-keys.json"
-    first = PersonalDataVault.from_json_dict(json.loads(key_file.read_text()))
-    assert f"{first.active_key_id}\tactive\t0 records" in out
+    # The keyring is read, never made here: under a mistyped data directory there is none.
+    rc, out = await screening(env, "pii", "rotate")
+    assert rc == 2
+    assert f"no keyring at {key_file}" in out
+    assert not key_file.exists()
+    first = PersonalDataVault.generate("k1")  # as the gateway makes it at its first start
+    key_file.write_text(json.dumps(first.to_json_dict()))
+    key_file.chmod(0o640)
+    if os.geteuid() == 0:  # an operator running the command as root keeps the file's owner
+        os.chown(key_file, 4321, 4321)
+    rc, out = await screening(env, "pii", "status")
+    assert rc == 0, out
+    assert f"keyring: {key_file}; database: SCREENING_DATABASE_URL" in out
+    assert "k1\tactive\t0 records" in out
     senders = await store_registrations(pool, first, 3)
 
     rc, out = await screening(env, "pii", "rotate")
     assert rc == 0, out
     assert "screening pii reseal" in out
     rotated = PersonalDataVault.from_json_dict(json.loads(key_file.read_text()))
-    assert rotated.key_ids == {first.active_key_id, rotated.active_key_id}
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert rotated.key_ids == {"k1", rotated.active_key_id}
+    mode = key_file.stat()
+    assert stat.S_IMODE(mode.st_mode) == 0o640
+    if os.geteuid() == 0:
+        assert (mode.st_uid, mode.st_gid) == (4321, 4321)
     assert [name for name in os.listdir(tmp_path) if name.startswith(".pii-keys")] == []
 
-    rc, out = await screening(env, "pii", "retire", first.active_key_id)
+    rc, out = await screening(env, "pii", "retire", "k1")
     assert rc == 2
-    assert "3 stored records" in out
+    assert "3 stored records are sealed under k1" in out
+    rc, out = await screening(env, "pii", "status")
+    assert "k1\told\t3 records\tlatest received " in out
+    assert f"{rotated.active_key_id}\tactive\t0 records" in out
+
+    # A record that no longer opens: named, left alone, and the run ends with status 1.
+    broken = next(iter(senders))
+    await pool.execute(
+        "UPDATE realname_records SET name_sealed = $2 WHERE event_id = $1", broken, b"x" * 40
+    )
     rc, out = await screening(env, "pii", "reseal", "--batch", "2")
-    assert rc == 0, out
-    assert f"3 records examined: 3 sealed again under {rotated.active_key_id}" in out
-    rc, out = await screening(env, "pii", "retire", first.active_key_id)
+    assert rc == 1, out
+    assert f"3 records examined: 2 sealed again under {rotated.active_key_id}" in out
+    assert f"unreadable: site {SITE}, event {broken}" in out
+    await pool.execute("DELETE FROM realname_records WHERE event_id = $1", broken)
+    rc, out = await screening(env, "pii", "retire", "k1")
     assert rc == 0, out
     final = PersonalDataVault.from_json_dict(json.loads(key_file.read_text()))
     assert final.key_ids == {rotated.active_key_id}
-    rc, out = await screening(env, "pii", "status")
-    assert f"{rotated.active_key_id}\tactive\t3 records" in out
     for event_id, sender in senders.items():
-        row = await sealed_row(pool, event_id)
-        assert open_field(final, row, "name") == sender["name"]
+        if event_id != broken:
+            row = await sealed_row(pool, event_id)
+            assert open_field(final, row, "name") == sender["name"]
+    # A record naming a key the keyring does not hold is shown as such.
+    await pool.execute("UPDATE realname_records SET pii_key_id = 'k0' WHERE site_id = $1", SITE)
+    rc, out = await screening(env, "pii", "status")
+    assert "k0\tNOT IN THE KEYRING\t2 records" in out
 
-    # Keys kept in SCREENING_PII_KEYS_JSON: the rotated set comes out on stdout to store there.
-    env_keys = {**env, "SCREENING_PII_KEYS_JSON": key_file.read_text()}
-    rc, out = await screening(env_keys, "pii", "rotate")
+
+async def test_keys_kept_in_the_environment_are_printed_or_written_never_the_file(
+    own_database: tuple[str, asyncpg.Pool[Any]], tmp_path: Path
+) -> None:
+    dsn, _ = own_database
+    vault = PersonalDataVault.generate("k1")
+    env = {**serve_env(dsn, tmp_path, 0),
+           "SCREENING_PII_KEYS_JSON": json.dumps(vault.to_json_dict())}  # fmt: skip
+    rc, out = await screening(env, "pii", "rotate")
     assert rc == 0, out
     (line,) = [line for line in out.splitlines() if line.startswith("{")]
     printed = PersonalDataVault.from_json_dict(json.loads(line))
-    assert printed.key_ids == {rotated.active_key_id, printed.active_key_id}
+    assert printed.key_ids == {"k1", printed.active_key_id}
     assert "SCREENING_PII_KEYS_JSON is set" in out
-    assert PersonalDataVault.from_json_dict(json.loads(key_file.read_text())).key_ids == {
-        rotated.active_key_id
-    }
+    assert not (tmp_path / "pii-keys.json").exists()
+
+    target = tmp_path / "new-keys.json"
+    rc, out = await screening(env, "pii", "rotate", "--out", str(target))
+    assert rc == 0, out
+    assert not any(line.startswith("{") for line in out.splitlines())
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert len(PersonalDataVault.from_json_dict(json.loads(target.read_text())).key_ids) == 2
+    rc, out = await screening(env, "pii", "rotate", "--out", str(target))
+    assert rc == 2
+    assert "exists already" in out
+
+    # Checked against an embedded database (no SCREENING_DATABASE_URL), every key would look
+    # unused: refused.
+    no_database = {k: v for k, v in env.items() if k != "SCREENING_DATABASE_URL"}
+    for command in (("retire", "k1"), ("reseal",), ("status",)):
+        rc, out = await screening(no_database, "pii", *command)
+        assert rc == 2, out
+        assert "SCREENING_DATABASE_URL is not set" in out
+    # --out is only for keys kept in the environment.
+    file_env = serve_env(dsn, tmp_path, 0)
+    rc, out = await screening(file_env, "pii", "rotate", "--out", str(tmp_path / "x.json"))
+    assert rc == 2
+    assert "--out is for keys kept in SCREENING_PII_KEYS_JSON" in out

@@ -163,7 +163,7 @@ async def test_static_files_are_served_and_a_missing_one_is_a_problem_document(
         async with demo.gateway.http.head(f"{base}/{name}") as resp:
             assert resp.status == 200
     # Missing, a directory, or outside the static directory (encoded dots reach the handler).
-    for name in ("missing.js", "i18n", "%2e%2e/console.py", "..%2F..%2Fsettings.py"):
+    for name in ("missing.js", "i18n", "%2e%2e/console.py", "..%2F..%2Fsettings.py", "x" * 300):
         async with demo.gateway.http.get(URL(f"{base}/{name}", encoded=True)) as resp:
             assert resp.status == 404, name
             assert resp.headers["Content-Type"].startswith("application/problem+json")
