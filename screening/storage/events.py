@@ -29,8 +29,8 @@ EventKey = tuple[str, UUID]
 # {"p": payload, "r": received_at, "d": hex payload_digest}: the log's columns are the payload's
 # own fields (the wire models require them), and the detail rows are read out of each new row's
 # payload too. One text parameter costs the driver a fraction of what eight 500-element arrays
-# do (it checks every element of an array against three abstract base classes); PostgreSQL
-# parses the document once, as it parsed each payload before. Only the real-name records, whose
+# do (asyncpg checks every element of an array against collections.abc classes, a Python-level
+# isinstance each); PostgreSQL parses the document once, as it parsed each payload before. Only the real-name records, whose
 # sealed columns are not in the payload, come as arrays that name their events by (site_id,
 # event_id). It runs after the parcels are locked, so its snapshot holds every committed event
 # of them; the rows it inserts itself are not in that snapshot (the caller adds them). What was
@@ -79,7 +79,7 @@ WITH input AS (
 )
 -- The reads probe the indexes once per parcel of the group: OFFSET 0 keeps each lateral
 -- subquery from being flattened into a join that the planner, which cannot see how few rows
--- the arrays hold, might run as a scan of the whole table.
+-- the document holds, might run as a scan of the whole table.
 SELECT i.positions, i.record_digests,
     (SELECT json_agg(json_build_array(p.site_id, p.waybill_no, p.dispatch_day, p.rate_flow,
                                       p.xray_required, p.realname_ok, p.inspection_ok,
