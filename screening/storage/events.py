@@ -30,12 +30,13 @@ EventKey = tuple[str, UUID]
 # own fields (the wire models require them), and the detail rows are read out of each new row's
 # payload too. One text parameter costs the driver a fraction of what eight 500-element arrays
 # do (asyncpg checks every element of an array against collections.abc classes, a Python-level
-# isinstance each); PostgreSQL parses the document once, as it parsed each payload before. Only the real-name records, whose
-# sealed columns are not in the payload, come as arrays that name their events by (site_id,
-# event_id). It runs after the parcels are locked, so its snapshot holds every committed event
-# of them; the rows it inserts itself are not in that snapshot (the caller adds them). What was
-# new comes back as positions in the document, each with its record_digest: SHA-256 of the
-# jsonb as stored, exactly as storage.ledger derives it when verifying.
+# isinstance each); PostgreSQL parses the document once, as it parsed each payload before. Only
+# the real-name records, whose sealed columns are not in the payload, come as arrays that name
+# their events by (site_id, event_id). It runs after the parcels are locked, so its snapshot
+# holds every committed event of them; the rows it inserts itself are not in that snapshot (the
+# caller adds them). What was new comes back as positions in the document, each with its
+# record_digest: SHA-256 of the jsonb as stored, exactly as storage.ledger derives it when
+# verifying.
 INSERT_EVENTS = """
 WITH input AS (
     SELECT r.ord, r.e->'p' AS payload, r.e->'p'->>'site_id' AS site_id,
