@@ -9,7 +9,7 @@ import os
 import stat
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +58,14 @@ def _sender(i: int, phone: bool) -> dict[str, Any]:
 
 
 async def store_registrations(
-    pool: asyncpg.Pool[Any], vault: PersonalDataVault, count: int
+    pool: asyncpg.Pool[Any], vault: PersonalDataVault, count: int, site: str = SITE
 ) -> dict[uuid.UUID, dict[str, Any]]:
     """``count`` real-name registrations ingested as a station's would be (the last one without
     a phone): each record's sender, by its event id."""
     now = datetime.now(UTC)
     context = {"now": now, "max_future_skew_s": 300}
     items = [
-        event("realname.registered", SITE, f"PII{uuid.uuid4().hex[:10].upper()}",
+        event("realname.registered", site, f"PII{uuid.uuid4().hex[:10].upper()}",
               sender=_sender(i, phone=i < count - 1))
         for i in range(count)
     ]  # fmt: skip
@@ -75,9 +75,11 @@ async def store_registrations(
     return {uuid.UUID(item["event_id"]): item["sender"] for item in items}
 
 
-async def sealed_row(pool: asyncpg.Pool[Any], event_id: uuid.UUID) -> asyncpg.Record:
+async def sealed_row(
+    pool: asyncpg.Pool[Any], event_id: uuid.UUID, site: str = SITE
+) -> asyncpg.Record:
     row = await pool.fetchrow(
-        "SELECT * FROM realname_records WHERE site_id = $1 AND event_id = $2", SITE, event_id
+        "SELECT * FROM realname_records WHERE site_id = $1 AND event_id = $2", site, event_id
     )
     assert row is not None
     return row
@@ -89,7 +91,7 @@ def open_field(
     blob = row[FIELDS[field]]
     if blob is None:
         return None
-    record = (SITE, str(row["event_id"]))
+    record = (row["site_id"], str(row["event_id"]))
     aad = associated_data(*record) if row_bound else field_associated_data(*record, field)
     return vault.open(SealedValue(row["pii_key_id"], bytes(blob)), aad=aad)
 
@@ -276,3 +278,39 @@ async def test_keys_kept_in_the_environment_are_printed_or_written_never_the_fil
     rc, out = await screening(file_env, "pii", "rotate", "--out", str(tmp_path / "x.json"))
     assert rc == 2
     assert "--out is for keys kept in SCREENING_PII_KEYS_JSON" in out
+
+
+async def test_reseal_pages_over_sites_and_skips_records_without_sealed_fields(
+    own_database: tuple[str, asyncpg.Pool[Any]],
+) -> None:
+    _, pool = own_database
+    old = PersonalDataVault.generate("k1")
+    other = "PII-OTHER"
+    await access.add_site(pool, other, "second site")
+    await access.add_contract(
+        pool, SITE, "C-PII", name="某电商公司", uscc="91420100MA4K00001U",
+        agreement_no="SA-PII", valid_from=date(2026, 1, 1),
+    )  # fmt: skip
+    here = await store_registrations(pool, old, 3)
+    there = await store_registrations(pool, old, 3, site=other)
+    # A contract customer's registration seals nothing: no key, nothing to reseal.
+    now = datetime.now(UTC)
+    contract = event("realname.registered", SITE, "PIICONTRACT01", contract_customer_ref="C-PII")
+    prepared = prepare(validate_event(contract, {"now": now, "max_future_skew_s": 300}), old, now)
+    async with pool.acquire() as conn, conn.transaction():
+        await commit_events(conn, [prepared], now)
+
+    new = pii.rotated(old)
+    report = await pii.reseal(pool, new, batch=4)  # the first page ends inside a site
+    assert (report.examined, report.resealed, report.unreadable) == (6, 6, [])
+    for site, senders in ((SITE, here), (other, there)):
+        for event_id, sender in senders.items():
+            row = await sealed_row(pool, event_id, site)
+            assert row["pii_key_id"] == new.active_key_id
+            assert open_field(new, row, "phone") == sender.get("phone")
+    keyless = await pool.fetchrow(
+        "SELECT pii_key_id, document_sealed FROM realname_records WHERE event_id = $1",
+        uuid.UUID(contract["event_id"]),
+    )
+    assert keyless is not None
+    assert (keyless["pii_key_id"], keyless["document_sealed"]) == (None, None)
