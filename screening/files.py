@@ -77,11 +77,11 @@ def replace_file(path: Path, text: str, mode: int = 0o600) -> None:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path``'s lock file (``<name>.lock`` beside it) for a read, change
-    and write of ``path``: two key commands at once would otherwise each write their change
-    over the other's."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    """An exclusive lock for a read, change and write of ``path``: two key commands at once
+    would otherwise each write their change over the other's. The lock is taken on the
+    directory that holds it (opened read-only): nothing is created, so nothing is left owned by
+    whoever ran first, and a directory that is not there is an error, not made."""
+    fd = os.open(path.resolve().parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -31,21 +31,40 @@ class KeyringError(Exception):
     """The keyring cannot be read or written as asked (the message says why)."""
 
 
+ORDER = (
+    "in order: rotate; restart every gateway; reseal; retire the old key once status shows it "
+    "seals no record (the keyring: SCREENING_PII_KEYS_JSON, else DATA_DIR/pii-keys.json)"
+)
+
+
 def add_parser(sub: Any) -> None:
-    pii = sub.add_parser(
-        "pii", help="rotate the keys that seal personal data (ID numbers, names, phones)"
-    ).add_subparsers(dest="action", required=True)
-    pii.add_parser("status", help="the keys, and how many stored records each one sealed")
+    what = "rotate the keys that seal personal data (ID numbers, names, phones)"
+    pii = sub.add_parser("pii", help=what, description=what, epilog=ORDER).add_subparsers(
+        dest="action", required=True
+    )
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = pii.add_parser(
+            name, help=text, description=f"{text}.", epilog=ORDER
+        )
+        return parser
+
+    command(
+        "status",
+        "each key and each key id that stored records name: how many records it sealed, and "
+        "when the latest was received (exit 1: one is not in the keyring)",
+    )
     out_help = ("with SCREENING_PII_KEYS_JSON: write the new key set to this new file (0600) "
                 "instead of stdout")  # fmt: skip
-    rotate = pii.add_parser("rotate", help="add a fresh key and make it the active one")
+    rotate = command("rotate", "add a fresh key to the keyring and make it the active one")
     rotate.add_argument("--out", type=Path, help=out_help)
-    reseal = pii.add_parser(
-        "reseal", help="seal stored records again under the active key, each field bound"
-    )
-    reseal.add_argument("--batch", type=int, default=500, help="records per transaction")
-    retire = pii.add_parser("retire", help="remove a key that no stored record uses any more")
-    retire.add_argument("key_id")
+    reseal = command("reseal", "seal stored records again under the active key, each field "
+                     "bound to its column (exit 1: some record does not open)")  # fmt: skip
+    reseal.add_argument("--batch", type=int, default=500,
+                        help="records per transaction, 1 to 100,000 (default 500)")  # fmt: skip
+    retire = command("retire", "remove a key from the keyring; refused while it is active or "
+                     "any stored record uses it")  # fmt: skip
+    retire.add_argument("key_id", help="the key to remove (see status)")
     retire.add_argument("--out", type=Path, help=out_help)
 
 
@@ -64,9 +83,11 @@ def refusal(args: argparse.Namespace, settings: Settings) -> str | None:
     return None
 
 
-def describe(settings: Settings) -> str:
+def describe(args: argparse.Namespace, settings: Settings) -> str:
     keys = ("SCREENING_PII_KEYS_JSON" if settings.pii_keys_json is not None
             else str(settings.pii_key_file))  # fmt: skip
+    if args.action == "rotate":  # no database
+        return f"keyring: {keys}"
     database = ("SCREENING_DATABASE_URL" if settings.database_url is not None
                 else f"embedded, under {settings.pgdata}")  # fmt: skip
     return f"keyring: {keys}; database: {database}"
@@ -78,15 +99,17 @@ def read_keyring(settings: Settings) -> PersonalDataVault:
         text = settings.pii_keys_json.get_secret_value()
     else:
         try:
-            text = settings.pii_key_file.read_text()
+            text = settings.pii_key_file.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise KeyringError(
                 f"no keyring at {settings.pii_key_file} (a gateway makes one at its first "
                 "start under this data directory; or set SCREENING_PII_KEYS_JSON)"
             ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyringError(f"cannot read {settings.pii_key_file}: {exc}") from None
     try:
         return PersonalDataVault.from_json_dict(json.loads(text))
-    except (ValueError, KeyMaterialError) as exc:
+    except (ValueError, KeyMaterialError) as exc:  # JSONDecodeError is a ValueError
         raise KeyringError(f"the keyring is not readable: {exc}") from None
 
 
@@ -105,14 +128,15 @@ def save_keyring(settings: Settings, vault: PersonalDataVault, out: Path | None)
     """Store a changed keyring where the gateway reads it: its key file, or, when the keys come
     from SCREENING_PII_KEYS_JSON, ``out`` (a new file) or stdout, to put where that value is
     kept."""
-    text = json.dumps(vault.to_json_dict())
+    # No spaces: the value goes into an environment file, quoted in single quotes.
+    text = json.dumps(vault.to_json_dict(), separators=(",", ":"))
     if settings.pii_keys_json is None:
         try:
             replace_file(settings.pii_key_file, text)
         except PermissionError as exc:
             raise KeyringError(
-                f"cannot replace {settings.pii_key_file} keeping its owner ({exc.strerror}): "
-                "run this as the user that owns it"
+                f"cannot replace {settings.pii_key_file} ({exc.strerror}): run this as the user "
+                "that owns it, with write access to its directory"
             ) from None
         print(f"keyring saved to {settings.pii_key_file}", file=sys.stderr)
         return
@@ -139,12 +163,14 @@ async def run(pool: asyncpg.Pool[Any], args: argparse.Namespace, settings: Setti
     """status, reseal and retire (they read the stored records)."""
     if args.action == "status":
         vault = read_keyring(settings)
+        missing = 0
         for key_id, (records, last) in (await pii_service.records_by_key(pool, vault)).items():
             state = ("active" if key_id == vault.active_key_id
                      else "old" if key_id in vault.key_ids else "NOT IN THE KEYRING")  # fmt: skip
+            missing += key_id not in vault.key_ids
             latest = f"\tlatest received {last:%Y-%m-%d %H:%M:%S%z}" if last else ""
             print(f"{key_id}\t{state}\t{records} records{latest}")
-        return 0
+        return 1 if missing else 0
     if args.action == "reseal":
         vault = read_keyring(settings)
         report = await pii_service.reseal(pool, vault, batch=args.batch)
@@ -179,13 +205,21 @@ def main(
     if why is not None:
         print(f"error: {why}", file=sys.stderr)
         return 2
-    print(describe(settings), file=sys.stderr)
+    print(describe(args, settings), file=sys.stderr)
     try:
+        # First, before any database starts (an embedded one under a mistyped data directory
+        # would be made there): the keyring must be there and readable. Read again under the
+        # lock where it is changed.
+        read_keyring(settings)
         if args.action == "rotate":  # the keyring only: no database
             return rotate(args, settings)
         return with_pool(lambda pool: run(pool, args, settings))
     except KeyringError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the key file's directory: not there, not writable, read-only
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

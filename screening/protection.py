@@ -213,6 +213,8 @@ class PersonalDataVault:
     @classmethod
     def from_json_dict(cls, data: Mapping[str, object]) -> Self:
         """Inverse of `to_json_dict`; raises KeyMaterialError on any malformed field."""
+        if not isinstance(data, Mapping):
+            raise KeyMaterialError("the key set must be a JSON object")
         active = data.get("active_key_id")
         keys = data.get("keys")
         hmac_key = data.get("hmac_key")

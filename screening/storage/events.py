@@ -314,7 +314,7 @@ COUNT_SEALED_UNDER = "SELECT count(*) FROM realname_records WHERE pii_key_id = $
 SEALED_BY_KEY = """
 SELECT r.pii_key_id, count(*) AS records, max(e.received_at) AS last_received
 FROM realname_records r
-JOIN events e ON e.site_id = r.site_id AND e.event_id = r.event_id
+LEFT JOIN events e ON e.site_id = r.site_id AND e.event_id = r.event_id
 WHERE r.pii_key_id IS NOT NULL
 GROUP BY r.pii_key_id
 """
@@ -354,7 +354,7 @@ async def count_sealed_under(conn: Conn, key_id: str) -> int:
     return count
 
 
-async def sealed_by_key(conn: Conn) -> dict[str, tuple[int, datetime]]:
+async def sealed_by_key(conn: Conn) -> dict[str, tuple[int, datetime | None]]:
     """Each key id that sealed stored records: how many, and when the latest was received."""
     rows = await conn.fetch(SEALED_BY_KEY)
     return {r["pii_key_id"]: (r["records"], r["last_received"]) for r in rows}

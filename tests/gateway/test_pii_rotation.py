@@ -152,6 +152,19 @@ async def test_reseal_moves_records_to_the_active_key_and_binds_each_field(
     again = await pii.reseal(pool, new)
     assert (again.examined, again.resealed, again.current, len(again.unreadable)) == (5, 0, 4, 1)
     assert again.by_key_before == {"k1": 1, new.active_key_id: 4}
+    # Under the active key but bound to its row only (sealed so by an older gateway after the
+    # rotation): sealed again all the same.
+    row = await sealed_row(pool, ids[2])
+    await pool.execute(
+        "UPDATE realname_records SET document_sealed = $3, name_sealed = $4, phone_sealed = $5"
+        " WHERE site_id = $1 AND event_id = $2",
+        SITE, ids[2],
+        *(new.seal(open_field(new, row, f) or "", aad=associated_data(SITE, str(ids[2]))).blob
+          for f in FIELDS),
+    )  # fmt: skip
+    third = await pii.reseal(pool, new)
+    assert (third.resealed, third.current) == (1, 3)
+    assert open_field(new, await sealed_row(pool, ids[2]), "name") == senders[ids[2]]["name"]
 
     # The old key cannot go while a record still uses it, nor the active key ever.
     with pytest.raises(pii.KeyInUseError, match="1 stored records"):
@@ -183,11 +196,18 @@ async def test_pii_commands_rotate_reseal_and_retire_the_key_file(
     dsn, pool = own_database
     env = serve_env(dsn, tmp_path, 0)
     key_file = tmp_path / "pii-keys.json"
-    # The keyring is read, never made here: under a mistyped data directory there is none.
+    # The keyring is read, never made here: under a mistyped data directory there is none, and
+    # nothing is made there (no key file, no lock, no embedded database).
+    no_database = {k: v for k, v in env.items() if k != "SCREENING_DATABASE_URL"}
+    for command_env, command in ((env, "rotate"), (no_database, "status")):
+        rc, out = await screening(command_env, "pii", command)
+        assert (rc, "Traceback" in out) == (2, False), out
+        assert f"no keyring at {key_file}" in out
+        assert os.listdir(tmp_path) == []
+    key_file.write_text("[1]")  # JSON, but not a key set: one line, no traceback
     rc, out = await screening(env, "pii", "rotate")
-    assert rc == 2
-    assert f"no keyring at {key_file}" in out
-    assert not key_file.exists()
+    assert (rc, "Traceback" in out) == (2, False), out
+    assert "the key set must be a JSON object" in out
     first = PersonalDataVault.generate("k1")  # as the gateway makes it at its first start
     key_file.write_text(json.dumps(first.to_json_dict()))
     key_file.chmod(0o640)
@@ -238,6 +258,7 @@ async def test_pii_commands_rotate_reseal_and_retire_the_key_file(
     # A record naming a key the keyring does not hold is shown as such.
     await pool.execute("UPDATE realname_records SET pii_key_id = 'k0' WHERE site_id = $1", SITE)
     rc, out = await screening(env, "pii", "status")
+    assert rc == 1
     assert "k0\tNOT IN THE KEYRING\t2 records" in out
 
 
@@ -265,10 +286,19 @@ async def test_keys_kept_in_the_environment_are_printed_or_written_never_the_fil
     rc, out = await screening(env, "pii", "rotate", "--out", str(target))
     assert rc == 2
     assert "exists already" in out
+    smaller = tmp_path / "without-k1.json"
+    env_rotated = {**env, "SCREENING_PII_KEYS_JSON": target.read_text()}
+    rc, out = await screening(env_rotated, "pii", "retire", "k1", "--out", str(smaller))
+    assert rc == 0, out
+    assert "k1" not in PersonalDataVault.from_json_dict(json.loads(smaller.read_text())).key_ids
 
     # Checked against an embedded database (no SCREENING_DATABASE_URL), every key would look
-    # unused: refused.
+    # unused: refused. A rotation needs no database, and starts none.
     no_database = {k: v for k, v in env.items() if k != "SCREENING_DATABASE_URL"}
+    rc, out = await screening(no_database, "pii", "rotate")
+    assert rc == 0, out
+    assert out.count('"keys":') == 1
+    assert "pgdata" not in os.listdir(tmp_path)
     for command in (("retire", "k1"), ("reseal",), ("status",)):
         rc, out = await screening(no_database, "pii", *command)
         assert rc == 2, out
