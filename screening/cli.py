@@ -1,4 +1,5 @@
-"""Command line: serve, migrate, sites, keys, pii and demo (console script ``screening``)."""
+"""Command line (console script ``screening``): serve, migrate, sites, keys, contracts, verify,
+ledger, pii and demo."""
 
 from __future__ import annotations
 
