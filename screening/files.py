@@ -12,6 +12,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+@contextlib.contextmanager
+def _written_aside(
+    target: Path, text: str, mode: int, like: os.stat_result | None = None
+) -> Iterator[Path]:
+    """``text`` in a new file beside ``target``, synced, with ``mode`` (or ``like``'s owner,
+    group and permissions); removed on the way out unless it was linked or renamed."""
+    aside = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            if like is not None and (like.st_uid, like.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(fh.fileno(), like.st_uid, like.st_gid)
+            os.fchmod(fh.fileno(), stat.S_IMODE(like.st_mode) if like is not None else mode)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        yield aside
+    finally:
+        aside.unlink(missing_ok=True)
+
+
 def create_once(path: Path, text: str, mode: int = 0o600) -> bool:
     """Write ``text`` to ``path`` unless a file is there already; whether this call's text is
     the one in place.
@@ -21,20 +42,12 @@ def create_once(path: Path, text: str, mode: int = 0o600) -> bool:
     data directory, or two starts in one process) one wins for both.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with _written_aside(path, text, mode) as aside:
         try:
             os.link(aside, path)
         except FileExistsError:
             return False
         return True
-    finally:
-        aside.unlink(missing_ok=True)
 
 
 def replace_file(path: Path, text: str, mode: int = 0o600) -> None:
@@ -52,22 +65,8 @@ def replace_file(path: Path, text: str, mode: int = 0o600) -> None:
         before: os.stat_result | None = os.stat(target)
     except FileNotFoundError:
         before = None
-    aside = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            if before is not None and (before.st_uid, before.st_gid) != (
-                os.geteuid(),
-                os.getegid(),
-            ):
-                os.fchown(fh.fileno(), before.st_uid, before.st_gid)
-            os.fchmod(fh.fileno(), stat.S_IMODE(before.st_mode) if before else mode)
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with _written_aside(target, text, mode, like=before) as aside:
         os.replace(aside, target)
-    finally:
-        aside.unlink(missing_ok=True)
     directory = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

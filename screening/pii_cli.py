@@ -159,10 +159,15 @@ def rotate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def run(pool: asyncpg.Pool[Any], args: argparse.Namespace, settings: Settings) -> int:
-    """status, reseal and retire (they read the stored records)."""
+async def run(
+    pool: asyncpg.Pool[Any],
+    args: argparse.Namespace,
+    settings: Settings,
+    vault: PersonalDataVault,
+) -> int:
+    """status, reseal and retire (they read the stored records) with the keyring ``vault``
+    (retire reads it again under the lock, as it changes it)."""
     if args.action == "status":
-        vault = read_keyring(settings)
         missing = 0
         for key_id, (records, last) in (await pii_service.records_by_key(pool, vault)).items():
             state = ("active" if key_id == vault.active_key_id
@@ -172,7 +177,6 @@ async def run(pool: asyncpg.Pool[Any], args: argparse.Namespace, settings: Setti
             print(f"{key_id}\t{state}\t{records} records{latest}")
         return 1 if missing else 0
     if args.action == "reseal":
-        vault = read_keyring(settings)
         report = await pii_service.reseal(pool, vault, batch=args.batch)
         print(f"{report.examined} records examined: {report.resealed} sealed again under "
               f"{vault.active_key_id}, {report.current} already were, "
@@ -210,10 +214,10 @@ def main(
         # First, before any database starts (an embedded one under a mistyped data directory
         # would be made there): the keyring must be there and readable. Read again under the
         # lock where it is changed.
-        read_keyring(settings)
+        vault = read_keyring(settings)
         if args.action == "rotate":  # the keyring only: no database
             return rotate(args, settings)
-        return with_pool(lambda pool: run(pool, args, settings))
+        return with_pool(lambda pool: run(pool, args, settings, vault))
     except KeyringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
