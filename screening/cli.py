@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from screening import logs, pii_cli
+from screening.api.protocol import GatewayRunner
 from screening.app import create_app, load_vault
 from screening.background import cancel_and_wait
 from screening.domain.access import Role
@@ -78,7 +79,7 @@ async def serve(
         if supervisor is not None:
             watchdog = asyncio.create_task(watch_parent(stop, supervisor), name="supervisor-watch")
         app = create_app(settings, pool=pool)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
+        runner = GatewayRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
         await runner.setup()
         try:  # from here the app's parts run: whatever fails, they are stopped
             site = web.TCPSite(runner, settings.host, settings.port, reuse_port=worker or None)

@@ -25,6 +25,7 @@ from aiohttp import web
 from stdnum.iso7064 import mod_11_2
 
 from firmware_bridge.station import Station, start_station
+from screening.api.protocol import GatewayRunner
 from screening.app import create_app
 from screening.cli import database
 from screening.domain.access import Role
@@ -465,7 +466,7 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
     _, reviewer_key = await access.create_key(pool, Role.REVIEWER, sites, "demo reviewer")
 
     app = create_app(settings, pool=pool)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
+    runner = GatewayRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
     await runner.setup()
     listener = web.TCPSite(runner, settings.host, settings.port)
     try:

@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from screening.api.protocol import GatewayRunner
 from screening.app import create_app
 from screening.domain.access import Role
 from screening.protection import PersonalDataVault
@@ -145,7 +146,7 @@ async def start_gateway(
     settings: Settings, pool: asyncpg.Pool[Any], vault: PersonalDataVault, keys: Keys
 ) -> tuple[RunningGateway, web.AppRunner]:
     app = create_app(settings, pool=pool, vault=vault)
-    runner = web.AppRunner(app, access_log=None)
+    runner = GatewayRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -17,6 +17,7 @@ import asyncpg
 from aiohttp import web
 
 from screening.alerts import ALERT_OPTIONS
+from screening.api.protocol import GatewayRunner
 from screening.app import create_app
 from screening.domain.access import Role
 from screening.protection import PersonalDataVault
@@ -76,7 +77,7 @@ async def start_console_gateway(
 
         add_console(app)
     # Open SSE streams would hold a graceful shutdown for its full default minute.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    runner = GatewayRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

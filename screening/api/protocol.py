@@ -1,0 +1,103 @@
+"""HTTP requests that never reach a handler, answered as problem documents too.
+
+aiohttp answers a request it cannot parse (a request line or header past its 8190-byte limit, a
+malformed method, chunk size or Content-Length, a body in a Content-Encoding it cannot decode)
+from its connection handler, before any middleware runs, with a text/plain body that echoes
+the offending bytes. The API promises application/problem+json with a stable ``code`` for every
+error, and logs must never carry an ID number, which a request line can hold. The runner here
+makes aiohttp's connection handler answer those requests with problem documents and log only
+their kind.
+
+The hook is aiohttp's ``RequestHandler.handle_error`` (its answer to a request it could not
+parse, or to a failure outside the application's middlewares), reached through the runner's
+server; tests/gateway/test_protocol_errors.py holds it to the aiohttp in use.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from screening.api.problems import problem_response
+
+log = logging.getLogger(__name__)
+
+# Content codings aiohttp decodes in a request body without optional packages.
+ACCEPTED_ENCODINGS = "gzip, deflate"
+
+# (status, code, title, detail) by what aiohttp raised; the first match in order wins (the
+# classes form a hierarchy: BadHttpMethod is a BadStatusLine, all are BadHttpMessage).
+_PROTOCOL_PROBLEMS: tuple[tuple[type[BaseException], int, str, str, str], ...] = (
+    (http_exceptions.ContentEncodingError, 415, "unsupported_content_encoding",
+     "Unsupported content encoding",
+     f"the body's Content-Encoding cannot be decoded here; send {ACCEPTED_ENCODINGS} or none"),
+    (http_exceptions.LineTooLong, 400, "line_too_long", "Request too large",
+     "the request line or a header is longer than 8190 bytes"),
+    (http_exceptions.BadHttpMethod, 400, "malformed_request", "Bad request",
+     "the request method is not a valid HTTP token"),
+    (http_exceptions.InvalidHeader, 400, "malformed_request", "Bad request",
+     "a header is not valid HTTP"),
+    (http_exceptions.ContentLengthError, 400, "malformed_request", "Bad request",
+     "the Content-Length does not describe the body"),
+    (http_exceptions.TransferEncodingError, 400, "malformed_request", "Bad request",
+     "the chunked transfer encoding of the body is malformed"),
+    (http_exceptions.InvalidURLError, 400, "malformed_request", "Bad request",
+     "the request target is not a valid URL"),
+    (http_exceptions.BadHttpMessage, 400, "malformed_request", "Bad request",
+     "the request is not valid HTTP/1.1"),
+)  # fmt: skip
+
+
+def protocol_problem(status: int, exc: BaseException | None) -> web.Response:
+    """The problem document for a request aiohttp could not parse (or serve) at all."""
+    if status >= 500 or exc is None:
+        return problem_response(
+            500, "internal_error", "Internal error", "the gateway failed; nothing was reported done"
+        )
+    for kind, problem_status, code, title, detail in _PROTOCOL_PROBLEMS:
+        if isinstance(exc, kind):
+            headers = {"Accept-Encoding": ACCEPTED_ENCODINGS} if problem_status == 415 else None
+            return problem_response(problem_status, code, title, detail, headers=headers)
+    return problem_response(status, "malformed_request", "Bad request", "the request is not valid")
+
+
+class _ProblemRequestHandler(RequestHandler):
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            # Part of an answer has gone out already: aiohttp's own handling (it gives up the
+            # connection) is all that is left.
+            return super().handle_error(request, status, exc, message)
+        if status >= 500:
+            log.error("request failed outside the application", exc_info=exc)
+        else:
+            # The kind only: aiohttp's message quotes the request's bytes, which may hold a
+            # document number in a URL.
+            log.info("unparsable HTTP request: %s", exc.__class__.__name__ if exc else status)
+        response = protocol_problem(status, exc)
+        response.force_close()  # as aiohttp does: the rest of the stream cannot be trusted
+        return response
+
+
+class _ProblemServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer unparsable requests with problem documents."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The application's server as aiohttp builds it (its handler, request factory and
+        # settings), but making the connection handler above.
+        server.__class__ = _ProblemServer
+        return server

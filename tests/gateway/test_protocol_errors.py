@@ -1,0 +1,132 @@
+"""Requests aiohttp cannot parse get problem documents too (screening.api.protocol), over raw
+sockets on a real gateway: nothing echoes the request's bytes, in the answer or in the log, and
+the gateway keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import RunningGateway
+from tests.gateway.events import event, resident_id
+
+ID_NUMBER = resident_id()
+
+
+async def exchange(gw: RunningGateway, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` on a fresh connection; the status, headers (lower-case names) and body of
+    the answer, read to the end of the stream: every answer here closes its connection (the
+    read would time out otherwise)."""
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(raw)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+def problem(headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    assert headers["content-type"].startswith("application/problem+json"), headers
+    document: dict[str, Any] = json.loads(body)
+    return document
+
+
+async def assert_serving(gw: RunningGateway) -> None:
+    async with gw.http.get(f"{gw.url}/healthz") as resp:
+        assert resp.status == 200
+
+
+def post(body: bytes, *headers: str) -> bytes:
+    head = [
+        "POST /v1/events HTTP/1.1",
+        "Host: gateway",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *headers,
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+CASES = [
+    pytest.param(
+        f"GET /v1/parcels/{ID_NUMBER}{'a' * 9000} HTTP/1.1\r\nHost: gateway\r\n\r\n".encode(),
+        400, "line_too_long", id="request-line-too-long",
+    ),
+    pytest.param(
+        f"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Note: {ID_NUMBER}{'a' * 9000}\r\n\r\n"
+        .encode(),
+        400, "line_too_long", id="header-too-long",
+    ),
+    pytest.param(
+        f"G@T /v1/parcels/{ID_NUMBER} HTTP/1.1\r\nHost: gateway\r\n\r\n".encode(),
+        400, "malformed_request", id="bad-method",
+    ),
+    pytest.param(
+        f"POST /v1/events HTTP/1.1\r\nHost: gateway\r\nContent-Length: {ID_NUMBER}x\r\n\r\n"
+        .encode(),
+        400, "malformed_request", id="bad-content-length",
+    ),
+    pytest.param(
+        b"POST /v1/events HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"ZZ\r\nabc\r\n0\r\n\r\n",
+        400, "malformed_request", id="bad-chunk-size",
+    ),
+    pytest.param(
+        post(b'{"type": "parcel.received"}', "Content-Encoding: br"),
+        415, "unsupported_content_encoding", id="brotli-body",
+    ),
+    pytest.param(
+        post(b'{"type": "parcel.received"}', "Content-Encoding: zstd"),
+        415, "unsupported_content_encoding", id="zstd-body",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("raw", "status", "code"), CASES)
+async def test_an_unparsable_request_gets_a_problem_document_that_echoes_nothing(
+    gateway: RunningGateway,
+    caplog: pytest.LogCaptureFixture,
+    raw: bytes,
+    status: int,
+    code: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    got, headers, body = await exchange(gateway, raw)
+    document = problem(headers, body)
+    assert (got, document["status"], document["code"]) == (status, status, code), document
+    assert ID_NUMBER.encode() not in body
+    assert b"aaaa" not in body
+    if status == 415:  # RFC 9110 15.5.16: the codings that would have been accepted
+        assert headers["accept-encoding"] == "gzip, deflate"
+    assert ID_NUMBER not in caplog.text  # the log names the kind of error only
+    await assert_serving(gateway)
+
+
+async def test_a_gzip_body_is_decoded_and_ingested(gateway: RunningGateway) -> None:
+    item = event(
+        "parcel.received", gateway.keys.site, f"GZ{uuid.uuid4().hex[:12]}", carrier="SF", flow="air"
+    )
+    data = gzip.compress(json.dumps(item).encode())
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events",
+        data=data,
+        headers={**gateway.auth(), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    ) as resp:
+        body = await resp.json()
+        assert resp.status == 201, body
+    assert body["results"][0]["result"] == "accepted"
