@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,6 +92,9 @@ class Gateway:
     metrics: Metrics
     scans: ScanService
     known_sites: set[str] = field(default_factory=set)
+    # Lookups of sites not yet known, one per site however many requests ask at once (a
+    # restarted gateway meets every station's first request together).
+    site_lookups: dict[str, asyncio.Task[bool]] = field(default_factory=dict)
     # Open station WebSockets per site; hold orders (a later feature) are pushed down these.
     station_streams: dict[str, set[web.WebSocketResponse]] = field(default_factory=dict)
 

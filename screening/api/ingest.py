@@ -54,6 +54,22 @@ CONTROL_MESSAGES: dict[str, str | None] = {
 async def _site_known(gw: Gateway, site_id: str) -> bool:
     if site_id in gw.known_sites:
         return True
+    lookup = gw.site_lookups.get(site_id)
+    if lookup is None:
+        lookup = asyncio.create_task(_look_up_site(gw, site_id), name="site-lookup")
+        gw.site_lookups[site_id] = lookup
+
+        def settle(done: asyncio.Task[bool]) -> None:
+            gw.site_lookups.pop(site_id, None)
+            if not done.cancelled():
+                done.exception()  # retrieved: every request that asked may have gone
+
+        lookup.add_done_callback(settle)
+    # Shielded: a request that gives up does not cancel the lookup the others wait for.
+    return await asyncio.shield(lookup)
+
+
+async def _look_up_site(gw: Gateway, site_id: str) -> bool:
     async with gw.pool.acquire() as conn:
         found = await site_store.get_sites(conn, [site_id])
     gw.known_sites.update(found)

@@ -321,6 +321,34 @@ async def test_an_event_for_an_unknown_site_is_rejected(gateway: RunningGateway)
     await assert_still_serves(gateway)
 
 
+async def test_requests_that_come_together_to_a_cold_gateway_look_their_site_up_once(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted gateway meets every station's first request at once: one query per site,
+    not one per request queueing for the pool (the real query, counted)."""
+    lookups: list[list[str]] = []
+    real = ingest_api.site_store.get_sites
+
+    async def counted(conn: Any, site_ids: Any) -> Any:
+        lookups.append(list(site_ids))
+        return await real(conn, site_ids)
+
+    monkeypatch.setattr(ingest_api.site_store, "get_sites", counted)
+    gateway.app[GATEWAY].known_sites.clear()
+    nowhere = f"NOSUCH-{uuid.uuid4().hex[:8]}"
+    answers = await asyncio.gather(
+        *(post(gateway, received(gateway.keys.site)) for _ in range(30)),
+        *(post(gateway, received(nowhere), role="admin") for _ in range(10)),
+    )
+    assert [a[0] for a in answers] == [201] * 30 + [422] * 10, answers
+    assert sorted(lookups) == sorted([[gateway.keys.site], [nowhere]])
+    assert not gateway.app[GATEWAY].site_lookups
+
+    await post(gateway, received(gateway.keys.site))  # known now: no query
+    assert len(lookups) == 2
+    await assert_still_serves(gateway)
+
+
 # --- invalid events (422 alone, `rejected` in a batch) -----------------------------------------
 
 
