@@ -18,6 +18,7 @@ from screening.alerts import ALERT_OPTIONS, ALERTS, AlertsComponent
 from screening.api.context import GATEWAY, Gateway, Metrics
 from screening.api.ledger import LEDGER_SIGNER
 from screening.api.problems import problem_middleware
+from screening.api.protocol import name_the_server
 from screening.api.routes import add_routes
 from screening.background import cancel_and_wait
 from screening.domain.ledger import LedgerInconsistentError
@@ -153,6 +154,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
         middlewares=[_metrics_middleware(metrics), problem_middleware],
     )
+    app.on_response_prepare.append(name_the_server)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Each part that starts registers its stop at once, so a failure later in the startup

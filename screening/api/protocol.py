@@ -6,7 +6,7 @@ from its connection handler, before any middleware runs, with a text/plain body 
 the offending bytes. The API promises application/problem+json with a stable ``code`` for every
 error, and logs must never carry an ID number, which a request line can hold. The runner here
 makes aiohttp's connection handler answer those requests with problem documents and log only
-their kind.
+their kind. Every answer, these and the application's, names the server without versions.
 
 The hook is aiohttp's ``RequestHandler.handle_error`` (its answer to a request it could not
 parse, or to a failure outside the application's middlewares), reached through the runner's
@@ -24,6 +24,10 @@ from aiohttp.web_request import BaseRequest
 from screening.api.problems import problem_response
 
 log = logging.getLogger(__name__)
+
+# What every answer names as its server: aiohttp's default names Python's and aiohttp's
+# versions, which tell a scanner which published flaws to try (OWASP API8, misconfiguration).
+SERVER_HEADER = "screening-gateway"
 
 # Content codings aiohttp decodes in a request body without optional packages.
 ACCEPTED_ENCODINGS = "gzip, deflate"
@@ -64,6 +68,11 @@ def protocol_problem(status: int, exc: BaseException | None) -> web.Response:
     return problem_response(status, "malformed_request", "Bad request", "the request is not valid")
 
 
+async def name_the_server(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the application's answers name the server without versions."""
+    response.headers["Server"] = SERVER_HEADER
+
+
 class _ProblemRequestHandler(RequestHandler):
     def handle_error(
         self,
@@ -83,6 +92,7 @@ class _ProblemRequestHandler(RequestHandler):
             # document number in a URL.
             log.info("unparsable HTTP request: %s", exc.__class__.__name__ if exc else status)
         response = protocol_problem(status, exc)
+        response.headers["Server"] = SERVER_HEADER  # no application: its signal does not run
         response.force_close()  # as aiohttp does: the rest of the stream cannot be trusted
         return response
 

@@ -111,6 +111,7 @@ async def test_an_unparsable_request_gets_a_problem_document_that_echoes_nothing
     assert (got, document["status"], document["code"]) == (status, status, code), document
     assert ID_NUMBER.encode() not in body
     assert b"aaaa" not in body
+    assert headers["server"] == "screening-gateway"
     if status == 415:  # RFC 9110 15.5.16: the codings that would have been accepted
         assert headers["accept-encoding"] == "gzip, deflate"
     assert ID_NUMBER not in caplog.text  # the log names the kind of error only
@@ -130,3 +131,14 @@ async def test_a_gzip_body_is_decoded_and_ingested(gateway: RunningGateway) -> N
         body = await resp.json()
         assert resp.status == 201, body
     assert body["results"][0]["result"] == "accepted"
+
+
+async def test_answers_name_the_server_without_versions(gateway: RunningGateway) -> None:
+    for path in ("/healthz", "/v1/no-such-route", "/v1/openapi.json"):
+        async with gateway.http.get(f"{gateway.url}{path}") as resp:
+            await resp.read()
+            assert resp.headers["Server"] == "screening-gateway", path
+    status, headers, _ = await exchange(
+        gateway, b"GET /v1/openapi.json HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n"
+    )
+    assert (status, headers["server"]) == (200, "screening-gateway")
