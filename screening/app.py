@@ -17,6 +17,7 @@ from aiohttp import web
 from screening.alerts import ALERT_OPTIONS, ALERTS, AlertsComponent
 from screening.api.context import GATEWAY, Gateway, Metrics
 from screening.api.ledger import LEDGER_SIGNER
+from screening.api.pacing import Pacer
 from screening.api.problems import problem_middleware
 from screening.api.protocol import name_the_server
 from screening.api.routes import add_routes
@@ -220,6 +221,7 @@ def create_app(
                 authenticator=KeyAuthenticator(the_pool, settings.api_key_cache_s),
                 metrics=metrics,
                 scans=scans,
+                pacer=Pacer(settings.ingest_pacing_units) if settings.ingest_pacing_units else None,
             )
             stops.push_async_callback(_close_station_sockets, app[GATEWAY])
             if settings.public_base_url is None and settings.host in ("0.0.0.0", "::", ""):

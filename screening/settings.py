@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     group_commit_max_wait_ms: float = Field(default=2.0, ge=0)
     group_commit_max_inflight: int = Field(default=2, ge=1)
     ingest_queue_size: int = Field(default=20000, ge=1)
+    # Requests parsed and validated per event-loop iteration, in units of one request plus one
+    # per 8 KiB of body (screening.api.pacing); 0 parses all that are ready at once.
+    ingest_pacing_units: int = Field(default=16, ge=0)
     # Young-generation threshold of the cyclic garbage collector once started
     # (screening.runtime): CPython's default of 700 makes a loaded gateway collect constantly.
     gc_young_threshold: int = Field(default=10_000, ge=100)

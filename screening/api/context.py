@@ -11,6 +11,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from screening.api.pacing import Pacer
 from screening.protection import PersonalDataVault
 from screening.services.access import KeyAuthenticator
 from screening.services.ingest import GroupCommitWriter
@@ -92,6 +93,7 @@ class Gateway:
     metrics: Metrics
     scans: ScanService
     known_sites: set[str] = field(default_factory=set)
+    pacer: Pacer | None = None
     # Lookups of sites not yet known, one per site however many requests ask at once (a
     # restarted gateway meets every station's first request together).
     site_lookups: dict[str, asyncio.Task[bool]] = field(default_factory=dict)

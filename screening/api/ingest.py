@@ -41,6 +41,7 @@ from screening.storage.errors import DatabaseUnavailableError, UnstorableEventEr
 
 log = logging.getLogger(__name__)
 
+PACING_BYTES = 8192  # a body's pacing units: one, plus one per this many bytes
 STREAM_REAUTH_S = 5.0  # a station's stream re-checks its key this often (on its next message)
 # Control messages a station sends on its stream, and the id field each acknowledges: a hold once
 # the belt is stopped, a release once it is shown at the tunnel (firmware_bridge/PROTOCOL.md).
@@ -49,6 +50,12 @@ CONTROL_MESSAGES: dict[str, str | None] = {
     "hold.release.ack": "release_id",
     "ping": None,
 }
+
+
+async def _pace(gw: Gateway, raw: bytes | str) -> None:
+    """Wait for this body's turn to be parsed and validated (screening.api.pacing)."""
+    if gw.pacer is not None:
+        await gw.pacer.turn(1 + len(raw) // PACING_BYTES)
 
 
 async def _site_known(gw: Gateway, site_id: str) -> bool:
@@ -221,6 +228,7 @@ async def post_events(request: web.Request) -> web.Response:
             f"body exceeds {gw.settings.max_body_bytes} bytes", code="body_too_large"
         )
     raw = await request.read()  # aiohttp enforces client_max_size while reading
+    await _pace(gw, raw)
     now = datetime.now(UTC)
     if (whole := all_valid(gw, raw, now)) is not None:
         single, events = whole
@@ -277,6 +285,7 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                 if msg.type is WSMsgType.BINARY:
                     await ws.send_json({"type": "error", "code": "text_frames_only"})
                 continue
+            await _pace(gw, msg.data)
             now = datetime.now(UTC)
             whole = all_valid(gw, msg.data, now)
             if whole is None:  # a control message, or events not all valid
