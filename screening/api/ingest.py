@@ -53,7 +53,8 @@ CONTROL_MESSAGES: dict[str, str | None] = {
 
 
 async def _pace(gw: Gateway, raw: bytes | str) -> None:
-    """Wait for this body's turn to be parsed and validated (screening.api.pacing)."""
+    """Wait for this body's turn to be parsed and validated (screening.api.pacing). A
+    WebSocket text frame is measured in characters, not bytes: near enough for a budget."""
     if gw.pacer is not None:
         await gw.pacer.turn(1 + len(raw) // PACING_BYTES)
 
@@ -67,7 +68,8 @@ async def _site_known(gw: Gateway, site_id: str) -> bool:
         gw.site_lookups[site_id] = lookup
 
         def settle(done: asyncio.Task[bool]) -> None:
-            gw.site_lookups.pop(site_id, None)
+            if gw.site_lookups.get(site_id) is done:
+                del gw.site_lookups[site_id]
             if not done.cancelled():
                 done.exception()  # retrieved: every request that asked may have gone
 

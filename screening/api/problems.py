@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
@@ -26,6 +27,16 @@ from screening.storage.errors import DatabaseUnavailableError, UnstorableEventEr
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+# The Content-Encodings a request body may have: those aiohttp decodes (br and zstd only when
+# their optional packages are installed). aiohttp hands a body in any other coding ("compress",
+# "gzip, br", ...) to the handler undecoded, where it would be parsed as if it were plain;
+# such a request is refused instead (415 with Accept-Encoding, RFC 9110 15.5.16).
+BODY_CODINGS = (
+    ("gzip", "deflate") + (("br",) if HAS_BROTLI else ()) + (("zstd",) if HAS_ZSTD else ())
+)
+ACCEPTED_ENCODINGS = ", ".join(BODY_CODINGS)
+_READABLE_CODINGS = frozenset((*BODY_CODINGS, "identity"))
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -127,6 +138,16 @@ def problem_response(
     )
 
 
+def unsupported_coding() -> web.Response:
+    return problem_response(
+        415,
+        "unsupported_content_encoding",
+        "Unsupported content encoding",
+        f"the body's Content-Encoding cannot be decoded here; send {ACCEPTED_ENCODINGS} or none",
+        headers={"Accept-Encoding": ACCEPTED_ENCODINGS},
+    )
+
+
 def from_error(exc: ScreeningError) -> web.Response:
     headers = None
     if isinstance(exc, ServiceUnavailableError):
@@ -157,6 +178,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(
             400, "invalid_character", "Invalid request", "the URL must not contain U+0000 (%00)"
         )
+    coding = request.headers.get("Content-Encoding")
+    if coding is not None and request.body_exists and coding.lower() not in _READABLE_CODINGS:
+        return unsupported_coding()
     try:
         return await handler(request)
     except ScreeningError as exc:

@@ -21,7 +21,7 @@ from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from screening.api.problems import problem_response
+from screening.api.problems import problem_response, unsupported_coding
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,9 @@ log = logging.getLogger(__name__)
 # versions, which tell a scanner which published flaws to try (OWASP API8, misconfiguration).
 SERVER_HEADER = "screening-gateway"
 
-# Content codings aiohttp decodes in a request body without optional packages.
-ACCEPTED_ENCODINGS = "gzip, deflate"
-
 # (status, code, title, detail) by what aiohttp raised; the first match in order wins (the
 # classes form a hierarchy: BadHttpMethod is a BadStatusLine, all are BadHttpMessage).
 _PROTOCOL_PROBLEMS: tuple[tuple[type[BaseException], int, str, str, str], ...] = (
-    (http_exceptions.ContentEncodingError, 415, "unsupported_content_encoding",
-     "Unsupported content encoding",
-     f"the body's Content-Encoding cannot be decoded here; send {ACCEPTED_ENCODINGS} or none"),
     (http_exceptions.LineTooLong, 400, "line_too_long", "Request too large",
      "the request line or a header is longer than 8190 bytes"),
     (http_exceptions.BadHttpMethod, 400, "malformed_request", "Bad request",
@@ -58,13 +52,18 @@ _PROTOCOL_PROBLEMS: tuple[tuple[type[BaseException], int, str, str, str], ...] =
 def protocol_problem(status: int, exc: BaseException | None) -> web.Response:
     """The problem document for a request aiohttp could not parse (or serve) at all."""
     if status >= 500 or exc is None:
+        # aiohttp's other 5xx here, a 504 for a handler past its timeout, cannot happen: the
+        # gateway sets no handler timeout.
         return problem_response(
             500, "internal_error", "Internal error", "the gateway failed; nothing was reported done"
         )
+    if isinstance(exc, http_exceptions.ContentEncodingError):
+        # Raised with the headers, for br or zstd without their optional packages; a body that
+        # does not decode is read by the handler and answered there (malformed_body).
+        return unsupported_coding()
     for kind, problem_status, code, title, detail in _PROTOCOL_PROBLEMS:
         if isinstance(exc, kind):
-            headers = {"Accept-Encoding": ACCEPTED_ENCODINGS} if problem_status == 415 else None
-            return problem_response(problem_status, code, title, detail, headers=headers)
+            return problem_response(problem_status, code, title, detail)
     return problem_response(status, "malformed_request", "Bad request", "the request is not valid")
 
 
@@ -89,8 +88,15 @@ class _ProblemRequestHandler(RequestHandler):
             log.error("request failed outside the application", exc_info=exc)
         else:
             # The kind only: aiohttp's message quotes the request's bytes, which may hold a
-            # document number in a URL.
-            log.info("unparsable HTTP request: %s", exc.__class__.__name__ if exc else status)
+            # document number in a URL. Not HTTP at all on a connection's first request (TLS
+            # to a plain port, a scanner) is noise, as aiohttp also judges.
+            first = self._request_count == 1 and isinstance(exc, http_exceptions.BadHttpMethod)
+            log.log(
+                logging.DEBUG if first else logging.INFO,
+                "unparsable HTTP request from %s: %s",
+                request.remote,
+                exc.__class__.__name__ if exc else status,
+            )
         response = protocol_problem(status, exc)
         response.headers["Server"] = SERVER_HEADER  # no application: its signal does not run
         response.force_close()  # as aiohttp does: the rest of the stream cannot be trusted

@@ -239,8 +239,10 @@ async def test_a_parcel_stored_in_lower_case_before_capitals_is_still_found(
     ledger's hashes cover it); the parcel view still finds them as typed."""
     wb = waybill().lower()
     now = datetime.now(UTC)
-    old = [prepare(EVENT_ADAPTER.validate_python(e).model_copy(update={"waybill_no": wb}),
-                   vault, now) for e in parcel_flow(gateway.keys.site, wb)]
+    old = [
+        prepare(EVENT_ADAPTER.validate_python(e).model_copy(update={"waybill_no": wb}), vault, now)
+        for e in parcel_flow(gateway.keys.site, wb)
+    ]
     async with gateway.pool.acquire() as conn, conn.transaction():
         await commit_events(conn, old, now)
     status, text = await get_parcel(gateway, wb)
@@ -347,6 +349,31 @@ async def test_requests_that_come_together_to_a_cold_gateway_look_their_site_up_
     await post(gateway, received(gateway.keys.site))  # known now: no query
     assert len(lookups) == 2
     await assert_still_serves(gateway)
+
+
+async def test_a_shared_site_lookup_that_fails_fails_each_request_and_is_not_kept(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[list[str]] = []
+    real = ingest_api.site_store.get_sites
+
+    async def down_once(conn: Any, site_ids: Any) -> Any:
+        lookups.append(list(site_ids))
+        if len(lookups) == 1:
+            await asyncio.sleep(0.05)  # long enough for every request to join it
+            raise ConnectionRefusedError("the database went away")
+        return await real(conn, site_ids)
+
+    monkeypatch.setattr(ingest_api.site_store, "get_sites", down_once)
+    gateway.app[GATEWAY].known_sites.clear()
+    answers = await asyncio.gather(*(post(gateway, received(gateway.keys.site)) for _ in range(10)))
+    assert {(a[0], a[2]["code"]) for a in answers} == {(503, "database_unavailable")}, answers
+    assert len(lookups) == 1
+    assert not gateway.app[GATEWAY].site_lookups
+
+    status, _, body = await post(gateway, received(gateway.keys.site))  # asked again, found
+    assert status == 201, body
+    assert len(lookups) == 2
 
 
 # --- invalid events (422 alone, `rejected` in a batch) -----------------------------------------

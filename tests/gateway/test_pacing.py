@@ -59,6 +59,29 @@ async def test_each_iteration_admits_at_most_its_budget_in_arrival_order() -> No
     assert await settle(lambda: not pacer._ticking)  # no tick runs once nothing waits
 
 
+async def test_requests_arriving_while_woken_ones_run_wait_for_a_later_turn() -> None:
+    """Woken waiters run in the turn after the tick that woke them: requests arriving in that
+    turn count against it too (the budget is not spent twice)."""
+    clock = IterationClock()
+    pacer = Pacer(4)
+    passed: list[int] = []
+
+    async def request() -> None:
+        await pacer.turn()
+        passed.append(clock.now)
+
+    tasks = [asyncio.ensure_future(request()) for _ in range(8)]  # 4 run now, 4 queue
+    for arrival in range(4):  # then 4 more in each of the next turns
+        await asyncio.sleep(0)
+        if arrival:  # not the first: the queue is woken empty, the woken run when these do
+            tasks += [asyncio.ensure_future(request()) for _ in range(4)]
+    await asyncio.gather(*tasks)
+    clock.stop()
+    assert len(passed) == 20
+    assert max(Counter(passed).values()) <= 4, Counter(passed)
+    assert await settle(lambda: not pacer._ticking)
+
+
 async def test_a_body_larger_than_the_budget_passes_alone() -> None:
     clock = IterationClock()
     pacer = Pacer(4)
