@@ -344,7 +344,7 @@ class GroupCommitWriter:
     """
 
     pool: asyncpg.Pool[Any]
-    max_events: int = 2000
+    max_events: int = 1000
     max_wait_s: float = 0.002
     queue_size: int = 20000
     max_inflight: int = 2
