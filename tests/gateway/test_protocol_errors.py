@@ -12,8 +12,10 @@ import uuid
 from typing import Any
 
 import pytest
+from aiohttp import http_exceptions
 
 from screening.api.problems import BODY_CODINGS
+from screening.api.protocol import protocol_problem
 from tests.conftest import RunningGateway
 from tests.gateway.events import event, resident_id
 
@@ -160,3 +162,26 @@ async def test_a_gzip_body_that_does_not_decompress_is_malformed_not_unsupported
 
 def auth(gw: RunningGateway) -> str:
     return gw.auth()["Authorization"]
+
+
+@pytest.mark.parametrize(
+    ("status", "exc", "expected"),
+    [
+        (400, http_exceptions.LineTooLong(b"x" * 10, 8190), (400, "line_too_long")),
+        (400, http_exceptions.BadHttpMethod("G@T"), (400, "malformed_request")),
+        (400, http_exceptions.ContentEncodingError("br"), (415, "unsupported_content_encoding")),
+        (400, http_exceptions.BadHttpMessage("?"), (400, "malformed_request")),
+        (400, ValueError("not an aiohttp error"), (400, "malformed_request")),
+        (500, RuntimeError("a failure outside the middlewares"), (500, "internal_error")),
+        (504, None, (500, "internal_error")),
+    ],
+)
+def test_each_kind_of_protocol_error_has_its_problem_document(
+    status: int, exc: BaseException | None, expected: tuple[int, str]
+) -> None:
+    response = protocol_problem(status, exc)
+    assert response.content_type == "application/problem+json"
+    assert response.text is not None
+    document = json.loads(response.text)
+    assert (response.status, document["code"]) == expected
+    assert (document["status"], document["code"]) == expected
