@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from screening.api.pacing import Pacer
+from screening.background import SingleFlight
 from screening.protection import PersonalDataVault
 from screening.services.access import KeyAuthenticator
 from screening.services.ingest import GroupCommitWriter
@@ -96,7 +96,9 @@ class Gateway:
     pacer: Pacer | None = None
     # Lookups of sites not yet known, one per site however many requests ask at once (a
     # restarted gateway meets every station's first request together).
-    site_lookups: dict[str, asyncio.Task[bool]] = field(default_factory=dict)
+    site_lookups: SingleFlight[str, bool] = field(
+        default_factory=lambda: SingleFlight("site-lookup")
+    )
     # Open station WebSockets per site; hold orders (a later feature) are pushed down these.
     station_streams: dict[str, set[web.WebSocketResponse]] = field(default_factory=dict)
 

@@ -62,20 +62,7 @@ async def _pace(gw: Gateway, raw: bytes | str) -> None:
 async def _site_known(gw: Gateway, site_id: str) -> bool:
     if site_id in gw.known_sites:
         return True
-    lookup = gw.site_lookups.get(site_id)
-    if lookup is None:
-        lookup = asyncio.create_task(_look_up_site(gw, site_id), name="site-lookup")
-        gw.site_lookups[site_id] = lookup
-
-        def settle(done: asyncio.Task[bool]) -> None:
-            if gw.site_lookups.get(site_id) is done:
-                del gw.site_lookups[site_id]
-            if not done.cancelled():
-                done.exception()  # retrieved: every request that asked may have gone
-
-        lookup.add_done_callback(settle)
-    # Shielded: a request that gives up does not cancel the lookup the others wait for.
-    return await asyncio.shield(lookup)
+    return await gw.site_lookups.run(site_id, lambda: _look_up_site(gw, site_id))
 
 
 async def _look_up_site(gw: Gateway, site_id: str) -> bool:

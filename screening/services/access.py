@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from screening.background import SingleFlight
 from screening.domain.access import Principal, Role
 from screening.domain.compliance import SitePolicy
 from screening.domain.events import ALL_FLOWS, Flow
@@ -182,7 +182,7 @@ class KeyAuthenticator:
         self._pool = pool
         self._cache_s = cache_s
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
-        self._lookups: dict[bytes, asyncio.Task[Principal | None]] = {}
+        self._lookups: SingleFlight[bytes, Principal | None] = SingleFlight("api-key-lookup")
 
     async def _load(self, digest: bytes) -> Principal | None:
         async with self._pool.acquire() as conn:
@@ -198,23 +198,13 @@ class KeyAuthenticator:
             else frozenset(stored.site_ids),
         )
 
-    async def _lookup(self, digest: bytes) -> Principal | None:
-        task = self._lookups.get(digest)
-        if task is None:
-            started = time.monotonic()
-            task = asyncio.create_task(self._load(digest), name="api-key-lookup")
-            self._lookups[digest] = task
-
-            def settle(done: asyncio.Task[Principal | None]) -> None:
-                self._lookups.pop(digest, None)
-                if not done.cancelled() and done.exception() is None:
-                    if len(self._cache) > 10_000:
-                        self._cache.clear()
-                    self._cache[digest] = (started, done.result())
-
-            task.add_done_callback(settle)
-        # Shielded: a request that gives up does not cancel the lookup the others wait for.
-        return await asyncio.shield(task)
+    async def _load_and_cache(self, digest: bytes) -> Principal | None:
+        started = time.monotonic()
+        principal = await self._load(digest)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (started, principal)
+        return principal
 
     async def authenticate(self, key: str) -> Principal:
         match = _KEY_FORMAT.match(key)
@@ -225,7 +215,7 @@ class KeyAuthenticator:
         if cached is not None and time.monotonic() - cached[0] < self._cache_s:
             principal = cached[1]
         else:
-            principal = await self._lookup(digest)
+            principal = await self._lookups.run(digest, lambda: self._load_and_cache(digest))
         if principal is None or not hmac.compare_digest(match.group(1), principal.role.value):
             raise AuthenticationError("unknown or revoked API key", code="invalid_api_key")
         return principal
