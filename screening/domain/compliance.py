@@ -77,8 +77,9 @@ class SitePolicy:
     timezone: str = DEFAULT_TIMEZONE
 
     def xray_required(self, flow: Flow | None) -> bool:
-        # A parcel whose flow is unknown (no parcel.received yet) is held to the strictest rule.
-        return flow is None or flow in self.xray_flows
+        # A parcel whose flow is unknown (no parcel.received yet) is held to the strictest rule
+        # of this site: X-rayed if the site X-rays any flow at all.
+        return flow in self.xray_flows if flow is not None else bool(self.xray_flows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +121,21 @@ def _canonical(events: Iterable[ParcelEvent]) -> list[ParcelEvent]:
     return sorted(unique.values(), key=lambda e: (e.header.occurred_at, e.header.event_id))
 
 
+def _proves(record: RealnameRegistered) -> bool:
+    return record.contract_customer or record.document_valid
+
+
 def _realname_problems(records: list[RealnameRegistered], cutoff: datetime | None) -> list[Reason]:
     in_time = [e for e in records if cutoff is None or e.header.occurred_at <= cutoff]
-    if any(e.contract_customer or e.document_valid for e in in_time):
-        return []
     if in_time:
-        return [_invalid(in_time)]
-    if any(e.contract_customer or e.document_valid for e in records):
+        # The latest identity check before dispatch decides, as the last look inside does for
+        # the inspection: a check that failed after one that passed (the document did not match
+        # its holder after all) leaves the parcel without a valid record, unless a later check
+        # passed again.
+        if _proves(in_time[-1]):
+            return []
+        return [_invalid([e for e in in_time if not _proves(e)])]
+    if any(_proves(e) for e in records):
         return [Reason.REALNAME_AFTER_DISPATCH]
     if records:
         return [_invalid(records)]
@@ -240,8 +249,12 @@ def evaluate_parcel(
             scans.append(e)
         elif isinstance(e, ParcelDispatched):
             dispatches.append(e)
-    flow = received[-1].flow if received else None
     dispatched_at = dispatches[0].header.occurred_at if dispatches else None
+    # The flow the parcel was received for when it was dispatched: the latest receipt at or
+    # before the dispatch (a receipt logged after it, such as the parcel coming back, does not
+    # change what was judged then), else the first one there is.
+    before = [e for e in received if dispatched_at is None or e.header.occurred_at <= dispatched_at]
+    flow = before[-1].flow if before else (received[0].flow if received else None)
     dispatch_day = (
         dispatched_at.astimezone(ZoneInfo(policy.timezone)).date() if dispatched_at else None
     )

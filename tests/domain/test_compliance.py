@@ -111,6 +111,26 @@ def test_a_contract_reference_without_an_agreement_is_its_own_violation() -> Non
     )
 
 
+def test_the_latest_identity_check_before_dispatch_decides() -> None:
+    # A check that failed after one that passed: the document did not match its holder.
+    passed_then_failed = replace(
+        complete(), RealnameRegistered, realname(1), realname(2, valid=False)
+    )
+    assert judge(passed_then_failed) == (Reason.INVALID_ID_DOCUMENT,)
+    failed_then_passed = replace(
+        complete(), RealnameRegistered, realname(1, valid=False), realname(2)
+    )
+    assert judge(failed_then_passed) == ()
+    # A failed check logged after the dispatch does not reach back to the judged parcel.
+    failed_after = replace(complete(), RealnameRegistered, realname(1), realname(9, valid=False))
+    assert judge(failed_after) == ()
+    # Before dispatch the station is told that the parcel lacks a valid record.
+    status = evaluate_parcel(
+        WAYBILL, [received(), realname(1), realname(2, valid=False)], SitePolicy()
+    )
+    assert Reason.INVALID_ID_DOCUMENT in status.problems
+
+
 def test_realname_recorded_after_dispatch_is_a_violation() -> None:
     events = replace(complete(), RealnameRegistered, realname(m=9))
     assert judge(events) == (Reason.REALNAME_AFTER_DISPATCH,)
@@ -203,7 +223,6 @@ def test_a_decision_on_an_earlier_scan_does_not_clear_a_flagged_rescan() -> None
     assert judge([*base, first, rescan, late]) == (Reason.DISPATCHED_WHILE_FLAGGED,)
 
 
-
 def test_a_clear_rescan_does_not_lift_a_flag_a_reviewer_has_not_cleared() -> None:
     """Otherwise any station could undo a flag by posting a "clear" scan of its own."""
     first = scan(4, ScanVerdict.FLAGGED)
@@ -229,6 +248,33 @@ def test_unknown_flow_is_held_to_the_xray_rule() -> None:
     policy = SitePolicy(xray_flows=frozenset({Flow.AIR}))
     events = replace(replace(complete(), ParcelReceived), XrayScanned)
     assert judge(events, policy) == (Reason.NO_XRAY,)
+
+
+def test_an_unknown_flow_needs_no_scan_at_a_site_that_x_rays_no_flow() -> None:
+    policy = SitePolicy(xray_flows=frozenset())
+    events = replace(replace(complete(), ParcelReceived), XrayScanned)
+    assert judge(events, policy) == ()
+    assert not evaluate_parcel(WAYBILL, events, policy).xray_required
+
+
+def test_a_receipt_logged_after_dispatch_does_not_change_the_judged_flow() -> None:
+    # The parcel comes back by air after leaving same-city: what was judged at its dispatch
+    # (same-city, which this site does not X-ray) stands, in the same day's bucket.
+    policy = SitePolicy(xray_flows=frozenset({Flow.AIR}))
+    first = replace(complete(), ParcelReceived, received(flow=Flow.SAME_CITY))
+    first = replace(first, XrayScanned)
+    status = evaluate_parcel(WAYBILL, [*first, received(600, flow=Flow.AIR)], policy)
+    assert status.flow is Flow.SAME_CITY
+    assert status.violations == ()
+    assert not status.xray_required
+    # A receipt at the parcel's counter before its dispatch is the one that counts: the
+    # latest of those, whichever arrived first.
+    relabelled = [*first, received(1, flow=Flow.AIR)]
+    assert evaluate_parcel(WAYBILL, relabelled, policy).violations == (Reason.NO_XRAY,)
+    # Only receipts after the dispatch: the first of them.
+    late_only = [*replace(first, ParcelReceived), received(600, flow=Flow.AIR),
+                 received(700, flow=Flow.RAIL)]  # fmt: skip
+    assert evaluate_parcel(WAYBILL, late_only, policy).flow is Flow.AIR
 
 
 def test_undispatched_parcel_lists_what_is_missing_but_has_no_violations() -> None:
