@@ -94,14 +94,17 @@ _TAIWAN_PERMIT: Final = re.compile(
     r"|[0-9]{10}"  # older booklet
     r"|[A-Z][0-9]{9}"  # one-off short-term permit
 )
-# PRC passports (all 8-9 characters, so the ICAO rule below admits them too; kept explicit so
-# that narrowing the foreign rule can never reject a Chinese passport):
+# PRC passports (all 8-9 characters, so the foreign rule below admits them too; kept explicit
+# so that narrowing the foreign rule can never reject a Chinese passport):
 # ordinary e-passport E + 8 digits or E + letter + 7 digits; older ordinary G + 8 digits;
 # diplomatic / service / public affairs D, S, P + 7-8 digits or DE, SE, PE + 7 digits.
 _PRC_PASSPORT: Final = re.compile(r"E[0-9]{8}|E[A-Z][0-9]{7}|G[0-9]{8}|[DSP]E?[0-9]{7,8}")
-# ICAO Doc 9303 document number: up to 9 characters in the MRZ field; real passports use 6-9
-# letters and digits and every issuer we know puts at least one digit in it.
-_ICAO_PASSPORT: Final = re.compile(r"(?=[A-Z]*[0-9])[A-Z0-9]{6,9}")
+# Foreign passports: 5 to 17 letters and digits (the research notes' rule). ICAO Doc 9303's
+# machine-readable zone has 9 characters for the number but carries longer ones on into its
+# optional field, so a longer number is genuine and refusing it would leave a sender with no way
+# to be registered. Every issuer we know puts at least one digit in it: a number without one is
+# most likely a name typed into the wrong field.
+_ICAO_PASSPORT: Final = re.compile(r"(?=[A-Z]*[0-9])[A-Z0-9]{5,17}")
 # Military and armed-police IDs have no published check scheme; we accept either the printed
 # form "<1-3 CJK unit characters>字第<6-8 digits>[号]" (e.g. 南字第1234567号, 军字第12345678号) or
 # the bare number as typed into other systems: up to 2 letters then 6-10 digits.
@@ -158,7 +161,7 @@ def validate_document(doc_type: DocumentType, number: str, *, today: date | None
             _check_pattern(_TAIWAN_PERMIT, value, doc_type, "expected 8 or 10 digits")
         case DocumentType.passport:
             if not (_PRC_PASSPORT.fullmatch(value) or _ICAO_PASSPORT.fullmatch(value)):
-                _fail_format(doc_type, "expected 6-9 letters and digits")
+                _fail_format(doc_type, "expected 5-17 letters and digits, at least one a digit")
         case DocumentType.military_id:
             _check_pattern(_MILITARY_ID, value, doc_type, "expected 6-10 digits")
         case DocumentType.uscc:

@@ -333,7 +333,9 @@ def test_taiwan_travel_permit_in_other_formats_is_rejected(number: str) -> None:
         "123456789",  # US style, digits only
         "C01X00T47",  # German style, mixed
         "AB123456",
-        "X12345",  # 6 characters, the shortest admitted
+        "X1234",  # 5 characters, the shortest admitted
+        "A1234567890",  # longer than the 9 of the MRZ's number field: carried on, still real
+        "AB123456789012345",  # 17 characters, the longest admitted
     ],
 )
 def test_passport_in_prc_or_icao_format_is_valid(number: str) -> None:
@@ -344,8 +346,8 @@ def test_passport_in_prc_or_icao_format_is_valid(number: str) -> None:
     "number",
     [
         "ABCDEFGH",  # no digit
-        "E1234",  # too short
-        "E1234567890",  # too long
+        "E123",  # too short
+        "AB1234567890123456",  # 18 characters: too long
         "E1234567!",
         "",
     ],
