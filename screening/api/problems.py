@@ -193,9 +193,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(
             400, "invalid_value", "Invalid value", "a value in the request is out of range"
         )
-    except UnstorableEventError as exc:
+    except UnstorableEventError:
+        # As above, the database's text is not echoed: it may quote the value.
         return problem_response(
-            422, "unstorable_value", "Invalid event", f"the database refused a value: {exc}"
+            422,
+            "unstorable_value",
+            "Invalid event",
+            "the database refused a value in this request; nothing in it was committed",
         )
     except DatabaseUnavailableError as exc:
         return from_error(ServiceUnavailableError(str(exc), code="database_unavailable"))

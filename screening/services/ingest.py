@@ -524,7 +524,8 @@ class GroupCommitWriter:
                     fit = await self._commit_on(conn, [sub]) and fit
                 return fit
             log.warning("request refused by the database: %s", exc.__class__.__name__)
-            self._fail(group, "", error=UnstorableEventError(str(exc)))
+            # Named by the error's class only: PostgreSQL's text may quote the value.
+            self._fail(group, "", error=UnstorableEventError(exc.__class__.__name__))
             return True
         except (
             asyncpg.PostgresError,

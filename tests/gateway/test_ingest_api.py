@@ -1009,3 +1009,23 @@ async def test_a_value_the_driver_cannot_encode_is_a_400_not_an_outage(
     assert "database unreachable" not in caplog.text
     monkeypatch.undo()
     await assert_still_serves(gateway)
+
+
+async def test_a_value_the_database_refuses_is_a_422_that_does_not_quote_it(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL's message for a refused value may quote it (an ID number in a note, say):
+    neither the answer nor the log repeats it."""
+    from screening.storage import events as event_store
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise asyncpg.DataError('invalid input syntax for type json: "110101199003074258"')
+
+    monkeypatch.setattr(event_store, "insert_events", refuse)
+    with caplog.at_level(logging.INFO, logger="screening"):
+        status, ctype, body = await post(gateway, received(gateway.keys.site))
+    assert_problem(status, ctype, body, 422, "unstorable_value")
+    assert "110101199003074258" not in json.dumps(body)
+    assert "110101199003074258" not in caplog.text
+    monkeypatch.undo()
+    await assert_still_serves(gateway)
