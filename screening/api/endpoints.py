@@ -30,7 +30,9 @@ class Route:
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     summary: str
     roles: tuple[str, ...] = ()
-    body: Any = None  # pydantic model or annotated type
+    # A pydantic model or annotated type; or a function of the configured batch limit that
+    # gives one (``schemas.events_body``).
+    body: Any = None
     response: type[BaseModel] | None = None
     params: tuple[Param, ...] = ()
     websocket: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from aiohttp import web
@@ -9,6 +10,7 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from screening import __version__
+from screening.api.context import GATEWAY
 from screening.api.routes import ROUTES
 from screening.api.schemas import Problem, ScanMetadataIn
 
@@ -26,7 +28,8 @@ _ERROR_STATUSES = {
 }
 
 
-def build_openapi() -> dict[str, Any]:
+def build_openapi(max_batch_events: int = 1000) -> dict[str, Any]:
+    """The document; ``max_batch_events`` is the gateway's configured batch limit."""
     models = {r.response for r in ROUTES if r.response is not None} | {Problem}
     _, defs = models_json_schema(
         [(m, "serialization") for m in sorted(models, key=lambda m: m.__name__)],
@@ -55,7 +58,8 @@ def build_openapi() -> dict[str, Any]:
                 for p in route.params
             ]
         if route.body is not None:
-            body_schema = TypeAdapter(route.body).json_schema(ref_template=REF)
+            body = route.body(max_batch_events) if inspect.isfunction(route.body) else route.body
+            body_schema = TypeAdapter(body).json_schema(ref_template=REF)
             schemas.update(body_schema.pop("$defs", {}))
             op["requestBody"] = {
                 "required": True,
@@ -120,4 +124,4 @@ def build_openapi() -> dict[str, Any]:
 
 
 async def openapi_handler(request: web.Request) -> web.Response:
-    return web.json_response(build_openapi())
+    return web.json_response(build_openapi(request.app[GATEWAY].settings.max_batch_events))

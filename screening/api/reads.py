@@ -87,16 +87,20 @@ def _rate(
         inspection_rate=counts.rate("inspection_ok"),
         xray_rate=counts.rate("xray_ok"),
         three_100_rate=counts.rate("all_ok"),
+        xray_required=counts.xray_required,
+        xray_screened_rate=counts.screened_rate(),
     )
 
 
 async def get_rates(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     principal = await principal_of(request, Permission.READ_RATES)
+    site_id = request.match_info["site_id"]
+    queries.require_cover(principal, site_id)  # before the query's parameters are judged
     view = await queries.site_rates(
         gw.pool,
         principal,
-        request.match_info["site_id"],
+        site_id,
         _date_param(request, "from"),
         _date_param(request, "to"),
         request.query.get("group_by", "day"),
@@ -121,6 +125,7 @@ async def get_violations(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     principal = await principal_of(request, Permission.READ_VIOLATIONS)
     site_id = request.match_info["site_id"]
+    queries.require_cover(principal, site_id)  # before the query's parameters are judged
     rows, cursor = await queries.site_violations(
         gw.pool,
         principal,

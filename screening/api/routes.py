@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from aiohttp import web
 
 from screening.api import alerts, ingest, ledger, reads, review, scans
 from screening.api.endpoints import Param, Route
 from screening.api.schemas import (
-    EventIn,
     HealthOut,
     IngestResponse,
     ParcelOut,
@@ -15,9 +17,18 @@ from screening.api.schemas import (
     RatesOut,
     ScanOut,
     ViolationsOut,
+    events_body,
 )
+from screening.domain.compliance import Reason, Rule
+from screening.services.queries import RATE_BUCKETS
 
 _DATE = {"type": "string", "format": "date"}
+
+
+def _one_of(values: Iterable[str]) -> dict[str, Any]:
+    return {"type": "string", "enum": sorted(values)}
+
+
 _PERIOD = (
     Param("from", "query", "First day (site time zone); default 29 days before `to`", _DATE),
     Param("to", "query", "Last day (site time zone); default today", _DATE),
@@ -35,7 +46,7 @@ ROUTES: tuple[Route, ...] = (
         ingest.post_events,
         "Ingest one event or an array of events; one result per event, accepted = committed",
         roles=("station", "admin"),
-        body=EventIn | list[EventIn],
+        body=events_body,
         response=IngestResponse,
         success=(("200", "A batch, or a duplicate single event"), ("201", "One event accepted")),
     ),
@@ -82,11 +93,16 @@ ROUTES: tuple[Route, ...] = (
         params=(
             _SITE,
             *_PERIOD,
-            Param("reason", "query", "Reason code"),
-            Param("rule", "query", "realname, inspection or xray"),
-            Param("flow", "query", "Flow bucket"),
+            Param("reason", "query", "Reason code", _one_of(r.value for r in Reason)),
+            Param("rule", "query", "realname, inspection or xray", _one_of(r.value for r in Rule)),
+            Param("flow", "query", "Flow bucket", _one_of(RATE_BUCKETS)),
             Param("cursor", "query", "next_cursor of the previous page"),
-            Param("limit", "query", "Page size, 1-1000", {"type": "integer", "default": 100}),
+            Param(
+                "limit",
+                "query",
+                "Page size, 1-1000",
+                {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            ),
         ),
     ),
     Route(

@@ -205,6 +205,11 @@ EVENT_ADAPTER: TypeAdapter[EventIn] = TypeAdapter(EventIn)
 _RAW = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
 
+def events_body(max_events: int) -> Any:
+    """What ``POST /v1/events`` takes: one event, or an array of 1 to ``max_events`` of them."""
+    return EventIn | Annotated[list[EventIn], Field(min_length=1, max_length=max_events)]
+
+
 @functools.cache
 def batch_adapter(max_events: int) -> TypeAdapter[list[EventIn]]:
     """A batch of 1 to ``max_events`` events validated straight from its JSON text (strict, as
@@ -310,8 +315,17 @@ class RateOut(Wire):
     dispatched: int
     realname_rate: float | None
     inspection_rate: float | None
-    xray_rate: float | None
+    xray_rate: float | None = Field(
+        description="Of every dispatched parcel, including those the site's policy does not X-ray"
+    )
     three_100_rate: float | None
+    xray_required: int = Field(
+        default=0, description="Dispatched parcels whose flow the site's policy X-rays"
+    )
+    xray_screened_rate: float | None = Field(
+        default=None,
+        description="Of the parcels the policy X-rays, the share that met the X-ray rule",
+    )
     unbound_scans: int = Field(
         default=0, description="X-ray images with no waybill read (kept, bound to no parcel)"
     )

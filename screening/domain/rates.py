@@ -47,6 +47,16 @@ class RateCounts:
             return None
         return float(getattr(self, numerator)) / float(self.dispatched)
 
+    def screened_rate(self) -> float | None:
+        """Share of the dispatched parcels the site's policy X-rays that met the X-ray rule; None
+        when none had to be. ``rate("xray_ok")`` is over every dispatched parcel, and a parcel
+        whose flow the policy exempts meets the rule by definition (design.md §2), so it also
+        counts parcels that were never to be scanned."""
+        if self.xray_required == 0:
+            return None
+        exempt = self.dispatched - self.xray_required
+        return float(self.xray_ok - exempt) / float(self.xray_required)
+
 
 def contribution(status: ParcelStatus) -> tuple[RateKey, RateCounts] | None:
     """The parcel's counters in the rollup, or None while it has not been dispatched."""

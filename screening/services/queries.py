@@ -13,6 +13,7 @@ import asyncpg
 
 from screening.domain.access import Principal
 from screening.domain.compliance import RULE_OF, Reason, Rule, evaluate_parcel
+from screening.domain.events import UNKNOWN_FLOW, Flow
 from screening.domain.rates import RateCounts
 from screening.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 from screening.storage import Conn
@@ -24,6 +25,8 @@ from screening.storage.parcels import RateRow, ViolationRow
 from screening.storage.sites import Site
 
 MAX_RATE_DAYS = 400  # a rates query spans at most about 13 months
+# What a violation's flow can be: a flow, or the bucket of parcels dispatched unreceived.
+RATE_BUCKETS = frozenset({f.value for f in Flow} | {UNKNOWN_FLOW})
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +113,15 @@ def _period(first: date | None, last: date | None, today: date) -> tuple[date, d
     return first, last
 
 
-async def _readable_site(conn: Conn, principal: Principal, site_id: str) -> Site:
+def require_cover(principal: Principal, site_id: str) -> None:
+    """403 unless the key covers the site: checked before a request's other parameters, so a
+    key learns nothing about another site's endpoints from how its queries are judged."""
     if not principal.covers(site_id):
         raise ForbiddenError("this key does not cover that site", code="forbidden_site")
+
+
+async def _readable_site(conn: Conn, principal: Principal, site_id: str) -> Site:
+    require_cover(principal, site_id)
     sites = await site_store.get_sites(conn, [site_id])
     if site_id not in sites:
         raise NotFoundError(f"unknown site {site_id!r}", code="unknown_site")
@@ -140,6 +149,7 @@ async def site_rates(
     now: datetime,
 ) -> RatesView:
     """The site's rates over [first, last]; an open end is the site's own today (its zone)."""
+    require_cover(principal, site_id)
     if group_by not in ("day", "flow"):
         raise BadRequestError("group_by is day or flow", code="invalid_query")
     async with pool.acquire() as conn:
@@ -187,10 +197,13 @@ async def site_violations(
     limit: int,
     now: datetime,
 ) -> tuple[list[ViolationRow], str | None]:
+    require_cover(principal, site_id)
     if reason is not None and reason not in {r.value for r in Reason}:
         raise BadRequestError(f"unknown reason {reason!r}", code="invalid_query")
     if rule is not None and rule not in {r.value for r in Rule}:
         raise BadRequestError(f"unknown rule {rule!r}", code="invalid_query")
+    if flow is not None and flow not in RATE_BUCKETS:
+        raise BadRequestError(f"unknown flow {flow!r}", code="invalid_query")
     if not 1 <= limit <= 1000:
         raise BadRequestError("limit is between 1 and 1000", code="invalid_query")
     after = decode_cursor(cursor) if cursor else None

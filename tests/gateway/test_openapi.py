@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from screening.domain.events import EventType
+from screening.api.context import GATEWAY
+from screening.domain.compliance import Reason, Rule
+from screening.domain.events import EventType, Flow
 from tests.conftest import RunningGateway
 
 OPENAPI_PATH = "/v1/openapi.json"
@@ -88,6 +90,9 @@ async def test_the_events_body_accepts_each_of_the_six_event_types(
     single = next(v for v in variants if "discriminator" in v)
     batch = next(v for v in variants if v.get("type") == "array")
     assert batch["items"] == single  # an array of the same events
+    # Of the gateway's configured size: an empty batch is a 400, a longer one a 413.
+    assert batch["minItems"] == 1
+    assert batch["maxItems"] == gateway.app[GATEWAY].settings.max_batch_events
 
     discriminator = single["discriminator"]
     assert discriminator["propertyName"] == "type"
@@ -116,3 +121,15 @@ async def test_the_statuses_the_events_endpoint_answers_are_documented(
         content = responses[status]["content"]
         assert set(content) == {"application/problem+json"}
         assert content["application/problem+json"]["schema"]["$ref"] == SCHEMA_REF + "Problem"
+
+
+async def test_the_violations_filters_list_the_values_the_endpoint_takes(
+    gateway: RunningGateway,
+) -> None:
+    document = await fetch_document(gateway)
+    params = document["paths"]["/v1/sites/{site_id}/violations"]["get"]["parameters"]
+    schema = {p["name"]: p["schema"] for p in params}
+    assert set(schema["reason"]["enum"]) == {r.value for r in Reason}
+    assert set(schema["rule"]["enum"]) == {r.value for r in Rule}
+    assert set(schema["flow"]["enum"]) == {f.value for f in Flow} | {"unknown"}
+    assert (schema["limit"]["minimum"], schema["limit"]["maximum"]) == (1, 1000)

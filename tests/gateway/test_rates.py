@@ -219,6 +219,94 @@ async def test_read_parameters_the_database_cannot_take_are_4xx(gateway: Running
     assert "items" in await get(gateway, ok)
 
 
+async def test_the_x_ray_rate_of_the_parcels_the_policy_x_rays(gateway: RunningGateway) -> None:
+    """``xray_rate`` counts a parcel the site's policy exempts as meeting the rule (design.md);
+    ``xray_required`` and ``xray_screened_rate`` give the share of those it does X-ray."""
+    site = f"XR-{uuid.uuid4().hex[:8]}"
+    await access.add_site(gateway.pool, site, "air only", xray_flows=["air"])
+    _, station = await access.create_key(gateway.pool, Role.STATION, [site])
+    _, supervisor = await access.create_key(gateway.pool, Role.SUPERVISOR, [site])
+    events = [
+        *parcel_flow(site, "XR0000000001", flow="air"),
+        *parcel_flow(site, "XR0000000002", flow="air", skip=frozenset({"xray"})),
+        *parcel_flow(site, "XR0000000003", flow="same_city", skip=frozenset({"xray"})),
+    ]
+    headers = {"Authorization": f"Bearer {station}"}
+    async with gateway.http.post(f"{gateway.url}/v1/events", json=events, headers=headers) as resp:
+        assert (await resp.json())["accepted"] == len(events)
+    path = f"/v1/sites/{site}/rates?from=2026-11-01&to=2026-11-30"
+    headers = {"Authorization": f"Bearer {supervisor}"}
+    async with gateway.http.get(f"{gateway.url}{path}", headers=headers) as resp:
+        total = (await resp.json())["total"]
+    assert total["dispatched"] == 3
+    assert total["xray_rate"] == 2 / 3
+    assert total["xray_required"] == 2
+    assert total["xray_screened_rate"] == 0.5
+    async with gateway.http.get(f"{gateway.url}{path}&group_by=flow", headers=headers) as resp:
+        flows = {r["flow"]: r for r in (await resp.json())["rows"]}
+    assert (flows["same_city"]["xray_required"], flows["same_city"]["xray_screened_rate"]) == (
+        0,
+        None,
+    )
+    assert flows["same_city"]["xray_rate"] == 1.0
+
+
+BAD_QUERIES = [
+    ("rates", "from=2026-11-30&to=2026-11-01", "invalid_period"),  # from after to
+    ("rates", "from=2025-01-01&to=2026-11-30", "invalid_period"),  # over 400 days
+    ("rates", "from=yesterday", "invalid_query"),
+    ("rates", "to=2026-02-30", "invalid_query"),
+    ("rates", "group_by=week", "invalid_query"),
+    ("violations", "from=2026-11-30&to=2026-11-01", "invalid_period"),
+    ("violations", "from=2025-01-01&to=2026-11-30", "invalid_period"),
+    ("violations", "to=tomorrow", "invalid_query"),
+    ("violations", "limit=0", "invalid_query"),
+    ("violations", "limit=1001", "invalid_query"),
+    ("violations", "limit=ten", "invalid_query"),
+    ("violations", "reason=late", "invalid_query"),
+    ("violations", "rule=speed", "invalid_query"),
+    ("violations", "flow=AIR", "invalid_query"),  # flows are lower case, as stored
+    ("violations", "flow=bogus", "invalid_query"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "query", "code"), BAD_QUERIES)
+async def test_each_bad_query_parameter_is_a_400_naming_it(
+    gateway: RunningGateway, endpoint: str, query: str, code: str
+) -> None:
+    path = f"/v1/sites/{gateway.keys.site}/{endpoint}?{query}"
+    async with gateway.http.get(f"{gateway.url}{path}", headers=gateway.auth("supervisor")) as resp:
+        body = await resp.json()
+        assert (resp.status, body.get("code")) == (400, code), body
+        assert resp.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(("endpoint", "query", "code"), BAD_QUERIES)
+async def test_another_sites_endpoint_is_forbidden_whatever_the_query(
+    gateway: RunningGateway, endpoint: str, query: str, code: str
+) -> None:
+    """The site's scope is judged first: a key learns nothing about another site's endpoints
+    from which of its queries are well formed."""
+    path = f"/v1/sites/{gateway.keys.other_site}/{endpoint}?{query}"
+    for role in ("station", "supervisor", "police"):
+        async with gateway.http.get(f"{gateway.url}{path}", headers=gateway.auth(role)) as resp:
+            body = await resp.json()
+            assert (resp.status, body.get("code")) == (403, "forbidden_site"), (role, body)
+
+
+async def test_violations_filter_by_flow(gateway: RunningGateway) -> None:
+    site = gateway.keys.site
+    events = [
+        *parcel_flow(site, "FF0000000001", flow="air", skip=frozenset({"xray"})),
+        *parcel_flow(site, "FF0000000002", flow="rail", skip=frozenset({"xray"})),
+    ]
+    assert (await post(gateway, events))["accepted"] == len(events)
+    period = "from=2026-11-01&to=2026-11-30"
+    air = await get(gateway, f"/v1/sites/{site}/violations?{period}&flow=air")
+    assert {(i["waybill_no"], i["flow"]) for i in air["items"]} >= {("FF0000000001", "air")}
+    assert all(i["flow"] == "air" for i in air["items"])
+
+
 async def test_a_changed_site_policy_re_derives_its_parcels_rates_and_violations(
     gateway: RunningGateway,
 ) -> None:
@@ -246,9 +334,7 @@ async def test_a_changed_site_policy_re_derives_its_parcels_rates_and_violations
             sorted((v["waybill_no"], v["reason"]) for v in listed["items"]),
         )
 
-    assert await views() == (
-        False, 0.0, [("PC0000000001", "no_xray"), ("PC0000000002", "no_xray")]
-    )
+    assert await views() == (False, 0.0, [("PC0000000001", "no_xray"), ("PC0000000002", "no_xray")])
     # X-ray now required for air parcels only: the same-city parcel becomes compliant in the
     # parcel view, the rates and the violations list alike.
     assert await access.add_site(gateway.pool, site, "policy change", xray_flows=["air"]) == 2
