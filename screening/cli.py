@@ -177,6 +177,11 @@ def _parser() -> argparse.ArgumentParser:
         "--xray-flows", help="comma-separated flows that must be X-rayed (default all)"
     )
     sites.add_parser("list", help="list sites")
+    rederive = sites.add_parser(
+        "rederive",
+        help="derive the sites' stored parcels again under this version's compliance rules",
+    )
+    rederive.add_argument("site_id", nargs="*", help="default: every site")
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
         dest="action", required=True
@@ -337,6 +342,9 @@ async def _sites(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:
         print(f"site {args.site_id} saved")
         if reevaluated is not None:
             print(f"its policy changed: {reevaluated} parcels derived again under the new one")
+    elif args.action == "rederive":
+        for site_id, count in (await access.rederive_sites(pool, args.site_id)).items():
+            print(f"{site_id}: {count} parcels derived again")
     else:
         for site in await access.list_sites(pool):
             flows = ",".join(sorted(site.policy.xray_flows))

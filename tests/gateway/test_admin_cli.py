@@ -27,6 +27,16 @@ async def test_sites_and_keys_from_the_command_line(
     rc, out = await screening(env, "sites", "list")
     assert rc == 0
     assert f"{a}\t网点\tAsia/Shanghai\txray:air" in out
+    # After an upgrade whose compliance rules changed: the sites' stored parcels again.
+    rc, out = await screening(env, "sites", "rederive", a, b)
+    assert (rc, out.strip().splitlines()) == (
+        0,
+        [f"{a}: 0 parcels derived again", f"{b}: 0 parcels derived again"],
+    )
+    rc, out = await screening(env, "sites", "rederive", "NO-SUCH-SITE")
+    assert rc == 2
+    assert "unknown_site" in out
+    assert "Traceback" not in out
 
     # Both spellings of several sites: --site A B, and --site A --site B.
     rc, out = await screening(env, "keys", "create", "--role", "supervisor", "--site", a, b)

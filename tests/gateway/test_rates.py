@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from screening.domain.access import Role
+from screening.errors import NotFoundError
 from screening.services import access
 from tests.conftest import RunningGateway
 from tests.gateway.events import BASE, event, parcel_flow
@@ -504,3 +505,47 @@ async def test_an_interrupted_re_derivation_is_finished_by_the_next_sites_add(
     )
     assert listed["items"] == []
     assert await access.add_site(gateway.pool, site, "interrupted", xray_flows=["air"]) is None
+
+
+async def test_rederive_brings_parcels_stored_under_older_rules_up_to_date(
+    gateway: RunningGateway,
+) -> None:
+    """`screening sites rederive` after an upgrade that changed the rules: a parcel stored as
+    an older version judged it (here: no X-ray, its rollup row counting it so) is derived
+    again from its events, and its row, violations and the day's rates follow."""
+    site = f"RD-{uuid.uuid4().hex[:8]}"
+    await access.add_site(gateway.pool, site, "rederive")
+    _, station = await access.create_key(gateway.pool, Role.STATION, [site])
+    events = parcel_flow(site, "RD0000000001")
+    headers = {"Authorization": f"Bearer {station}"}
+    async with gateway.http.post(f"{gateway.url}/v1/events", json=events, headers=headers) as resp:
+        assert (await resp.json())["accepted"] == len(events)
+    async with gateway.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE parcels SET xray_ok = false, compliant = false, problems = '{no_xray}'"
+            " WHERE site_id = $1",
+            site,
+        )
+        await conn.execute(
+            "UPDATE site_daily_rates SET xray_ok = xray_ok - 1, all_ok = all_ok - 1"
+            " WHERE site_id = $1",
+            site,
+        )
+        await conn.execute(
+            "INSERT INTO violations (site_id, waybill_no, reason, rule, dispatch_day, flow,"
+            " dispatched_at, detected_at) SELECT site_id, waybill_no, 'no_xray', 'xray',"
+            " dispatch_day, rate_flow, dispatched_at, now() FROM parcels WHERE site_id = $1",
+            site,
+        )
+    assert await access.rederive_sites(gateway.pool, [site]) == {site: 1}
+    period = "from=2026-11-01&to=2026-11-30"
+    rates = await get(gateway, f"/v1/sites/{site}/rates?{period}", role="admin")
+    assert rates["total"]["three_100_rate"] == 1.0
+    violations = await get(gateway, f"/v1/sites/{site}/violations?{period}", role="admin")
+    assert violations["items"] == []
+    row = await gateway.pool.fetchrow(
+        "SELECT compliant, problems FROM parcels WHERE site_id = $1", site
+    )
+    assert (row["compliant"], row["problems"]) == (True, [])
+    with pytest.raises(NotFoundError):
+        await access.rederive_sites(gateway.pool, [f"NO-{uuid.uuid4().hex[:8]}"])
