@@ -25,7 +25,7 @@ from screening.errors import BadRequestError, NotFoundError
 from screening.services import queries
 
 
-def _date_param(request: web.Request, name: str) -> date | None:
+def date_param(request: web.Request, name: str) -> date | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
@@ -101,8 +101,8 @@ async def get_rates(request: web.Request) -> web.Response:
         gw.pool,
         principal,
         site_id,
-        _date_param(request, "from"),
-        _date_param(request, "to"),
+        date_param(request, "from"),
+        date_param(request, "to"),
         request.query.get("group_by", "day"),
         datetime.now(UTC),
     )
@@ -130,8 +130,8 @@ async def get_violations(request: web.Request) -> web.Response:
         gw.pool,
         principal,
         site_id,
-        first=_date_param(request, "from"),
-        last=_date_param(request, "to"),
+        first=date_param(request, "from"),
+        last=date_param(request, "to"),
         reason=request.query.get("reason"),
         rule=request.query.get("rule"),
         flow=request.query.get("flow"),

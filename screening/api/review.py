@@ -16,7 +16,7 @@ from screening.api.alerts import _Body, read_body
 from screening.api.auth import principal_of, unscoped_principal_of
 from screening.api.context import public_base
 from screening.api.endpoints import Param, Route
-from screening.api.reads import _date_param
+from screening.api.reads import date_param
 from screening.domain.access import Permission
 from screening.errors import BadRequestError, NotFoundError
 from screening.services.scans import render_overlay
@@ -111,7 +111,7 @@ async def skip_review_item(request: web.Request) -> web.Response:
 
 async def review_stats(request: web.Request) -> web.Response:
     principal = await principal_of(request, Permission.READ_REVIEW_STATS)
-    first, last = _date_param(request, "from"), _date_param(request, "to")
+    first, last = date_param(request, "from"), date_param(request, "to")
     site_id = request.query.get("site_id") or None
     rows = await request.app[ALERTS].review.stats(principal, site_id, first, last)
     return web.json_response(

@@ -20,6 +20,7 @@ from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, public_origin
 from screening.api.jsonbody import read_json
 from screening.api.problems import field_errors
+from screening.api.reads import date_param
 from screening.domain.access import Permission, Principal
 from screening.domain.compliance import DEFAULT_TIMEZONE
 from screening.errors import AuthenticationError, BadRequestError, ForbiddenError, InvalidEventError
@@ -48,16 +49,6 @@ NO_STORE = {"Cache-Control": "no-store"}
 class SignInIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     api_key: str = Field(min_length=1, max_length=200)
-
-
-def _date_param(request: web.Request, name: str) -> date | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError as exc:
-        raise BadRequestError(f"{name} must be a date (YYYY-MM-DD)", code="invalid_query") from exc
 
 
 def _today() -> date:
@@ -194,7 +185,8 @@ async def export_violations(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     principal = await principal_of(request, Permission.READ_VIOLATIONS)
     site_id = request.match_info["site_id"]
-    first, last = _date_param(request, "from"), _date_param(request, "to")
+    queries.require_cover(principal, site_id)  # before the query's parameters are judged
+    first, last = date_param(request, "from"), date_param(request, "to")
     filters = {k: request.query.get(k) or None for k in ("reason", "rule", "flow")}
 
     async def page(cursor: str | None) -> tuple[list[ViolationRow], str | None]:

@@ -14,6 +14,7 @@ from screening.api.context import GATEWAY
 from screening.domain.access import Permission
 from screening.domain.rates import RateCounts
 from screening.errors import BadRequestError
+from screening.services import queries
 from screening.web import svg
 from screening.web.console import strings
 from screening.web.pdf import html_to_pdf
@@ -204,11 +205,12 @@ def render(report: MonthlyReport, lang: str) -> str:
 async def get_report(request: web.Request) -> web.Response:
     """Printable HTML of one site's month; ``?format=pdf`` prints it with headless Chromium."""
     principal = await principal_of(request, Permission.READ_RATES)
+    site_id = request.match_info["site_id"]
+    queries.require_cover(principal, site_id)  # before the request's parameters are judged
     fmt = request.query.get("format", "html")
     if fmt not in ("html", "pdf"):
         raise BadRequestError("format is html or pdf", code="invalid_query")
     lang = "en" if request.query.get("lang") == "en" else "zh-CN"
-    site_id = request.match_info["site_id"]
     month = parse_month(request.match_info["month"])
     report = await monthly_report(
         request.app[GATEWAY].pool, principal, site_id, month, datetime.now(UTC)

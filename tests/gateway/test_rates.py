@@ -295,6 +295,23 @@ async def test_another_sites_endpoint_is_forbidden_whatever_the_query(
             assert (resp.status, body.get("code")) == (403, "forbidden_site"), (role, body)
 
 
+async def test_the_console_export_and_report_judge_scope_before_parameters(
+    gateway: RunningGateway,
+) -> None:
+    other = gateway.keys.other_site
+    for path in (
+        f"/console/export/{other}/violations.csv?from=yesterday",
+        f"/console/export/{other}/violations.csv?flow=bogus",
+        f"/console/reports/{other}/2026-13",
+        f"/console/reports/{other}/2026-11?format=docx",
+    ):
+        async with gateway.http.get(
+            f"{gateway.url}{path}", headers=gateway.auth("supervisor")
+        ) as r:
+            body = await r.json()
+            assert (r.status, body.get("code")) == (403, "forbidden_site"), (path, body)
+
+
 async def test_violations_filter_by_flow(gateway: RunningGateway) -> None:
     site = gateway.keys.site
     events = [
