@@ -174,7 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True)
     add.add_argument("--timezone", default="Asia/Shanghai")
     add.add_argument(
-        "--xray-flows", help="comma-separated flows that must be X-rayed (default all)"
+        "--xray-flows",
+        help='comma-separated flows that must be X-rayed (default all; "" for none)',
     )
     sites.add_parser("list", help="list sites")
     rederive = sites.add_parser(
@@ -335,9 +336,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _sites(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:
     if args.action == "add":
-        flows = args.xray_flows.split(",") if args.xray_flows else None
+        # Not given: every flow. Given empty (--xray-flows ""): none.
+        named: list[str] | None = (
+            None
+            if args.xray_flows is None
+            else [f.strip() for f in args.xray_flows.split(",") if f.strip()]
+        )
         reevaluated = await access.add_site(
-            pool, args.site_id, args.name, timezone=args.timezone, xray_flows=flows
+            pool, args.site_id, args.name, timezone=args.timezone, xray_flows=named
         )
         print(f"site {args.site_id} saved")
         if reevaluated is not None:

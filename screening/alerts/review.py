@@ -357,13 +357,13 @@ class ReviewService:
     ) -> list[dict[str, Any]]:
         """Per reviewer over the principal's sites (or one of them), optionally between two days
         (each site's own time zone): decisions, TIP hits and misses, false alarms."""
-        if first is not None and last is not None and first > last:
-            raise BadRequestError("from is after to", code="invalid_period")
         scope = self._scope(principal)
         if site_id is not None:
             if not principal.covers(site_id):
                 raise ForbiddenError("this key does not cover that site", code="forbidden_site")
             scope = [site_id]
+        if first is not None and last is not None and first > last:
+            raise BadRequestError("from is after to", code="invalid_period")
         async with self._pool.acquire() as conn:
             rows = await review_store.reviewer_stats(conn, scope, first, last)
         out = []

@@ -19,6 +19,7 @@ from screening.api.endpoints import Param, Route
 from screening.api.reads import date_param
 from screening.domain.access import Permission
 from screening.errors import BadRequestError, NotFoundError
+from screening.services import queries
 from screening.services.scans import render_overlay
 from screening.storage.errors import StorageError
 from screening.storage.review import ReviewItem
@@ -111,8 +112,10 @@ async def skip_review_item(request: web.Request) -> web.Response:
 
 async def review_stats(request: web.Request) -> web.Response:
     principal = await principal_of(request, Permission.READ_REVIEW_STATS)
-    first, last = date_param(request, "from"), date_param(request, "to")
     site_id = request.query.get("site_id") or None
+    if site_id is not None:
+        queries.require_cover(principal, site_id)  # before the query's parameters are judged
+    first, last = date_param(request, "from"), date_param(request, "to")
     rows = await request.app[ALERTS].review.stats(principal, site_id, first, last)
     return web.json_response(
         {

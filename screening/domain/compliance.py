@@ -97,6 +97,7 @@ class ParcelStatus:
     dispatch_day: date | None
     problems: tuple[Reason, ...]
     rules_ok: dict[Rule, bool] = field(default_factory=dict)
+    carrier: str | None = None  # of the receipt the flow is taken from
 
     @property
     def dispatched(self) -> bool:
@@ -128,13 +129,16 @@ def _proves(record: RealnameRegistered) -> bool:
 def _realname_problems(records: list[RealnameRegistered], cutoff: datetime | None) -> list[Reason]:
     in_time = [e for e in records if cutoff is None or e.header.occurred_at <= cutoff]
     if in_time:
-        # The latest identity check before dispatch decides, as the last look inside does for
-        # the inspection: a check that failed after one that passed (the document did not match
-        # its holder after all) leaves the parcel without a valid record, unless a later check
-        # passed again.
-        if _proves(in_time[-1]):
+        # The latest identity check at or before dispatch decides, as the last look inside does
+        # for the inspection: a check that failed after one that passed (the document did not
+        # match its holder after all) leaves the parcel without a valid record, unless a later
+        # check passed again. Checks at that same instant (a station's retry) are one check:
+        # it passed if any of them did, so the outcome never turns on their event ids.
+        latest = in_time[-1].header.occurred_at
+        deciding = [e for e in in_time if e.header.occurred_at == latest]
+        if any(_proves(e) for e in deciding):
             return []
-        return [_invalid([e for e in in_time if not _proves(e)])]
+        return [_invalid(deciding)]
     if any(_proves(e) for e in records):
         return [Reason.REALNAME_AFTER_DISPATCH]
     if records:
@@ -250,11 +254,12 @@ def evaluate_parcel(
         elif isinstance(e, ParcelDispatched):
             dispatches.append(e)
     dispatched_at = dispatches[0].header.occurred_at if dispatches else None
-    # The flow the parcel was received for when it was dispatched: the latest receipt at or
-    # before the dispatch (a receipt logged after it, such as the parcel coming back, does not
-    # change what was judged then), else the first one there is.
+    # The receipt the parcel left under: the latest at or before the dispatch (one logged after
+    # it, such as the parcel coming back, does not change what was judged then), else the
+    # first there is. Its flow and carrier are the parcel's.
     before = [e for e in received if dispatched_at is None or e.header.occurred_at <= dispatched_at]
-    flow = before[-1].flow if before else (received[0].flow if received else None)
+    receipt = before[-1] if before else (received[0] if received else None)
+    flow = receipt.flow if receipt is not None else None
     dispatch_day = (
         dispatched_at.astimezone(ZoneInfo(policy.timezone)).date() if dispatched_at else None
     )
@@ -275,4 +280,5 @@ def evaluate_parcel(
             Rule.INSPECTION: not inspection,
             Rule.XRAY: not xray,
         },
+        carrier=receipt.carrier if receipt is not None else None,
     )

@@ -24,7 +24,7 @@ from asyncpg.pool import PoolConnectionProxy
 from screening.api.schemas import EventIn, RealnameRegisteredIn
 from screening.background import cancel_and_wait
 from screening.domain.compliance import ParcelStatus, SitePolicy, evaluate_parcel
-from screening.domain.events import ParcelEvent, ParcelReceived
+from screening.domain.events import ParcelEvent
 from screening.domain.identity import mask_document, mask_name, mask_phone
 from screening.domain.ledger import canonical_entry
 from screening.domain.rates import RateCounts, RateKey, contribution, rollup_delta
@@ -237,20 +237,18 @@ async def _derive_and_save(
     changed: its row, its violations, and the rollup's move from what it contributed before
     (``stored``) to what it contributes now. The parcels must be locked."""
     statuses: dict[tuple[str, str], ParcelStatus] = {}
-    carriers: dict[tuple[str, str], str | None] = {}
     changes: dict[str, list[Any]] = {}
     for key in sorted(history):
         policy = sites[key[0]].policy if key[0] in sites else SitePolicy()
         status = evaluate_parcel(key[1], history[key], policy)
         statuses[key] = status
-        carriers[key] = _carrier(history[key])
         old = stored[key].contribution if key in stored else None
         changes.setdefault(key[0], []).append((old, contribution(status)))
     deltas: dict[tuple[str, RateKey], RateCounts] = {}
     for site_id, pairs in changes.items():
         for rate_key, counts in rollup_delta(pairs).items():
             deltas[(site_id, rate_key)] = counts
-    await parcel_store.save_parcels(conn, statuses, carriers, now, stored, deltas)
+    await parcel_store.save_parcels(conn, statuses, now, stored, deltas)
     return statuses
 
 
@@ -315,11 +313,6 @@ def _ledger_entry(p: PreparedEvent, record_digest: bytes) -> bytes:
     return canonical_entry(
         p.site_id, p.event_id, p.event_type, p.waybill_no, p.occurred_at, p.digest, record_digest
     )
-
-
-def _carrier(events: list[ParcelEvent]) -> str | None:
-    received = [e for e in events if isinstance(e, ParcelReceived)]
-    return received[-1].carrier if received else None
 
 
 @dataclass

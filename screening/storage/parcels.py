@@ -168,7 +168,6 @@ def _violations_moved(old: StoredParcel, new: ParcelStatus) -> bool:
 async def save_parcels(
     conn: Conn,
     statuses: Mapping[ParcelKey, ParcelStatus],
-    carriers: Mapping[ParcelKey, str | None],
     now: datetime,
     previous: Mapping[ParcelKey, StoredParcel],
     deltas: Mapping[tuple[str, RateKey], RateCounts],
@@ -205,7 +204,7 @@ async def save_parcels(
         [k[0] for k in keys],
         [k[1] for k in keys],
         [s.flow.value if s.flow else None for s in st],
-        [carriers.get(k) for k in keys],
+        [s.carrier for s in st],
         [now] * len(keys),
         [s.dispatched_at for s in st],
         [s.dispatch_day for s in st],

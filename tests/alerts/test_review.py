@@ -443,6 +443,10 @@ async def test_review_stats_name_each_reviewer_and_filter_by_period_and_site(
         other = g.gw.keys.other_site
         status, body = await g.call("GET", f"/v1/review/stats?site_id={other}", role="supervisor")
         assert (status, body["code"]) == (403, "forbidden_site")
+        for query in ("from=x", f"from={today}&to={old}"):  # scope first, then the period
+            path = f"/v1/review/stats?site_id={other}&{query}"
+            status, body = await g.call("GET", path, role="supervisor")
+            assert (status, body["code"]) == (403, "forbidden_site"), query
         status, body = await g.call("GET", f"/v1/review/stats?site_id={other}", role="admin")
         assert status == 200
         (theirs,) = body["reviewers"]

@@ -121,6 +121,20 @@ def test_the_latest_identity_check_before_dispatch_decides() -> None:
         complete(), RealnameRegistered, realname(1, valid=False), realname(2)
     )
     assert judge(failed_then_passed) == ()
+    # The reason is the deciding check's: here a contract customer with no agreement on file,
+    # not the expired document of an earlier check.
+    unproven = RealnameRegistered(
+        h(3), contract_customer=False, document_valid=False,
+        invalid_reason="no_contract_agreement",
+    )  # fmt: skip
+    events = replace(
+        complete(), RealnameRegistered, realname(1, valid=False), realname(2), unproven
+    )
+    assert judge(events) == (Reason.NO_CONTRACT_AGREEMENT,)
+    # Checks at the same instant are one: it passed if any did, whatever their event ids.
+    for _ in range(8):
+        tied = replace(complete(), RealnameRegistered, realname(1), realname(1, valid=False))
+        assert judge(tied) == ()
     # A failed check logged after the dispatch does not reach back to the judged parcel.
     failed_after = replace(complete(), RealnameRegistered, realname(1), realname(9, valid=False))
     assert judge(failed_after) == ()
@@ -263,8 +277,9 @@ def test_a_receipt_logged_after_dispatch_does_not_change_the_judged_flow() -> No
     policy = SitePolicy(xray_flows=frozenset({Flow.AIR}))
     first = replace(complete(), ParcelReceived, received(flow=Flow.SAME_CITY))
     first = replace(first, XrayScanned)
-    status = evaluate_parcel(WAYBILL, [*first, received(600, flow=Flow.AIR)], policy)
-    assert status.flow is Flow.SAME_CITY
+    back = ParcelReceived(h(600), carrier="EMS", flow=Flow.AIR)
+    status = evaluate_parcel(WAYBILL, [*first, back], policy)
+    assert (status.flow, status.carrier) == (Flow.SAME_CITY, "SF")
     assert status.violations == ()
     assert not status.xray_required
     # A receipt at the parcel's counter before its dispatch is the one that counts: the

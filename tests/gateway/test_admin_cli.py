@@ -27,6 +27,11 @@ async def test_sites_and_keys_from_the_command_line(
     rc, out = await screening(env, "sites", "list")
     assert rc == 0
     assert f"{a}\t网点\tAsia/Shanghai\txray:air" in out
+    # An empty list is a policy of its own: no flow X-rayed (not "every flow").
+    rc, out = await screening(env, "sites", "add", b, "--name", "网点", "--xray-flows=")
+    assert rc == 0, out
+    rc, out = await screening(env, "sites", "list")
+    assert f"{b}\t网点\tAsia/Shanghai\txray:\n" in out
     # After an upgrade whose compliance rules changed: the sites' stored parcels again.
     rc, out = await screening(env, "sites", "rederive", a, b)
     assert (rc, out.strip().splitlines()) == (

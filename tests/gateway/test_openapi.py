@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from screening.api.context import GATEWAY
+import asyncpg
+
 from screening.domain.compliance import Reason, Rule
 from screening.domain.events import EventType, Flow
-from tests.conftest import RunningGateway
+from screening.protection import PersonalDataVault
+from screening.settings import Settings
+from tests.conftest import RunningGateway, gateway_with
 
 OPENAPI_PATH = "/v1/openapi.json"
 SCHEMA_REF = "#/components/schemas/"
@@ -90,9 +94,8 @@ async def test_the_events_body_accepts_each_of_the_six_event_types(
     single = next(v for v in variants if "discriminator" in v)
     batch = next(v for v in variants if v.get("type") == "array")
     assert batch["items"] == single  # an array of the same events
-    # Of the gateway's configured size: an empty batch is a 400, a longer one a 413.
-    assert batch["minItems"] == 1
-    assert batch["maxItems"] == gateway.app[GATEWAY].settings.max_batch_events
+    # An empty batch is a 400, a longer one than the gateway takes a 413.
+    assert (batch["minItems"], batch["maxItems"]) == (1, 1000)
 
     discriminator = single["discriminator"]
     assert discriminator["propertyName"] == "type"
@@ -133,3 +136,14 @@ async def test_the_violations_filters_list_the_values_the_endpoint_takes(
     assert set(schema["rule"]["enum"]) == {r.value for r in Rule}
     assert set(schema["flow"]["enum"]) == {f.value for f in Flow} | {"unknown"}
     assert (schema["limit"]["minimum"], schema["limit"]["maximum"]) == (1, 1000)
+
+
+async def test_the_batch_limit_documented_is_the_one_configured(
+    tmp_path: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> None:
+    settings = Settings(data_dir=tmp_path, max_batch_events=3)
+    async with gateway_with(settings, pool, vault) as gw:
+        document = await fetch_document(gw)
+    schema = document["paths"]["/v1/events"]["post"]["requestBody"]["content"]
+    batch = next(v for v in schema["application/json"]["schema"]["anyOf"] if "items" in v)
+    assert batch["maxItems"] == 3

@@ -252,39 +252,40 @@ async def test_the_x_ray_rate_of_the_parcels_the_policy_x_rays(gateway: RunningG
     assert flows["same_city"]["xray_rate"] == 1.0
 
 
-BAD_QUERIES = [
-    ("rates", "from=2026-11-30&to=2026-11-01", "invalid_period"),  # from after to
-    ("rates", "from=2025-01-01&to=2026-11-30", "invalid_period"),  # over 400 days
-    ("rates", "from=yesterday", "invalid_query"),
-    ("rates", "to=2026-02-30", "invalid_query"),
-    ("rates", "group_by=week", "invalid_query"),
-    ("violations", "from=2026-11-30&to=2026-11-01", "invalid_period"),
-    ("violations", "from=2025-01-01&to=2026-11-30", "invalid_period"),
-    ("violations", "to=tomorrow", "invalid_query"),
-    ("violations", "limit=0", "invalid_query"),
-    ("violations", "limit=1001", "invalid_query"),
-    ("violations", "limit=ten", "invalid_query"),
-    ("violations", "reason=late", "invalid_query"),
-    ("violations", "rule=speed", "invalid_query"),
-    ("violations", "flow=AIR", "invalid_query"),  # flows are lower case, as stored
-    ("violations", "flow=bogus", "invalid_query"),
+BAD_QUERIES = [  # endpoint, query, code, what the detail names
+    ("rates", "from=2026-11-30&to=2026-11-01", "invalid_period", "from is after to"),
+    ("rates", "from=2025-01-01&to=2026-11-30", "invalid_period", "at most 400 days"),
+    ("rates", "from=yesterday", "invalid_query", "from must be a date"),
+    ("rates", "to=2026-02-30", "invalid_query", "to must be a date"),
+    ("rates", "group_by=week", "invalid_query", "group_by"),
+    ("violations", "from=2026-11-30&to=2026-11-01", "invalid_period", "from is after to"),
+    ("violations", "from=2025-01-01&to=2026-11-30", "invalid_period", "at most 400 days"),
+    ("violations", "to=tomorrow", "invalid_query", "to must be a date"),
+    ("violations", "limit=0", "invalid_query", "limit"),
+    ("violations", "limit=1001", "invalid_query", "limit"),
+    ("violations", "limit=ten", "invalid_query", "limit"),
+    ("violations", "reason=late", "invalid_query", "reason"),
+    ("violations", "rule=speed", "invalid_query", "rule"),
+    ("violations", "flow=AIR", "invalid_query", "flow"),  # flows are lower case, as stored
+    ("violations", "flow=bogus", "invalid_query", "flow"),
 ]
 
 
-@pytest.mark.parametrize(("endpoint", "query", "code"), BAD_QUERIES)
+@pytest.mark.parametrize(("endpoint", "query", "code", "named"), BAD_QUERIES)
 async def test_each_bad_query_parameter_is_a_400_naming_it(
-    gateway: RunningGateway, endpoint: str, query: str, code: str
+    gateway: RunningGateway, endpoint: str, query: str, code: str, named: str
 ) -> None:
     path = f"/v1/sites/{gateway.keys.site}/{endpoint}?{query}"
     async with gateway.http.get(f"{gateway.url}{path}", headers=gateway.auth("supervisor")) as resp:
         body = await resp.json()
         assert (resp.status, body.get("code")) == (400, code), body
+        assert named in body["detail"], body
         assert resp.content_type == "application/problem+json"
 
 
-@pytest.mark.parametrize(("endpoint", "query", "code"), BAD_QUERIES)
+@pytest.mark.parametrize(("endpoint", "query", "code", "named"), BAD_QUERIES)
 async def test_another_sites_endpoint_is_forbidden_whatever_the_query(
-    gateway: RunningGateway, endpoint: str, query: str, code: str
+    gateway: RunningGateway, endpoint: str, query: str, code: str, named: str
 ) -> None:
     """The site's scope is judged first: a key learns nothing about another site's endpoints
     from which of its queries are well formed."""
