@@ -192,6 +192,15 @@ def test_a_failed_inspection_after_the_seal_stands_unless_a_later_one_passed() -
         assert judge([*complete(), InspectionCompleted(h(6), result=result)]) == ()
 
 
+def test_a_box_sealed_uninspected_stays_a_violation_when_it_is_reopened_and_resealed() -> None:
+    # 先验后封 is a step of the procedure: the first seal closed a box nobody had looked into.
+    # Reopening, inspecting and sealing it again does not undo that the step was skipped, and
+    # a rule that let a later seal count would let any box be sealed first and "fixed" after.
+    events = replace(replace(complete(), InspectionCompleted), ParcelSealed)
+    events += [seal(1), inspection(2), seal(3)]
+    assert judge(events) == (Reason.SEALED_BEFORE_INSPECTION,)
+
+
 def test_dispatch_without_seal_is_not_sealed() -> None:
     assert judge(replace(complete(), ParcelSealed)) == (Reason.NOT_SEALED,)
 
