@@ -329,7 +329,11 @@ def test_dispatch_day_is_cut_in_the_site_time_zone() -> None:
 @st.composite
 def parcel_histories(draw: st.DrawFn) -> list[ParcelEvent]:
     makers = [
-        lambda m: received(m, draw(st.sampled_from(list(Flow)))),
+        lambda m: ParcelReceived(
+            h(m),
+            carrier=draw(st.sampled_from(["SF", "EMS"])),
+            flow=draw(st.sampled_from(list(Flow))),
+        ),
         lambda m: realname(m, valid=draw(st.booleans()), contract=draw(st.booleans())),
         lambda m: inspection(m, draw(st.sampled_from(list(InspectionResult)))),
         seal,
@@ -352,7 +356,8 @@ def parcel_histories(draw: st.DrawFn) -> list[ParcelEvent]:
 def test_any_permutation_or_duplication_yields_the_same_status(
     history: list[ParcelEvent], data: st.DataObject
 ) -> None:
-    policy = SitePolicy(xray_flows=frozenset({Flow.AIR, Flow.INTER_PROVINCE}))
+    flows = data.draw(st.sampled_from([frozenset({Flow.AIR, Flow.INTER_PROVINCE}), frozenset()]))
+    policy = SitePolicy(xray_flows=flows)
     reference = evaluate_parcel(WAYBILL, history, policy)
     duplicated = (
         history + data.draw(st.lists(st.sampled_from(history), max_size=5)) if history else []
