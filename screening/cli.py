@@ -172,10 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     add = sites.add_parser("add", help="add or update a site")
     add.add_argument("site_id")
     add.add_argument("--name", required=True)
-    add.add_argument("--timezone", default="Asia/Shanghai")
+    add.add_argument(
+        "--timezone", help="IANA zone its days are cut in (a new site: Asia/Shanghai; else kept)"
+    )
     add.add_argument(
         "--xray-flows",
-        help='comma-separated flows that must be X-rayed (default all; "" for none)',
+        help='comma-separated flows that must be X-rayed ("" for none; a new site: every flow;'
+        " else kept)",
     )
     sites.add_parser("list", help="list sites")
     rederive = sites.add_parser(
@@ -336,7 +339,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _sites(pool: asyncpg.Pool[Any], args: argparse.Namespace) -> int:
     if args.action == "add":
-        # Not given: every flow. Given empty (--xray-flows ""): none.
+        # Not given: the site's own (a new site: every flow). Given empty: none.
         named: list[str] | None = (
             None
             if args.xray_flows is None

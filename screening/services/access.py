@@ -18,8 +18,7 @@ import asyncpg
 
 from screening.background import SingleFlight
 from screening.domain.access import Principal, Role
-from screening.domain.compliance import SitePolicy
-from screening.domain.events import ALL_FLOWS, Flow
+from screening.domain.events import Flow
 from screening.domain.identity import DocumentType, IdentityDocumentError, validate_document
 from screening.domain.records import ContractAgreement, ContractCustomer
 from screening.errors import AuthenticationError, BadRequestError, NotFoundError
@@ -87,25 +86,29 @@ async def add_site(
     site_id: str,
     name: str,
     *,
-    timezone: str = "Asia/Shanghai",
+    timezone: str | None = None,
     xray_flows: Sequence[str] | None = None,
 ) -> int | None:
-    """Add a site or update its name and policy. When the policy (time zone, X-ray flows)
-    of an existing site changes, its stored parcels are derived again under the new one: the
-    number of them (None when nothing had to be)."""
+    """Add a site or update its name and policy. A time zone or flow list given as None keeps
+    the site's (a new site: Asia/Shanghai, every flow), so renaming a site cannot change its
+    policy by omission. When the policy of an existing site changes, its stored parcels are
+    derived again under the new one: the number of them (None when nothing had to be)."""
     if not _SITE_ID.fullmatch(site_id):  # (match: '$' also matches before a final newline)
         raise BadRequestError(f"invalid site id {site_id!r}", code="invalid_site_id")
+    if timezone is not None:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise BadRequestError(
+                f"unknown time zone {timezone!r}", code="invalid_timezone"
+            ) from exc
     try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise BadRequestError(f"unknown time zone {timezone!r}", code="invalid_timezone") from exc
-    try:
-        flows = ALL_FLOWS if xray_flows is None else frozenset(Flow(f) for f in xray_flows)
+        flows = None if xray_flows is None else frozenset(Flow(f) for f in xray_flows)
     except ValueError as exc:
         raise BadRequestError(str(exc), code="invalid_flow") from exc
-    policy = SitePolicy(flows, timezone)
     async with pool.acquire() as conn:
-        pending = await site_store.upsert_site(conn, site_id, name, policy)
+        site, pending = await site_store.upsert_site(conn, site_id, name, timezone, flows)
+        policy = site.policy
         changed_at = await site_store.database_clock(conn)  # the change is committed by now
     if not pending:
         return None

@@ -12,14 +12,18 @@ from screening.domain.compliance import SitePolicy
 from screening.domain.events import Flow
 from screening.storage import Conn
 
-# A changed policy marks the site for re-derivation in the same statement (migration 0016).
+# A changed policy marks the site for re-derivation in the same statement (migration 0016). A
+# NULL time zone or flow list keeps the site's own ($5, $6: a new site's defaults).
 INSERT_SITE = """
-INSERT INTO sites AS s (site_id, name, timezone, xray_flows) VALUES ($1, $2, $3, $4)
-ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezone,
-    xray_flows = EXCLUDED.xray_flows,
+INSERT INTO sites AS s (site_id, name, timezone, xray_flows)
+VALUES ($1, $2, coalesce($3, $5), coalesce($4::text[], $6::text[]))
+ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name,
+    timezone = coalesce($3, s.timezone),
+    xray_flows = coalesce($4::text[], s.xray_flows),
     rederive_pending = s.rederive_pending
-        OR (s.timezone, s.xray_flows) IS DISTINCT FROM (EXCLUDED.timezone, EXCLUDED.xray_flows)
-RETURNING rederive_pending
+        OR (s.timezone, s.xray_flows)
+           IS DISTINCT FROM (coalesce($3, s.timezone), coalesce($4::text[], s.xray_flows))
+RETURNING rederive_pending, site_id, name, timezone, xray_flows
 """
 # Cleared only while the policy is still the one the parcels were derived under.
 CLEAR_REDERIVE = """
@@ -53,10 +57,29 @@ def _flows(policy: SitePolicy) -> list[str]:
     return sorted(f.value for f in policy.xray_flows)
 
 
-async def upsert_site(conn: Conn, site_id: str, name: str, policy: SitePolicy) -> bool:
-    """Add or update a site; whether its stored parcels await derivation under its policy
-    (changed now, or earlier by a re-derivation that did not finish)."""
-    return bool(await conn.fetchval(INSERT_SITE, site_id, name, policy.timezone, _flows(policy)))
+async def upsert_site(
+    conn: Conn,
+    site_id: str,
+    name: str,
+    timezone: str | None,
+    xray_flows: frozenset[Flow] | None,
+) -> tuple[Site, bool]:
+    """Add or update a site, keeping its time zone or flows where given None (a new site gets
+    ``SitePolicy``'s defaults): the site as saved, and whether its stored parcels await
+    derivation under its policy (changed now, or earlier by a re-derivation that did not
+    finish)."""
+    default = SitePolicy()
+    row = await conn.fetchrow(
+        INSERT_SITE,
+        site_id,
+        name,
+        timezone,
+        None if xray_flows is None else _flows(SitePolicy(xray_flows)),
+        default.timezone,
+        _flows(default),
+    )
+    assert row is not None  # an upsert returns its row
+    return site_of_row(row), bool(row["rederive_pending"])
 
 
 async def clear_rederive(conn: Conn, site_id: str, policy: SitePolicy) -> None:

@@ -32,6 +32,11 @@ async def test_sites_and_keys_from_the_command_line(
     assert rc == 0, out
     rc, out = await screening(env, "sites", "list")
     assert f"{b}\t网点\tAsia/Shanghai\txray:\n" in out
+    # Renaming names no policy: the site keeps its own.
+    rc, out = await screening(env, "sites", "add", b, "--name", "新网点")
+    assert rc == 0, out
+    rc, out = await screening(env, "sites", "list")
+    assert f"{b}\t新网点\tAsia/Shanghai\txray:\n" in out
     # After an upgrade whose compliance rules changed: the sites' stored parcels again.
     rc, out = await screening(env, "sites", "rederive", a, b)
     assert (rc, out.strip().splitlines()) == (

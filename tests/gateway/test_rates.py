@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from screening.domain.access import Role
+from screening.domain.events import Flow
 from screening.errors import NotFoundError
 from screening.services import access
 from tests.conftest import RunningGateway
@@ -379,6 +380,15 @@ async def test_a_changed_site_policy_re_derives_its_parcels_rates_and_violations
             gateway.pool, site, "renamed", timezone="Pacific/Honolulu", xray_flows=["air"]
         )
         is None
+    )
+    # Renaming it names no policy: the site keeps its own (it was reset to the defaults, every
+    # flow in Shanghai, re-deriving the site's history under them).
+    assert await access.add_site(gateway.pool, site, "renamed again") is None
+    (saved,) = [s for s in await access.list_sites(gateway.pool) if s.site_id == site]
+    assert (saved.name, saved.policy.timezone, saved.policy.xray_flows) == (
+        "renamed again",
+        "Pacific/Honolulu",
+        frozenset({Flow.AIR}),
     )
 
 
