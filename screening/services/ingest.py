@@ -315,6 +315,9 @@ def _ledger_entry(p: PreparedEvent, record_digest: bytes) -> bytes:
     )
 
 
+_SHUTTING_DOWN = "the gateway is shutting down; nothing committed"
+
+
 @dataclass
 class _Submission:
     events: Sequence[PreparedEvent]
@@ -351,6 +354,7 @@ class GroupCommitWriter:
     _idle: list[PoolConnectionProxy[Any]] = field(default_factory=list, init=False)  # held
     _queued_events: int = field(default=0, init=False)  # in the submissions queued
     _busy: int = field(default=0, init=False)  # slots taken: groups gathering or committing
+    _closed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.queue_size)
@@ -359,18 +363,23 @@ class GroupCommitWriter:
         self._task = asyncio.create_task(self._run(), name="group-commit-writer")
 
     async def close(self) -> None:
+        self._closed = True
         await cancel_and_wait(self._task)
         self._task = None
+        # What is queued is answered first: waiting for the commits in flight (and giving back
+        # the connections) may outlast the caller's bound on this stop.
+        self._fail_queued()
         for task in list(self._inflight):
             await cancel_and_wait(task)
         while self._idle:
             await self.pool.release(self._idle.pop())
+        self._fail_queued()
+
+    def _fail_queued(self) -> None:
         while not self._queue.empty():
             sub = self._queue.get_nowait()
             if not sub.future.done():
-                sub.future.set_exception(
-                    DatabaseUnavailableError("the gateway is shutting down; nothing committed")
-                )
+                sub.future.set_exception(DatabaseUnavailableError(_SHUTTING_DOWN))
 
     @property
     def running(self) -> bool:
@@ -384,8 +393,13 @@ class GroupCommitWriter:
         """Queue events for the next group commit and wait until it is committed (or failed)."""
         if not events:
             return []
+        if self._closed:
+            raise DatabaseUnavailableError(_SHUTTING_DOWN)
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Submission(events, future))
+        if self._closed and not future.done():
+            # Put after the writer stopped reading the queue: nothing will commit it.
+            future.set_exception(DatabaseUnavailableError(_SHUTTING_DOWN))
         self._queued_events += len(events)
         return await future
 
@@ -420,7 +434,7 @@ class GroupCommitWriter:
                     try:
                         await asyncio.sleep(remaining)
                     except asyncio.CancelledError:
-                        self._fail(group, "the gateway is shutting down; nothing committed")
+                        self._fail(group, _SHUTTING_DOWN)
                         raise
                     continue
                 group.append(sub)

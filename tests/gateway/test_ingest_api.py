@@ -1029,3 +1029,34 @@ async def test_a_value_the_database_refuses_is_a_422_that_does_not_quote_it(
     assert "110101199003074258" not in caplog.text
     monkeypatch.undo()
     await assert_still_serves(gateway)
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+        TimeoutError(),
+        ConnectionRefusedError(111, "Connection refused"),
+    ],
+    ids=lambda e: e.__class__.__name__,
+)
+async def test_an_outage_met_before_the_writer_is_a_503_not_a_500(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch, outage: Exception
+) -> None:
+    """The key, site and agreement lookups meet a database that is starting, stopping, out of
+    connections or unreachable as the writer does: 503 with Retry-After, nothing written."""
+
+    async def down(key: str) -> None:
+        raise outage
+
+    monkeypatch.setattr(gateway.app[GATEWAY].authenticator, "authenticate", down)
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events", json=received(gateway.keys.site), headers=gateway.auth()
+    ) as resp:
+        body = await resp.json()
+        assert (resp.status, body["code"]) == (503, "database_unavailable"), body
+        assert resp.headers.get("Retry-After")
+    monkeypatch.undo()
+    await assert_still_serves(gateway)

@@ -136,9 +136,11 @@ async def test_a_database_failure_mid_batch_reports_nothing_accepted_and_writes_
 async def test_concurrent_group_commits_accept_each_event_once_and_log_it_once(
     server_dsn: str, vault: PersonalDataVault
 ) -> None:
-    async with writer_on_fresh_database(
-        server_dsn, 6, max_wait_s=0.0, max_inflight=3
-    ) as (pool, writer, keys):
+    async with writer_on_fresh_database(server_dsn, 6, max_wait_s=0.0, max_inflight=3) as (
+        pool,
+        writer,
+        keys,
+    ):
         now = datetime.now(UTC)
         flows = [parcel_flow(keys.site, f"CC{n:010d}") for n in range(8)]
         prepared = [
@@ -195,7 +197,9 @@ async def test_inspections_seals_and_dispatches_are_read_from_the_event_log(
         assert dispatch is not None
         ins = sent["inspection.completed"]
         assert (str(inspection["event_id"]), inspection["clerk_id"], inspection["result"]) == (
-            ins["event_id"], ins["clerk_id"], ins["result"]
+            ins["event_id"],
+            ins["clerk_id"],
+            ins["result"],
         )
         assert str(seal["event_id"]) == sent["parcel.sealed"]["event_id"]
         assert dispatch["carrier"] == sent["parcel.dispatched"]["carrier"] == "SF"
@@ -240,9 +244,11 @@ async def test_requests_queued_together_are_split_over_the_free_commit_slots(
 async def test_the_writer_replaces_a_kept_connection_that_the_server_closed(
     server_dsn: str, vault: PersonalDataVault
 ) -> None:
-    async with writer_on_fresh_database(
-        server_dsn, 4, max_wait_s=0.0, max_inflight=1
-    ) as (pool, writer, keys):
+    async with writer_on_fresh_database(server_dsn, 4, max_wait_s=0.0, max_inflight=1) as (
+        pool,
+        writer,
+        keys,
+    ):
         now = datetime.now(UTC)
         flows = [parcel_flow(keys.site, f"KC{n:010d}") for n in range(3)]
         prepared = [
@@ -282,16 +288,18 @@ async def test_a_refused_value_in_a_group_is_isolated_without_waiting_for_the_po
         server_dsn, 1, max_wait_s=0.05, max_inflight=1, acquire_timeout_s=2.0
     ) as (pool, writer, keys):
         now = datetime.now(UTC)
-        good = [prepare(EVENT_ADAPTER.validate_python(e), vault, now)
-                for e in parcel_flow(keys.site, "KD0000000001")]
-        event = prepare(EVENT_ADAPTER.validate_python(parcel_flow(keys.site, "KD0000000002")[0]),
-                        vault, now)
+        good = [
+            prepare(EVENT_ADAPTER.validate_python(e), vault, now)
+            for e in parcel_flow(keys.site, "KD0000000001")
+        ]
+        event = prepare(
+            EVENT_ADAPTER.validate_python(parcel_flow(keys.site, "KD0000000002")[0]), vault, now
+        )
         # A payload PostgreSQL refuses (jsonb has no NUL), as a client could never send one.
         poison = dataclasses.replace(event, payload_json='{"note": "\\u0000"}')
         await writer.start()
         results = await asyncio.wait_for(
-            asyncio.gather(writer.submit(good), writer.submit([poison]),
-                           return_exceptions=True),
+            asyncio.gather(writer.submit(good), writer.submit([poison]), return_exceptions=True),
             timeout=10,
         )
         assert results[0] == [Outcome.ACCEPTED] * len(good)
@@ -301,6 +309,21 @@ async def test_a_refused_value_in_a_group_is_isolated_without_waiting_for_the_po
             assert await conn.fetchval("SELECT count(*) FROM events") == len(good)
 
 
+async def test_a_submission_after_the_writer_closed_is_refused_not_left_waiting(
+    server_dsn: str, vault: PersonalDataVault
+) -> None:
+    async with writer_on_fresh_database(server_dsn, 1, max_wait_s=0.0) as (_, writer, keys):
+        event = prepare(
+            EVENT_ADAPTER.validate_python(parcel_flow(keys.site, "KD0000000003")[0]),
+            vault,
+            datetime.now(UTC),
+        )
+        await writer.start()
+        await writer.close()
+        with pytest.raises(DatabaseUnavailableError):
+            await asyncio.wait_for(writer.submit([event]), timeout=2)
+
+
 async def test_no_connection_in_time_fails_the_group_as_unavailable(
     server_dsn: str, vault: PersonalDataVault
 ) -> None:
@@ -308,8 +331,10 @@ async def test_no_connection_in_time_fails_the_group_as_unavailable(
         server_dsn, 1, max_wait_s=0.0, max_inflight=1, acquire_timeout_s=0.3
     ) as (pool, writer, keys):
         now = datetime.now(UTC)
-        flow = [prepare(EVENT_ADAPTER.validate_python(e), vault, now)
-                for e in parcel_flow(keys.site, "KE0000000001")]
+        flow = [
+            prepare(EVENT_ADAPTER.validate_python(e), vault, now)
+            for e in parcel_flow(keys.site, "KE0000000001")
+        ]
         await writer.start()
         async with pool.acquire():  # someone else holds the only connection
             try:
