@@ -204,6 +204,7 @@ def create_app(
                 max_wait_s=settings.group_commit_max_wait_ms / 1000.0,
                 max_inflight=settings.group_commit_max_inflight,
                 queue_size=settings.ingest_queue_size,
+                commit_timeout_s=settings.group_commit_timeout_s,
             )
 
             def observe(report: CommitReport, size: int) -> None:

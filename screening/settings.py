@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     group_commit_max_events: int = Field(default=1000, ge=1)
     group_commit_max_wait_ms: float = Field(default=2.0, ge=0)
     group_commit_max_inflight: int = Field(default=2, ge=1)
+    # A group commit still running after this long (a connection that died without a word, a
+    # lock held elsewhere) has its connection abandoned: its requests get 503 and retry, and
+    # the slot is free again. A commit takes milliseconds; a re-derivation's batch, a second.
+    group_commit_timeout_s: float = Field(default=30.0, gt=0)
     ingest_queue_size: int = Field(default=20000, ge=1)
     # Requests parsed and validated per event-loop iteration, in units of one request plus one
     # per 8 KiB of body (screening.api.pacing); 0 parses all that are ready at once.

@@ -15,7 +15,7 @@ from screening.alerts import acknowledge_hold
 from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, Gateway
 from screening.api.jsonbody import parse_json
-from screening.api.problems import field_errors
+from screening.api.problems import DATABASE_OUTAGE, field_errors
 from screening.api.schemas import (
     EventBase,
     EventIn,
@@ -269,6 +269,15 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                     )
                     await ws.close(code=WSCloseCode.POLICY_VIOLATION)
                     break
+                except (*DATABASE_OUTAGE, DatabaseUnavailableError) as exc:
+                    # The key could not be checked: this message is not taken, the stream
+                    # stays, and the next message checks again.
+                    log.warning("station stream could not check its key: %s", type(exc).__name__)
+                    await ws.send_json(
+                        {"type": "error", "code": "unavailable",
+                         "detail": "the key could not be checked; nothing committed, retry"}
+                    )  # fmt: skip
+                    continue
                 authenticated_at = loop.time()
             if msg.type is not WSMsgType.TEXT:
                 if msg.type is WSMsgType.BINARY:
@@ -287,7 +296,14 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                 if isinstance(kind, str) and kind in CONTROL_MESSAGES:
                     order_key = CONTROL_MESSAGES[kind]  # the id field an ack carries
                     if order_key is not None:
-                        await acknowledge_hold(request.app, sites, body.get(order_key))
+                        try:
+                            await acknowledge_hold(request.app, sites, body.get(order_key))
+                        except (*DATABASE_OUTAGE, DatabaseUnavailableError) as exc:
+                            log.warning("hold ack not recorded: %s", type(exc).__name__)
+                            await ws.send_json(
+                                {"type": "error", "code": "unavailable",
+                                 "detail": "the acknowledgement was not recorded; send it again"}
+                            )  # fmt: skip
                     continue
                 items = body if isinstance(body, list) else [body]
                 if not items or len(items) > gw.settings.max_batch_events:
@@ -305,9 +321,14 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                 continue
             except DatabaseUnavailableError as exc:
                 log.warning("station stream ingest failed: %s", exc)
+                await ws.send_json({"type": "error", "code": "unavailable", "detail": str(exc)})
+                continue
+            except DATABASE_OUTAGE as exc:  # met by a lookup before the writer
+                log.warning("station stream ingest failed: %s", type(exc).__name__)
                 await ws.send_json(
-                    {"type": "error", "code": "unavailable", "detail": "nothing committed; retry"}
-                )
+                    {"type": "error", "code": "unavailable",
+                     "detail": "the database is unreachable; nothing committed, retry"}
+                )  # fmt: skip
                 continue
             except Exception:  # unforeseen: answer this message, keep the station's stream
                 log.exception("station stream ingest raised")

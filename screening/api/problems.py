@@ -173,7 +173,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # contract's agreements): the connection lost or refused, the server starting, stopping or out
 # of connections, a connect that timed out. A 503 with Retry-After, as the writer answers the
 # same outage, not a 500.
-_DATABASE_OUTAGE = (
+DATABASE_OUTAGE = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now, query canceled
@@ -216,7 +216,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
     except DatabaseUnavailableError as exc:
         return from_error(ServiceUnavailableError(str(exc), code="database_unavailable"))
-    except _DATABASE_OUTAGE as exc:
+    except DATABASE_OUTAGE as exc:
         if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
             # asyncpg's client-side DataError: a value from the request it cannot encode (an
             # integer past bigint, say). The request's fault, not an outage.

@@ -317,6 +317,17 @@ def _ledger_entry(p: PreparedEvent, record_digest: bytes) -> bytes:
 
 _SHUTTING_DOWN = "the gateway is shutting down; nothing committed"
 
+# How a connection that is gone (or being shut down by the server) fails a statement: met
+# during the COMMIT, whether it landed is unknown. Any other error there is the server's answer
+# to the COMMIT (a deferred constraint, say), and it was rolled back.
+_CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+
 
 @dataclass
 class _Submission:
@@ -346,6 +357,7 @@ class GroupCommitWriter:
     max_inflight: int = 2
     min_share: int = 32  # a group split over free slots takes at least this many events
     acquire_timeout_s: float = 10.0  # waiting longer for a connection fails the group (503)
+    commit_timeout_s: float = 30.0  # a commit running longer has its connection abandoned
     on_commit: list[Any] = field(default_factory=list)  # callables(CommitReport, batch_size)
     on_accepted: EventsHook | None = None  # in the transaction, with the new events
     _queue: asyncio.Queue[_Submission] = field(init=False)
@@ -478,6 +490,21 @@ class GroupCommitWriter:
             self._busy -= 1
             slots.release()
 
+    async def _one_by_one(self, conn: PoolConnectionProxy[Any], group: list[_Submission]) -> bool:
+        """Commit each submission of a failed group in its own transaction (on this same
+        connection, so the retries never wait for the pool); whether it stayed fit to keep."""
+        fit = True
+        for sub in group:
+            fit = await self._commit_on(conn, [sub]) and fit
+        return fit
+
+    def _abandon(self, conn: PoolConnectionProxy[Any]) -> None:
+        log.error(
+            "a group commit ran past %.0f s; its connection is cut (requests get 503)",
+            self.commit_timeout_s,
+        )
+        conn.terminate()
+
     @staticmethod
     def _fail(group: list[_Submission], reason: str, error: Exception | None = None) -> None:
         for sub in group:
@@ -514,22 +541,26 @@ class GroupCommitWriter:
         """Commit ``group`` in one transaction on ``conn`` and answer its submissions; whether
         the connection is fit to keep."""
         flat = [p for sub in group for p in sub.events]
+        committing = False  # the group's statements are done: what fails now is its COMMIT
+        # A commit that never ends (a connection that died without a word, a lock held
+        # elsewhere) would hold its slot and its requests for good: past the limit its
+        # connection is cut, and every wait on it fails at once.
+        overdue = asyncio.get_running_loop().call_later(self.commit_timeout_s, self._abandon, conn)
         try:
             async with conn.transaction():
                 outcomes, report = await commit_events(
                     conn, flat, datetime.now(UTC), self.on_accepted
                 )
+                committing = True
         except asyncpg.DataError as exc:
+            overdue.cancel()  # each retry below has its own limit
             # Refused data, rolled back: the connection is fine. One submission holds a value
             # PostgreSQL refuses: commit the others on their own (on this same connection, so
             # the retries never wait for the pool) so that a bad request cannot keep failing
             # its neighbours' events.
             if len(group) > 1:
                 log.warning("group commit refused data; committing its requests one by one")
-                fit = True
-                for sub in group:
-                    fit = await self._commit_on(conn, [sub]) and fit
-                return fit
+                return await self._one_by_one(conn, group)
             log.warning("request refused by the database: %s", exc.__class__.__name__)
             # Named by the error's class only: PostgreSQL's text may quote the value.
             self._fail(group, "", error=UnstorableEventError(exc.__class__.__name__))
@@ -542,9 +573,27 @@ class GroupCommitWriter:
             # client has not yet read the news (asyncpg then releases it to its pool).
             asyncpg.InternalClientError,
         ) as exc:
-            log.exception("group commit failed; nothing in it was committed", exc_info=exc)
-            self._fail(group, "the database failed; no event was committed")
+            if committing and isinstance(exc, _CONNECTION_LOST):
+                # The COMMIT was sent and its answer lost with the connection: it may have
+                # landed. A retry tells (an event that was committed answers "duplicate").
+                log.exception("group commit's outcome unknown", exc_info=exc)
+                self._fail(group, "the database failed during the commit; outcome unknown, retry")
+            else:
+                log.exception("group commit failed; nothing in it was committed", exc_info=exc)
+                self._fail(group, "the database failed; no event was committed")
             return False
+        except Exception as exc:  # a bug, not a database answer; rolled back
+            overdue.cancel()  # each retry below has its own limit
+            # As for refused data: one request's events may be what trips it, and its
+            # neighbours should not fail with it (nor with each of its retries).
+            if len(group) > 1:
+                log.exception("group commit raised; committing its requests one by one")
+                return await self._one_by_one(conn, group)
+            log.exception("group commit raised; nothing in it was reported accepted")
+            self._fail(group, "", error=exc)
+            return False
+        finally:
+            overdue.cancel()
         offset = 0
         for sub in group:
             n = len(sub.events)

@@ -894,6 +894,37 @@ async def test_an_odd_frame_on_the_station_stream_never_closes_it(
         assert not ws.closed
 
 
+async def test_a_database_outage_at_the_streams_key_check_keeps_the_stream(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic re-check of a station's key, and the recording of its hold acks, meet a
+    database outage: that message is answered with an error frame and not taken; the stream
+    stays, and the next message goes through."""
+    site = gateway.keys.site
+    async with gateway.http.ws_connect(
+        f"{gateway.url}/v1/stations/stream", headers=gateway.auth()
+    ) as ws:
+        monkeypatch.setattr(ingest_api, "STREAM_REAUTH_S", 0.0)
+
+        async def down(*args: Any, **kwargs: Any) -> None:
+            raise asyncpg.CannotConnectNowError("the database system is starting up")
+
+        monkeypatch.setattr(gateway.app[GATEWAY].authenticator, "authenticate", down)
+        await ws.send_str(json.dumps(received(site)))
+        error = await ws.receive_json(timeout=10)
+        assert (error["type"], error["code"]) == ("error", "unavailable")
+        monkeypatch.setattr(ingest_api, "acknowledge_hold", down)
+        monkeypatch.setattr(ingest_api, "STREAM_REAUTH_S", 3600.0)
+        await ws.send_str(json.dumps({"type": "hold.ack", "hold_id": str(uuid.uuid4())}))
+        error = await ws.receive_json(timeout=10)
+        assert (error["type"], error["code"]) == ("error", "unavailable")
+        monkeypatch.undo()
+        await ws.send_str(json.dumps(received(site)))
+        ack = await ws.receive_json(timeout=10)
+        assert (ack["type"], ack["result"]) == ("ack", "accepted")
+        assert not ws.closed
+
+
 async def test_a_station_whose_key_is_revoked_loses_its_stream(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:

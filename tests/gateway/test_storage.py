@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from screening.api.context import GATEWAY
 from screening.api.schemas import EVENT_ADAPTER
 from screening.app import create_app
+from screening.domain.records import PreparedEvent
 from screening.errors import BadRequestError
 from screening.protection import PersonalDataVault
 from screening.services import access
@@ -322,6 +323,85 @@ async def test_a_submission_after_the_writer_closed_is_refused_not_left_waiting(
         await writer.close()
         with pytest.raises(DatabaseUnavailableError):
             await asyncio.wait_for(writer.submit([event]), timeout=2)
+
+
+def _prepared(site: str, waybill: str, vault: PersonalDataVault) -> list[PreparedEvent]:
+    now = datetime.now(UTC)
+    return [
+        prepare(EVENT_ADAPTER.validate_python(e), vault, now) for e in parcel_flow(site, waybill)
+    ]
+
+
+async def test_a_commit_that_never_ends_is_cut_at_its_limit(
+    server_dsn: str, vault: PersonalDataVault
+) -> None:
+    """A commit stuck on its connection (here: a statement that sleeps) would hold its slot and
+    its requests for good; past the limit the connection is cut, the requests get 503 and the
+    writer goes on with the next group."""
+    stuck = [True]
+
+    async def sleepy(conn: Any, events: Any, now: datetime) -> None:
+        if stuck[0]:
+            await conn.execute("SELECT pg_sleep(30)")
+
+    async with writer_on_fresh_database(
+        server_dsn, 3, max_wait_s=0.0, commit_timeout_s=0.5, on_accepted=sleepy
+    ) as (pool, writer, keys):
+        await writer.start()
+        with pytest.raises(DatabaseUnavailableError, match="no event was committed"):
+            await asyncio.wait_for(writer.submit(_prepared(keys.site, "TO0000000001", vault)), 10)
+        stuck[0] = False
+        assert (
+            await asyncio.wait_for(writer.submit(_prepared(keys.site, "TO0000000002", vault)), 10)
+            == [Outcome.ACCEPTED] * 6
+        )
+        async with pool.acquire(timeout=2) as conn:
+            assert await conn.fetchval("SELECT count(*) FROM events") == 6
+
+
+async def test_a_connection_lost_during_the_commit_is_reported_as_outcome_unknown(
+    server_dsn: str, vault: PersonalDataVault
+) -> None:
+    """Not "nothing committed": the COMMIT was sent, and whether it landed cannot be known. A
+    deferred trigger makes the server end the connection while it commits."""
+    async with writer_on_fresh_database(server_dsn, 3, max_wait_s=0.0) as (pool, writer, keys):
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "CREATE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;"
+                " CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT ON events"
+                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die()"
+            )
+        await writer.start()
+        events = _prepared(keys.site, "CL0000000001", vault)
+        with pytest.raises(DatabaseUnavailableError, match="outcome unknown"):
+            await asyncio.wait_for(writer.submit(events), 10)
+        async with pool.acquire() as conn:
+            await conn.execute("DROP TRIGGER die_at_commit ON events")
+        # The retry the answer asks for: here the commit had not landed.
+        assert await asyncio.wait_for(writer.submit(events), 10) == [Outcome.ACCEPTED] * 6
+
+
+async def test_a_bug_tripped_by_one_request_fails_that_request_only(
+    server_dsn: str, vault: PersonalDataVault
+) -> None:
+    async def picky(conn: Any, events: Any, now: datetime) -> None:
+        if any(e.waybill_no == "BG0000000001" for e in events):
+            raise RuntimeError("a bug that this parcel trips")
+
+    async with writer_on_fresh_database(server_dsn, 3, max_wait_s=0.2, on_accepted=picky) as (
+        _pool,
+        writer,
+        keys,
+    ):
+        await writer.start()
+        poison, good = (_prepared(keys.site, w, vault) for w in ("BG0000000001", "BG0000000002"))
+        results = await asyncio.wait_for(
+            asyncio.gather(writer.submit(poison), writer.submit(good), return_exceptions=True),
+            timeout=10,
+        )
+        assert isinstance(results[0], RuntimeError)
+        assert results[1] == [Outcome.ACCEPTED] * 6
 
 
 async def test_no_connection_in_time_fails_the_group_as_unavailable(
