@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -11,22 +12,12 @@ V = TypeVar("V")
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel ``task`` and wait until it has finished unwinding (None: nothing to stop).
-
-    The task's own cancellation ends here. One aimed at the caller while it waits (a stop
-    bounded by ``asyncio.wait_for``, say) goes on up, so that bound holds; a caller already
-    being cancelled when it came here (cleaning up in a ``finally``) still gets to finish.
-    """
+    """Cancel ``task`` and wait until it has finished unwinding (None: nothing to stop)."""
     if task is None:
         return
-    caller = asyncio.current_task()
-    before = caller.cancelling() if caller is not None else 0
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        if caller is not None and caller.cancelling() > before:
-            raise
 
 
 class SingleFlight(Generic[K, V]):
