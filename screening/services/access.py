@@ -152,16 +152,9 @@ async def add_contract(
     async with pool.acquire() as conn:
         if not await site_store.get_sites(conn, [site_id]):
             raise NotFoundError(f"no site {site_id!r}", code="unknown_site")
-        await contract_store.upsert_contract(
-            conn,
-            ContractCustomer(
-                site_id,
-                customer_ref,
-                name,
-                code,
-                ContractAgreement(agreement_no, valid_from, valid_until),
-            ),
-        )
+        await contract_store.upsert_contract(conn, ContractCustomer(
+            site_id, customer_ref, name, code,
+            ContractAgreement(agreement_no, valid_from, valid_until)))
     return code
 
 
