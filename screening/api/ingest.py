@@ -246,6 +246,11 @@ async def post_events(request: web.Request) -> web.Response:
     return web.json_response(summary)
 
 
+async def _unavailable(ws: web.WebSocketResponse, detail: str) -> None:
+    """A station's message that met a database outage: not taken; the stream stays."""
+    await ws.send_json({"type": "error", "code": "unavailable", "detail": detail})
+
+
 async def station_stream(request: web.Request) -> web.WebSocketResponse:
     """WebSocket for stations: send events (object or array), get one ack per event back."""
     gw = request.app[GATEWAY]
@@ -273,10 +278,7 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                     # The key could not be checked: this message is not taken, the stream
                     # stays, and the next message checks again.
                     log.warning("station stream could not check its key: %s", type(exc).__name__)
-                    await ws.send_json(
-                        {"type": "error", "code": "unavailable",
-                         "detail": "the key could not be checked; nothing committed, retry"}
-                    )  # fmt: skip
+                    await _unavailable(ws, "the key could not be checked; nothing committed, retry")
                     continue
                 authenticated_at = loop.time()
             if msg.type is not WSMsgType.TEXT:
@@ -300,10 +302,9 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                             await acknowledge_hold(request.app, sites, body.get(order_key))
                         except (*DATABASE_OUTAGE, DatabaseUnavailableError) as exc:
                             log.warning("hold ack not recorded: %s", type(exc).__name__)
-                            await ws.send_json(
-                                {"type": "error", "code": "unavailable",
-                                 "detail": "the acknowledgement was not recorded; send it again"}
-                            )  # fmt: skip
+                            await _unavailable(
+                                ws, "the acknowledgement was not recorded; send it again"
+                            )
                     continue
                 items = body if isinstance(body, list) else [body]
                 if not items or len(items) > gw.settings.max_batch_events:
@@ -321,14 +322,11 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                 continue
             except DatabaseUnavailableError as exc:
                 log.warning("station stream ingest failed: %s", exc)
-                await ws.send_json({"type": "error", "code": "unavailable", "detail": str(exc)})
+                await _unavailable(ws, str(exc))
                 continue
             except DATABASE_OUTAGE as exc:  # met by a lookup before the writer
                 log.warning("station stream ingest failed: %s", type(exc).__name__)
-                await ws.send_json(
-                    {"type": "error", "code": "unavailable",
-                     "detail": "the database is unreachable; nothing committed, retry"}
-                )  # fmt: skip
+                await _unavailable(ws, "the database is unreachable; nothing committed, retry")
                 continue
             except Exception:  # unforeseen: answer this message, keep the station's stream
                 log.exception("station stream ingest raised")
