@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -184,3 +185,31 @@ async def gateway(
     finally:
         await gw.http.close()
         await bounded_cleanup(runner)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _no_task_outlives_the_session(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """At the very end (after every other session fixture's teardown), name any task still
+    running, then cancel it. The event loop's own close waits for such tasks without a bound
+    or a word: one CI run hung there once, and this makes the next one say which task it was.
+    """
+    yield
+    me = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not me]
+    if not pending:
+        return
+    report = io.StringIO()
+    print(f"{len(pending)} task(s) still running at the end of the test session:", file=report)
+    for task in pending:
+        print(repr(task), file=report)
+        task.print_stack(file=report)
+        task.cancel()
+    _, still = await asyncio.wait(pending, timeout=15)
+    for task in still:
+        print(f"still running 15 s after its cancel: {task!r}", file=report)
+    # Past the output capture, which still holds the process's output here.
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    if capture is not None and terminal is not None:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(report.getvalue())
