@@ -28,7 +28,7 @@ _ERROR_STATUSES = {
 }
 
 
-def build_openapi(max_batch_events: int = 1000) -> dict[str, Any]:
+def build_openapi(max_batch_events: int) -> dict[str, Any]:
     """The document; ``max_batch_events`` is the gateway's configured batch limit."""
     models = {r.response for r in ROUTES if r.response is not None} | {Problem}
     _, defs = models_json_schema(

@@ -205,9 +205,14 @@ EVENT_ADAPTER: TypeAdapter[EventIn] = TypeAdapter(EventIn)
 _RAW = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
 
+def event_batch(max_events: int) -> Any:
+    """The type of a batch: an array of 1 to ``max_events`` events."""
+    return Annotated[list[EventIn], Field(min_length=1, max_length=max_events)]
+
+
 def events_body(max_events: int) -> Any:
-    """What ``POST /v1/events`` takes: one event, or an array of 1 to ``max_events`` of them."""
-    return EventIn | Annotated[list[EventIn], Field(min_length=1, max_length=max_events)]
+    """What ``POST /v1/events`` takes: one event, or a batch (the OpenAPI document's body)."""
+    return EventIn | event_batch(max_events)
 
 
 @functools.cache
@@ -215,7 +220,8 @@ def batch_adapter(max_events: int) -> TypeAdapter[list[EventIn]]:
     """A batch of 1 to ``max_events`` events validated straight from its JSON text (strict, as
     ``validate_event``): for a batch whose every event is valid, one pass that builds no
     Python objects for the items first."""
-    return TypeAdapter(Annotated[list[EventIn], Field(min_length=1, max_length=max_events)])
+    adapter: TypeAdapter[list[EventIn]] = TypeAdapter(event_batch(max_events))
+    return adapter
 
 
 def validate_whole_body(
