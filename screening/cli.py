@@ -32,7 +32,8 @@ from screening.storage.database import create_pool, embedded_postgres, migrate
 from screening.workers import (
     RunDir,
     Supervisor,
-    beat,
+    first_beat,
+    keep_beating,
     watch_parent,
     worker_command,
     worker_env,
@@ -91,7 +92,11 @@ async def serve(
                 ) from exc
             tune_collector(settings.gc_young_threshold)
             if heartbeats is not None:
-                heartbeat = asyncio.create_task(beat(heartbeats), name="heartbeat")
+                # The first beat is written before the line below: the supervisor takes a
+                # worker that has not beaten as still starting, and never replaces it.
+                heartbeat = asyncio.create_task(
+                    keep_beating(first_beat(heartbeats)), name="heartbeat"
+                )
             print(f"gateway listening on http://{settings.host}:{settings.port}", file=sys.stderr)
             await stop.wait()
             print("gateway stopping", file=sys.stderr)

@@ -286,14 +286,30 @@ async def beat(heartbeats: Path) -> None:
     """In a worker: write the time to ``heartbeats/<pid>`` every ``HEARTBEAT_S``, from the event
     loop, so the time stops when the loop does. CLOCK_MONOTONIC is one clock for every process
     of the machine (unlike the wall clock, it does not jump when the time is set)."""
-    path = heartbeats / str(os.getpid())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    await keep_beating(first_beat(heartbeats))
+
+
+def first_beat(heartbeats: Path) -> int:
+    """Write the worker's first beat now, before it says it listens; the open file, for
+    ``keep_beating``. A worker that has not beaten is taken as still starting and is never
+    killed, so one wedged between saying so and its beat task's first run would stay."""
+    fd = os.open(heartbeats / str(os.getpid()), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    _write_beat(fd)
+    return fd
+
+
+async def keep_beating(fd: int) -> None:
+    """Beat every ``HEARTBEAT_S`` from the event loop into ``fd`` (closed when cancelled)."""
     try:
         while True:
-            os.pwrite(fd, f"{time.monotonic():024.6f}".encode(), 0)  # fixed width: one write
+            _write_beat(fd)
             await asyncio.sleep(HEARTBEAT_S)
     finally:
         os.close(fd)
+
+
+def _write_beat(fd: int) -> None:
+    os.pwrite(fd, f"{time.monotonic():024.6f}".encode(), 0)  # fixed width: one write
 
 
 def last_beat(path: Path) -> float | None:

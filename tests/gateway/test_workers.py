@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from screening import workers
 from screening.cli import main
-from screening.workers import Supervisor
+from screening.workers import Supervisor, first_beat, last_beat
 from tests.conftest import Keys, make_keys
 from tests.gateway.events import parcel_flow
 from tests.gateway.serving import alive, children, free_port, listening, serve_env, serving
@@ -254,3 +255,17 @@ def test_serve_refuses_a_worker_count_out_of_range(
         main(["serve", "--workers", count])
     assert exited.value.code == 2
     assert "must be from 1 to 64" in capsys.readouterr().err
+
+
+def test_a_worker_has_beaten_once_before_it_says_it_listens(tmp_path: Path) -> None:
+    """The supervisor takes a worker with no beat as still starting and never replaces it; a
+    worker stopped between saying it listens and its beat task's first run (one CI run of
+    the test above) would stay for good. The first beat is written before the event loop
+    runs again."""
+    fd = first_beat(tmp_path)
+    try:
+        beaten = last_beat(tmp_path / str(os.getpid()))
+        assert beaten is not None
+        assert time.monotonic() - beaten < 5
+    finally:
+        os.close(fd)
