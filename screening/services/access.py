@@ -10,7 +10,7 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -108,24 +108,30 @@ async def add_site(
         raise BadRequestError(str(exc), code="invalid_flow") from exc
     async with pool.acquire() as conn:
         site, pending = await site_store.upsert_site(conn, site_id, name, timezone, flows)
-        policy = site.policy
         changed_at = await site_store.database_clock(conn)  # the change is committed by now
     if not pending:
         return None
     # One policy per site, applied to all its parcels (as the parcel endpoint applies it): a
     # change re-derives what is stored under the old one. Marked pending until done, so an
-    # interrupted run is finished by the next `sites add` of the site.
-    settled = await settle_after(pool, changed_at)
+    # interrupted run is finished by the next `sites add` or `sites rederive` of the site.
+    return await _rederive(pool, site, changed_at)
+
+
+async def _rederive(pool: asyncpg.Pool[Any], site: Site, since: datetime) -> int:
+    """Derive every stored parcel of ``site`` again, once the transactions begun before
+    ``since`` (which may have derived under an older policy) have ended, and clear the site's
+    pending mark when they did and its policy is still ``site``'s. Parcels derived."""
+    settled = await settle_after(pool, since)
     if not settled:
         log.warning(
-            "transactions begun before the policy change of %s are still open; its parcels"
-            " are derived now and it stays marked: run `sites add` again once it is idle",
-            site_id,
-        )
-    done = await reevaluate_site(pool, site_id)
+            "transactions begun before %s are still open; the parcels of %s are derived now"
+            " and it stays marked: run `screening sites rederive %s` once it is idle",
+            since.isoformat(), site.site_id, site.site_id,
+        )  # fmt: skip
+    done = await reevaluate_site(pool, site.site_id)
     if settled:
         async with pool.acquire() as conn:
-            await site_store.clear_rederive(conn, site_id, policy)
+            await site_store.clear_rederive(conn, site.site_id, site.policy)
     return done
 
 
@@ -168,10 +174,13 @@ async def rederive_sites(pool: asyncpg.Pool[Any], site_ids: Sequence[str]) -> di
     logged events, under the compliance rules of this version and each site's policy: after
     an upgrade that changed the rules, so stored statuses, violations and rates agree with
     what the parcel endpoint derives. Ingest goes on meanwhile. Parcels per site."""
-    known = {s.site_id for s in await list_sites(pool)}
-    if unknown := sorted(set(site_ids) - known):
+    known = {s.site_id: s for s in await list_sites(pool)}
+    if unknown := sorted(set(site_ids) - set(known)):
         raise NotFoundError(f"unknown site {unknown[0]!r}", code="unknown_site")
-    return {site: await reevaluate_site(pool, site) for site in (site_ids or sorted(known))}
+    async with pool.acquire() as conn:
+        now = await site_store.database_clock(conn)
+    # A site still marked from an interrupted policy change is finished and cleared here too.
+    return {site: await _rederive(pool, known[site], now) for site in (site_ids or sorted(known))}
 
 
 async def list_sites(pool: asyncpg.Pool[Any]) -> list[Site]:

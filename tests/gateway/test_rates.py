@@ -284,6 +284,26 @@ async def test_each_bad_query_parameter_is_a_400_naming_it(
         assert resp.content_type == "application/problem+json"
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "blank"),
+    [
+        ("rates", "from=&to=&group_by="),
+        ("violations", "from=&to=&reason=&rule=&flow=&cursor=&limit="),
+    ],
+)
+async def test_a_blank_query_parameter_is_the_same_as_none(
+    gateway: RunningGateway, endpoint: str, blank: str
+) -> None:
+    """What a form sends for a filter left blank: answered as if it were not there."""
+    base = f"{gateway.url}/v1/sites/{gateway.keys.site}/{endpoint}"
+    answers = []
+    for query in ("", f"?{blank}"):
+        async with gateway.http.get(base + query, headers=gateway.auth("supervisor")) as resp:
+            assert resp.status == 200, await resp.text()
+            answers.append(await resp.json())
+    assert answers[0] == answers[1]
+
+
 @pytest.mark.parametrize(("endpoint", "query", "code", "named"), BAD_QUERIES)
 async def test_another_sites_endpoint_is_forbidden_whatever_the_query(
     gateway: RunningGateway, endpoint: str, query: str, code: str, named: str
@@ -532,6 +552,43 @@ async def test_an_interrupted_re_derivation_is_finished_by_the_next_sites_add(
         gateway, f"/v1/sites/{site}/violations?from=2026-11-20&to=2026-11-20", role="admin"
     )
     assert listed["items"] == []
+    assert await access.add_site(gateway.pool, site, "interrupted", xray_flows=["air"]) is None
+
+
+async def test_sites_rederive_also_finishes_an_interrupted_policy_change(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sites rederive` of a site still marked from an interrupted policy change derives its
+    parcels under the new policy and clears the mark: `sites add` with the same policy then
+    has nothing left to do."""
+    site = f"PR-{uuid.uuid4().hex[:8]}"
+    await access.add_site(gateway.pool, site, "interrupted")
+    _, station = await access.create_key(gateway.pool, Role.STATION, [site])
+    events = parcel_flow(site, "PR0000000001", flow="same_city", skip=frozenset({"xray"}))
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events", json=events, headers={"Authorization": f"Bearer {station}"}
+    ) as resp:
+        assert resp.status == 200
+
+    async def stopped(*_: Any, **__: Any) -> int:
+        raise ConnectionResetError("the operator's connection dropped")
+
+    monkeypatch.setattr(access, "reevaluate_site", stopped)
+    with pytest.raises(ConnectionResetError):
+        await access.add_site(gateway.pool, site, "interrupted", xray_flows=["air"])
+    monkeypatch.undo()
+    marked = "SELECT rederive_pending FROM sites WHERE site_id = $1"
+    assert await gateway.pool.fetchval(marked, site) is True
+    listed = await get(
+        gateway, f"/v1/sites/{site}/violations?from=2026-11-20&to=2026-11-20", role="admin"
+    )
+    assert [v["reason"] for v in listed["items"]] == ["no_xray"]  # still the old policy's
+    assert await access.rederive_sites(gateway.pool, [site]) == {site: 1}
+    assert await gateway.pool.fetchval(marked, site) is False
+    listed = await get(
+        gateway, f"/v1/sites/{site}/violations?from=2026-11-20&to=2026-11-20", role="admin"
+    )
+    assert listed["items"] == []  # same-city needs no X-ray at an air-only site
     assert await access.add_site(gateway.pool, site, "interrupted", xray_flows=["air"]) is None
 
 
