@@ -25,9 +25,14 @@ from screening.errors import BadRequestError, NotFoundError
 from screening.services import queries
 
 
+def text_param(request: web.Request, name: str) -> str | None:
+    """A query parameter's value; an empty one (a form's blank filter) is the same as none."""
+    return request.query.get(name) or None
+
+
 def date_param(request: web.Request, name: str) -> date | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = text_param(request, name)
+    if raw is None:
         return None
     try:
         return date.fromisoformat(raw)
@@ -36,7 +41,7 @@ def date_param(request: web.Request, name: str) -> date | None:
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
+    raw = text_param(request, name)
     if raw is None:
         return default
     try:
@@ -103,7 +108,7 @@ async def get_rates(request: web.Request) -> web.Response:
         site_id,
         date_param(request, "from"),
         date_param(request, "to"),
-        request.query.get("group_by", "day"),
+        text_param(request, "group_by") or "day",
         datetime.now(UTC),
     )
     out = RatesOut(
@@ -132,10 +137,10 @@ async def get_violations(request: web.Request) -> web.Response:
         site_id,
         first=date_param(request, "from"),
         last=date_param(request, "to"),
-        reason=request.query.get("reason"),
-        rule=request.query.get("rule"),
-        flow=request.query.get("flow"),
-        cursor=request.query.get("cursor"),
+        reason=text_param(request, "reason"),
+        rule=text_param(request, "rule"),
+        flow=text_param(request, "flow"),
+        cursor=text_param(request, "cursor"),
         limit=_int_param(request, "limit", 100),
         now=datetime.now(UTC),
     )

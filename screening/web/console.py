@@ -20,7 +20,7 @@ from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, public_origin
 from screening.api.jsonbody import read_json
 from screening.api.problems import field_errors
-from screening.api.reads import date_param
+from screening.api.reads import date_param, text_param
 from screening.domain.access import Permission, Principal
 from screening.domain.compliance import DEFAULT_TIMEZONE
 from screening.errors import AuthenticationError, BadRequestError, ForbiddenError, InvalidEventError
@@ -187,7 +187,7 @@ async def export_violations(request: web.Request) -> web.StreamResponse:
     site_id = request.match_info["site_id"]
     queries.require_cover(principal, site_id)  # before the query's parameters are judged
     first, last = date_param(request, "from"), date_param(request, "to")
-    filters = {k: request.query.get(k) or None for k in ("reason", "rule", "flow")}
+    filters = {k: text_param(request, k) for k in ("reason", "rule", "flow")}
 
     async def page(cursor: str | None) -> tuple[list[ViolationRow], str | None]:
         return await queries.site_violations(
