@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
@@ -86,7 +87,12 @@ def _event_id_of(item: Any) -> str | None:
         return str(item.event_id)
     if isinstance(item, dict):
         value = item.get("event_id")
-        return value if isinstance(value, str) and len(value) <= 64 else None
+        if not isinstance(value, str) or len(value) > 64:
+            return None
+        try:  # in the form every other result gives it (upper case, braces, no hyphens: as sent)
+            return str(UUID(value))
+        except ValueError:
+            return value
     return None
 
 

@@ -57,6 +57,7 @@ _PYDANTIC_CODES = {
     "datetime_parsing": "invalid_timestamp",
     "datetime_from_date_parsing": "invalid_timestamp",
     "datetime_type": "invalid_timestamp",
+    "timestamp_offset": "invalid_timestamp",
     "union_tag_invalid": "unknown_event_type",
     "union_tag_not_found": "missing_event_type",
     "model_attributes_type": "wrong_type",
@@ -93,19 +94,39 @@ def _code(kind: str, message: str) -> str:
     return _PYDANTIC_CODES.get(kind, kind)
 
 
+# Errors listed for one event at most; a body can hold a thousand events, and an error costs
+# far more to build and send than to find.
+MAX_FIELD_ERRORS = 20
+
+# Messages of ours for pydantic errors whose own message quotes the input.
+_FIXED_MESSAGES = {
+    "union_tag_invalid": "type is not one of the event types",
+}
+
+
 def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
-    """Flatten pydantic errors into (code, dotted path, message); never echoes input values."""
+    """Flatten pydantic errors into (code, dotted path, message); never echoes input values.
+    At most ``MAX_FIELD_ERRORS``, the last then saying how many more there were."""
     out: list[FieldError] = []
+    total = exc.error_count()
     for err in exc.errors(include_input=False, include_url=False):
+        if len(out) == MAX_FIELD_ERRORS - 1 and total > MAX_FIELD_ERRORS:
+            more = total - len(out)
+            out.append(FieldError("too_many_errors", prefix, f"{more} more errors not listed"))
+            break
         kind = str(err["type"])
         loc = [str(p) for p in err["loc"]]
         # Discriminated unions put the tag name in the path; it is noise for the client.
         if loc and loc[0] in _EVENT_TAGS:
             loc = loc[1:]
+        field = (err.get("ctx") or {}).get("field")  # a model-level rule names its field
+        if field is not None:
+            loc.append(str(field))
         path = ".".join([prefix, *loc] if prefix else loc) or (
             "type" if kind.startswith("union_tag") else ""
         )
-        out.append(FieldError(_code(kind, str(err["msg"])), path, str(err["msg"])))
+        message = _FIXED_MESSAGES.get(kind, str(err["msg"]))
+        out.append(FieldError(_code(kind, str(err["msg"])), path, message))
     return out
 
 

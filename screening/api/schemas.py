@@ -60,9 +60,20 @@ class Wire(BaseModel):
 EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+# The widest UTC offsets any time zone uses (Kiribati's +14:00, Baker Island's -12:00), with an
+# hour to spare; ISO 8601 allows up to +-23:59, which PostgreSQL refuses past +-15:59.
+MAX_UTC_OFFSET = timedelta(hours=15)
+
+
 def not_in_future(value: datetime, info: ValidationInfo) -> datetime:
-    """Refuse times further ahead of the gateway's clock than the tolerated station skew, and
-    times before ``EARLIEST_OCCURRED_AT`` (a clock that lost its setting)."""
+    """Refuse times further ahead of the gateway's clock than the tolerated station skew,
+    times before ``EARLIEST_OCCURRED_AT`` (a clock that lost its setting), and offsets no
+    time zone has."""
+    offset = value.utcoffset()
+    if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+        raise PydanticCustomError(
+            "timestamp_offset", "the UTC offset is outside -15:00 to +15:00 (no time zone has it)"
+        )
     if value < EARLIEST_OCCURRED_AT:
         raise PydanticCustomError(
             "timestamp_too_old", f"occurred_at is before {EARLIEST_OCCURRED_AT.date()}"
@@ -154,6 +165,7 @@ class RealnameRegisteredIn(EventBase):
             raise PydanticCustomError(
                 "sender_or_contract_required",
                 "give exactly one of sender or contract_customer_ref",
+                {"field": "sender"},
             )
         return self
 
@@ -182,7 +194,9 @@ class XrayScannedIn(EventBase):
     scanner_id: ShortText
     verdict: ScanVerdict
     image_ref: str | None = Field(default=None, max_length=256)
-    detections: list[DetectionIn] = Field(default_factory=list, max_length=300)
+    # fail_fast: the first bad detection is reported, not each of up to 300 (errors cost far
+    # more to build and send than to find).
+    detections: list[DetectionIn] = Field(default_factory=list, max_length=300, fail_fast=True)
     model_version: str | None = Field(default=None, max_length=64)
 
 
@@ -207,7 +221,9 @@ _RAW = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
 def event_batch(max_events: int) -> Any:
     """The type of a batch: an array of 1 to ``max_events`` events."""
-    return Annotated[list[EventIn], Field(min_length=1, max_length=max_events)]
+    # fail_fast: the whole-body pass only asks whether every event is valid (a body that is not
+    # is judged again event by event, for each one's errors).
+    return Annotated[list[EventIn], Field(min_length=1, max_length=max_events, fail_fast=True)]
 
 
 def events_body(max_events: int) -> Any:
@@ -253,7 +269,50 @@ def validate_event(item: Any, context: dict[str, Any] | None = None) -> EventIn:
     time). Text holding a lone surrogate escape fails here (``json_invalid``), before any of it
     is digested or stored.
     """
-    return EVENT_ADAPTER.validate_json(_RAW.encode(item), strict=True, context=context)
+    try:
+        text = _RAW.encode(item)
+    except RecursionError:  # parsed a frame shallower than this (the station stream's reader)
+        raise _json_invalid((), "recursion limit exceeded") from None
+    try:
+        return EVENT_ADAPTER.validate_json(text, strict=True, context=context)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if len(errors) == 1 and errors[0]["type"] == "json_invalid":
+            at = _surrogate_at(item, ())
+            if at is not None:  # the text as a whole failed: name the field that made it fail
+                raise _json_invalid(at, "a lone surrogate is not Unicode text") from None
+        raise
+
+
+def _json_invalid(loc: tuple[str | int, ...], error: str) -> ValidationError:
+    return ValidationError.from_exception_data(
+        "event", [{"type": "json_invalid", "loc": loc, "input": None, "ctx": {"error": error}}]
+    )
+
+
+def _surrogate_at(item: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+    """Where in a parsed JSON value a string (or a key) holds a lone surrogate, if anywhere."""
+    if isinstance(item, str):
+        return None if item.isascii() or _is_unicode(item) else loc
+    if isinstance(item, dict):
+        for key, value in item.items():
+            if not _is_unicode(key):
+                return (*loc, key)
+            if (found := _surrogate_at(value, (*loc, key))) is not None:
+                return found
+    elif isinstance(item, list):
+        for i, value in enumerate(item):
+            if (found := _surrogate_at(value, (*loc, i))) is not None:
+                return found
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -269,7 +328,10 @@ class FieldErrorOut(Wire):
 
 class EventResultOut(Wire):
     index: int
-    event_id: str | None
+    event_id: str | None = Field(
+        description="The event's id in canonical form (lower case, hyphenated), as sent when"
+        " it is no UUID; null when the event has none"
+    )
     result: EventOutcome
     code: str | None = None
     errors: list[FieldErrorOut] = Field(default_factory=list)

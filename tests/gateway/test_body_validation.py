@@ -4,11 +4,14 @@ its events on its own means; anything not wholly valid is left to the per-event 
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from screening.api.problems import field_errors
 from screening.api.schemas import validate_event, validate_whole_body
 from tests.gateway.events import event, parcel_flow
 
@@ -46,3 +49,14 @@ def _received(**fields: Any) -> dict[str, Any]:
 )
 def test_anything_not_wholly_valid_is_left_to_the_per_event_path(body: bytes) -> None:
     assert validate_whole_body(body, CONTEXT, 2) is None
+
+
+def test_a_value_too_deep_to_re_encode_is_an_error_of_the_event_not_a_crash() -> None:
+    """The station stream parses a frame one call shallower than validate_event re-encodes
+    it: a value just deep enough to parse there must still come back as the event's error."""
+    deep: Any = []
+    for _ in range(sys.getrecursionlimit() + 100):
+        deep = [deep]
+    with pytest.raises(ValidationError) as caught:
+        validate_event(_received(declared_contents=deep), CONTEXT)
+    assert [(e.code, e.path) for e in field_errors(caught.value)] == [("nested_too_deeply", "")]

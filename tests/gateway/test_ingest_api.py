@@ -20,6 +20,7 @@ import pytest
 
 from screening.api import ingest as ingest_api
 from screening.api.context import GATEWAY
+from screening.api.problems import MAX_FIELD_ERRORS
 from screening.api.schemas import EVENT_ADAPTER, IngestResponse
 from screening.domain.access import Role
 from screening.domain.identity import mask_document
@@ -477,6 +478,14 @@ BAD_EVENTS = {
     "timestamp before 2000 (a clock that lost its setting)": BadEvent(
         _with(_sealed, occurred_at="0001-01-01T00:00:00+14:00"), "timestamp_too_old", "occurred_at"
     ),
+    "an offset no time zone has (ISO 8601 allows it; PostgreSQL refuses it)": BadEvent(
+        _with(_sealed, occurred_at="2026-11-20T10:00:00+16:00"), "invalid_timestamp", "occurred_at"
+    ),
+    "neither sender nor contract customer": BadEvent(
+        lambda site: event("realname.registered", site, waybill()),
+        "sender_or_contract_required",
+        "sender",
+    ),
     "ID with a future birth date": BadEvent(
         _realname(resident_id("11010520991231002")), "invalid_birth_date", "sender.document_number"
     ),
@@ -536,6 +545,7 @@ async def test_a_lone_surrogate_escape_in_text_is_rejected(
     assert "\\ud800" in broken
     status, ctype, body = await post(gateway, data=broken.encode())
     assert_problem(status, ctype, body, 422, "string_unicode")
+    assert [e["path"] for e in body["errors"]] == ["carrier"]
     status, _, body = await post(gateway, data=f"[{broken}, {item}]".encode())
     assert status == 200, body
     assert [r["result"] for r in body["results"]] == ["rejected", "accepted"]
@@ -552,6 +562,54 @@ async def test_a_value_nested_deeper_than_the_event_validator_reads_is_rejected(
     status, ctype, body = await post(gateway, data=item.encode())
     assert_problem(status, ctype, body, 422, "nested_too_deeply")
     await assert_still_serves(gateway)
+
+
+async def test_an_event_with_thousands_of_errors_lists_a_few_and_counts_the_rest(
+    gateway: RunningGateway,
+) -> None:
+    """A scan whose 300 detections are each wrong in nine ways is answered with the first bad
+    detection's errors, not 2,700 of them (per event, in a batch of hundreds)."""
+    junk = {name: 1 for name in "abcdef"}  # six unknown fields, three missing
+    item = event(
+        "xray.scanned", gateway.keys.site, waybill(), scanner_id="x1", verdict="flagged",
+        detections=[junk] * 300,
+    )  # fmt: skip
+    status, _, body = await post(gateway, [item] * 50)
+    assert status == 200, str(body)[:500]
+    for result in body["results"]:
+        assert result["result"] == "rejected"
+        assert 1 <= len(result["errors"]) <= MAX_FIELD_ERRORS
+        assert {tuple(e["path"].split(".")[:2]) for e in result["errors"]} == {("detections", "0")}
+    bad_event = _with(_sealed, occurred_at=1, event_id=2, site_id=3, waybill_no=4)(
+        gateway.keys.site
+    )
+    bad_event.update({f"extra_{i}": i for i in range(40)})
+    status, _, body = await post(gateway, bad_event)
+    assert status == 422, body
+    assert len(body["errors"]) == MAX_FIELD_ERRORS
+    last = body["errors"][-1]
+    assert last["code"] == "too_many_errors"
+    assert last["message"].startswith(f"{44 - (MAX_FIELD_ERRORS - 1)} more")  # of 44
+
+
+async def test_a_rejected_event_gives_its_id_in_the_form_an_accepted_one_would(
+    gateway: RunningGateway,
+) -> None:
+    upper = str(uuid.uuid4()).upper()
+    good = _with(_sealed, event_id=upper)(gateway.keys.site)
+    bad = _with(_sealed, event_id="{" + upper + "}", clerk_id="")(gateway.keys.site)
+    status, _, body = await post(gateway, [good, bad])
+    assert status == 200, body
+    assert [(r["result"], r["event_id"]) for r in body["results"]] == [
+        ("accepted", upper.lower()), ("rejected", upper.lower()),
+    ]  # fmt: skip
+
+
+async def test_an_unknown_event_type_is_not_quoted_back(gateway: RunningGateway) -> None:
+    status, _, body = await post(gateway, _with(_sealed, type="110101199003074258")(
+        gateway.keys.site))  # fmt: skip
+    assert status == 422, body
+    assert "110101199003074258" not in json.dumps(body)
 
 
 async def test_a_utf16_body_is_read_like_a_utf8_one(gateway: RunningGateway) -> None:
