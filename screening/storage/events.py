@@ -58,7 +58,7 @@ WITH input AS (
     SELECT site_id, event_id, waybill_no, occurred_at, payload->>'scanner_id',
            payload->>'image_ref', payload->>'verdict',
            coalesce(payload->'detections', '[]'::jsonb), payload->>'model_version'
-    FROM ev WHERE event_type = 'xray.scanned'
+    FROM ev WHERE event_type = 'xray.scanned' AND payload->>'reviewed_event_id' IS NULL
 ), realname_new AS (
     INSERT INTO realname_records (site_id, event_id, waybill_no, occurred_at,
         contract_customer_ref, document_type, document_masked, document_hmac, pii_key_id,

@@ -161,6 +161,11 @@ async def test_a_cleared_flag_lets_the_parcel_leave_compliantly(agw: AlertGatewa
     assert parcel["violations"] == []
     reviewed = [e for e in parcel["events"] if e["type"] == "xray.scanned"]
     assert len(reviewed) == 2  # the scan, and the appended review outcome
+    # The scanners' own scans (what the monthly report counts per machine): the one scan.
+    scans = await agw.gw.pool.fetch(
+        "SELECT verdict FROM scans WHERE site_id = $1 AND waybill_no = $2", site, wb
+    )
+    assert [r["verdict"] for r in scans] == ["flagged"]
 
 
 async def test_a_reviewer_clear_leaves_a_parcel_police_were_alerted_to_with_them(
