@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
 import re
 import secrets
 import time
+import zoneinfo
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
@@ -81,6 +82,11 @@ async def revoke_key(pool: asyncpg.Pool[Any], key_id: str) -> None:
             raise NotFoundError(f"no active key {key_id!r}", code="unknown_key")
 
 
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones() - {"localtime", "Factory"})
+
+
 async def add_site(
     pool: asyncpg.Pool[Any],
     site_id: str,
@@ -95,18 +101,19 @@ async def add_site(
     derived again under the new one: the number of them (None when nothing had to be)."""
     if not _SITE_ID.fullmatch(site_id):  # (match: '$' also matches before a final newline)
         raise BadRequestError(f"invalid site id {site_id!r}", code="invalid_site_id")
-    if timezone is not None:
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise BadRequestError(
-                f"unknown time zone {timezone!r}", code="invalid_timezone"
-            ) from exc
+    # An IANA zone that both this gateway and PostgreSQL know: not the host's own (localtime),
+    # not a file only the host's zone directory holds (posix/..., right/...).
+    if timezone is not None and timezone not in _zones():
+        raise BadRequestError(f"unknown time zone {timezone!r}", code="invalid_timezone")
     try:
         flows = None if xray_flows is None else frozenset(Flow(f) for f in xray_flows)
     except ValueError as exc:
         raise BadRequestError(str(exc), code="invalid_flow") from exc
     async with pool.acquire() as conn:
+        if timezone is not None and not await site_store.timezone_known(conn, timezone):
+            raise BadRequestError(
+                f"the database does not know the time zone {timezone!r}", code="invalid_timezone"
+            )
         site, pending = await site_store.upsert_site(conn, site_id, name, timezone, flows)
         changed_at = await site_store.database_clock(conn)  # the change is committed by now
     if not pending:

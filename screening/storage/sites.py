@@ -106,6 +106,13 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start < 
 """
 
 
+async def timezone_known(conn: Conn, name: str) -> bool:
+    """Whether PostgreSQL has this time zone (rates cut days with AT TIME ZONE)."""
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT FROM pg_timezone_names WHERE name = $1)", name)
+    )
+
+
 async def database_clock(conn: Conn) -> datetime:
     """The database server's clock now (what ``older_transactions`` compares with)."""
     moment: datetime = await conn.fetchval("SELECT clock_timestamp()")

@@ -15,7 +15,7 @@ import pytest
 
 from screening.domain.access import Role
 from screening.domain.events import Flow
-from screening.errors import NotFoundError
+from screening.errors import BadRequestError, NotFoundError
 from screening.services import access
 from tests.conftest import RunningGateway
 from tests.gateway.events import BASE, event, parcel_flow
@@ -634,3 +634,18 @@ async def test_rederive_brings_parcels_stored_under_older_rules_up_to_date(
     assert (row["compliant"], row["problems"]) == (True, [])
     with pytest.raises(NotFoundError):
         await access.rederive_sites(gateway.pool, [f"NO-{uuid.uuid4().hex[:8]}"])
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "localtime", "posix/Asia/Shanghai", "right/UTC"])
+async def test_a_site_takes_only_a_time_zone_the_gateway_and_the_database_both_know(
+    gateway: RunningGateway, zone: str
+) -> None:
+    """The host's own zone, or a zone file only the host has, would load here and then fail
+    (or cut days differently) in PostgreSQL's AT TIME ZONE."""
+    site = f"TZ-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(BadRequestError) as refused:
+        await access.add_site(gateway.pool, site, "zone", timezone=zone)
+    assert refused.value.code == "invalid_timezone"
+    assert await access.add_site(gateway.pool, site, "zone", timezone="Asia/Urumqi") is None
+    [stored] = [s for s in await access.list_sites(gateway.pool) if s.site_id == site]
+    assert stored.policy.timezone == "Asia/Urumqi"
