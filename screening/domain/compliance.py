@@ -152,6 +152,14 @@ def _invalid(records: list[RealnameRegistered]) -> Reason:
     return Reason.INVALID_ID_DOCUMENT
 
 
+def _last_look_passed(looks: list[InspectionCompleted]) -> bool:
+    """Whether the last look inside passed. Looks logged at that same instant are one look,
+    which passed only if each of them did: a refusal is a finding about the contents that a
+    pass in the same instant does not undo, and the outcome never turns on event ids."""
+    latest = looks[-1].header.occurred_at
+    return all(e.result is InspectionResult.PASS for e in looks if e.header.occurred_at == latest)
+
+
 def _inspection_problems(
     sealed: list[ParcelSealed], inspections: list[InspectionCompleted], cutoff: datetime | None
 ) -> list[Reason]:
@@ -171,10 +179,10 @@ def _inspection_problems(
             problems.append(
                 Reason.SEALED_BEFORE_INSPECTION if inspections else Reason.NO_INSPECTION
             )
-        elif judged[-1].result is not InspectionResult.PASS:
+        elif not _last_look_passed(judged):
             # The last look inside before sealing is what counts.
             problems.append(Reason.INSPECTION_NOT_PASSED)
-        elif reopened and reopened[-1].result is not InspectionResult.PASS:
+        elif reopened and not _last_look_passed(reopened):
             problems.append(Reason.INSPECTION_NOT_PASSED)
     else:
         problems.append(Reason.NOT_SEALED)

@@ -171,6 +171,21 @@ def test_refused_or_prohibited_inspection_is_inspection_not_passed() -> None:
         assert judge(events) == (Reason.INSPECTION_NOT_PASSED,)
 
 
+def test_looks_inside_at_the_same_instant_are_one_that_passed_only_if_each_did() -> None:
+    """Stations often log whole seconds: a pass and a refusal in one instant must not be judged
+    by which has the lower event id. The refusal is a finding the pass does not undo."""
+    for _ in range(8):  # fresh event ids each time: both orders of the two ids come up
+        tied = replace(
+            complete(), InspectionCompleted,
+            inspection(2), inspection(2, result=InspectionResult.REFUSED),
+        )  # fmt: skip
+        assert judge(tied) == (Reason.INSPECTION_NOT_PASSED,)
+        reopened = [*complete(), inspection(5), inspection(5, result=InspectionResult.REFUSED)]
+        assert judge(reopened) == (Reason.INSPECTION_NOT_PASSED,)
+    both_passed = replace(complete(), InspectionCompleted, inspection(2), inspection(2))
+    assert judge(both_passed) == ()
+
+
 def test_the_last_inspection_before_the_seal_decides() -> None:
     events = replace(
         complete(),
