@@ -21,14 +21,16 @@ ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name,
     timezone = coalesce($3, s.timezone),
     xray_flows = coalesce($4::text[], s.xray_flows),
     rederive_pending = s.rederive_pending
-        OR (s.timezone, s.xray_flows)
-           IS DISTINCT FROM (coalesce($3, s.timezone), coalesce($4::text[], s.xray_flows))
+        OR s.timezone IS DISTINCT FROM coalesce($3, s.timezone)
+        OR NOT (s.xray_flows @> coalesce($4::text[], s.xray_flows)
+                AND s.xray_flows <@ coalesce($4::text[], s.xray_flows))
 RETURNING rederive_pending, site_id, name, timezone, xray_flows
 """
-# Cleared only while the policy is still the one the parcels were derived under.
+# Cleared only while the policy is still the one the parcels were derived under. Flow lists
+# compare as sets: a row written by hand (or by migration 0001's default) need not be sorted.
 CLEAR_REDERIVE = """
 UPDATE sites SET rederive_pending = false
-WHERE site_id = $1 AND timezone = $2 AND xray_flows = $3
+WHERE site_id = $1 AND timezone = $2 AND xray_flows @> $3::text[] AND xray_flows <@ $3::text[]
 """
 SELECT_SITES = "SELECT site_id, name, timezone, xray_flows FROM sites ORDER BY site_id"
 SELECT_SOME_SITES = """

@@ -649,3 +649,22 @@ async def test_a_site_takes_only_a_time_zone_the_gateway_and_the_database_both_k
     assert await access.add_site(gateway.pool, site, "zone", timezone="Asia/Urumqi") is None
     [stored] = [s for s in await access.list_sites(gateway.pool) if s.site_id == site]
     assert stored.policy.timezone == "Asia/Urumqi"
+
+
+async def test_a_flow_list_stored_in_another_order_is_the_same_policy(
+    gateway: RunningGateway,
+) -> None:
+    """A site row written by hand lists its flows unsorted: the same set given again is no
+    change, and a real change's mark is cleared once its parcels are derived."""
+    site = f"FO-{uuid.uuid4().hex[:8]}"
+    await gateway.pool.execute(
+        "INSERT INTO sites (site_id, name, xray_flows) VALUES ($1, 'by hand', $2)",
+        site, ["same_city", "air", "rail"],
+    )  # fmt: skip
+    marked = "SELECT rederive_pending FROM sites WHERE site_id = $1"
+    flows = ["air", "rail", "same_city"]
+    assert await access.add_site(gateway.pool, site, "by hand", xray_flows=flows) is None
+    assert await gateway.pool.fetchval(marked, site) is False
+    assert await access.add_site(gateway.pool, site, "by hand", timezone="Asia/Urumqi") == 0
+    assert await gateway.pool.fetchval(marked, site) is False
+    assert await access.add_site(gateway.pool, site, "by hand", timezone="Asia/Urumqi") is None
