@@ -52,7 +52,9 @@ async def parcel_status(
         scope = [site_id]
     else:
         scope = None if principal.sites is None else sorted(principal.sites)
-    async with pool.acquire() as conn:
+    # One snapshot: the events and the timeline read the same log (an event committed between
+    # them would be in one and not the other).
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         found = await parcel_store.find_parcels(conn, waybill_no, scope)
         if not found:
             raise NotFoundError(f"no parcel {waybill_no!r} in your sites", code="unknown_parcel")
