@@ -24,6 +24,7 @@ from screening.api.schemas import (
     validate_event,
     validate_whole_body,
 )
+from screening.background import cancel_and_wait
 from screening.domain.access import Permission, Principal
 from screening.domain.records import ContractAgreement
 from screening.errors import (
@@ -43,7 +44,8 @@ from screening.storage.errors import DatabaseUnavailableError, UnstorableEventEr
 log = logging.getLogger(__name__)
 
 PACING_BYTES = 8192  # a body's pacing units: one, plus one per this many bytes
-STREAM_REAUTH_S = 5.0  # a station's stream re-checks its key this often (on its next message)
+STREAM_REAUTH_S = 5.0  # a station's stream re-checks its key this often, idle or not
+MIN_REAUTH_WAIT_S = 0.05
 # Control messages a station sends on its stream, and the id field each acknowledges: a hold once
 # the belt is stopped, a release once it is shown at the tunnel (firmware_bridge/PROTOCOL.md).
 CONTROL_MESSAGES: dict[str, str | None] = {
@@ -269,24 +271,50 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
     gw.metrics.station_streams.inc()
     loop = asyncio.get_running_loop()
     authenticated_at = loop.time()
+
+    async def recheck() -> bool | None:
+        """Check the stream's key again: whether it still holds (None: it could not be
+        checked); a revoked key's stream is told so and closed."""
+        nonlocal authenticated_at
+        try:  # a key revoked while its station stays connected
+            await principal_of(request, Permission.WRITE_EVENTS, bearer_only=True)
+        except (AuthenticationError, ForbiddenError):
+            if not ws.closed:
+                await ws.send_json(
+                    {"type": "error", "code": "revoked", "detail": "the key was revoked"}
+                )
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION)
+            return False
+        except (*DATABASE_OUTAGE, DatabaseUnavailableError) as exc:
+            log.warning("station stream could not check its key: %s", type(exc).__name__)
+            return None
+        authenticated_at = loop.time()
+        return True
+
+    async def watch_key() -> None:
+        """Check the key of a stream that only listens too: it would otherwise go on being
+        sent hold orders (which parcels are held, and why) after its key was revoked."""
+        try:
+            while not ws.closed:
+                due = authenticated_at + STREAM_REAUTH_S - loop.time()
+                await asyncio.sleep(max(due, MIN_REAUTH_WAIT_S))
+                if loop.time() - authenticated_at >= STREAM_REAUTH_S and await recheck() is False:
+                    return
+        except ConnectionResetError:  # the station went away meanwhile: its stream ends anyway
+            return
+
+    watcher = asyncio.create_task(watch_key(), name="station-stream-key")
     try:
         async for msg in ws:
             if loop.time() - authenticated_at >= STREAM_REAUTH_S:
-                try:  # a key revoked while its station stays connected
-                    await principal_of(request, Permission.WRITE_EVENTS, bearer_only=True)
-                except (AuthenticationError, ForbiddenError):
-                    await ws.send_json(
-                        {"type": "error", "code": "revoked", "detail": "the key was revoked"}
-                    )
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION)
+                checked = await recheck()
+                if checked is False:
                     break
-                except (*DATABASE_OUTAGE, DatabaseUnavailableError) as exc:
+                if checked is None:
                     # The key could not be checked: this message is not taken, the stream
                     # stays, and the next message checks again.
-                    log.warning("station stream could not check its key: %s", type(exc).__name__)
                     await _unavailable(ws, "the key could not be checked; nothing committed, retry")
                     continue
-                authenticated_at = loop.time()
             if msg.type is not WSMsgType.TEXT:
                 if msg.type is WSMsgType.BINARY:
                     await ws.send_json({"type": "error", "code": "text_frames_only"})
@@ -343,6 +371,7 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
             for r in results:
                 await ws.send_json({"type": "ack", **r})
     finally:
+        await cancel_and_wait(watcher)
         for site in sites:
             gw.station_streams.get(site, set()).discard(ws)
         gw.metrics.station_streams.dec()

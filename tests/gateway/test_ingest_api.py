@@ -1007,6 +1007,25 @@ async def test_a_station_whose_key_is_revoked_loses_its_stream(
     assert (await get_parcel(gateway, late["waybill_no"]))[0] == 404  # nothing was written
 
 
+async def test_a_station_that_only_listens_loses_its_stream_when_its_key_is_revoked(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A terminal that sends nothing is checked too: otherwise it would go on receiving hold
+    orders (which parcels are held, and why) with a revoked key."""
+    monkeypatch.setattr(ingest_api, "STREAM_REAUTH_S", 0.2)
+    site = gateway.keys.site
+    key_id, key = await access.create_key(gateway.pool, Role.STATION, [site])
+    async with gateway.http.ws_connect(
+        f"{gateway.url}/v1/stations/stream", headers={"Authorization": f"Bearer {key}"}
+    ) as ws:
+        await asyncio.sleep(0.5)  # checked again meanwhile, and still good: nothing said
+        await access.revoke_key(gateway.pool, key_id)
+        told = await ws.receive_json(timeout=10)
+        assert (told["type"], told["code"]) == ("error", "revoked")
+        closing = await ws.receive(timeout=10)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
 async def test_an_unforeseen_failure_on_the_station_stream_keeps_it_open(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
