@@ -582,5 +582,12 @@ async def _demo(settings: Settings, args: argparse.Namespace, dsn: str) -> int:
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.database_url is not None:
+        # The demo renames its sites, overwrites its contract customers, revokes earlier demo
+        # keys, makes an admin key and logs simulated events for good: never in a real database
+        # (a shell that sourced the gateway's environment file has its URL).
+        raise StartupError(
+            "the demo runs on its own embedded PostgreSQL only: unset SCREENING_DATABASE_URL"
+        )
     with database(settings) as dsn:
         return asyncio.run(_demo(settings, args, dsn))

@@ -109,3 +109,16 @@ def test_demo_arguments_out_of_range_are_usage_errors(
         main(["demo", *argv])
     assert exited.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_the_demo_refuses_a_configured_database(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The demo writes demo sites, keys and events for good: not into the database a shell
+    that sourced the gateway's environment file points at."""
+    monkeypatch.setenv("SCREENING_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/prod")
+    monkeypatch.setenv("SCREENING_DATA_DIR", str(tmp_path))
+    assert main(["demo", "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unset SCREENING_DATABASE_URL" in err
+    assert not any(tmp_path.iterdir())  # nothing started, nothing written
