@@ -15,7 +15,11 @@ class Settings(BaseSettings):
     ``data_dir`` and is kept between runs.
     """
 
-    model_config = SettingsConfigDict(env_prefix="SCREENING_", env_file=None, extra="ignore")
+    # An empty value is no value: `SCREENING_DATABASE_URL=` in an environment file means the
+    # embedded database, not a URL of "" (libpq's defaults), and likewise for every path.
+    model_config = SettingsConfigDict(
+        env_prefix="SCREENING_", env_file=None, extra="ignore", env_ignore_empty=True
+    )
 
     database_url: SecretStr | None = None
     data_dir: Path = Path("./var")

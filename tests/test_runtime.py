@@ -86,3 +86,17 @@ def test_a_worker_keeps_draining_when_a_second_sigterm_comes() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "still draining"
+
+
+def test_an_empty_setting_is_the_same_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`SCREENING_DATABASE_URL=` in an environment file: the embedded database, not a URL of
+    nothing (libpq's defaults); an empty path is the default path, not the current directory."""
+    for name in ("DATABASE_URL", "MODEL_PATH", "LEDGER_KEY_FILE", "PII_KEYS_JSON", "PORT"):
+        monkeypatch.setenv(f"SCREENING_{name}", "")
+    settings = Settings()
+    defaults = Settings.model_fields
+    assert settings.database_url is None
+    assert settings.pii_keys_json is None
+    assert settings.port == defaults["port"].default
+    assert settings.model_path == defaults["model_path"].default
+    assert settings.ledger_key_file == defaults["ledger_key_file"].default
