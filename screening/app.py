@@ -26,7 +26,9 @@ from screening.domain.ledger import LedgerInconsistentError
 from screening.files import create_once
 from screening.inference import DEFAULT_MODEL_PATH, DetectorConfig
 from screening.protection import PersonalDataVault
+from screening.runtime import StartupError
 from screening.services import ledger as ledger_service
+from screening.services import pii
 from screening.services.access import KeyAuthenticator
 from screening.services.ingest import CommitReport, GroupCommitWriter
 from screening.services.ledger import LedgerSigner
@@ -37,6 +39,13 @@ from screening.storage.images import ImageStore
 from screening.web import add_console
 
 log = logging.getLogger(__name__)
+
+
+PII_KEYS_MISMATCH = (
+    "the personal-data keys (SCREENING_PII_KEYS_JSON, else the key file under"
+    " SCREENING_DATA_DIR) are not the ones this database's records were made with: every"
+    " gateway of one database needs the same keys (deploy/gateway.env.example)"
+)
 
 
 def load_vault(settings: Settings) -> PersonalDataVault:
@@ -148,8 +157,11 @@ def create_app(
     pool: asyncpg.Pool[Any] | None = None,
     vault: PersonalDataVault | None = None,
     run_migrations: bool = True,
+    check_pii_keys: bool = False,
 ) -> web.Application:
-    """The gateway application. Without ``pool`` it connects to ``settings.database_url``."""
+    """The gateway application. Without ``pool`` it connects to ``settings.database_url``.
+    ``check_pii_keys``: refuse to start (StartupError) with other personal-data matching keys
+    than the database's records were made with (``services.pii.keys_match``)."""
     metrics = Metrics()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -181,6 +193,8 @@ def create_app(
                     await migrate(conn)
             # Key material before anything starts: what most often fails at a start.
             the_vault = vault or load_vault(settings)
+            if check_pii_keys and not await pii.keys_match(the_pool, the_vault):
+                raise StartupError(PII_KEYS_MISMATCH)
             signer = await asyncio.to_thread(LedgerSigner.load_or_create, settings.ledger_key_path)
             app[LEDGER_SIGNER] = signer
             scans = ScanService(

@@ -18,13 +18,13 @@ from pydantic import ValidationError
 
 from screening import logs, pii_cli
 from screening.api.protocol import GatewayRunner
-from screening.app import create_app, load_vault
+from screening.app import PII_KEYS_MISMATCH, create_app, load_vault
 from screening.background import cancel_and_wait
 from screening.domain.access import Role
 from screening.domain.checkpoint import CheckpointError, NoteVerifier
 from screening.errors import ScreeningError
 from screening.runtime import SHUTDOWN_DRAIN_S, StartupError, stop_on_signals, tune_collector
-from screening.services import access
+from screening.services import access, pii
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerKeyError
 from screening.settings import Settings
@@ -79,7 +79,7 @@ async def serve(
         stop_on_signals(stop, second_ends=not worker)
         if supervisor is not None:
             watchdog = asyncio.create_task(watch_parent(stop, supervisor), name="supervisor-watch")
-        app = create_app(settings, pool=pool)
+        app = create_app(settings, pool=pool, check_pii_keys=True)
         runner = GatewayRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_DRAIN_S)
         await runner.setup()
         try:  # from here the app's parts run: whatever fails, they are stopped
@@ -110,9 +110,16 @@ async def serve(
 
 async def supervise(settings: Settings, dsn: str, count: int) -> int:
     """Run ``count`` gateway workers on the port (screening.workers) until SIGTERM or SIGINT."""
-    await _with_pool(dsn, _nothing)  # migrations, once, before any worker starts
-    if settings.pii_keys_json is None:
-        load_vault(settings)  # the development key file, made here so workers cannot race
+    # Migrations, once, before any worker starts; and the development key file, made here so
+    # workers cannot race, checked against the database's records (each worker checks again).
+    vault = load_vault(settings)
+
+    async def check_keys(pool: asyncpg.Pool[Any]) -> int:
+        if not await pii.keys_match(pool, vault):
+            raise StartupError(PII_KEYS_MISMATCH)
+        return 0
+
+    await _with_pool(dsn, check_keys)
     LedgerSigner.load_or_create(settings.ledger_key_path)
     run = RunDir.of(settings)
     run.make_fresh()

@@ -37,6 +37,7 @@ from screening.protection import (
     field_associated_data,
 )
 from screening.storage import events as event_store
+from screening.storage import pii as pii_store
 
 # The sealed columns of a real-name record, by the field name their associated data binds.
 SEALED_FIELDS = ("document_number", "name", "phone")
@@ -162,3 +163,18 @@ async def retire(
     if using:
         raise KeyInUseError(f"{using} stored records are sealed under {key_id}: reseal first")
     return vault.without(key_id)
+
+
+# What the key check digests: a fixed text, so the check reveals nothing about any record.
+KEY_CHECK_TEXT = "screening: the matching key of this database's records"
+
+
+async def keys_match(pool: asyncpg.Pool[Any], vault: PersonalDataVault) -> bool:
+    """Whether ``vault`` holds the matching (HMAC) key this database's records were made with;
+    the first gateway to ask records its own. Event digests, which tell a resent event
+    (duplicate) from a different one (conflict), and document matching use that key: a
+    gateway with another one would answer a station's retry 409 conflict. The sealing keys are
+    not checked: they rotate, and each record names the one it is sealed under."""
+    check = vault.digest("key-check", KEY_CHECK_TEXT)
+    async with pool.acquire() as conn:
+        return await pii_store.claim_key_check(conn, check) == check

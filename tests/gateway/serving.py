@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench.common import free_port
+from screening.protection import PersonalDataVault
 
-__all__ = ["alive", "children", "free_port", "listening", "screening", "serve_env",
+__all__ = ["TEST_PII_KEYS", "alive", "children", "free_port", "listening", "screening", "serve_env",
            "serve_until_exit", "serving", "start_serve"]
 
 
-def serve_env(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
-    return {
+# The personal-data keys of every gateway the tests serve: one database needs one set (a
+# gateway refuses to start with another: screening.services.pii.keys_match). Fixed, not
+# random, so that an external test database kept between runs still matches.
+TEST_PII_KEYS = PersonalDataVault(
+    keys={"k1": bytes(range(32))}, active_key_id="k1", hmac_key=bytes(range(64, 96))
+)
+
+
+def serve_env(
+    database_url: str, data_dir: Path, port: int, *, pii_keys: bool = True
+) -> dict[str, str]:
+    """The environment of `screening serve` for a test; ``pii_keys``: with TEST_PII_KEYS in
+    SCREENING_PII_KEYS_JSON (else the key file under the data directory)."""
+    env = {
         **os.environ,
         "SCREENING_DATABASE_URL": database_url,
         "SCREENING_DATA_DIR": str(data_dir),
@@ -24,6 +38,11 @@ def serve_env(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
         "SCREENING_LOG_JSON": "false",
         "SCREENING_ALERT_RELAY_ENABLED": "false",
     }
+    if pii_keys:
+        env["SCREENING_PII_KEYS_JSON"] = json.dumps(TEST_PII_KEYS.to_json_dict())
+    else:
+        env.pop("SCREENING_PII_KEYS_JSON", None)
+    return env
 
 
 async def start_serve(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:

@@ -194,7 +194,7 @@ async def test_pii_commands_rotate_reseal_and_retire_the_key_file(
     own_database: tuple[str, asyncpg.Pool[Any]], tmp_path: Path
 ) -> None:
     dsn, pool = own_database
-    env = serve_env(dsn, tmp_path, 0)
+    env = serve_env(dsn, tmp_path, 0, pii_keys=False)
     key_file = tmp_path / "pii-keys.json"
     # The keyring is read, never made here: under a mistyped data directory there is none, and
     # nothing is made there (no key file, no lock, no embedded database).
@@ -267,7 +267,7 @@ async def test_keys_kept_in_the_environment_are_printed_or_written_never_the_fil
 ) -> None:
     dsn, _ = own_database
     vault = PersonalDataVault.generate("k1")
-    env = {**serve_env(dsn, tmp_path, 0),
+    env = {**serve_env(dsn, tmp_path, 0, pii_keys=False),
            "SCREENING_PII_KEYS_JSON": json.dumps(vault.to_json_dict())}  # fmt: skip
     rc, out = await screening(env, "pii", "rotate")
     assert rc == 0, out
@@ -304,7 +304,7 @@ async def test_keys_kept_in_the_environment_are_printed_or_written_never_the_fil
         assert rc == 2, out
         assert "SCREENING_DATABASE_URL is not set" in out
     # --out is only for keys kept in the environment.
-    file_env = serve_env(dsn, tmp_path, 0)
+    file_env = serve_env(dsn, tmp_path, 0, pii_keys=False)
     rc, out = await screening(file_env, "pii", "rotate", "--out", str(tmp_path / "x.json"))
     assert rc == 2
     assert "--out is for keys kept in SCREENING_PII_KEYS_JSON" in out

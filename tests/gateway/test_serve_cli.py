@@ -13,9 +13,11 @@ import asyncpg
 import pytest
 
 from screening.cli import main
+from screening.services import pii
 from tests.conftest import make_keys
 from tests.gateway.events import parcel_flow
 from tests.gateway.serving import (
+    TEST_PII_KEYS,
     free_port,
     listening,
     serve_env,
@@ -95,6 +97,23 @@ async def test_a_port_in_use_is_a_one_line_error_and_an_exit(
         taken.close()
     assert status == 2, err
     assert f"error: cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_gateway_with_other_personal_data_keys_than_the_database_refuses_to_start(
+    database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path, workers: str
+) -> None:
+    """A second gateway (or a container recreated without its data directory) that made its
+    own key file would answer every station retry 409 conflict, and open no record sealed by
+    the others: it says so, and does not start."""
+    assert await pii.keys_match(pool, TEST_PII_KEYS)  # the keys this database is served with
+    env = {**serve_env(database_url, tmp_path, free_port(), pii_keys=False),
+           "SCREENING_WORKERS": workers}  # fmt: skip
+    status, err = await serve_until_exit(env)
+    assert status == 2, err
+    assert "error: the personal-data keys" in err
+    assert "gateway listening" not in err
     assert "Traceback" not in err
 
 
