@@ -7,8 +7,16 @@ TRAIN_STAMP := $(VENV)/.installed-train
 
 .PHONY: demo test lint bench train evaluate synth screenshots clean
 
+# A recipe that fails leaves no target behind (a venv that failed half-way, say without
+# Debian's python3.11-venv, is made again on the next run instead of taken as made).
+.DELETE_ON_ERROR:
+
+# python3.11, else a python3 that is 3.11 (pyproject: >=3.11,<3.12).
 $(BIN)/python:
-	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	if command -v $(PY) >/dev/null 2>&1; then $(PY) -m venv $(VENV); \
+	elif python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then \
+	    python3 -m venv $(VENV); \
+	else echo "Python 3.11 is needed (apt-get install python3.11 python3.11-venv)" >&2; exit 1; fi
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
