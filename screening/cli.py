@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import date
@@ -108,6 +109,17 @@ async def serve(
         await pool.close()
 
 
+def _probe_port(host: str, port: int) -> None:
+    """Refuse to start workers on a port something already listens on. They bind with
+    SO_REUSEPORT, which another process's SO_REUSEPORT socket of the same user lets them
+    share: an old gateway left running would silently take part of the traffic."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 async def supervise(settings: Settings, dsn: str, count: int) -> int:
     """Run ``count`` gateway workers on the port (screening.workers) until SIGTERM or SIGINT."""
     # Migrations, once, before any worker starts; and the development key file, made here so
@@ -120,6 +132,7 @@ async def supervise(settings: Settings, dsn: str, count: int) -> int:
         return 0
 
     await _with_pool(dsn, check_keys)
+    _probe_port(settings.host, settings.port)
     LedgerSigner.load_or_create(settings.ledger_key_path)
     run = RunDir.of(settings)
     run.make_fresh()

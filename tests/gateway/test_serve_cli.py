@@ -100,6 +100,26 @@ async def test_a_port_in_use_is_a_one_line_error_and_an_exit(
     assert "Traceback" not in err
 
 
+async def test_workers_do_not_share_a_port_another_gateway_listens_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Workers bind with SO_REUSEPORT, which a running gateway's workers (same user) would let
+    them share: an old version left running would silently take part of the traffic."""
+    running = socket.socket()
+    running.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    running.bind(("127.0.0.1", 0))
+    running.listen()
+    try:
+        port = running.getsockname()[1]
+        env = {**serve_env(database_url, tmp_path, port), "SCREENING_WORKERS": "2"}
+        status, err = await serve_until_exit(env)
+    finally:
+        running.close()
+    assert status == 2, err
+    assert f"error: cannot listen on 127.0.0.1:{port}" in err
+    assert "workers" not in err  # refused before any worker started
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_a_gateway_with_other_personal_data_keys_than_the_database_refuses_to_start(
     database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path, workers: str
