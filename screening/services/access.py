@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
@@ -206,13 +207,27 @@ class KeyAuthenticator:
     Requests that miss the cache for the same key at the same time share one database lookup:
     when a busy station's entry expires, its hundreds of in-flight requests would otherwise each
     take a pool connection for the same row.
+
+    A key whose id (its second part, not secret) is not one of the active keys' is refused
+    without a lookup of its own. The ids are read again when one is missing (a key made since),
+    at most ``ID_RELOADS_PER_S`` times a second whatever comes in: a flood of made-up keys
+    would otherwise cost a database lookup each, take the pool from real requests, and push
+    the real keys out of the cache.
     """
+
+    MAX_CACHED = 10_000
+    ID_RELOADS_PER_S = 5.0
+    ID_RELOAD_BURST = 10.0
 
     def __init__(self, pool: asyncpg.Pool[Any], cache_s: float = 5.0) -> None:
         self._pool = pool
         self._cache_s = cache_s
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
         self._lookups: SingleFlight[bytes, Principal | None] = SingleFlight("api-key-lookup")
+        self._ids: frozenset[str] = frozenset()
+        self._id_reloads: SingleFlight[None, frozenset[str]] = SingleFlight("api-key-ids")
+        self._tokens = self.ID_RELOAD_BURST
+        self._tokens_at = time.monotonic()
 
     async def _load(self, digest: bytes) -> Principal | None:
         async with self._pool.acquire() as conn:
@@ -231,15 +246,40 @@ class KeyAuthenticator:
     async def _load_and_cache(self, digest: bytes) -> Principal | None:
         started = time.monotonic()
         principal = await self._load(digest)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
+        if len(self._cache) >= self.MAX_CACHED:
+            self._evict(started)
         self._cache[digest] = (started, principal)
         return principal
+
+    def _evict(self, now: float) -> None:
+        """Expired entries go first; if that is not enough, the oldest half."""
+        live = {k: v for k, v in self._cache.items() if now - v[0] < self._cache_s}
+        if len(live) >= self.MAX_CACHED:
+            live = dict(list(live.items())[len(live) // 2 :])
+        self._cache = live
+
+    async def _reload_ids(self) -> frozenset[str]:
+        now = time.monotonic()
+        self._tokens = min(
+            self.ID_RELOAD_BURST, self._tokens + (now - self._tokens_at) * self.ID_RELOADS_PER_S
+        )
+        self._tokens_at = now
+        self._tokens -= 1
+        if self._tokens < 0:  # over the rate: wait for the token (misses meanwhile share it)
+            await asyncio.sleep(-self._tokens / self.ID_RELOADS_PER_S)
+        async with self._pool.acquire() as conn:
+            self._ids = frozenset(await key_store.active_key_ids(conn))
+        return self._ids
 
     async def authenticate(self, key: str) -> Principal:
         match = _KEY_FORMAT.match(key)
         if match is None:
             raise AuthenticationError("malformed API key", code="invalid_api_key")
+        key_id = match.group(2)
+        if key_id not in self._ids and key_id not in await self._id_reloads.run(
+            None, self._reload_ids
+        ):
+            raise AuthenticationError("unknown or revoked API key", code="invalid_api_key")
         digest = hash_key(key)
         cached = self._cache.get(digest)
         if cached is not None and time.monotonic() - cached[0] < self._cache_s:

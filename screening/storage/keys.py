@@ -55,6 +55,10 @@ async def insert_key(
     await conn.execute(INSERT_KEY, key_id, key_hash, role, site_ids, label)
 
 
+async def active_key_ids(conn: Conn) -> list[str]:
+    return [r[0] for r in await conn.fetch("SELECT key_id FROM api_keys WHERE revoked_at IS NULL")]
+
+
 async def find_by_hash(conn: Conn, key_hash: bytes) -> StoredKey | None:
     row = await conn.fetchrow(SELECT_BY_HASH, key_hash)
     return _key(row) if row else None

@@ -21,10 +21,15 @@ class CountingAuthenticator(KeyAuthenticator):
     def __init__(self, pool: asyncpg.Pool[Any], cache_s: float) -> None:
         super().__init__(pool, cache_s)
         self.reads = 0
+        self.id_reads = 0
 
     async def _load(self, digest: bytes) -> Principal | None:
         self.reads += 1
         return await super()._load(digest)
+
+    async def _reload_ids(self) -> frozenset[str]:
+        self.id_reads += 1
+        return await super()._reload_ids()
 
 
 async def _station_key(pool: asyncpg.Pool[Any]) -> tuple[str, str, str]:
@@ -70,3 +75,29 @@ async def test_a_request_that_gives_up_does_not_cancel_the_shared_read(
     principal = await second
     assert principal.role is Role.STATION
     assert auth.reads == 1
+
+
+async def test_made_up_keys_cost_no_lookup_each_and_push_no_real_key_out(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A flood of well-formed keys that name no key: refused without a read of their own (the
+    key ids are read again at most a few times a second), and the real keys stay cached."""
+    _, _, key = await _station_key(pool)
+    auth = CountingAuthenticator(pool, cache_s=60.0)
+    await auth.authenticate(key)
+    reads = auth.reads
+    made_up = [access.new_key(Role.STATION)[1] for _ in range(300)]
+    started = asyncio.get_running_loop().time()
+    for wave in range(0, len(made_up), 100):  # requests in flight together share a read
+        refused = await asyncio.gather(
+            *(auth.authenticate(k) for k in made_up[wave : wave + 100]), return_exceptions=True
+        )
+        assert all(isinstance(r, AuthenticationError) for r in refused)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert auth.reads == reads  # no per-key lookup
+    assert auth.id_reads <= 1 + auth.ID_RELOAD_BURST + elapsed * auth.ID_RELOADS_PER_S
+    await auth.authenticate(key)
+    assert auth.reads == reads  # still cached
+    # A key made after the ids were read is found: its miss reads them again.
+    _, _, newer = await _station_key(pool)
+    assert (await auth.authenticate(newer)).role is Role.STATION
