@@ -162,6 +162,10 @@ async def site_rates(
     total = RateCounts()
     for row in rows:
         total = total + row.counts
+    if group_by == "day":  # a day with scans but nothing dispatched is a row too
+        days = {r.day for r in rows}
+        rows += [RateRow(day, None, RateCounts()) for day in unbound if day not in days]
+        rows.sort(key=lambda r: r.day or first)
     return RatesView(site, first, last, group_by, total, rows, unbound)
 
 
