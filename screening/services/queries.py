@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -189,6 +189,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, str, str]:
     return moment, waybill, reason
 
 
+# More than any two UTC offsets differ by (-12:00 to +14:00): a parcel derived under a site's
+# earlier time zone (before a change is re-derived) still falls inside.
+_ZONE_MARGIN = timedelta(hours=27)
+
+
+def _instants_of(first: date, last: date, timezone: str) -> tuple[datetime, datetime]:
+    """Instants that hold every moment of the days [first, last] in ``timezone``."""
+    zone = ZoneInfo(timezone)
+    start = datetime.combine(first, time.min, zone)
+    end = datetime.combine(last + timedelta(days=1), time.min, zone)  # last <= LAST_DAY
+    return start - _ZONE_MARGIN, end + _ZONE_MARGIN
+
+
 async def site_violations(
     pool: asyncpg.Pool[Any],
     principal: Principal,
@@ -226,6 +239,7 @@ async def site_violations(
             flow=flow,
             after=after,
             limit=limit + 1,
+            between=_instants_of(first, last, site.policy.timezone),
         )
     more = len(rows) > limit
     rows = rows[:limit]

@@ -273,7 +273,8 @@ WHERE site_id = $1
   AND ($4::text IS NULL OR reason = $4)
   AND ($5::text IS NULL OR rule = $5)
   AND ($6::text IS NULL OR flow = $6)
-  AND ($7::timestamptz IS NULL OR (dispatched_at, waybill_no, reason) > ($7, $8, $9))
+  AND (dispatched_at, waybill_no, reason) > ($7, $8, $9)
+  AND dispatched_at < $11
 ORDER BY dispatched_at, waybill_no, reason
 LIMIT $10
 """
@@ -370,8 +371,14 @@ async def list_violations(
     flow: str | None,
     after: tuple[datetime, str, str] | None,
     limit: int,
+    between: tuple[datetime, datetime],
 ) -> list[ViolationRow]:
-    """A page of violations in (dispatched_at, waybill_no, reason) order; keyset pagination."""
+    """A page of violations in (dispatched_at, waybill_no, reason) order; keyset pagination.
+
+    ``between``: instants that hold every dispatch of the days [first, last] (wider is fine).
+    With them the page is a walk of the index on that order from the cursor (or the first
+    instant), not a sort of the whole period's violations for each page."""
+    lower = after or (between[0], "", "")  # no waybill is empty: nothing at the start is lost
     rows = await conn.fetch(
         SELECT_VIOLATIONS_PAGE,
         site_id,
@@ -380,9 +387,8 @@ async def list_violations(
         reason,
         rule,
         flow,
-        after[0] if after else None,
-        after[1] if after else None,
-        after[2] if after else None,
+        *lower,
         limit,
+        between[1],
     )
     return [ViolationRow(**dict(r)) for r in rows]
