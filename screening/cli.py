@@ -29,7 +29,12 @@ from screening.services import access, pii
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerKeyError
 from screening.settings import Settings
-from screening.storage.database import create_pool, embedded_postgres, migrate
+from screening.storage.database import (
+    create_pool,
+    embedded_postgres,
+    migrate,
+    pending_migrations,
+)
 from screening.workers import (
     RunDir,
     Supervisor,
@@ -51,11 +56,22 @@ def database(settings: Settings) -> Iterator[str]:
         yield dsn
 
 
-async def _with_pool(dsn: str, action: Callable[[asyncpg.Pool[Any]], Awaitable[int]]) -> int:
+async def _with_pool(
+    dsn: str, action: Callable[[asyncpg.Pool[Any]], Awaitable[int]], *, may_migrate: bool = True
+) -> int:
+    """Run ``action`` on a pool of ``dsn``, the schema first brought up to this version's; or,
+    without ``may_migrate``, refused (StartupError) when it is not."""
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
         async with pool.acquire() as conn:
-            await migrate(conn)
+            if may_migrate:
+                await migrate(conn)
+            elif pending := await pending_migrations(conn):
+                raise StartupError(
+                    f"the database lacks {len(pending)} migration(s) of this version (first:"
+                    f" {pending[0]}): run `screening migrate` once every gateway of the older"
+                    " version is stopped"
+                )
         return await action(pool)
     finally:
         await pool.close()
@@ -315,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    # The admin commands bring the schema up to date on the embedded database (a developer's),
+    # never on a configured one: that would migrate it under gateways of the older version
+    # still serving it (README: upgrades). There, `screening migrate` does it.
+    admin_migrates = settings.database_url is None
     if args.command == "ledger" and args.action == "vkey":
         # Load, never create: a new key made here (say, under a mistyped data directory) would
         # be published or used by nobody who knows the gateway's. The gateway makes its key.
@@ -324,7 +344,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         def with_pool(action: pii_cli.PoolAction) -> int:
             with database(settings) as dsn:
-                return asyncio.run(_with_pool(dsn, action))
+                return asyncio.run(_with_pool(dsn, action, may_migrate=admin_migrates))
 
         return pii_cli.main(args, settings, with_pool)
     if args.command == "demo":
@@ -349,16 +369,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             asyncio.run(_with_pool(dsn, _nothing))
             print("migrations applied")
             return 0
-        if args.command == "sites":
-            return asyncio.run(_with_pool(dsn, lambda pool: _sites(pool, args)))
-        if args.command == "keys":
-            return asyncio.run(_with_pool(dsn, lambda pool: _keys(pool, args)))
-        if args.command == "contracts":
-            return asyncio.run(_with_pool(dsn, lambda pool: _contracts(pool, args)))
-        if args.command == "verify":
-            return asyncio.run(_with_pool(dsn, lambda pool: _verify(pool, args, settings)))
-        if args.command == "ledger":
-            return asyncio.run(_with_pool(dsn, lambda pool: _ledger(pool, args, settings)))
+        admin: dict[str, Callable[[asyncpg.Pool[Any]], Awaitable[int]]] = {
+            "sites": lambda pool: _sites(pool, args),
+            "keys": lambda pool: _keys(pool, args),
+            "contracts": lambda pool: _contracts(pool, args),
+            "verify": lambda pool: _verify(pool, args, settings),
+            "ledger": lambda pool: _ledger(pool, args, settings),
+        }
+        if args.command in admin:
+            action = admin[args.command]
+            return asyncio.run(_with_pool(dsn, action, may_migrate=admin_migrates))
     return 2
 
 

@@ -81,6 +81,14 @@ async def migrate(conn: Conn) -> list[str]:
     return applied_now
 
 
+async def pending_migrations(conn: Conn) -> list[str]:
+    """The names of the migrations this version ships that the database has not applied."""
+    done: set[int] = set()
+    if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        done = {row["version"] for row in await conn.fetch(SELECT_APPLIED)}
+    return [m.name for m in load_migrations() if m.version not in done]
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool[Any]:
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
     if pool is None:  # pragma: no cover - asyncpg returns None only when used without await

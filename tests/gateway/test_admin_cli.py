@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from tests.conftest import make_database
 from tests.gateway.serving import free_port, listening, screening, serve_env, start_serve
 
 
@@ -114,3 +115,26 @@ async def test_a_revoked_key_from_the_command_line_no_longer_authenticates(
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), timeout=30)
+
+
+async def test_admin_commands_do_not_migrate_a_configured_database(
+    server_dsn: str, tmp_path: Path
+) -> None:
+    """Upgrades stop every gateway of the older version before the new one migrates: an admin
+    command run with the new version installed must not migrate the schema under them. It
+    says what to run instead, and leaves the database as it was."""
+    dsn = await make_database(server_dsn)
+    env = serve_env(dsn, tmp_path, 0)
+    for command in (("keys", "list"), ("sites", "list"), ("pii", "status")):
+        rc, out = await screening(env, *command)
+        assert rc == 2, out
+        assert "run `screening migrate`" in out, out
+        assert "Traceback" not in out
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None
+    finally:
+        await conn.close()
+    assert (await screening(env, "migrate"))[0] == 0
+    rc, out = await screening(env, "keys", "list")
+    assert rc == 0, out
