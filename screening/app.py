@@ -195,6 +195,9 @@ def create_app(
             the_vault = vault or load_vault(settings)
             if check_pii_keys and not await pii.keys_match(the_pool, the_vault):
                 raise StartupError(PII_KEYS_MISMATCH)
+            model_path = settings.model_path or DEFAULT_MODEL_PATH
+            if not model_path.is_file():  # else every scan would be 503 model_unavailable
+                raise StartupError(f"no X-ray model at {model_path} (SCREENING_MODEL_PATH)")
             signer = await asyncio.to_thread(LedgerSigner.load_or_create, settings.ledger_key_path)
             app[LEDGER_SIGNER] = signer
             scans = ScanService(
@@ -202,7 +205,7 @@ def create_app(
                 the_vault,
                 ImageStore(settings.image_dir),
                 DetectorConfig(
-                    model_path=settings.model_path or DEFAULT_MODEL_PATH,
+                    model_path=model_path,
                     intra_op_threads=settings.inference_threads,
                     max_batch=settings.inference_max_batch,
                     max_wait_ms=settings.inference_max_wait_ms,

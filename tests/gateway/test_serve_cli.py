@@ -120,6 +120,18 @@ async def test_workers_do_not_share_a_port_another_gateway_listens_on(
     assert "workers" not in err  # refused before any worker started
 
 
+async def test_a_model_path_with_no_model_is_a_one_line_error_at_start(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Not a gateway that starts, says it is ready, and answers every scan 503."""
+    missing = tmp_path / "models" / "detector.onnx"
+    env = {**serve_env(database_url, tmp_path, free_port()), "SCREENING_MODEL_PATH": str(missing)}
+    status, err = await serve_until_exit(env)
+    assert status == 2, err
+    assert f"error: no X-ray model at {missing}" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_a_gateway_with_other_personal_data_keys_than_the_database_refuses_to_start(
     database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path, workers: str
