@@ -28,7 +28,7 @@ from screening.domain.identity import (
     DocumentType,
     IdentityDocumentError,
     validate_document,
-    validate_mobile,
+    validate_phone,
 )
 
 SiteId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", examples=["WH-001"])]
@@ -145,7 +145,7 @@ class Sender(Wire):
         if value is None:
             return None
         try:
-            return validate_mobile(value)
+            return validate_phone(value)
         except IdentityDocumentError as exc:
             raise PydanticCustomError(exc.code, exc.message) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 from datetime import date
@@ -15,6 +16,7 @@ __all__ = [
     "INVALID_CHECKSUM",
     "INVALID_FORMAT",
     "INVALID_MOBILE",
+    "INVALID_PHONE",
     "INVALID_REGION",
     "DocumentType",
     "IdentityDocumentError",
@@ -25,6 +27,7 @@ __all__ = [
     "uscc_check_char",
     "validate_document",
     "validate_mobile",
+    "validate_phone",
 ]
 
 # Stable error codes (they travel to API clients in problem+json bodies).
@@ -33,6 +36,7 @@ INVALID_CHECKSUM: Final = "invalid_checksum"
 INVALID_BIRTH_DATE: Final = "invalid_birth_date"
 INVALID_REGION: Final = "invalid_region"
 INVALID_MOBILE: Final = "invalid_mobile"
+INVALID_PHONE: Final = "invalid_phone"
 
 
 class DocumentType(StrEnum):
@@ -121,6 +125,10 @@ _USCC: Final = re.compile(r"[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10
 
 _MOBILE: Final = re.compile(r"(?:\+86|0086|86)?(1[3-9][0-9]{9})")
 _SEPARATORS: Final = re.compile(r"[\s\-]+")
+# A mainland landline: 0, a 2- or 3-digit area code, a 7- or 8-digit number (027 1234 5678).
+_LANDLINE: Final = re.compile(r"0[1-9][0-9]{8,10}")
+# International (E.164: a country code and the number, at most 15 digits), after + or 00.
+_INTERNATIONAL: Final = re.compile(r"(?:\+|00)([1-9][0-9]{6,14})")
 
 
 def normalise(number: str) -> str:
@@ -193,6 +201,31 @@ def validate_mobile(number: str) -> str:
     if match is None:
         raise IdentityDocumentError(INVALID_MOBILE, "expected an 11-digit mainland mobile number")
     return match.group(1)
+
+
+def validate_phone(number: str) -> str:
+    """Return a sender's phone number in one form: a mainland mobile as its 11 digits, a
+    mainland landline as 0 and its digits, any other country's number as + and its digits.
+
+    The law asks for the sender's phone, not a mainland mobile one: a sender showing a Hong
+    Kong or Macao permit or a passport may well have neither. Raises code `invalid_phone`.
+    """
+    with contextlib.suppress(IdentityDocumentError):
+        return validate_mobile(number)
+    value = normalise(number)
+    if _LANDLINE.fullmatch(value):
+        return value
+    international = _INTERNATIONAL.fullmatch(value)
+    if international is not None:
+        digits = international.group(1)
+        if not digits.startswith("86"):
+            return "+" + digits
+        if _LANDLINE.fullmatch("0" + digits[2:]):  # +86 27 1234 5678: a mainland landline
+            return "0" + digits[2:]
+    raise IdentityDocumentError(
+        INVALID_PHONE,
+        "expected a mainland mobile or landline number, or another country's after + or 00",
+    )
 
 
 def mask_document(number: str) -> str:

@@ -24,6 +24,7 @@ from screening.domain.identity import (
     uscc_check_char,
     validate_document,
     validate_mobile,
+    validate_phone,
 )
 
 # GB 11643-1999 §7.2, written out independently of the module under test: Wi = 2^(18-i) mod 11,
@@ -503,6 +504,34 @@ def test_invalid_mobile_number_is_rejected(typed: str) -> None:
     with pytest.raises(IdentityDocumentError) as info:
         validate_mobile(typed)
     assert info.value.code == "invalid_mobile"
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("+86 138 1234 1234", "13812341234"),  # a mainland mobile, as validate_mobile has it
+        ("027-1234-5678", "02712345678"),  # a Wuhan landline
+        ("0755 1234 5678", "075512345678"),  # a Shenzhen landline
+        ("+86 27 1234 5678", "02712345678"),  # the same landline dialled from abroad
+        ("+852 9123 4567", "+85291234567"),  # Hong Kong mobile (a travel-permit holder)
+        ("00853 6612 3456", "+85366123456"),  # Macao, 00 for +
+        ("+1 (415) 555-0100".replace("(", "").replace(")", ""), "+14155550100"),
+    ],
+)
+def test_a_phone_number_is_a_mainland_mobile_or_landline_or_another_countrys(
+    typed: str, stored: str
+) -> None:
+    assert validate_phone(typed) == stored
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["12812341234", "2712345678", "+86 12", "+0123456789", "+1234", "0086", "phone", "", "+"],
+)
+def test_a_number_that_is_no_phone_number_is_rejected(typed: str) -> None:
+    with pytest.raises(IdentityDocumentError) as info:
+        validate_phone(typed)
+    assert info.value.code == "invalid_phone"
 
 
 # --- masks -------------------------------------------------------------------------------

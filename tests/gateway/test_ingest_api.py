@@ -592,6 +592,22 @@ async def test_an_event_with_thousands_of_errors_lists_a_few_and_counts_the_rest
     assert last["message"].startswith(f"{44 - (MAX_FIELD_ERRORS - 1)} more")  # of 44
 
 
+async def test_a_sender_with_a_hong_kong_phone_is_registered(gateway: RunningGateway) -> None:
+    """The law asks for the sender's phone, not a mainland mobile one."""
+    item = event(
+        "realname.registered", gateway.keys.site, waybill(),
+        sender={"document_type": "hk_macao_travel_permit", "document_number": "H12345678",
+                "name": "陳大文", "phone": "+852 9123 4567"},
+    )  # fmt: skip
+    status, _, body = await post(gateway, item)
+    assert status == 201, body
+    bad = _with(lambda site: item, event_id=str(uuid.uuid4()))(gateway.keys.site)
+    bad["sender"] = {**item["sender"], "phone": "+852"}
+    status, _, body = await post(gateway, bad)
+    assert status == 422, body
+    assert [(e["code"], e["path"]) for e in body["errors"]] == [("invalid_phone", "sender.phone")]
+
+
 async def test_a_rejected_event_gives_its_id_in_the_form_an_accepted_one_would(
     gateway: RunningGateway,
 ) -> None:
