@@ -341,8 +341,14 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                             )
                     continue
                 items = body if isinstance(body, list) else [body]
-                if not items or len(items) > gw.settings.max_batch_events:
-                    await ws.send_json({"type": "error", "code": "invalid_batch_size"})
+                if not items or len(items) > gw.settings.max_batch_events:  # codes as over HTTP
+                    limit = gw.settings.max_batch_events
+                    await ws.send_json(
+                        {"type": "error", "code": "empty_batch", "detail": "the batch is empty"}
+                        if not items
+                        else {"type": "error", "code": "too_many_events",
+                              "detail": f"at most {limit} events per message"}
+                    )  # fmt: skip
                     continue
             try:
                 if whole is not None:

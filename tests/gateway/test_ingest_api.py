@@ -924,6 +924,21 @@ async def test_the_station_stream_acks_each_event_with_its_result(gateway: Runni
     assert await timeline_ids(gateway, wb) == {first["event_id"], second["event_id"]}
 
 
+async def test_a_batch_of_bad_size_on_the_stream_gets_the_codes_http_gives_it(
+    tmp_path: Path, pool: asyncpg.Pool[Any], vault: PersonalDataVault
+) -> None:
+    settings = Settings(data_dir=tmp_path, max_batch_events=2)
+    async with gateway_with(settings, pool, vault) as gw:
+        item = received(gw.keys.site)
+        async with gw.http.ws_connect(f"{gw.url}/v1/stations/stream", headers=gw.auth()) as ws:
+            for body, code in (([], "empty_batch"), ([item, item, item], "too_many_events")):
+                await ws.send_str(json.dumps(body))
+                error = await ws.receive_json(timeout=10)
+                assert (error["type"], error["code"]) == ("error", code)
+            await ws.send_str(json.dumps(item))
+            assert (await ws.receive_json(timeout=10))["result"] == "accepted"
+
+
 async def test_malformed_json_on_the_station_stream_gets_an_error_and_the_socket_stays_open(
     gateway: RunningGateway,
 ) -> None:
