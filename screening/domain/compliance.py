@@ -189,7 +189,7 @@ def _inspection_problems(
         judged = [e for e in inspections if cutoff is None or e.header.occurred_at <= cutoff]
         if not judged:
             problems.append(Reason.NO_INSPECTION)
-        elif judged[-1].result is not InspectionResult.PASS:
+        elif not _last_look_passed(judged):
             problems.append(Reason.INSPECTION_NOT_PASSED)
     return problems
 

@@ -125,8 +125,10 @@ _USCC: Final = re.compile(r"[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10
 
 _MOBILE: Final = re.compile(r"(?:\+86|0086|86)?(1[3-9][0-9]{9})")
 _SEPARATORS: Final = re.compile(r"[\s\-]+")
-# A mainland landline: 0, a 2- or 3-digit area code, a 7- or 8-digit number (027 1234 5678).
-_LANDLINE: Final = re.compile(r"0[1-9][0-9]{8,10}")
+# A mainland landline: 0, an area code (10, 2x, or three digits from 3xx to 9xx), a 7- or
+# 8-digit number (027 1234 5678). No area code starts 01 other than 010: "0138..." is a
+# mobile number typed with a 0, not a landline.
+_LANDLINE: Final = re.compile(r"0(?:10|2[0-9]|[3-9][0-9]{2})[0-9]{7,8}")
 # International (E.164: a country code and the number, at most 15 digits), after + or 00.
 _INTERNATIONAL: Final = re.compile(r"(?:\+|00)([1-9][0-9]{6,14})")
 

@@ -184,6 +184,12 @@ def test_looks_inside_at_the_same_instant_are_one_that_passed_only_if_each_did()
         assert judge(reopened) == (Reason.INSPECTION_NOT_PASSED,)
     both_passed = replace(complete(), InspectionCompleted, inspection(2), inspection(2))
     assert judge(both_passed) == ()
+    for _ in range(8):  # never sealed: the same rule for the look inside
+        unsealed = replace(
+            replace(complete(), ParcelSealed), InspectionCompleted,
+            inspection(2), inspection(2, result=InspectionResult.REFUSED),
+        )  # fmt: skip
+        assert set(judge(unsealed)) == {Reason.NOT_SEALED, Reason.INSPECTION_NOT_PASSED}
 
 
 def test_the_last_inspection_before_the_seal_decides() -> None:

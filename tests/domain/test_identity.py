@@ -526,7 +526,11 @@ def test_a_phone_number_is_a_mainland_mobile_or_landline_or_another_countrys(
 
 @pytest.mark.parametrize(
     "typed",
-    ["12812341234", "2712345678", "+86 12", "+0123456789", "+1234", "0086", "phone", "", "+"],
+    [
+        "12812341234", "2712345678", "+86 12", "+0123456789", "+1234", "0086", "phone", "", "+",
+        "0138 1234 1234",  # a mobile typed with a 0: no area code starts 01 but 010
+        "+86 138 1234 123",  # a mobile a digit short
+    ],
 )
 def test_a_number_that_is_no_phone_number_is_rejected(typed: str) -> None:
     with pytest.raises(IdentityDocumentError) as info:
