@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from datetime import UTC, datetime
@@ -271,19 +272,22 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
     gw.metrics.station_streams.inc()
     loop = asyncio.get_running_loop()
     authenticated_at = loop.time()
+    revoked = False
 
     async def recheck() -> bool | None:
         """Check the stream's key again: whether it still holds (None: it could not be
-        checked); a revoked key's stream is told so and closed."""
-        nonlocal authenticated_at
+        checked); a revoked key's stream is told so, once, and closed."""
+        nonlocal authenticated_at, revoked
         try:  # a key revoked while its station stays connected
             await principal_of(request, Permission.WRITE_EVENTS, bearer_only=True)
         except (AuthenticationError, ForbiddenError):
-            if not ws.closed:
-                await ws.send_json(
-                    {"type": "error", "code": "revoked", "detail": "the key was revoked"}
-                )
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION)
+            if not revoked:  # set before any await: the watcher and a message may both ask
+                revoked = True
+                with contextlib.suppress(ConnectionResetError):  # the station may be gone
+                    await ws.send_json(
+                        {"type": "error", "code": "revoked", "detail": "the key was revoked"}
+                    )
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION)
             return False
         except (*DATABASE_OUTAGE, DatabaseUnavailableError) as exc:
             log.warning("station stream could not check its key: %s", type(exc).__name__)
@@ -293,15 +297,20 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
 
     async def watch_key() -> None:
         """Check the key of a stream that only listens too: it would otherwise go on being
-        sent hold orders (which parcels are held, and why) after its key was revoked."""
-        try:
-            while not ws.closed:
-                due = authenticated_at + STREAM_REAUTH_S - loop.time()
-                await asyncio.sleep(max(due, MIN_REAUTH_WAIT_S))
-                if loop.time() - authenticated_at >= STREAM_REAUTH_S and await recheck() is False:
+        sent hold orders (which parcels are held, and why) after its key was revoked. A check
+        that fails (the database away) is tried again a full period later, not at once."""
+        next_check = authenticated_at + STREAM_REAUTH_S
+        while not ws.closed and not revoked:
+            await asyncio.sleep(max(next_check - loop.time(), MIN_REAUTH_WAIT_S))
+            next_check = authenticated_at + STREAM_REAUTH_S  # a message's check moves it
+            if loop.time() < next_check:
+                continue
+            try:
+                if await recheck() is False:
                     return
-        except ConnectionResetError:  # the station went away meanwhile: its stream ends anyway
-            return
+            except Exception:  # unforeseen: the stream keeps its watcher
+                log.exception("station stream key check raised")
+            next_check = loop.time() + STREAM_REAUTH_S
 
     watcher = asyncio.create_task(watch_key(), name="station-stream-key")
     try:
@@ -376,9 +385,11 @@ async def station_stream(request: web.Request) -> web.WebSocketResponse:
                 continue
             for r in results:
                 await ws.send_json({"type": "ack", **r})
+    except ConnectionResetError:  # the station went away, or its key was revoked meanwhile
+        pass
     finally:
-        await cancel_and_wait(watcher)
         for site in sites:
             gw.station_streams.get(site, set()).discard(ws)
         gw.metrics.station_streams.dec()
+        await cancel_and_wait(watcher)
     return ws

@@ -1057,6 +1057,31 @@ async def test_a_station_that_only_listens_loses_its_stream_when_its_key_is_revo
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
 
 
+async def test_a_listening_stream_whose_key_cannot_be_checked_waits_a_period_to_try_again(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a database outage each idle stream checks its key once a period, not in a tight
+    loop (a thousand stations would otherwise hammer a database that is recovering); an
+    unforeseen failure of the check does not end the watching either."""
+    monkeypatch.setattr(ingest_api, "STREAM_REAUTH_S", 0.25)
+    async with gateway.http.ws_connect(
+        f"{gateway.url}/v1/stations/stream", headers=gateway.auth()
+    ) as ws:
+        calls = 0
+
+        async def away(*_: Any, **__: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug")
+            raise asyncpg.CannotConnectNowError("the database system is starting up")
+
+        monkeypatch.setattr(ingest_api, "principal_of", away)
+        await asyncio.sleep(1.4)
+        assert 3 <= calls <= 7, calls  # about one per 0.25 s period
+        assert not ws.closed
+
+
 async def test_an_unforeseen_failure_on_the_station_stream_keeps_it_open(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
