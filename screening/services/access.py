@@ -208,25 +208,27 @@ class KeyAuthenticator:
     when a busy station's entry expires, its hundreds of in-flight requests would otherwise each
     take a pool connection for the same row.
 
-    A key whose id (its second part, not secret) is not one of the active keys' is refused
-    without a lookup of its own. The ids are read again when one is missing (a key made since),
-    at most ``ID_RELOADS_PER_S`` times a second whatever comes in: a flood of made-up keys
-    would otherwise cost a database lookup each, take the pool from real requests, and push
-    the real keys out of the cache.
+    A key is first matched against the active keys' hashes held in memory, by its id (its
+    second part, not secret): one that names no active key, or whose secret does not match,
+    is refused without a lookup of its own. The hashes are read again when an id is missing
+    (a key made since), at most ``RELOADS_PER_S`` times a second whatever comes in: a flood of
+    made-up keys would otherwise cost a database lookup each, take the pool from real
+    requests, and push the real keys out of the cache.
     """
 
     MAX_CACHED = 10_000
-    ID_RELOADS_PER_S = 5.0
-    ID_RELOAD_BURST = 10.0
+    RELOADS_PER_S = 5.0
+    RELOAD_BURST = 10.0
 
     def __init__(self, pool: asyncpg.Pool[Any], cache_s: float = 5.0) -> None:
         self._pool = pool
         self._cache_s = cache_s
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
         self._lookups: SingleFlight[bytes, Principal | None] = SingleFlight("api-key-lookup")
-        self._ids: frozenset[str] = frozenset()
-        self._id_reloads: SingleFlight[None, frozenset[str]] = SingleFlight("api-key-ids")
-        self._tokens = self.ID_RELOAD_BURST
+        self._hashes: dict[str, bytes] = {}
+        self._read_from = float("-inf")  # when the read that gave ``_hashes`` began
+        self._reloads: SingleFlight[None, dict[str, bytes]] = SingleFlight("api-key-hashes")
+        self._tokens = self.RELOAD_BURST
         self._tokens_at = time.monotonic()
 
     async def _load(self, digest: bytes) -> Principal | None:
@@ -246,41 +248,51 @@ class KeyAuthenticator:
     async def _load_and_cache(self, digest: bytes) -> Principal | None:
         started = time.monotonic()
         principal = await self._load(digest)
+        self._cache.pop(digest, None)  # re-entered last: the order is of the latest lookups
         if len(self._cache) >= self.MAX_CACHED:
             self._evict(started)
         self._cache[digest] = (started, principal)
         return principal
 
     def _evict(self, now: float) -> None:
-        """Expired entries go first; if that is not enough, the oldest half."""
+        """Expired entries go first; then, if still nine tenths full, the oldest tenth."""
         live = {k: v for k, v in self._cache.items() if now - v[0] < self._cache_s}
-        if len(live) >= self.MAX_CACHED:
-            live = dict(list(live.items())[len(live) // 2 :])
+        if len(live) >= self.MAX_CACHED * 9 // 10:
+            live = dict(list(live.items())[self.MAX_CACHED // 10 :])
         self._cache = live
 
-    async def _reload_ids(self) -> frozenset[str]:
+    async def _hash_of_new(self, key_id: str) -> bytes | None:
+        """The hash of a key id not among the active ones read last: read again."""
+        asked = time.monotonic()
+        hashes = await self._reloads.run(None, self._reload)
+        if key_id not in hashes and self._read_from < asked:
+            # That read began before this request came: the key may have been made since.
+            hashes = await self._reloads.run(None, self._reload)
+        return hashes.get(key_id)
+
+    async def _reload(self) -> dict[str, bytes]:
         now = time.monotonic()
         self._tokens = min(
-            self.ID_RELOAD_BURST, self._tokens + (now - self._tokens_at) * self.ID_RELOADS_PER_S
+            self.RELOAD_BURST, self._tokens + (now - self._tokens_at) * self.RELOADS_PER_S
         )
         self._tokens_at = now
         self._tokens -= 1
         if self._tokens < 0:  # over the rate: wait for the token (misses meanwhile share it)
-            await asyncio.sleep(-self._tokens / self.ID_RELOADS_PER_S)
+            await asyncio.sleep(-self._tokens / self.RELOADS_PER_S)
+        started = time.monotonic()
         async with self._pool.acquire() as conn:
-            self._ids = frozenset(await key_store.active_key_ids(conn))
-        return self._ids
+            hashes = await key_store.active_key_hashes(conn)
+        self._hashes, self._read_from = hashes, started
+        return hashes
 
     async def authenticate(self, key: str) -> Principal:
         match = _KEY_FORMAT.match(key)
         if match is None:
             raise AuthenticationError("malformed API key", code="invalid_api_key")
-        key_id = match.group(2)
-        if key_id not in self._ids and key_id not in await self._id_reloads.run(
-            None, self._reload_ids
-        ):
-            raise AuthenticationError("unknown or revoked API key", code="invalid_api_key")
         digest = hash_key(key)
+        known = self._hashes.get(match.group(2)) or await self._hash_of_new(match.group(2))
+        if known is None or not hmac.compare_digest(known, digest):
+            raise AuthenticationError("unknown or revoked API key", code="invalid_api_key")
         cached = self._cache.get(digest)
         if cached is not None and time.monotonic() - cached[0] < self._cache_s:
             principal = cached[1]

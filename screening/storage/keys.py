@@ -55,8 +55,10 @@ async def insert_key(
     await conn.execute(INSERT_KEY, key_id, key_hash, role, site_ids, label)
 
 
-async def active_key_ids(conn: Conn) -> list[str]:
-    return [r[0] for r in await conn.fetch("SELECT key_id FROM api_keys WHERE revoked_at IS NULL")]
+async def active_key_hashes(conn: Conn) -> dict[str, bytes]:
+    """Each active key's id and the hash of the key."""
+    rows = await conn.fetch("SELECT key_id, key_hash FROM api_keys WHERE revoked_at IS NULL")
+    return {r["key_id"]: bytes(r["key_hash"]) for r in rows}
 
 
 async def find_by_hash(conn: Conn, key_hash: bytes) -> StoredKey | None:

@@ -27,9 +27,9 @@ class CountingAuthenticator(KeyAuthenticator):
         self.reads += 1
         return await super()._load(digest)
 
-    async def _reload_ids(self) -> frozenset[str]:
+    async def _reload(self) -> dict[str, bytes]:
         self.id_reads += 1
-        return await super()._reload_ids()
+        return await super()._reload()
 
 
 async def _station_key(pool: asyncpg.Pool[Any]) -> tuple[str, str, str]:
@@ -80,13 +80,15 @@ async def test_a_request_that_gives_up_does_not_cancel_the_shared_read(
 async def test_made_up_keys_cost_no_lookup_each_and_push_no_real_key_out(
     pool: asyncpg.Pool[Any],
 ) -> None:
-    """A flood of well-formed keys that name no key: refused without a read of their own (the
-    key ids are read again at most a few times a second), and the real keys stay cached."""
-    _, _, key = await _station_key(pool)
+    """A flood of well-formed keys that name no key, or name a real key's id (ids are not
+    secret) with a made-up secret: refused without a read of their own (the active keys'
+    hashes are read again at most a few times a second), and the real keys stay cached."""
+    _, key_id, key = await _station_key(pool)
     auth = CountingAuthenticator(pool, cache_s=60.0)
     await auth.authenticate(key)
     reads = auth.reads
     made_up = [access.new_key(Role.STATION)[1] for _ in range(300)]
+    made_up += [f"scr_station_{key_id}_{k.rsplit('_', 1)[1]}" for k in made_up[:100]]
     started = asyncio.get_running_loop().time()
     for wave in range(0, len(made_up), 100):  # requests in flight together share a read
         refused = await asyncio.gather(
@@ -95,9 +97,24 @@ async def test_made_up_keys_cost_no_lookup_each_and_push_no_real_key_out(
         assert all(isinstance(r, AuthenticationError) for r in refused)
     elapsed = asyncio.get_running_loop().time() - started
     assert auth.reads == reads  # no per-key lookup
-    assert auth.id_reads <= 1 + auth.ID_RELOAD_BURST + elapsed * auth.ID_RELOADS_PER_S
+    assert auth.id_reads <= 2 + auth.RELOAD_BURST + elapsed * auth.RELOADS_PER_S
     await auth.authenticate(key)
     assert auth.reads == reads  # still cached
-    # A key made after the ids were read is found: its miss reads them again.
+    # A key made after the hashes were read is found: its miss reads them again.
     _, _, newer = await _station_key(pool)
     assert (await auth.authenticate(newer)).role is Role.STATION
+
+
+async def test_a_full_cache_drops_its_expired_then_its_oldest_entries_not_everything(
+    pool: asyncpg.Pool[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(KeyAuthenticator, "MAX_CACHED", 10)
+    keys = [(await _station_key(pool))[2] for _ in range(12)]
+    auth = CountingAuthenticator(pool, cache_s=60.0)
+    for key in keys:
+        await auth.authenticate(key)
+    assert auth.reads == 12
+    await auth.authenticate(keys[-1])  # the newest are still cached
+    assert auth.reads == 12
+    await auth.authenticate(keys[0])  # the oldest went to make room
+    assert auth.reads == 13
