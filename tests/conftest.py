@@ -102,7 +102,11 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
 
 @pytest.fixture(scope="session")
 def vault() -> PersonalDataVault:
-    return PersonalDataVault.generate()
+    """The keys of the test database's records: the ones `screening serve` is started with in
+    the tests too (a gateway refuses to start with other keys than its records were made with)."""
+    from tests.gateway.serving import TEST_PII_KEYS
+
+    return TEST_PII_KEYS
 
 
 @dataclass

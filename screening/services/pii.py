@@ -23,6 +23,7 @@ audited read reports it the same way); the run says which ones.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,7 @@ from screening.protection import (
     associated_data,
     field_associated_data,
 )
+from screening.services.ingest import canonical_text
 from screening.storage import events as event_store
 from screening.storage import pii as pii_store
 
@@ -170,11 +172,21 @@ KEY_CHECK_TEXT = "screening: the matching key of this database's records"
 
 
 async def keys_match(pool: asyncpg.Pool[Any], vault: PersonalDataVault) -> bool:
-    """Whether ``vault`` holds the matching (HMAC) key this database's records were made with;
-    the first gateway to ask records its own. Event digests, which tell a resent event
-    (duplicate) from a different one (conflict), and document matching use that key: a
-    gateway with another one would answer a station's retry 409 conflict. The sealing keys are
-    not checked: they rotate, and each record names the one it is sealed under."""
+    """Whether ``vault`` holds the matching (HMAC) key this database's records were made with.
+    Event digests, which tell a resent event (duplicate) from a different one (conflict), and
+    document matching use that key: a gateway with another one would answer a station's retry
+    409 conflict. The sealing keys are not checked: they rotate, and each record names the one
+    it is sealed under.
+
+    The first gateway to ask records a check of its key; on a database that already holds
+    events (from before the check existed) only once its key reproduces their digests, so a
+    misconfigured gateway that happens to start first cannot lock the right ones out."""
     check = vault.digest("key-check", KEY_CHECK_TEXT)
     async with pool.acquire() as conn:
+        recorded = await pii_store.recorded_key_check(conn)
+        if recorded is not None:
+            return recorded == check
+        for payload, digest in await pii_store.sample_digested_events(conn, 3):
+            if vault.digest("event", canonical_text(json.loads(payload))) != digest:
+                return False
         return await pii_store.claim_key_check(conn, check) == check

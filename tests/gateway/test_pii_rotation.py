@@ -4,6 +4,7 @@ stored record, and the session's shared records are sealed under the session's v
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -344,3 +345,36 @@ async def test_reseal_pages_over_sites_and_skips_records_without_sealed_fields(
     )
     assert keyless is not None
     assert (keyless["pii_key_id"], keyless["document_sealed"]) == (None, None)
+
+
+async def test_the_first_key_check_on_a_database_with_records_tests_the_key_on_them(
+    own_database: tuple[str, asyncpg.Pool[Any]],
+) -> None:
+    """A database that holds events from before the key check: the first gateway to start
+    records its key only if that key reproduces their digests, so a misconfigured gateway that
+    starts first cannot lock out the ones with the right keys."""
+    _, pool = own_database
+    right = PersonalDataVault.generate("k1")
+    now = datetime.now(UTC)
+    context = {"now": now, "max_future_skew_s": 300}
+    items = [event("parcel.sealed", SITE, f"PIIK{i:08d}", clerk_id="c1") for i in range(4)]
+    prepared = [prepare(validate_event(item, context), right, now) for item in items]
+    async with pool.acquire() as conn, conn.transaction():
+        await commit_events(conn, prepared, now)
+
+    wrong = PersonalDataVault.generate("k1")
+    assert await pii.keys_match(pool, wrong) is False
+    assert await pool.fetchval("SELECT count(*) FROM pii_key_check") == 0  # nothing recorded
+    assert await pii.keys_match(pool, right) is True
+    assert await pii.keys_match(pool, right.rotated("k2")) is True  # sealing keys rotate
+    assert await pii.keys_match(pool, wrong) is False  # now against the recorded check
+
+
+async def test_gateways_that_check_their_keys_together_agree(
+    own_database: tuple[str, asyncpg.Pool[Any]],
+) -> None:
+    """Two starts at once on a database with no check yet: one records it, and the other,
+    with the same keys, must read that record, not see nothing and refuse."""
+    _, pool = own_database
+    keys = PersonalDataVault.generate("k1")
+    assert await asyncio.gather(*(pii.keys_match(pool, keys) for _ in range(8))) == [True] * 8
