@@ -129,9 +129,15 @@ def _probe_port(host: str, port: int) -> None:
     """Refuse to start workers on a port something already listens on. They bind with
     SO_REUSEPORT, which another process's SO_REUSEPORT socket of the same user lets them
     share: an old gateway left running would silently take part of the traffic."""
-    try:
-        with socket.create_server((host, port)):
-            pass
+    try:  # every address the host names, as the workers' listener binds them
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
