@@ -4,5 +4,7 @@
 -- scan once more per decision. scans holds the scanners' own scans only.
 DELETE FROM scans s
 USING events e
-WHERE e.site_id = s.site_id AND e.event_id = s.event_id
+WHERE s.verdict = 'flagged'  -- every decision row is; most scans are not, and are not joined
+  AND e.site_id = s.site_id AND e.event_id = s.event_id
+  AND e.event_type = 'xray.scanned'
   AND e.payload->>'reviewed_event_id' IS NOT NULL;
