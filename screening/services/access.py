@@ -122,24 +122,28 @@ async def add_site(
     # One policy per site, applied to all its parcels (as the parcel endpoint applies it): a
     # change re-derives what is stored under the old one. Marked pending until done, so an
     # interrupted run is finished by the next `sites add` or `sites rederive` of the site.
-    return await _rederive(pool, site, changed_at)
+    [done] = await _rederive(pool, [site], changed_at)
+    return done
 
 
-async def _rederive(pool: asyncpg.Pool[Any], site: Site, since: datetime) -> int:
-    """Derive every stored parcel of ``site`` again, once the transactions begun before
-    ``since`` (which may have derived under an older policy) have ended, and clear the site's
-    pending mark when they did and its policy is still ``site``'s. Parcels derived."""
+async def _rederive(pool: asyncpg.Pool[Any], sites: Sequence[Site], since: datetime) -> list[int]:
+    """Derive every stored parcel of ``sites`` again, once the transactions begun before
+    ``since`` (which may have derived under an older policy) have ended, and clear each site's
+    pending mark when they did and its policy is still the one given. Parcels derived, per
+    site. The wait is one for all (at most settle_after's 30 s)."""
     settled = await settle_after(pool, since)
     if not settled:
         log.warning(
-            "transactions begun before %s are still open; the parcels of %s are derived now"
-            " and it stays marked: run `screening sites rederive %s` once it is idle",
-            since.isoformat(), site.site_id, site.site_id,
-        )  # fmt: skip
-    done = await reevaluate_site(pool, site.site_id)
-    if settled:
-        async with pool.acquire() as conn:
-            await site_store.clear_rederive(conn, site.site_id, site.policy)
+            "transactions begun before %s are still open; the parcels are derived now and any"
+            " site marked for it stays so: run `screening sites rederive` again once idle",
+            since.isoformat(),
+        )
+    done = []
+    for site in sites:
+        done.append(await reevaluate_site(pool, site.site_id))
+        if settled:
+            async with pool.acquire() as conn:
+                await site_store.clear_rederive(conn, site.site_id, site.policy)
     return done
 
 
@@ -188,7 +192,9 @@ async def rederive_sites(pool: asyncpg.Pool[Any], site_ids: Sequence[str]) -> di
     async with pool.acquire() as conn:
         now = await site_store.database_clock(conn)
     # A site still marked from an interrupted policy change is finished and cleared here too.
-    return {site: await _rederive(pool, known[site], now) for site in (site_ids or sorted(known))}
+    chosen = [known[site] for site in (site_ids or sorted(known))]
+    done = await _rederive(pool, chosen, now)
+    return {site.site_id: count for site, count in zip(chosen, done, strict=True)}
 
 
 async def list_sites(pool: asyncpg.Pool[Any]) -> list[Site]:
