@@ -27,13 +27,12 @@ import aiohttp
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from bench.common import run_on_database, serve
+from bench.common import BENCH_PII_KEYS, run_on_database, serve
 from bench.load import make_events
 from screening.alerts import ALERT_OPTIONS
 from screening.app import create_app
 from screening.domain.access import Role
 from screening.inference import DEFAULT_MODEL_PATH, Detector, DetectorConfig
-from screening.protection import PersonalDataVault
 from screening.services import access
 from screening.settings import Settings
 from screening.storage.database import create_pool, migrate
@@ -136,7 +135,7 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     _, loader = await access.create_key(pool, Role.STATION, [load_site])
     _, admin = await access.create_key(pool, Role.ADMIN, [])
     settings = Settings(data_dir=tmp, model_path=model, log_json=False)
-    app = create_app(settings, pool=pool, vault=PersonalDataVault.generate())
+    app = create_app(settings, pool=pool, vault=BENCH_PII_KEYS)
     app[ALERT_OPTIONS] = {"tip_rate": 0.0, "clear_audit_share": 0.0}
     runner, base = await serve(app)
 

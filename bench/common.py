@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from screening.protection import PersonalDataVault
 from screening.runtime import tune_collector
 from screening.settings import Settings
 from screening.storage.database import embedded_postgres
@@ -29,6 +31,24 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     tune_collector()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, f"http://127.0.0.1:{port}"
+
+
+# The personal-data keys of the benchmarks' records and gateways: fixed (no real data is
+# sealed), so that a SCREENING_DATABASE_URL kept between runs still matches them (a gateway
+# refuses to start with other keys than its database's records were made with).
+BENCH_PII_KEYS = PersonalDataVault(
+    keys={"k1": bytes(range(100, 132))}, active_key_id="k1", hmac_key=bytes(range(132, 164))
+)
+
+
+def bench_env(**settings: str) -> dict[str, str]:
+    """The environment of a gateway a benchmark starts: this one's, the given SCREENING_*
+    settings, and BENCH_PII_KEYS."""
+    return {
+        **os.environ,
+        "SCREENING_PII_KEYS_JSON": json.dumps(BENCH_PII_KEYS.to_json_dict()),
+        **{f"SCREENING_{name.upper()}": value for name, value in settings.items()},
+    }
 
 
 def run_on_database(run: Callable[[str], Coroutine[Any, Any, None]]) -> int:

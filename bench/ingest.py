@@ -52,7 +52,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.common import ServerProcess, free_port, run_on_database
+from bench.common import BENCH_PII_KEYS, ServerProcess, bench_env, free_port, run_on_database
 from bench.load import make_events
 from screening.api.schemas import EVENT_ADAPTER
 from screening.domain.access import Role
@@ -296,7 +296,7 @@ async def _run(args: argparse.Namespace, dsn: str, pool: asyncpg.Pool[Any]) -> N
         agreement_no="SA-BENCH", valid_from=date(2026, 1, 1),
     )  # fmt: skip
     _, key = await access.create_key(pool, Role.STATION, [site])
-    vault = PersonalDataVault.generate()  # for the COPY ceiling's rows
+    vault = BENCH_PII_KEYS  # the COPY ceiling's rows are made as the gateway's are
     meter = CpuMeter(pool)
     d = args.duration
     use_wrk = shutil.which("wrk") is not None and not args.python_load
@@ -304,13 +304,7 @@ async def _run(args: argparse.Namespace, dsn: str, pool: asyncpg.Pool[Any]) -> N
     data_dir = tempfile.mkdtemp()
 
     def gateway(n: int, port: int) -> ServerProcess:
-        env = {
-            **os.environ,
-            "SCREENING_DATABASE_URL": dsn,
-            "SCREENING_DATA_DIR": data_dir,
-            "SCREENING_PORT": str(port),
-            "SCREENING_LOG_LEVEL": "WARNING",
-        }
+        env = bench_env(database_url=dsn, data_dir=data_dir, port=str(port), log_level="WARNING")
         command = [sys.executable, "-m", "screening.cli", "serve", "--workers", str(n)]
         return ServerProcess(command, env, b"gateway listening", n)
 
