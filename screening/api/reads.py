@@ -131,7 +131,7 @@ async def get_violations(request: web.Request) -> web.Response:
     principal = await principal_of(request, Permission.READ_VIOLATIONS)
     site_id = request.match_info["site_id"]
     queries.require_cover(principal, site_id)  # before the query's parameters are judged
-    rows, cursor = await queries.site_violations(
+    page = await queries.site_violations(
         gw.pool,
         principal,
         site_id,
@@ -156,9 +156,9 @@ async def get_violations(request: web.Request) -> web.Response:
                 dispatched_at=r.dispatched_at,
                 detected_at=r.detected_at,
             )
-            for r in rows
+            for r in page.rows
         ],
-        next_cursor=cursor,
+        next_cursor=page.cursor,
     )
     return web.json_response(out.model_dump(mode="json"))
 

@@ -202,6 +202,14 @@ def _instants_of(first: date, last: date, timezone: str) -> tuple[datetime, date
     return start - _ZONE_MARGIN, end + _ZONE_MARGIN
 
 
+@dataclass(frozen=True, slots=True)
+class ViolationsPage:
+    rows: list[ViolationRow]
+    cursor: str | None  # of the next page; None on the last
+    first: date  # the period, its open ends resolved (the site's today, 30 days)
+    last: date
+
+
 async def site_violations(
     pool: asyncpg.Pool[Any],
     principal: Principal,
@@ -215,7 +223,7 @@ async def site_violations(
     cursor: str | None,
     limit: int,
     now: datetime,
-) -> tuple[list[ViolationRow], str | None]:
+) -> ViolationsPage:
     require_cover(principal, site_id)
     if reason is not None and reason not in {r.value for r in Reason}:
         raise BadRequestError(f"unknown reason {reason!r}", code="invalid_query")
@@ -243,4 +251,4 @@ async def site_violations(
         )
     more = len(rows) > limit
     rows = rows[:limit]
-    return rows, (encode_cursor(rows[-1]) if more and rows else None)
+    return ViolationsPage(rows, encode_cursor(rows[-1]) if more and rows else None, first, last)

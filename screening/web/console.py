@@ -11,7 +11,7 @@ import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,10 +22,8 @@ from screening.api.jsonbody import read_json
 from screening.api.problems import field_errors
 from screening.api.reads import date_param, text_param
 from screening.domain.access import Permission, Principal
-from screening.domain.compliance import DEFAULT_TIMEZONE
 from screening.errors import AuthenticationError, BadRequestError, ForbiddenError, InvalidEventError
 from screening.services import access, queries
-from screening.storage.parcels import ViolationRow
 from screening.web import sessions
 from screening.web.state import CONSOLE
 
@@ -49,11 +47,6 @@ NO_STORE = {"Cache-Control": "no-store"}
 class SignInIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     api_key: str = Field(min_length=1, max_length=200)
-
-
-def _today() -> date:
-    # The same default "today" as the JSON API's reads (the default site time zone).
-    return datetime.now(ZoneInfo(DEFAULT_TIMEZONE)).date()
 
 
 def session_json(principal: Principal, csrf: str, expires_at: datetime) -> dict[str, Any]:
@@ -83,7 +76,9 @@ async def static_file(request: web.Request) -> web.StreamResponse:
         found = False
     if not found:
         raise web.HTTPNotFound()
-    return web.FileResponse(path)
+    # The page's own headers on every file: the static directory holds index.html too, which
+    # served from here without them could be framed, and no file is to be sniffed.
+    return web.FileResponse(path, headers=PAGE_HEADERS)
 
 
 async def redirect_to_index(request: web.Request) -> web.StreamResponse:
@@ -95,10 +90,26 @@ def _same_origin(request: web.Request) -> bool:
     # (login CSRF). Browsers send Origin on every POST; non-browser clients may omit it.
     # Behind a TLS proxy the browser's origin is the public one (public_base_url).
     origin = request.headers.get("Origin")
-    return origin is None or origin in {
-        f"{request.scheme}://{request.host}",
-        public_origin(request),
+    return origin is None or _origin_key(origin) in {
+        _origin_key(f"{request.scheme}://{request.host}"),
+        _origin_key(public_origin(request)),
     }
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_key(origin: str) -> tuple[str, str, int | None]:
+    """An origin as browsers compare them: scheme and host in lower case, default port dropped
+    (a public_base_url written `https://GW.example.cn:443` is `https://gw.example.cn`)."""
+    try:
+        parts = urlsplit(origin)
+        scheme, port = parts.scheme.lower(), parts.port
+    except ValueError:  # a port that is no number
+        return (origin, "", None)
+    if port == _DEFAULT_PORTS.get(scheme):
+        port = None
+    return (scheme, (parts.hostname or "").lower(), port)
 
 
 async def sign_in(request: web.Request) -> web.Response:
@@ -189,7 +200,9 @@ async def export_violations(request: web.Request) -> web.StreamResponse:
     first, last = date_param(request, "from"), date_param(request, "to")
     filters = {k: text_param(request, k) for k in ("reason", "rule", "flow")}
 
-    async def page(cursor: str | None) -> tuple[list[ViolationRow], str | None]:
+    async def page(
+        cursor: str | None, first: date | None, last: date | None
+    ) -> queries.ViolationsPage:
         return await queries.site_violations(
             gw.pool,
             principal,
@@ -202,9 +215,12 @@ async def export_violations(request: web.Request) -> web.StreamResponse:
             **filters,
         )
 
-    # The first page checks scope and filters before any byte of the answer is sent.
-    rows, cursor = await page(None)
-    name = f"violations-{site_id}-{first or 'start'}-{last or _today()}.csv"
+    # The first page checks scope and filters before any byte of the answer is sent, and
+    # resolves an open end of the period (the site's today; 30 days): the later pages and
+    # the file's name take the period it resolved.
+    current = await page(None, first, last)
+    rows, cursor = current.rows, current.cursor
+    name = f"violations-{site_id}-{current.first}-{current.last}.csv"
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8",
@@ -236,7 +252,8 @@ async def export_violations(request: web.Request) -> web.StreamResponse:
         buffer.truncate()
         if cursor is None:
             break
-        rows, cursor = await page(cursor)
+        current = await page(cursor, current.first, current.last)
+        rows, cursor = current.rows, current.cursor
     await response.write_eof()
     return response
 

@@ -12,7 +12,7 @@ from yarl import URL
 
 from screening.domain.access import Principal, Role
 from screening.services import access
-from screening.web import sessions
+from screening.web import console, sessions
 from tests.web.conftest import OpenConsole
 from tests.web.demo import Demo
 
@@ -143,12 +143,32 @@ async def test_sign_in_from_another_origin_or_as_a_form_is_refused(demo: Demo) -
 
 
 async def test_the_page_forbids_framing_and_foreign_scripts(demo: Demo) -> None:
-    async with demo.gateway.http.get(f"{demo.gateway.url}/console/") as resp:
-        assert resp.status == 200
-        csp = resp.headers["Content-Security-Policy"]
-        assert "script-src 'self'" in csp
-        assert "frame-ancestors 'none'" in csp
-        assert resp.headers["X-Frame-Options"] == "DENY"
+    # The page, and its copy in the static directory (found by review: served from there
+    # without these headers, the working console could be framed).
+    for path in ("/console/", "/console/static/index.html", "/console/static/console.js"):
+        async with demo.gateway.http.get(f"{demo.gateway.url}{path}") as resp:
+            assert resp.status == 200
+            csp = resp.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp
+            assert "frame-ancestors 'none'" in csp
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    ("configured", "sent"),
+    [
+        ("https://GW.example.cn:443", "https://gw.example.cn"),
+        ("https://gw.example.cn", "https://GW.EXAMPLE.CN:443"),
+        ("http://gw.example.cn:80/base/", "http://gw.example.cn"),
+    ],
+)
+def test_an_origin_is_compared_as_browsers_compare_them(configured: str, sent: str) -> None:
+    assert console._origin_key(configured) == console._origin_key(sent)
+    assert console._origin_key("https://gw.example.cn:8443") != console._origin_key(sent)
+    assert console._origin_key("http://gw.example.cn") != console._origin_key(
+        "https://gw.example.cn"
+    )
 
 
 async def test_static_files_are_served_and_a_missing_one_is_a_problem_document(

@@ -272,3 +272,16 @@ async def test_a_stations_image_ref_is_drawn_only_when_it_names_a_scan(
         "els => els.map(e => e.getAttribute('src'))"
     )
     assert sources == [f"/v1/scans/{scan_id}/image?overlay=boxes&site_id={site}"]
+
+
+async def test_an_export_with_an_open_period_is_named_by_the_period_it_holds(demo: Demo) -> None:
+    """Found by review: without from and to the export holds the site's last 30 days, but
+    its file was named as if it held everything from the start."""
+    gw = demo.gateway
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()  # the demo sites' time zone
+    url = f"{gw.url}/console/export/{gw.keys.site}/violations.csv"
+    async with gw.http.get(url, headers=gw.auth("supervisor")) as resp:
+        assert resp.status == 200
+        disposition = resp.headers["Content-Disposition"]
+    first = today - timedelta(days=29)
+    assert disposition == f'attachment; filename="violations-{gw.keys.site}-{first}-{today}.csv"'
