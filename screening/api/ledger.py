@@ -4,6 +4,7 @@ log's public verifier key."""
 from __future__ import annotations
 
 import base64
+import logging
 import uuid
 from typing import Any
 
@@ -13,8 +14,8 @@ from screening.api.auth import principal_of
 from screening.api.context import GATEWAY
 from screening.api.endpoints import Param, Route
 from screening.domain.access import Permission, Principal
-from screening.domain.checkpoint import Checkpoint
-from screening.domain.ledger import LeafNotFoundError, ProofRequestError
+from screening.domain.checkpoint import CheckpointError
+from screening.domain.ledger import LeafNotFoundError, LedgerInconsistentError, ProofRequestError
 from screening.errors import (
     BadRequestError,
     ForbiddenError,
@@ -22,8 +23,10 @@ from screening.errors import (
     ServiceUnavailableError,
 )
 from screening.services import ledger as ledger_service
-from screening.services.ledger import LedgerSigner, signed_by
+from screening.services.ledger import LedgerSigner
 from screening.storage import ledger as ledger_store
+
+log = logging.getLogger(__name__)
 
 LEDGER_SIGNER: web.AppKey[LedgerSigner] = web.AppKey("ledger_signer", LedgerSigner)
 
@@ -62,20 +65,28 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     if stored is None:
         raise NotFoundError("no checkpoint for this site yet", code="no_checkpoint")
     signer = request.app[LEDGER_SIGNER]
-    if not signed_by(stored.note, signer):
+    try:  # every field of the answer is what the note signs
+        checkpoint = ledger_service.checkpoint_of(stored, signer)
+    except CheckpointError:
         # Never hand out a note with a vkey that does not verify it.
         raise ServiceUnavailableError(
             "this gateway's ledger key is not the one the site's checkpoints are signed with; "
             "every gateway must share one key file",
             code="ledger_key_mismatch",
             retry_after_s=60,
-        )
-    checkpoint = Checkpoint.from_body(stored.note.split("\n\n", 1)[0] + "\n")
+        ) from None
+    except LedgerInconsistentError as exc:
+        log.critical("%s", exc)
+        raise ServiceUnavailableError(
+            "the site's stored checkpoint does not match its signed note",
+            code="ledger_inconsistent",
+            retry_after_s=60,
+        ) from None
     body: dict[str, Any] = {
         "site_id": site_id,
         "origin": checkpoint.origin,
-        "tree_size": stored.tree_size,
-        "root_hash": _b64(stored.root_hash),
+        "tree_size": checkpoint.tree_size,
+        "root_hash": _b64(checkpoint.root_hash),
         "note": stored.note,
         "created_at": stored.created_at.isoformat(),
         "vkey": signer.vkey(),

@@ -57,6 +57,29 @@ def signed_by(note: str, signer: LedgerSigner) -> bool:
     return True
 
 
+def note_head(note: str) -> Checkpoint:
+    """What a stored checkpoint note says (origin, size, root), its signatures not checked:
+    the one a client checks, and so the one every answer must agree with."""
+    return Checkpoint.from_body(note.split("\n\n", 1)[0] + "\n")
+
+
+def checkpoint_of(stored: ledger_store.StoredCheckpoint, signer: LedgerSigner) -> Checkpoint:
+    """What ``stored``'s note signs, checked: signed with ``signer``'s key (else a
+    CheckpointError), and the row's size and root the note's (else LedgerInconsistentError:
+    the row was edited, and nothing may be told or extended from it)."""
+    checkpoint = parse_and_verify(stored.note, signer.verifier())
+    _agrees(stored, checkpoint)
+    return checkpoint
+
+
+def _agrees(stored: ledger_store.StoredCheckpoint, checkpoint: Checkpoint) -> None:
+    if (checkpoint.tree_size, checkpoint.root_hash) != (stored.tree_size, stored.root_hash):
+        raise LedgerInconsistentError(
+            f"site {stored.site_id}: the stored checkpoint of size {stored.tree_size} does not"
+            " say what its signed note says"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerSigner:
     """The Ed25519 key that signs every site's checkpoints, kept in a 0600 file.
@@ -135,22 +158,32 @@ async def make_checkpoint(
         # The checkpoint first, then the head: each statement sees what was committed when it
         # began, and the head only grows, so a checkpoint another gateway signs in between
         # can never look larger than the head read after it (a false "does not extend").
-        previous = await ledger_store.latest_checkpoint(conn, site_id)
+        stored = await ledger_store.latest_checkpoint(conn, site_id)
         head = await ledger_store.latest_root(conn, site_id)
-        if previous is not None and not adopt_key and not signed_by(previous.note, signer):
-            raise SignerMismatchError(
-                f"site {site_id}: its checkpoints are signed with another key than this "
-                f"gateway's ({signer.vkey()}); give every gateway the same "
-                "SCREENING_LEDGER_KEY_FILE"
-            )
-        if previous is not None:
+        previous: Checkpoint | None = None
+        if stored is not None:
+            # Extended from what its note signs, never from the row's own columns (which
+            # anyone who can write to the database could set to a forged history's root).
+            if adopt_key:
+                previous = note_head(stored.note)
+                _agrees(stored, previous)
+            else:
+                try:
+                    previous = checkpoint_of(stored, signer)
+                except CheckpointError:
+                    raise SignerMismatchError(
+                        f"site {site_id}: its checkpoints are signed with another key than "
+                        f"this gateway's ({signer.vkey()}); give every gateway the same "
+                        "SCREENING_LEDGER_KEY_FILE"
+                    ) from None
+        if stored is not None and previous is not None:  # (previous is set with stored)
             if previous.tree_size > head.tree_size:
                 raise LedgerInconsistentError(
                     f"site {site_id}: the log has {head.tree_size} leaves, but a checkpoint "
                     f"of {previous.tree_size} was signed"
                 )
             if previous.tree_size == head.tree_size and previous.root_hash == head.root_hash:
-                return previous.note
+                return stored.note
             proof = await ledger_store.consistency_proof(
                 conn, site_id, previous.tree_size, head.tree_size
             )
@@ -163,8 +196,8 @@ async def make_checkpoint(
                 )
         checkpoint = Checkpoint(site_origin(site_id, origin_prefix), head.tree_size, head.root_hash)
         note = signer.sign(checkpoint)
-        stored = await ledger_store.save_checkpoint(conn, site_id, checkpoint, note)
-        return stored.note
+        saved = await ledger_store.save_checkpoint(conn, site_id, checkpoint, note)
+        return saved.note
 
 
 async def verify(
@@ -272,8 +305,9 @@ async def prove_inclusion(
         note: str | None = None
         if tree_size is None:
             latest = await ledger_store.latest_checkpoint(conn, site_id)
-            if latest is not None and latest.tree_size > leaf.leaf_index:
-                tree_size, note = latest.tree_size, latest.note
+            signed_size = None if latest is None else note_head(latest.note).tree_size
+            if latest is not None and signed_size is not None and signed_size > leaf.leaf_index:
+                tree_size, note = signed_size, latest.note  # the size the note signs
             else:
                 tree_size = (await ledger_store.latest_root(conn, site_id)).tree_size
         else:

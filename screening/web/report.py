@@ -13,12 +13,17 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from screening.domain.access import Permission, Principal
+from screening.domain.checkpoint import CheckpointError
+from screening.domain.ledger import LedgerInconsistentError
 from screening.domain.rates import RateCounts
 from screening.errors import BadRequestError, ForbiddenError, NotFoundError
+from screening.services import ledger as ledger_service
+from screening.services.ledger import LedgerSigner
 from screening.storage import Conn
 from screening.storage import ledger as ledger_store
 from screening.storage import parcels as parcel_store
 from screening.storage import sites as site_store
+from screening.storage.ledger import StoredCheckpoint
 from screening.storage.parcels import RateRow
 from screening.storage.sites import Site
 
@@ -73,9 +78,15 @@ class AlertSummary:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
+    """The site's latest checkpoint as its signed note says it. ``verified``: signed with the
+    gateway's key and matching the stored row; a report never vouches for one that is not."""
+
     tree_size: int
     root_hash: str  # base64, as the checkpoint note and GET .../ledger/checkpoint give it
     created_at: datetime
+    note: str  # the whole signed note, for checking the printed report offline
+    vkey: str  # the key to check it with
+    verified: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +141,12 @@ async def _alerts(conn: Conn, site_id: str, start: datetime, end: datetime) -> l
 
 
 async def monthly_report(
-    pool: asyncpg.Pool[Any], principal: Principal, site_id: str, month: date, now: datetime
+    pool: asyncpg.Pool[Any],
+    principal: Principal,
+    site_id: str,
+    month: date,
+    now: datetime,
+    signer: LedgerSigner,
 ) -> MonthlyReport:
     last = month.replace(day=calendar.monthrange(month.year, month.month)[1])
     async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
@@ -164,10 +180,24 @@ async def monthly_report(
         violations=violations,
         scanners=[ScannerUsage(k, v) for k, v in sorted(usage.items())],
         alerts=alerts,
-        checkpoint=None
-        if stored is None
-        else Checkpoint(
-            stored.tree_size, base64.b64encode(stored.root_hash).decode(), stored.created_at
-        ),
+        checkpoint=None if stored is None else _checkpoint(stored, signer),
         generated_at=now,
+    )
+
+
+def _checkpoint(stored: StoredCheckpoint, signer: LedgerSigner) -> Checkpoint:
+    """What the stored note says, and whether it holds (the API answers 503 where it does not;
+    a printed report says so instead)."""
+    try:
+        signed = ledger_service.checkpoint_of(stored, signer)
+        verified = True
+    except (CheckpointError, LedgerInconsistentError):
+        signed, verified = ledger_service.note_head(stored.note), False
+    return Checkpoint(
+        signed.tree_size,
+        base64.b64encode(signed.root_hash).decode(),
+        stored.created_at,
+        stored.note,
+        signer.vkey(),
+        verified,
     )

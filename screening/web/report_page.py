@@ -11,6 +11,7 @@ from aiohttp import web
 
 from screening.api.auth import principal_of
 from screening.api.context import GATEWAY
+from screening.api.ledger import LEDGER_SIGNER
 from screening.domain.access import Permission
 from screening.domain.rates import RateCounts
 from screening.errors import BadRequestError
@@ -42,6 +43,8 @@ thead th { background: #f3f4f6; }
 .kpi b { display: block; font-size: 20px; }
 .empty { color: #6b7280; font-style: italic; }
 .mono { font-family: ui-monospace, monospace; word-break: break-all; }
+pre.mono { white-space: pre-wrap; }
+.bad { color: #b00020; font-weight: bold; }
 .toolbar { margin-bottom: 10px; }
 section { break-inside: avoid; }
 @media print { .toolbar { display: none; } body { margin: 0; max-width: none; } }
@@ -193,10 +196,17 @@ def render(report: MonthlyReport, lang: str) -> str:
     if cp is None:
         parts.append(f'<p class="empty">{s("checkpoint.none")}</p>')
     else:
+        status = s("checkpoint.verified") if cp.verified else s("checkpoint.bad")
         parts.append(
+            f'<p class="{"ok" if cp.verified else "bad"}" id="checkpoint-status">'
+            f"{status}</p>"
             f"<p>{s('checkpoint.size')}: <b>{cp.tree_size}</b> · "
             f"{s('checkpoint.at')}: {cp.created_at.strftime('%Y-%m-%d %H:%M UTC')}</p>"
             f'<p class="mono">{s("checkpoint.root")}: {cp.root_hash}</p>'
+            # The note and the key it verifies with: the printed report can be checked offline
+            # (`screening verify --checkpoint`, or any signed-note verifier).
+            f'<p>{s("checkpoint.note")}:</p><pre class="mono">{escape(cp.note)}</pre>'
+            f'<p class="mono">vkey: {escape(cp.vkey)}</p>'
         )
     parts.append("</section></body></html>")
     return "".join(parts)
@@ -213,7 +223,12 @@ async def get_report(request: web.Request) -> web.Response:
     lang = "en" if request.query.get("lang") == "en" else "zh-CN"
     month = parse_month(request.match_info["month"])
     report = await monthly_report(
-        request.app[GATEWAY].pool, principal, site_id, month, datetime.now(UTC)
+        request.app[GATEWAY].pool,
+        principal,
+        site_id,
+        month,
+        datetime.now(UTC),
+        request.app[LEDGER_SIGNER],
     )
     page = render(report, lang)
     headers = {

@@ -13,7 +13,7 @@ import pytest
 from screening.api.context import GATEWAY as GATEWAY_KEY
 from screening.api.ledger import LEDGER_SIGNER
 from screening.domain.checkpoint import NoteVerifier, parse_and_verify
-from screening.domain.ledger import verify_consistency, verify_inclusion
+from screening.domain.ledger import LedgerInconsistentError, verify_consistency, verify_inclusion
 from screening.services import access
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerMismatchError
@@ -174,3 +174,39 @@ async def test_the_log_columns_are_the_events_as_validated_and_the_ledger_verifi
     )
     assert report.ok, report
     assert cp["tree_size"] == 7
+
+
+async def test_a_checkpoint_row_edited_in_the_database_is_neither_served_nor_extended(
+    gateway: RunningGateway,
+) -> None:
+    """Found by review: the checkpoint endpoint, the monthly report and the next signing took
+    the stored row's size and root, which anyone who can write to the database could set to
+    a forged history's. What the signed note says now decides, and a row that disagrees
+    with it stops all three."""
+    site = gateway.keys.site
+    ours = gateway.app[LEDGER_SIGNER]
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events", json=parcel_flow(site, "LG0000000041"), headers=gateway.auth()
+    ):
+        pass
+    await ledger_service.make_checkpoint(gateway.pool, site, ours)
+    month = datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m")  # the site's zone
+    report = f"{gateway.url}/console/reports/{site}/{month}"
+    async with gateway.http.get(report, headers=gateway.auth("supervisor")) as resp:
+        page = await resp.text()
+    assert 'class="ok" id="checkpoint-status"' in page
+    await gateway.pool.execute(
+        "UPDATE ledger_checkpoints SET root_hash = $2 WHERE site_id = $1", site, bytes(32)
+    )
+    status, problem = await get(gateway, f"/v1/sites/{site}/ledger/checkpoint")
+    assert (status, problem["code"]) == (503, "ledger_inconsistent")
+    async with gateway.http.post(
+        f"{gateway.url}/v1/events", json=parcel_flow(site, "LG0000000042"), headers=gateway.auth()
+    ):
+        pass
+    with pytest.raises(LedgerInconsistentError, match="does not say what its signed note says"):
+        await ledger_service.make_checkpoint(gateway.pool, site, ours)
+    async with gateway.http.get(report, headers=gateway.auth("supervisor")) as resp:
+        page = await resp.text()
+    assert 'class="bad" id="checkpoint-status"' in page
+    assert base64.b64encode(bytes(32)).decode() not in page  # the note's root, not the row's
