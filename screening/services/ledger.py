@@ -113,8 +113,16 @@ class LedgerSigner:
             text = path.read_text("ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise SignerKeyError(f"cannot read the ledger key {path}") from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("ledger key file is readable by others", extra={"path": str(path)})
+        # Anyone who can read the key can sign any site's history: a key every local user can
+        # read is refused (as ssh refuses such a private key); a group may read it (root:screening
+        # 0640, a common way to hand a service its secret), with a warning.
+        if mode & stat.S_IRWXO:
+            raise SignerKeyError(
+                f"the ledger key {path} is open to every user (mode {stat.S_IMODE(mode):04o}):"
+                f" chmod o-rwx it"
+            )
+        if mode & stat.S_IRWXG:
+            log.warning("ledger key file is readable by its group", extra={"path": str(path)})
         try:
             return cls(NoteSigner.from_skey(text))
         except KeyFormatError as exc:

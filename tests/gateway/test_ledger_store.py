@@ -34,7 +34,7 @@ from screening.domain.ledger import (
     verify_inclusion,
 )
 from screening.services import ledger as ledger_service
-from screening.services.ledger import LedgerSigner
+from screening.services.ledger import LedgerSigner, SignerKeyError
 from screening.storage import ledger as store
 from screening.storage.database import create_pool, migrate
 from tests.conftest import close_pool, make_database
@@ -285,6 +285,11 @@ def test_the_signing_key_file_is_private_and_reloaded(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert LedgerSigner.load_or_create(path).vkey() == signer.vkey()
     assert signer.vkey().startswith("screening.example/ledger+")
+    path.chmod(0o640)  # a group may read it (a service's secret handed over as root:group)
+    assert LedgerSigner.load(path).vkey() == signer.vkey()
+    path.chmod(0o644)  # every local user could sign any site's history with it: refused
+    with pytest.raises(SignerKeyError, match="open to every user"):
+        LedgerSigner.load(path)
 
 
 # --- verification and tampering -------------------------------------------------------------
