@@ -182,7 +182,12 @@ ROUTES: tuple[Route, ...] = (
         params=(
             _SITE,
             Param("old_size", "query", "Older tree size", {"type": "integer"}, True),
-            Param("new_size", "query", "Newer tree size (default: current)", {"type": "integer"}),
+            Param(
+                "new_size",
+                "query",
+                "Newer tree size (default: the latest checkpoint's)",
+                {"type": "integer"},
+            ),
         ),
         raw_response="application/json",
     ),

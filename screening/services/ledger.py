@@ -338,6 +338,6 @@ async def prove_consistency(
             latest = await ledger_store.latest_checkpoint(conn, site_id)
             if latest is None:
                 raise ProofRequestError(f"site {site_id} has no checkpoint yet")
-            new_size = latest.tree_size
+            new_size = note_head(latest.note).tree_size  # the size the note signs
         hashes = await ledger_store.consistency_proof(conn, site_id, old_size, new_size)
     return ConsistencyProof(site_id, old_size, new_size, tuple(hashes))
