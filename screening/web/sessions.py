@@ -113,7 +113,21 @@ async def request_session(request: web.Request, pool: asyncpg.Pool[Any]) -> Sess
         raise ForbiddenError(
             f"send the session's CSRF token in the {CSRF_HEADER} header", code="csrf_failed"
         )
+    if _from_a_sibling_page(request):
+        raise ForbiddenError(
+            "a console session answers the console's own pages only", code="csrf_failed"
+        )
     return session
+
+
+def _from_a_sibling_page(request: web.Request) -> bool:
+    """A request another site of the same registrable domain made from its page (an <img>, a
+    script's fetch): SameSite=Strict still sends the cookie there, and a GET such as
+    /v1/review/next changes state (it leases an item). A link the user follows stays allowed."""
+    return (
+        request.headers.get("Sec-Fetch-Site") == "same-site"
+        and request.headers.get("Sec-Fetch-Mode") != "navigate"
+    )
 
 
 def set_cookies(

@@ -206,3 +206,24 @@ async def test_an_expired_session_is_refused(fresh: Demo) -> None:
     ):
         assert resp.status == 401
         assert (await resp.json())["code"] == "session_expired"
+
+
+async def test_a_sibling_sites_page_cannot_use_the_session_but_a_link_from_it_can(
+    fresh: Demo,
+) -> None:
+    """Found by review: SameSite=Strict still sends the cookie to requests another site of
+    the same registrable domain makes from its pages, and GET /v1/review/next leases an item:
+    an <img> there could drain the queue while a reviewer is signed in."""
+    gw = fresh.gateway
+    http, _ = await sign_in(fresh, gw.keys.by_role["reviewer"])
+    async with http:
+        url = f"{gw.url}/v1/review/next"
+        sibling = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"}
+        async with http.get(url, headers=sibling) as resp:
+            assert resp.status == 403
+            assert (await resp.json())["code"] == "csrf_failed"
+        followed = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate"}
+        own = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
+        for headers in (followed, own):
+            async with http.get(f"{gw.url}/console/session", headers=headers) as resp:
+                assert resp.status == 200, headers
