@@ -15,7 +15,12 @@ from screening.api.context import GATEWAY
 from screening.api.endpoints import Param, Route
 from screening.domain.access import Permission, Principal
 from screening.domain.checkpoint import CheckpointError
-from screening.domain.ledger import LeafNotFoundError, LedgerInconsistentError, ProofRequestError
+from screening.domain.ledger import (
+    LeafNotFoundError,
+    LedgerEntryError,
+    LedgerInconsistentError,
+    ProofRequestError,
+)
 from screening.errors import (
     BadRequestError,
     ForbiddenError,
@@ -109,12 +114,23 @@ async def get_inclusion(request: web.Request) -> web.Response:
         raise NotFoundError(str(exc), code="not_in_ledger") from exc
     except ProofRequestError as exc:
         raise BadRequestError(str(exc), code="invalid_proof_request") from exc
+    except LedgerEntryError as exc:  # logged, but its record removed since (retention)
+        raise NotFoundError(str(exc), code="event_not_stored") from exc
+    except LedgerInconsistentError as exc:
+        log.critical("%s", exc)
+        raise ServiceUnavailableError(
+            "the site's log does not match its records", code="ledger_inconsistent",
+            retry_after_s=60,
+        ) from None  # fmt: skip
     return web.json_response(
         {
             "site_id": site_id,
             "event_id": str(event_id),
             "leaf_index": proof.leaf_index,
             "tree_size": proof.tree_size,
+            # The entry the leaf hashes (RFC 9162 leaf input): it names the event, so the
+            # proof is of this event and not of whichever leaf the server chose.
+            "entry": _b64(proof.entry),
             "leaf_hash": _b64(proof.leaf_hash),
             "hashes": [_b64(h) for h in proof.hashes],
             "checkpoint": proof.checkpoint,

@@ -28,6 +28,8 @@ from screening.domain.ledger import (
     LedgerInconsistentError,
     ProofRequestError,
     VerificationReport,
+    event_entry,
+    leaf_hash,
     verify_consistency,
 )
 from screening.files import create_once
@@ -269,7 +271,9 @@ class InclusionProof:
     """That an event's leaf is in the site's tree of ``tree_size`` (RFC 9162 §2.1.3).
 
     ``checkpoint`` is the signed note of that size when one exists: a client checks the note's
-    signature, then the proof against the note's root.
+    signature, then the proof against the note's root. ``entry`` is the leaf's
+    ``canonical_entry``: its hash is ``leaf_hash``, and it names the event (site, event id,
+    type, time, waybill digest), so a client knows the proof is of this event, not of any leaf.
     """
 
     site_id: str
@@ -279,6 +283,7 @@ class InclusionProof:
     leaf_hash: bytes
     hashes: tuple[bytes, ...]
     checkpoint: str | None
+    entry: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,8 +329,14 @@ async def prove_inclusion(
         if leaf.leaf_index >= tree_size:
             raise ProofRequestError(f"event {event_id} was logged after size {tree_size}")
         hashes = await ledger_store.inclusion_proof(conn, site_id, leaf.leaf_index, tree_size)
+        [stored] = await ledger_store.load_ledger_events(conn, site_id, [event_id])
+    entry = event_entry(stored)
+    if leaf_hash(entry) != leaf.leaf_hash:  # the leaf row names another event than it hashes
+        raise LedgerInconsistentError(
+            f"site {site_id}: leaf {leaf.leaf_index} is not the entry of event {event_id}"
+        )
     return InclusionProof(
-        site_id, event_id, leaf.leaf_index, tree_size, leaf.leaf_hash, tuple(hashes), note
+        site_id, event_id, leaf.leaf_index, tree_size, leaf.leaf_hash, tuple(hashes), note, entry
     )
 
 

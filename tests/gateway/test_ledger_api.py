@@ -13,7 +13,12 @@ import pytest
 from screening.api.context import GATEWAY as GATEWAY_KEY
 from screening.api.ledger import LEDGER_SIGNER
 from screening.domain.checkpoint import NoteVerifier, parse_and_verify
-from screening.domain.ledger import LedgerInconsistentError, verify_consistency, verify_inclusion
+from screening.domain.ledger import (
+    LedgerInconsistentError,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from screening.services import access
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerMismatchError
@@ -58,6 +63,24 @@ async def test_proofs_verify_against_the_signed_checkpoint(gateway: RunningGatew
         [base64.b64decode(h) for h in proof["hashes"]],
         checkpoint.root_hash,
     )
+    # The leaf is this event's: its entry hashes to it and names the event (after the
+    # version byte and the length-prefixed site id come the event id's 16 bytes).
+    entry = base64.b64decode(proof["entry"])
+    assert leaf_hash(entry) == base64.b64decode(proof["leaf_hash"])
+    id_at = 2 + len(site.encode())
+    assert entry[id_at : id_at + 16] == uuid.UUID(event_id).bytes
+    # A leaf row pointed at another event is told, not proven for it.
+    await gateway.pool.execute(
+        "UPDATE ledger_leaves SET event_id = $2 WHERE site_id = $1 AND event_id = $3",
+        site, uuid.uuid4(), uuid.UUID(first[4]["event_id"]),
+    )  # fmt: skip
+    await gateway.pool.execute(
+        "UPDATE ledger_leaves SET event_id = $3 WHERE site_id = $1 AND event_id = $2",
+        site, uuid.UUID(event_id), uuid.UUID(first[4]["event_id"]),
+    )  # fmt: skip
+    swapped = first[4]["event_id"]
+    status, problem = await get(gateway, f"/v1/sites/{site}/ledger/inclusion?event_id={swapped}")
+    assert (status, problem["code"]) == (503, "ledger_inconsistent")
 
     second = parcel_flow(site, "LG0000000002")
     async with gateway.http.post(f"{gateway.url}/v1/events", json=second, headers=gateway.auth()):
