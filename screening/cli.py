@@ -279,7 +279,8 @@ def _parser() -> argparse.ArgumentParser:
         "--adopt-key",
         action="store_true",
         help="sign although another key signed the site's last checkpoint (after replacing "
-        "a lost or retired key; publish the new vkey)",
+        "a lost or retired key; publish the new vkey), or under another origin (after "
+        "changing SCREENING_LEDGER_ORIGIN_PREFIX)",
     )
     ledger.add_parser("vkey", help="print the verifier key to publish")
 

@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     # first start if missing; publish its vkey), the origin prefix of the checkpoint notes, and
     # how often grown logs are checkpointed.
     ledger_key_file: Path | None = None
-    ledger_origin_prefix: str = "screening.example/sites"
+    # No spaces and no '+' (signed-note names): checked at start, not at each signing.
+    ledger_origin_prefix: str = Field(default="screening.example/sites", pattern=r"^[^\s+]+$")
     ledger_checkpoint_interval_s: float = Field(default=60.0, gt=0)
 
     # The gateway's address as clients see it (behind a TLS-terminating proxy, the proxy's):

@@ -204,7 +204,16 @@ async def make_checkpoint(
                     f"site {site_id}: the log does not extend its checkpoint of size "
                     f"{previous.tree_size}"
                 )
-        checkpoint = Checkpoint(site_origin(site_id, origin_prefix), head.tree_size, head.root_hash)
+        origin = site_origin(site_id, origin_prefix)
+        if previous is not None and previous.origin != origin and not adopt_key:
+            # The origin is the log's name: auditors holding its checkpoints would take a new
+            # one as another log's. Renaming is an operator's decision, made once per site.
+            raise LedgerInconsistentError(
+                f"site {site_id}: its log is named {previous.origin!r}, this gateway would sign"
+                f" it as {origin!r}: set SCREENING_LEDGER_ORIGIN_PREFIX back, or rename it once"
+                " with `screening ledger checkpoint --site SITE --adopt-key`"
+            )
+        checkpoint = Checkpoint(origin, head.tree_size, head.root_hash)
         note = signer.sign(checkpoint)
         saved = await ledger_store.save_checkpoint(conn, site_id, checkpoint, note)
         return saved.note

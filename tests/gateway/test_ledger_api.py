@@ -22,6 +22,7 @@ from screening.domain.ledger import (
 from screening.services import access
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerMismatchError
+from screening.settings import Settings
 from tests.conftest import RunningGateway
 from tests.gateway.events import event, parcel_flow
 
@@ -233,3 +234,34 @@ async def test_a_checkpoint_row_edited_in_the_database_is_neither_served_nor_ext
         page = await resp.text()
     assert 'class="bad" id="checkpoint-status"' in page
     assert base64.b64encode(bytes(32)).decode() not in page  # the note's root, not the row's
+
+
+async def test_a_log_is_not_renamed_by_a_changed_origin_prefix_unless_adopted(
+    gateway: RunningGateway,
+) -> None:
+    """Found by review: a changed SCREENING_LEDGER_ORIGIN_PREFIX signed the same log under a
+    new name, and auditors holding its checkpoints would take the new ones as another log's."""
+    site = gateway.keys.site
+    ours = gateway.app[LEDGER_SIGNER]
+    for waybill, prefix in (
+        ("LG0000000051", "audit.example/a"),
+        ("LG0000000052", "audit.example/b"),
+    ):
+        async with gateway.http.post(
+            f"{gateway.url}/v1/events", json=parcel_flow(site, waybill), headers=gateway.auth()
+        ):
+            pass
+        if prefix.endswith("/a"):
+            await ledger_service.make_checkpoint(gateway.pool, site, ours, origin_prefix=prefix)
+    with pytest.raises(LedgerInconsistentError, match="its log is named"):
+        await ledger_service.make_checkpoint(gateway.pool, site, ours, origin_prefix=prefix)
+    note = await ledger_service.make_checkpoint(
+        gateway.pool, site, ours, origin_prefix=prefix, adopt_key=True
+    )
+    assert note.startswith(f"audit.example/b/{site}\n")
+
+
+def test_an_origin_prefix_with_a_space_or_plus_is_refused_at_start() -> None:
+    for prefix in ("audit example", "audit+example"):
+        with pytest.raises(ValueError, match="ledger_origin_prefix"):
+            Settings(ledger_origin_prefix=prefix)
