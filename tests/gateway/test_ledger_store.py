@@ -417,6 +417,19 @@ async def test_rewritten_leaves_fail_against_the_checkpoint(ledger: Ledger) -> N
     assert not report.ok
 
 
+async def test_a_stored_head_root_that_is_not_the_frontiers_fails_verification(
+    ledger: Ledger,
+) -> None:
+    """Found by review: checkpoints are signed from ledger_state.root_hash, but verify only
+    compared the stored frontier with the leaves; a head root set apart from it passed."""
+    report = await verify_after(
+        ledger, ("UPDATE ledger_state SET root_hash = $2 WHERE site_id = $1", [SITE, bytes(32)])
+    )
+    assert report.leaves_match_checkpoint  # the leaves themselves are intact
+    assert not report.state_matches_leaves
+    assert not report.ok
+
+
 async def test_reordered_leaves_fail_against_the_checkpoint(ledger: Ledger) -> None:
     move = "UPDATE ledger_leaves SET leaf_index = $3 WHERE site_id = $1 AND leaf_index = $2"
     report = await verify_after(
