@@ -14,7 +14,7 @@ from screening.api.auth import principal_of
 from screening.api.context import GATEWAY
 from screening.api.endpoints import Param, Route
 from screening.domain.access import Permission, Principal
-from screening.domain.checkpoint import CheckpointError
+from screening.domain.checkpoint import CheckpointError, MalformedNoteError
 from screening.domain.ledger import (
     LeafNotFoundError,
     LedgerEntryError,
@@ -62,6 +62,17 @@ def _int(request: web.Request, name: str, *, required: bool) -> int | None:
     return value
 
 
+def _inconsistent(exc: LedgerInconsistentError) -> ServiceUnavailableError:
+    """The answer to a site whose stored log or checkpoints disagree (an alarm for its
+    operators: they were edited outside the gateway)."""
+    log.critical("%s", exc)
+    return ServiceUnavailableError(
+        "the site's stored log or checkpoint does not match what was signed",
+        code="ledger_inconsistent",
+        retry_after_s=60,
+    )
+
+
 async def get_checkpoint(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     site_id = _site(request, await principal_of(request, Permission.READ_RATES))
@@ -72,6 +83,8 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     signer = request.app[LEDGER_SIGNER]
     try:  # every field of the answer is what the note signs
         checkpoint = ledger_service.checkpoint_of(stored, signer)
+    except MalformedNoteError as exc:  # not a note at all: edited outside the gateway
+        raise _inconsistent(LedgerInconsistentError(f"site {site_id}: {exc}")) from None
     except CheckpointError:
         # Never hand out a note with a vkey that does not verify it.
         raise ServiceUnavailableError(
@@ -81,12 +94,7 @@ async def get_checkpoint(request: web.Request) -> web.Response:
             retry_after_s=60,
         ) from None
     except LedgerInconsistentError as exc:
-        log.critical("%s", exc)
-        raise ServiceUnavailableError(
-            "the site's stored checkpoint does not match its signed note",
-            code="ledger_inconsistent",
-            retry_after_s=60,
-        ) from None
+        raise _inconsistent(exc) from None
     body: dict[str, Any] = {
         "site_id": site_id,
         "origin": checkpoint.origin,
@@ -117,11 +125,7 @@ async def get_inclusion(request: web.Request) -> web.Response:
     except LedgerEntryError as exc:  # logged, but its record removed since (retention)
         raise NotFoundError(str(exc), code="event_not_stored") from exc
     except LedgerInconsistentError as exc:
-        log.critical("%s", exc)
-        raise ServiceUnavailableError(
-            "the site's log does not match its records", code="ledger_inconsistent",
-            retry_after_s=60,
-        ) from None  # fmt: skip
+        raise _inconsistent(exc) from None
     return web.json_response(
         {
             "site_id": site_id,
@@ -149,6 +153,8 @@ async def get_consistency(request: web.Request) -> web.Response:
         )
     except ProofRequestError as exc:
         raise BadRequestError(str(exc), code="invalid_proof_request") from exc
+    except LedgerInconsistentError as exc:
+        raise _inconsistent(exc) from None
     return web.json_response(
         {
             "site_id": site_id,

@@ -45,9 +45,9 @@ class SignerKeyError(Exception):
 
 
 class SignerMismatchError(SignerKeyError):
-    """A site's checkpoints are signed with another key than this gateway's: gateways on one
-    database must share one key file, or their notes alternate between keys that each verify
-    only some of them."""
+    """A site's checkpoints are signed with another key than this gateway's, or name its log
+    otherwise: gateways on one database must share one key file and one origin prefix, or
+    their notes alternate between keys (or names) that each verify only some of them."""
 
 
 def signed_by(note: str, signer: LedgerSigner) -> bool:
@@ -61,8 +61,12 @@ def signed_by(note: str, signer: LedgerSigner) -> bool:
 
 def note_head(note: str) -> Checkpoint:
     """What a stored checkpoint note says (origin, size, root), its signatures not checked:
-    the one a client checks, and so the one every answer must agree with."""
-    return Checkpoint.from_body(note.split("\n\n", 1)[0] + "\n")
+    the one a client checks, and so the one every answer must agree with. A note that cannot
+    be read is LedgerInconsistentError."""
+    try:
+        return Checkpoint.from_body(note.split("\n\n", 1)[0] + "\n")
+    except CheckpointError as exc:
+        raise LedgerInconsistentError(f"a stored checkpoint note cannot be read: {exc}") from None
 
 
 def checkpoint_of(stored: ledger_store.StoredCheckpoint, signer: LedgerSigner) -> Checkpoint:
@@ -193,7 +197,15 @@ async def make_checkpoint(
                     f"of {previous.tree_size} was signed"
                 )
             if previous.tree_size == head.tree_size and previous.root_hash == head.root_hash:
-                return stored.note
+                origin = site_origin(site_id, origin_prefix)
+                if not adopt_key or (previous.origin == origin and signed_by(stored.note, signer)):
+                    return stored.note
+                # Adopted with no leaf since: the same checkpoint signed again in place, with
+                # this key and origin (a later signing would otherwise find the old ones).
+                checkpoint = Checkpoint(origin, head.tree_size, head.root_hash)
+                note = signer.sign(checkpoint)
+                await ledger_store.replace_checkpoint_note(conn, site_id, checkpoint, note)
+                return note
             proof = await ledger_store.consistency_proof(
                 conn, site_id, previous.tree_size, head.tree_size
             )
@@ -208,7 +220,7 @@ async def make_checkpoint(
         if previous is not None and previous.origin != origin and not adopt_key:
             # The origin is the log's name: auditors holding its checkpoints would take a new
             # one as another log's. Renaming is an operator's decision, made once per site.
-            raise LedgerInconsistentError(
+            raise SignerMismatchError(
                 f"site {site_id}: its log is named {previous.origin!r}, this gateway would sign"
                 f" it as {origin!r}: set SCREENING_LEDGER_ORIGIN_PREFIX back, or rename it once"
                 " with `screening ledger checkpoint --site SITE --adopt-key`"

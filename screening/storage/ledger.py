@@ -358,6 +358,22 @@ async def _resolve(conn: Conn, site_id: str, plan: ProofPlan) -> list[bytes]:
 # --- checkpoints -----------------------------------------------------------------------------
 
 
+REPLACE_CHECKPOINT_NOTE = """
+UPDATE ledger_checkpoints SET note = $4
+WHERE site_id = $1 AND tree_size = $2 AND root_hash = $3
+"""
+
+
+async def replace_checkpoint_note(
+    conn: Conn, site_id: str, checkpoint: Checkpoint, note: str
+) -> None:
+    """Re-sign the site's checkpoint of this size and root in place (an adopted key or a
+    renamed log, with no leaf since): the same size and root, so nothing it proved changes."""
+    await conn.execute(
+        REPLACE_CHECKPOINT_NOTE, site_id, checkpoint.tree_size, checkpoint.root_hash, note
+    )
+
+
 async def save_checkpoint(
     conn: Conn, site_id: str, checkpoint: Checkpoint, note: str
 ) -> StoredCheckpoint:

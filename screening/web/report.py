@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import contextlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -188,14 +189,18 @@ async def monthly_report(
 def _checkpoint(stored: StoredCheckpoint, signer: LedgerSigner) -> Checkpoint:
     """What the stored note says, and whether it holds (the API answers 503 where it does not;
     a printed report says so instead)."""
+    size, root = stored.tree_size, stored.root_hash  # shown only as failing verification
     try:
         signed = ledger_service.checkpoint_of(stored, signer)
-        verified = True
+        size, root, verified = signed.tree_size, signed.root_hash, True
     except (CheckpointError, LedgerInconsistentError):
-        signed, verified = ledger_service.note_head(stored.note), False
+        verified = False
+        with contextlib.suppress(LedgerInconsistentError):  # a note that cannot be read
+            head = ledger_service.note_head(stored.note)
+            size, root = head.tree_size, head.root_hash
     return Checkpoint(
-        signed.tree_size,
-        base64.b64encode(signed.root_hash).decode(),
+        size,
+        base64.b64encode(root).decode(),
         stored.created_at,
         stored.note,
         signer.vkey(),

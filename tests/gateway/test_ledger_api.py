@@ -236,32 +236,67 @@ async def test_a_checkpoint_row_edited_in_the_database_is_neither_served_nor_ext
     assert base64.b64encode(bytes(32)).decode() not in page  # the note's root, not the row's
 
 
+@pytest.mark.parametrize("grown", [True, False])
 async def test_a_log_is_not_renamed_by_a_changed_origin_prefix_unless_adopted(
-    gateway: RunningGateway,
+    gateway: RunningGateway, grown: bool
 ) -> None:
     """Found by review: a changed SCREENING_LEDGER_ORIGIN_PREFIX signed the same log under a
-    new name, and auditors holding its checkpoints would take the new ones as another log's."""
+    new name, and auditors holding its checkpoints would take the new ones as another log's.
+    Renaming takes --adopt-key once, whether or not the log grew since its last checkpoint."""
     site = gateway.keys.site
     ours = gateway.app[LEDGER_SIGNER]
-    for waybill, prefix in (
-        ("LG0000000051", "audit.example/a"),
-        ("LG0000000052", "audit.example/b"),
-    ):
+    old, new = "audit.example/a", "audit.example/b"
+
+    async def post(waybill: str) -> None:
         async with gateway.http.post(
             f"{gateway.url}/v1/events", json=parcel_flow(site, waybill), headers=gateway.auth()
         ):
             pass
-        if prefix.endswith("/a"):
-            await ledger_service.make_checkpoint(gateway.pool, site, ours, origin_prefix=prefix)
-    with pytest.raises(LedgerInconsistentError, match="its log is named"):
-        await ledger_service.make_checkpoint(gateway.pool, site, ours, origin_prefix=prefix)
+
+    await post("LG0000000051")
+    await ledger_service.make_checkpoint(gateway.pool, site, ours, origin_prefix=old)
+    if grown:
+        await post("LG0000000052")
+        with pytest.raises(SignerMismatchError, match="its log is named"):
+            await ledger_service.make_checkpoint(gateway.pool, site, ours, origin_prefix=new)
     note = await ledger_service.make_checkpoint(
-        gateway.pool, site, ours, origin_prefix=prefix, adopt_key=True
+        gateway.pool, site, ours, origin_prefix=new, adopt_key=True
     )
-    assert note.startswith(f"audit.example/b/{site}\n")
+    assert note.startswith(f"{new}/{site}\n")
+    status, cp = await get(gateway, f"/v1/sites/{site}/ledger/checkpoint")
+    assert (status, cp["origin"]) == (200, f"{new}/{site}")
+    await post("LG0000000053")  # from now on the log is extended under its new name
+    note = await ledger_service.make_checkpoint(gateway.pool, site, ours, origin_prefix=new)
+    assert note.startswith(f"{new}/{site}\n")
 
 
 def test_an_origin_prefix_with_a_space_or_plus_is_refused_at_start() -> None:
     for prefix in ("audit example", "audit+example"):
         with pytest.raises(ValueError, match="ledger_origin_prefix"):
             Settings(ledger_origin_prefix=prefix)
+
+
+async def test_a_stored_note_that_cannot_be_read_is_an_alarm_not_a_crash(
+    gateway: RunningGateway,
+) -> None:
+    site = gateway.keys.site
+    flow = parcel_flow(site, "LG0000000061")
+    async with gateway.http.post(f"{gateway.url}/v1/events", json=flow, headers=gateway.auth()):
+        pass
+    await ledger_service.make_checkpoint(gateway.pool, site, gateway.app[LEDGER_SIGNER])
+    await gateway.pool.execute(
+        "UPDATE ledger_checkpoints SET note = 'garbage' WHERE site_id = $1", site
+    )
+    for path in (
+        "checkpoint",
+        "consistency?old_size=1",
+        f"inclusion?event_id={flow[0]['event_id']}",
+    ):
+        status, problem = await get(gateway, f"/v1/sites/{site}/ledger/{path}")
+        assert (status, problem.get("code")) == (503, "ledger_inconsistent"), path
+    month = datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m")
+    async with gateway.http.get(
+        f"{gateway.url}/console/reports/{site}/{month}", headers=gateway.auth("supervisor")
+    ) as resp:
+        assert resp.status == 200
+        assert 'class="bad" id="checkpoint-status"' in await resp.text()
