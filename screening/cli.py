@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -133,7 +134,13 @@ def _probe_port(host: str, port: int) -> None:
         for family, kind, proto, _, address in socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         ):
-            with socket.socket(family, kind, proto) as probe:
+            try:
+                probe = socket.socket(family, kind, proto)
+            except OSError as exc:  # no IPv6 on this host: asyncio's listener skips it too
+                if exc.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
+                    continue
+                raise
+            with probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -215,6 +215,9 @@ def validate_phone(number: str) -> str:
     with contextlib.suppress(IdentityDocumentError):
         return validate_mobile(number)
     value = normalise(number)
+    if value.startswith("01"):  # a mobile dialled with a trunk 0 (no area code starts 01 but 010)
+        with contextlib.suppress(IdentityDocumentError):
+            return validate_mobile(value[1:])
     if _LANDLINE.fullmatch(value):
         return value
     international = _INTERNATIONAL.fullmatch(value)

@@ -122,12 +122,18 @@ async def request_session(request: web.Request, pool: asyncpg.Pool[Any]) -> Sess
 
 def _from_a_sibling_page(request: web.Request) -> bool:
     """A request another site of the same registrable domain made from its page (an <img>, a
-    script's fetch): SameSite=Strict still sends the cookie there, and a GET such as
-    /v1/review/next changes state (it leases an item). A link the user follows stays allowed."""
-    return (
-        request.headers.get("Sec-Fetch-Site") == "same-site"
-        and request.headers.get("Sec-Fetch-Mode") != "navigate"
+    script's fetch, a frame, a form it submits): SameSite=Strict still sends the cookie there,
+    and a GET such as /v1/review/next changes state (it leases an item). Only a console page
+    the user opens from there (a link followed: a top-level document, user-activated) is
+    allowed; the API never is."""
+    if request.headers.get("Sec-Fetch-Site") != "same-site":
+        return False
+    followed = (
+        request.headers.get("Sec-Fetch-Mode") == "navigate"
+        and request.headers.get("Sec-Fetch-Dest") == "document"
+        and request.headers.get("Sec-Fetch-User") == "?1"
     )
+    return not (followed and request.path.startswith("/console/"))
 
 
 def set_cookies(

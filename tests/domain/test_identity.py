@@ -513,6 +513,7 @@ def test_invalid_mobile_number_is_rejected(typed: str) -> None:
         ("027-1234-5678", "02712345678"),  # a Wuhan landline
         ("0755 1234 5678", "075512345678"),  # a Shenzhen landline
         ("+86 27 1234 5678", "02712345678"),  # the same landline dialled from abroad
+        ("0138 1234 1234", "13812341234"),  # a mobile dialled with a trunk 0 (not a landline)
         ("+852 9123 4567", "+85291234567"),  # Hong Kong mobile (a travel-permit holder)
         ("00853 6612 3456", "+85366123456"),  # Macao, 00 for +
         ("+1 (415) 555-0100".replace("(", "").replace(")", ""), "+14155550100"),
@@ -527,9 +528,17 @@ def test_a_phone_number_is_a_mainland_mobile_or_landline_or_another_countrys(
 @pytest.mark.parametrize(
     "typed",
     [
-        "12812341234", "2712345678", "+86 12", "+0123456789", "+1234", "0086", "phone", "", "+",
-        "0138 1234 1234",  # a mobile typed with a 0: no area code starts 01 but 010
+        "12812341234",
+        "2712345678",
+        "+86 12",
+        "+0123456789",
+        "+1234",
+        "0086",
+        "phone",
+        "",
+        "+",
         "+86 138 1234 123",  # a mobile a digit short
+        "0138 1234 123",  # the same, dialled with a trunk 0
     ],
 )
 def test_a_number_that_is_no_phone_number_is_rejected(typed: str) -> None:

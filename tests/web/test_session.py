@@ -218,12 +218,16 @@ async def test_a_sibling_sites_page_cannot_use_the_session_but_a_link_from_it_ca
     http, _ = await sign_in(fresh, gw.keys.by_role["reviewer"])
     async with http:
         url = f"{gw.url}/v1/review/next"
-        sibling = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"}
-        async with http.get(url, headers=sibling) as resp:
-            assert resp.status == 403
-            assert (await resp.json())["code"] == "csrf_failed"
-        followed = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate"}
+        img = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"}
+        frame = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate",
+                 "Sec-Fetch-Dest": "iframe"}  # fmt: skip
+        followed = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate",
+                    "Sec-Fetch-Dest": "document", "Sec-Fetch-User": "?1"}  # fmt: skip
+        for headers in (img, frame, followed):  # the API: never from a sibling's page
+            async with http.get(url, headers=headers) as resp:
+                assert resp.status == 403, headers
+                assert (await resp.json())["code"] == "csrf_failed"
         own = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
-        for headers in (followed, own):
+        for headers in (followed, own):  # a console page the user opens from there, or its own
             async with http.get(f"{gw.url}/console/session", headers=headers) as resp:
                 assert resp.status == 200, headers
