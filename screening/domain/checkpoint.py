@@ -279,12 +279,8 @@ def _check_note_text(text: str) -> None:
         raise MalformedNoteError("note text has ASCII control characters other than newline")
 
 
-def open_note(note: str | bytes, verifier: NoteVerifier) -> str:
-    """The text of a note, once a signature by ``verifier`` is found and verifies.
-
-    Follows signed-note "Signatures": signatures from unknown keys are ignored; a known key's
-    signature that fails rejects the whole note; no verified known signature rejects it too.
-    """
+def _split_note(note: str | bytes) -> tuple[str, str]:
+    """A note's text and its signature block, the note's form checked (MalformedNoteError)."""
     if isinstance(note, bytes):
         if len(note) > MAX_NOTE_BYTES:
             raise MalformedNoteError("note too large")
@@ -300,7 +296,22 @@ def open_note(note: str | bytes, verifier: NoteVerifier) -> str:
     split = note.rfind("\n\n")
     if split < 0:
         raise MalformedNoteError("no blank line before the signatures")
-    text, sigs = note[: split + 1], note[split + 2 :]
+    return note[: split + 1], note[split + 2 :]
+
+
+def unverified_checkpoint(note: str | bytes) -> Checkpoint:
+    """What a checkpoint note says, its signatures NOT checked: for a note this gateway stored
+    and signed itself, to answer from what clients will verify rather than from a copy."""
+    return Checkpoint.from_body(_split_note(note)[0])
+
+
+def open_note(note: str | bytes, verifier: NoteVerifier) -> str:
+    """The text of a note, once a signature by ``verifier`` is found and verifies.
+
+    Follows signed-note "Signatures": signatures from unknown keys are ignored; a known key's
+    signature that fails rejects the whole note; no verified known signature rejects it too.
+    """
+    text, sigs = _split_note(note)
     if not sigs.endswith("\n"):
         raise MalformedNoteError("the signature block ends with a newline")
     lines = sigs[:-1].split("\n")

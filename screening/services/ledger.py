@@ -22,6 +22,7 @@ from screening.domain.checkpoint import (
     parse_and_verify,
     sign_checkpoint,
     site_origin,
+    unverified_checkpoint,
 )
 from screening.domain.ledger import (
     LeafNotFoundError,
@@ -64,7 +65,7 @@ def note_head(note: str) -> Checkpoint:
     the one a client checks, and so the one every answer must agree with. A note that cannot
     be read is LedgerInconsistentError."""
     try:
-        return Checkpoint.from_body(note.split("\n\n", 1)[0] + "\n")
+        return unverified_checkpoint(note)
     except CheckpointError as exc:
         raise LedgerInconsistentError(f"a stored checkpoint note cannot be read: {exc}") from None
 
@@ -168,36 +169,21 @@ async def make_checkpoint(
     (RFC 9162 §2.1.4) from the stored hashes; a failure raises ``LedgerInconsistentError``.
     If the tree has not grown, the latest checkpoint is returned as it is.
     """
+    origin = site_origin(site_id, origin_prefix)
     async with pool.acquire() as conn, conn.transaction():
         # The checkpoint first, then the head: each statement sees what was committed when it
         # began, and the head only grows, so a checkpoint another gateway signs in between
         # can never look larger than the head read after it (a false "does not extend").
         stored = await ledger_store.latest_checkpoint(conn, site_id)
         head = await ledger_store.latest_root(conn, site_id)
-        previous: Checkpoint | None = None
         if stored is not None:
-            # Extended from what its note signs, never from the row's own columns (which
-            # anyone who can write to the database could set to a forged history's root).
-            if adopt_key:
-                previous = note_head(stored.note)
-                _agrees(stored, previous)
-            else:
-                try:
-                    previous = checkpoint_of(stored, signer)
-                except CheckpointError:
-                    raise SignerMismatchError(
-                        f"site {site_id}: its checkpoints are signed with another key than "
-                        f"this gateway's ({signer.vkey()}); give every gateway the same "
-                        "SCREENING_LEDGER_KEY_FILE"
-                    ) from None
-        if stored is not None and previous is not None:  # (previous is set with stored)
+            previous = _previous(stored, signer, adopt_key=adopt_key)
             if previous.tree_size > head.tree_size:
                 raise LedgerInconsistentError(
                     f"site {site_id}: the log has {head.tree_size} leaves, but a checkpoint "
                     f"of {previous.tree_size} was signed"
                 )
-            if previous.tree_size == head.tree_size and previous.root_hash == head.root_hash:
-                origin = site_origin(site_id, origin_prefix)
+            if (previous.tree_size, previous.root_hash) == (head.tree_size, head.root_hash):
                 if not adopt_key or (previous.origin == origin and signed_by(stored.note, signer)):
                     return stored.note
                 # Adopted with no leaf since: the same checkpoint signed again in place, with
@@ -216,19 +202,37 @@ async def make_checkpoint(
                     f"site {site_id}: the log does not extend its checkpoint of size "
                     f"{previous.tree_size}"
                 )
-        origin = site_origin(site_id, origin_prefix)
-        if previous is not None and previous.origin != origin and not adopt_key:
-            # The origin is the log's name: auditors holding its checkpoints would take a new
-            # one as another log's. Renaming is an operator's decision, made once per site.
-            raise SignerMismatchError(
-                f"site {site_id}: its log is named {previous.origin!r}, this gateway would sign"
-                f" it as {origin!r}: set SCREENING_LEDGER_ORIGIN_PREFIX back, or rename it once"
-                " with `screening ledger checkpoint --site SITE --adopt-key`"
-            )
+            if previous.origin != origin and not adopt_key:
+                # The origin is the log's name: auditors holding its checkpoints would take a
+                # new one as another log's. Renaming is an operator's decision, once per site.
+                raise SignerMismatchError(
+                    f"site {site_id}: its log is named {previous.origin!r}, this gateway would"
+                    f" sign it as {origin!r}: set SCREENING_LEDGER_ORIGIN_PREFIX back, or"
+                    " rename it once with `screening ledger checkpoint --site SITE --adopt-key`"
+                )
         checkpoint = Checkpoint(origin, head.tree_size, head.root_hash)
         note = signer.sign(checkpoint)
         saved = await ledger_store.save_checkpoint(conn, site_id, checkpoint, note)
         return saved.note
+
+
+def _previous(
+    stored: ledger_store.StoredCheckpoint, signer: LedgerSigner, *, adopt_key: bool
+) -> Checkpoint:
+    """The checkpoint a new one must extend: what the stored note signs, never the row's own
+    columns (which anyone who can write to the database could set to a forged history's
+    root). Without ``adopt_key`` this gateway's key must have signed it."""
+    if adopt_key:
+        previous = note_head(stored.note)
+        _agrees(stored, previous)
+        return previous
+    try:
+        return checkpoint_of(stored, signer)
+    except CheckpointError:
+        raise SignerMismatchError(
+            f"site {stored.site_id}: its checkpoints are signed with another key than this "
+            f"gateway's ({signer.vkey()}); give every gateway the same SCREENING_LEDGER_KEY_FILE"
+        ) from None
 
 
 async def verify(
