@@ -48,6 +48,12 @@ PII_KEYS_MISMATCH = (
 )
 
 
+async def require_pii_keys(pool: asyncpg.Pool[Any], vault: PersonalDataVault) -> None:
+    """StartupError unless ``vault`` holds the keys the database's records were made with."""
+    if not await pii.keys_match(pool, vault):
+        raise StartupError(PII_KEYS_MISMATCH)
+
+
 def load_vault(settings: Settings) -> PersonalDataVault:
     """Key material from settings, else from (or newly into) the data dir's key file."""
     if settings.pii_keys_json is not None:
@@ -193,8 +199,8 @@ def create_app(
                     await migrate(conn)
             # Key material before anything starts: what most often fails at a start.
             the_vault = vault or load_vault(settings)
-            if check_pii_keys and not await pii.keys_match(the_pool, the_vault):
-                raise StartupError(PII_KEYS_MISMATCH)
+            if check_pii_keys:
+                await require_pii_keys(the_pool, the_vault)
             model_path = settings.model_path or DEFAULT_MODEL_PATH
             if not model_path.is_file():  # else every scan would be 503 model_unavailable
                 raise StartupError(f"no X-ray model at {model_path} (SCREENING_MODEL_PATH)")

@@ -20,13 +20,13 @@ from pydantic import ValidationError
 
 from screening import logs, pii_cli
 from screening.api.protocol import GatewayRunner
-from screening.app import PII_KEYS_MISMATCH, create_app, load_vault
+from screening.app import create_app, load_vault, require_pii_keys
 from screening.background import cancel_and_wait
 from screening.domain.access import Role
 from screening.domain.checkpoint import CheckpointError, NoteVerifier
 from screening.errors import ScreeningError
 from screening.runtime import SHUTDOWN_DRAIN_S, StartupError, stop_on_signals, tune_collector
-from screening.services import access, pii
+from screening.services import access
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerKeyError
 from screening.settings import Settings
@@ -156,8 +156,7 @@ async def supervise(settings: Settings, dsn: str, count: int) -> int:
     vault = load_vault(settings)
 
     async def check_keys(pool: asyncpg.Pool[Any]) -> int:
-        if not await pii.keys_match(pool, vault):
-            raise StartupError(PII_KEYS_MISMATCH)
+        await require_pii_keys(pool, vault)
         return 0
 
     await _with_pool(dsn, check_keys)
