@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from typing import TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -122,6 +123,15 @@ def _canonical(events: Iterable[ParcelEvent]) -> list[ParcelEvent]:
     return sorted(unique.values(), key=lambda e: (e.header.occurred_at, e.header.event_id))
 
 
+_Timed = TypeVar("_Timed", InspectionCompleted, RealnameRegistered)
+
+
+def _at_latest(events: list[_Timed]) -> list[_Timed]:
+    """The events (in time order, at least one) logged at the latest of their instants."""
+    latest = events[-1].header.occurred_at
+    return [e for e in events if e.header.occurred_at == latest]
+
+
 def _proves(record: RealnameRegistered) -> bool:
     return record.contract_customer or record.document_valid
 
@@ -134,8 +144,7 @@ def _realname_problems(records: list[RealnameRegistered], cutoff: datetime | Non
         # match its holder after all) leaves the parcel without a valid record, unless a later
         # check passed again. Checks at that same instant (a station's retry) are one check:
         # it passed if any of them did, so the outcome never turns on their event ids.
-        latest = in_time[-1].header.occurred_at
-        deciding = [e for e in in_time if e.header.occurred_at == latest]
+        deciding = _at_latest(in_time)
         if any(_proves(e) for e in deciding):
             return []
         return [_invalid(deciding)]
@@ -156,8 +165,7 @@ def _last_look_passed(looks: list[InspectionCompleted]) -> bool:
     """Whether the last look inside passed. Looks logged at that same instant are one look,
     which passed only if each of them did: a refusal is a finding about the contents that a
     pass in the same instant does not undo, and the outcome never turns on event ids."""
-    latest = looks[-1].header.occurred_at
-    return all(e.result is InspectionResult.PASS for e in looks if e.header.occurred_at == latest)
+    return all(e.result is InspectionResult.PASS for e in _at_latest(looks))
 
 
 def _inspection_problems(
