@@ -202,11 +202,11 @@ async def commit_events(
         outcomes[i] = Outcome.DUPLICATE if stored_digest == p.digest else Outcome.CONFLICT
     new = [p for p in firsts if id(p) in record_digests]
     if on_accepted is not None and new:
+        # Before the parcels are saved: saving them updates the site's rollup rows, which
+        # every concurrent commit of the site's day also updates, so from there to the commit
+        # these commits run one at a time, and that stretch is kept short.
         await on_accepted(conn, new, now)
-    # Made before any lock that concurrent commits of the site wait on is taken (below).
-    entries = [(p.site_id, p.event_id, _ledger_entry(p, record_digests[id(p)])) for p in new]
     statuses: dict[tuple[str, str], ParcelStatus] = {}
-    deltas: dict[tuple[str, RateKey], RateCounts] = {}
     parcel_keys = sorted({p.parcel_key for p in new})
     if parcel_keys:
         # The insert read each parcel's row and earlier events in its own snapshot, which
@@ -214,14 +214,14 @@ async def commit_events(
         history = {key: group.history.get(key, []) for key in parcel_keys}
         for p in new:
             history[p.parcel_key].append(p.event)
-        statuses, deltas = await _derive_and_save(conn, history, group.parcels, sites, now)
-    # What every concurrent commit of a site writes comes last, and from here to the commit
-    # these commits run one at a time: each accepted event becomes a leaf of its site's Merkle
-    # log in this same transaction, so no committed event is ever missing from the ledger
-    # (screening.domain.ledger), which locks the site's log; then the site's rollup rows,
-    # which the log's lock already keeps the site's other commits away from.
-    await ledger_store.append_stored(conn, entries)
-    await parcel_store.add_rollup(conn, deltas)
+        statuses = await _derive_and_save(conn, history, group.parcels, sites, now)
+    # Each accepted event becomes a leaf of its site's Merkle log in this same transaction, so
+    # no committed event is ever missing from the ledger (screening.domain.ledger). Last, because
+    # it locks the site's log until the commit: concurrent commits to one site then wait for
+    # each other only around the commit itself.
+    await ledger_store.append_stored(
+        conn, [(p.site_id, p.event_id, _ledger_entry(p, record_digests[id(p)])) for p in new]
+    )
     final = [o if o is not None else Outcome.CONFLICT for o in outcomes]
     return final, CommitReport(len(new), statuses, time.perf_counter() - started)
 
@@ -232,11 +232,10 @@ async def _derive_and_save(
     stored: Mapping[tuple[str, str], parcel_store.StoredParcel],
     sites: Mapping[str, Site],
     now: datetime,
-) -> tuple[dict[tuple[str, str], ParcelStatus], dict[tuple[str, RateKey], RateCounts]]:
+) -> dict[tuple[str, str], ParcelStatus]:
     """Evaluate each parcel from its whole history under its site's policy and save what
-    changed: its row and its violations. The statuses, and the rollup's move from what the
-    parcels contributed before (``stored``) to what they contribute now, for the caller to add
-    (``parcel_store.add_rollup``). The parcels must be locked."""
+    changed: its row, its violations, and the rollup's move from what it contributed before
+    (``stored``) to what it contributes now. The parcels must be locked."""
     statuses: dict[tuple[str, str], ParcelStatus] = {}
     changes: dict[str, list[Any]] = {}
     for key in sorted(history):
@@ -249,8 +248,8 @@ async def _derive_and_save(
     for site_id, pairs in changes.items():
         for rate_key, counts in rollup_delta(pairs).items():
             deltas[(site_id, rate_key)] = counts
-    await parcel_store.save_parcels(conn, statuses, now, stored)
-    return statuses, deltas
+    await parcel_store.save_parcels(conn, statuses, now, stored, deltas)
+    return statuses
 
 
 async def reevaluate_parcels(
@@ -262,9 +261,7 @@ async def reevaluate_parcels(
     # Read after the lock, so every committed event and the current row are seen.
     stored = await parcel_store.read_stored(conn, keys)
     history = await event_store.load_parcel_events(conn, keys)
-    statuses, deltas = await _derive_and_save(conn, history, stored, sites, now)
-    await parcel_store.add_rollup(conn, deltas)
-    return statuses
+    return await _derive_and_save(conn, history, stored, sites, now)
 
 
 async def settle_after(pool: asyncpg.Pool[Any], moment: datetime, limit_s: float = 30.0) -> bool:

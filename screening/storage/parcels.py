@@ -25,43 +25,39 @@ FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7))) FROM unnest($1
 LEFT JOIN sites s ON s.site_id = ANY($2::text[])
 """
 
-# One statement saves a group's parcels: their rows and the violations of those that need them
-# written. Both are the parcels' own rows, guarded by the parcel locks; the site's rollup rows,
-# which every commit of the site's day updates, are written apart (ADD_ROLLUP), last.
+# One statement saves a group's parcels: their rows, the violations of those that need them
+# written, and the rollup deltas (added in key order, so gateways cannot deadlock on them).
 SAVE_PARCELS = """
-WITH violations_new AS (
+WITH saved AS (
+    INSERT INTO parcels AS p (site_id, waybill_no, flow, carrier, first_seen_at, updated_at,
+        dispatched_at, dispatch_day, rate_flow, xray_required, realname_ok, inspection_ok,
+        xray_ok, compliant, problems)
+    SELECT k.site_id, k.waybill_no, k.flow, k.carrier, k.now, k.now, k.dispatched_at,
+           k.dispatch_day, k.rate_flow, k.xray_required, k.realname_ok, k.inspection_ok,
+           k.xray_ok, k.compliant, string_to_array(k.problems, ',')
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                $6::timestamptz[], $7::date[], $8::text[], $9::bool[], $10::bool[], $11::bool[],
+                $12::bool[], $13::bool[], $14::text[])
+         AS k(site_id, waybill_no, flow, carrier, now, dispatched_at, dispatch_day, rate_flow,
+              xray_required, realname_ok, inspection_ok, xray_ok, compliant, problems)
+    ON CONFLICT (site_id, waybill_no) DO UPDATE SET
+        flow = EXCLUDED.flow, carrier = COALESCE(EXCLUDED.carrier, p.carrier),
+        updated_at = EXCLUDED.updated_at, dispatched_at = EXCLUDED.dispatched_at,
+        dispatch_day = EXCLUDED.dispatch_day, rate_flow = EXCLUDED.rate_flow,
+        xray_required = EXCLUDED.xray_required, realname_ok = EXCLUDED.realname_ok,
+        inspection_ok = EXCLUDED.inspection_ok, xray_ok = EXCLUDED.xray_ok,
+        compliant = EXCLUDED.compliant, problems = EXCLUDED.problems
+), violations_new AS (
     INSERT INTO violations (site_id, waybill_no, reason, rule, dispatch_day, flow, dispatched_at,
                             detected_at)
     SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::text[], $19::date[],
                          $20::text[], $21::timestamptz[], $22::timestamptz[])
     ON CONFLICT (site_id, waybill_no, reason) DO NOTHING
 )
-INSERT INTO parcels AS p (site_id, waybill_no, flow, carrier, first_seen_at, updated_at,
-    dispatched_at, dispatch_day, rate_flow, xray_required, realname_ok, inspection_ok,
-    xray_ok, compliant, problems)
-SELECT k.site_id, k.waybill_no, k.flow, k.carrier, k.now, k.now, k.dispatched_at,
-       k.dispatch_day, k.rate_flow, k.xray_required, k.realname_ok, k.inspection_ok,
-       k.xray_ok, k.compliant, string_to_array(k.problems, ',')
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-            $6::timestamptz[], $7::date[], $8::text[], $9::bool[], $10::bool[], $11::bool[],
-            $12::bool[], $13::bool[], $14::text[])
-     AS k(site_id, waybill_no, flow, carrier, now, dispatched_at, dispatch_day, rate_flow,
-          xray_required, realname_ok, inspection_ok, xray_ok, compliant, problems)
-ON CONFLICT (site_id, waybill_no) DO UPDATE SET
-    flow = EXCLUDED.flow, carrier = COALESCE(EXCLUDED.carrier, p.carrier),
-    updated_at = EXCLUDED.updated_at, dispatched_at = EXCLUDED.dispatched_at,
-    dispatch_day = EXCLUDED.dispatch_day, rate_flow = EXCLUDED.rate_flow,
-    xray_required = EXCLUDED.xray_required, realname_ok = EXCLUDED.realname_ok,
-    inspection_ok = EXCLUDED.inspection_ok, xray_ok = EXCLUDED.xray_ok,
-    compliant = EXCLUDED.compliant, problems = EXCLUDED.problems
-"""
-
-# The rollup deltas, added in key order (so that two commits cannot deadlock on them).
-ADD_ROLLUP = """
 INSERT INTO site_daily_rates AS r (site_id, day, flow, dispatched, realname_ok, inspection_ok,
                                    xray_ok, all_ok, xray_required)
-SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[], $5::bigint[],
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+SELECT * FROM unnest($23::text[], $24::date[], $25::text[], $26::bigint[], $27::bigint[],
+                     $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[])
 ON CONFLICT (site_id, day, flow) DO UPDATE SET
     dispatched = r.dispatched + EXCLUDED.dispatched,
     realname_ok = r.realname_ok + EXCLUDED.realname_ok,
@@ -174,11 +170,11 @@ async def save_parcels(
     statuses: Mapping[ParcelKey, ParcelStatus],
     now: datetime,
     previous: Mapping[ParcelKey, StoredParcel],
+    deltas: Mapping[tuple[str, RateKey], RateCounts],
 ) -> None:
-    """Upsert parcel rows and rewrite the violations of parcels whose violations changed: one
-    round trip, two when violations move. The parcels must be locked. The rollup is
-    ``add_rollup``'s."""
-    if not statuses:
+    """Upsert parcel rows, rewrite the violations of parcels whose violations changed, and add
+    the counter deltas to the rollup: one round trip, two when violations move."""
+    if not statuses and not deltas:
         return
     keys = sorted(statuses)
     st = [statuses[k] for k in keys]
@@ -201,6 +197,8 @@ async def save_parcels(
         if k in targets and s.dispatched_at is not None and s.dispatch_day is not None
         for reason in s.violations
     ]
+    rollup = sorted(deltas, key=lambda k: (k[0], k[1].day, k[1].flow))
+    counts = [deltas[k] for k in rollup]
     await conn.execute(
         SAVE_PARCELS,
         [k[0] for k in keys],
@@ -226,22 +224,7 @@ async def save_parcels(
         [s.rate_bucket for _, s, _ in rows],
         [s.dispatched_at for _, s, _ in rows],
         [detected.get((k[0], k[1], reason.value), now) for k, _, reason in rows],
-    )
-
-
-async def add_rollup(conn: Conn, deltas: Mapping[tuple[str, RateKey], RateCounts]) -> None:
-    """Add counter deltas to the sites' daily rollup rows (none: no round trip).
-
-    Every commit of a site's day updates the same rows, which stay locked until its commit:
-    ingest calls this last, after its site logs are locked (``storage.ledger``), so that the
-    rows are never what its concurrent commits queue on.
-    """
-    if not deltas:
-        return
-    rollup = sorted(deltas, key=lambda k: (k[0], k[1].day, k[1].flow))
-    counts = [deltas[k] for k in rollup]
-    await conn.execute(
-        ADD_ROLLUP,
+        # rollup deltas
         [k[0] for k in rollup],
         [k[1].day for k in rollup],
         [k[1].flow for k in rollup],
