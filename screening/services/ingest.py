@@ -202,9 +202,6 @@ async def commit_events(
         outcomes[i] = Outcome.DUPLICATE if stored_digest == p.digest else Outcome.CONFLICT
     new = [p for p in firsts if id(p) in record_digests]
     if on_accepted is not None and new:
-        # Before the parcels are saved: saving them updates the site's rollup rows, which
-        # every concurrent commit of the site's day also updates, so from there to the commit
-        # these commits run one at a time, and that stretch is kept short.
         await on_accepted(conn, new, now)
     statuses: dict[tuple[str, str], ParcelStatus] = {}
     parcel_keys = sorted({p.parcel_key for p in new})

@@ -25,8 +25,14 @@ FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7))) FROM unnest($1
 LEFT JOIN sites s ON s.site_id = ANY($2::text[])
 """
 
+# A site's rollup rows come in stripes, one per connection (by its server process id), so that
+# concurrent commits of one site's day do not queue on the same rows (each holds the rows it
+# updated until its COMMIT); the rate queries sum the stripes. Migration 0020.
+ROLLUP_STRIPES = 16
+
 # One statement saves a group's parcels: their rows, the violations of those that need them
-# written, and the rollup deltas (added in key order, so gateways cannot deadlock on them).
+# written, and the rollup deltas (added in key order, so that two commits that share a stripe
+# cannot deadlock on them).
 SAVE_PARCELS = """
 WITH saved AS (
     INSERT INTO parcels AS p (site_id, waybill_no, flow, carrier, first_seen_at, updated_at,
@@ -55,10 +61,11 @@ WITH saved AS (
     ON CONFLICT (site_id, waybill_no, reason) DO NOTHING
 )
 INSERT INTO site_daily_rates AS r (site_id, day, flow, dispatched, realname_ok, inspection_ok,
-                                   xray_ok, all_ok, xray_required)
-SELECT * FROM unnest($23::text[], $24::date[], $25::text[], $26::bigint[], $27::bigint[],
-                     $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[])
-ON CONFLICT (site_id, day, flow) DO UPDATE SET
+                                   xray_ok, all_ok, xray_required, stripe)
+SELECT *, pg_backend_pid() % $32
+FROM unnest($23::text[], $24::date[], $25::text[], $26::bigint[], $27::bigint[], $28::bigint[],
+            $29::bigint[], $30::bigint[], $31::bigint[])
+ON CONFLICT (site_id, day, flow, stripe) DO UPDATE SET
     dispatched = r.dispatched + EXCLUDED.dispatched,
     realname_ok = r.realname_ok + EXCLUDED.realname_ok,
     inspection_ok = r.inspection_ok + EXCLUDED.inspection_ok,
@@ -234,6 +241,7 @@ async def save_parcels(
         [c.xray_ok for c in counts],
         [c.all_ok for c in counts],
         [c.xray_required for c in counts],
+        ROLLUP_STRIPES,
     )
 
 

@@ -22,12 +22,14 @@ from screening.domain.records import PreparedEvent
 from screening.errors import BadRequestError
 from screening.protection import PersonalDataVault
 from screening.services import access
-from screening.services.ingest import GroupCommitWriter, Outcome, prepare
+from screening.services.ingest import GroupCommitWriter, Outcome, prepare, reevaluate_parcels
 from screening.settings import Settings
+from screening.storage import parcels as parcel_store
 from screening.storage.database import create_pool, load_migrations, migrate
 from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
+from screening.storage.parcels import ROLLUP_STRIPES
 from tests.conftest import bounded_cleanup, close_pool, make_database, make_keys, start_gateway
-from tests.gateway.events import parcel_flow
+from tests.gateway.events import BASE, parcel_flow
 
 
 @contextlib.asynccontextmanager
@@ -173,6 +175,52 @@ async def test_concurrent_group_commits_accept_each_event_once_and_log_it_once(
                 "SELECT sum(dispatched) FROM site_daily_rates WHERE site_id = $1", keys.site
             )
             assert dispatched == len(flows)  # each parcel counted once in the rollup
+
+
+async def test_a_sites_concurrent_commits_add_to_their_own_rollup_stripes(
+    server_dsn: str, vault: PersonalDataVault
+) -> None:
+    """Two transactions that re-derive parcels of one site and day on connections in different
+    stripes: the second adds its deltas while the first still holds its rows, and the rates
+    sum both stripes."""
+    async with writer_on_fresh_database(server_dsn, 20) as (pool, writer, keys):
+        waybills = ["ST0000000001", "ST0000000002"]
+        await writer.start()
+        now = datetime.now(UTC)
+        for waybill in waybills:
+            events = parcel_flow(keys.site, waybill, flow="air")
+            await writer.submit(
+                [prepare(EVENT_ADAPTER.validate_python(e), vault, now) for e in events]
+            )
+        # The site stops X-raying air parcels: re-deriving moves each parcel's counters.
+        await pool.execute("UPDATE sites SET xray_flows = '{rail}' WHERE site_id = $1", keys.site)
+        held = [await pool.acquire() for _ in range(ROLLUP_STRIPES + 1)]
+        try:
+            stripe = {
+                c: await c.fetchval("SELECT pg_backend_pid() % $1", ROLLUP_STRIPES) for c in held
+            }
+            first = held[0]
+            second = next(c for c in held if stripe[c] != stripe[first])
+            async with first.transaction():
+                await reevaluate_parcels(first, [(keys.site, waybills[0])], now)
+                async with second.transaction():  # would wait for the first's COMMIT if shared
+                    await asyncio.wait_for(
+                        reevaluate_parcels(second, [(keys.site, waybills[1])], now), 30
+                    )
+        finally:
+            for conn in held:
+                await pool.release(conn)
+        rows = await pool.fetch(
+            "SELECT stripe, dispatched, xray_required FROM site_daily_rates WHERE site_id = $1",
+            keys.site,
+        )
+        assert sum(r["dispatched"] for r in rows) == 2
+        assert sum(r["xray_required"] for r in rows) == 0  # each parcel moved once
+        assert {stripe[first], stripe[second]} <= {r["stripe"] for r in rows}
+        async with pool.acquire() as conn:
+            (day,) = await parcel_store.site_rates(conn, keys.site, BASE.date(), BASE.date(), "day")
+        assert day.day == BASE.date()
+        assert (day.counts.dispatched, day.counts.xray_required, day.counts.all_ok) == (2, 0, 2)
 
 
 async def test_inspections_seals_and_dispatches_are_read_from_the_event_log(
