@@ -97,7 +97,7 @@ class PersonalDataVault:
     96-bit nonces that is the NIST SP 800-38D §8.3 limit for AES-GCM.
     """
 
-    __slots__ = ("_active_key_id", "_ciphers", "_hmac_key", "_keys")
+    __slots__ = ("_active_key_id", "_ciphers", "_hmac", "_hmac_key", "_keys")
 
     def __init__(self, keys: Mapping[str, bytes], active_key_id: str, hmac_key: bytes) -> None:
         if not keys:
@@ -115,6 +115,9 @@ class PersonalDataVault:
         self._ciphers: dict[str, AESGCM] = {k: AESGCM(v) for k, v in self._keys.items()}
         self._active_key_id = active_key_id
         self._hmac_key = hmac_key
+        # Keyed once: each digest continues a copy of it, which spares hashing the key's two
+        # padded blocks again (a third of a digest's cost on every ingested event).
+        self._hmac = hmac.new(hmac_key, digestmod="sha256")
 
     @classmethod
     def generate(cls, key_id: str = "k1") -> Self:
@@ -196,10 +199,9 @@ class PersonalDataVault:
         """
         if "\x00" in kind:
             raise ValueError("digest kind must not contain NUL")
-        message = kind.encode("utf-8") + b"\x00" + value.encode("utf-8")
-        # The one-shot form: the same HMAC, computed in OpenSSL without the Python-level HMAC
-        # object that hmac.new builds (a few µs on every ingested event).
-        return hmac.digest(self._hmac_key, message, "sha256")
+        mac = self._hmac.copy()
+        mac.update(kind.encode("utf-8") + b"\x00" + value.encode("utf-8"))
+        return mac.digest()
 
     def to_json_dict(self) -> dict[str, object]:
         """`{"active_key_id": ..., "keys": {id: base64}, "hmac_key": base64}` (secret: store with

@@ -168,6 +168,15 @@ def test_digest_is_hmac_sha256_of_kind_nul_value(vault: PersonalDataVault) -> No
     assert vault.digest("resident_id", ID_NUMBER) == expected.digest()
 
 
+@pytest.mark.parametrize("key_bytes", [32, 64, 65, 200])  # 65 and up: the key is hashed first
+def test_digest_matches_one_shot_hmac_call_after_call(key_bytes: int) -> None:
+    key = bytes(range(key_bytes % 256)) + bytes(max(0, key_bytes - 256))
+    keyed = PersonalDataVault(keys={"k1": K1}, active_key_id="k1", hmac_key=key)
+    for kind, value in [("event", "{}"), ("resident_id", ID_NUMBER), ("event", "{}")]:
+        message = kind.encode() + b"\x00" + value.encode()
+        assert keyed.digest(kind, value) == hmac.digest(key, message, "sha256")
+
+
 def test_digest_is_deterministic_and_32_bytes(vault: PersonalDataVault) -> None:
     first = vault.digest("resident_id", ID_NUMBER)
     assert first == vault.digest("resident_id", ID_NUMBER)
