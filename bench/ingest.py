@@ -2,14 +2,14 @@
 
 (a) durable single-event POSTs/s from a separate load process, against an aiohttp handler that
     does the same parsing, validation and sealing but no database (the HTTP ceiling). The load
-    process is wrk (C, one thread; Debian's `wrk`) when it is installed, else bench.load: the
-    Python client costs about 120-190 µs of CPU per request, and on a 2-core machine that is
-    CPU taken from the server under test. Each side runs at 64 and at 256 connections; the
-    ratio is of each side's best, as a durable path is latency-bound at low concurrency (each
-    request waits for a group commit) while the ceiling is CPU-bound at any. Both sides run as
-    one process (the setup of the reference figures in the design notes: one aiohttp process,
-    the load on the other core) and, where the machine has more cores, as one process per core
-    (`screening serve --workers N`; the ceiling likewise): there the ceiling has every core to
+    process is wrk (C, one thread; Debian's `wrk`) when it is installed, else bench.load: that
+    Python client costs about twice wrk's CPU per request (55 against 26-31 µs), and on a 2-core
+    machine that is CPU taken from the server under test. Each side runs at 64 and at 256
+    connections; the ratio is of each side's best, as a durable path is latency-bound at low
+    concurrency (each request waits for a group commit) while the ceiling is CPU-bound at any. Both
+    sides run as one process (the setup of the reference figures in the design notes: one aiohttp
+    process, the load on the other core) and, where the machine has more cores, as one process per
+    core (`screening serve --workers N`; the ceiling likewise): there the ceiling has every core to
     itself while the gateway shares them with PostgreSQL;
 (b) events/s in batches of 500 through the API, against raw asyncpg COPY of the same rows into
     the same events table in 500-row transactions from one connection (the database ceiling),

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import secrets
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import aiohttp
+from urllib.parse import urlsplit
 
 
 def make_events(site: str, n: int, seq: int) -> list[dict[str, Any]]:
@@ -77,34 +77,117 @@ class Bodies:
         return (self._template % {"s": f"{seq:08x}", "d": f"{seq:08d}"}).encode()
 
 
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: send a request, wait for its whole response, again.
+
+    It does only what the load needs: writes prepared bytes and reads the status line and
+    Content-Length. aiohttp's client cost 120-190 µs of CPU a request, CPU that on a small
+    machine is taken from the server under test (the load shares its cores); this one costs
+    about 55 µs (wrk, where installed: 26-31 µs).
+    """
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[int] | None = None
+        self._lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        try:
+            status = self._response()
+        except ValueError as exc:
+            waiter.set_exception(exc)
+            return
+        if status is not None:
+            waiter.set_result(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = exc or ConnectionResetError("the server closed the connection")
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(self._lost)
+
+    def _response(self) -> int | None:
+        """The status of the response complete in the buffer (taken out of it), else None."""
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = bytes(self._buffer[:end]).lower()
+        length = re.search(rb"\r\ncontent-length: *(\d+)", head)
+        if not head.startswith(b"http/1.1 ") or length is None:
+            raise ValueError(f"not an HTTP/1.1 response with a Content-Length: {head[:200]!r}")
+        total = end + 4 + int(length[1])
+        if len(self._buffer) < total:
+            return None
+        del self._buffer[:total]
+        return int(head[9:12])
+
+    async def request(self, data: bytes) -> int:
+        """Send one request; its response's status."""
+        if self._lost is not None or self._transport is None:
+            raise ConnectionResetError("the connection is closed")
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(data)
+        return await self._waiter
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def _connect(host: str, port: int) -> _Connection:
+    _, conn = await asyncio.get_running_loop().create_connection(_Connection, host, port)
+    return conn
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {args.key}", "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    url = urlsplit(args.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    head = (
+        f"POST {url.path or '/'} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Authorization: Bearer {args.key}\r\nContent-Type: application/json\r\n"
+        "Content-Length: "
+    ).encode()
     done = 0
     errors = 0
     latencies: list[float] = []
     bodies = Bodies(args.site, args.batch, args.run or secrets.token_hex(8))
     deadline = time.perf_counter() + args.duration
-    async with aiohttp.ClientSession(connector=connector) as http:
 
-        async def worker(w: int) -> None:
-            nonlocal done, errors
-            seq = w * 100_000  # each worker its own 100,000 batches
+    async def worker(w: int) -> None:
+        nonlocal done, errors
+        seq = w * 100_000  # each worker its own 100,000 batches
+        conn = await _connect(host, port)
+        try:
             while time.perf_counter() < deadline:
                 seq += 1
                 body = bodies.body(seq)
                 t0 = time.perf_counter()
-                async with http.post(args.url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status >= 300:
-                        errors += 1
-                        continue
+                try:
+                    status = await conn.request(b"%s%d\r\n\r\n%s" % (head, len(body), body))
+                except ConnectionError:
+                    errors += 1
+                    conn.close()
+                    conn = await _connect(host, port)
+                    continue
+                if status >= 300:
+                    errors += 1
+                    continue
                 latencies.append(time.perf_counter() - t0)
                 done += args.batch
+        finally:
+            conn.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(args.concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(args.concurrency)))
+    elapsed = time.perf_counter() - started
     latencies.sort()
 
     def p(q: float) -> float | None:

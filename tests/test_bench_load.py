@@ -1,0 +1,41 @@
+"""The benchmarks' load client against a real aiohttp server on loopback: what it counts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from aiohttp import web
+
+from bench.common import serve
+from bench.load import run
+
+
+async def test_load_counts_answered_events_and_refusals_apart() -> None:
+    seen: list[dict[str, object]] = []
+
+    async def events(request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == "Bearer k"
+        batch = json.loads(await request.read())
+        seen.append({"batch": batch, "length": request.content_length})
+        if len(seen) % 3 == 0:  # every third request refused, with a body to skip over
+            return web.json_response({"code": "nope", "detail": "x" * 5000}, status=422)
+        return web.json_response({"results": [{"result": "accepted"}] * len(batch)})
+
+    app = web.Application()
+    app.router.add_post("/v1/events", events)
+    runner, base = await serve(app)
+    try:
+        args = argparse.Namespace(
+            url=f"{base}/v1/events", key="k", site="S-1", batch=6, concurrency=3,
+            duration=0.3, run="0123456789abcdef",
+        )  # fmt: skip
+        stats = await run(args)
+    finally:
+        await runner.cleanup()
+    refused = len(seen) // 3
+    assert stats["errors"] == refused > 0
+    assert stats["events"] == (len(seen) - refused) * 6
+    ids = [e["event_id"] for r in seen for e in r["batch"]]  # type: ignore[attr-defined]
+    assert len(set(ids)) == len(ids)  # every request its own events
+    assert all(len(r["batch"]) == 6 for r in seen)  # type: ignore[arg-type]
