@@ -24,6 +24,7 @@ from screening.api.schemas import (
     RealnameRegisteredIn,
     validate_event,
     validate_whole_body,
+    validation_context,
 )
 from screening.background import cancel_and_wait
 from screening.domain.access import Permission, Principal
@@ -135,7 +136,7 @@ async def _agreements(
 
 
 def _context(gw: Gateway, now: datetime) -> dict[str, Any]:
-    return {"now": now, "max_future_skew_s": gw.settings.max_future_skew_s}
+    return validation_context(now, gw.settings.max_future_skew_s)
 
 
 def all_valid(gw: Gateway, text: bytes | str, now: datetime) -> tuple[bool, list[EventIn]] | None:

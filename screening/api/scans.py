@@ -13,7 +13,13 @@ from screening.api.auth import principal_of
 from screening.api.context import GATEWAY, public_base
 from screening.api.jsonbody import parse_json
 from screening.api.problems import field_errors
-from screening.api.schemas import FindingOut, ScanMetadataIn, ScanOut, VerdictOut
+from screening.api.schemas import (
+    FindingOut,
+    ScanMetadataIn,
+    ScanOut,
+    VerdictOut,
+    validation_context,
+)
 from screening.domain.access import Permission
 from screening.errors import (
     BadRequestError,
@@ -100,7 +106,7 @@ async def post_scan(request: web.Request) -> web.Response:
         raise BadRequestError(f"metadata is not JSON: {exc}", code="malformed_json") from None
     try:
         meta = ScanMetadataIn.model_validate(
-            raw, context={"now": now, "max_future_skew_s": gw.settings.max_future_skew_s}
+            raw, context=validation_context(now, gw.settings.max_future_skew_s)
         )
     except ValidationError as exc:
         errors = field_errors(exc, prefix="metadata")

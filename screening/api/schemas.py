@@ -65,10 +65,20 @@ EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_UTC_OFFSET = timedelta(hours=15)
 
 
+def validation_context(now: datetime, max_future_skew_s: float) -> dict[str, Any]:
+    """The context ``not_in_future`` judges times in: the gateway's clock, the tolerated skew,
+    and the latest time the two allow (worked out once per request, not once per event)."""
+    return {
+        "now": now,
+        "max_future_skew_s": max_future_skew_s,
+        "latest": now + timedelta(seconds=max_future_skew_s),
+    }
+
+
 def not_in_future(value: datetime, info: ValidationInfo) -> datetime:
     """Refuse times further ahead of the gateway's clock than the tolerated station skew,
     times before ``EARLIEST_OCCURRED_AT`` (a clock that lost its setting), and offsets no
-    time zone has."""
+    time zone has. The clock comes from the validation context (``validation_context``)."""
     offset = value.utcoffset()
     if offset is not None and abs(offset) > MAX_UTC_OFFSET:
         raise PydanticCustomError(
@@ -78,11 +88,16 @@ def not_in_future(value: datetime, info: ValidationInfo) -> datetime:
         raise PydanticCustomError(
             "timestamp_too_old", f"occurred_at is before {EARLIEST_OCCURRED_AT.date()}"
         )
-    context = info.context or {}
+    context = info.context
+    if not context:
+        return value
+    latest: datetime | None = context.get("latest")
     now: datetime | None = context.get("now")
     skew: float = context.get("max_future_skew_s", 300.0)
-    if now is not None and value - now > timedelta(seconds=skew):
-        ahead = (value - now).total_seconds()
+    if latest is None and now is not None:  # a context made without validation_context
+        latest = now + timedelta(seconds=skew)
+    if latest is not None and value > latest:
+        ahead = (value - now).total_seconds() if now is not None else float("nan")
         raise PydanticCustomError(
             "future_timestamp",
             f"occurred_at is {ahead:.0f} s in the future (tolerance {skew:.0f} s)",

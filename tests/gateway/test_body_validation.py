@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from screening.api.problems import field_errors
-from screening.api.schemas import validate_event, validate_whole_body
+from screening.api.schemas import validate_event, validate_whole_body, validation_context
 from tests.gateway.events import event, parcel_flow
 
-CONTEXT = {"now": datetime(2026, 11, 21, tzinfo=UTC), "max_future_skew_s": 300.0}
+NOW = datetime(2026, 11, 21, tzinfo=UTC)
+CONTEXT = {"now": NOW, "max_future_skew_s": 300.0}
 
 
 def test_a_valid_batch_gives_the_events_each_would_give_alone() -> None:
@@ -27,6 +28,24 @@ def test_a_valid_batch_gives_the_events_each_would_give_alone() -> None:
     assert events == [validate_event(e, CONTEXT) for e in flow]
     one = validate_whole_body("  \n" + json.dumps(flow[1]), CONTEXT, 1000)  # text, leading space
     assert one == (True, [validate_event(flow[1], CONTEXT)])
+
+
+@pytest.mark.parametrize(
+    "context",
+    [CONTEXT, validation_context(NOW, 300.0)],
+    ids=["plain", "made"],
+)
+def test_the_future_bound_is_the_clock_plus_the_skew_whichever_way_the_context_is_made(
+    context: dict[str, Any],
+) -> None:
+    at_bound = _received(occurred_at=(NOW + timedelta(seconds=300)).isoformat())
+    assert validate_event(at_bound, context).occurred_at == NOW + timedelta(seconds=300)
+    past = _received(occurred_at=(NOW + timedelta(seconds=300, microseconds=1)).isoformat())
+    with pytest.raises(ValidationError) as caught:
+        validate_event(past, context)
+    (error,) = caught.value.errors()
+    assert (error["type"], error["loc"]) == ("future_timestamp", ("parcel.received", "occurred_at"))
+    assert "300 s in the future (tolerance 300 s)" in error["msg"]
 
 
 def _received(**fields: Any) -> dict[str, Any]:
