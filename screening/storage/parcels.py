@@ -25,9 +25,10 @@ FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7))) FROM unnest($1
 LEFT JOIN sites s ON s.site_id = ANY($2::text[])
 """
 
-# A site's rollup rows come in stripes, one per connection (by its server process id), so that
-# concurrent commits of one site's day do not queue on the same rows (each holds the rows it
-# updated until its COMMIT); the rate queries sum the stripes. Migration 0020.
+# A site's rollup rows come in stripes: each connection adds to the stripe of its server process
+# id, so concurrent commits of one site's day seldom queue on the same rows (each holds the rows
+# it updated until its COMMIT; connections that share a stripe still wait for each other). The
+# rate queries sum the stripes. Migration 0020.
 ROLLUP_STRIPES = 16
 
 # One statement saves a group's parcels: their rows, the violations of those that need them

@@ -200,7 +200,9 @@ async def test_a_sites_concurrent_commits_add_to_their_own_rollup_stripes(
                 c: await c.fetchval("SELECT pg_backend_pid() % $1", ROLLUP_STRIPES) for c in held
             }
             first = held[0]
-            second = next(c for c in held if stripe[c] != stripe[first])
+            others = [c for c in held if stripe[c] != stripe[first]]
+            assert others, f"all {len(held)} connections share stripe {stripe[first]}"
+            second = others[0]
             async with first.transaction():
                 await reevaluate_parcels(first, [(keys.site, waybills[0])], now)
                 async with second.transaction():  # would wait for the first's COMMIT if shared
