@@ -91,6 +91,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._waiter: asyncio.Future[int] | None = None
         self._lost: BaseException | None = None
+        self._closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -127,11 +128,19 @@ class _Connection(asyncio.Protocol):
         if len(self._buffer) < total:
             return None
         del self._buffer[:total]
+        if b"\r\nconnection: close" in head:  # the server closes it after this answer
+            self._closing = True
         return int(head[9:12])
 
+    @property
+    def open(self) -> bool:
+        """Whether a request may still be sent on it (the server may have closed it since)."""
+        return self._lost is None and self._transport is not None and not self._closing
+
     async def request(self, data: bytes) -> int:
-        """Send one request; its response's status."""
-        if self._lost is not None or self._transport is None:
+        """Send one request; its response's status. ConnectionError when the connection is
+        lost on the way, ValueError when the answer is not one this client reads."""
+        if not self.open:
             raise ConnectionResetError("the connection is closed")
         self._waiter = asyncio.get_running_loop().create_future()
         self._transport.write(data)
@@ -140,6 +149,10 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+# As wrk's --timeout in bench.ingest: a request unanswered this long counts as an error.
+REQUEST_TIMEOUT_S = 10.0
 
 
 async def _connect(host: str, port: int) -> _Connection:
@@ -167,12 +180,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         conn = await _connect(host, port)
         try:
             while time.perf_counter() < deadline:
+                if not conn.open:  # closed by the server after its last answer: a new one
+                    conn.close()
+                    conn = await _connect(host, port)
                 seq += 1
                 body = bodies.body(seq)
                 t0 = time.perf_counter()
                 try:
-                    status = await conn.request(b"%s%d\r\n\r\n%s" % (head, len(body), body))
-                except ConnectionError:
+                    async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                        status = await conn.request(b"%s%d\r\n\r\n%s" % (head, len(body), body))
+                except (ConnectionError, TimeoutError, ValueError):
+                    # Lost, unanswered or unreadable: an error, and the connection with it
+                    # (its next bytes could be this request's late answer).
                     errors += 1
                     conn.close()
                     conn = await _connect(host, port)

@@ -11,7 +11,7 @@ from bench.common import serve
 from bench.load import run
 
 
-async def test_load_counts_answered_events_and_refusals_apart() -> None:
+async def test_load_counts_answered_events_and_refusals_apart_across_closed_connections() -> None:
     seen: list[dict[str, object]] = []
 
     async def events(request: web.Request) -> web.Response:
@@ -20,7 +20,10 @@ async def test_load_counts_answered_events_and_refusals_apart() -> None:
         seen.append({"batch": batch, "length": request.content_length})
         if len(seen) % 3 == 0:  # every third request refused, with a body to skip over
             return web.json_response({"code": "nope", "detail": "x" * 5000}, status=422)
-        return web.json_response({"results": [{"result": "accepted"}] * len(batch)})
+        answer = web.json_response({"results": [{"result": "accepted"}] * len(batch)})
+        if len(seen) % 4 == 0:  # and every fourth answered, then its connection closed
+            answer.force_close()
+        return answer
 
     app = web.Application()
     app.router.add_post("/v1/events", events)
