@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from screening.api.schemas import validate_event, validate_whole_body
+from screening.api.schemas import validate_event, validate_whole_body, validation_context
 from screening.background import cancel_and_wait
 from screening.protection import PersonalDataVault
 from screening.runtime import stop_on_signals, tune_collector
@@ -32,7 +32,7 @@ def ceiling_app(vault: PersonalDataVault) -> web.Application:
     async def handler(request: web.Request) -> web.Response:
         raw = await request.read()
         now = datetime.now(UTC)
-        context = {"now": now, "max_future_skew_s": 300.0}
+        context = validation_context(now, 300.0)
         whole = validate_whole_body(raw, context, 1000)  # the gateway's path for a valid body
         items: list[Any] = whole[1] if whole is not None else json.loads(raw)
         if not isinstance(items, list):

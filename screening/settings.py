@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     # Ingest limits.
     max_batch_events: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # bytes
-    max_future_skew_s: float = Field(default=300.0, ge=0)  # station clocks drift; 5 min tolerated
+    # Station clocks drift: 5 min tolerated. At most a week: past that the bound means nothing
+    # (and a huge one would overflow the time it is added to).
+    max_future_skew_s: float = Field(default=300.0, ge=0, le=7 * 86400)
     # Group commit: the writer takes up to this many events per transaction, waiting at most
     # this long for company after the first one arrives, with up to max_inflight transactions
     # (each on its own connection, taken from the pool) committing at once. What has queued

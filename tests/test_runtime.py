@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from pydantic import ValidationError
 
 from screening.runtime import DEFAULT_YOUNG_THRESHOLD, tune_collector
 from screening.settings import Settings
@@ -100,3 +101,13 @@ def test_an_empty_setting_is_the_same_as_none(monkeypatch: pytest.MonkeyPatch) -
     assert settings.port == defaults["port"].default
     assert settings.model_path == defaults["model_path"].default
     assert settings.ledger_key_file == defaults["ledger_key_file"].default
+
+
+def test_a_future_skew_past_a_week_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tolerance that large bounds nothing, and one huge enough overflows the latest time
+    every request works out: refused when the settings are read, not on every request."""
+    monkeypatch.setenv("SCREENING_MAX_FUTURE_SKEW_S", str(7 * 86400))
+    assert Settings().max_future_skew_s == 7 * 86400
+    monkeypatch.setenv("SCREENING_MAX_FUTURE_SKEW_S", "1e12")
+    with pytest.raises(ValidationError, match="max_future_skew_s"):
+        Settings()

@@ -68,6 +68,7 @@ MAX_UTC_OFFSET = timedelta(hours=15)
 def validation_context(now: datetime, max_future_skew_s: float) -> dict[str, Any]:
     """The context ``not_in_future`` judges times in: the gateway's clock, the tolerated skew,
     and the latest time the two allow (worked out once per request, not once per event)."""
+    now = now.astimezone(UTC)  # exact arithmetic: no wall-clock jump of a zone in between
     return {
         "now": now,
         "max_future_skew_s": max_future_skew_s,
@@ -88,16 +89,14 @@ def not_in_future(value: datetime, info: ValidationInfo) -> datetime:
         raise PydanticCustomError(
             "timestamp_too_old", f"occurred_at is before {EARLIEST_OCCURRED_AT.date()}"
         )
-    context = info.context
-    if not context:
-        return value
-    latest: datetime | None = context.get("latest")
+    context = info.context or {}
     now: datetime | None = context.get("now")
+    if now is None:
+        return value
     skew: float = context.get("max_future_skew_s", 300.0)
-    if latest is None and now is not None:  # a context made without validation_context
-        latest = now + timedelta(seconds=skew)
-    if latest is not None and value > latest:
-        ahead = (value - now).total_seconds() if now is not None else float("nan")
+    latest: datetime = context.get("latest") or now + timedelta(seconds=skew)
+    if value > latest:
+        ahead = (value - now).total_seconds()
         raise PydanticCustomError(
             "future_timestamp",
             f"occurred_at is {ahead:.0f} s in the future (tolerance {skew:.0f} s)",
