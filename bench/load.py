@@ -128,7 +128,7 @@ class _Connection(asyncio.Protocol):
         if len(self._buffer) < total:
             return None
         del self._buffer[:total]
-        if b"\r\nconnection: close" in head:  # the server closes it after this answer
+        if re.search(rb"\r\nconnection: *close", head):  # the server closes it after this answer
             self._closing = True
         return int(head[9:12])
 
@@ -177,24 +177,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def worker(w: int) -> None:
         nonlocal done, errors
         seq = w * 100_000  # each worker its own 100,000 batches
-        conn = await _connect(host, port)
+        conn: _Connection | None = None
         try:
             while time.perf_counter() < deadline:
-                if not conn.open:  # closed by the server after its last answer: a new one
-                    conn.close()
-                    conn = await _connect(host, port)
                 seq += 1
                 body = bodies.body(seq)
                 t0 = time.perf_counter()
                 try:
                     async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                        if conn is None or not conn.open:  # none yet, or closed by the server
+                            if conn is not None:
+                                conn.close()
+                            conn = None
+                            conn = await _connect(host, port)
                         status = await conn.request(b"%s%d\r\n\r\n%s" % (head, len(body), body))
-                except (ConnectionError, TimeoutError, ValueError):
-                    # Lost, unanswered or unreadable: an error, and the connection with it
-                    # (its next bytes could be this request's late answer).
+                except (OSError, TimeoutError, ValueError):
+                    # Refused, lost, unanswered or unreadable: an error, and the connection with
+                    # it (its next bytes could be this request's late answer). A pause, so that
+                    # a server that refuses connections is not hammered by a tight loop.
                     errors += 1
-                    conn.close()
-                    conn = await _connect(host, port)
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    await asyncio.sleep(0.01)
                     continue
                 if status >= 300:
                     errors += 1
@@ -202,7 +207,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 latencies.append(time.perf_counter() - t0)
                 done += args.batch
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(args.concurrency)))

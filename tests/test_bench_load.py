@@ -7,7 +7,7 @@ import json
 
 from aiohttp import web
 
-from bench.common import serve
+from bench.common import free_port, serve
 from bench.load import run
 
 
@@ -42,3 +42,13 @@ async def test_load_counts_answered_events_and_refusals_apart_across_closed_conn
     ids = [e["event_id"] for r in seen for e in r["batch"]]  # type: ignore[attr-defined]
     assert len(set(ids)) == len(ids)  # every request its own events
     assert all(len(r["batch"]) == 6 for r in seen)  # type: ignore[arg-type]
+
+
+async def test_load_against_a_port_that_refuses_counts_errors_and_still_reports() -> None:
+    args = argparse.Namespace(
+        url=f"http://127.0.0.1:{free_port()}/v1/events", key="k", site="S-1", batch=1,
+        concurrency=2, duration=0.2, run="0123456789abcdef",
+    )  # fmt: skip
+    stats = await run(args)  # nothing listens there: every connection is refused
+    assert stats["events"] == 0
+    assert stats["errors"] > 0
