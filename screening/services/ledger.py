@@ -343,9 +343,9 @@ async def prove_inclusion(
         note: str | None = None
         if tree_size is None:
             latest = await ledger_store.latest_checkpoint(conn, site_id)
-            signed_size = None if latest is None else note_head(latest.note).tree_size
-            if latest is not None and signed_size is not None and signed_size > leaf.leaf_index:
-                tree_size, note = signed_size, latest.note  # the size the note signs
+            signed = -1 if latest is None else note_head(latest.note).tree_size
+            if latest is not None and signed > leaf.leaf_index:
+                tree_size, note = signed, latest.note  # the size the note signs
             else:
                 tree_size = (await ledger_store.latest_root(conn, site_id)).tree_size
         else:
