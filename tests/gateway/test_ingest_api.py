@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1057,6 +1057,21 @@ async def test_a_station_that_only_listens_loses_its_stream_when_its_key_is_revo
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
 
 
+class FailsFirst:
+    """A stand-in for an async function: its first call raises an unforeseen error (a bug),
+    every later one is ``then``'s; ``calls`` counts them."""
+
+    def __init__(self, then: Callable[..., Awaitable[Any]]) -> None:
+        self.then = then
+        self.calls = 0
+
+    async def __call__(self, *args: Any, **kw: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("a bug")
+        return await self.then(*args, **kw)
+
+
 async def test_a_listening_stream_whose_key_cannot_be_checked_waits_a_period_to_try_again(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1067,35 +1082,21 @@ async def test_a_listening_stream_whose_key_cannot_be_checked_waits_a_period_to_
     async with gateway.http.ws_connect(
         f"{gateway.url}/v1/stations/stream", headers=gateway.auth()
     ) as ws:
-        calls = 0
 
         async def away(*_: Any, **__: Any) -> None:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
-                raise RuntimeError("a bug")
             raise asyncpg.CannotConnectNowError("the database system is starting up")
 
-        monkeypatch.setattr(ingest_api, "principal_of", away)
+        check = FailsFirst(away)
+        monkeypatch.setattr(ingest_api, "principal_of", check)
         await asyncio.sleep(1.4)
-        assert 2 <= calls <= 7, calls  # about one per 0.25 s period (and on after the bug)
+        assert 2 <= check.calls <= 7, check.calls  # about one per 0.25 s (and on after the bug)
         assert not ws.closed
 
 
 async def test_an_unforeseen_failure_on_the_station_stream_keeps_it_open(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = ingest_api.ingest_items
-    calls = 0
-
-    async def first_fails(*args: Any, **kw: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("a bug")
-        return await real(*args, **kw)
-
-    monkeypatch.setattr(ingest_api, "ingest_items", first_fails)
+    monkeypatch.setattr(ingest_api, "ingest_items", FailsFirst(ingest_api.ingest_items))
     item = received(gateway.keys.site)
     async with gateway.http.ws_connect(
         f"{gateway.url}/v1/stations/stream", headers=gateway.auth()
