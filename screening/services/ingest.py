@@ -351,7 +351,7 @@ class GroupCommitWriter:
     max_events: int = 1000
     max_wait_s: float = 0.002
     queue_size: int = 20000
-    max_inflight: int = 2
+    max_inflight: int = 3
     min_share: int = 32  # a group split over free slots takes at least this many events
     acquire_timeout_s: float = 10.0  # waiting longer for a connection fails the group (503)
     commit_timeout_s: float = 30.0  # a commit running longer has its connection abandoned

@@ -71,7 +71,7 @@ async def test_two_gateways_starting_at_once_on_a_fresh_database_migrate_it_once
     """Two gateways (each its own pool, as two hosts would be) start together on an empty
     database: each migration is applied once, under the advisory lock, and both serve."""
     dsn = await make_database(server_dsn)
-    settings = Settings(data_dir=tmp_path, database_url=dsn, pool_min_size=1, pool_max_size=4)
+    settings = Settings(data_dir=tmp_path, database_url=dsn, pool_min_size=1, pool_max_size=5)
     runners = [web.AppRunner(create_app(settings, vault=vault)) for _ in range(2)]
     try:
         await asyncio.gather(*(r.setup() for r in runners))
