@@ -153,7 +153,7 @@ async def ingest_items(
 ) -> list[EventResult]:
     """Validate and commit a list of raw JSON events (or of events ``all_valid`` already
     validated); one result per item, in order."""
-    context = _context(gw, now)
+    context = None if validated else _context(gw, now)
     results: list[EventResult | None] = [None] * len(items)
     valid: list[tuple[int, EventIn]] = []
     refusals: dict[str, FieldError | None] = {}  # each site named: why its events are refused
