@@ -14,9 +14,9 @@
 (b) events/s in batches of 500 through the API, against raw asyncpg COPY of the same rows into
     the same events table in 500-row transactions from one connection (the database ceiling),
     with the gateway as one process and as one per core (the deployment: SCREENING_WORKERS),
-    each at 4 and at 8 requests in flight per process, the best counting (with 4, one process
-    sat a fifth idle while its two commits waited for the database); for context also against
-    COPY from one connection per gateway process;
+    each at 4 and at 8 requests in flight per process, the best counting (with 4 and two
+    commits in flight, one process sat a fifth idle while both waited for the database); for
+    context also against COPY from one connection per gateway process;
 (c) p95 latency of a one-month rates query for a site with one million dispatched parcels.
 
 (a) and (b) run in rounds (``--rounds``, 2 by default), the ceiling and the gateway in turn,

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # (each on its own connection, taken from the pool) committing at once. What has queued
     # is split evenly over the free transactions (screening.services.ingest). A group's own
     # work in the gateway comes in pieces between its round trips, each as long as the group
-    # is large; past about 1,000 events they held up the other commit's answers and the
+    # is large; past about 1,000 events they held up the other commits' answers and the
     # parsing of the next requests (batches of 500, one process: 18.6k events/s at 2,000,
     # 20.3k at 1,000; single-event groups stay far smaller). Three in flight rather than two:
     # single-event POSTs from 256 connections to one process, 6 alternating pairs on two days,

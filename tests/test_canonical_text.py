@@ -38,6 +38,20 @@ def test_canonical_text_is_the_json_modules_sorted_compact_text(value: Any) -> N
     assert canonical_text(value) == reference(value)
 
 
+def outcome(encode: Any, value: Any) -> str:
+    try:
+        return str(encode(value))
+    except (TypeError, ValueError) as exc:
+        return type(exc).__name__
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.integers() | st.booleans() | st.none() | st.floats(), JSON_VALUES))
+def test_keys_that_are_not_text_come_out_as_the_json_module_writes_them(value: Any) -> None:
+    # Turned into text, or a TypeError where keys of different types cannot be sorted.
+    assert outcome(canonical_text, value) == outcome(reference, value)
+
+
 def test_an_event_payload_keeps_its_text() -> None:
     payload = {
         "type": "xray.scanned",
@@ -54,11 +68,19 @@ def test_an_event_payload_keeps_its_text() -> None:
     )
 
 
+def test_on_cpython_the_c_encoder_is_used() -> None:
+    assert ingest._CANONICAL_C is not None
+
+
 def test_without_the_c_encoder_the_text_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    payload = {"b": [1, 2.5, "中"], "a": {"d": None, "c": False}}
+    payload = {"b": [1, 2.5, "中", float("inf")], "a": {"d": None, "c": False}}
     fast = canonical_text(payload)
+    # As off CPython: no C encoder at all, so JSONEncoder takes its pure-Python path too.
     monkeypatch.setattr(ingest, "_CANONICAL_C", None)
-    assert canonical_text(payload) == fast == reference(payload)
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None)
+    assert canonical_text(payload) == fast
+    monkeypatch.undo()
+    assert fast == reference(payload)
 
 
 def test_what_json_cannot_encode_fails_as_the_json_module_does() -> None:

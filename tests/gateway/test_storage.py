@@ -480,6 +480,10 @@ def test_a_pool_too_small_for_the_writer_is_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="pool_max_size"):
         Settings(pool_max_size=3, group_commit_max_inflight=2)
     assert Settings(pool_max_size=4, group_commit_max_inflight=2).pool_max_size == 4
+    # The default writer commits three groups at once: a pool of 4 no longer holds it.
+    with pytest.raises(ValidationError, match="pool_max_size"):
+        Settings(pool_max_size=4)
+    assert Settings(pool_max_size=5).pool_max_size == 5
 
 
 @pytest.mark.parametrize("site_id", ["S001\n", "", "-S001", "S 001", "S" * 65])
