@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,12 @@ from screening.services import access
 from screening.services.ingest import GroupCommitWriter, Outcome, prepare, reevaluate_parcels
 from screening.settings import Settings
 from screening.storage import parcels as parcel_store
-from screening.storage.database import create_pool, load_migrations, migrate
+from screening.storage.database import (
+    EMBEDDED_SETTINGS,
+    create_pool,
+    load_migrations,
+    migrate,
+)
 from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
 from screening.storage.parcels import ROLLUP_STRIPES
 from tests.conftest import bounded_cleanup, close_pool, make_database, make_keys, start_gateway
@@ -474,6 +480,26 @@ async def test_no_connection_in_time_fails_the_group_as_unavailable(
             else:
                 raise AssertionError("accepted without a connection")
         assert set(await writer.submit(flow)) == {Outcome.ACCEPTED}  # and recovers
+
+
+async def test_the_embedded_server_runs_with_its_settings(server_dsn: str) -> None:
+    """Made at start without a restart: a new connection sees them (the reload is a signal,
+    so it is given a moment)."""
+    if os.environ.get("SCREENING_TEST_DATABASE_URL"):
+        pytest.skip("an external server is configured by its operator")
+    assert EMBEDDED_SETTINGS["max_wal_size"] == "4GB"
+    seen: dict[str, str] = {}
+    for _ in range(50):
+        conn = await asyncpg.connect(server_dsn)
+        try:
+            seen = {name: await conn.fetchval("SELECT current_setting($1)", name)
+                    for name in EMBEDDED_SETTINGS}  # fmt: skip
+        finally:
+            await conn.close()
+        if seen == EMBEDDED_SETTINGS:
+            break
+        await asyncio.sleep(0.1)
+    assert seen == EMBEDDED_SETTINGS
 
 
 def test_a_pool_too_small_for_the_writer_is_refused_at_start() -> None:
