@@ -176,8 +176,11 @@ async def commit_events(
     prepared: Sequence[PreparedEvent],
     now: datetime,
     on_accepted: EventsHook | None = None,
+    ledger_tips: ledger_store.LedgerTips | None = None,
 ) -> tuple[list[Outcome], CommitReport]:
-    """Write a group of events and everything derived from them in the caller's transaction."""
+    """Write a group of events and everything derived from them in the caller's transaction.
+    ``ledger_tips``: the process's (``storage.ledger.LedgerTips``), which spares the ledger append
+    a round trip when the site's log is where this process last left it."""
     started = time.perf_counter()
     outcomes: list[Outcome | None] = [None] * len(prepared)
     first_index: dict[tuple[str, Any], int] = {}
@@ -230,7 +233,9 @@ async def commit_events(
     # it locks the site's log until the commit: concurrent commits to one site then wait for
     # each other only around the commit itself.
     await ledger_store.append_stored(
-        conn, [(p.site_id, p.event_id, _ledger_entry(p, record_digests[id(p)])) for p in new]
+        conn,
+        [(p.site_id, p.event_id, _ledger_entry(p, record_digests[id(p)])) for p in new],
+        ledger_tips,
     )
     final = [o if o is not None else Outcome.CONFLICT for o in outcomes]
     return final, CommitReport(len(new), statuses, time.perf_counter() - started)
@@ -370,6 +375,8 @@ class GroupCommitWriter:
     commit_timeout_s: float = 30.0  # a commit running longer has its connection abandoned
     on_commit: list[Any] = field(default_factory=list)  # callables(CommitReport, batch_size)
     on_accepted: EventsHook | None = None  # in the transaction, with the new events
+    # Where this process left each site's ledger: its appends then skip reading the state first.
+    ledger_tips: ledger_store.LedgerTips = field(default_factory=ledger_store.LedgerTips)
     _queue: asyncio.Queue[_Submission] = field(init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _inflight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
@@ -559,7 +566,7 @@ class GroupCommitWriter:
         try:
             async with conn.transaction():
                 outcomes, report = await commit_events(
-                    conn, flat, datetime.now(UTC), self.on_accepted
+                    conn, flat, datetime.now(UTC), self.on_accepted, self.ledger_tips
                 )
                 committing = True
         except asyncpg.DataError as exc:

@@ -7,7 +7,8 @@ Costs, for a site whose log has n leaves:
 
 * ``append_entries`` / ``append_events`` / ``append_stored``: one locked state row, then one
   statement that inserts the new leaves and any completed tile nodes and updates the state;
-  O(k + log n) hashing for k entries.
+  O(k + log n) hashing for k entries. With ``LedgerTips`` and the log where this process left
+  it, the two are one statement.
 * ``latest_root``: one row, O(1).
 * ``inclusion_proof`` / ``consistency_proof`` / ``root_at``: two indexed reads of at most
   O(2**8 · log n / 8) stored hashes (tile nodes every 8 levels, see ``domain.ledger``).
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -70,6 +72,31 @@ WITH leaves AS (
 )
 UPDATE ledger_state SET tree_size = $8, frontier = $9, root_hash = $10, updated_at = now()
 WHERE site_id = $1
+"""
+# The same append naming the state it extends (size and root), for a caller that knows where the
+# log last was: it locks the state row (waiting, as LOCK_STATE does, for a transaction that holds
+# it, and then seeing the row as that one left it) and writes only if the log is at that state.
+# Either way one row comes back: whether it was written, and the state found (now locked, so a
+# caller whose guess was wrong appends on top of it with WRITE_APPEND); none if the site has no
+# log yet.
+WRITE_APPEND_AT = """
+WITH locked AS (
+    SELECT tree_size, frontier, root_hash FROM ledger_state WHERE site_id = $1 FOR UPDATE
+), state AS (
+    UPDATE ledger_state SET tree_size = $8, frontier = $9, root_hash = $10, updated_at = now()
+    WHERE site_id = $1
+      AND EXISTS (SELECT FROM locked l WHERE l.tree_size = $11 AND l.root_hash = $12)
+    RETURNING site_id
+), leaves AS (
+    INSERT INTO ledger_leaves (site_id, leaf_index, event_id, leaf_hash)
+    SELECT $1, * FROM unnest($2::bigint[], $3::uuid[], $4::bytea[])
+    WHERE EXISTS (SELECT FROM state)
+), nodes AS (
+    INSERT INTO ledger_nodes (site_id, level, node_index, hash)
+    SELECT $1, * FROM unnest($5::smallint[], $6::bigint[], $7::bytea[])
+    WHERE EXISTS (SELECT FROM state)
+)
+SELECT EXISTS (SELECT FROM state) AS written, tree_size, frontier FROM locked
 """
 SELECT_LEAVES_AT = """
 SELECT leaf_index, leaf_hash FROM ledger_leaves
@@ -171,15 +198,47 @@ class StoredCheckpoint:
 # --- appends ---------------------------------------------------------------------------
 
 
+@dataclass
+class LedgerTips:
+    """Where this process last left each site's log, so that its next append there can name
+    the state it extends (``append_entries(tips=...)``).
+
+    An append without a tip locks and reads the site's state row, then writes: two round trips,
+    and the site's lock is held across the wait for the reply to the first (on a busy event loop,
+    milliseconds) while every other append to the site queues behind it. With a tip, one
+    statement locks the row, checks that the log is at the tip's state and writes
+    (``WRITE_APPEND_AT``). A tip is recorded as its append is sent, so concurrent appends of one
+    process chain on each other: the later one waits in the database for the earlier one's
+    commit, then goes ahead at once. A wrong tip (another process appended, or an append it
+    extended was rolled back) costs nothing more than no tip: the statement has locked and read
+    the state, and the append is written on top of it.
+    """
+
+    _states: dict[str, CompactRange] = field(default_factory=dict)
+
+    def get(self, site_id: str) -> CompactRange | None:
+        return self._states.get(site_id)
+
+    def left(self, site_id: str, state: CompactRange) -> None:
+        self._states[site_id] = state
+
+    def forget(self, site_id: str) -> None:
+        self._states.pop(site_id, None)
+
+
 async def append_entries(
-    conn: Conn, site_id: str, entries: Sequence[tuple[UUID, bytes]]
+    conn: Conn,
+    site_id: str,
+    entries: Sequence[tuple[UUID, bytes]],
+    tips: LedgerTips | None = None,
 ) -> AppendResult:
     """Append ledger entries (event id, ``canonical_entry`` bytes) to the site's log, in order.
 
     Locks the site's state row for the rest of the caller's transaction, so appends to one site
     are serialised and leaf indexes are dense; appends to different sites do not contend.
     Callers appending to several sites in one transaction must do so in a fixed order (sorted
-    site ids, as ``append_accepted`` does) so that two transactions cannot deadlock.
+    site ids, as ``append_accepted`` does) so that two transactions cannot deadlock. ``tips``
+    (one per process): an append that can name the state it extends takes one round trip.
     """
     ids = [event_id for event_id, _ in entries]
     if len(set(ids)) != len(ids):
@@ -187,6 +246,47 @@ async def append_entries(
     # Hashed before the lock is taken: appends to one site wait for each other from the lock
     # to the commit, so only what needs the locked state belongs in between.
     leaves = [leaf_hash(entry) for _, entry in entries]
+    tip = tips.get(site_id) if tips is not None else None
+    try:
+        if tip is None or not leaves:
+            state = await _lock_state(conn, site_id)
+        else:
+            new_state, completed = tip.extend(leaves)
+            root = new_state.root()
+            if tips is not None:  # before the await: the next append of this process extends it
+                tips.left(site_id, new_state)
+            row = await conn.fetchrow(
+                WRITE_APPEND_AT,
+                *_append_arguments(site_id, tip, new_state, completed, ids, leaves, root),
+                tip.size, tip.root(),
+            )  # fmt: skip
+            if row is not None and row["written"]:
+                return AppendResult(tip.size, new_state.size, root)
+            # The log was elsewhere; the row is locked now (or there is none yet).
+            state = _compact_range(row) if row is not None else await _lock_state(conn, site_id)
+        if not leaves:
+            return AppendResult(state.size, state.size, state.root())
+        new_state, completed = state.extend(leaves)
+        root = new_state.root()
+        if tips is not None:
+            tips.left(site_id, new_state)
+        await conn.execute(
+            WRITE_APPEND,
+            *_append_arguments(site_id, state, new_state, completed, ids, leaves, root),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if tips is not None:
+            tips.forget(site_id)
+        raise DuplicateEntryError(f"an event is already in the log of site {site_id}") from exc
+    except BaseException:
+        if tips is not None:
+            tips.forget(site_id)
+        raise
+    return AppendResult(state.size, new_state.size, root)
+
+
+async def _lock_state(conn: Conn, site_id: str) -> CompactRange:
+    """Lock the site's state row for the rest of the transaction and read it."""
     # The first append of a site creates its state row. Concurrent first appends both find no
     # row and both INSERT: the loser waits for the winner's commit and inserts nothing (ON
     # CONFLICT DO NOTHING), then both lock the one row in turn.
@@ -196,28 +296,32 @@ async def append_entries(
         row = await conn.fetchrow(LOCK_STATE, site_id)
     if row is None:  # pragma: no cover - the row was just ensured
         raise LedgerCorruptError(f"no ledger state for site {site_id}")
-    state = _compact_range(row)
-    if not entries:
-        return AppendResult(state.size, state.size, state.root())
-    new_state, completed = state.extend(leaves)
-    root = new_state.root()
-    try:
-        await conn.execute(
-            WRITE_APPEND,
-            site_id,
-            list(range(state.size, new_state.size)),
-            ids,
-            leaves,
-            [level for (level, _), _ in completed],
-            [index for (_, index), _ in completed],
-            [h for _, h in completed],
-            new_state.size,
-            list(new_state.hashes),
-            root,
-        )
-    except asyncpg.UniqueViolationError as exc:
-        raise DuplicateEntryError(f"an event is already in the log of site {site_id}") from exc
-    return AppendResult(state.size, new_state.size, root)
+    return _compact_range(row)
+
+
+def _append_arguments(
+    site_id: str,
+    base: CompactRange,
+    new_state: CompactRange,
+    completed: list[tuple[Node, bytes]],
+    ids: list[UUID],
+    leaves: list[bytes],
+    root: bytes,
+) -> tuple[Any, ...]:
+    """The parameters $1..$10 of WRITE_APPEND and WRITE_APPEND_AT: the new leaves, the tile
+    nodes they completed and the new state."""
+    return (
+        site_id,
+        list(range(base.size, new_state.size)),
+        ids,
+        leaves,
+        [level for (level, _), _ in completed],
+        [index for (_, index), _ in completed],
+        [h for _, h in completed],
+        new_state.size,
+        list(new_state.hashes),
+        root,
+    )
 
 
 async def load_ledger_events(
@@ -261,7 +365,7 @@ async def append_accepted(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> dict[
 
 
 async def append_stored(
-    conn: Conn, entries: Sequence[tuple[str, UUID, bytes]]
+    conn: Conn, entries: Sequence[tuple[str, UUID, bytes]], tips: LedgerTips | None = None
 ) -> dict[str, AppendResult]:
     """Append the entries of newly stored events: (site_id, event_id, ``canonical_entry``).
 
@@ -269,12 +373,14 @@ async def append_stored(
     as PostgreSQL stored it (over the stored jsonb, as ``verify_site`` derives it) and the other
     columns are the values just written, so no second read of the rows is needed. Same ordering
     and locking as ``append_accepted``: sites in sorted order, leaves in the order given.
+    ``tips``: see ``append_entries``.
     """
     by_site: dict[str, list[tuple[UUID, bytes]]] = {}
     for site_id, event_id, entry in entries:
         by_site.setdefault(site_id, []).append((event_id, entry))
     return {
-        site: await append_entries(conn, site, items) for site, items in sorted(by_site.items())
+        site: await append_entries(conn, site, items, tips)
+        for site, items in sorted(by_site.items())
     }
 
 

@@ -199,6 +199,180 @@ async def test_concurrent_first_appends_to_a_site_serialise(server_dsn: str) -> 
         await close_pool(pool)
 
 
+# --- appends that name the state they extend (LedgerTips) ------------------------------------
+
+
+def entries(count: int) -> list[tuple[uuid.UUID, bytes]]:
+    return [(uuid.uuid4(), os.urandom(40)) for _ in range(count)]
+
+
+@dataclass(eq=False)  # hashable: asyncpg keeps its query loggers in a set
+class Statements:
+    """The append statements one connection ran."""
+
+    sql: list[str] = dataclasses.field(default_factory=list)
+
+    def __call__(self, record: Any) -> None:
+        self.sql.append(record.query)
+
+    def take(self) -> tuple[int, int, int]:
+        """(locked reads, guessed appends, plain appends) since the last take."""
+        taken, self.sql = self.sql, []
+        return tuple(taken.count(q) for q in (store.LOCK_STATE, store.WRITE_APPEND_AT,
+                                              store.WRITE_APPEND))  # type: ignore[return-value]  # fmt: skip
+
+
+async def append_with(
+    pool: asyncpg.Pool[Any], tips: store.LedgerTips | None, items: list[tuple[uuid.UUID, bytes]],
+    seen: Statements | None = None,
+) -> store.AppendResult:  # fmt: skip
+    async with pool.acquire() as conn:
+        if seen is not None:
+            conn.add_query_logger(seen)
+        try:
+            async with conn.transaction():
+                return await store.append_entries(conn, OTHER, items, tips)
+        finally:
+            if seen is not None:
+                conn.remove_query_logger(seen)
+
+
+async def check_log(pool: asyncpg.Pool[Any], appended: list[tuple[uuid.UUID, bytes]]) -> None:
+    """The site's log holds exactly ``appended``'s leaves, in order, and its stored head and
+    frontier are those of that tree."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT leaf_index, event_id, leaf_hash FROM ledger_leaves WHERE site_id = $1 "
+            "ORDER BY leaf_index", OTHER,
+        )  # fmt: skip
+        assert [r["leaf_index"] for r in rows] == list(range(len(appended)))
+        assert [(r["event_id"], bytes(r["leaf_hash"])) for r in rows] == [
+            (event_id, leaf_hash(entry)) for event_id, entry in appended
+        ]
+        head = await store.latest_root(conn, OTHER)
+        tree = merkle_root([leaf_hash(entry) for _, entry in appended])
+        assert head == store.TreeHead(len(appended), tree)
+        assert (await store.ledger_state(conn, OTHER)).root() == head.root_hash
+
+
+async def test_appends_with_tips_take_one_statement_and_write_the_same_log(
+    server_dsn: str,
+) -> None:
+    pool = await fresh_pool(server_dsn)
+    tips, seen, appended = store.LedgerTips(), Statements(), []
+    try:
+        # The first append creates the log (a read, the insert, a read again, the write); from
+        # then on each append names the state it extends and writes in one statement. 300
+        # leaves complete tile nodes.
+        for count, expected in ((3, (2, 0, 1)), (1, (0, 1, 0)), (300, (0, 1, 0)), (7, (0, 1, 0))):
+            items = entries(count)
+            result = await append_with(pool, tips, items, seen)
+            assert (result.first_index, result.tree_size) == (len(appended), len(appended) + count)
+            appended += items
+            assert seen.take() == expected
+        await check_log(pool, appended)
+    finally:
+        await close_pool(pool)
+
+
+async def test_a_tip_another_writer_outdated_costs_no_more_than_none(server_dsn: str) -> None:
+    pool = await fresh_pool(server_dsn)
+    ours, theirs, seen, appended = store.LedgerTips(), store.LedgerTips(), Statements(), []
+    try:
+        appended += (items := entries(2))
+        await append_with(pool, ours, items)
+        # Two processes appending in turn: each finds the log where the other left it. The
+        # guessed append locked and read the state and wrote nothing; the write follows it:
+        # two round trips, as without a tip.
+        for k in range(3):
+            for tips in (theirs, ours):
+                appended += (items := entries(3 + k))
+                result = await append_with(pool, tips, items, seen)
+                assert (result.first_index, result.tree_size) == (
+                    len(appended) - len(items), len(appended),
+                )  # fmt: skip
+                assert seen.take() == ((1, 0, 1) if tips is theirs and k == 0 else (0, 1, 1))
+        await check_log(pool, appended)
+    finally:
+        await close_pool(pool)
+
+
+async def test_a_tip_from_an_append_rolled_back_writes_on_the_state_found(
+    server_dsn: str,
+) -> None:
+    pool = await fresh_pool(server_dsn)
+    tips, seen, appended = store.LedgerTips(), Statements(), []
+    try:
+        appended += (items := entries(2))
+        await append_with(pool, tips, items)
+        async with pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            await store.append_entries(conn, OTHER, entries(6), tips)
+            await tx.rollback()
+        tip = tips.get(OTHER)
+        assert tip is not None
+        assert tip.size == 8  # a state that never landed
+        appended += (items := entries(1))
+        result = await append_with(pool, tips, items, seen)
+        assert (result.first_index, result.tree_size) == (2, 3)
+        assert seen.take() == (0, 1, 1)
+        await check_log(pool, appended)
+    finally:
+        await close_pool(pool)
+
+
+@pytest.mark.parametrize("first_commits", [True, False])
+async def test_an_append_chained_on_one_in_flight_waits_for_its_end(
+    server_dsn: str, first_commits: bool
+) -> None:
+    pool = await fresh_pool(server_dsn)
+    tips, seen, appended = store.LedgerTips(), Statements(), []
+    try:
+        appended += (items := entries(2))
+        await append_with(pool, tips, items)
+        first, second = entries(3), entries(2)
+        async with pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            await store.append_entries(conn, OTHER, first, tips)  # holds the state row
+            chained = asyncio.create_task(append_with(pool, tips, second, seen))
+            await asyncio.sleep(0.3)
+            assert not chained.done()  # waiting in the database for the first to end
+            await (tx.commit() if first_commits else tx.rollback())
+        result = await chained
+        if first_commits:
+            appended += first
+            assert seen.take() == (0, 1, 0)  # written in the one statement, on the new state
+        else:
+            assert seen.take() == (0, 1, 1)  # that state never landed: written on the one found
+        assert (result.first_index, result.tree_size) == (len(appended), len(appended) + 2)
+        appended += second
+        await check_log(pool, appended)
+    finally:
+        await close_pool(pool)
+
+
+async def test_an_event_already_logged_fails_a_guessed_append_and_drops_the_tip(
+    server_dsn: str,
+) -> None:
+    pool = await fresh_pool(server_dsn)
+    tips, seen, appended = store.LedgerTips(), Statements(), []
+    try:
+        for _ in range(2):
+            appended += (items := entries(2))
+            await append_with(pool, tips, items)
+        with pytest.raises(DuplicateEntryError):
+            await append_with(pool, tips, [appended[0]])
+        assert tips.get(OTHER) is None
+        appended += (items := entries(1))
+        await append_with(pool, tips, items, seen)
+        assert seen.take() == (1, 0, 1)
+        await check_log(pool, appended)
+    finally:
+        await close_pool(pool)
+
+
 # --- checkpoints ------------------------------------------------------------------------------
 
 
