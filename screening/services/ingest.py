@@ -179,8 +179,9 @@ async def commit_events(
     ledger_tips: ledger_store.LedgerTips | None = None,
 ) -> tuple[list[Outcome], CommitReport]:
     """Write a group of events and everything derived from them in the caller's transaction.
-    ``ledger_tips``: the process's (``storage.ledger.LedgerTips``), which spares the ledger append
-    a round trip when the site's log is where this process last left it."""
+    ``ledger_tips``: where this process last left each site's ledger (one
+    ``storage.ledger.LedgerTips`` per process), which spares the ledger append a round trip
+    while the log is still there."""
     started = time.perf_counter()
     outcomes: list[Outcome | None] = [None] * len(prepared)
     first_index: dict[tuple[str, Any], int] = {}

@@ -77,8 +77,8 @@ WHERE site_id = $1
 # log last was: it locks the state row (waiting, as LOCK_STATE does, for a transaction that holds
 # it, and then seeing the row as that one left it) and writes only if the log is at that state.
 # Either way one row comes back: whether it was written, and the state found (now locked, so a
-# caller whose guess was wrong appends on top of it with WRITE_APPEND); none if the site has no
-# log yet.
+# caller whose guess was wrong appends on top of it with WRITE_APPEND); none if there is no state
+# row this transaction can lock (the site has no log yet, or its first append is not committed).
 WRITE_APPEND_AT = """
 WITH locked AS (
     SELECT tree_size, frontier, root_hash FROM ledger_state WHERE site_id = $1 FOR UPDATE
@@ -210,17 +210,19 @@ class LedgerTips:
     (``WRITE_APPEND_AT``). A tip is recorded as its append is sent, so concurrent appends of one
     process chain on each other: the later one waits in the database for the earlier one's
     commit, then goes ahead at once. A wrong tip (another process appended, or an append it
-    extended was rolled back) costs nothing more than no tip: the statement has locked and read
-    the state, and the append is written on top of it.
+    extended was rolled back) costs no more round trips than no tip: the statement has locked
+    and read the state, and the append is written on top of it (its leaves hashed into the tree
+    and sent a second time).
     """
 
-    _states: dict[str, CompactRange] = field(default_factory=dict)
+    _states: dict[str, tuple[CompactRange, bytes]] = field(default_factory=dict)
 
-    def get(self, site_id: str) -> CompactRange | None:
+    def get(self, site_id: str) -> tuple[CompactRange, bytes] | None:
+        """The state this process last left the site's log in, and its root."""
         return self._states.get(site_id)
 
-    def left(self, site_id: str, state: CompactRange) -> None:
-        self._states[site_id] = state
+    def left(self, site_id: str, state: CompactRange, root: bytes) -> None:
+        self._states[site_id] = (state, root)
 
     def forget(self, site_id: str) -> None:
         self._states.pop(site_id, None)
@@ -246,22 +248,22 @@ async def append_entries(
     # Hashed before the lock is taken: appends to one site wait for each other from the lock
     # to the commit, so only what needs the locked state belongs in between.
     leaves = [leaf_hash(entry) for _, entry in entries]
-    tip = tips.get(site_id) if tips is not None else None
+    tip = tips.get(site_id) if tips is not None and leaves else None
     try:
-        if tip is None or not leaves:
+        if tips is None or tip is None:
             state = await _lock_state(conn, site_id)
         else:
-            new_state, completed = tip.extend(leaves)
+            base, base_root = tip
+            new_state, completed = base.extend(leaves)
             root = new_state.root()
-            if tips is not None:  # before the await: the next append of this process extends it
-                tips.left(site_id, new_state)
+            tips.left(site_id, new_state, root)  # before the await: the next append extends it
             row = await conn.fetchrow(
                 WRITE_APPEND_AT,
-                *_append_arguments(site_id, tip, new_state, completed, ids, leaves, root),
-                tip.size, tip.root(),
+                *_append_arguments(site_id, base, new_state, completed, ids, leaves, root),
+                base.size, base_root,
             )  # fmt: skip
             if row is not None and row["written"]:
-                return AppendResult(tip.size, new_state.size, root)
+                return AppendResult(base.size, new_state.size, root)
             # The log was elsewhere; the row is locked now (or there is none yet).
             state = _compact_range(row) if row is not None else await _lock_state(conn, site_id)
         if not leaves:
@@ -269,7 +271,7 @@ async def append_entries(
         new_state, completed = state.extend(leaves)
         root = new_state.root()
         if tips is not None:
-            tips.left(site_id, new_state)
+            tips.left(site_id, new_state, root)
         await conn.execute(
             WRITE_APPEND,
             *_append_arguments(site_id, state, new_state, completed, ids, leaves, root),

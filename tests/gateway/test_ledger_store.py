@@ -208,7 +208,8 @@ def entries(count: int) -> list[tuple[uuid.UUID, bytes]]:
 
 @dataclass(eq=False)  # hashable: asyncpg keeps its query loggers in a set
 class Statements:
-    """The append statements one connection ran."""
+    """The append statements one connection ran. asyncpg calls its query loggers through
+    call_soon: a statement is counted by the time the transaction's COMMIT has come back."""
 
     sql: list[str] = dataclasses.field(default_factory=list)
 
@@ -237,22 +238,28 @@ async def append_with(
                 conn.remove_query_logger(seen)
 
 
-async def check_log(pool: asyncpg.Pool[Any], appended: list[tuple[uuid.UUID, bytes]]) -> None:
-    """The site's log holds exactly ``appended``'s leaves, in order, and its stored head and
-    frontier are those of that tree."""
+async def check_log(
+    pool: asyncpg.Pool[Any], appended: list[tuple[uuid.UUID, bytes]], site: str = OTHER
+) -> None:
+    """The site's log holds exactly ``appended``'s leaves, in order; its stored head and
+    frontier are those of that tree; and the tile nodes the appends stored give the roots of
+    its earlier sizes."""
+    hashes = [leaf_hash(entry) for _, entry in appended]
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT leaf_index, event_id, leaf_hash FROM ledger_leaves WHERE site_id = $1 "
-            "ORDER BY leaf_index", OTHER,
+            "ORDER BY leaf_index", site,
         )  # fmt: skip
         assert [r["leaf_index"] for r in rows] == list(range(len(appended)))
         assert [(r["event_id"], bytes(r["leaf_hash"])) for r in rows] == [
-            (event_id, leaf_hash(entry)) for event_id, entry in appended
+            (event_id, h) for (event_id, _), h in zip(appended, hashes, strict=True)
         ]
-        head = await store.latest_root(conn, OTHER)
-        tree = merkle_root([leaf_hash(entry) for _, entry in appended])
-        assert head == store.TreeHead(len(appended), tree)
-        assert (await store.ledger_state(conn, OTHER)).root() == head.root_hash
+        head = await store.latest_root(conn, site)
+        assert head == store.TreeHead(len(appended), merkle_root(hashes))
+        assert (await store.ledger_state(conn, site)).root() == head.root_hash
+        for size in {1, 255, 256, 257, 300, 511, len(appended)}:
+            if size <= len(appended):  # read from stored tile nodes where the size spans them
+                assert await store.root_at(conn, site, size) == merkle_root(hashes[:size])
 
 
 async def test_appends_with_tips_take_one_statement_and_write_the_same_log(
@@ -312,7 +319,7 @@ async def test_a_tip_from_an_append_rolled_back_writes_on_the_state_found(
             await tx.rollback()
         tip = tips.get(OTHER)
         assert tip is not None
-        assert tip.size == 8  # a state that never landed
+        assert tip[0].size == 8  # a state that never landed
         appended += (items := entries(1))
         result = await append_with(pool, tips, items, seen)
         assert (result.first_index, result.tree_size) == (2, 3)
@@ -337,8 +344,15 @@ async def test_an_append_chained_on_one_in_flight_waits_for_its_end(
             await tx.start()
             await store.append_entries(conn, OTHER, first, tips)  # holds the state row
             chained = asyncio.create_task(append_with(pool, tips, second, seen))
-            await asyncio.sleep(0.3)
-            assert not chained.done()  # waiting in the database for the first to end
+            # Sent, and waiting in the database for the first to end (asked from outside any
+            # transaction: one sees pg_stat_activity as it was at its first look).
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            for _ in range(200):
+                if await pool.fetchval(waiting):
+                    break
+                await asyncio.sleep(0.01)
+            assert await pool.fetchval(waiting) == 1
+            assert not chained.done()
             await (tx.commit() if first_commits else tx.rollback())
         result = await chained
         if first_commits:
@@ -349,6 +363,56 @@ async def test_an_append_chained_on_one_in_flight_waits_for_its_end(
         assert (result.first_index, result.tree_size) == (len(appended), len(appended) + 2)
         appended += second
         await check_log(pool, appended)
+    finally:
+        await close_pool(pool)
+
+
+async def test_a_tip_for_a_first_append_rolled_back_creates_the_log_again(
+    server_dsn: str,
+) -> None:
+    pool = await fresh_pool(server_dsn)
+    tips, seen = store.LedgerTips(), Statements()
+    try:
+        async with pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            await store.append_entries(conn, OTHER, entries(3), tips)  # creates the state row
+            await tx.rollback()
+        assert tips.get(OTHER) is not None
+        appended = entries(2)
+        result = await append_with(pool, tips, appended, seen)
+        assert (result.first_index, result.tree_size) == (0, 2)
+        assert seen.take() == (2, 1, 1)  # no row to lock: created, locked, written
+        await check_log(pool, appended)
+    finally:
+        await close_pool(pool)
+
+
+async def test_appends_with_tips_over_several_sites_each_take_one_statement(
+    server_dsn: str,
+) -> None:
+    pool = await fresh_pool(server_dsn)
+    tips, seen = store.LedgerTips(), Statements()
+    logs: dict[str, list[tuple[uuid.UUID, bytes]]] = {SITE: [], OTHER: []}
+    try:
+        for expected in ((4, 0, 2), (0, 2, 0), (0, 2, 0)):
+            group = {site: entries(k) for k, site in enumerate((OTHER, SITE), start=2)}
+            async with pool.acquire() as conn:
+                conn.add_query_logger(seen)
+                async with conn.transaction():
+                    results = await store.append_stored(
+                        conn,
+                        [(site, event_id, entry) for site, items in group.items()
+                         for event_id, entry in items],
+                        tips,
+                    )  # fmt: skip
+                conn.remove_query_logger(seen)
+            assert seen.take() == expected
+            for site, items in group.items():
+                assert results[site].first_index == len(logs[site])
+                logs[site] += items
+        for site, appended in logs.items():
+            await check_log(pool, appended, site)
     finally:
         await close_pool(pool)
 

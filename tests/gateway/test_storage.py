@@ -19,12 +19,14 @@ from pydantic import ValidationError
 from screening.api.context import GATEWAY
 from screening.api.schemas import EVENT_ADAPTER
 from screening.app import create_app
+from screening.domain.ledger import merkle_root
 from screening.domain.records import PreparedEvent
 from screening.errors import BadRequestError
 from screening.protection import PersonalDataVault
 from screening.services import access
 from screening.services.ingest import GroupCommitWriter, Outcome, prepare, reevaluate_parcels
 from screening.settings import Settings
+from screening.storage import ledger as ledger_store
 from screening.storage import parcels as parcel_store
 from screening.storage.database import (
     EMBEDDED_SETTINGS,
@@ -181,6 +183,17 @@ async def test_concurrent_group_commits_accept_each_event_once_and_log_it_once(
                 "SELECT sum(dispatched) FROM site_daily_rates WHERE site_id = $1", keys.site
             )
             assert dispatched == len(flows)  # each parcel counted once in the rollup
+            head = await ledger_store.latest_root(conn, keys.site)
+            hashes = await conn.fetch(
+                "SELECT leaf_hash FROM ledger_leaves WHERE site_id = $1 ORDER BY leaf_index",
+                keys.site,
+            )
+            assert head.root_hash == merkle_root([bytes(r[0]) for r in hashes])
+        # The writer's appends chain on where it left the log (storage.ledger.LedgerTips): its
+        # tip is the stored head.
+        tip = writer.ledger_tips.get(keys.site)
+        assert tip is not None
+        assert (tip[0].size, tip[1]) == (head.tree_size, head.root_hash)
 
 
 async def test_a_sites_concurrent_commits_add_to_their_own_rollup_stripes(
