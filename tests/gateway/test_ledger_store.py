@@ -202,6 +202,16 @@ async def test_concurrent_first_appends_to_a_site_serialise(server_dsn: str) -> 
 # --- appends that name the state they extend (LedgerTips) ------------------------------------
 
 
+@pytest.fixture
+async def pool(server_dsn: str) -> AsyncIterator[asyncpg.Pool[Any]]:
+    """A fresh migrated database with both sites and no log yet."""
+    pool = await fresh_pool(server_dsn)
+    try:
+        yield pool
+    finally:
+        await close_pool(pool)
+
+
 def entries(count: int) -> list[tuple[uuid.UUID, bytes]]:
     return [(uuid.uuid4(), os.urandom(40)) for _ in range(count)]
 
@@ -263,178 +273,152 @@ async def check_log(
 
 
 async def test_appends_with_tips_take_one_statement_and_write_the_same_log(
-    server_dsn: str,
+    pool: asyncpg.Pool[Any],
 ) -> None:
-    pool = await fresh_pool(server_dsn)
     tips, seen, appended = store.LedgerTips(), Statements(), []
-    try:
-        # The first append creates the log (a read, the insert, a read again, the write); from
-        # then on each append names the state it extends and writes in one statement. 300
-        # leaves complete tile nodes.
-        for count, expected in ((3, (2, 0, 1)), (1, (0, 1, 0)), (300, (0, 1, 0)), (7, (0, 1, 0))):
-            items = entries(count)
-            result = await append_with(pool, tips, items, seen)
-            assert (result.first_index, result.tree_size) == (len(appended), len(appended) + count)
-            appended += items
-            assert seen.take() == expected
-        await check_log(pool, appended)
-    finally:
-        await close_pool(pool)
+    # The first append creates the log (a read, the insert, a read again, the write); from
+    # then on each append names the state it extends and writes in one statement. 300
+    # leaves complete tile nodes.
+    for count, expected in ((3, (2, 0, 1)), (1, (0, 1, 0)), (300, (0, 1, 0)), (7, (0, 1, 0))):
+        items = entries(count)
+        result = await append_with(pool, tips, items, seen)
+        assert (result.first_index, result.tree_size) == (len(appended), len(appended) + count)
+        appended += items
+        assert seen.take() == expected
+    await check_log(pool, appended)
 
 
-async def test_a_tip_another_writer_outdated_costs_no_more_than_none(server_dsn: str) -> None:
-    pool = await fresh_pool(server_dsn)
+async def test_a_tip_another_writer_outdated_costs_no_more_than_none(
+    pool: asyncpg.Pool[Any],
+) -> None:
     ours, theirs, seen, appended = store.LedgerTips(), store.LedgerTips(), Statements(), []
-    try:
-        appended += (items := entries(2))
-        await append_with(pool, ours, items)
-        # Two processes appending in turn: each finds the log where the other left it. The
-        # guessed append locked and read the state and wrote nothing; the write follows it:
-        # two round trips, as without a tip.
-        for k in range(3):
-            for tips in (theirs, ours):
-                appended += (items := entries(3 + k))
-                result = await append_with(pool, tips, items, seen)
-                assert (result.first_index, result.tree_size) == (
-                    len(appended) - len(items), len(appended),
-                )  # fmt: skip
-                assert seen.take() == ((1, 0, 1) if tips is theirs and k == 0 else (0, 1, 1))
-        await check_log(pool, appended)
-    finally:
-        await close_pool(pool)
+    appended += (items := entries(2))
+    await append_with(pool, ours, items)
+    # Two processes appending in turn: each finds the log where the other left it. The
+    # guessed append locked and read the state and wrote nothing; the write follows it:
+    # two round trips, as without a tip.
+    for k in range(3):
+        for tips in (theirs, ours):
+            appended += (items := entries(3 + k))
+            result = await append_with(pool, tips, items, seen)
+            assert (result.first_index, result.tree_size) == (
+                len(appended) - len(items), len(appended),
+            )  # fmt: skip
+            assert seen.take() == ((1, 0, 1) if tips is theirs and k == 0 else (0, 1, 1))
+    await check_log(pool, appended)
 
 
 async def test_a_tip_from_an_append_rolled_back_writes_on_the_state_found(
-    server_dsn: str,
+    pool: asyncpg.Pool[Any],
 ) -> None:
-    pool = await fresh_pool(server_dsn)
     tips, seen, appended = store.LedgerTips(), Statements(), []
-    try:
-        appended += (items := entries(2))
-        await append_with(pool, tips, items)
-        async with pool.acquire() as conn:
-            tx = conn.transaction()
-            await tx.start()
-            await store.append_entries(conn, OTHER, entries(6), tips)
-            await tx.rollback()
-        tip = tips.get(OTHER)
-        assert tip is not None
-        assert tip[0].size == 8  # a state that never landed
-        appended += (items := entries(1))
-        result = await append_with(pool, tips, items, seen)
-        assert (result.first_index, result.tree_size) == (2, 3)
-        assert seen.take() == (0, 1, 1)
-        await check_log(pool, appended)
-    finally:
-        await close_pool(pool)
+    appended += (items := entries(2))
+    await append_with(pool, tips, items)
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await store.append_entries(conn, OTHER, entries(6), tips)
+        await tx.rollback()
+    tip = tips.get(OTHER)
+    assert tip is not None
+    assert tip[0].size == 8  # a state that never landed
+    appended += (items := entries(1))
+    result = await append_with(pool, tips, items, seen)
+    assert (result.first_index, result.tree_size) == (2, 3)
+    assert seen.take() == (0, 1, 1)
+    await check_log(pool, appended)
 
 
 @pytest.mark.parametrize("first_commits", [True, False])
 async def test_an_append_chained_on_one_in_flight_waits_for_its_end(
-    server_dsn: str, first_commits: bool
+    pool: asyncpg.Pool[Any], first_commits: bool
 ) -> None:
-    pool = await fresh_pool(server_dsn)
     tips, seen, appended = store.LedgerTips(), Statements(), []
-    try:
-        appended += (items := entries(2))
-        await append_with(pool, tips, items)
-        first, second = entries(3), entries(2)
-        async with pool.acquire() as conn:
-            tx = conn.transaction()
-            await tx.start()
-            await store.append_entries(conn, OTHER, first, tips)  # holds the state row
-            chained = asyncio.create_task(append_with(pool, tips, second, seen))
-            # Sent, and waiting in the database for the first to end (asked from outside any
-            # transaction: one sees pg_stat_activity as it was at its first look).
-            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            for _ in range(200):
-                if await pool.fetchval(waiting):
-                    break
-                await asyncio.sleep(0.01)
-            assert await pool.fetchval(waiting) == 1
-            assert not chained.done()
-            await (tx.commit() if first_commits else tx.rollback())
-        result = await chained
-        if first_commits:
-            appended += first
-            assert seen.take() == (0, 1, 0)  # written in the one statement, on the new state
-        else:
-            assert seen.take() == (0, 1, 1)  # that state never landed: written on the one found
-        assert (result.first_index, result.tree_size) == (len(appended), len(appended) + 2)
-        appended += second
-        await check_log(pool, appended)
-    finally:
-        await close_pool(pool)
+    appended += (items := entries(2))
+    await append_with(pool, tips, items)
+    first, second = entries(3), entries(2)
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await store.append_entries(conn, OTHER, first, tips)  # holds the state row
+        chained = asyncio.create_task(append_with(pool, tips, second, seen))
+        # Sent, and waiting in the database for the first to end (asked from outside any
+        # transaction: one sees pg_stat_activity as it was at its first look).
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        for _ in range(200):
+            if await pool.fetchval(waiting):
+                break
+            await asyncio.sleep(0.01)
+        assert await pool.fetchval(waiting) == 1
+        assert not chained.done()
+        await (tx.commit() if first_commits else tx.rollback())
+    result = await chained
+    if first_commits:
+        appended += first
+        assert seen.take() == (0, 1, 0)  # written in the one statement, on the new state
+    else:
+        assert seen.take() == (0, 1, 1)  # that state never landed: written on the one found
+    assert (result.first_index, result.tree_size) == (len(appended), len(appended) + 2)
+    appended += second
+    await check_log(pool, appended)
 
 
 async def test_a_tip_for_a_first_append_rolled_back_creates_the_log_again(
-    server_dsn: str,
+    pool: asyncpg.Pool[Any],
 ) -> None:
-    pool = await fresh_pool(server_dsn)
     tips, seen = store.LedgerTips(), Statements()
-    try:
-        async with pool.acquire() as conn:
-            tx = conn.transaction()
-            await tx.start()
-            await store.append_entries(conn, OTHER, entries(3), tips)  # creates the state row
-            await tx.rollback()
-        assert tips.get(OTHER) is not None
-        appended = entries(2)
-        result = await append_with(pool, tips, appended, seen)
-        assert (result.first_index, result.tree_size) == (0, 2)
-        assert seen.take() == (2, 1, 1)  # no row to lock: created, locked, written
-        await check_log(pool, appended)
-    finally:
-        await close_pool(pool)
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await store.append_entries(conn, OTHER, entries(3), tips)  # creates the state row
+        await tx.rollback()
+    assert tips.get(OTHER) is not None
+    appended = entries(2)
+    result = await append_with(pool, tips, appended, seen)
+    assert (result.first_index, result.tree_size) == (0, 2)
+    assert seen.take() == (2, 1, 1)  # no row to lock: created, locked, written
+    await check_log(pool, appended)
 
 
 async def test_appends_with_tips_over_several_sites_each_take_one_statement(
-    server_dsn: str,
+    pool: asyncpg.Pool[Any],
 ) -> None:
-    pool = await fresh_pool(server_dsn)
     tips, seen = store.LedgerTips(), Statements()
     logs: dict[str, list[tuple[uuid.UUID, bytes]]] = {SITE: [], OTHER: []}
-    try:
-        for expected in ((4, 0, 2), (0, 2, 0), (0, 2, 0)):
-            group = {site: entries(k) for k, site in enumerate((OTHER, SITE), start=2)}
-            async with pool.acquire() as conn:
-                conn.add_query_logger(seen)
-                async with conn.transaction():
-                    results = await store.append_stored(
-                        conn,
-                        [(site, event_id, entry) for site, items in group.items()
-                         for event_id, entry in items],
-                        tips,
-                    )  # fmt: skip
-                conn.remove_query_logger(seen)
-            assert seen.take() == expected
-            for site, items in group.items():
-                assert results[site].first_index == len(logs[site])
-                logs[site] += items
-        for site, appended in logs.items():
-            await check_log(pool, appended, site)
-    finally:
-        await close_pool(pool)
+    for expected in ((4, 0, 2), (0, 2, 0), (0, 2, 0)):
+        group = {site: entries(k) for k, site in enumerate((OTHER, SITE), start=2)}
+        async with pool.acquire() as conn:
+            conn.add_query_logger(seen)
+            async with conn.transaction():
+                results = await store.append_stored(
+                    conn,
+                    [(site, event_id, entry) for site, items in group.items()
+                     for event_id, entry in items],
+                    tips,
+                )  # fmt: skip
+            conn.remove_query_logger(seen)
+        assert seen.take() == expected
+        for site, items in group.items():
+            assert results[site].first_index == len(logs[site])
+            logs[site] += items
+    for site, appended in logs.items():
+        await check_log(pool, appended, site)
 
 
 async def test_an_event_already_logged_fails_a_guessed_append_and_drops_the_tip(
-    server_dsn: str,
+    pool: asyncpg.Pool[Any],
 ) -> None:
-    pool = await fresh_pool(server_dsn)
     tips, seen, appended = store.LedgerTips(), Statements(), []
-    try:
-        for _ in range(2):
-            appended += (items := entries(2))
-            await append_with(pool, tips, items)
-        with pytest.raises(DuplicateEntryError):
-            await append_with(pool, tips, [appended[0]])
-        assert tips.get(OTHER) is None
-        appended += (items := entries(1))
-        await append_with(pool, tips, items, seen)
-        assert seen.take() == (1, 0, 1)
-        await check_log(pool, appended)
-    finally:
-        await close_pool(pool)
+    for _ in range(2):
+        appended += (items := entries(2))
+        await append_with(pool, tips, items)
+    with pytest.raises(DuplicateEntryError):
+        await append_with(pool, tips, [appended[0]])
+    assert tips.get(OTHER) is None
+    appended += (items := entries(1))
+    await append_with(pool, tips, items, seen)
+    assert seen.take() == (1, 0, 1)
+    await check_log(pool, appended)
 
 
 # --- checkpoints ------------------------------------------------------------------------------
