@@ -229,8 +229,8 @@ class Statements:
     def take(self) -> tuple[int, int, int]:
         """(locked reads, guessed appends, plain appends) since the last take."""
         taken, self.sql = self.sql, []
-        return tuple(taken.count(q) for q in (store.LOCK_STATE, store.WRITE_APPEND_AT,
-                                              store.WRITE_APPEND))  # type: ignore[return-value]  # fmt: skip
+        count = taken.count
+        return count(store.LOCK_STATE), count(store.WRITE_APPEND_AT), count(store.WRITE_APPEND)
 
 
 async def append_with(
