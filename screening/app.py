@@ -36,6 +36,7 @@ from screening.services.scans import ScanLimits, ScanService
 from screening.settings import Settings
 from screening.storage.database import create_pool, migrate
 from screening.storage.images import ImageStore
+from screening.storage.ledger import LedgerTips
 from screening.web import add_console
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,8 @@ def create_app(
                 raise StartupError(f"no X-ray model at {model_path} (SCREENING_MODEL_PATH)")
             signer = await asyncio.to_thread(LedgerSigner.load_or_create, settings.ledger_key_path)
             app[LEDGER_SIGNER] = signer
+            # Where this process left each site's ledger, for every append it makes in bulk.
+            ledger_tips = LedgerTips()
             scans = ScanService(
                 the_pool,
                 the_vault,
@@ -219,6 +222,7 @@ def create_app(
                     max_decoding=settings.inference_max_decoding,
                 ),
                 ScanLimits(settings.max_image_bytes, settings.max_image_pixels),
+                ledger_tips=ledger_tips,
             )
             stops.push_async_callback(_stop, "detector", scans.close)
             writer = GroupCommitWriter(
@@ -228,6 +232,7 @@ def create_app(
                 max_inflight=settings.group_commit_max_inflight,
                 queue_size=settings.ingest_queue_size,
                 commit_timeout_s=settings.group_commit_timeout_s,
+                ledger_tips=ledger_tips,
             )
 
             def observe(report: CommitReport, size: int) -> None:

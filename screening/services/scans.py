@@ -50,6 +50,7 @@ from screening.storage import scans as scan_store
 from screening.storage import sites as site_store
 from screening.storage.errors import StorageError
 from screening.storage.images import ImageStore
+from screening.storage.ledger import LedgerTips
 from screening.storage.scans import ScanUpload
 
 log = logging.getLogger(__name__)
@@ -240,8 +241,12 @@ class ScanService:
         detector_config: DetectorConfig,
         limits: ScanLimits,
         on_verdict: VerdictHook | None = None,
+        ledger_tips: LedgerTips | None = None,
     ) -> None:
         self.on_verdict: VerdictHook = on_verdict or _no_verdict_hook
+        # The process's, shared with its group-commit writer: an upload's ledger append then
+        # leaves the writer's tip where the log is (storage.ledger.LedgerTips).
+        self.ledger_tips = ledger_tips
         self._pool = pool
         self._vault = vault
         self.images = images
@@ -416,7 +421,9 @@ class ScanService:
                     ],
                     model_version=verdict.model_version,
                 )
-                await commit_events(conn, [prepare(event, self._vault, now)], now)
+                await commit_events(
+                    conn, [prepare(event, self._vault, now)], now, ledger_tips=self.ledger_tips
+                )
             await self.on_verdict(conn, upload)  # review, hold, alert: this same transaction
         return ScanOutcome.ACCEPTED, upload
 

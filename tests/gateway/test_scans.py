@@ -32,6 +32,7 @@ from screening.services.scans import (
     image_info,
 )
 from screening.settings import Settings
+from screening.storage import ledger as ledger_store
 from tests.conftest import RunningGateway, gateway_with
 from tests.gateway.events import BASE, parcel_flow
 
@@ -142,6 +143,15 @@ async def test_a_clear_upload_satisfies_the_xray_rule(scan_gateway: RunningGatew
     assert after["violations"] == []
     assert after["compliant"] is True
     assert any(e["type"] == "xray.scanned" for e in after["events"])
+    # The upload's ledger append and the writer's share one LedgerTips: its tip is where the
+    # log now is, so the writer's next append to the site is not a wrong guess.
+    state = gw.app[GATEWAY]
+    assert state.scans.ledger_tips is state.writer.ledger_tips
+    tip = state.writer.ledger_tips.get(gw.keys.site)
+    assert tip is not None
+    async with state.pool.acquire() as conn:
+        head = await ledger_store.latest_root(conn, gw.keys.site)
+    assert (tip[0].size, tip[1]) == (head.tree_size, head.root_hash)
 
 
 async def test_a_flagged_upload_makes_dispatch_a_violation(scan_gateway: RunningGateway) -> None:
