@@ -207,7 +207,8 @@ def create_app(
                 raise StartupError(f"no X-ray model at {model_path} (SCREENING_MODEL_PATH)")
             signer = await asyncio.to_thread(LedgerSigner.load_or_create, settings.ledger_key_path)
             app[LEDGER_SIGNER] = signer
-            # Where this process left each site's ledger, for every append it makes in bulk.
+            # Where this process left each site's ledger: shared by the group-commit writer and
+            # the X-ray uploads, so that each finds the other's appends (storage.ledger).
             ledger_tips = LedgerTips()
             scans = ScanService(
                 the_pool,
