@@ -211,18 +211,34 @@ class LedgerTips:
     process chain on each other: the later one waits in the database for the earlier one's
     commit, then goes ahead at once. A wrong tip (another process appended, or an append it
     extended was rolled back) costs no more round trips than no tip: the statement has locked
-    and read the state, and the append is written on top of it (its leaves hashed into the tree
-    and sent a second time).
+    and read the state, and the append is written on top of it. It does cost its leaves hashed
+    into the tree and sent a second time, so after a wrong tip the site's appends take the
+    locked path until one of them finds the log where this process left it: where several
+    processes append to one site in turn, none keeps paying for guesses that fail.
     """
 
-    _states: dict[str, tuple[CompactRange, bytes]] = field(default_factory=dict)
+    _states: dict[str, tuple[CompactRange, bytes, bool]] = field(default_factory=dict)
 
-    def get(self, site_id: str) -> tuple[CompactRange, bytes] | None:
+    def left_at(self, site_id: str) -> tuple[CompactRange, bytes] | None:
         """The state this process last left the site's log in, and its root."""
-        return self._states.get(site_id)
+        entry = self._states.get(site_id)
+        return None if entry is None else (entry[0], entry[1])
 
-    def left(self, site_id: str, state: CompactRange, root: bytes) -> None:
-        self._states[site_id] = (state, root)
+    def guess(self, site_id: str) -> tuple[CompactRange, bytes] | None:
+        """``left_at``, while it is worth naming: unless a guess there failed and no locked
+        read has found the log where this process left it since."""
+        entry = self._states.get(site_id)
+        return None if entry is None or not entry[2] else (entry[0], entry[1])
+
+    def found(self, site_id: str, state: CompactRange) -> bool:
+        """Whether a locked read's ``state`` is where this process left the log (or it has
+        left none there yet)."""
+        entry = self._states.get(site_id)
+        return entry is None or entry[0] == state
+
+    def left(self, site_id: str, state: CompactRange, root: bytes, *, trusted: bool) -> None:
+        """Record an append as it is sent; ``trusted``: worth naming by the next one."""
+        self._states[site_id] = (state, root, trusted)
 
     def forget(self, site_id: str) -> None:
         self._states.pop(site_id, None)
@@ -248,15 +264,17 @@ async def append_entries(
     # Hashed before the lock is taken: appends to one site wait for each other from the lock
     # to the commit, so only what needs the locked state belongs in between.
     leaves = [leaf_hash(entry) for _, entry in entries]
-    tip = tips.get(site_id) if tips is not None and leaves else None
+    tip = tips.guess(site_id) if tips is not None and leaves else None
     try:
         if tips is None or tip is None:
             state = await _lock_state(conn, site_id)
+            ours = tips is not None and tips.found(site_id, state)
         else:
             base, base_root = tip
             new_state, completed = base.extend(leaves)
             root = new_state.root()
-            tips.left(site_id, new_state, root)  # before the await: the next append extends it
+            # Before the await: the next append of this process extends this one.
+            tips.left(site_id, new_state, root, trusted=True)
             row = await conn.fetchrow(
                 WRITE_APPEND_AT,
                 *_append_arguments(site_id, base, new_state, completed, ids, leaves, root),
@@ -266,12 +284,13 @@ async def append_entries(
                 return AppendResult(base.size, new_state.size, root)
             # The log was elsewhere; the row is locked now (or there is none yet).
             state = _compact_range(row) if row is not None else await _lock_state(conn, site_id)
+            ours = False
         if not leaves:
             return AppendResult(state.size, state.size, state.root())
         new_state, completed = state.extend(leaves)
         root = new_state.root()
         if tips is not None:
-            tips.left(site_id, new_state, root)
+            tips.left(site_id, new_state, root, trusted=ours)
         await conn.execute(
             WRITE_APPEND,
             *_append_arguments(site_id, state, new_state, completed, ids, leaves, root),

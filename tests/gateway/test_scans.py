@@ -147,7 +147,7 @@ async def test_a_clear_upload_satisfies_the_xray_rule(scan_gateway: RunningGatew
     # log now is, so the writer's next append to the site is not a wrong guess.
     state = gw.app[GATEWAY]
     assert state.scans.ledger_tips is state.writer.ledger_tips
-    tip = state.writer.ledger_tips.get(gw.keys.site)
+    tip = state.writer.ledger_tips.left_at(gw.keys.site)
     assert tip is not None
     async with state.pool.acquire() as conn:
         head = await ledger_store.latest_root(conn, gw.keys.site)

@@ -191,7 +191,7 @@ async def test_concurrent_group_commits_accept_each_event_once_and_log_it_once(
             assert head.root_hash == merkle_root([bytes(r[0]) for r in hashes])
         # The writer's appends chain on where it left the log (storage.ledger.LedgerTips): its
         # tip is the stored head.
-        tip = writer.ledger_tips.get(keys.site)
+        tip = writer.ledger_tips.left_at(keys.site)
         assert tip is not None
         assert (tip[0].size, tip[1]) == (head.tree_size, head.root_hash)
 
