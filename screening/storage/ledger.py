@@ -295,13 +295,11 @@ async def append_entries(
             WRITE_APPEND,
             *_append_arguments(site_id, state, new_state, completed, ids, leaves, root),
         )
-    except asyncpg.UniqueViolationError as exc:
+    except BaseException as exc:  # the transaction is lost: so is what the tip says
         if tips is not None:
             tips.forget(site_id)
-        raise DuplicateEntryError(f"an event is already in the log of site {site_id}") from exc
-    except BaseException:
-        if tips is not None:
-            tips.forget(site_id)
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            raise DuplicateEntryError(f"an event is already in the log of site {site_id}") from exc
         raise
     return AppendResult(state.size, new_state.size, root)
 
