@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -98,15 +101,46 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     return pool
 
 
-# The embedded server's settings, made at each start (ALTER SYSTEM, then a reload: each takes
-# effect without a restart). At PostgreSQL's default max_wal_size of 1 GB, batches of 500
-# events from two gateway processes filled it every 16-24 s, and PostgreSQL logged its
-# checkpoints as "occurring too frequently". After each checkpoint the first change to every
-# page is logged whole, so they also slowed ingest: alternating 15 s runs, 1 GB -> 4 GB,
-# 22,176 -> 24,735, 23,513 -> 24,585 and 24,026 -> 24,611 events/s, the database's CPU per
-# event 1-3 µs lower. The cost: up to about 4 GB of WAL under the data directory, and a
-# longer replay after a crash.
-EMBEDDED_SETTINGS: dict[str, str] = {"max_wal_size": "4GB"}
+def _machine_memory() -> int | None:
+    """Bytes of memory this process may use: the machine's, or its cgroup's limit if lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def shared_buffers_for(memory: int | None) -> str:
+    """A quarter of ``memory``, from PostgreSQL's default of 128 MB up to 1 GB, written as
+    PostgreSQL shows it."""
+    mb = 128 if memory is None else max(128, min(1024, memory // 4 // 2**20))
+    return "1GB" if mb == 1024 else f"{mb}MB"
+
+
+# The embedded server's settings, made at each start (ALTER SYSTEM, then a reload).
+#
+# max_wal_size: at PostgreSQL's default of 1 GB, batches of 500 events from two gateway
+# processes filled it every 16-24 s, and PostgreSQL logged its checkpoints as "occurring too
+# frequently". After each checkpoint the first change to every page is logged whole, so they
+# also slowed ingest: alternating 15 s runs, 1 GB -> 4 GB, 22,176 -> 24,735, 23,513 -> 24,585
+# and 24,026 -> 24,611 events/s, the database's CPU per event 1-3 µs lower. The cost: up to
+# about 4 GB of WAL under the data directory, and a longer replay after a crash.
+#
+# shared_buffers: stations' event ids are random, so new events land all over the site's part
+# of the events' primary key, which with a site's history outgrows PostgreSQL's default 128 MB
+# of buffers. Batches into a site holding 2 million events, alternating 15 s runs, 128 MB -> 1 GB,
+# 21,787 -> 22,318 and 19,662 -> 21,445 events/s, the database's CPU per event 43 -> 39 and
+# 49 -> 41 µs. It takes effect only when the server starts: a server this process has just
+# started is restarted once to apply it (``embedded_postgres``); one it found running keeps
+# its size until its next start.
+EMBEDDED_SETTINGS: dict[str, str] = {
+    "max_wal_size": "4GB",
+    "shared_buffers": shared_buffers_for(_machine_memory()),
+}
 
 
 @contextlib.contextmanager
@@ -120,21 +154,31 @@ def embedded_postgres(pgdata: Path) -> Iterator[str]:
 
     pgdata = pgdata.expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    called = datetime.now(UTC)
     server = get_server(pgdata, cleanup_mode="stop")
     try:
         dsn = str(server.get_uri("postgres"))
-        _apply_settings(dsn, EMBEDDED_SETTINGS)
+        if _apply_settings(dsn, EMBEDDED_SETTINGS, started_after=called):
+            # Started by this call and short of a setting made at start: stop it and start it
+            # again. (The wheel stops a server only when this process holds its last handle;
+            # if another has attached meanwhile, it runs on as it is.)
+            log.info("restarting the embedded postgres to apply its settings")
+            server.cleanup()
+            server = get_server(pgdata, cleanup_mode="stop")
+            dsn = str(server.get_uri("postgres"))
         log.info("embedded postgres running", extra={"pgdata": str(pgdata)})
         yield dsn
     finally:
         server.cleanup()
 
 
-def _apply_settings(dsn: str, settings: dict[str, str]) -> None:
-    """ALTER SYSTEM each setting and reload the configuration. Run in a thread of its own, so
-    that a caller inside a running event loop can start the server too."""
+def _apply_settings(dsn: str, settings: dict[str, str], *, started_after: datetime) -> bool:
+    """ALTER SYSTEM each setting and reload the configuration; whether the server started
+    after ``started_after`` and runs with another value of a setting than ``settings`` holds
+    (one made at start). Run in a thread of its own, so that a caller inside a running event
+    loop can start the server too."""
 
-    async def apply() -> None:
+    async def apply() -> bool:
         conn = await asyncpg.connect(dsn)
         try:
             for name, value in settings.items():
@@ -142,8 +186,17 @@ def _apply_settings(dsn: str, settings: dict[str, str]) -> None:
                 literal = "'" + value.replace("'", "''") + "'"
                 await conn.execute(f'ALTER SYSTEM SET "{name}" = {literal}')
             await conn.execute("SELECT pg_reload_conf()")
+            if not await conn.fetchval("SELECT pg_postmaster_start_time() >= $1", started_after):
+                return False
+            short = await conn.fetchval(
+                "SELECT count(*) FROM pg_settings WHERE context = 'postmaster'"
+                " AND name = ANY($1::text[]) AND current_setting(name) <> ($2::jsonb ->> name)",
+                list(settings),
+                json.dumps(settings),
+            )
+            return bool(short)
         finally:
             await conn.close()
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, apply()).result()
+        return pool.submit(asyncio.run, apply()).result()

@@ -33,6 +33,7 @@ from screening.storage.database import (
     create_pool,
     load_migrations,
     migrate,
+    shared_buffers_for,
 )
 from screening.storage.errors import DatabaseUnavailableError, UnstorableEventError
 from screening.storage.parcels import ROLLUP_STRIPES
@@ -500,8 +501,9 @@ async def test_no_connection_in_time_fails_the_group_as_unavailable(
 
 
 async def test_the_embedded_server_runs_with_its_settings(server_dsn: str) -> None:
-    """Made at start without a restart: a new connection sees them (the reload is a signal,
-    so it is given a moment)."""
+    """Made at start: a new connection sees them (the reload is a signal, so it is given a
+    moment). shared_buffers only takes effect at a start: the test session's server, started
+    on a new data directory, was restarted once for it."""
     if os.environ.get("SCREENING_TEST_DATABASE_URL"):
         pytest.skip("an external server is configured by its operator")
     assert EMBEDDED_SETTINGS["max_wal_size"] == "4GB"
@@ -517,6 +519,17 @@ async def test_the_embedded_server_runs_with_its_settings(server_dsn: str) -> No
             break
         await asyncio.sleep(0.1)
     assert seen == EMBEDDED_SETTINGS
+
+
+@pytest.mark.parametrize(
+    ("memory", "expected"),
+    [(None, "128MB"), (256 * 2**20, "128MB"), (2 * 2**30, "512MB"), (3 * 2**30, "768MB"),
+     (4 * 2**30, "1GB"), (64 * 2**30, "1GB")],
+)  # fmt: skip
+def test_the_embedded_servers_buffers_are_a_quarter_of_memory_within_bounds(
+    memory: int | None, expected: str
+) -> None:
+    assert shared_buffers_for(memory) == expected
 
 
 def test_a_pool_too_small_for_the_writer_is_refused_at_start() -> None:
