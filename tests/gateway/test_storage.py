@@ -421,9 +421,9 @@ async def test_a_commit_that_never_ends_is_cut_at_its_limit(
         with pytest.raises(DatabaseUnavailableError, match="no event was committed"):
             await asyncio.wait_for(writer.submit(_prepared(keys.site, "TO0000000001", vault)), 10)
         stuck[0] = False
-        # What follows checks that the writer goes on, not how fast: a commit on a fresh
-        # connection (statements prepared anew) once took over 0.5 s on a loaded CI machine,
-        # and was cut in its turn.
+        # What follows checks that the writer goes on, not how fast: this commit, on a fresh
+        # connection (about 25 ms here), once took over 0.5 s in a CI run and was cut in its
+        # turn.
         writer.commit_timeout_s = 30.0
         assert (
             await asyncio.wait_for(writer.submit(_prepared(keys.site, "TO0000000002", vault)), 10)
