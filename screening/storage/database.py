@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import os
 import re
@@ -188,13 +187,12 @@ def _apply_settings(dsn: str, settings: dict[str, str], *, started_after: dateti
             await conn.execute("SELECT pg_reload_conf()")
             if not await conn.fetchval("SELECT pg_postmaster_start_time() >= $1", started_after):
                 return False
-            short = await conn.fetchval(
-                "SELECT count(*) FROM pg_settings WHERE context = 'postmaster'"
-                " AND name = ANY($1::text[]) AND current_setting(name) <> ($2::jsonb ->> name)",
+            made_at_start = await conn.fetch(
+                "SELECT name, current_setting(name) AS value FROM pg_settings"
+                " WHERE context = 'postmaster' AND name = ANY($1::text[])",
                 list(settings),
-                json.dumps(settings),
             )
-            return bool(short)
+            return any(r["value"] != settings[r["name"]] for r in made_at_start)
         finally:
             await conn.close()
 
