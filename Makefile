@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: demo test lint bench train evaluate synth screenshots clean
+.PHONY: demo test test-train lint bench train evaluate synth screenshots clean
 
 # A recipe that fails leaves no target behind (a venv that failed half-way, say without
 # Debian's python3.11-venv, is made again on the next run instead of taken as made).
@@ -32,6 +32,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The trainer's tests need torch (the train extra), which `make test` does not install.
+test-train: $(TRAIN_STAMP)
+	$(BIN)/python -m pytest -q tests/models/test_device_augment.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check screening firmware_bridge models tests bench

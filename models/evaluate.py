@@ -321,7 +321,10 @@ def manifest_doc(model: Path, version: str, train_meta: dict[str, Any], imgsz: i
                               f"{FLAG_BUDGET:.1%} of {CALIB_N} clean calibration parcels "
                               f"(seeds {CALIB_SEEDS_START}+) flagged by any class; floor "
                               f"{MIN_THRESHOLD}"},
+        # `version` rendered the held-out sets measured here; `train_version` the training
+        # parcels (records before the field existed are all from 1.0.0).
         "generator": {"version": GENERATOR_VERSION,
+                      "train_version": str(train_meta.get("generator", "1.0.0")),
                       "train_seeds": [TRAIN_SEEDS_START, TRAIN_SEEDS_START
                                       + int(train_meta.get("images_total", 0))],
                       "val_seeds_start": VAL_SEEDS_START,

@@ -5,7 +5,9 @@ write the manifest and model card.
 Defaults reproduce the committed model (models/xray-detector.onnx) on any device: the recipe's
 stages (RECIPE), each a fixed number of steps over the same generated images from the previous
 stage's export; models/REPORT.md gives each stage's measured wall time. `--steps`, `--epochs` or
-`--time-budget-s` make a single run instead (as on a lent GPU, with `--init` to continue).
+`--time-budget-s` make a single run instead (as on a lent GPU, with `--init` to continue);
+`--device-augment` augments on the training device from a pool that may grow while the
+generator writes it (models/device_augment.py, models/lent_gpu.sh).
 
 Training: anchor-free FCOS-style assignment (centre sampling, scale ranges per stride),
 quality focal loss with the IoU as the soft target (so scores rank box quality, which mAP
@@ -34,7 +36,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
+from models.device_augment import Feed, folder_stems, synth_stems
 from models.network import NECK, STRIDES, WIDTH, Detector, Exported, FlipEnsemble, decode, grid
+from models.synth import GENERATOR_VERSION
 from models.synth.dataset import style_of
 from models.taxonomy import CLASSES
 from screening.inference.preprocess import LETTERBOX_VALUE
@@ -75,6 +79,27 @@ def load_split(data: Path, split: str, styles: set[str] | None = None,
 
     with ThreadPoolExecutor(max(threads, 1)) as pool:
         return list(pool.map(read, files))
+
+
+def pool_stems(data: Path, limit: int, styles: set[str] | None) -> list[str]:
+    """The training images a device-augmented run reads, in order: our generator's seeds
+    1..`limit` (written or still being written) where `data` is ours (it has meta/), else the
+    folder's images (the first `limit`, 0: all); `styles` keeps our seeds of those styles."""
+    if (data / "meta").is_dir() and limit:
+        stems = synth_stems(limit)
+    else:
+        stems = folder_stems(data, "train")[: limit or None]
+    if styles is not None:
+        stems = [s for s in stems if s.isdigit() and style_of(int(s), ("A", "B", "C")) in styles]
+    return stems
+
+
+# A time-budgeted run times steps CALIBRATE_FROM..+CALIBRATE_STEPS (inside the warm-up, past
+# start-up) to fix its length, and stops early if it runs past OVERRUN × its budget.
+CALIBRATE_FROM, CALIBRATE_STEPS, OVERRUN = 100, 150, 1.1
+EMA_FROM = CALIBRATE_FROM + CALIBRATE_STEPS
+# A device-augmented run adds the parcels read so far to its pool every this many steps.
+POOL_REFRESH = 100
 
 
 @dataclass(frozen=True)
@@ -404,10 +429,26 @@ def train(args: argparse.Namespace) -> Path:
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    n_total = len(list((args.data / "images" / "train").iterdir()))
-    data = load_split(args.data, "train", set(args.styles.split(",")) if args.styles else None,
-                      args.limit_images or None, threads=max(args.workers, args.threads))
-    print(f"{len(data)} training images on {device}", file=sys.stderr)
+    train_dir = args.data / "images" / "train"
+    n_total = len(list(train_dir.iterdir())) if train_dir.exists() else 0
+    styles = set(args.styles.split(",")) if args.styles else None
+    feed: Feed | None = None
+    if args.device_augment:
+        jitter = WIDE if args.wide_photometric else NARROW
+        if jitter.jpeg_p > 0:
+            raise SystemExit("--device-augment does not do JPEG re-compression "
+                             "(--wide-photometric)")
+        feed = Feed(args.data, "train", pool_stems(args.data, args.limit_images, styles),
+                    args.imgsz, device, args.seed, args.batch, args.invert_p, jitter,
+                    replay=args.pool_schedule, min_pool=args.min_pool,
+                    refresh_every=POOL_REFRESH)
+        feed.fill()
+        data: list[tuple[np.ndarray, np.ndarray]] = []
+        print(f"{feed.pool.n} training images to start with on {device}", file=sys.stderr)
+    else:
+        data = load_split(args.data, "train", styles, args.limit_images or None,
+                          threads=max(args.workers, args.threads))
+        print(f"{len(data)} training images on {device}", file=sys.stderr)
     width = tuple(int(c) for c in args.width.split(","))
     net = Detector(len(CLASSES), width, args.neck)
     if args.init:
@@ -422,25 +463,25 @@ def train(args: argparse.Namespace) -> Path:
     if budgeted:  # a provisional length; fixed once the first steps are timed
         total = 10**7
     elif total <= 0:
-        raise SystemExit("nothing to train: give --steps, --epochs or --time-budget-s")
-    loader = torch.utils.data.DataLoader(
+        raise SystemExit("nothing to train: give --steps, --epochs (not with --device-augment) "
+                         "or --time-budget-s")
+    batches = iter(torch.utils.data.DataLoader(
         Augmented(data, args.imgsz, args.seed, total if not budgeted else 10**6, args.batch,
                   args.invert_p, args.wide_photometric),
         batch_size=args.batch, num_workers=args.workers, collate_fn=collate,
         pin_memory=device.type == "cuda", persistent_workers=False,
-        prefetch_factor=4 if args.workers else None)
+        prefetch_factor=4 if args.workers else None)) if feed is None else None
     ema: EMA | None = None
-    warmup = 0
+    warmup, decay = 0, 0.0
 
     def plan(n_steps: int) -> None:
-        nonlocal total, ema, warmup
+        nonlocal total, warmup, decay
         total = n_steps
         # EMA horizon about a tenth of the run: long enough to smooth, short enough to forget
         # the untrained start of a short run.
         decay = min(max(1 - 10 / total, 0.99), 0.9995)
-        if ema is None:
-            ema = EMA(net, decay)
-        ema.decay = decay
+        if ema is not None:
+            ema.decay = decay
         warmup = min(300, total // 10)
 
     def lr_at(step: int) -> float:
@@ -449,22 +490,29 @@ def train(args: argparse.Namespace) -> Path:
         return float(args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(
             math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))))
 
-    plan(total if not budgeted else 1000)
+    # A budgeted run starts on the plan of a long run (300 warm-up steps, the longest EMA):
+    # the same as its final plan over the steps timed before it is fixed (when that is 3,000
+    # steps or more), so replaying the recorded length replays the run.
+    plan(args.lr_steps or (total if not budgeted else 10**7))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    step, calib_at = 0, 30
+    step, calib_at = 0, CALIBRATE_FROM
     start = time.monotonic()
     last_ckpt = start
+    lr_steps = args.lr_steps or None
     bar = tqdm(total=None if budgeted else total, desc="train", mininterval=10)
     net.train()
     if args.init:
         freeze_bn(net)
-    for images, targets in loader:
-        if step >= total:
-            break
-        x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    while step < total:
+        if feed is not None:
+            x, targets = feed.next(step)
+        else:
+            assert batches is not None
+            images, targets = next(batches)
+            x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+            targets = targets.to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        targets = targets.to(device, non_blocking=True)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         with autocast:
@@ -474,46 +522,62 @@ def train(args: argparse.Namespace) -> Path:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
         opt.step()
-        assert ema is not None
-        ema.update(net)
+        # The weight average starts once a budgeted run has fixed its length (any run: so that
+        # a replay of the recorded length averages the same steps).
+        if ema is None and step + 1 >= min(EMA_FROM, total // 2):
+            ema = EMA(net, decay)
+        elif ema is not None:
+            ema.update(net)
         step += 1
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{float(loss):.3f}", cls=f"{float(parts['cls']):.3f}",
                             box=f"{float(parts['box']):.3f}")
         if budgeted and step == calib_at:
-            # Time the 40 steps after step 30 (past start-up), then fix the run's length.
+            # Time CALIBRATE_STEPS steps past start-up, then fix the run's length.
             if device.type == "cuda":
                 torch.cuda.synchronize()
             mark = time.monotonic()
             calib_at = -1
             mark_step = step
-        elif budgeted and calib_at == -1 and step == mark_step + 40:
+        elif budgeted and calib_at == -1 and step == mark_step + CALIBRATE_STEPS:
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            rate = 40 / (time.monotonic() - mark)
+            rate = CALIBRATE_STEPS / (time.monotonic() - mark)
             left = args.time_budget_s - (time.monotonic() - start)
             plan(step + max(int(left * rate * 0.95), 1))
             bar.total = total
             print(f"\n{rate:.1f} steps/s: this run takes {total} steps", file=sys.stderr)
             calib_at = -2
-        if args.checkpoint_every_s and time.monotonic() - last_ckpt > args.checkpoint_every_s:
-            _export_run(ema.model, args, width, step, time.monotonic() - start, len(data),
-                        n_total, device)
+        if budgeted and calib_at == -2 and step % 50 == 0 and \
+                time.monotonic() - start > OVERRUN * args.time_budget_s:
+            # Slower than timed (say, a second run began sharing the GPU): stop here. The
+            # record keeps the planned length as lr_steps, so a replay has the same schedule.
+            print(f"\nover budget: stopping at step {step} of {total}", file=sys.stderr)
+            lr_steps = total
+            break
+        if ema is not None and args.checkpoint_every_s and \
+                time.monotonic() - last_ckpt > args.checkpoint_every_s:
+            _export_run(ema.model, args, width, step, time.monotonic() - start,
+                        feed.pool.n if feed else len(data), n_total, device, feed)
             last_ckpt = time.monotonic()
     bar.close()
+    if feed is not None:
+        feed.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.monotonic() - start
     assert ema is not None
-    _export_run(ema.model, args, width, step, wall, len(data), n_total, device)
+    args.lr_steps = lr_steps
+    _export_run(ema.model, args, width, step, wall, feed.pool.n if feed else len(data), n_total,
+                device, feed)
     print(f"exported {args.out} after {wall / 60:.1f} min, {step} steps", file=sys.stderr)
     return args.out
 
 
 def _export_run(model: torch.nn.Module, args: argparse.Namespace, width: tuple[int, ...],
                 steps: int, wall: float, n_images: int, n_total: int,
-                device: torch.device) -> None:
+                device: torch.device, feed: Feed | None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "names": str(dict(enumerate(CLASSES))),  # Ultralytics' format: "{0: 'firearm', ...}"
@@ -532,9 +596,14 @@ def _export_run(model: torch.nn.Module, args: argparse.Namespace, width: tuple[i
          "seed": args.seed, "lr": args.lr, "device": torch.cuda.get_device_name(device)
          if device.type == "cuda" else "cpu", "threads": args.threads,
          "workers": args.workers, "styles": args.styles or "A,B,C", "version": args.version,
-         "images_total": n_total, "init": str(args.init.name) if args.init else None,
+         "images_total": n_images if feed is not None else n_total,
+         "init": str(args.init.name) if args.init else None,
          "invert_p": args.invert_p, "wide_photometric": args.wide_photometric,
-         "time_budget_s": args.time_budget_s if not args.steps and args.time_budget_s else None},
+         "generator": getattr(args, "generator", GENERATOR_VERSION),
+         "time_budget_s": args.time_budget_s if not args.steps and args.time_budget_s else None}
+        | ({"lr_steps": args.lr_steps} if getattr(args, "lr_steps", None) else {})
+        | ({"device_augment": True, "pool": [list(p) for p in (feed.replay or feed.schedule)],
+            "pool_refresh_steps": POOL_REFRESH} if feed is not None else {}),
         indent=2))
 
 
@@ -549,18 +618,37 @@ class Stage:
     images: int
     invert_p: float
     wide_photometric: bool = False
+    # Augmented on the training device from a pool that grew as the record named here (a file
+    # beside this module) says: its "pool" (step, last seed) list is replayed.
+    pool_record: str | None = None
+    lr_steps: int | None = None  # the schedule's length, where the run stopped short of it
+    generator: str = GENERATOR_VERSION  # the version that rendered its parcels
+
+
+def stage_data(root: Path, generator: str) -> Path:
+    """Where the parcels of a generator version live: `root` for the current one, a folder
+    beside its splits for an older one (the seeds are the same, the images are not)."""
+    return root if generator == GENERATOR_VERSION else root / f"generator-{generator}"
 
 
 # The committed model's recipe, as models/xray-detector.train.json records it: the lengths are
 # what time-boxed runs reached (see each stage's note there); replaying them needs no budget.
+# Its parcels came from generator 1.0.0, which put concealing covers in threat parcels only.
 RECIPE = (
-    Stage(steps=4302, lr=2e-3, batch=64, images=3087, invert_p=0.0),  # GPU, from scratch
-    Stage(steps=843, lr=6e-4, batch=64, images=3087, invert_p=0.2),  # 2 CPU cores
-    Stage(steps=2707, lr=1.5e-3, batch=192, images=27047, invert_p=0.2),  # GPU
-    Stage(steps=3000, lr=8e-4, batch=192, images=27047, invert_p=0.2),  # GPU
+    Stage(steps=4302, lr=2e-3, batch=64, images=3087, invert_p=0.0,  # GPU, from scratch
+          generator="1.0.0"),
+    Stage(steps=843, lr=6e-4, batch=64, images=3087, invert_p=0.2,  # 2 CPU cores
+          generator="1.0.0"),
+    Stage(steps=2707, lr=1.5e-3, batch=192, images=27047, invert_p=0.2,  # GPU
+          generator="1.0.0"),
+    Stage(steps=3000, lr=8e-4, batch=192, images=27047, invert_p=0.2,  # GPU
+          generator="1.0.0"),
 )
-# The cross-vendor control: from scratch on styles A and B only, tested on C.
-XVENDOR = Stage(steps=4145, lr=2e-3, batch=64, images=3087, invert_p=0.0)
+# The cross-vendor control: from scratch on styles A and B only, tested on C. One time-boxed
+# run on a lent H200 (models/lent_gpu.sh), augmented on the GPU while the generator wrote its
+# parcels; its length and its pool's growth are replayed from its record.
+XVENDOR = Stage(steps=3864, lr=2e-3, batch=256, images=41230, invert_p=0.2,
+                pool_record="xvendor.train.json")
 
 
 def run_stages(args: argparse.Namespace, stages: Sequence[Stage], out: Path) -> None:
@@ -569,10 +657,15 @@ def run_stages(args: argparse.Namespace, stages: Sequence[Stage], out: Path) -> 
     init, records = args.init, []
     for i, st in enumerate(stages):
         last = i == len(stages) - 1
+        schedule = json.loads((ROOT / st.pool_record).read_text())["pool"] \
+            if st.pool_record else None
         run = argparse.Namespace(**{
-            **vars(args), "steps": st.steps, "lr": st.lr, "batch": st.batch,
+            **vars(args), "data": stage_data(args.data, st.generator), "steps": st.steps,
+            "lr": st.lr, "batch": st.batch,
             "limit_images": st.images, "invert_p": st.invert_p, "init": init,
             "wide_photometric": st.wide_photometric,
+            "device_augment": st.pool_record is not None, "pool_schedule": schedule,
+            "lr_steps": st.lr_steps, "generator": st.generator,
             "epochs": 0, "time_budget_s": 0,
             "out": out if last else RUNS / f"{out.stem}-stage{i + 1}.onnx"})
         train(run)
@@ -620,6 +713,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wide-photometric", action="store_true",
                     help="single run only: wider colour, blur, noise and JPEG jitter")
     ap.add_argument("--version", default="2.3.0")
+    ap.add_argument("--device-augment", action="store_true",
+                    help="single run only: hold the parcels on the training device and augment "
+                         "batches there; the pool grows while the generator writes --data")
+    ap.add_argument("--pool-record", type=Path, default=None,
+                    help="single run: replay the pool growth (`pool`) of this device-augmented "
+                         "run's record (implies --device-augment)")
+    ap.add_argument("--min-pool", type=int, default=1000,
+                    help="--device-augment: parcels to wait for before the first step")
     ap.add_argument("--checkpoint-every-s", type=float, default=0,
                     help="also export the weight average this often while training")
     ap.add_argument("--no-evaluate", action="store_true", help="no cross-vendor control, "
@@ -628,17 +729,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-flips", action="store_true",
                     help="export the model as trained, without the four-flip ensemble")
     args = ap.parse_args(argv)
+    args.pool_schedule, args.lr_steps = None, None
+    if args.pool_record is not None:
+        args.pool_schedule = json.loads(args.pool_record.read_text())["pool"]
+        args.device_augment = True
     single = args.steps is not None or args.epochs > 0 or args.time_budget_s > 0
     stages = RECIPE[: max(args.stages, 1)]
+    control = () if args.no_evaluate or args.no_xvendor else (XVENDOR,)
     if args.images is None:
-        args.images = 0 if single else max(st.images for st in stages)
-    train_dir = args.data / "images" / "train"
-    have = len(list(train_dir.iterdir())) if train_dir.exists() else 0
-    need_test = not args.no_evaluate and not (args.data / "meta" / "test.jsonl").exists()
-    if have < args.images or need_test:  # resumable: parcels already written are kept
-        subprocess.run([sys.executable, "-m", "models.synth", "--out", str(args.data),
-                        "--train", str(max(args.images, have)), "--workers",
-                        str(os.cpu_count() or 1)], check=True)
+        args.images = 0 if single else max(st.images for st in (*stages, *control))
+    # Parcels to generate, per generator version (a recipe replays on the version it used).
+    wanted = {GENERATOR_VERSION: args.images if single else 0}
+    for st in () if single else (*stages, *control):
+        wanted[st.generator] = max(wanted.get(st.generator, 0), st.images)
+    have = 0
+    for version, n in wanted.items():
+        root = stage_data(args.data, version)
+        train_dir = root / "images" / "train"
+        have = len(list(train_dir.iterdir())) if train_dir.exists() else 0
+        need_test = version == GENERATOR_VERSION and not args.no_evaluate and \
+            not (root / "meta" / "test.jsonl").exists()
+        if have < n or need_test:  # resumable: parcels already written are kept
+            subprocess.run([sys.executable, "-m", "models.synth", "--out", str(root),
+                            "--train", str(max(n, have)), "--generator", version,
+                            "--test", str(600 if need_test else 0),
+                            "--workers", str(os.cpu_count() or 1)], check=True)
     if single:
         if not have and not args.images:
             raise SystemExit(f"no training parcels in {args.data}: give --images N to generate "

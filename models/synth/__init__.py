@@ -3,9 +3,9 @@
 Stable API for other packages: `generate_parcel(seed, pixels_per_line=750) -> Parcel`.
 """
 
-from models.synth.scene import Label, Parcel, generate_parcel
+from models.synth.scene import GENERATORS, Label, Parcel, generate_parcel
 
 # Bumped whenever a change alters the images a seed produces; recorded in the model manifest.
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = GENERATORS[-1]
 
-__all__ = ["GENERATOR_VERSION", "Label", "Parcel", "generate_parcel"]
+__all__ = ["GENERATORS", "GENERATOR_VERSION", "Label", "Parcel", "generate_parcel"]

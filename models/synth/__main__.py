@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from models.synth import GENERATOR_VERSION, GENERATORS
 from models.synth.dataset import (
     TEST_SEEDS_START,
     TRAIN_SEEDS_START,
@@ -37,8 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--test", type=int, default=DEFAULT_TEST)
     ap.add_argument("--styles", default="A,B,C", help="vendor styles for train/val")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--generator", choices=GENERATORS, default=GENERATOR_VERSION,
+                    help="render as this generator version did (a recipe's recorded data)")
     a = ap.parse_args(argv)
-    write_yolo(a.out, splits(a.train, a.val, a.test, tuple(a.styles.split(","))), a.workers)
+    write_yolo(a.out, splits(a.train, a.val, a.test, tuple(a.styles.split(","))), a.workers,
+               generator=a.generator)
 
 
 if __name__ == "__main__":

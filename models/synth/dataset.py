@@ -61,9 +61,11 @@ def style_of(seed: int, styles: Sequence[str]) -> str:
     return styles[int(_style_rng(seed).integers(len(styles)))]
 
 
-def render_sample(seed: int, styles: Sequence[str], threat_rate: float) -> Sample:
-    """One training/evaluation image from a seed (deterministic)."""
-    parcel = render(seed, pixels_per_line=None, pitch_mm=None, threat_rate=threat_rate)
+def render_sample(seed: int, styles: Sequence[str], threat_rate: float,
+                  generator: str = GENERATOR_VERSION) -> Sample:
+    """One training/evaluation image from a seed (deterministic for a generator version)."""
+    parcel = render(seed, pixels_per_line=None, pitch_mm=None, threat_rate=threat_rate,
+                    generator=generator)
     rng = _style_rng(seed)
     style_name = styles[int(rng.integers(len(styles)))]
     style = STYLES[style_name].randomised(rng)
@@ -89,35 +91,37 @@ def yolo_lines(labels: Iterable[Label], width: int, height: int) -> list[str]:
     return out
 
 
-def _write_one(args: tuple[Path, str, int, tuple[str, ...], float]) -> dict[str, object]:
-    out, split, seed, styles, threat_rate = args
+def _write_one(args: tuple[Path, str, int, tuple[str, ...], float, str]) -> dict[str, object]:
+    out, split, seed, styles, threat_rate, generator = args
     name = f"{seed:08d}"
     sidecar = out / "meta" / split / f"{name}.json"
     if sidecar.exists() and (out / "images" / split / f"{name}.png").exists():
         row = dict(json.loads(sidecar.read_text()))
         # Sidecars without the field predate it, all from generator 1.0.0.
-        if row.get("generator", "1.0.0") == GENERATOR_VERSION:
+        if row.get("generator", "1.0.0") == generator:
             return row  # resumed: already rendered by this generator
-    s = render_sample(seed, styles, threat_rate)
+    s = render_sample(seed, styles, threat_rate, generator)
     h, w = s.image.shape[:2]
     cv2.imwrite(str(out / "images" / split / f"{name}.png"), s.image[..., ::-1])
     (out / "labels" / split / f"{name}.txt").write_text("\n".join(yolo_lines(s.labels, w, h)))
     row = {"seed": seed, "file": f"images/{split}/{name}.png", "style": s.style,
            "width": w, "height": h, "labels": [asdict(lab) for lab in s.labels],
-           "generator": GENERATOR_VERSION}
+           "generator": generator}
     sidecar.write_text(json.dumps(row))  # written last: its presence means the image is whole
     return row
 
 
 def write_yolo(out: Path, splits: Sequence[Split], workers: int = 1,
-               progress: bool = True) -> None:
-    """Write images/<split>, labels/<split>, meta/<split>.jsonl and data.yaml under `out`."""
+               progress: bool = True, generator: str = GENERATOR_VERSION) -> None:
+    """Write images/<split>, labels/<split>, meta/<split>.jsonl and data.yaml under `out`, each
+    parcel rendered by `generator` (one of models.synth.GENERATORS)."""
     from tqdm import tqdm
 
     for split in splits:
         for sub in ("images", "labels", "meta"):
             (out / sub / split.name).mkdir(parents=True, exist_ok=True)
-        jobs = [(out, split.name, s, split.styles, split.threat_rate) for s in split.seeds]
+        jobs = [(out, split.name, s, split.styles, split.threat_rate, generator)
+                for s in split.seeds]
         with _single_threaded_children():
             pool_cm = multiprocessing.get_context("spawn").Pool(
                 workers, initializer=_one_thread) if workers > 1 else _Serial()
@@ -128,7 +132,7 @@ def write_yolo(out: Path, splits: Sequence[Split], workers: int = 1,
             for row in rows:
                 f.write(json.dumps(row) + "\n")
     names = "\n".join(f"  {i}: {c}" for i, c in enumerate(CLASSES))
-    lines = [f"# synthetic dual-energy X-ray parcels, generator {GENERATOR_VERSION}",
+    lines = [f"# synthetic dual-energy X-ray parcels, generator {generator}",
              f"path: {out.resolve()}"]
     present = sorted(d.name for d in (out / "images").iterdir() if d.is_dir())
     lines += [f"{name}: images/{name}" for name in present]  # every split written so far

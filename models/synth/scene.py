@@ -16,6 +16,10 @@ from models.taxonomy import CLASSES
 
 U16 = npt.NDArray[np.uint16]
 
+# The generator versions this code renders, the current last. A version changes whenever a seed's
+# image changes; the older ones stay renderable so that a recorded recipe replays on its data.
+GENERATORS = ("1.0.0", "1.1.0")
+
 # Reference energy for footprints and occlusion (keV): about the mean energy of the high channel.
 REFERENCE_KEV = 70.0
 # A pixel belongs to an object's footprint when the object alone attenuates >= 5 % at 70 keV.
@@ -90,7 +94,8 @@ def _fit(item: objects.Item, rng: np.random.Generator, inner: np.ndarray, rot: n
 
 
 def compose(rng: np.random.Generator, *, threat_rate: float, origin_xy: tuple[float, float],
-            size: tuple[float, float, float]) -> tuple[list[objects.Item], float]:
+            size: tuple[float, float, float], clean_covers: bool = True
+            ) -> tuple[list[objects.Item], float]:
     """Carton with contents at `origin_xy` (its low-x, low-y corner, mm); returns items (the
     carton first) and the carton's world z top."""
     w, length, h = size
@@ -120,9 +125,15 @@ def compose(rng: np.random.Generator, *, threat_rate: float, origin_xy: tuple[fl
         benign = _fit(fn(rng), rng, inner, rotation(rng, flat=flat, tilt_deg=12))
         if benign is not None:
             items.append(benign)
-    if rng.random() < threat_rate:
-        n_threats = int(rng.choice([1, 2, 3], p=[0.7, 0.25, 0.05]))
-        for _ in range(n_threats):
+    # With `clean_covers` (generator 1.1.0 on), a clean parcel draws as many "slots" as a
+    # threat parcel and fills each with a cover alone: the laptops, trays and books that hide
+    # threats are as common in clean parcels, so that they are no cue for a threat. Generator
+    # 1.0.0 put them in threat parcels only (and draws nothing more for a clean one).
+    armed = rng.random() < threat_rate
+    n_slots = int(rng.choice([1, 2, 3], p=[0.7, 0.25, 0.05])) if armed or clean_covers else 0
+    for _ in range(n_slots):
+        anchor = None
+        if armed:
             cls = CLASSES[int(rng.integers(len(CLASSES)))]
             threat = None
             for attempt in range(6):  # a long gun part may need a pose that fits the carton
@@ -133,14 +144,14 @@ def compose(rng: np.random.Generator, *, threat_rate: float, origin_xy: tuple[fl
                     break
             assert threat is not None
             items.append(threat)
-            if rng.random() < 0.35:  # concealment under or over a laptop, metal or books
-                hide = [objects.laptop, objects.metal_tray, objects.book, objects.clothes,
-                        objects.phone][int(rng.choice(5, p=[0.3, 0.3, 0.15, 0.15, 0.1]))]
-                anchor = np.mean([pt.centre for pt in threat.parts], axis=0)[:2]
-                cover = _fit(hide(rng), rng, inner, rotation(rng, flat=True, tilt_deg=8),
-                             anchor=anchor)
-                if cover is not None:
-                    items.append(cover)
+            anchor = np.mean([pt.centre for pt in threat.parts], axis=0)[:2]
+        if rng.random() < 0.35:  # concealment under or over a laptop, metal or books
+            hide = [objects.laptop, objects.metal_tray, objects.book, objects.clothes,
+                    objects.phone][int(rng.choice(5, p=[0.3, 0.3, 0.15, 0.15, 0.1]))]
+            cover = _fit(hide(rng), rng, inner, rotation(rng, flat=True, tilt_deg=8),
+                         anchor=anchor)
+            if cover is not None:
+                items.append(cover)
     return items, float(inner[1, 2])
 
 
@@ -151,6 +162,7 @@ def render(
     pitch_mm: float | None,
     threat_rate: float = 0.75,
     margin_px: tuple[int, int] = (8, 60),
+    generator: str | None = None,
 ) -> Parcel:
     """Generate and scan one parcel.
 
@@ -177,7 +189,10 @@ def render(
         grid_w = ml + int(np.ceil(w / px)) + mr
         x0 = ml * px
     y0 = lead * py
-    items, _ = compose(rng, threat_rate=threat_rate, origin_xy=(x0, y0), size=(w, length, h))
+    if generator is not None and generator not in GENERATORS:
+        raise ValueError(f"generator {generator!r}: this code renders {', '.join(GENERATORS)}")
+    items, _ = compose(rng, threat_rate=threat_rate, origin_xy=(x0, y0), size=(w, length, h),
+                       clean_covers=generator != "1.0.0")
 
     shape = (n_lines, grid_w)
     paths: dict[str, F32] = {}

@@ -158,3 +158,47 @@ def test_worker_pool_writes_what_one_process_writes(tmp_path: Path) -> None:
 def test_every_class_maps_to_a_catalogue_category() -> None:
     assert set(CATEGORIES) == set(CLASSES)
     assert CATEGORIES["organic_mass"]["alert"] == "suspicious organic mass"
+
+
+def _compose(seed: int, threat_rate: float, clean_covers: bool) -> list[tuple[str, ...]]:
+    """The items of a parcel as (first part's material, its shape kind, rounded centre)."""
+    from models.synth.scene import compose
+
+    items, _ = compose(np.random.default_rng(seed), threat_rate=threat_rate,
+                       origin_xy=(40.0, 40.0), size=(300.0, 400.0, 150.0),
+                       clean_covers=clean_covers)
+    return [(it.parts[0].material, it.parts[0].shape.kind,
+             str(np.round(it.parts[0].centre, 3).tolist())) for it in items]
+
+
+def test_clean_parcels_get_the_covers_that_threat_parcels_get() -> None:
+    """Generator 1.1.0 gives clean parcels the concealing covers (laptops, trays, books) at the
+    rate threat parcels get them, so that covers are no cue for a threat; 1.0.0 (kept for the
+    recorded recipe) gave them to threat parcels only. Threat parcels are the same in both."""
+    extra = []
+    for seed in range(300):
+        assert _compose(seed, 1.0, False) == _compose(seed, 1.0, True)
+        old, new = _compose(seed, 0.0, False), _compose(seed, 0.0, True)
+        assert new[: len(old)] == old  # the same clean parcel, covers added after
+        extra.append(len(new) - len(old))
+    # Expected covers per parcel: E[slots] x 0.35 = 1.35 x 0.35 ~ 0.47 (a few fail to fit).
+    assert 0.3 < np.mean(extra) < 0.6
+
+
+def test_generator_versions_render_the_same_threat_parcels() -> None:
+    from models.synth import GENERATORS
+
+    assert GENERATORS[-1] == "1.1.0"
+    clean_diff = armed_same = 0
+    for seed in range(1, 13):
+        a = render_sample(seed, ("A", "B", "C"), 0.8, "1.0.0")
+        b = render_sample(seed, ("A", "B", "C"), 0.8, "1.1.0")
+        if a.labels:
+            assert np.array_equal(a.image, b.image)
+            armed_same += 1
+        else:
+            clean_diff += not np.array_equal(a.image, b.image)
+    assert armed_same >= 6
+    assert clean_diff >= 1
+    with pytest.raises(ValueError, match=r"renders 1\.0\.0, 1\.1\.0"):
+        render_sample(1, ("A",), 0.8, "0.9.0")
