@@ -15,9 +15,12 @@ folder that the generator is still writing, and `Pool.extend` adds a whole prefi
 the seeds a step could draw from are named by one number, recorded per step in the run's
 record (`pool`) and replayed from it.
 
-What the OpenCV path does and this one does not: JPEG re-compression (`Jitter.jpeg_p`), and
-INTER_AREA resampling for the scale jitter (bilinear here, from a canvas already fitted with
-INTER_AREA, so at most a 1.43× reduction).
+Where the OpenCV path differs: it can JPEG re-compress (`Jitter.jpeg_p`; not done here); it
+resamples the scale jitter with INTER_AREA (bilinear here, from a canvas already fitted with
+INTER_AREA, so at most a 1.43× reduction); and it blurs with `Jitter.blur_kernel` (3 × 3 in
+NARROW), where this path sizes the kernel from sigma (±3 sigma), a stronger blur for the same
+sigma (effective sigma 1.2 against 0.77 at sigma 1.2). The recorded runs were trained with this
+path as it is, so it stays so that they replay.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import math
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +158,8 @@ class PoolLoader:
         self.stems = [(s, int(s) if s.isdigit() else i + 1) for i, s in enumerate(stems)]
         self.ready: queue.SimpleQueue[Parcel] = queue.SimpleQueue()
         self.done = threading.Event()
+        self.error: Exception | None = None
+        self.waiting_for: str | None = None  # the stem the generator has not written yet
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pool-loader", daemon=True)
         self._thread.start()
@@ -162,21 +168,29 @@ class PoolLoader:
         try:
             for stem, seed in self.stems:
                 while (p := read_parcel(self.data, self.split, stem, self.size, seed)) is None:
+                    self.waiting_for = stem
                     if self._stop.wait(self.poll_s):
                         return
+                self.waiting_for = None
                 self.ready.put(p)
                 if self._stop.is_set():
                     return
+        except Exception as exc:  # noqa: BLE001  handed to the trainer by take(), not lost
+            self.error = exc
         finally:
             self.done.set()
 
     def take(self, limit: int | None = None) -> list[Parcel]:
-        """The parcels read so far and not yet taken (at most `limit`), in seed order."""
+        """The parcels read so far and not yet taken (at most `limit`), in seed order. Raises
+        what stopped the reading thread, once the parcels read before it are taken."""
         out: list[Parcel] = []
         while limit is None or len(out) < limit:
             try:
                 out.append(self.ready.get_nowait())
             except queue.Empty:
+                if not out and self.error is not None:
+                    raise RuntimeError(f"reading the training parcels stopped: "
+                                       f"{self.error!r}") from self.error
                 break
         return out
 
@@ -401,25 +415,40 @@ class Feed:
         self.replay = [tuple(p) for p in replay] if replay else None
         self.schedule: list[tuple[int, int]] = []
         self.seed, self.batch_size, self.invert_p, self.jitter = seed, batch_size, invert_p, jitter
-        self.min_pool, self.refresh_every = max(min_pool, 1), refresh_every
+        # Never more than there are to read (a live run over a short folder starts on all).
+        self.min_pool = min(max(min_pool, 1), max(len(self.loader.stems), 1))
+        self.refresh_every = refresh_every
         self.noise = torch.Generator(device=device).manual_seed(seed)
 
-    def fill(self, poll_s: float = 0.5) -> None:
-        """Wait for the parcels the first step needs (live: `min_pool`; replayed: all)."""
+    def fill(self, poll_s: float = 0.5, stall_s: float = 600.0) -> None:
+        """Wait for the parcels the first step needs (live: `min_pool`; replayed: all). Gives
+        up when the data runs out first, or when no parcel arrives for `stall_s` (a generator
+        that died or never wrote a seed)."""
         def enough() -> bool:
             if self.replay is None:
                 return self.pool.n >= self.min_pool
             return bool(self.pool.seeds) and self.pool.seeds[-1] >= self.replay[-1][1]
 
+        def need() -> str:
+            want = f"up to seed {self.replay[-1][1]}" if self.replay else f"{self.min_pool}"
+            have = self.pool.seeds[-1] if self.pool.seeds else None
+            return f"the pool needs parcels {want}; it holds {self.pool.n} (up to seed {have})"
+
+        last = time.monotonic()
         while not enough():
             done = self.loader.done.is_set()
-            self.pool.extend(self.loader.take())
+            new = self.loader.take()
+            if new:
+                self.pool.extend(new)
+                last = time.monotonic()
             if done and not enough():
-                have = self.pool.seeds[-1] if self.pool.seeds else None
-                raise RuntimeError(f"the pool needs parcels up to seed "
-                                   f"{self.replay[-1][1] if self.replay else self.min_pool}, "
-                                   f"the data holds up to {have}")
+                self.pool.extend(self.loader.take())  # raises what stopped the reading, if any
+                if not enough():
+                    raise RuntimeError(f"{need()}, and the data has no more")
             if not enough():
+                if time.monotonic() - last > stall_s:
+                    raise RuntimeError(f"{need()}; no parcel for {stall_s:.0f} s, waiting for "
+                                       f"{self.loader.waiting_for}")
                 self.loader.done.wait(poll_s)
         if self.replay is None:
             self.schedule.append((0, self.pool.seeds[-1]))

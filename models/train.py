@@ -95,7 +95,9 @@ def pool_stems(data: Path, limit: int, styles: set[str] | None) -> list[str]:
 
 
 # A time-budgeted run times steps CALIBRATE_FROM..+CALIBRATE_STEPS (inside the warm-up, past
-# start-up) to fix its length, and stops early if it runs past OVERRUN × its budget.
+# start-up) to fix its length, and stops early if it runs past OVERRUN × its budget; it cannot
+# stop before the timing ends (on two CPU cores, 250 steps of batch 64 take about 20 minutes).
+# A device-augmented run's pool grows at steps 100 and 200, inside the timed steps.
 CALIBRATE_FROM, CALIBRATE_STEPS, OVERRUN = 100, 150, 1.1
 EMA_FROM = CALIBRATE_FROM + CALIBRATE_STEPS
 # A device-augmented run adds the parcels read so far to its pool every this many steps.
@@ -596,7 +598,8 @@ def _export_run(model: torch.nn.Module, args: argparse.Namespace, width: tuple[i
          "seed": args.seed, "lr": args.lr, "device": torch.cuda.get_device_name(device)
          if device.type == "cuda" else "cpu", "threads": args.threads,
          "workers": args.workers, "styles": args.styles or "A,B,C", "version": args.version,
-         "images_total": n_images if feed is not None else n_total,
+         # For a device-augmented run: the last seed its pool held (seeds 1.. that one).
+         "images_total": feed.pool.seeds[-1] if feed is not None else n_total,
          "init": str(args.init.name) if args.init else None,
          "invert_p": args.invert_p, "wide_photometric": args.wide_photometric,
          "generator": getattr(args, "generator", GENERATOR_VERSION),
@@ -717,8 +720,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="single run only: hold the parcels on the training device and augment "
                          "batches there; the pool grows while the generator writes --data")
     ap.add_argument("--pool-record", type=Path, default=None,
-                    help="single run: replay the pool growth (`pool`) of this device-augmented "
-                         "run's record (implies --device-augment)")
+                    help="single run: replay the pool growth (`pool`) and schedule length "
+                         "(`lr_steps`) of this device-augmented run's record (implies "
+                         "--device-augment; give its steps, batch, lr, ... as recorded)")
     ap.add_argument("--min-pool", type=int, default=1000,
                     help="--device-augment: parcels to wait for before the first step")
     ap.add_argument("--checkpoint-every-s", type=float, default=0,
@@ -731,7 +735,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     args.pool_schedule, args.lr_steps = None, None
     if args.pool_record is not None:
-        args.pool_schedule = json.loads(args.pool_record.read_text())["pool"]
+        record = json.loads(args.pool_record.read_text())
+        args.pool_schedule, args.lr_steps = record["pool"], record.get("lr_steps")
         args.device_augment = True
     single = args.steps is not None or args.epochs > 0 or args.time_budget_s > 0
     stages = RECIPE[: max(args.stages, 1)]
@@ -747,12 +752,9 @@ def main(argv: list[str] | None = None) -> None:
         root = stage_data(args.data, version)
         train_dir = root / "images" / "train"
         have = len(list(train_dir.iterdir())) if train_dir.exists() else 0
-        need_test = version == GENERATOR_VERSION and not args.no_evaluate and \
-            not (root / "meta" / "test.jsonl").exists()
-        if have < n or need_test:  # resumable: parcels already written are kept
+        if n:  # resumable: parcels this version already wrote are kept, others re-rendered
             subprocess.run([sys.executable, "-m", "models.synth", "--out", str(root),
-                            "--train", str(max(n, have)), "--generator", version,
-                            "--test", str(600 if need_test else 0),
+                            "--train", str(n), "--generator", version, "--test", "0",
                             "--workers", str(os.cpu_count() or 1)], check=True)
     if single:
         if not have and not args.images:

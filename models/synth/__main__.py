@@ -24,10 +24,13 @@ def splits(n_train: int, n_val: int, n_test: int, styles: tuple[str, ...]) -> li
     if n_val:  # not used by models.train; for tuning by hand
         out.append(Split("val", range(VAL_SEEDS_START, VAL_SEEDS_START + n_val), styles, 0.8))
     if n_test:
-        # Half the held-out parcels are clean, for false-alarm rates on clean parcels.
-        test = range(TEST_SEEDS_START, TEST_SEEDS_START + n_test)
-        out.append(Split("test", test, ("A", "B", "C"), 0.5))
+        out.append(test_split(n_test))
     return out
+
+
+def test_split(n: int) -> Split:
+    """The held-out test parcels: half of them clean, for false-alarm rates on clean parcels."""
+    return Split("test", range(TEST_SEEDS_START, TEST_SEEDS_START + n), ("A", "B", "C"), 0.5)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -100,6 +100,9 @@ def _write_one(args: tuple[Path, str, int, tuple[str, ...], float, str]) -> dict
         # Sidecars without the field predate it, all from generator 1.0.0.
         if row.get("generator", "1.0.0") == generator:
             return row  # resumed: already rendered by this generator
+    # Another version's parcel is re-rendered: its sidecar goes first, so that no reader takes
+    # the new image with the old labels (or a half-written image) for a whole parcel.
+    sidecar.unlink(missing_ok=True)
     s = render_sample(seed, styles, threat_rate, generator)
     h, w = s.image.shape[:2]
     cv2.imwrite(str(out / "images" / split / f"{name}.png"), s.image[..., ::-1])

@@ -24,6 +24,7 @@ from models.device_augment import (  # noqa: E402
     _gaussian_blur,
     _hsv_to_rgb,
     _rgb_to_hsv,
+    batch,
     draw,
     geometry,
     photometric,
@@ -144,9 +145,21 @@ def test_colour_changes_do_what_the_opencv_path_does() -> None:
     assert all(torch.allclose(out[0, c], grey) for c in range(3))
     out = photometric(x.clone(), replace(d0, gamma=torch.tensor([2.0, 1.0])))
     assert torch.allclose(out[0], 255 * (x[0] / 255) ** 2, atol=1e-3)
+    # Brightness/contrast saturates as cv2.convertScaleAbs does (|a x + b|, clipped).
+    out = photometric(x.clone(), replace(d0, contrast=torch.tensor([[1.1, -12.0], [1.0, 0.0]])))
+    want = cv2.convertScaleAbs(img[0].transpose(1, 2, 0), alpha=1.1, beta=-12.0)
+    assert np.abs(out[0].numpy().transpose(1, 2, 0) - want).max() <= 0.5 + 1e-3
+    # Noise of the drawn sigma, only where drawn.
+    noisy = photometric(torch.full((2, 3, 64, 64), 128.0),
+                        replace(d0, noise=torch.tensor([8.0, 0.0])),
+                        torch.Generator().manual_seed(0))
+    assert 7.0 < float(noisy[0].std()) < 9.0
+    assert float(noisy[1].std()) == 0.0
 
 
 def test_blur_matches_opencv_and_sigma_zero_leaves_the_image() -> None:
+    """The kernel spans ±3 sigma, as OpenCV sizes it when given (0, 0); NARROW's OpenCV path
+    fixes a 3 × 3 kernel instead, a weaker blur (module docstring)."""
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, (40, 40)).astype(np.float32)
     x = torch.from_numpy(img)[None, None].repeat(2, 3, 1, 1)
@@ -208,20 +221,35 @@ def test_the_loader_hands_over_parcels_in_seed_order_as_they_appear(tmp_path: Pa
         loader.close()
 
 
+def _wait_read(feed: Feed, n: int) -> None:
+    """Until the feed's loader has read `n` parcels not yet in its pool."""
+    for _ in range(500):
+        if feed.loader.ready.qsize() >= n:
+            return
+        feed.loader.done.wait(0.01)
+    raise AssertionError(f"the loader did not read {n} parcels")
+
+
 def test_a_live_runs_pool_growth_replays_to_the_same_batches(tmp_path: Path) -> None:
-    for s in range(1, 13):
+    for s in range(1, 5):
         _write_synth(tmp_path, s)
     stems = pool_stems(tmp_path, 12, None)
     live = Feed(tmp_path, "train", stems, SIZE, CPU, seed=3, batch_size=4, invert_p=0.2,
                 jitter=NARROW, min_pool=4, refresh_every=2)
     live.fill()
-    got = [live.next(step) for step in range(6)]
+    got = []
+    for step in range(6):
+        if step in (1, 3):  # the generator writes more while the run trains
+            for s in range(4 * step // 2 + 3, 4 * step // 2 + 7):  # seeds 5-8, then 9-12
+                _write_synth(tmp_path, s)
+            _wait_read(live, 4)
+        got.append(live.next(step))
     live.close()
-    assert live.schedule[0][0] == 0
-    assert live.schedule[-1][1] == 12
+    assert live.schedule == [(0, 4), (2, 8), (4, 12)]
     replay = Feed(tmp_path, "train", stems, SIZE, CPU, seed=3, batch_size=4, invert_p=0.2,
                   jitter=NARROW, replay=live.schedule)
     replay.fill()
+    assert replay.pool.n == 12
     again = [replay.next(step) for step in range(6)]
     replay.close()
     for (xa, ba), (xb, bb) in zip(got, again, strict=True):
@@ -229,6 +257,51 @@ def test_a_live_runs_pool_growth_replays_to_the_same_batches(tmp_path: Path) -> 
         assert torch.equal(ba, bb)
     assert seed_limit_at([[0, 4], [2, 9], [4, 12]], 3) == 9
     assert seed_limit_at([[0, 4], [2, 9], [4, 12]], 0) == 4
+
+
+def test_a_batch_depends_on_seed_and_step(pool: Pool) -> None:
+    """Every draw but the pixel noise comes from (seed, step); the noise from the generator
+    given for it (a run seeds one on its device)."""
+    def noise() -> torch.Generator:
+        return torch.Generator().manual_seed(0)
+
+    a = batch(pool, 2, 7, 0, 4, 0.2, NARROW, noise())
+    b = batch(pool, 2, 7, 0, 4, 0.2, NARROW, noise())
+    assert torch.equal(a[0], b[0])
+    assert torch.equal(a[1], b[1])
+    assert not torch.equal(batch(pool, 2, 8, 0, 4, 0.2, NARROW, noise())[0], a[0])
+    assert not torch.equal(batch(pool, 2, 7, 1, 4, 0.2, NARROW, noise())[0], a[0])
+    assert float(a[0].min()) >= 0.0
+    assert float(a[0].max()) <= 1.0
+
+
+def test_a_reading_error_reaches_the_trainer(tmp_path: Path) -> None:
+    for s in (1, 2):
+        _write_synth(tmp_path, s)
+    (tmp_path / "labels" / "train" / "00000002.txt").write_text(
+        "\n".join("1 0.5 0.5 0.1 0.1" for _ in range(17)))  # more than MAX_LABELS
+    feed = Feed(tmp_path, "train", pool_stems(tmp_path, 2, None), SIZE, CPU, seed=0,
+                batch_size=2, invert_p=0.0, jitter=NARROW, min_pool=2)
+    with pytest.raises(RuntimeError, match="17 labels"):
+        feed.fill(poll_s=0.01)
+    feed.close()
+
+
+def test_a_generator_that_stops_writing_stops_the_wait(tmp_path: Path) -> None:
+    for s in (1, 2, 4):  # seed 3 never comes
+        _write_synth(tmp_path, s)
+    feed = Feed(tmp_path, "train", pool_stems(tmp_path, 4, None), SIZE, CPU, seed=0,
+                batch_size=2, invert_p=0.0, jitter=NARROW, min_pool=3)
+    with pytest.raises(RuntimeError, match="waiting for 00000003"):
+        feed.fill(poll_s=0.01, stall_s=0.3)
+    assert feed.pool.n == 2
+    feed.close()
+    # A live run over fewer parcels than min_pool starts on all of them.
+    short = Feed(tmp_path, "train", ["00000001", "00000002"], SIZE, CPU, seed=0,
+                 batch_size=2, invert_p=0.0, jitter=NARROW, min_pool=1000)
+    short.fill(poll_s=0.01, stall_s=5)
+    assert short.pool.n == 2
+    short.close()
 
 
 def test_a_replay_asks_for_the_parcels_it_needs(tmp_path: Path) -> None:
