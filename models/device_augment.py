@@ -33,7 +33,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import cv2
 import numpy as np
@@ -67,22 +66,33 @@ def read_parcel(data: Path, split: str, stem: str, size: int, seed: int) -> Parc
                              for ext in (".png", ".jpg", ".jpeg")) if p.exists()), None)
     if path is None:
         return None
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise RuntimeError(f"unreadable image {path}")
-    h, w = img.shape[:2]
-    label = data / "labels" / split / f"{stem}.txt"
-    rows = [list(map(float, ln.split())) for ln in label.read_text().splitlines()
-            if ln.strip()] if label.exists() else []
+    img, rows = read_yolo(data, split, path)
     if len(rows) > MAX_LABELS:
-        raise RuntimeError(f"{label}: {len(rows)} labels, at most {MAX_LABELS}")
+        raise RuntimeError(f"{path.stem}: {len(rows)} labels, at most {MAX_LABELS}")
+    h, w = img.shape[:2]
     gain = min(size / h, size / w)
     fw, fh = max(round(w * gain), 1), max(round(h * gain), 1)
     fitted = cv2.resize(img, (fw, fh), interpolation=cv2.INTER_AREA)[..., ::-1]
-    boxes = np.array([[c, (cx - bw / 2) * fw, (cy - bh / 2) * fh, (cx + bw / 2) * fw,
-                       (cy + bh / 2) * fh] for c, cx, cy, bw, bh in rows],
-                     np.float32).reshape(-1, 5)
-    return Parcel(seed, np.ascontiguousarray(fitted), boxes)
+    return Parcel(seed, np.ascontiguousarray(fitted), in_pixels(rows, fw, fh))
+
+
+def read_yolo(data: Path, split: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An image of a YOLO-format split as OpenCV reads it (BGR) and its labels (n, 5: class,
+    cx, cy, w, h as fractions; float64), none where it has no label file."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # releases the GIL: threads help
+    if img is None:
+        raise RuntimeError(f"unreadable image {path}")
+    label = data / "labels" / split / f"{path.stem}.txt"
+    rows = [list(map(float, ln.split())) for ln in label.read_text().splitlines()
+            if ln.strip()] if label.exists() else []
+    return img, np.array(rows, np.float64).reshape(-1, 5)
+
+
+def in_pixels(rows: np.ndarray, w: float, h: float) -> np.ndarray:
+    """YOLO rows as (n, 5) float32: class, x1, y1, x2, y2 in pixels of a w × h image."""
+    c, cx, cy, bw, bh = rows.T
+    return np.stack([c, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w,
+                     (cy + bh / 2) * h], 1).astype(np.float32).reshape(-1, 5)
 
 
 class Pool:
@@ -211,6 +221,26 @@ def folder_stems(data: Path, split: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Jitter:
+    """Photometric jitter (here and in `train.augment`): a probability for each change, then
+    its range."""
+
+    hue_p: float
+    hue: int  # OpenCV hue units (half degrees), either way
+    shuffle_p: float
+    grey_p: float
+    gamma_p: float
+    gamma: tuple[float, float]
+    blur_p: float
+    blur: tuple[float, float]
+    blur_kernel: tuple[int, int]  # (0, 0): sized from sigma
+    noise_p: float
+    noise: tuple[float, float]
+    jpeg_p: float = 0.0
+    jpeg: tuple[int, int] = (20, 90)
+
+
+@dataclass(frozen=True)
 class Draws:
     """One batch's random choices, made on the CPU (see the module docstring)."""
 
@@ -230,7 +260,7 @@ class Draws:
 
 
 def draw(gen: torch.Generator, n_pool: int, batch: int, invert_p: float,
-         jitter: JitterLike) -> Draws:
+         jitter: Jitter) -> Draws:
     """Every random choice of one batch, from `gen` (CPU), in a fixed order."""
     def u(lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(batch, generator=gen)
@@ -255,21 +285,6 @@ def draw(gen: torch.Generator, n_pool: int, batch: int, invert_p: float,
     noise = torch.where(p(jitter.noise_p), u(*jitter.noise), 0.0)
     return Draws(index, invert, flip_x, flip_y, scale, place, contrast, hue, perm, grey, gamma,
                  blur, noise)
-
-
-class JitterLike(Protocol):
-    """What `draw` reads of a `train.Jitter` (structural, so this module does not import train)."""
-
-    hue_p: float
-    hue: int
-    shuffle_p: float
-    grey_p: float
-    gamma_p: float
-    gamma: tuple[float, float]
-    blur_p: float
-    blur: tuple[float, float]
-    noise_p: float
-    noise: tuple[float, float]
 
 
 def geometry(pool: Pool, d: Draws) -> tuple[torch.Tensor, torch.Tensor]:
@@ -375,7 +390,7 @@ def photometric(x: torch.Tensor, d: Draws, gen: torch.Generator | None = None) -
 
 
 def batch(pool: Pool, n_pool: int, step: int, seed: int, batch_size: int, invert_p: float,
-          jitter: JitterLike, noise_gen: torch.Generator | None = None
+          jitter: Jitter, noise_gen: torch.Generator | None = None
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step `step`'s samples from the first `n_pool` parcels of the pool: images [B, 3, S, S]
     (0..1, float) and labels [B, G, 5]."""
@@ -408,7 +423,7 @@ class Feed:
 
     def __init__(self, data: Path, split: str, stems: Sequence[str], size: int,
                  device: torch.device, seed: int, batch_size: int, invert_p: float,
-                 jitter: JitterLike, replay: Sequence[Sequence[int]] | None = None,
+                 jitter: Jitter, replay: Sequence[Sequence[int]] | None = None,
                  min_pool: int = 1, refresh_every: int = 25) -> None:
         self.pool = Pool(len(stems), size, device)
         self.loader = PoolLoader(data, split, stems, size)

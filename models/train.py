@@ -36,7 +36,14 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from models.device_augment import Feed, folder_stems, synth_stems
+from models.device_augment import (
+    Feed,
+    Jitter,
+    folder_stems,
+    in_pixels,
+    read_yolo,
+    synth_stems,
+)
 from models.network import NECK, STRIDES, WIDTH, Detector, Exported, FlipEnsemble, decode, grid
 from models.synth import GENERATOR_VERSION
 from models.synth.dataset import style_of
@@ -65,17 +72,9 @@ def load_split(data: Path, split: str, styles: set[str] | None = None,
         files = [p for p in files if style_of(int(p.stem), ("A", "B", "C")) in styles]
 
     def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # releases the GIL: threads help
-        if img is None:
-            raise RuntimeError(f"unreadable image {path}")
+        img, rows = read_yolo(data, split, path)
         h, w = img.shape[:2]
-        label = data / "labels" / split / f"{path.stem}.txt"
-        rows = [list(map(float, ln.split())) for ln in label.read_text().splitlines()
-                if ln.strip()] if label.exists() else []
-        boxes = np.array([[c, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w,
-                           (cy + bh / 2) * h] for c, cx, cy, bw, bh in rows],
-                         np.float32).reshape(-1, 5)
-        return np.ascontiguousarray(img[..., ::-1]), boxes
+        return np.ascontiguousarray(img[..., ::-1]), in_pixels(rows, w, h)
 
     with ThreadPoolExecutor(max(threads, 1)) as pool:
         return list(pool.map(read, files))
@@ -102,25 +101,6 @@ CALIBRATE_FROM, CALIBRATE_STEPS, OVERRUN = 100, 150, 1.1
 EMA_FROM = CALIBRATE_FROM + CALIBRATE_STEPS
 # A device-augmented run adds the parcels read so far to its pool every this many steps.
 POOL_REFRESH = 100
-
-
-@dataclass(frozen=True)
-class Jitter:
-    """Photometric jitter: a probability for each change, then its range."""
-
-    hue_p: float
-    hue: int  # OpenCV hue units (half degrees), either way
-    shuffle_p: float
-    grey_p: float
-    gamma_p: float
-    gamma: tuple[float, float]
-    blur_p: float
-    blur: tuple[float, float]
-    blur_kernel: tuple[int, int]  # (0, 0): sized from sigma
-    noise_p: float
-    noise: tuple[float, float]
-    jpeg_p: float = 0.0
-    jpeg: tuple[int, int] = (20, 90)
 
 
 # Scanner-to-scanner variation beyond our three colour tables, so the detector leans on shape
