@@ -25,7 +25,6 @@ path as it is, so it stays so that they replay.
 
 from __future__ import annotations
 
-import json
 import math
 import queue
 import threading
@@ -398,10 +397,6 @@ def batch(pool: Pool, n_pool: int, step: int, seed: int, batch_size: int, invert
     d = draw(gen, n_pool, batch_size, invert_p, jitter)
     x, boxes = geometry(pool, d)
     return photometric(x, d, noise_gen).div_(255.0), boxes
-
-
-def schedule_json(points: Sequence[tuple[int, int]]) -> str:
-    return json.dumps([list(p) for p in points])
 
 
 def seed_limit_at(schedule: Sequence[Sequence[int]], step: int) -> int:
