@@ -25,6 +25,7 @@ path as it is, so it stays so that they replay.
 
 from __future__ import annotations
 
+import bisect
 import math
 import queue
 import threading
@@ -41,6 +42,7 @@ import torch.nn.functional as F  # noqa: N812
 from screening.inference.preprocess import LETTERBOX_VALUE
 
 MAX_LABELS = 16  # per parcel: ours have at most 3 threats
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def read_parcel(data: Path, split: str, stem: str, size: int, seed: int) -> Parc
     if meta.is_dir() and not (meta / f"{stem}.json").exists():
         return None
     path = next((p for p in (data / "images" / split / f"{stem}{ext}"
-                             for ext in (".png", ".jpg", ".jpeg")) if p.exists()), None)
+                             for ext in IMAGE_SUFFIXES) if p.exists()), None)
     if path is None:
         return None
     img, rows = read_yolo(data, split, path)
@@ -151,7 +153,7 @@ class Pool:
 
     def count_upto(self, seed: int) -> int:
         """How many parcels of the pool have a seed <= `seed` (the pool is in seed order)."""
-        return int(np.searchsorted(np.asarray(self.seeds), seed, side="right"))
+        return bisect.bisect_right(self.seeds, seed)
 
 
 class PoolLoader:
@@ -213,10 +215,15 @@ def synth_stems(n: int, start: int = 1) -> list[str]:
     return [f"{s:08d}" for s in range(start, start + n)]
 
 
+def image_files(data: Path, split: str) -> list[Path]:
+    """The images of a YOLO-format split, sorted."""
+    return sorted(p for p in (data / "images" / split).iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def folder_stems(data: Path, split: str) -> list[str]:
-    """The stems of a YOLO-format folder's images, sorted."""
-    return sorted(p.stem for p in (data / "images" / split).iterdir()
-                  if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    """The stems of a YOLO-format split's images, sorted."""
+    return [p.stem for p in image_files(data, split)]
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,13 @@ import numpy as np
 
 from models.metrics import GroundTruth, Prediction, map_table, threshold_at_false_alarm
 from models.synth import GENERATOR_VERSION
-from models.synth.__main__ import DEFAULT_TEST, test_split
 from models.synth.dataset import (
+    TEST_N,
     TEST_SEEDS_START,
     TRAIN_SEEDS_START,
     VAL_SEEDS_START,
     Split,
+    held_out_split,
     write_yolo,
 )
 from models.taxonomy import CATEGORIES, CLASSES
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--xvendor-model", type=Path, default=None,
                     help="a model trained on styles A,B only; tested on style C")
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--test-n", type=int, default=DEFAULT_TEST, help="held-out test parcels")
+    ap.add_argument("--test-n", type=int, default=TEST_N, help="held-out test parcels")
     ap.add_argument("--calib", type=int, default=CALIB_N)
     ap.add_argument("--xvendor-n", type=int, default=300)
     ap.add_argument("--report", type=Path, default=ROOT / "REPORT.md")
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.monotonic()
     # Rendered here (resumed) like the other held-out sets, so that a test split another
     # generator version wrote is never measured as this one's.
-    test = rendered_split(a.data, test_split(a.test_n))[: a.limit]
+    test = rendered_split(a.data, held_out_split(a.test_n))[: a.limit]
     test_preds = predict(a.model, manifest, test)
     print(f"test: {len(test)} images in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     calib = rendered_split(a.data, Split("calib", range(CALIB_SEEDS_START, CALIB_SEEDS_START

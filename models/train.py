@@ -40,6 +40,7 @@ from models.device_augment import (
     Feed,
     Jitter,
     folder_stems,
+    image_files,
     in_pixels,
     read_yolo,
     synth_stems,
@@ -66,8 +67,7 @@ def load_split(data: Path, split: str, styles: set[str] | None = None,
     """Images (RGB uint8) and labels (n, 5: class, x1, y1, x2, y2 in pixels) of a YOLO-format
     split (images/<split>/*.png|jpg, labels/<split>/*.txt): any such folder trains the same way.
     `styles` keeps only our synthetic images of those vendor styles (named by seed)."""
-    files = sorted(p for p in (data / "images" / split).iterdir()
-                   if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
+    files = image_files(data, split)[:limit]
     if styles is not None:
         files = [p for p in files if style_of(int(p.stem), ("A", "B", "C")) in styles]
 

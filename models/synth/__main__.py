@@ -7,16 +7,17 @@ from pathlib import Path
 
 from models.synth import GENERATOR_VERSION, GENERATORS
 from models.synth.dataset import (
-    TEST_SEEDS_START,
+    TEST_N,
     TRAIN_SEEDS_START,
     VAL_SEEDS_START,
     Split,
+    held_out_split,
     write_yolo,
 )
 
 DEFAULT_TRAIN = 6000
 DEFAULT_VAL = 0
-DEFAULT_TEST = 600
+DEFAULT_TEST = TEST_N
 
 
 def splits(n_train: int, n_val: int, n_test: int, styles: tuple[str, ...]) -> list[Split]:
@@ -24,13 +25,9 @@ def splits(n_train: int, n_val: int, n_test: int, styles: tuple[str, ...]) -> li
     if n_val:  # not used by models.train; for tuning by hand
         out.append(Split("val", range(VAL_SEEDS_START, VAL_SEEDS_START + n_val), styles, 0.8))
     if n_test:
-        out.append(test_split(n_test))
+        out.append(held_out_split(n_test))
     return out
 
-
-def test_split(n: int) -> Split:
-    """The held-out test parcels: half of them clean, for false-alarm rates on clean parcels."""
-    return Split("test", range(TEST_SEEDS_START, TEST_SEEDS_START + n), ("A", "B", "C"), 0.5)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,6 +44,14 @@ VAL_SEEDS_START = 1_000_000
 TEST_SEEDS_START = 2_000_000
 
 
+TEST_N = 600  # held-out test parcels, by default
+
+
+def held_out_split(n: int) -> Split:
+    """The held-out test parcels: half of them clean, for false-alarm rates on clean parcels."""
+    return Split("test", range(TEST_SEEDS_START, TEST_SEEDS_START + n), ("A", "B", "C"), 0.5)
+
+
 @dataclass(frozen=True)
 class Sample:
     seed: int
