@@ -82,14 +82,24 @@ async def serving(
             await proc.wait()
 
 
-async def listening(proc: asyncio.subprocess.Process, processes: int = 1) -> None:
-    """Until ``processes`` gateway processes have said they listen."""
+async def listening(proc: asyncio.subprocess.Process, processes: int = 1) -> list[str]:
+    """Until ``processes`` gateway processes have said they listen: those lines. A start that
+    stalls for 60 s fails with everything the gateway said until then."""
     assert proc.stderr is not None
-    while processes:
-        line = await asyncio.wait_for(proc.stderr.readline(), timeout=60)
-        assert line, "the gateway exited before listening"
+    said, lines = [], []
+    while len(said) < processes:
+        try:
+            line = await asyncio.wait_for(proc.stderr.readline(), timeout=60)
+        except TimeoutError:
+            raise AssertionError(
+                f"no line from the gateway for 60 s; {len(said)} of {processes} process(es) "
+                "listening; it said:\n" + "".join(lines)
+            ) from None
+        assert line, "the gateway exited before listening; it said:\n" + "".join(lines)
+        lines.append(line.decode(errors="replace"))
         if b"gateway listening" in line:
-            processes -= 1
+            said.append(line.decode().strip())
+    return said
 
 
 def children(pid: int) -> set[int]:
