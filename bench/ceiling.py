@@ -21,8 +21,9 @@ from pydantic import ValidationError
 from screening.api.schemas import validate_event, validate_whole_body, validation_context
 from screening.background import cancel_and_wait
 from screening.protection import PersonalDataVault
-from screening.runtime import stop_on_signals, tune_collector
+from screening.runtime import run_server, stop_on_signals, tune_collector
 from screening.services.ingest import prepare
+from screening.settings import Settings
 from screening.workers import Supervisor, watch_parent
 
 
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "bench.ceiling", "--port", str(args.port),
                    "--worker-of", str(os.getpid())]  # fmt: skip
         return asyncio.run(Supervisor(args.workers, command, dict(os.environ)).run())
-    asyncio.run(serve_one(args.port, args.worker_of))
+    # On the event loop a gateway started with the same environment takes
+    # (SCREENING_EVENT_LOOP), so that the ceiling and the gateway run the same HTTP stack.
+    run_server(serve_one(args.port, args.worker_of), Settings().event_loop)
     return 0
 
 

@@ -25,7 +25,14 @@ from screening.background import cancel_and_wait
 from screening.domain.access import Role
 from screening.domain.checkpoint import CheckpointError, NoteVerifier
 from screening.errors import ScreeningError
-from screening.runtime import SHUTDOWN_DRAIN_S, StartupError, stop_on_signals, tune_collector
+from screening.runtime import (
+    SHUTDOWN_DRAIN_S,
+    StartupError,
+    loop_name,
+    run_server,
+    stop_on_signals,
+    tune_collector,
+)
 from screening.services import access
 from screening.services import ledger as ledger_service
 from screening.services.ledger import LedgerSigner, SignerKeyError
@@ -115,7 +122,11 @@ async def serve(
                 heartbeat = asyncio.create_task(
                     keep_beating(first_beat(heartbeats)), name="heartbeat"
                 )
-            print(f"gateway listening on http://{settings.host}:{settings.port}", file=sys.stderr)
+            print(
+                f"gateway listening on http://{settings.host}:{settings.port} "
+                f"(event loop: {loop_name()})",
+                file=sys.stderr,
+            )
             await stop.wait()
             print("gateway stopping", file=sys.stderr)
         finally:
@@ -374,8 +385,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 if count > 1 and args.worker_of is None:
                     return asyncio.run(supervise(settings, dsn, count))
-                asyncio.run(
-                    serve(settings, dsn, supervisor=args.worker_of, heartbeats=args.heartbeats)
+                run_server(
+                    serve(settings, dsn, supervisor=args.worker_of, heartbeats=args.heartbeats),
+                    settings.event_loop,
                 )
             return 0
         if args.command == "migrate":

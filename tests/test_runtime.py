@@ -1,17 +1,27 @@
-"""screening.runtime: what a started gateway does to its process: the garbage collector, and
-how it stops on signals."""
+"""screening.runtime: what a started gateway does to its process: its event loop, the garbage
+collector, and how it stops on signals."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 
 import pytest
+import uvloop
 from pydantic import ValidationError
 
-from screening.runtime import DEFAULT_YOUNG_THRESHOLD, tune_collector
+from screening.runtime import (
+    DEFAULT_YOUNG_THRESHOLD,
+    StartupError,
+    loop_factory,
+    loop_name,
+    run_server,
+    tune_collector,
+)
 from screening.settings import Settings
 
 
@@ -32,6 +42,47 @@ def test_tune_collector_freezes_startup_objects_and_raises_the_young_threshold()
     assert gc.get_freeze_count() > 0  # what was alive is out of the collector's scans
     assert gc.get_threshold() == (12_345, older, oldest)  # the older generations as they were
     assert gc.isenabled()  # cycles are still collected
+
+
+async def _running_loop() -> tuple[str, type[asyncio.AbstractEventLoop]]:
+    await asyncio.sleep(0)
+    return loop_name(), type(asyncio.get_running_loop())
+
+
+def test_a_server_runs_on_uvloop_by_default_and_on_asyncio_when_asked() -> None:
+    assert Settings().event_loop == "auto"
+    name, kind = run_server(_running_loop())
+    assert (name, kind) == ("uvloop", uvloop.Loop)
+    name, kind = run_server(_running_loop(), "uvloop")
+    assert name == "uvloop"
+    name, kind = run_server(_running_loop(), "asyncio")
+    assert name == "asyncio"
+    assert not issubclass(kind, uvloop.Loop)
+    assert loop_factory("asyncio") is None
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # what `import uvloop` raises ImportError on
+    assert loop_factory("auto") is None
+    assert run_server(_running_loop())[0] == "asyncio"
+    main = _running_loop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine was never awaited" left behind
+        with pytest.raises(StartupError, match="uvloop is not installed"):
+            run_server(main, "uvloop")
+    assert main.cr_frame is None  # closed
+
+
+def test_the_event_loop_setting_takes_only_the_known_loops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCREENING_EVENT_LOOP", "asyncio")
+    assert Settings().event_loop == "asyncio"
+    monkeypatch.setenv("SCREENING_EVENT_LOOP", "trio")
+    with pytest.raises(ValidationError):
+        Settings()
 
 
 def test_the_setting_defaults_to_the_module_default() -> None:

@@ -33,7 +33,8 @@ async def test_sigterm_closes_streams_and_exits_cleanly(
     port = free_port()
     proc = await start_serve(serve_env(database_url, tmp_path, port))
     try:
-        await listening(proc)
+        # By default a gateway runs on uvloop (screening.runtime): this test serves on it.
+        assert (await listening(proc))[0].endswith("(event loop: uvloop)")
         base = f"http://127.0.0.1:{port}"
         station = {"Authorization": f"Bearer {keys.by_role['station']}"}
         police = {"Authorization": f"Bearer {keys.by_role['police']}"}
@@ -61,6 +62,34 @@ async def test_sigterm_closes_streams_and_exits_cleanly(
         assert await asyncio.wait_for(proc.wait(), timeout=20) == 0
         # Well inside the drain limit: nothing waited for a stream to time out.
         assert asyncio.get_running_loop().time() - started < 8
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_a_gateway_asked_for_asyncio_serves_on_it(
+    database_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    keys = await make_keys(pool)
+    port = free_port()
+    env = {**serve_env(database_url, tmp_path, port), "SCREENING_EVENT_LOOP": "asyncio"}
+    proc = await start_serve(env)
+    try:
+        assert (await listening(proc))[0].endswith("(event loop: asyncio)")
+        station = {"Authorization": f"Bearer {keys.by_role['station']}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{port}/v1/events",
+                json=parcel_flow(keys.site, "ST0000000002"),
+                headers=station,
+            ) as resp,
+        ):
+            assert resp.status == 200
+            assert (await resp.json())["accepted"] == 6
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), timeout=20) == 0
     finally:
         if proc.returncode is None:
             proc.kill()
