@@ -2,11 +2,10 @@
 its event loop, how it stops on a signal, and the garbage collector.
 
 The event loop. ``run_server`` runs a server process's main coroutine on uvloop (libuv) where it
-is installed and the settings allow (``SCREENING_EVENT_LOOP``), else on asyncio's own loop. The
-gateway's time per request is mostly in the loop, the HTTP parser and the database driver:
-with uvloop the same process took 12-24 % less CPU per single-event POST (settings.py has the
-figures). Only servers run on it: the supervisor of several workers (screening.workers) starts
-them with ``process_group=``, which uvloop's subprocess support does not take.
+is installed and the settings allow (``SCREENING_EVENT_LOOP``), else on asyncio's own loop
+(settings.py has what it measured). Only servers run on it: the supervisor of several workers
+(screening.workers) starts them with ``process_group=``, which uvloop's subprocess support does
+not take.
 
 The cyclic garbage collector. CPython runs a young-generation collection whenever the tracked
 objects allocated since the last one outnumber those freed by 700 (the default threshold). A

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from screening.runtime import EventLoopChoice
 
 
 class Settings(BaseSettings):
@@ -74,10 +75,11 @@ class Settings(BaseSettings):
     gc_young_threshold: int = Field(default=10_000, ge=100)
     # The event loop a gateway process runs on (screening.runtime.run_server): "auto" takes
     # uvloop (libuv, from asyncpg's authors) where it is installed, else asyncio's own.
-    # Single-event POSTs from 256 connections to one process, alternating 10 s runs against a
-    # site holding 2 million events: 4,234 -> 4,750 and 4,006 -> 5,063 events/s, the process's
-    # CPU per event 221 -> 194 and 236 -> 179 µs.
-    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    # Single-event POSTs to one process, asyncio -> uvloop, alternating 10 s runs against a site
+    # holding 2 million events, the process's CPU per event: 221 -> 194 and 236 -> 179 µs from
+    # 256 connections (4,234 -> 4,750 and 4,006 -> 5,063 events/s), 234 -> 229 and 254 -> 187
+    # from 64. Batches of 500, two processes: 20,837 -> 19,667 and 18,532 -> 18,749 events/s.
+    event_loop: EventLoopChoice = "auto"
 
     # Personal-data protection. Key material as the JSON produced by PersonalDataVault; when
     # unset a key file is created under data_dir (fine for development, not for production).
