@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     # Single-event POSTs to one process, asyncio -> uvloop, alternating 10 s runs against a site
     # holding 2 million events, the process's CPU per event: 221 -> 194 and 236 -> 179 µs from
     # 256 connections (4,234 -> 4,750 and 4,006 -> 5,063 events/s), 234 -> 229 and 254 -> 187
-    # from 64. Batches of 500, two processes: 20,837 -> 19,667 and 18,532 -> 18,749 events/s.
+    # from 64. Batches of 500: one process 14,952 -> 17,217, 16,581 -> 18,093 and 16,228 ->
+    # 16,945 events/s; two processes 20,837 -> 19,667 and 18,532 -> 18,749.
     event_loop: EventLoopChoice = "auto"
 
     # Personal-data protection. Key material as the JSON produced by PersonalDataVault; when
