@@ -454,23 +454,26 @@ def train(args: argparse.Namespace) -> Path:
         pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if args.workers else None)) if feed is None else None
     ema: EMA | None = None
-    warmup, decay = 0, 0.0
+    # `total` is how many steps the run takes; `horizon` is the length its schedule (warm-up,
+    # cosine decay, EMA decay) is planned for. They differ in a replay of a run that stopped
+    # short of its plan (`lr_steps`), and in a budgeted run until its length is fixed.
+    horizon, warmup, decay = 0, 0, 0.0
 
     def plan(n_steps: int) -> None:
-        nonlocal total, warmup, decay
-        total = n_steps
+        nonlocal horizon, warmup, decay
+        horizon = n_steps
         # EMA horizon about a tenth of the run: long enough to smooth, short enough to forget
         # the untrained start of a short run.
-        decay = min(max(1 - 10 / total, 0.99), 0.9995)
+        decay = min(max(1 - 10 / horizon, 0.99), 0.9995)
         if ema is not None:
             ema.decay = decay
-        warmup = min(300, total // 10)
+        warmup = min(300, horizon // 10)
 
     def lr_at(step: int) -> float:
         if step < warmup:
             return float(args.lr * (step + 1) / warmup)
         return float(args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(
-            math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))))
+            math.pi * min(step - warmup, horizon - warmup) / max(horizon - warmup, 1)))))
 
     # A budgeted run starts on the plan of a long run (300 warm-up steps, the longest EMA):
     # the same as its final plan over the steps timed before it is fixed (when that is 3,000
@@ -528,6 +531,7 @@ def train(args: argparse.Namespace) -> Path:
             rate = CALIBRATE_STEPS / (time.monotonic() - mark)
             left = args.time_budget_s - (time.monotonic() - start)
             plan(step + max(int(left * rate * 0.95), 1))
+            total = horizon
             bar.total = total
             print(f"\n{rate:.1f} steps/s: this run takes {total} steps", file=sys.stderr)
             calib_at = -2
@@ -630,8 +634,10 @@ RECIPE = (
 # The cross-vendor control: from scratch on styles A and B only, tested on C. One time-boxed
 # run on a lent H200 (models/lent_gpu.sh), augmented on the GPU while the generator wrote its
 # parcels; its length and its pool's growth are replayed from its record.
+# Pinned to the generator it was trained on, as RECIPE's stages are: a later version would
+# otherwise move its replay onto other parcels.
 XVENDOR = Stage(steps=3864, lr=2e-3, batch=256, images=41230, invert_p=0.2,
-                pool_record="xvendor.train.json")
+                pool_record="xvendor.train.json", generator="1.1.0")
 
 
 def run_stages(args: argparse.Namespace, stages: Sequence[Stage], out: Path) -> None:

@@ -323,3 +323,24 @@ def test_pool_stems_keep_the_styles_asked_for(tmp_path: Path) -> None:
     assert all(style_of(int(s), ("A", "B", "C")) in "AB" for s in ab)
     assert len(ab) < 60
     assert pool_stems(tmp_path, 60, None) == [f"{s:08d}" for s in range(1, 61)]
+
+
+def test_a_replay_of_a_run_that_stopped_short_takes_its_steps_on_its_schedule(
+    tmp_path: Path,
+) -> None:
+    """Found by review: `lr_steps` (the planned length of a run stopped over budget) also set
+    the number of steps, so its replay trained the whole plan instead of the steps recorded."""
+    from models.train import main
+
+    data = tmp_path / "data"
+    for s in range(1, 7):
+        _write_synth(data, s)
+    record = tmp_path / "stopped.train.json"
+    record.write_text(json.dumps({"pool": [[0, 6]], "lr_steps": 40}))
+    out = tmp_path / "replay.onnx"
+    main(["--data", str(data), "--out", str(out), "--steps", "3", "--batch", "2",
+          "--imgsz", "64", "--device", "cpu", "--threads", "1", "--workers", "0",
+          "--pool-record", str(record), "--min-pool", "6", "--no-evaluate", "--no-flips"])
+    done = json.loads(out.with_suffix(".train.json").read_text())
+    assert done["steps"] == 3
+    assert done["lr_steps"] == 40
