@@ -62,11 +62,11 @@ def load_split(data: Path, split: str, limit: int | None = None) -> list[Sample]
     return out
 
 
-def rendered_split(data: Path, split: Split) -> list[Sample]:
+def rendered_split(data: Path, split: Split, limit: int | None = None) -> list[Sample]:
     """A held-out set rendered once into `data` (in parallel, resumable) and read back as the
-    PNG bytes a station uploads."""
+    PNG bytes a station uploads (its first `limit` images)."""
     write_yolo(data, [split], workers=os.cpu_count() or 1, progress=False)
-    return load_split(data, split.name)
+    return load_split(data, split.name, limit)
 
 
 def predict(model: Path, manifest: Path, samples: Sequence[Sample], threads: int = 2,
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.monotonic()
     # Rendered here (resumed) like the other held-out sets, so that a test split another
     # generator version wrote is never measured as this one's.
-    test = rendered_split(a.data, held_out_split(a.test_n))[: a.limit]
+    test = rendered_split(a.data, held_out_split(a.test_n), a.limit)
     test_preds = predict(a.model, manifest, test)
     print(f"test: {len(test)} images in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     calib = rendered_split(a.data, Split("calib", range(CALIB_SEEDS_START, CALIB_SEEDS_START

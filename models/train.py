@@ -733,17 +733,15 @@ def main(argv: list[str] | None = None) -> None:
     wanted = {GENERATOR_VERSION: args.images if single else 0}
     for st in () if single else (*stages, *control):
         wanted[st.generator] = max(wanted.get(st.generator, 0), st.images)
-    have = 0
     for version, n in wanted.items():
         root = stage_data(args.data, version)
-        train_dir = root / "images" / "train"
-        have = len(list(train_dir.iterdir())) if train_dir.exists() else 0
         if n:  # resumable: parcels this version already wrote are kept, others re-rendered
             subprocess.run([sys.executable, "-m", "models.synth", "--out", str(root),
                             "--train", str(n), "--generator", version, "--test", "0",
                             "--workers", str(os.cpu_count() or 1)], check=True)
     if single:
-        if not have and not args.images:
+        train_dir = args.data / "images" / "train"  # nothing was generated when no --images
+        if not args.images and not (train_dir.exists() and any(train_dir.iterdir())):
             raise SystemExit(f"no training parcels in {args.data}: give --images N to generate "
                              "them (or point --data at a YOLO-format folder)")
         args.steps = args.steps or 0

@@ -96,9 +96,10 @@ async def listening(proc: asyncio.subprocess.Process, processes: int = 1) -> lis
                 "listening; it said:\n" + "".join(lines)
             ) from None
         assert line, "the gateway exited before listening; it said:\n" + "".join(lines)
-        lines.append(line.decode(errors="replace"))
-        if b"gateway listening" in line:
-            said.append(line.decode().strip())
+        text = line.decode(errors="replace")
+        lines.append(text)
+        if "gateway listening" in text:
+            said.append(text.strip())
     return said
 
 
